@@ -1,0 +1,111 @@
+"""One exception tree, rooted at :class:`BacalhauError`.
+
+Every error that reaches a user names what was wrong. Callers catch
+``BacalhauError`` to handle anything this library raises on purpose; anything
+else escaping is a bug.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BacalhauError",
+    "BlockNotFound",
+    "CorruptBlock",
+    "DecodeError",
+    "ExecutorError",
+    "ExecutorUnavailable",
+    "IllegalTransition",
+    "JobFailed",
+    "JobNotFound",
+    "PeerUnreachable",
+    "PublishError",
+    "StorageError",
+    "TransportError",
+    "ValidationError",
+    "VerificationError",
+    "WireError",
+]
+
+
+class BacalhauError(Exception):
+    """Base of every error raised on purpose by bacalhau."""
+
+
+class ValidationError(BacalhauError, ValueError):
+    """A value (job spec, deal, volume, option) is invalid.
+
+    ``field`` names the offending field in dotted form (``deal.concurrency``)
+    when one field is to blame.
+    """
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        self.field = field
+        super().__init__(f"{field}: {message}" if field else message)
+
+
+class IllegalTransition(BacalhauError):
+    """A state machine was asked to make a move its transition table forbids."""
+
+    def __init__(self, machine: str, state: object, event: object) -> None:
+        self.machine = machine
+        self.state = state
+        self.event = event
+        super().__init__(f"{machine}: event {event!r} is not allowed in state {state!r}")
+
+
+class WireError(BacalhauError):
+    """A frame or envelope from the network is malformed, oversized or forged."""
+
+
+class DecodeError(WireError, ValueError):
+    """Bytes could not be decoded as the format they claim to be."""
+
+
+class TransportError(BacalhauError):
+    """The transport could not deliver a message."""
+
+
+class PeerUnreachable(TransportError):
+    """A direct request to a peer failed: unknown peer, closed or timed out."""
+
+
+class JobNotFound(BacalhauError, KeyError):
+    """No job with that id (or id prefix) is known to this node."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else "job not found"
+
+
+class JobFailed(BacalhauError):
+    """A job ended in a state other than completed (raised by ``JobResult.raise_for_state``)."""
+
+
+class ExecutorError(BacalhauError):
+    """An executor could not run a job (not the job's own non-zero exit)."""
+
+
+class ExecutorUnavailable(ExecutorError):
+    """The executor's engine is not available on this node."""
+
+
+class StorageError(BacalhauError):
+    """An input volume could not be prepared."""
+
+
+class BlockNotFound(StorageError, KeyError):
+    """No block with that CID is held locally or by any reachable provider."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else "block not found"
+
+
+class CorruptBlock(StorageError):
+    """A block's bytes do not hash to its CID."""
+
+
+class PublishError(BacalhauError):
+    """A results folder could not be published."""
+
+
+class VerificationError(BacalhauError):
+    """A proposal could not be produced or opened."""

@@ -1,0 +1,94 @@
+"""The Executor interface: run one job given its prepared volumes.
+
+An executor writes the job's ``stdout`` and ``stderr`` files into
+``ctx.results_dir`` and lets the job write each named output volume into
+``ctx.outputs[name]`` (a host directory it mounts or preopens at the output's
+path). The runner writes ``exitCode`` from the returned :class:`RunResult`.
+A non-zero exit is a result, not an error; an executor raises
+:class:`~bacalhau.errors.ExecutorError` only when it could not run the job
+(trap, timeout, missing image, ...), with a message a person can act on.
+"""
+
+from __future__ import annotations
+
+import abc
+from pathlib import Path
+from typing import ClassVar, Literal
+
+import attrs
+
+from ..models import InputSpec, JobSpec
+
+__all__ = ["ExecutionContext", "Executor", "PreparedVolume", "RunResult", "MAX_LOG_BYTES"]
+
+MAX_LOG_BYTES = 1024 * 1024
+"""stdout and stderr are each capped at 1 MiB in the results folder; the rest is
+dropped and ``RunResult.truncated`` notes it."""
+
+
+@attrs.frozen
+class PreparedVolume:
+    """An input volume made ready for an executor.
+
+    ``host_path`` is set for POSIX volumes (a read-only file or directory on the
+    host); ``stream`` is set for library volumes (the executor reads bytes by
+    calling it: ``await stream(offset, size) -> bytes``, ``size`` total length).
+    """
+
+    spec: InputSpec
+    host_path: Path | None = None
+    size: int | None = None
+    read: object | None = None  # Callable[[int, int], bytes], thread-safe; library mode
+
+
+@attrs.frozen
+class ExecutionContext:
+    """Everything one run needs; built by the node's execution runner."""
+
+    job_id: str
+    execution_id: str
+    spec: JobSpec
+    volumes: tuple[PreparedVolume, ...]
+    outputs: dict[str, Path] = attrs.field(hash=False)
+    results_dir: Path
+    work_dir: Path
+    node_id: str = ""
+
+
+@attrs.frozen
+class RunResult:
+    """How the job ended. ``exit_code`` is the job's own exit status."""
+
+    exit_code: int
+    truncated: tuple[str, ...] = ()
+
+
+class Executor(abc.ABC):
+    """Runs jobs of one engine type (``JobSpec.engine.type == name``)."""
+
+    name: ClassVar[str]
+    storage_mode: ClassVar[Literal["posix", "library", "any"]] = "posix"
+    """How inputs must be presented: as host paths, byte streams, or either."""
+
+    async def is_installed(self) -> bool:
+        """Whether the engine can run here (the node bids only if so)."""
+        return True
+
+    def validate(self, spec: JobSpec) -> None:
+        """Raise ValidationError if ``spec.engine.params`` are wrong for this engine."""
+
+    async def start(self) -> None:
+        """Called once when the node starts (clean leftovers, warm caches)."""
+
+    async def close(self) -> None:
+        """Called once when the node stops."""
+
+    @abc.abstractmethod
+    async def run(self, ctx: ExecutionContext) -> RunResult:
+        """Run the job. Cancellation (anyio) must stop it promptly and clean up."""
+
+
+def write_capped(path: Path, data: bytes, *, limit: int = MAX_LOG_BYTES) -> bool:
+    """Write at most ``limit`` bytes of ``data`` to ``path``; return True if truncated."""
+    path.write_bytes(data[:limit])
+    return len(data) > limit

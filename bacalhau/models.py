@@ -1,0 +1,635 @@
+"""Frozen values: job specs, deals, volumes, states, results.
+
+Every value validates itself at construction and raises
+:class:`~bacalhau.errors.ValidationError` naming the field that is wrong, so a
+bad spec fails where it is written, not on a node three hops away.
+
+Values convert to plain data with :func:`to_data` and back with
+:func:`from_data` (unknown fields are refused); the wire uses msgpack and the
+HTTP API JSON over the same plain data.
+"""
+
+from __future__ import annotations
+
+import base64
+import enum
+import math
+import re
+from collections.abc import Mapping
+from typing import Any, TypeVar
+
+import attrs
+import cattrs
+from cattrs.gen import make_dict_structure_fn
+from cattrs.preconf.json import make_converter as _make_json_converter
+
+from .errors import ValidationError
+
+__all__ = [
+    "Deal",
+    "EngineSpec",
+    "ExecutionResult",
+    "ExecutionState",
+    "InputSpec",
+    "JobEvent",
+    "JobResult",
+    "JobSpec",
+    "JobState",
+    "NodeInfo",
+    "OutputSpec",
+    "Resources",
+    "StorageRef",
+    "StorageSpec",
+    "from_data",
+    "from_json_data",
+    "parse_size",
+    "to_data",
+    "to_json_data",
+]
+
+T = TypeVar("T")
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
+_ENV_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+_TYPE_RE = re.compile(r"^[a-z][a-z0-9_\-]{0,31}$")
+
+MAX_INLINE_BYTES = 1 << 20
+"""Inline volumes and inline modules travel inside the job; keep them small."""
+
+
+def _fail(field: str, message: str) -> ValidationError:
+    return ValidationError(message, field=field)
+
+
+def check_abs_path(field: str, path: str) -> None:
+    """Refuse relative paths, ``..`` components, NULs and empty names."""
+    if not isinstance(path, str) or not path.startswith("/"):
+        raise _fail(field, f"must be an absolute path, got {path!r}")
+    if "\x00" in path:
+        raise _fail(field, "must not contain NUL")
+    parts = [p for p in path.split("/") if p]
+    if any(p in ("..", ".") for p in parts):
+        raise _fail(field, f"must not contain '.' or '..' components, got {path!r}")
+    if not parts:
+        raise _fail(field, "must not be the root directory '/'")
+
+
+_SIZE_RE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([kmgt]?i?b?)?\s*$", re.IGNORECASE)
+_SIZE_UNITS = {"": 1, "b": 1, "k": 1000, "m": 1000**2, "g": 1000**3, "t": 1000**4}
+
+
+def parse_size(text: str | int) -> int:
+    """Parse ``512Mi``, ``1GB``, ``1.5g`` or a plain byte count into bytes.
+
+    ``Ki``/``Mi``/``Gi`` and lower-case ``kb``/``mb``/``gb`` are binary (as Docker
+    reads ``--memory 1g``); ``KB``/``MB``/``GB`` are decimal.
+    """
+    if isinstance(text, int):
+        if text < 0:
+            raise ValidationError(f"size must not be negative, got {text}")
+        return text
+    m = _SIZE_RE.match(text)
+    if not m:
+        raise ValidationError(f"not a size: {text!r} (try 512Mi, 2GB or a byte count)")
+    number, unit = float(m.group(1)), (m.group(2) or "")
+    binary = "i" in unit.lower() or (unit[:1].islower() and unit[:1] != "b")
+    base = unit.lower().rstrip("ib") or ""
+    scale = 1024 ** "bkmgt".index(base) if binary and base else _SIZE_UNITS[base]
+    return int(number * scale)
+
+
+@attrs.frozen
+class StorageSpec:
+    """Where a piece of data comes from.
+
+    Args:
+        type: ``ipfs`` (by ``cid``), ``url`` (``url``, optional ``checksum``
+            ``sha256:HEX``), ``inline`` (``data``, at most 1 MiB) or a plugin's name.
+        path: for ``ipfs``, an optional path inside the CID's DAG.
+    """
+
+    type: str
+    cid: str | None = None
+    url: str | None = None
+    data: bytes | None = None
+    checksum: str | None = None
+    path: str | None = None
+
+    def __attrs_post_init__(self) -> None:
+        if not isinstance(self.type, str) or not _TYPE_RE.match(self.type):
+            raise _fail("type", f"not a storage type name: {self.type!r}")
+        if self.type == "ipfs":
+            if not self.cid:
+                raise _fail("cid", "an ipfs source needs a cid")
+            from .cid import validate_cid
+
+            validate_cid(self.cid, field="cid")
+        elif self.type == "url":
+            if not self.url or not re.match(r"^https?://", self.url):
+                raise _fail("url", f"a url source needs an http(s) url, got {self.url!r}")
+        elif self.type == "inline":
+            if self.data is None:
+                raise _fail("data", "an inline source needs data")
+            if len(self.data) > MAX_INLINE_BYTES:
+                raise _fail("data", f"inline data is {len(self.data)} bytes; at most 1 MiB")
+        if self.checksum is not None and not re.match(r"^sha256:[0-9a-f]{64}$", self.checksum):
+            raise _fail("checksum", "must be 'sha256:' and 64 lower-case hex digits")
+
+    @classmethod
+    def ipfs(cls, cid: str, *, path: str | None = None) -> StorageSpec:
+        return cls(type="ipfs", cid=cid, path=path)
+
+    @classmethod
+    def inline(cls, data: bytes | str) -> StorageSpec:
+        return cls(type="inline", data=data.encode() if isinstance(data, str) else data)
+
+    @classmethod
+    def from_url(cls, url: str, *, checksum: str | None = None) -> StorageSpec:
+        return cls(type="url", url=url, checksum=checksum)
+
+
+@attrs.frozen
+class InputSpec:
+    """An input volume: ``source`` presented read-only at absolute ``target``."""
+
+    source: StorageSpec
+    target: str
+
+    def __attrs_post_init__(self) -> None:
+        check_abs_path("target", self.target)
+
+
+@attrs.frozen
+class OutputSpec:
+    """A named output volume, writable at absolute ``path`` inside the job."""
+
+    name: str
+    path: str
+
+    def __attrs_post_init__(self) -> None:
+        if not isinstance(self.name, str) or not _NAME_RE.match(self.name):
+            raise _fail(
+                "name",
+                f"output name {self.name!r} must be 1-64 letters, digits, '_', '-' or '.'"
+                " (no '/' or '..') and not start with '.'",
+            )
+        if self.name in ("stdout", "stderr", "exitCode"):
+            raise _fail("name", f"output name {self.name!r} is reserved for the job's own files")
+        check_abs_path("path", self.path)
+
+
+@attrs.frozen
+class Resources:
+    """What a job asks for. ``cpu`` in cores, ``memory``/``disk`` in bytes."""
+
+    cpu: float = 0.1
+    memory: int = 256 * 1024 * 1024
+    disk: int = 0
+    gpu: int = 0
+
+    def __attrs_post_init__(self) -> None:
+        if not isinstance(self.cpu, int | float) or not math.isfinite(self.cpu) or self.cpu <= 0:
+            raise _fail("cpu", f"must be a positive number of cores, got {self.cpu!r}")
+        for name in ("memory", "disk", "gpu"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise _fail(name, f"must be a non-negative integer, got {value!r}")
+        if self.memory < 1024 * 1024:
+            raise _fail("memory", f"must be at least 1 MiB, got {self.memory} bytes")
+
+
+@attrs.frozen
+class Deal:
+    """How many nodes run a job and how many must agree.
+
+    Args:
+        concurrency: how many nodes run the job (>= 1).
+        confidence: how many agreeing proposals accept the result; 0 means the
+            verifier's own rule (for ``noop``, every proposal is accepted).
+        min_bids: how many bids to wait for before choosing among them.
+    """
+
+    concurrency: int = 1
+    confidence: int = 0
+    min_bids: int = 0
+
+    def __attrs_post_init__(self) -> None:
+        for name in ("concurrency", "confidence", "min_bids"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise _fail(name, f"must be an integer, got {value!r}")
+        if self.concurrency < 1:
+            raise _fail("concurrency", f"must be at least 1, got {self.concurrency}")
+        if self.concurrency > 100:
+            raise _fail("concurrency", f"must be at most 100, got {self.concurrency}")
+        if self.confidence < 0:
+            raise _fail("confidence", f"must not be negative, got {self.confidence}")
+        if self.confidence > self.concurrency:
+            raise _fail(
+                "confidence",
+                f"{self.confidence} agreeing results can never come from "
+                f"concurrency {self.concurrency}; use confidence <= concurrency",
+            )
+        if self.min_bids < 0:
+            raise _fail("min_bids", f"must not be negative, got {self.min_bids}")
+
+
+@attrs.frozen
+class EngineSpec:
+    """Which executor runs the job and its parameters (the executor validates them).
+
+    ``noop``: ``stdout``, ``stderr``, ``exit_code``, ``files`` ({output/name: text}),
+    ``delay`` (seconds), ``error`` (fail the execution with this message).
+    ``wasm``: ``module`` (a StorageSpec as data), ``entry_point``, ``args``.
+    ``docker``: ``image``, ``entrypoint``, ``cmd``, ``workdir``.
+    """
+
+    type: str
+    params: dict[str, Any] = attrs.field(factory=dict, eq=True, hash=False)
+
+    def __attrs_post_init__(self) -> None:
+        if not isinstance(self.type, str) or not _TYPE_RE.match(self.type):
+            raise _fail("type", f"not an engine name: {self.type!r}")
+        if not isinstance(self.params, dict) or not all(isinstance(k, str) for k in self.params):
+            raise _fail("params", "must be a mapping with string keys")
+
+
+@attrs.frozen
+class JobSpec:
+    """Everything a node needs to run a job.
+
+    Build one with :meth:`noop`, :meth:`wasm` or :meth:`docker`, or directly.
+    """
+
+    engine: EngineSpec
+    inputs: tuple[InputSpec, ...] = ()
+    outputs: tuple[OutputSpec, ...] = ()
+    env: dict[str, str] = attrs.field(factory=dict, hash=False)
+    resources: Resources = Resources()
+    timeout: float = 300.0
+    deal: Deal = Deal()
+    verifier: str = "noop"
+    publisher: str = "ipfs"
+    network: str = "none"
+    retries: int = 2
+    labels: tuple[str, ...] = ()
+
+    def __attrs_post_init__(self) -> None:
+        object.__setattr__(self, "inputs", tuple(self.inputs))
+        object.__setattr__(self, "outputs", tuple(self.outputs))
+        object.__setattr__(self, "labels", tuple(self.labels))
+        if not isinstance(self.timeout, int | float) or not 0 < self.timeout <= 7 * 86400:
+            raise _fail("timeout", f"must be between 0 and 7 days in seconds, got {self.timeout!r}")
+        for name in ("verifier", "publisher"):
+            if not isinstance(getattr(self, name), str) or not _TYPE_RE.match(getattr(self, name)):
+                raise _fail(name, f"not a {name} name: {getattr(self, name)!r}")
+        if self.network != "none":
+            raise _fail("network", f"jobs run without network access; got {self.network!r}")
+        if not isinstance(self.retries, int) or not 0 <= self.retries <= 20:
+            raise _fail("retries", f"must be an integer from 0 to 20, got {self.retries!r}")
+        if not isinstance(self.env, dict):
+            raise _fail("env", "must be a mapping of names to strings")
+        for key, value in self.env.items():
+            if not isinstance(key, str) or not _ENV_RE.match(key):
+                raise _fail("env", f"not an environment variable name: {key!r}")
+            if not isinstance(value, str) or "\x00" in value:
+                raise _fail(f"env.{key}", "must be a string without NUL")
+        names = [o.name for o in self.outputs]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise _fail("outputs", f"duplicate output names: {', '.join(dupes)}")
+        targets = [i.target for i in self.inputs] + [o.path for o in self.outputs]
+        dupes = sorted({t for t in targets if targets.count(t) > 1})
+        if dupes:
+            raise _fail("inputs", f"two volumes at the same path: {', '.join(dupes)}")
+        for label in self.labels:
+            if not isinstance(label, str) or not _NAME_RE.match(label):
+                raise _fail("labels", f"not a label: {label!r}")
+
+    @property
+    def min_bids(self) -> int:
+        return self.deal.min_bids
+
+    @classmethod
+    def noop(
+        cls,
+        *,
+        stdout: str = "",
+        stderr: str = "",
+        exit_code: int = 0,
+        files: Mapping[str, str] | None = None,
+        delay: float = 0.0,
+        error: str | None = None,
+        **kwargs: Any,
+    ) -> JobSpec:
+        """A job for the ``noop`` executor, which pretends to run and writes what it is told."""
+        params: dict[str, Any] = {"stdout": stdout, "stderr": stderr, "exit_code": exit_code}
+        if files:
+            params["files"] = dict(files)
+        if delay:
+            params["delay"] = delay
+        if error is not None:
+            params["error"] = error
+        kwargs.setdefault("publisher", "noop")
+        return cls(engine=EngineSpec("noop", params), **kwargs)
+
+    @classmethod
+    def wasm(
+        cls,
+        module: StorageSpec | bytes | str,
+        *,
+        args: tuple[str, ...] | list[str] = (),
+        entry_point: str = "_start",
+        **kwargs: Any,
+    ) -> JobSpec:
+        """A WASI job. ``module`` is a StorageSpec, a CID string, or module bytes/WAT text."""
+        if isinstance(module, str) and not module.lstrip().startswith("("):
+            source = StorageSpec.ipfs(module)
+        elif isinstance(module, str | bytes):
+            source = StorageSpec.inline(module)
+        else:
+            source = module
+        params = {"module": to_data(source), "entry_point": entry_point, "args": list(args)}
+        return cls(engine=EngineSpec("wasm", params), **kwargs)
+
+    @classmethod
+    def docker(
+        cls,
+        image: str,
+        cmd: tuple[str, ...] | list[str] = (),
+        *,
+        entrypoint: tuple[str, ...] | list[str] | None = None,
+        workdir: str | None = None,
+        **kwargs: Any,
+    ) -> JobSpec:
+        """A job for the Docker executor."""
+        params: dict[str, Any] = {"image": image, "cmd": list(cmd)}
+        if entrypoint is not None:
+            params["entrypoint"] = list(entrypoint)
+        if workdir is not None:
+            params["workdir"] = workdir
+        return cls(engine=EngineSpec("docker", params), **kwargs)
+
+
+class JobState(enum.StrEnum):
+    """Where a job is in its lifecycle, as its requester sees it."""
+
+    BIDDING = "bidding"
+    RUNNING = "running"
+    VERIFYING = "verifying"
+    PUBLISHING = "publishing"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED)
+
+
+class ExecutionState(enum.StrEnum):
+    """One node's part in a job, as the requester sees it."""
+
+    BID = "bid"
+    BID_REJECTED = "bid_rejected"
+    ACCEPTED = "accepted"
+    PROPOSED = "proposed"
+    RESULTS_ACCEPTED = "results_accepted"
+    RESULTS_REJECTED = "results_rejected"
+    PUBLISHED = "published"
+    FAILED = "failed"
+    LOST = "lost"
+    CANCELLED = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (
+            ExecutionState.BID_REJECTED,
+            ExecutionState.RESULTS_REJECTED,
+            ExecutionState.PUBLISHED,
+            ExecutionState.FAILED,
+            ExecutionState.LOST,
+            ExecutionState.CANCELLED,
+        )
+
+
+@attrs.frozen
+class StorageRef:
+    """Where published results are: ``ipfs`` with ``cid``, ``local`` with ``path``, ``noop``."""
+
+    type: str
+    cid: str | None = None
+    path: str | None = None
+
+    def __str__(self) -> str:
+        return self.cid or self.path or self.type
+
+
+@attrs.frozen
+class JobEvent:
+    """One line of a job's history: ``kind`` happened at ``time`` (unix seconds)."""
+
+    time: float
+    kind: str
+    node_id: str | None = None
+    detail: str = ""
+
+
+@attrs.frozen
+class ExecutionResult:
+    """One node's execution of a job."""
+
+    node_id: str
+    state: ExecutionState
+    exit_code: int | None = None
+    stdout: str = ""
+    stderr: str = ""
+    published: StorageRef | None = None
+    reason: str = ""
+
+
+@attrs.frozen
+class JobResult:
+    """What a job came to: its terminal state, executions and whole history."""
+
+    job_id: str
+    state: JobState
+    reason: str
+    spec: JobSpec
+    requester_id: str
+    executions: tuple[ExecutionResult, ...]
+    events: tuple[JobEvent, ...]
+
+    @property
+    def ok(self) -> bool:
+        return self.state is JobState.COMPLETED
+
+    @property
+    def accepted(self) -> tuple[ExecutionResult, ...]:
+        """Executions whose results were accepted and published."""
+        return tuple(e for e in self.executions if e.state is ExecutionState.PUBLISHED)
+
+    @property
+    def cid(self) -> str | None:
+        """The published results CID of the first accepted execution, if any."""
+        for execution in self.accepted:
+            if execution.published and execution.published.cid:
+                return execution.published.cid
+        return None
+
+    def raise_for_state(self) -> JobResult:
+        """Return self if completed, else raise :class:`~bacalhau.errors.JobFailed`."""
+        from .errors import JobFailed
+
+        if not self.ok:
+            raise JobFailed(f"job {self.job_id} {self.state.value}: {self.reason}")
+        return self
+
+
+@attrs.frozen
+class NodeInfo:
+    """What a node tells about itself."""
+
+    node_id: str
+    executors: tuple[str, ...]
+    verifiers: tuple[str, ...]
+    publishers: tuple[str, ...]
+    storage: tuple[str, ...]
+    peers: tuple[str, ...] = ()
+    capacity: Resources | None = None
+    running: int = 0
+    version: str = ""
+
+
+# --- plain data <-> values -------------------------------------------------------------------
+
+_wire = cattrs.Converter(forbid_extra_keys=True)
+_json = _make_json_converter(forbid_extra_keys=True)
+_json.register_unstructure_hook(bytes, lambda b: base64.b64encode(b).decode("ascii"))
+
+
+def _b64(value: Any, _: Any) -> bytes:
+    if isinstance(value, bytes):
+        return value
+    if not isinstance(value, str):
+        raise ValidationError("bytes must be given as a base64 string")
+    try:
+        return base64.b64decode(value, validate=True)
+    except ValueError as exc:
+        raise ValidationError(f"not valid base64: {exc}") from None
+
+
+_json.register_structure_hook(bytes, _b64)
+
+
+def _strict_str(value: Any, _: Any) -> str:
+    if not isinstance(value, str):
+        raise ValidationError(f"expected a string, got {type(value).__name__}")
+    return value
+
+
+def _strict_number(kind: type) -> Any:
+    def hook(value: Any, _: Any) -> Any:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValidationError(f"expected a number, got {type(value).__name__}")
+        if kind is int:
+            if isinstance(value, float) and not value.is_integer():
+                raise ValidationError(f"expected a whole number, got {value}")
+            return int(value)
+        return float(value)
+
+    return hook
+
+
+for _conv in (_wire, _json):
+    _conv.register_structure_hook(str, _strict_str)
+    _conv.register_structure_hook(int, _strict_number(int))
+    _conv.register_structure_hook(float, _strict_number(float))
+    _conv.register_structure_hook_func(
+        lambda t: t in (dict[str, Any], dict[str, str]), lambda v, _: _expect_dict(v)
+    )
+
+
+def _mapping_first(conv: cattrs.Converter) -> None:
+    """Give attrs classes a clear error when handed a non-mapping."""
+
+    def factory(cls: type) -> Any:
+        inner = make_dict_structure_fn(cls, conv, _cattrs_forbid_extra_keys=True)
+
+        def hook(value: Any, _: Any) -> Any:
+            if not isinstance(value, dict):
+                raise ValidationError(f"expected a mapping, got {type(value).__name__}")
+            return inner(value, cls)
+
+        return hook
+
+    conv.register_structure_hook_factory(attrs.has, factory)
+
+
+for _conv in (_wire, _json):
+    _mapping_first(_conv)
+
+
+def _expect_dict(value: Any) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ValidationError(f"expected a mapping, got {type(value).__name__}")
+    return dict(value)
+
+
+def _format_error(exc: BaseException, type_: Any) -> str:
+    if isinstance(exc, ValidationError):
+        return str(exc)
+    if isinstance(exc, KeyError):
+        return "required field missing"
+    if isinstance(exc, cattrs.ForbiddenExtraKeysError):
+        return f"unknown field(s): {', '.join(sorted(exc.extra_fields))}"
+    if isinstance(exc, ValueError | TypeError):
+        name = getattr(type_, "__name__", str(type_))
+        return f"invalid value for {name}: {exc}"
+    return f"invalid value: {exc}"
+
+
+def _structure(conv: cattrs.Converter, data: Any, cls: type[T], what: str) -> T:
+    if attrs.has(cls) and not isinstance(data, dict):
+        raise ValidationError(f"{what} must be a mapping, got {type(data).__name__}")
+    try:
+        return conv.structure(data, cls)
+    except ValidationError:
+        raise
+    except (cattrs.BaseValidationError, cattrs.ForbiddenExtraKeysError) as exc:
+        messages = cattrs.transform_error(exc, path=what, format_exception=_format_error)
+        raise ValidationError("; ".join(_path_first(m) for m in messages)) from None
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        raise ValidationError(f"{what}: {exc}") from None
+
+
+_FIELD_MSG = re.compile(r"^([A-Za-z_][A-Za-z0-9_.]*): (.*) @ (\S+)$", re.DOTALL)
+
+
+def _path_first(message: str) -> str:
+    """``concurrency: must be >= 1 @ $.deal`` -> ``$.deal.concurrency: must be >= 1``."""
+    m = _FIELD_MSG.match(message)
+    if m:
+        return f"{m.group(3)}.{m.group(1)}: {m.group(2)}"
+    body, _, path = message.rpartition(" @ ")
+    return f"{path}: {body}" if body else message
+
+
+def to_data(value: Any) -> Any:
+    """Plain data (dicts, lists, bytes) for msgpack."""
+    return _wire.unstructure(value)
+
+
+def from_data(data: Any, cls: type[T], *, what: str = "$") -> T:
+    """Build ``cls`` from plain data, refusing unknown fields with a named error."""
+    return _structure(_wire, data, cls, what)
+
+
+def to_json_data(value: Any) -> Any:
+    """Plain JSON-able data (bytes as base64)."""
+    return _json.unstructure(value)
+
+
+def from_json_data(data: Any, cls: type[T], *, what: str = "$") -> T:
+    """Build ``cls`` from JSON data (bytes as base64), refusing unknown fields."""
+    return _structure(_json, data, cls, what)

@@ -1,0 +1,23 @@
+"""The Publisher interface: make an accepted results folder readable by others."""
+
+from __future__ import annotations
+
+import abc
+from pathlib import Path
+from typing import ClassVar
+
+from ..models import StorageRef
+
+__all__ = ["Publisher"]
+
+
+class Publisher(abc.ABC):
+    name: ClassVar[str]
+
+    @abc.abstractmethod
+    async def publish(self, job_id: str, execution_id: str, results_dir: Path) -> StorageRef:
+        """Publish ``results_dir``; return where it now lives.
+
+        Raises:
+            PublishError: with the reason.
+        """

@@ -1,0 +1,42 @@
+"""The StorageProvider interface: present one input source to one executor.
+
+A provider handles one :attr:`StorageSpec.type` (``ipfs``, ``url``, ``inline``,
+or a plugin's). It can always materialise a source as read-only files at a
+host path (POSIX mode); a provider that can also stream bytes without writing
+files implements :meth:`open_reader` (library mode).
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable
+from pathlib import Path
+from typing import ClassVar
+
+from ..models import StorageSpec
+
+__all__ = ["Reader", "StorageProvider"]
+
+Reader = Callable[[int, int], bytes]
+"""``read(offset, size) -> bytes``: thread-safe random access to one file's bytes."""
+
+
+class StorageProvider(abc.ABC):
+    type: ClassVar[str]
+
+    async def has_locally(self, spec: StorageSpec) -> bool:
+        """True if the data is on this node without fetching (data locality)."""
+        return True
+
+    @abc.abstractmethod
+    async def prepare(self, spec: StorageSpec, dest: Path) -> Path:
+        """Materialise ``spec`` at ``dest`` (a file or directory), read-only; return it.
+
+        Raises:
+            StorageError: the data could not be had, with the reason.
+        """
+
+    async def open_reader(self, spec: StorageSpec) -> tuple[Reader, int] | None:
+        """Library mode: a reader for a single-file source and its size, or None
+        when this provider cannot stream (the runner then uses :meth:`prepare`)."""
+        return None

@@ -1,0 +1,140 @@
+"""Signed msgpack envelopes: how every lifecycle event crosses any transport.
+
+A frame is ``msgpack([signed, signature])`` where ``signed`` is
+``msgpack([VERSION, kind, sender_public_key, msg_id, sent_at, body])`` and the
+signature is the sender's Ed25519 signature over ``signed``. The sender's node
+id derives from the public key, so no key lookup is needed.
+
+Verification costs about 100 us, and in a gossip mesh or an in-process network
+every node hears every frame, so a :class:`VerifiedCache` remembers frames whose
+signature already checked out. Nodes of one process share one cache (the
+:class:`~bacalhau.network.Network` hands the same cache to all of them), so an
+event is verified once per process, not once per node.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import OrderedDict
+from typing import Any
+
+import attrs
+import msgpack
+
+from .errors import DecodeError, WireError
+from .identity import Identity, node_id_from_public_key, verify_signature
+
+__all__ = ["MAX_EVENT_FRAME", "Envelope", "VerifiedCache", "decode_envelope", "encode_envelope"]
+
+VERSION = 1
+MAX_EVENT_FRAME = 2 * 1024 * 1024
+"""Largest event frame accepted (a job spec with 1 MiB of inline data fits)."""
+
+_SENDER_IDS: dict[bytes, str] = {}
+
+
+def _sender_id(public: bytes) -> str:
+    node_id = _SENDER_IDS.get(public)
+    if node_id is None:
+        node_id = node_id_from_public_key(public)
+        if len(_SENDER_IDS) > 65536:
+            _SENDER_IDS.clear()
+        _SENDER_IDS[public] = node_id
+    return node_id
+
+
+@attrs.frozen
+class Envelope:
+    """A decoded, signature-checked frame. ``body`` is plain data (see ``models.from_data``)."""
+
+    kind: str
+    sender: str
+    msg_id: bytes
+    sent_at: float
+    body: Any = attrs.field(eq=False, hash=False)
+
+
+class VerifiedCache:
+    """A bounded LRU of frames whose signatures verified. Share one per process."""
+
+    def __init__(self, maxsize: int = 65536) -> None:
+        self._frames: OrderedDict[bytes, None] = OrderedDict()
+        self.maxsize = maxsize
+        self.hits = 0
+        self.verifications = 0
+
+    def check(self, frame: bytes, sender: str, signature: bytes, signed: bytes) -> bool:
+        if frame in self._frames:
+            self._frames.move_to_end(frame)
+            self.hits += 1
+            return True
+        self.verifications += 1
+        if not verify_signature(sender, signature, signed):
+            return False
+        self._frames[frame] = None
+        if len(self._frames) > self.maxsize:
+            self._frames.popitem(last=False)
+        return True
+
+
+def unpack(data: bytes, *, max_size: int = MAX_EVENT_FRAME) -> Any:
+    """msgpack-decode untrusted ``data`` with size limits; DecodeError on anything wrong."""
+    if len(data) > max_size:
+        raise DecodeError(f"frame of {len(data)} bytes exceeds the {max_size}-byte limit")
+    try:
+        return msgpack.unpackb(data, raw=False, max_buffer_size=max_size, strict_map_key=True)
+    except (ValueError, TypeError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as e:
+        raise DecodeError(f"malformed msgpack: {e}") from None
+    except Exception as e:  # msgpack raises a few undocumented types on hostile input
+        raise DecodeError(f"malformed msgpack: {type(e).__name__}: {e}") from None
+
+
+def pack(data: Any) -> bytes:
+    return msgpack.packb(data, use_bin_type=True)  # type: ignore[no-any-return]
+
+
+def encode_envelope(identity: Identity, kind: str, body: Any, *, now: float) -> tuple[bytes, bytes]:
+    """Sign and frame ``body``; return (frame, msg_id)."""
+    msg_id = os.urandom(16)
+    signed = pack([VERSION, kind, identity.public_key, msg_id, now, body])
+    return pack([signed, identity.sign(signed)]), msg_id
+
+
+def decode_envelope(
+    frame: bytes, *, cache: VerifiedCache | None = None, max_size: int = MAX_EVENT_FRAME
+) -> Envelope:
+    """Check and decode one frame.
+
+    Raises:
+        DecodeError: malformed or oversized.
+        WireError: the signature does not verify.
+    """
+    outer = unpack(frame, max_size=max_size)
+    if not (isinstance(outer, list) and len(outer) == 2 and all(isinstance(x, bytes) for x in outer)):
+        raise DecodeError("an envelope is [signed bytes, signature bytes]")
+    signed, signature = outer
+    inner = unpack(signed, max_size=max_size)
+    if not (isinstance(inner, list) and len(inner) == 6):
+        raise DecodeError("signed part must be a 6-element array")
+    version, kind, public, msg_id, sent_at, body = inner
+    if version != VERSION:
+        raise DecodeError(f"unsupported envelope version {version!r}")
+    if not isinstance(kind, str) or not 0 < len(kind) <= 64:
+        raise DecodeError("envelope kind must be a short string")
+    if not (isinstance(public, bytes) and len(public) == 32):
+        raise DecodeError("sender key must be 32 bytes")
+    if not (isinstance(msg_id, bytes) and len(msg_id) == 16):
+        raise DecodeError("message id must be 16 bytes")
+    if not isinstance(sent_at, float | int) or isinstance(sent_at, bool):
+        raise DecodeError("sent_at must be a number")
+    if len(signature) != 64:
+        raise WireError("bad signature length")
+    sender = _sender_id(public)
+    ok = (
+        cache.check(frame, sender, signature, signed)
+        if cache is not None
+        else verify_signature(sender, signature, signed)
+    )
+    if not ok:
+        raise WireError(f"bad signature on {kind} claiming to be from {sender}")
+    return Envelope(kind=kind, sender=sender, msg_id=msg_id, sent_at=float(sent_at), body=body)
