@@ -82,7 +82,7 @@ def unpack(data: bytes, *, max_size: int = MAX_EVENT_FRAME) -> Any:
     if len(data) > max_size:
         raise DecodeError(f"frame of {len(data)} bytes exceeds the {max_size}-byte limit")
     try:
-        return msgpack.unpackb(data, raw=False, max_buffer_size=max_size, strict_map_key=True)
+        return msgpack.unpackb(data, raw=False, strict_map_key=True)
     except (ValueError, TypeError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as e:
         raise DecodeError(f"malformed msgpack: {e}") from None
     except Exception as e:  # msgpack raises a few undocumented types on hostile input
