@@ -1,0 +1,1 @@
+"""pytest fixtures for testing code against a bacalhau network (registered via pytest11)."""

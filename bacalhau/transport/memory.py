@@ -1,0 +1,213 @@
+"""The in-process transport: every node of a :class:`MemoryHub` hears every broadcast.
+
+Built for tests and for ``Network.in_memory``: frames are handed over as the
+same ``bytes`` objects (nothing is copied), and the hub can misbehave on
+purpose - drop, delay, duplicate and reorder frames, or partition the nodes -
+with a seeded random generator, so a failing run can be replayed.
+
+Each transport delivers broadcasts to its node one at a time, in arrival order,
+from an unbounded inbox (a bounded one could deadlock two nodes broadcasting to
+each other from their handlers). Direct requests run in the caller's task.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Callable, Iterable
+from typing import Literal
+
+import anyio
+import anyio.abc
+import attrs
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from ..errors import PeerUnreachable, TransportError
+from .base import MAX_FRAME, Transport, TransportHandler
+
+__all__ = ["Faults", "MemoryHub", "MemoryTransport"]
+
+Kind = Literal["broadcast", "request"]
+FrameFilter = Callable[[str, str, Kind, bytes], bool]
+"""(source, destination, kind, frame) -> deliver? A custom drop rule."""
+
+
+@attrs.define
+class Faults:
+    """How a hub misbehaves. Rates are probabilities per delivery (0 to 1).
+
+    ``delay`` is a (min, max) range of seconds; random delays also reorder.
+    """
+
+    drop: float = 0.0
+    duplicate: float = 0.0
+    delay: tuple[float, float] = (0.0, 0.0)
+    filter: FrameFilter | None = None
+
+    @property
+    def active(self) -> bool:
+        return bool(self.drop or self.duplicate or self.delay[1] or self.filter)
+
+
+@attrs.define(eq=False)
+class MemoryHub:
+    """Connects :class:`MemoryTransport` s in one process.
+
+    Args:
+        seed: seeds the generator behind every fault decision.
+    """
+
+    seed: int | None = None
+    faults: Faults = attrs.Factory(Faults)
+    _transports: dict[str, MemoryTransport] = attrs.Factory(dict)
+    _groups: list[frozenset[str]] | None = None
+    rng: random.Random = attrs.field(init=False)
+    dropped: int = 0
+    delivered: int = 0
+
+    def __attrs_post_init__(self) -> None:
+        self.rng = random.Random(self.seed)
+
+    def transport(self, node_id: str) -> MemoryTransport:
+        """A new transport for ``node_id`` on this hub (joins when it runs)."""
+        return MemoryTransport(hub=self, node_id=node_id)
+
+    # --- faults ---------------------------------------------------------------------------
+
+    def partition(self, *groups: Iterable[str]) -> None:
+        """Split the nodes: only nodes in the same group reach each other.
+        Nodes not named in any group form one more group together."""
+        named = [frozenset(g) for g in groups]
+        rest = frozenset(self._transports) - frozenset().union(*named)
+        self._groups = [*named, rest] if rest else named
+
+    def heal(self) -> None:
+        """Undo :meth:`partition`."""
+        self._groups = None
+
+    def reachable(self, src: str, dst: str) -> bool:
+        if self._groups is None:
+            return True
+        return any(src in g and dst in g for g in self._groups)
+
+    def _plan(self, src: str, dst: str, kind: Kind, frame: bytes) -> list[float]:
+        """Delays of each copy to deliver (empty: dropped)."""
+        if not self.reachable(src, dst):
+            self.dropped += 1
+            return []
+        f = self.faults
+        if not f.active:
+            return [0.0]
+        if (f.filter is not None and not f.filter(src, dst, kind, frame)) or (
+            f.drop and self.rng.random() < f.drop
+        ):
+            self.dropped += 1
+            return []
+        copies = 2 if f.duplicate and self.rng.random() < f.duplicate else 1
+        lo, hi = f.delay
+        return [self.rng.uniform(lo, hi) if hi else 0.0 for _ in range(copies)]
+
+    # --- delivery -------------------------------------------------------------------------
+
+    def _broadcast(self, src: str, frame: bytes) -> None:
+        for dst, transport in list(self._transports.items()):
+            if dst != src:
+                for delay in self._plan(src, dst, "broadcast", frame):
+                    self.delivered += 1
+                    transport._deliver(frame, delay)
+
+    async def _request(self, src: str, dst: str, frame: bytes, timeout: float) -> bytes:
+        transport = self._transports.get(dst)
+        if transport is None or transport._handler is None:
+            raise PeerUnreachable(f"peer {dst} is not connected")
+        plan = self._plan(src, dst, "request", frame)
+        if not plan:
+            raise PeerUnreachable(f"request to {dst} was lost")
+        with anyio.fail_after(timeout):
+            if plan[0]:
+                await anyio.sleep(plan[0])
+            try:
+                return await transport._handler.handle_request(src, frame)
+            except TransportError:
+                raise
+            except Exception as exc:  # the peer's bug must not become ours
+                raise PeerUnreachable(f"peer {dst} failed to answer: {exc!r}") from exc
+
+
+@attrs.define(eq=False)
+class MemoryTransport(Transport):
+    """One node's end of a :class:`MemoryHub`."""
+
+    hub: MemoryHub
+    _node_id: str = attrs.field(alias="node_id")
+    _handler: TransportHandler | None = None
+    _send: MemoryObjectSendStream[bytes] | None = None
+    _tg: anyio.abc.TaskGroup | None = None
+
+    @property
+    def node_id(self) -> str:
+        return self._node_id
+
+    async def run(
+        self,
+        handler: TransportHandler,
+        *,
+        task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+    ) -> None:
+        if self._node_id in self.hub._transports:
+            raise TransportError(f"node {self._node_id} is already on this hub")
+        send, receive = anyio.create_memory_object_stream[bytes](math.inf)
+        self._handler, self._send = handler, send
+        try:
+            async with anyio.create_task_group() as tg, send, receive:
+                self._tg = tg
+                self.hub._transports[self._node_id] = self
+                tg.start_soon(self._worker, receive)
+                task_status.started()
+                await anyio.sleep_forever()
+        finally:
+            self.hub._transports.pop(self._node_id, None)
+            self._handler = self._send = self._tg = None
+
+    async def _worker(self, receive: MemoryObjectReceiveStream[bytes]) -> None:
+        async for frame in receive:
+            if self._handler is not None:
+                await self._handler.handle_broadcast(frame)
+
+    def _deliver(self, frame: bytes, delay: float) -> None:
+        if self._send is None or self._tg is None:
+            return
+        if delay:
+            self._tg.start_soon(self._deliver_later, frame, delay)
+        else:
+            self._send.send_nowait(frame)
+
+    async def _deliver_later(self, frame: bytes, delay: float) -> None:
+        await anyio.sleep(delay)
+        if self._send is not None:
+            self._send.send_nowait(frame)
+
+    async def broadcast(self, frame: bytes) -> None:
+        if len(frame) > MAX_FRAME:
+            raise TransportError(f"frame of {len(frame)} bytes exceeds {MAX_FRAME}")
+        if self._send is None:
+            raise TransportError("transport is not running")
+        self.hub._broadcast(self._node_id, frame)
+
+    async def request(self, peer_id: str, frame: bytes, *, timeout: float = 10.0) -> bytes:
+        if len(frame) > MAX_FRAME:
+            raise TransportError(f"frame of {len(frame)} bytes exceeds {MAX_FRAME}")
+        if self._send is None:
+            raise TransportError("transport is not running")
+        try:
+            return await self.hub._request(self._node_id, peer_id, frame, timeout)
+        except TimeoutError:
+            raise PeerUnreachable(f"no reply from {peer_id} within {timeout:g}s") from None
+
+    def peers(self) -> frozenset[str]:
+        return frozenset(
+            n for n in self.hub._transports if n != self._node_id and self.hub.reachable(self._node_id, n)
+        )
+
+    def status(self) -> dict[str, object]:
+        return {"transport": "memory", "peers": len(self.peers())}
