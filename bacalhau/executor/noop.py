@@ -1,0 +1,67 @@
+"""The ``noop`` executor: pretends to run a job and writes what the job tells it to.
+
+Params (see :meth:`JobSpec.noop`): ``stdout``, ``stderr``, ``exit_code``,
+``files`` (``{"output_name/relative/path": text}``), ``delay`` seconds,
+``error`` (fail the execution with this message instead of running).
+"""
+
+from __future__ import annotations
+
+from pathlib import PurePosixPath
+
+import anyio
+
+from ..errors import ExecutorError, ValidationError
+from ..models import JobSpec
+from .base import ExecutionContext, Executor, RunResult, write_capped
+
+__all__ = ["NoopExecutor"]
+
+_KNOWN = {"stdout", "stderr", "exit_code", "files", "delay", "error"}
+
+
+class NoopExecutor(Executor):
+    name = "noop"
+    storage_mode = "any"
+
+    def validate(self, spec: JobSpec) -> None:
+        p = spec.engine.params
+        unknown = set(p) - _KNOWN
+        if unknown:
+            raise ValidationError(f"unknown noop parameter(s): {', '.join(sorted(unknown))}",
+                                  field="engine.params")
+        if not isinstance(p.get("exit_code", 0), int) or not 0 <= p.get("exit_code", 0) <= 255:
+            raise ValidationError("must be an integer from 0 to 255", field="engine.params.exit_code")
+        delay = p.get("delay", 0)
+        if not isinstance(delay, int | float) or not 0 <= delay <= spec.timeout * 10:
+            raise ValidationError("must be a non-negative number", field="engine.params.delay")
+        files = p.get("files", {})
+        if not isinstance(files, dict):
+            raise ValidationError("must map 'output/path' to text", field="engine.params.files")
+        names = {o.name for o in spec.outputs}
+        for key, text in files.items():
+            parts = PurePosixPath(key).parts if isinstance(key, str) else ()
+            if len(parts) < 2 or parts[0] not in names or ".." in parts or key.startswith("/"):
+                raise ValidationError(f"{key!r} must be 'output_name/relative/path' of a "
+                                      "declared output", field="engine.params.files")
+            if not isinstance(text, str):
+                raise ValidationError(f"content of {key!r} must be text",
+                                      field="engine.params.files")
+
+    async def run(self, ctx: ExecutionContext) -> RunResult:
+        p = ctx.spec.engine.params
+        self.validate(ctx.spec)
+        if p.get("delay"):
+            await anyio.sleep(float(p["delay"]))
+        if p.get("error"):
+            raise ExecutorError(str(p["error"]))
+        truncated = []
+        for name in ("stdout", "stderr"):
+            if write_capped(ctx.results_dir / name, str(p.get(name, "")).encode()):
+                truncated.append(name)
+        for key, text in dict(p.get("files", {})).items():
+            output, _, rel = key.partition("/")
+            path = ctx.outputs[output] / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+        return RunResult(exit_code=int(p.get("exit_code", 0)), truncated=tuple(truncated))

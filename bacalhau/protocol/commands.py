@@ -1,0 +1,132 @@
+"""What a node must do: the outputs of the sans-IO state machines.
+
+The driver (``bacalhau.node.driver``) carries each command out and feeds the
+outcome back as an event.
+"""
+
+from __future__ import annotations
+
+import attrs
+
+from ..models import JobSpec
+from .messages import Message
+
+__all__ = [
+    "Broadcast",
+    "CancelExecution",
+    "CancelTimers",
+    "Command",
+    "DiscardResults",
+    "Dropped",
+    "EvaluateBid",
+    "JobChanged",
+    "PublishResults",
+    "RunExecution",
+    "Send",
+    "SetTimer",
+]
+
+
+@attrs.frozen
+class Broadcast:
+    """Sign ``message`` and send it to every node (this one included)."""
+
+    message: Message
+
+
+@attrs.frozen
+class Send:
+    """Sign ``message`` and send it to node ``to`` (which may be this node)."""
+
+    to: str
+    message: Message
+
+
+@attrs.frozen
+class SetTimer:
+    """Fire ``TimerFired(key)`` at time ``at`` (replaces a timer with the same key)."""
+
+    key: tuple[str, str, str]
+    at: float
+
+
+@attrs.frozen
+class CancelTimers:
+    """Forget every timer of ``job_id`` (or only ``name`` / ``node`` ones when given)."""
+
+    job_id: str
+    name: str | None = None
+    node: str | None = None
+
+
+@attrs.frozen
+class EvaluateBid:
+    """Compute: run the bid strategy chain on the job; answer with ``BidDecided``."""
+
+    job_id: str
+    spec: JobSpec
+    requester_id: str
+
+
+@attrs.frozen
+class RunExecution:
+    """Compute: run the job; answer with ``ExecutionDone`` or ``ExecutionErrored``."""
+
+    job_id: str
+    spec: JobSpec
+    requester_id: str
+    seal_key: bytes
+
+
+@attrs.frozen
+class CancelExecution:
+    """Compute: stop running ``job_id`` (if it runs) and delete its results."""
+
+    job_id: str
+
+
+@attrs.frozen
+class PublishResults:
+    """Compute: publish the accepted results; answer with ``PublishDone``/``PublishErrored``."""
+
+    job_id: str
+    spec: JobSpec
+
+
+@attrs.frozen
+class DiscardResults:
+    """Compute: delete the job's unpublished results folder."""
+
+    job_id: str
+
+
+@attrs.frozen
+class JobChanged:
+    """Requester: the job's record changed (new history, maybe terminal); wake its watchers."""
+
+    job_id: str
+    terminal: bool = False
+
+
+@attrs.frozen
+class Dropped:
+    """An input was refused (forged role, duplicate, unknown job, ...): log and count it."""
+
+    reason: str
+    sender: str | None = None
+    forged: bool = False
+
+
+Command = (
+    Broadcast
+    | Send
+    | SetTimer
+    | CancelTimers
+    | EvaluateBid
+    | RunExecution
+    | CancelExecution
+    | PublishResults
+    | DiscardResults
+    | JobChanged
+    | Dropped
+)

@@ -1,0 +1,208 @@
+"""The compute side's state machine: hear jobs, bid, run, propose, publish.
+
+Pure, like the requester's: :meth:`ComputeState.handle` takes an event and the
+time and returns commands. Whether to bid is decided outside (the bid strategy
+chain may call hooks), and comes back as ``BidDecided``. Every decision about a
+job must come from that job's requester, who is the signer of its
+``JobCreated``; anything else claiming that role is dropped as forged.
+"""
+
+from __future__ import annotations
+
+import enum
+
+import attrs
+
+from ..errors import IllegalTransition
+from ..models import JobSpec
+from .commands import (
+    CancelExecution,
+    CancelTimers,
+    Command,
+    DiscardResults,
+    Dropped,
+    EvaluateBid,
+    PublishResults,
+    RunExecution,
+    Send,
+    SetTimer,
+)
+from .events import (
+    BidDecided,
+    Event,
+    ExecutionDone,
+    ExecutionErrored,
+    MessageReceived,
+    PublishDone,
+    PublishErrored,
+    TimerFired,
+)
+from .messages import (
+    REQUESTER_KINDS,
+    BidAccepted,
+    BidDeclined,
+    BidPlaced,
+    BidRejected,
+    ExecutionFailed,
+    JobCreated,
+    ResultsAccepted,
+    ResultsProposed,
+    ResultsPublished,
+    ResultsRejected,
+)
+
+__all__ = ["COMPUTE_TRANSITIONS", "ComputeJob", "ComputeJobState", "ComputeState"]
+
+
+class ComputeJobState(enum.StrEnum):
+    EVALUATING = "evaluating"
+    BID = "bid"
+    DECLINED = "declined"
+    REJECTED = "rejected"
+    RUNNING = "running"
+    PROPOSED = "proposed"
+    PUBLISHING = "publishing"
+    PUBLISHED = "published"
+    FAILED = "failed"
+    ENDED = "ended"
+
+
+C = ComputeJobState
+COMPUTE_TRANSITIONS: frozenset[tuple[ComputeJobState, ComputeJobState]] = frozenset(
+    {
+        (C.EVALUATING, C.BID),
+        (C.EVALUATING, C.DECLINED),
+        (C.BID, C.RUNNING),
+        (C.BID, C.REJECTED),
+        (C.REJECTED, C.RUNNING),  # accepted later, as a replacement
+        (C.RUNNING, C.PROPOSED),
+        (C.RUNNING, C.FAILED),
+        (C.RUNNING, C.REJECTED),
+        (C.PROPOSED, C.PUBLISHING),
+        (C.PROPOSED, C.REJECTED),
+        (C.PUBLISHING, C.PUBLISHED),
+        (C.PUBLISHING, C.FAILED),
+        *((s, C.ENDED) for s in C if s is not C.ENDED),
+    }
+)
+
+FORGET_AFTER = 600.0
+"""Seconds an ended job's tombstone is kept (duplicates of its messages are dropped)."""
+
+
+@attrs.define
+class ComputeJob:
+    job_id: str
+    spec: JobSpec
+    requester_id: str
+    seal_key: bytes
+    state: ComputeJobState = C.EVALUATING
+    exit_code: int = 0
+    stdout: str = ""
+    stderr: str = ""
+
+
+class ComputeState:
+    """Every job this node has heard of, from the compute side."""
+
+    def __init__(self, node_id: str) -> None:
+        self.node_id = node_id
+        self.jobs: dict[str, ComputeJob] = {}
+
+    def move(self, job: ComputeJob, to: ComputeJobState) -> None:
+        if (job.state, to) not in COMPUTE_TRANSITIONS:
+            raise IllegalTransition("compute", job.state, to)
+        job.state = to
+
+    def handle(self, event: Event, now: float) -> list[Command]:
+        """Feed one event; return what to do. Never raises on untrusted input."""
+        if isinstance(event, MessageReceived):
+            return self._message(event.sender, event.message, now)
+        if isinstance(event, TimerFired):
+            job_id, name, _ = event.key
+            job = self.jobs.get(job_id)
+            if name == "forget" and job is not None and job.state is C.ENDED:
+                del self.jobs[job_id]
+            return []
+        job = self.jobs.get(getattr(event, "job_id", ""))
+        if job is None:
+            return []
+        out: list[Command] = []
+        if isinstance(event, BidDecided) and job.state is C.EVALUATING:
+            if event.bid:
+                self.move(job, C.BID)
+                out.append(Send(job.requester_id, BidPlaced(job.job_id)))
+            else:
+                self.move(job, C.DECLINED)
+                out.append(Send(job.requester_id, BidDeclined(job.job_id, event.reason)))
+        elif isinstance(event, ExecutionDone):
+            if job.state is C.RUNNING:
+                self.move(job, C.PROPOSED)
+                job.exit_code, job.stdout, job.stderr = event.exit_code, event.stdout, event.stderr
+                out.append(Send(job.requester_id, ResultsProposed(job.job_id, event.proposal)))
+            else:
+                out.append(DiscardResults(job.job_id))
+        elif isinstance(event, ExecutionErrored) and job.state is C.RUNNING:
+            self.move(job, C.FAILED)
+            out.append(Send(job.requester_id, ExecutionFailed(job.job_id, event.reason)))
+        elif isinstance(event, PublishDone) and job.state is C.PUBLISHING:
+            self.move(job, C.PUBLISHED)
+            out.append(Send(job.requester_id, ResultsPublished(
+                job.job_id, event.ref, job.exit_code, job.stdout, job.stderr)))
+        elif isinstance(event, PublishErrored) and job.state is C.PUBLISHING:
+            self.move(job, C.FAILED)
+            out.append(Send(job.requester_id, ExecutionFailed(
+                job.job_id, f"publishing failed: {event.reason}")))
+        return out
+
+    def _message(self, sender: str, msg: object, now: float) -> list[Command]:
+        if isinstance(msg, JobCreated):
+            if msg.job_id in self.jobs:
+                return [Dropped(f"duplicate JobCreated for {msg.job_id}", sender=sender)]
+            self.jobs[msg.job_id] = ComputeJob(msg.job_id, msg.spec, sender, msg.seal_key)
+            return [EvaluateBid(msg.job_id, msg.spec, sender)]
+        kind = type(msg).__name__
+        if kind not in REQUESTER_KINDS:
+            return []  # a compute node's message: the requester side handles it
+        job_id: str = msg.job_id  # type: ignore[attr-defined]
+        target = getattr(msg, "node_id", self.node_id)
+        job = self.jobs.get(job_id)
+        if job is None or target != self.node_id:
+            return []
+        if sender != job.requester_id:
+            return [Dropped(f"forged {kind} for {job_id}: signed by {sender}, "
+                            f"not the job's requester", sender=sender, forged=True)]
+        out: list[Command] = []
+        state = job.state
+        if isinstance(msg, BidAccepted):
+            if state in (C.BID, C.REJECTED):
+                self.move(job, C.RUNNING)
+                out.append(RunExecution(job.job_id, job.spec, job.requester_id, job.seal_key))
+            else:
+                out.append(Dropped(f"BidAccepted for {job_id} in state {state}", sender=sender))
+        elif isinstance(msg, BidRejected | ResultsRejected):
+            if state in (C.BID, C.RUNNING, C.PROPOSED):
+                self.move(job, C.REJECTED)
+                if state is C.RUNNING:
+                    out.append(CancelExecution(job_id))
+                elif state is C.PROPOSED:
+                    out.append(DiscardResults(job_id))
+        elif isinstance(msg, ResultsAccepted):
+            if state is C.PROPOSED:
+                self.move(job, C.PUBLISHING)
+                out.append(PublishResults(job_id, job.spec))
+            else:
+                out.append(Dropped(f"ResultsAccepted for {job_id} in state {state}",
+                                   sender=sender))
+        else:  # JobCompleted / JobFailed / JobCancelled
+            if state is C.ENDED:
+                return []
+            if state is C.RUNNING:
+                out.append(CancelExecution(job_id))
+            elif state is C.PROPOSED:
+                out.append(DiscardResults(job_id))
+            if state is not C.PUBLISHING:  # let a publish in flight finish and report
+                self.move(job, C.ENDED)
+                out.append(CancelTimers(job_id))
+                out.append(SetTimer((job_id, "forget", ""), now + FORGET_AFTER))
+        return out

@@ -1,0 +1,114 @@
+"""What happens to a node: the inputs of the sans-IO state machines."""
+
+from __future__ import annotations
+
+import attrs
+
+from ..models import JobSpec, StorageRef
+from .messages import Message
+
+__all__ = [
+    "BidDecided",
+    "CancelJob",
+    "Event",
+    "ExecutionDone",
+    "ExecutionErrored",
+    "MessageReceived",
+    "ProposalOpened",
+    "PublishDone",
+    "PublishErrored",
+    "SubmitJob",
+    "TimerFired",
+]
+
+
+@attrs.frozen
+class SubmitJob:
+    """A client submitted a job to this node (it becomes the job's requester)."""
+
+    job_id: str
+    spec: JobSpec
+
+
+@attrs.frozen
+class CancelJob:
+    job_id: str
+    reason: str = "cancelled by the user"
+
+
+@attrs.frozen
+class MessageReceived:
+    """A signed message from ``sender`` (signature already checked)."""
+
+    sender: str
+    message: Message
+
+
+@attrs.frozen
+class ProposalOpened:
+    """The driver opened ``node_id``'s proposal: ``digest`` (None for verifiers that do not
+    compare) or ``error`` when it was not valid (copied, replayed, wrongly sealed)."""
+
+    job_id: str
+    node_id: str
+    digest: bytes | None
+    error: str | None = None
+
+
+@attrs.frozen
+class TimerFired:
+    """A timer set with ``SetTimer(key, at)`` is due. ``key`` is (job_id, name, node)."""
+
+    key: tuple[str, str, str]
+
+
+@attrs.frozen
+class BidDecided:
+    """The bid strategy chain decided for ``job_id``."""
+
+    job_id: str
+    bid: bool
+    reason: str = ""
+
+
+@attrs.frozen
+class ExecutionDone:
+    """The job ran; its results folder waits on this node. ``proposal`` is for the requester."""
+
+    job_id: str
+    proposal: bytes
+    exit_code: int
+    stdout: str = ""
+    stderr: str = ""
+
+
+@attrs.frozen
+class ExecutionErrored:
+    job_id: str
+    reason: str
+
+
+@attrs.frozen
+class PublishDone:
+    job_id: str
+    ref: StorageRef
+
+
+@attrs.frozen
+class PublishErrored:
+    job_id: str
+    reason: str
+
+
+Event = (
+    SubmitJob
+    | CancelJob
+    | MessageReceived
+    | ProposalOpened
+    | TimerFired
+    | BidDecided
+    | ExecutionDone
+    | ExecutionErrored
+    | PublishDone
+    | PublishErrored
+)

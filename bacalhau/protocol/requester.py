@@ -1,0 +1,486 @@
+"""The requester's state machine: custodian of the jobs submitted to this node.
+
+Pure: :meth:`RequesterState.handle` takes an event and the time and returns
+commands. It never awaits, sleeps, reads a clock or touches a socket; all
+randomness comes from the ``rng`` it is given. Transitions are data
+(:data:`JOB_TRANSITIONS`, :data:`EXECUTION_TRANSITIONS`); an illegal move is a
+bug and raises :class:`~bacalhau.errors.IllegalTransition`. Untrusted input
+that does not fit the job's state (a duplicate, a late or forged message) is
+never an illegal move: it becomes a :class:`Dropped` command, or a polite
+rejection.
+
+The lifecycle of one job:
+
+1. ``SubmitJob`` -> broadcast ``JobCreated``; timers for the bid window and the job.
+2. ``BidPlaced`` -> once ``deal.min_bids`` bids are in, accept ``deal.concurrency`` of
+   them at random and reject the rest (late bids too). With ``min_bids`` 0 bids are
+   accepted as they come.
+3. An accepted node that fails, or stays silent past ``spec.timeout`` plus a grace,
+   is replaced by another bidder while ``spec.retries`` allows.
+4. Once no accepted execution is still running, proposals are grouped by digest;
+   the largest group wins if it has at least ``max(confidence, 1)`` members and is
+   not tied. Winners are told to publish; the rest are rejected.
+5. When every winner has published, the job completes.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+
+import attrs
+
+from ..errors import IllegalTransition
+from ..models import ExecutionResult, ExecutionState, JobEvent, JobResult, JobSpec, JobState
+from .commands import Broadcast, CancelTimers, Command, Dropped, JobChanged, Send, SetTimer
+from .events import CancelJob, Event, MessageReceived, ProposalOpened, SubmitJob, TimerFired
+from .messages import (
+    BidAccepted,
+    BidDeclined,
+    BidPlaced,
+    BidRejected,
+    ExecutionFailed,
+    JobCancelled,
+    JobCompleted,
+    JobCreated,
+    JobFailed,
+    ResultsAccepted,
+    ResultsPublished,
+    ResultsRejected,
+)
+
+__all__ = [
+    "EXECUTION_TRANSITIONS",
+    "JOB_TRANSITIONS",
+    "RequesterConfig",
+    "RequesterJob",
+    "RequesterState",
+]
+
+S, X = JobState, ExecutionState
+_LIVE = (S.BIDDING, S.RUNNING, S.VERIFYING, S.PUBLISHING)
+
+JOB_TRANSITIONS: dict[tuple[JobState, str], JobState] = {
+    (S.BIDDING, "accept"): S.RUNNING,
+    (S.RUNNING, "accept"): S.RUNNING,
+    (S.RUNNING, "verify"): S.VERIFYING,
+    (S.VERIFYING, "publish"): S.PUBLISHING,
+    (S.PUBLISHING, "complete"): S.COMPLETED,
+    **{(s, "fail"): S.FAILED for s in _LIVE},
+    **{(s, "cancel"): S.CANCELLED for s in _LIVE},
+}
+"""(job state, action) -> next job state. Anything else is illegal."""
+
+EXECUTION_TRANSITIONS: frozenset[tuple[ExecutionState, ExecutionState]] = frozenset(
+    {
+        (X.BID, X.ACCEPTED),
+        (X.BID, X.BID_REJECTED),
+        (X.BID_REJECTED, X.ACCEPTED),  # a rejected bidder replaces a failed node
+        (X.ACCEPTED, X.PROPOSED),
+        (X.ACCEPTED, X.FAILED),
+        (X.ACCEPTED, X.LOST),
+        (X.ACCEPTED, X.RESULTS_REJECTED),  # its proposal was invalid
+        (X.ACCEPTED, X.CANCELLED),
+        (X.PROPOSED, X.RESULTS_ACCEPTED),
+        (X.PROPOSED, X.RESULTS_REJECTED),
+        (X.PROPOSED, X.CANCELLED),
+        (X.RESULTS_ACCEPTED, X.PUBLISHED),
+        (X.RESULTS_ACCEPTED, X.FAILED),
+        (X.RESULTS_ACCEPTED, X.CANCELLED),
+    }
+)
+"""Allowed (from, to) moves of one node's execution, as the requester records it."""
+
+
+@attrs.frozen
+class RequesterConfig:
+    """Deadlines of the requester, in seconds.
+
+    Args:
+        bid_timeout: how long bids are collected (``min_bids`` must be met by then).
+        execution_grace: how long past ``spec.timeout`` an accepted node may stay
+            silent before it is replaced.
+        publish_timeout: how long accepted nodes have to publish.
+        job_timeout: an overall limit; None derives one from the others.
+    """
+
+    bid_timeout: float = 10.0
+    execution_grace: float = 30.0
+    publish_timeout: float = 120.0
+    job_timeout: float | None = None
+
+    def job_deadline(self, spec: JobSpec) -> float:
+        if self.job_timeout is not None:
+            return self.job_timeout
+        per_run = spec.timeout + self.execution_grace
+        return self.bid_timeout + per_run * (spec.retries + 1) + self.publish_timeout
+
+
+@attrs.define
+class Execution:
+    node_id: str
+    state: ExecutionState = X.BID
+    accepted: bool = False
+    digest: bytes | None = None
+    exit_code: int | None = None
+    stdout: str = ""
+    stderr: str = ""
+    published: object | None = None
+    reason: str = ""
+
+
+@attrs.define
+class RequesterJob:
+    """One job's record. ``history`` is what ``describe`` shows."""
+
+    job_id: str
+    spec: JobSpec
+    created_at: float
+    state: JobState = S.BIDDING
+    reason: str = ""
+    executions: dict[str, Execution] = attrs.Factory(dict)
+    declined: dict[str, str] = attrs.Factory(dict)
+    history: list[JobEvent] = attrs.Factory(list)
+    acceptances: int = 0
+    bidding_closed: bool = False
+
+    def count(self, *states: ExecutionState) -> int:
+        return sum(1 for e in self.executions.values() if e.state in states)
+
+    def in_state(self, *states: ExecutionState) -> list[Execution]:
+        return [e for e in self.executions.values() if e.state in states]
+
+    @property
+    def acceptances_left(self) -> int:
+        """How many more nodes may be accepted: concurrency plus the retry budget."""
+        return self.spec.deal.concurrency + self.spec.retries - self.acceptances
+
+
+class RequesterState:
+    """All jobs this node is requester of. Drive it with :meth:`handle`."""
+
+    def __init__(
+        self,
+        node_id: str,
+        seal_key: bytes,
+        *,
+        config: RequesterConfig | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.node_id = node_id
+        self.seal_key = seal_key
+        self.config = config or RequesterConfig()
+        self.rng = rng or random.Random()
+        self.jobs: dict[str, RequesterJob] = {}
+
+    # --- queries --------------------------------------------------------------------------
+
+    def result(self, job_id: str) -> JobResult:
+        """The job as it stands (terminal or not)."""
+        job = self.jobs[job_id]
+        return JobResult(
+            job_id=job.job_id,
+            state=job.state,
+            reason=job.reason,
+            spec=job.spec,
+            requester_id=self.node_id,
+            executions=tuple(
+                ExecutionResult(
+                    node_id=e.node_id,
+                    state=e.state,
+                    exit_code=e.exit_code,
+                    stdout=e.stdout,
+                    stderr=e.stderr,
+                    published=e.published,  # type: ignore[arg-type]
+                    reason=e.reason,
+                )
+                for e in job.executions.values()
+                if e.accepted
+            ),
+            events=tuple(job.history),
+        )
+
+    # --- the one entry point --------------------------------------------------------------
+
+    def handle(self, event: Event, now: float) -> list[Command]:
+        """Feed one event; return what to do. Never raises on untrusted input."""
+        if isinstance(event, SubmitJob):
+            return self._submit(event, now)
+        job_id = getattr(event, "job_id", None)
+        if isinstance(event, MessageReceived):
+            job_id = event.message.job_id
+        elif isinstance(event, TimerFired):
+            job_id = event.key[0]
+        job = self.jobs.get(job_id) if isinstance(job_id, str) else None
+        if job is None:
+            if isinstance(event, MessageReceived) and isinstance(
+                event.message, BidPlaced | BidDeclined | ExecutionFailed | ResultsPublished
+            ):
+                return [Dropped(f"{type(event.message).__name__} for unknown job {job_id}",
+                                sender=event.sender)]
+            return []
+        out: list[Command] = []
+        if isinstance(event, CancelJob):
+            if job.state in _LIVE:
+                self._finish(job, "cancel", event.reason, now, out)
+        elif isinstance(event, TimerFired):
+            self._timer(job, event.key, now, out)
+        elif isinstance(event, ProposalOpened):
+            self._proposal(job, event, now, out)
+        elif isinstance(event, MessageReceived):
+            self._message(job, event.sender, event.message, now, out)
+        return out
+
+    # --- transitions ----------------------------------------------------------------------
+
+    def move(self, job: RequesterJob, action: str) -> None:
+        """Apply ``action`` to the job's state by :data:`JOB_TRANSITIONS`."""
+        nxt = JOB_TRANSITIONS.get((job.state, action))
+        if nxt is None:
+            raise IllegalTransition("job", job.state, action)
+        job.state = nxt
+
+    @staticmethod
+    def move_execution(execution: Execution, to: ExecutionState) -> None:
+        if (execution.state, to) not in EXECUTION_TRANSITIONS:
+            raise IllegalTransition("execution", execution.state, to)
+        execution.state = to
+
+    def _note(
+        self, job: RequesterJob, now: float, kind: str, node: str | None, detail: str,
+        out: list[Command],
+    ) -> None:
+        job.history.append(JobEvent(time=now, kind=kind, node_id=node, detail=detail))
+        out.append(JobChanged(job.job_id, terminal=job.state not in _LIVE))
+
+    # --- handlers -------------------------------------------------------------------------
+
+    def _submit(self, event: SubmitJob, now: float) -> list[Command]:
+        if event.job_id in self.jobs:
+            return [Dropped(f"job {event.job_id} was already submitted")]
+        job = RequesterJob(job_id=event.job_id, spec=event.spec, created_at=now)
+        self.jobs[job.job_id] = job
+        out: list[Command] = [
+            Broadcast(JobCreated(job.job_id, event.spec, self.seal_key, now)),
+            SetTimer((job.job_id, "bids", ""), now + self.config.bid_timeout),
+            SetTimer((job.job_id, "job", ""), now + self.config.job_deadline(event.spec)),
+        ]
+        deal = event.spec.deal
+        self._note(job, now, "created", self.node_id,
+                   f"concurrency={deal.concurrency} confidence={deal.confidence} "
+                   f"min_bids={deal.min_bids} verifier={event.spec.verifier}", out)
+        return out
+
+    def _message(
+        self, job: RequesterJob, sender: str, msg: object, now: float, out: list[Command]
+    ) -> None:
+        ex = job.executions.get(sender)
+        if isinstance(msg, BidPlaced):
+            if ex is not None:
+                out.append(Dropped(f"duplicate bid on {job.job_id}", sender=sender))
+                return
+            job.executions[sender] = Execution(node_id=sender)
+            self._note(job, now, "bid", sender, "", out)
+            if job.state not in _LIVE:
+                job.executions[sender].state = X.BID_REJECTED
+                out.append(Send(sender, BidRejected(job.job_id, sender, f"job {job.state}")))
+                return
+            self._progress(job, now, out)
+        elif isinstance(msg, BidDeclined):
+            if sender not in job.declined and ex is None:
+                job.declined[sender] = msg.reason[:500]
+                self._note(job, now, "declined", sender, msg.reason[:500], out)
+        elif isinstance(msg, ExecutionFailed):
+            if ex is None or ex.state not in (X.ACCEPTED, X.RESULTS_ACCEPTED):
+                out.append(Dropped(f"ExecutionFailed from a node not running {job.job_id}",
+                                   sender=sender))
+                return
+            publishing = ex.state is X.RESULTS_ACCEPTED
+            self.move_execution(ex, X.FAILED)
+            ex.reason = msg.reason[:1000]
+            out.append(CancelTimers(job.job_id, "execution", sender))
+            self._note(job, now, "execution_failed", sender, ex.reason, out)
+            if publishing:
+                self._check_published(job, now, out)
+            else:
+                self._progress(job, now, out)
+        elif isinstance(msg, ResultsPublished):
+            if ex is None or ex.state is not X.RESULTS_ACCEPTED:
+                out.append(Dropped(f"ResultsPublished from a node not accepted on {job.job_id}",
+                                   sender=sender))
+                return
+            self.move_execution(ex, X.PUBLISHED)
+            ex.published, ex.exit_code = msg.ref, msg.exit_code
+            ex.stdout, ex.stderr = msg.stdout, msg.stderr
+            self._note(job, now, "published", sender, str(msg.ref), out)
+            self._check_published(job, now, out)
+
+    def _proposal(self, job: RequesterJob, event: ProposalOpened, now: float,
+                  out: list[Command]) -> None:
+        ex = job.executions.get(event.node_id)
+        if ex is None or ex.state is not X.ACCEPTED or job.state is not S.RUNNING:
+            state = ex.state if ex else "not accepted"
+            out.append(Send(event.node_id, ResultsRejected(
+                job.job_id, event.node_id, f"proposal not expected (execution {state}, "
+                f"job {job.state})")))
+            out.append(Dropped(f"unexpected proposal for {job.job_id}", sender=event.node_id))
+            return
+        out.append(CancelTimers(job.job_id, "execution", event.node_id))
+        if event.error is not None:
+            self.move_execution(ex, X.RESULTS_REJECTED)
+            ex.reason = f"invalid proposal: {event.error}"
+            out.append(Send(ex.node_id, ResultsRejected(job.job_id, ex.node_id, ex.reason)))
+            self._note(job, now, "results_rejected", ex.node_id, ex.reason, out)
+        else:
+            self.move_execution(ex, X.PROPOSED)
+            ex.digest = event.digest
+            self._note(job, now, "proposed", ex.node_id, "", out)
+        self._progress(job, now, out)
+
+    def _timer(self, job: RequesterJob, key: tuple[str, str, str], now: float,
+               out: list[Command]) -> None:
+        _, name, node = key
+        if job.state not in _LIVE:
+            return
+        if name == "job":
+            self._finish(job, "fail", f"job did not finish within "
+                         f"{self.config.job_deadline(job.spec):g}s", now, out)
+        elif name == "bids":
+            job.bidding_closed = True
+            if job.state is S.BIDDING:
+                bids = len(job.executions)
+                want = job.spec.deal.min_bids
+                if bids == 0:
+                    why = "; ".join(f"{n[-8:]}: {r}" for n, r in list(job.declined.items())[:5])
+                    self._finish(job, "fail", f"no node bid within {self.config.bid_timeout:g}s"
+                                 + (f" ({why})" if why else ""), now, out)
+                    return
+                if bids < want:
+                    self._finish(job, "fail", f"only {bids} bids for min_bids {want}", now, out)
+                    return
+            self._progress(job, now, out)
+        elif name == "execution":
+            ex = job.executions.get(node)
+            if ex is not None and ex.state is X.ACCEPTED:
+                self.move_execution(ex, X.LOST)
+                ex.reason = (f"no result within {job.spec.timeout + self.config.execution_grace:g}s"
+                             "; replaced")
+                out.append(Send(node, BidRejected(job.job_id, node, ex.reason)))
+                self._note(job, now, "execution_lost", node, ex.reason, out)
+                self._progress(job, now, out)
+        elif name == "publish" and job.state is S.PUBLISHING:
+            for ex in job.in_state(X.RESULTS_ACCEPTED):
+                self.move_execution(ex, X.FAILED)
+                ex.reason = f"did not publish within {self.config.publish_timeout:g}s"
+                self._note(job, now, "execution_failed", ex.node_id, ex.reason, out)
+            self._check_published(job, now, out)
+
+    # --- the heart: what next -------------------------------------------------------------
+
+    def _progress(self, job: RequesterJob, now: float, out: list[Command]) -> None:
+        """Accept bids, reject leftovers, or decide, as the job's record allows."""
+        if job.state not in (S.BIDDING, S.RUNNING):
+            return
+        deal = job.spec.deal
+        needed = deal.concurrency - job.count(X.ACCEPTED, X.PROPOSED)
+        waiting_for_min_bids = job.state is S.BIDDING and len(job.executions) < deal.min_bids
+        if needed > 0 and job.acceptances_left > 0 and not waiting_for_min_bids:
+            fresh = job.in_state(X.BID)
+            pool = fresh if fresh or job.acceptances == 0 else job.in_state(X.BID_REJECTED)
+            take = min(needed, job.acceptances_left, len(pool))
+            for ex in self.rng.sample(pool, take) if take else ():
+                self._accept(job, ex, now, out)
+            needed -= take
+        if needed <= 0 or job.acceptances_left <= 0:
+            for ex in job.in_state(X.BID):
+                self.move_execution(ex, X.BID_REJECTED)
+                ex.reason = "not selected"
+                out.append(Send(ex.node_id, BidRejected(job.job_id, ex.node_id, ex.reason)))
+                self._note(job, now, "bid_rejected", ex.node_id, ex.reason, out)
+        if job.count(X.ACCEPTED):
+            return  # still running somewhere
+        if needed > 0 and job.acceptances_left > 0 and not job.bidding_closed:
+            return  # more bids may come while the bid window is open
+        if job.count(X.PROPOSED):
+            self._decide(job, now, out)
+        elif job.acceptances or job.bidding_closed:
+            reasons = "; ".join(
+                f"{e.node_id[-8:]}: {e.reason}" for e in job.executions.values()
+                if e.accepted and e.reason
+            )
+            self._finish(job, "fail", "no execution produced results"
+                         + (f" ({reasons})" if reasons else ""), now, out)
+
+    def _accept(self, job: RequesterJob, ex: Execution, now: float, out: list[Command]) -> None:
+        self.move_execution(ex, X.ACCEPTED)
+        ex.accepted, ex.reason = True, ""
+        job.acceptances += 1
+        if job.state is S.BIDDING:
+            self.move(job, "accept")
+        deadline = now + job.spec.timeout + self.config.execution_grace
+        out.append(Send(ex.node_id, BidAccepted(job.job_id, ex.node_id)))
+        out.append(SetTimer((job.job_id, "execution", ex.node_id), deadline))
+        self._note(job, now, "bid_accepted", ex.node_id, "", out)
+
+    def _decide(self, job: RequesterJob, now: float, out: list[Command]) -> None:
+        self.move(job, "verify")
+        proposals = job.in_state(X.PROPOSED)
+        need = max(job.spec.deal.confidence, 1)
+        sizes = Counter(e.digest for e in proposals)
+        ranked = sizes.most_common()
+        best_digest, best = ranked[0]
+        tied = len(ranked) > 1 and ranked[1][1] == best
+        if best < need or tied:
+            if tied:
+                why = f"results disagree: {len(ranked)} different results, no majority"
+            else:
+                why = (f"only {best} agreeing result{'s' if best != 1 else ''} "
+                       f"of {len(proposals)}; confidence needs {need}")
+            for ex in proposals:
+                self._reject_results(job, ex, f"job failed: {why}", now, out)
+            self._finish(job, "fail", why, now, out)
+            return
+        for ex in proposals:
+            if ex.digest == best_digest:
+                self.move_execution(ex, X.RESULTS_ACCEPTED)
+                out.append(Send(ex.node_id, ResultsAccepted(job.job_id, ex.node_id)))
+                self._note(job, now, "results_accepted", ex.node_id, "", out)
+            else:
+                self._reject_results(job, ex, "results differ from the agreeing majority",
+                                     now, out)
+        self.move(job, "publish")
+        out.append(SetTimer((job.job_id, "publish", ""), now + self.config.publish_timeout))
+
+    def _reject_results(self, job: RequesterJob, ex: Execution, why: str, now: float,
+                        out: list[Command]) -> None:
+        self.move_execution(ex, X.RESULTS_REJECTED)
+        ex.reason = why
+        out.append(Send(ex.node_id, ResultsRejected(job.job_id, ex.node_id, why)))
+        self._note(job, now, "results_rejected", ex.node_id, why, out)
+
+    def _check_published(self, job: RequesterJob, now: float, out: list[Command]) -> None:
+        if job.state is not S.PUBLISHING or job.count(X.RESULTS_ACCEPTED):
+            return
+        if job.count(X.PUBLISHED):
+            self._finish(job, "complete", "", now, out)
+        else:
+            reasons = "; ".join(e.reason for e in job.in_state(X.FAILED) if e.reason)
+            self._finish(job, "fail", f"publishing failed: {reasons}", now, out)
+
+    def _finish(self, job: RequesterJob, action: str, reason: str, now: float,
+                out: list[Command]) -> None:
+        self.move(job, action)
+        job.reason = reason
+        if job.state is not S.COMPLETED:
+            for ex in job.in_state(X.ACCEPTED, X.PROPOSED, X.RESULTS_ACCEPTED):
+                self.move_execution(ex, X.CANCELLED)
+                ex.reason = ex.reason or f"job {job.state}"
+        out.append(CancelTimers(job.job_id))
+        message = {
+            S.COMPLETED: lambda: JobCompleted(job.job_id),
+            S.FAILED: lambda: JobFailed(job.job_id, reason),
+            S.CANCELLED: lambda: JobCancelled(job.job_id, reason),
+        }[job.state]()
+        out.append(Broadcast(message))
+        self._note(job, now, job.state.value, self.node_id, reason, out)
+

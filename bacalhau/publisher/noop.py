@@ -1,0 +1,17 @@
+"""The ``noop`` publisher: publishes nothing (results stay out of reach)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..models import StorageRef
+from .base import Publisher
+
+__all__ = ["NoopPublisher"]
+
+
+class NoopPublisher(Publisher):
+    name = "noop"
+
+    async def publish(self, job_id: str, execution_id: str, results_dir: Path) -> StorageRef:
+        return StorageRef(type="noop")

@@ -1,0 +1,21 @@
+"""The ``noop`` verifier: trusts every execution (proposals carry nothing)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .base import Verifier
+
+__all__ = ["NoopVerifier"]
+
+
+class NoopVerifier(Verifier):
+    name = "noop"
+
+    async def propose(
+        self, *, job_id: str, node_id: str, results_dir: Path, requester_key: bytes
+    ) -> bytes:
+        return b""
+
+    def open(self, *, job_id: str, node_id: str, proposal: bytes) -> bytes | None:
+        return None
