@@ -1,0 +1,365 @@
+"""The on-disk block store: one file per block, pins, garbage collection.
+
+Layout under the store's directory (Kubo's flatfs sharding, ``next-to-last/2``)::
+
+    blocks/<XY>/<KEY>.data   KEY = base32 (upper, unpadded) of the block's multihash,
+                             XY = the two characters before KEY's last one
+    pins/<CID>               a pin: the file holds ``recursive`` or ``direct``
+    tmp/                     blocks being written (renamed into place when complete)
+    gc.lock                  flock: shared while importing/pinning, exclusive during gc
+
+Blocks are keyed by multihash, as in Kubo, so a CIDv0 and a CIDv1 naming the
+same bytes share one file. Writes go to ``tmp/`` and are renamed into place, so
+a reader never sees a partial block and concurrent writers of one block are
+harmless (both write the same bytes). Garbage collection keeps every block
+reachable from a pin and removes the rest; it takes the exclusive lock, so it
+never runs between an import's writes and its pin (importers hold the shared
+lock through :meth:`BlockStore.guard`).
+
+All methods are synchronous and thread-safe; async callers run them through
+``anyio.to_thread.run_sync``.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import fcntl
+import os
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import attrs
+
+from ...errors import BlockNotFound, CorruptBlock, DecodeError, StorageError
+from .cids import (
+    DAG_PB,
+    RAW,
+    AnyCid,
+    block_digest_ok,
+    cid_str,
+    identity_data,
+    split_cid,
+    to_cid,
+)
+from .dagpb import decode_node
+
+__all__ = ["BlockStore", "blockstore_path", "links_of"]
+
+_STALE_TMP_SECONDS = 3600.0
+
+
+def blockstore_path(data_dir: Path) -> Path:
+    """Where a node keeps its block store inside its data dir."""
+    return Path(data_dir) / "blocks"
+
+
+def links_of(cid: bytes, block: bytes) -> list[bytes]:
+    """Child CIDs of a block: dag-pb links; none for raw and other codecs.
+
+    Raises:
+        DecodeError: a dag-pb block that does not decode.
+    """
+    if split_cid(cid)[1] != DAG_PB:
+        return []
+    return [link.hash for link in decode_node(block).links]
+
+
+@attrs.define
+class BlockStore:
+    """Blocks on disk under ``path``; see the module docstring.
+
+    Args:
+        path: the store's directory (created if missing).
+        fsync: fsync each block before renaming it into place (durable across
+            power loss, slower).
+    """
+
+    path: Path = attrs.field(converter=Path)
+    fsync: bool = attrs.field(default=False, kw_only=True)
+    _shards: set[str] = attrs.field(factory=set, init=False, repr=False)
+
+    def __attrs_post_init__(self) -> None:
+        for sub in ("blocks", "pins", "tmp"):
+            (self.path / sub).mkdir(parents=True, exist_ok=True)
+        (self.path / "gc.lock").touch(exist_ok=True)
+
+    # --- keys ---------------------------------------------------------------------------
+
+    def _file(self, cid: bytes) -> tuple[Path, str]:
+        mh = split_cid(cid)[2]
+        key = base64.b32encode(mh).decode("ascii").rstrip("=")
+        shard = key[-3:-1]
+        return self.path / "blocks" / shard / f"{key}.data", shard
+
+    # --- blocks -------------------------------------------------------------------------
+
+    def has(self, cid: AnyCid) -> bool:
+        """True if the block is stored (identity CIDs are always present)."""
+        raw = to_cid(cid)
+        if identity_data(raw) is not None:
+            return True
+        return self._file(raw)[0].exists()
+
+    def get(self, cid: AnyCid) -> bytes:
+        """The block's bytes, as stored (not re-hashed; see :meth:`get_verified`).
+
+        Raises:
+            BlockNotFound: not in this store.
+        """
+        raw = to_cid(cid)
+        inline = identity_data(raw)
+        if inline is not None:
+            return inline
+        try:
+            return self._file(raw)[0].read_bytes()
+        except FileNotFoundError:
+            raise BlockNotFound(f"block {cid_str(raw)} is not in the local store") from None
+
+    def get_verified(self, cid: AnyCid) -> bytes:
+        """The block's bytes after checking their hash; a corrupt block is deleted.
+
+        Raises:
+            BlockNotFound: not in this store.
+            CorruptBlock: the stored bytes did not match (the file was removed).
+        """
+        raw = to_cid(cid)
+        data = self.get(raw)
+        if not block_digest_ok(raw, data):
+            self.delete(raw)
+            raise CorruptBlock(f"block {cid_str(raw)} was corrupt on disk and has been removed")
+        return data
+
+    def size(self, cid: AnyCid) -> int:
+        """Stored size of a block in bytes.
+
+        Raises:
+            BlockNotFound: not in this store.
+        """
+        raw = to_cid(cid)
+        try:
+            return self._file(raw)[0].stat().st_size
+        except FileNotFoundError:
+            raise BlockNotFound(f"block {cid_str(raw)} is not in the local store") from None
+
+    def put(self, cid: AnyCid, data: bytes | memoryview, *, verify: bool = True) -> None:
+        """Store a block (a no-op if already present).
+
+        Raises:
+            CorruptBlock: ``verify`` is set and ``data`` does not hash to ``cid``.
+        """
+        raw = to_cid(cid)
+        if verify and not block_digest_ok(raw, data):
+            raise CorruptBlock(f"refusing to store block {cid_str(raw)}: bytes do not match")
+        self.put_parts(raw, (data,))
+
+    def put_parts(self, cid: bytes, parts: Sequence[bytes | memoryview]) -> None:
+        """Store a block given as consecutive pieces, unverified (for the importer)."""
+        if identity_data(cid) is not None:
+            return
+        dest, shard = self._file(cid)
+        if dest.exists():
+            return
+        if shard not in self._shards:
+            dest.parent.mkdir(exist_ok=True)
+            self._shards.add(shard)
+        fd, tmp = tempfile.mkstemp(dir=self.path / "tmp", prefix="put-")
+        try:
+            try:
+                written = os.writev(fd, parts)
+                total = sum(len(p) for p in parts)
+                if written != total:
+                    view = b"".join(parts)[written:]
+                    while view:
+                        view = view[os.write(fd, view) :]
+                if self.fsync:
+                    os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, dest)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+
+    def delete(self, cid: AnyCid) -> bool:
+        """Remove a block; True if it was there. Pins are not consulted."""
+        raw = to_cid(cid)
+        try:
+            self._file(raw)[0].unlink()
+        except FileNotFoundError:
+            return False
+        return True
+
+    def keys(self) -> Iterator[bytes]:
+        """Multihashes of every stored block (as raw-codec CIDv1 bytes)."""
+        root = self.path / "blocks"
+        for shard in sorted(os.listdir(root)):
+            with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+                for name in sorted(os.listdir(root / shard)):
+                    if name.endswith(".data"):
+                        key = name[:-5]
+                        try:
+                            mh = base64.b32decode(key + "=" * (-len(key) % 8))
+                        except ValueError:
+                            continue
+                        yield b"\x01" + bytes((RAW,)) + mh
+
+    def stat(self) -> tuple[int, int]:
+        """``(number of blocks, total bytes)``."""
+        count = total = 0
+        root = self.path / "blocks"
+        for entry in os.scandir(root):
+            if entry.is_dir():
+                for item in os.scandir(entry.path):
+                    if item.name.endswith(".data"):
+                        count += 1
+                        total += item.stat().st_size
+        return count, total
+
+    # --- DAGs ---------------------------------------------------------------------------
+
+    def walk(self, cid: AnyCid, *, skip_missing: bool = False) -> Iterator[bytes]:
+        """Every CID of the DAG under ``cid``, depth-first, each once.
+
+        Raises:
+            BlockNotFound: a block is missing (unless ``skip_missing``).
+        """
+        seen: set[bytes] = set()
+        stack = [to_cid(cid)]
+        while stack:
+            current = stack.pop()
+            mh = split_cid(current)[2]
+            if mh in seen:
+                continue
+            seen.add(mh)
+            try:
+                block = self.get(current)
+            except BlockNotFound:
+                if skip_missing:
+                    continue
+                raise
+            yield current
+            try:
+                stack.extend(reversed(links_of(current, block)))
+            except DecodeError as exc:
+                raise StorageError(f"block {cid_str(current)} is damaged: {exc}") from None
+
+    def missing(self, cid: AnyCid, *, limit: int | None = None) -> list[bytes]:
+        """CIDs of the DAG under ``cid`` that are not stored (first ``limit`` of them)."""
+        out: list[bytes] = []
+        seen: set[bytes] = set()
+        stack = [to_cid(cid)]
+        while stack and (limit is None or len(out) < limit):
+            current = stack.pop()
+            if current in seen:
+                continue
+            seen.add(current)
+            try:
+                block = self.get(current)
+            except BlockNotFound:
+                out.append(current)
+                continue
+            with contextlib.suppress(DecodeError):
+                stack.extend(reversed(links_of(current, block)))
+        return out
+
+    def has_dag(self, cid: AnyCid) -> bool:
+        """True if every block of the DAG under ``cid`` is stored."""
+        return not self.missing(cid, limit=1)
+
+    # --- pins and gc --------------------------------------------------------------------
+
+    def _pin_file(self, cid: bytes) -> Path:
+        return self.path / "pins" / cid_str(cid)
+
+    def pin(self, cid: AnyCid, recursive: bool = True) -> None:
+        """Protect ``cid`` (and with ``recursive`` its whole DAG) from :meth:`gc`.
+
+        Only the root must be stored; a recursive pin of an incomplete DAG keeps
+        whichever of its blocks are here.
+
+        Raises:
+            BlockNotFound: the root block is not stored.
+        """
+        raw = to_cid(cid)
+        if not self.has(raw):
+            raise BlockNotFound(f"cannot pin {cid_str(raw)}: its root block is not stored")
+        kind = "recursive" if recursive else "direct"
+        path = self._pin_file(raw)
+        if recursive is False and path.exists() and path.read_text().strip() == "recursive":
+            return
+        fd, tmp = tempfile.mkstemp(dir=self.path / "tmp", prefix="pin-")
+        with os.fdopen(fd, "w") as fh:
+            fh.write(kind)
+        os.replace(tmp, path)
+
+    def unpin(self, cid: AnyCid) -> bool:
+        """Remove a pin; True if there was one."""
+        try:
+            self._pin_file(to_cid(cid)).unlink()
+        except FileNotFoundError:
+            return False
+        return True
+
+    def pins(self) -> dict[str, str]:
+        """``{cid string: "recursive" | "direct"}`` of every pin."""
+        out: dict[str, str] = {}
+        for entry in os.scandir(self.path / "pins"):
+            with contextlib.suppress(FileNotFoundError):
+                out[entry.name] = Path(entry.path).read_text().strip()
+        return out
+
+    def is_pinned(self, cid: AnyCid) -> bool:
+        return self._pin_file(to_cid(cid)).exists()
+
+    @contextlib.contextmanager
+    def guard(self) -> Iterator[None]:
+        """Hold off :meth:`gc` (shared lock) while blocks are written and then pinned.
+
+        Blocks until a running gc finishes; call it from a worker thread in async code.
+        """
+        with open(self.path / "gc.lock", "rb") as fh:
+            fcntl.flock(fh, fcntl.LOCK_SH)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    def gc(self) -> int:
+        """Remove every block not reachable from a pin; return how many were removed.
+
+        Waits for running imports (see :meth:`guard`) and blocks new ones meanwhile.
+        """
+        with open(self.path / "gc.lock", "rb") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                return self._gc_locked()
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    def _gc_locked(self) -> int:
+        keep: set[bytes] = set()
+        for name, kind in self.pins().items():
+            try:
+                root = to_cid(name)
+            except ValueError:  # includes ValidationError: a stray file in pins/
+                continue
+            if kind == "recursive":
+                for cid in self.walk(root, skip_missing=True):
+                    keep.add(split_cid(cid)[2])
+            else:
+                keep.add(split_cid(root)[2])
+        removed = 0
+        for key in list(self.keys()):
+            mh = split_cid(key)[2]
+            if mh not in keep and self.delete(key):
+                removed += 1
+        now = time.time()
+        for entry in os.scandir(self.path / "tmp"):
+            with contextlib.suppress(OSError):
+                if now - entry.stat().st_mtime > _STALE_TMP_SECONDS:
+                    os.unlink(entry.path)
+        return removed
