@@ -1,0 +1,131 @@
+"""The bid strategy chain: each strategy may say no, with a reason; all must say yes.
+
+A strategy is any object with ``async def decide(self, request) -> BidResponse``.
+Built-in strategies check that the node can run the job at all (engine,
+storage, verifier, publisher), that it ever fits the node's capacity, that the
+queue has room, data locality, and external hooks (``bacalhau.compute.hooks``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Protocol
+
+import attrs
+
+from ..errors import BacalhauError
+from ..models import JobSpec
+
+if TYPE_CHECKING:
+    from ..executor.base import Executor
+    from ..publisher.base import Publisher
+    from ..storage.base import StorageProvider
+    from ..verifier.base import Verifier
+    from .capacity import Capacity
+
+__all__ = [
+    "BidRequest",
+    "BidResponse",
+    "BidStrategy",
+    "CapacityStrategy",
+    "DataLocalityStrategy",
+    "SupportStrategy",
+    "decide",
+]
+
+
+@attrs.frozen
+class BidRequest:
+    job_id: str
+    spec: JobSpec
+    requester_id: str
+    node_id: str
+
+
+@attrs.frozen
+class BidResponse:
+    bid: bool
+    reason: str = ""
+
+
+class BidStrategy(Protocol):
+    async def decide(self, request: BidRequest) -> BidResponse: ...
+
+
+YES = BidResponse(True)
+
+
+@attrs.define
+class SupportStrategy:
+    """Bid only on jobs whose engine, storage, verifier and publisher this node has."""
+
+    executors: Mapping[str, Executor]
+    storage: Mapping[str, StorageProvider]
+    verifiers: Mapping[str, Verifier]
+    publishers: Mapping[str, Publisher]
+    _installed: dict[str, bool] = attrs.Factory(dict)
+
+    async def decide(self, request: BidRequest) -> BidResponse:
+        spec = request.spec
+        engine = spec.engine.type
+        executor = self.executors.get(engine)
+        if executor is None:
+            return BidResponse(False, f"no {engine!r} executor on this node")
+        if engine not in self._installed:
+            self._installed[engine] = await executor.is_installed()
+        if not self._installed[engine]:
+            return BidResponse(False, f"the {engine} engine is not available on this node")
+        try:
+            executor.validate(spec)
+        except BacalhauError as exc:
+            return BidResponse(False, f"invalid {engine} job: {exc}")
+        for volume in spec.inputs:
+            if volume.source.type not in self.storage:
+                return BidResponse(False, f"no {volume.source.type!r} storage on this node")
+        if spec.verifier not in self.verifiers:
+            return BidResponse(False, f"no {spec.verifier!r} verifier on this node")
+        if spec.publisher not in self.publishers:
+            return BidResponse(False, f"no {spec.publisher!r} publisher on this node")
+        return YES
+
+
+@attrs.define
+class CapacityStrategy:
+    """No bid on a job that could never fit, nor while the queue is full."""
+
+    capacity: Capacity
+
+    async def decide(self, request: BidRequest) -> BidResponse:
+        why = self.capacity.fits_ever(request.spec.resources)
+        if why:
+            return BidResponse(False, f"too big for this node: {why}")
+        if self.capacity.queue_full():
+            return BidResponse(False, "busy: execution queue is full")
+        return YES
+
+
+@attrs.define
+class DataLocalityStrategy:
+    """With ``local`` locality, bid only when every input is already on this node."""
+
+    storage: Mapping[str, StorageProvider]
+
+    async def decide(self, request: BidRequest) -> BidResponse:
+        for volume in request.spec.inputs:
+            provider = self.storage.get(volume.source.type)
+            if provider is None or not await provider.has_locally(volume.source):
+                what = volume.source.cid or volume.source.url or volume.source.type
+                return BidResponse(False, f"data not local: {what}")
+        return YES
+
+
+async def decide(strategies: Sequence[BidStrategy], request: BidRequest) -> BidResponse:
+    """Run ``strategies`` in order; the first no wins (a strategy that fails says no)."""
+    for strategy in strategies:
+        try:
+            answer = await strategy.decide(request)
+        except BacalhauError as exc:
+            return BidResponse(False, f"{type(strategy).__name__} failed: {exc}")
+        if not answer.bid:
+            return answer
+    return YES

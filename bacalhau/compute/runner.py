@@ -1,0 +1,220 @@
+"""Runs executions on a compute node: prepare inputs, run the executor, propose, publish.
+
+Each execution lives in its own folder ``<data_dir>/executions/<job_id>/``:
+``inputs/`` (materialised volumes), ``results/`` (``stdout``, ``stderr``,
+``exitCode`` and one folder per named output) and ``work/`` (executor scratch).
+The folder is removed when the results are published, rejected or the
+execution ends otherwise; nothing leaves the node before acceptance.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import anyio
+import anyio.abc
+import anyio.to_thread
+import attrs
+
+from ..errors import BacalhauError, ExecutorError, StorageError
+from ..executor.base import ExecutionContext, PreparedVolume
+from ..models import JobSpec
+from ..protocol.events import (
+    Event,
+    ExecutionDone,
+    ExecutionErrored,
+    PublishDone,
+    PublishErrored,
+)
+from .capacity import Capacity
+
+if TYPE_CHECKING:
+    from ..executor.base import Executor
+    from ..publisher.base import Publisher
+    from ..storage.base import StorageProvider
+    from ..verifier.base import Verifier
+
+__all__ = ["ExecutionRunner"]
+
+log = logging.getLogger("bacalhau.compute")
+
+SUMMARY_BYTES = 16 * 1024
+"""How much of stdout/stderr travels in ``ResultsPublished`` (the rest is in the results)."""
+
+TIMEOUT_GRACE = 5.0
+"""Seconds past ``spec.timeout`` before the runner itself stops an executor."""
+
+
+def _head(path: Path) -> str:
+    try:
+        with path.open("rb") as f:
+            return f.read(SUMMARY_BYTES).decode("utf-8", "replace")
+    except OSError:
+        return ""
+
+
+@attrs.define(eq=False)
+class ExecutionRunner:
+    """Carries out RunExecution / CancelExecution / PublishResults / DiscardResults."""
+
+    node_id: str
+    root: Path
+    executors: Mapping[str, Executor]
+    storage: Mapping[str, StorageProvider]
+    verifiers: Mapping[str, Verifier]
+    publishers: Mapping[str, Publisher]
+    capacity: Capacity
+    feed: Callable[[Event], None]
+    _tg: anyio.abc.TaskGroup | None = None
+    _scopes: dict[str, anyio.CancelScope] = attrs.Factory(dict)
+
+    def bind(self, tg: anyio.abc.TaskGroup) -> None:
+        self._tg = tg
+
+    @property
+    def active(self) -> int:
+        return len(self._scopes)
+
+    def folder(self, job_id: str) -> Path:
+        return self.root / job_id
+
+    # --- commands -------------------------------------------------------------------------
+
+    def start(self, job_id: str, spec: JobSpec, seal_key: bytes) -> None:
+        assert self._tg is not None, "runner not bound to a task group"
+        scope = anyio.CancelScope()
+        self._scopes[job_id] = scope
+        self._tg.start_soon(self._run, job_id, spec, seal_key, scope)
+
+    def cancel(self, job_id: str) -> None:
+        scope = self._scopes.pop(job_id, None)
+        if scope is not None:
+            scope.cancel()
+        self.discard(job_id)
+
+    def discard(self, job_id: str) -> None:
+        if job_id not in self._scopes:
+            shutil.rmtree(self.folder(job_id), ignore_errors=True)
+
+    def publish(self, job_id: str, spec: JobSpec) -> None:
+        assert self._tg is not None, "runner not bound to a task group"
+        self._tg.start_soon(self._publish, job_id, spec)
+
+    # --- work -----------------------------------------------------------------------------
+
+    async def _run(self, job_id: str, spec: JobSpec, seal_key: bytes,
+                   scope: anyio.CancelScope) -> None:
+        outcome: Event | None = None
+        with scope:
+            await self.capacity.acquire(spec.resources)
+            try:
+                outcome = await self._execute(job_id, spec, seal_key)
+            except BacalhauError as exc:
+                outcome = ExecutionErrored(job_id, str(exc))
+            except Exception as exc:
+                log.exception("execution of %s failed unexpectedly", job_id)
+                outcome = ExecutionErrored(job_id, f"internal error: {exc!r}")
+            finally:
+                self.capacity.release(spec.resources)
+        if self._scopes.get(job_id) is scope:
+            del self._scopes[job_id]
+        if outcome is None or scope.cancel_called:
+            shutil.rmtree(self.folder(job_id), ignore_errors=True)
+            return
+        if isinstance(outcome, ExecutionErrored):
+            shutil.rmtree(self.folder(job_id), ignore_errors=True)
+        self.feed(outcome)
+
+    async def _execute(self, job_id: str, spec: JobSpec, seal_key: bytes) -> Event:
+        executor = self.executors.get(spec.engine.type)
+        if executor is None:
+            raise ExecutorError(f"no {spec.engine.type!r} executor on this node")
+        verifier = self.verifiers.get(spec.verifier)
+        if verifier is None:
+            raise ExecutorError(f"no {spec.verifier!r} verifier on this node")
+        folder = self.folder(job_id)
+        shutil.rmtree(folder, ignore_errors=True)
+        results, work, inputs = folder / "results", folder / "work", folder / "inputs"
+        for d in (results, work, inputs):
+            d.mkdir(parents=True)
+        outputs = {}
+        for out in spec.outputs:
+            outputs[out.name] = results / out.name
+            outputs[out.name].mkdir()
+        volumes = []
+        for i, volume in enumerate(spec.inputs):
+            volumes.append(await self._prepare(executor, volume, inputs / str(i)))
+        ctx = ExecutionContext(
+            job_id=job_id,
+            execution_id=f"{job_id}/{self.node_id}",
+            spec=spec,
+            volumes=tuple(volumes),
+            outputs=outputs,
+            results_dir=results,
+            work_dir=work,
+            node_id=self.node_id,
+        )
+        with anyio.move_on_after(spec.timeout + TIMEOUT_GRACE) as deadline:
+            result = await executor.run(ctx)
+        if deadline.cancelled_caught:
+            raise ExecutorError(f"job timed out after {spec.timeout:g}s")
+        for name in ("stdout", "stderr"):
+            if not (results / name).exists():
+                (results / name).write_bytes(b"")
+        (results / "exitCode").write_text(str(result.exit_code))
+        shutil.rmtree(work, ignore_errors=True)
+        shutil.rmtree(inputs, ignore_errors=True)
+        proposal = await verifier.propose(
+            job_id=job_id, node_id=self.node_id, results_dir=results, requester_key=seal_key
+        )
+        return ExecutionDone(
+            job_id,
+            proposal,
+            result.exit_code,
+            _head(results / "stdout"),
+            _head(results / "stderr"),
+        )
+
+    async def _prepare(self, executor: Executor, volume: object, dest: Path) -> PreparedVolume:
+        from ..models import InputSpec
+
+        assert isinstance(volume, InputSpec)
+        provider = self.storage.get(volume.source.type)
+        if provider is None:
+            raise StorageError(f"no {volume.source.type!r} storage on this node")
+        if executor.storage_mode in ("library", "any"):
+            opened = await provider.open_reader(volume.source)
+            if opened is not None:
+                reader, size = opened
+                if executor.storage_mode == "library":
+                    return PreparedVolume(spec=volume, read=reader, size=size)
+        path = await provider.prepare(volume.source, dest)
+        return PreparedVolume(spec=volume, host_path=path)
+
+    async def _publish(self, job_id: str, spec: JobSpec) -> None:
+        publisher = self.publishers.get(spec.publisher)
+        results = self.folder(job_id) / "results"
+        outcome: Event
+        try:
+            if publisher is None:
+                raise BacalhauError(f"no {spec.publisher!r} publisher on this node")
+            if not results.is_dir():
+                raise BacalhauError("results folder is gone (node restarted?)")
+            ref = await publisher.publish(job_id, f"{job_id}/{self.node_id}", results)
+        except BacalhauError as exc:
+            outcome = PublishErrored(job_id, str(exc))
+        except Exception as exc:
+            log.exception("publishing %s failed unexpectedly", job_id)
+            outcome = PublishErrored(job_id, f"internal error: {exc!r}")
+        else:
+            outcome = PublishDone(job_id, ref)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(
+                    lambda: shutil.rmtree(self.folder(job_id), ignore_errors=True)
+                )
+        self.feed(outcome)

@@ -1,0 +1,215 @@
+"""Network: many nodes in one process (the devstack), for scripts and tests.
+
+::
+
+    async with bacalhau.Network.in_memory(5) as net:
+        result = await net.nodes[0].run_job(bacalhau.JobSpec.noop(stdout="hi"), timeout=30)
+
+All nodes share one :class:`~bacalhau.wire.VerifiedCache`, so each event's
+signature is checked once for the whole process. When the network closes it
+checks that no node left an execution running or a results folder behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import anyio
+import anyio.abc
+
+from .errors import BacalhauError
+from .identity import Identity
+from .node.node import Node
+from .transport.base import Transport
+from .transport.memory import Faults, MemoryHub
+from .wire import VerifiedCache
+
+__all__ = ["Network", "NetworkInvariantError"]
+
+log = logging.getLogger("bacalhau.network")
+
+TransportFactory = Callable[[Identity], Transport]
+
+
+class NetworkInvariantError(BacalhauError):
+    """A network closed in a state that should be impossible (leaked work, lost jobs)."""
+
+
+class Network:
+    """A set of nodes run together. Build one with :meth:`in_memory` (or :meth:`custom`)."""
+
+    def __init__(
+        self,
+        *,
+        n: int,
+        transport_factory: TransportFactory,
+        hub: MemoryHub | None = None,
+        data_dir: Path | None = None,
+        seed: int | None = None,
+        node_options: dict[str, Any] | None = None,
+        per_node_options: Sequence[dict[str, Any]] | None = None,
+        check_on_exit: bool = True,
+    ) -> None:
+        if n < 1:
+            raise BacalhauError(f"a network needs at least one node, got {n}")
+        if per_node_options is not None and len(per_node_options) != n:
+            raise BacalhauError("per_node_options must have one entry per node")
+        self.n = n
+        self.hub = hub
+        self.transport_factory = transport_factory
+        self.seed = seed
+        self.node_options = node_options or {}
+        self.per_node_options = list(per_node_options or [{} for _ in range(n)])
+        self.verify_cache = VerifiedCache()
+        self.nodes: list[Node] = []
+        self.check_on_exit = check_on_exit
+        self._data_dir = data_dir
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        self._tg: anyio.abc.TaskGroup | None = None
+        self._scopes: dict[str, anyio.CancelScope] = {}
+        self._counter = 0
+
+    @classmethod
+    def in_memory(
+        cls,
+        n: int = 3,
+        *,
+        seed: int | None = None,
+        faults: Faults | None = None,
+        data_dir: Path | None = None,
+        per_node_options: Sequence[dict[str, Any]] | None = None,
+        **node_options: Any,
+    ) -> Network:
+        """``n`` nodes on an in-process hub. ``node_options`` go to every :class:`Node`;
+        ``faults`` and ``seed`` make the hub drop, delay, duplicate or reorder frames."""
+        hub = MemoryHub(seed=seed, faults=faults or Faults())
+        return cls(
+            n=n,
+            transport_factory=lambda ident: hub.transport(ident.node_id),
+            hub=hub,
+            data_dir=data_dir,
+            seed=seed,
+            node_options=node_options,
+            per_node_options=per_node_options,
+        )
+
+    @classmethod
+    def custom(cls, n: int, transport_factory: TransportFactory, **kwargs: Any) -> Network:
+        """``n`` nodes, each on a transport made by ``transport_factory(identity)``."""
+        return cls(n=n, transport_factory=transport_factory, **kwargs)
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    @property
+    def data_dir(self) -> Path:
+        assert self._data_dir is not None, "network not started"
+        return self._data_dir
+
+    async def __aenter__(self) -> Network:
+        if self._data_dir is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="bacalhau-net-")
+            self._data_dir = Path(self._tmp.name)
+        self._tg = anyio.create_task_group()
+        await self._tg.__aenter__()
+        try:
+            for options in self.per_node_options:
+                await self.add_node(**options)
+        except BaseException:
+            self._tg.cancel_scope.cancel()
+            await self._tg.__aexit__(None, None, None)
+            self._cleanup()
+            raise
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> bool | None:
+        assert self._tg is not None
+        problems = self.check_invariants() if (et is None and self.check_on_exit) else []
+        self._tg.cancel_scope.cancel()
+        try:
+            result = await self._tg.__aexit__(et, e, tb)
+        finally:
+            self._cleanup()
+        if problems:
+            raise NetworkInvariantError("; ".join(problems))
+        return result
+
+    def _cleanup(self) -> None:
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+
+    async def add_node(self, *, identity: Identity | None = None, **options: Any) -> Node:
+        """Start one more node (it joins the running network)."""
+        assert self._tg is not None, "network not started"
+        identity = identity or Identity.generate()
+        index = self._counter
+        self._counter += 1
+        merged = {**self.node_options, **options}
+        if self.seed is not None:
+            merged.setdefault("seed", self.seed * 1000 + index)
+        merged.setdefault("data_dir", self.data_dir / f"node{index}")
+        node = Node(
+            transport=self.transport_factory(identity),
+            identity=identity,
+            verify_cache=self.verify_cache,
+            **merged,
+        )
+        scope = anyio.CancelScope()
+
+        async def run(*, task_status: anyio.abc.TaskStatus[None]) -> None:
+            with scope:
+                await node.run(task_status=task_status)
+
+        await self._tg.start(run)
+        self._scopes[node.node_id] = scope
+        self.nodes.append(node)
+        return node
+
+    async def stop_node(self, node: Node) -> None:
+        """Stop ``node`` abruptly (its executions die with it), as a crash would."""
+        scope = self._scopes.pop(node.node_id, None)
+        if scope is not None:
+            scope.cancel()
+            await anyio.sleep(0)
+        with contextlib.suppress(ValueError):
+            self.nodes.remove(node)
+
+    # --- checks ---------------------------------------------------------------------------
+
+    def check_invariants(self) -> list[str]:
+        """What is wrong with the network now (empty if nothing)."""
+        problems: list[str] = []
+        for node in self.nodes:
+            for job in node.requester.jobs.values():
+                accepted = sum(1 for e in job.executions.values()
+                               if e.state.value in ("results_accepted", "published"))
+                if accepted > job.spec.deal.concurrency:
+                    problems.append(f"{job.job_id}: {accepted} accepted results > concurrency")
+            folders = node.data_dir / "executions"
+            live = {"running", "proposed", "publishing"}
+            for job_id in list(node.runner._scopes):
+                cj = node.compute.jobs.get(job_id)
+                if cj is None or cj.state.value not in live:
+                    problems.append(f"{node.node_id}: execution of {job_id} still running "
+                                    f"after its job {cj.state if cj else 'was forgotten'}")
+            if folders.is_dir():
+                for folder in folders.iterdir():
+                    cj = node.compute.jobs.get(folder.name)
+                    if cj is None or cj.state.value not in live:
+                        problems.append(f"{node.node_id}: results folder of {folder.name} "
+                                        "left behind")
+        return problems
+
+    async def wait_idle(self, timeout: float = 30.0) -> None:
+        """Wait until no node has an execution running (after all jobs ended)."""
+        with anyio.fail_after(timeout):
+            while any(node.runner.active for node in self.nodes):
+                await anyio.sleep(0.01)

@@ -1,0 +1,427 @@
+"""One TCP connection of the gossip transport: frames, handshake, bounded send queues.
+
+Wire format: every frame is a 4-byte big-endian length followed by that many
+bytes of msgpack. Before the handshake completes a frame may hold at most
+:data:`HANDSHAKE_MAX` bytes; after it, at most :data:`WIRE_MAX` (a transport
+frame of :data:`~bacalhau.transport.base.MAX_FRAME` plus its header).
+
+Handshake (both sides at once, one round trip)::
+
+    HELLO = [PROTOCOL, public_key(32), nonce(32), listen_port, advertise_host | nil]
+    AUTH  = [signature(64), mac(32) | b""]
+
+Each side signs ``AUTH_CONTEXT + peer_nonce + own_nonce + own_key + peer_key``
+with its node key; the peer checks the signature against the key in HELLO (the
+node id is derived from that key, so the id is proven). With a network secret,
+``mac`` is HMAC-SHA256 of the same bytes under a key derived from the secret;
+a side with a secret refuses a peer whose mac does not match, and a side
+without one refuses a peer that sends one. Either side may send
+``[BYE, reason]`` instead, to say why it refuses.
+
+After the handshake every frame is ``[type, ...]`` (see the constants below).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import os
+from collections import deque
+from typing import Any
+
+import anyio
+import anyio.abc
+import attrs
+import msgpack
+
+from ..errors import DecodeError, PeerUnreachable, WireError
+from ..identity import Identity, node_id_from_public_key, verify_signature
+from .base import MAX_FRAME
+
+__all__ = [
+    "HANDSHAKE_MAX",
+    "PROTOCOL",
+    "WIRE_MAX",
+    "Connection",
+    "FrameReader",
+    "Hello",
+    "SelfConnection",
+    "encode",
+    "handshake",
+    "network_key",
+    "network_tag",
+]
+
+log = logging.getLogger("bacalhau.transport.gossip")
+
+PROTOCOL = "bacalhau-gossip/1"
+AUTH_CONTEXT = b"bacalhau-gossip/1 auth\x00"
+HANDSHAKE_MAX = 4096
+WIRE_MAX = MAX_FRAME + 64
+"""Largest frame after the handshake: a MAX_FRAME payload plus the message header."""
+
+PUBLISH, IHAVE, IWANT, GRAFT, PRUNE, PING, PEERS, REQUEST, REPLY, ERROR, BYE = range(1, 12)
+MESSAGE_TYPES = frozenset(range(1, 12))
+
+_HEADER = 4
+
+
+def encode(message: list[Any]) -> bytes:
+    """Length-prefix the msgpack encoding of ``message``."""
+    body: bytes = msgpack.packb(message, use_bin_type=True)
+    return len(body).to_bytes(_HEADER, "big") + body
+
+
+def decode(frame: bytes) -> list[Any]:
+    """Decode one post-handshake frame into ``[type, ...]``.
+
+    Raises:
+        DecodeError: not msgpack, not an array, or an unknown message type.
+    """
+    try:
+        msg = msgpack.unpackb(frame, raw=False, strict_map_key=True, use_list=True)
+    except Exception as exc:  # msgpack raises many types on hostile input
+        raise DecodeError(f"malformed msgpack frame ({type(exc).__name__}: {exc})") from None
+    if not (isinstance(msg, list) and msg and type(msg[0]) is int and msg[0] in MESSAGE_TYPES):
+        raise DecodeError("frame is not a [type, ...] array of a known message type")
+    return msg
+
+
+def network_key(secret: str | bytes) -> bytes:
+    """The 32-byte HMAC key derived from a network secret."""
+    raw = secret.encode() if isinstance(secret, str) else secret
+    return hashlib.sha256(b"bacalhau-gossip network secret\x00" + raw).digest()
+
+
+def network_tag(secret: str | bytes | None) -> str:
+    """A short public tag of the network (``public`` without a secret), for discovery.
+
+    It lets nodes skip mDNS records of other networks without trying a handshake.
+    """
+    if secret is None:
+        return "public"
+    return hashlib.sha256(b"bacalhau-gossip tag\x00" + network_key(secret)).hexdigest()[:16]
+
+
+class SelfConnection(WireError):
+    """The peer at the other end is this node (a static or advertised address of our own)."""
+
+
+class ConnectionClosed(WireError):
+    """The peer closed the connection (cleanly between frames, or mid-frame)."""
+
+
+@attrs.define(eq=False)
+class FrameReader:
+    """Reads length-prefixed frames from a byte stream, with size and time limits."""
+
+    stream: anyio.abc.ByteReceiveStream
+    _buf: bytearray = attrs.Factory(bytearray)
+
+    async def _fill(self, size: int) -> None:
+        buf = self._buf
+        while len(buf) < size:
+            try:
+                chunk = await self.stream.receive(max(65536, size - len(buf)))
+            except (anyio.EndOfStream, anyio.BrokenResourceError, ConnectionError):
+                if buf:
+                    raise ConnectionClosed(
+                        f"connection closed mid-frame ({len(buf)} of {size} bytes received)"
+                    ) from None
+                raise ConnectionClosed("connection closed by peer") from None
+            buf += chunk
+
+    async def read(self, *, max_size: int, idle_timeout: float, frame_timeout: float) -> bytes:
+        """Read one frame.
+
+        Args:
+            max_size: largest frame accepted; a larger length is refused at once.
+            idle_timeout: seconds to wait for a frame to begin.
+            frame_timeout: seconds a begun frame has to arrive whole (slow-loris guard).
+
+        Raises:
+            WireError: oversized frame, peer closed, or a timeout (with the reason).
+        """
+        buf = self._buf
+        if len(buf) < _HEADER:
+            try:
+                with anyio.fail_after(idle_timeout):
+                    await self._fill(1)
+            except TimeoutError:
+                raise WireError(f"peer sent nothing for {idle_timeout:g}s") from None
+            try:
+                with anyio.fail_after(frame_timeout):
+                    await self._fill(_HEADER)
+            except TimeoutError:
+                raise WireError(f"frame header not complete within {frame_timeout:g}s") from None
+        size = int.from_bytes(buf[:_HEADER], "big")
+        if size > max_size:
+            raise WireError(f"frame of {size} bytes exceeds the {max_size}-byte limit")
+        end = _HEADER + size
+        if len(buf) < end:
+            try:
+                with anyio.fail_after(frame_timeout):
+                    await self._fill(end)
+            except TimeoutError:
+                raise WireError(
+                    f"frame of {size} bytes not complete within {frame_timeout:g}s "
+                    f"({len(buf) - _HEADER} bytes received)"
+                ) from None
+        frame = bytes(buf[_HEADER:end])
+        del buf[:end]
+        return frame
+
+
+@attrs.frozen
+class Hello:
+    """What the handshake proved about the peer."""
+
+    node_id: str
+    listen_port: int | None
+    advertise_host: str | None
+
+
+def _transcript(signer_key: bytes, other_key: bytes, signer_nonce: bytes, other_nonce: bytes) -> bytes:
+    return AUTH_CONTEXT + other_nonce + signer_nonce + signer_key + other_key
+
+
+async def handshake(
+    stream: anyio.abc.ByteStream,
+    reader: FrameReader,
+    identity: Identity,
+    *,
+    secret_key: bytes | None,
+    listen_port: int | None,
+    advertise_host: str | None = None,
+    expected_id: str | None = None,
+    timeout: float,
+) -> Hello:
+    """Run the handshake on a fresh connection (the same code on both ends).
+
+    Raises:
+        SelfConnection: the peer is this node.
+        WireError: the peer is not who ``expected_id`` says, fails to prove its
+            key or the network secret, speaks another protocol, or is too slow.
+    """
+    nonce = os.urandom(32)
+
+    async def read() -> list[Any]:
+        frame = await reader.read(max_size=HANDSHAKE_MAX, idle_timeout=timeout, frame_timeout=timeout)
+        try:
+            msg = msgpack.unpackb(frame, raw=False, strict_map_key=True)
+        except Exception as exc:
+            raise DecodeError(f"malformed handshake frame ({type(exc).__name__})") from None
+        if not isinstance(msg, list):
+            raise DecodeError("handshake frame is not an array")
+        if len(msg) == 2 and msg[0] == BYE and isinstance(msg[1], str):
+            raise WireError(f"peer refused the connection: {msg[1][:200]}")
+        return msg
+
+    try:
+        with anyio.fail_after(timeout):
+            await stream.send(
+                encode([PROTOCOL, identity.public_key, nonce, listen_port or 0, advertise_host])
+            )
+            hello = await read()
+            if not (len(hello) == 5 and hello[0] == PROTOCOL):
+                raise DecodeError(f"peer does not speak {PROTOCOL}")
+            _, peer_key, peer_nonce, port, host = hello
+            if not (isinstance(peer_key, bytes) and len(peer_key) == 32):
+                raise DecodeError("peer key must be 32 bytes")
+            if not (isinstance(peer_nonce, bytes) and len(peer_nonce) == 32):
+                raise DecodeError("peer nonce must be 32 bytes")
+            if not (type(port) is int and 0 <= port <= 65535):
+                raise DecodeError("peer listen port is not a port number")
+            if not (host is None or (isinstance(host, str) and 0 < len(host) <= 255)):
+                raise DecodeError("peer advertised host is not a host name")
+            peer_id = node_id_from_public_key(peer_key)
+            if peer_id == identity.node_id:
+                raise SelfConnection("connected to this node itself")
+            if expected_id is not None and peer_id != expected_id:
+                raise WireError(f"expected node {expected_id} at this address, found {peer_id}")
+            mine = _transcript(identity.public_key, peer_key, nonce, peer_nonce)
+            mac = hmac.digest(secret_key, mine, "sha256") if secret_key is not None else b""
+            await stream.send(encode([identity.sign(mine), mac]))
+            auth = await read()
+    except TimeoutError:
+        raise WireError(f"handshake did not finish within {timeout:g}s") from None
+    if not (len(auth) == 2 and isinstance(auth[0], bytes) and isinstance(auth[1], bytes)):
+        raise DecodeError("malformed handshake AUTH")
+    theirs = _transcript(peer_key, identity.public_key, peer_nonce, nonce)
+    if not verify_signature(peer_id, auth[0], theirs):
+        raise WireError(f"peer {peer_id} failed to prove its node key")
+    if secret_key is not None:
+        if not hmac.compare_digest(auth[1], hmac.digest(secret_key, theirs, "sha256")):
+            reason = "has no network secret" if not auth[1] else "has another network secret"
+            raise WireError(f"peer {peer_id} {reason}: refused (private network)")
+    elif auth[1]:
+        raise WireError(f"peer {peer_id} is on a private network; this node has no --secret")
+    return Hello(node_id=peer_id, listen_port=port or None, advertise_host=host)
+
+
+@attrs.define(eq=False)
+class _Pending:
+    event: anyio.Event = attrs.Factory(anyio.Event)
+    reply: bytes | None = None
+    error: str | None = None
+
+
+@attrs.define(eq=False)
+class Connection:
+    """An authenticated connection to one peer, with bounded outgoing queues.
+
+    Three queues, drained in this order by :meth:`write_loop`: control messages
+    (small; dropped past ``max_frames``), direct requests and replies (a sender
+    waits for room), and broadcast frames (dropped past ``max_bytes``, to be
+    repaired by IHAVE/IWANT). So a peer that reads slowly costs at most about
+    ``2 * max_bytes`` of memory and never blocks a broadcast; a peer that stops
+    reading for ``write_timeout`` is disconnected.
+    """
+
+    peer_id: str
+    stream: anyio.abc.ByteStream
+    reader: FrameReader
+    outbound: bool
+    remote: tuple[str, int]
+    listen_addr: tuple[str, int] | None
+    max_bytes: int = 8 * 1024 * 1024
+    max_frames: int = 4096
+    last_recv: float = 0.0
+    last_sent: float = 0.0
+    dropped: int = 0
+    inflight: int = 0
+    close_reason: str | None = None
+    scope: anyio.CancelScope | None = None
+    closed: anyio.Event = attrs.Factory(anyio.Event)
+    pending: dict[int, _Pending] = attrs.Factory(dict)
+    _control: deque[bytes] = attrs.Factory(deque)
+    _direct: deque[bytes] = attrs.Factory(deque)
+    _bulk: deque[bytes] = attrs.Factory(deque)
+    _direct_bytes: int = 0
+    _bulk_bytes: int = 0
+    _wake: anyio.Event = attrs.Factory(anyio.Event)
+    _room: anyio.Event = attrs.Factory(anyio.Event)
+    _next_request: int = 0
+
+    @property
+    def queued_bytes(self) -> int:
+        return self._direct_bytes + self._bulk_bytes + sum(map(len, self._control))
+
+    def _kick(self) -> None:
+        if not self._wake.is_set():
+            self._wake.set()
+
+    def send_control(self, data: bytes) -> bool:
+        """Queue a small control frame; False (dropped) if the control queue is full."""
+        if self.close_reason is not None or len(self._control) >= self.max_frames:
+            self.dropped += 1
+            return False
+        self._control.append(data)
+        self._kick()
+        return True
+
+    def send_bulk(self, data: bytes) -> bool:
+        """Queue a broadcast frame; False (dropped) if the peer is too far behind."""
+        if self.close_reason is not None or (
+            self._bulk
+            and (self._bulk_bytes + len(data) > self.max_bytes or len(self._bulk) >= self.max_frames)
+        ):
+            self.dropped += 1
+            return False
+        self._bulk.append(data)
+        self._bulk_bytes += len(data)
+        self._kick()
+        return True
+
+    async def send_direct(self, data: bytes) -> None:
+        """Queue a request or reply frame, waiting for room (the caller bounds the wait)."""
+        while self._direct and self._direct_bytes + len(data) > self.max_bytes:
+            if self.close_reason is not None:
+                break
+            if self._room.is_set():
+                self._room = anyio.Event()
+            await self._room.wait()
+        if self.close_reason is not None:
+            raise PeerUnreachable(f"connection to {self.peer_id} closed: {self.close_reason}")
+        self._direct.append(data)
+        self._direct_bytes += len(data)
+        self._kick()
+
+    async def request(self, frame: bytes, timeout: float) -> bytes:
+        """Send a request and wait for its reply.
+
+        Raises:
+            PeerUnreachable: no reply in ``timeout``, the peer's handler failed,
+                or the connection closed.
+        """
+        self._next_request += 1
+        req_id = self._next_request
+        pending = self.pending[req_id] = _Pending()
+        try:
+            with anyio.fail_after(timeout):
+                await self.send_direct(encode([REQUEST, req_id, frame]))
+                await pending.event.wait()
+        except TimeoutError:
+            raise PeerUnreachable(f"no reply from {self.peer_id} within {timeout:g}s") from None
+        finally:
+            self.pending.pop(req_id, None)
+        if pending.error is not None:
+            raise PeerUnreachable(pending.error)
+        assert pending.reply is not None
+        return pending.reply
+
+    def resolve(self, req_id: int, reply: bytes | None, error: str | None) -> None:
+        """A REPLY or ERROR arrived for ``req_id`` (ignored if that request gave up)."""
+        pending = self.pending.get(req_id)
+        if pending is not None and not pending.event.is_set():
+            pending.reply, pending.error = reply, error
+            pending.event.set()
+
+    def close(self, reason: str) -> None:
+        """Close the connection: fail its pending requests, cancel its tasks."""
+        if self.close_reason is None:
+            self.close_reason = reason
+        for pending in self.pending.values():
+            self.resolve_error(pending, f"connection to {self.peer_id} lost: {reason}")
+        self._room.set()
+        self._kick()
+        self.closed.set()
+        if self.scope is not None:
+            self.scope.cancel()
+
+    @staticmethod
+    def resolve_error(pending: _Pending, error: str) -> None:
+        if not pending.event.is_set():
+            pending.error = error
+            pending.event.set()
+
+    async def write_loop(self, *, write_timeout: float, batch: int = 256 * 1024) -> None:
+        """Drain the queues into the socket until closed; close if a write stalls."""
+        while self.close_reason is None:
+            if not (self._control or self._direct or self._bulk):
+                self._wake = anyio.Event()
+                await self._wake.wait()
+                continue
+            parts: list[bytes] = []
+            size = 0
+            for queue in (self._control, self._direct, self._bulk):
+                while queue and size < batch:
+                    data = queue.popleft()
+                    parts.append(data)
+                    size += len(data)
+                    if queue is self._direct:
+                        self._direct_bytes -= len(data)
+                    elif queue is self._bulk:
+                        self._bulk_bytes -= len(data)
+            self._room.set()
+            try:
+                with anyio.fail_after(write_timeout):
+                    await self.stream.send(parts[0] if len(parts) == 1 else b"".join(parts))
+            except TimeoutError:
+                self.close(f"peer stopped reading (a write stalled for {write_timeout:g}s)")
+                return
+            except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError) as exc:
+                self.close(f"write failed: {exc!r}")
+                return
+            self.last_sent = anyio.current_time()
