@@ -128,7 +128,7 @@ class NatsOptions:
             raise ValidationError("give at least one NATS server URL", field="nats.servers")
         if not _SUBJECT.match(self.subject) or len(self.subject) > 200:
             raise ValidationError(
-                f"{self.subject!r} is not a plain NATS subject (letters, digits, '-', '_' and dots)",
+                f"{self.subject!r} is not a plain NATS subject (letters, digits, '-', '_', dots)",
                 field="nats.subject",
             )
         if (self.tls_cert is None) != (self.tls_key is None):
@@ -202,10 +202,10 @@ class NatsTransport(Transport):
     _buffer: deque[bytes] = attrs.field(init=False, factory=deque)
     _buffered_bytes: int = attrs.field(init=False, default=0)
     _wake_flusher: anyio.Event = attrs.field(init=False, factory=anyio.Event)
-    _request_slots: anyio.CapacityLimiter = attrs.field(
-        init=False, factory=lambda: anyio.CapacityLimiter(64)
-    )
+    _request_slots: anyio.Semaphore = attrs.field(init=False, factory=lambda: anyio.Semaphore(64))
+    _closing: bool = attrs.field(init=False, default=False)
     _disconnected_at: float | None = attrs.field(init=False, default=None)
+    _up: anyio.Event = attrs.field(init=False, factory=anyio.Event)
     _warned_full: bool = attrs.field(init=False, default=False)
     _last_error: str | None = attrs.field(init=False, default=None)
     counters: dict[str, int] = attrs.field(
@@ -267,6 +267,8 @@ class NatsTransport(Transport):
         send, receive = anyio.create_memory_object_stream[_Inbound](256)
         self._nc, self._handler, self._inbound = nc, handler, send
         self._inbox = nc.new_inbox()
+        self._up = anyio.Event()
+        self._up.set()
         try:
             async with anyio.create_task_group() as tg, send, receive:
                 self._tg = tg
@@ -296,6 +298,7 @@ class NatsTransport(Transport):
                 task_status.started()
                 await anyio.sleep_forever()
         finally:
+            self._closing = True
             self._tg = self._handler = self._inbound = None
             for waiter in self._waiting.values():
                 waiter.finish(error="the NATS transport stopped")
@@ -305,6 +308,7 @@ class NatsTransport(Transport):
                 with contextlib.suppress(Exception):
                     await nc.close()
             self._nc = None
+            self._closing = False
 
     async def _connect(self) -> NatsClient:
         opts = self.options
@@ -324,8 +328,10 @@ class NatsTransport(Transport):
             log.debug("NATS error for %s: %s", self.node_id, text)
 
         async def on_disconnect() -> None:
-            if self._disconnected_at is None and self._nc is not None:
+            if self._disconnected_at is None and self._nc is not None and not self._closing:
                 self._disconnected_at = time.monotonic()
+                if self._up.is_set():
+                    self._up = anyio.Event()
                 self._warned_full = False
                 log.warning(
                     "node %s lost its NATS connection; reconnecting, and buffering up to %d "
@@ -338,6 +344,7 @@ class NatsTransport(Transport):
             self.counters["reconnects"] += 1
             down = time.monotonic() - (self._disconnected_at or time.monotonic())
             self._disconnected_at = None
+            self._up.set()
             log.warning(
                 "node %s reconnected to NATS at %s after %.1fs; sending %d buffered events",
                 self.node_id,
@@ -466,7 +473,7 @@ class NatsTransport(Transport):
         except (nats.errors.Error, TimeoutError) as exc:
             raise TransportError(
                 f"JetStream is not usable on the NATS server ({type(exc).__name__}: {exc}); "
-                "start the servers with JetStream enabled (nats-server -js) or drop --nats-jetstream"
+                "start the servers with JetStream (nats-server -js) or drop --nats-jetstream"
             ) from exc
         return sub
 
@@ -559,7 +566,8 @@ class NatsTransport(Transport):
                 waiter.finish(reply=frame)
             elif packet.kind is Kind.ERROR:
                 waiter.finish(
-                    error=f"peer {waiter.peer_id} failed to answer: {frame.decode(errors='replace')}"
+                    error=f"peer {waiter.peer_id} failed to answer: "
+                    + frame.decode(errors="replace")
                 )
 
     def _on_presence(self, packet: Packet, now: float) -> None:
@@ -697,7 +705,7 @@ class NatsTransport(Transport):
             if not self._warned_full:
                 self._warned_full = True
                 log.warning(
-                    "node %s: outgoing NATS buffer is full (%d events, %d bytes); dropping the oldest",
+                    "node %s: outgoing NATS buffer full (%d events, %d bytes); dropping the oldest",
                     self.node_id,
                     opts.buffer_frames,
                     opts.buffer_bytes,
@@ -725,7 +733,13 @@ class NatsTransport(Transport):
             await self._announce(Kind.HERE)
             self._reassembler.expire(time.monotonic())
 
-    async def request(self, peer_id: str, frame: bytes, *, timeout: float = 10.0) -> bytes:
+    async def request(
+        self,
+        peer_id: str,
+        frame: bytes,
+        *,
+        timeout: float = 10.0,  # noqa: ASYNC109 - the Transport interface takes a timeout
+    ) -> bytes:
         if len(frame) > MAX_FRAME:
             raise TransportError(f"frame of {len(frame)} bytes exceeds {MAX_FRAME}")
         if self._nc is None:
@@ -742,7 +756,7 @@ class NatsTransport(Transport):
         try:
             with anyio.fail_after(timeout):
                 while not self._connected():
-                    await anyio.sleep(0.05)
+                    await self._up.wait()
                 signature = self.identity.sign(
                     _request_signing_bytes(dst_key, msg_id, reply, frame)
                 )
@@ -765,7 +779,7 @@ class NatsTransport(Transport):
             raise PeerUnreachable(waiter.error or f"no reply from {peer_id}")
         return waiter.reply
 
-    async def _local_request(self, frame: bytes, timeout: float) -> bytes:
+    async def _local_request(self, frame: bytes, timeout: float) -> bytes:  # noqa: ASYNC109
         handler = self._handler
         if handler is None:
             raise PeerUnreachable("the node is shutting down")

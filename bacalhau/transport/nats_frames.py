@@ -224,7 +224,7 @@ class Reassembler:
         """Add one packet; return the whole frame once its last packet is in, else None.
 
         Raises:
-            DecodeError: the packet contradicts earlier packets of its frame, or sizes do not add up.
+            DecodeError: the packet contradicts earlier packets of its frame, or sizes are wrong.
         """
         if packet.count == 1:
             if len(packet.body) != packet.total:

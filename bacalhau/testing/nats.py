@@ -1,0 +1,344 @@
+"""Real ``nats-server`` processes on loopback ports, for tests and benchmarks.
+
+Importable without pytest. :func:`start_server` and :func:`start_cluster` run
+servers as subprocesses (each with a config file in a directory of its own) and
+return handles that can kill (SIGKILL), restart and stop them. With pytest
+installed the module also defines the fixtures ``nats_server``,
+``nats_cluster`` and ``nats_factory``: use them with ``@pytest.mark.nats``.
+
+Where the binary comes from: ``$BACALHAU_NATS_SERVER``, else ``nats-server`` on
+``PATH``, else ``/usr/sbin/nats-server`` and ``/usr/bin/nats-server`` (Debian's
+package; ``scripts/nats-server.sh`` installs it). When none is found the
+fixtures skip with the reason, unless ``BACALHAU_REQUIRE_NATS=1`` is set (CI
+after provisioning): then they fail.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+__all__ = [
+    "NatsCluster",
+    "NatsServer",
+    "find_nats_server",
+    "free_port",
+    "require_nats_server",
+    "start_cluster",
+    "start_server",
+]
+
+_CANDIDATES = ("/usr/sbin/nats-server", "/usr/bin/nats-server", "/usr/local/bin/nats-server")
+
+
+def find_nats_server() -> str | None:
+    """Path of a ``nats-server`` binary, or None."""
+    env = os.environ.get("BACALHAU_NATS_SERVER")
+    if env:
+        return env if os.access(env, os.X_OK) else None
+    found = shutil.which("nats-server")
+    if found:
+        return found
+    return next((c for c in _CANDIDATES if os.access(c, os.X_OK)), None)
+
+
+def require_nats_server() -> str:
+    """The binary's path; otherwise skip the calling test (or fail it under BACALHAU_REQUIRE_NATS=1)."""
+    import pytest
+
+    path = find_nats_server()
+    if path is not None:
+        return path
+    reason = (
+        "no nats-server binary (set BACALHAU_NATS_SERVER, or run scripts/nats-server.sh "
+        "as root to install Debian's nats-server)"
+    )
+    if os.environ.get("BACALHAU_REQUIRE_NATS") == "1":
+        pytest.fail(f"BACALHAU_REQUIRE_NATS=1 but {reason}")
+    pytest.skip(reason)
+    raise AssertionError("unreachable")
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _conf(value: Any) -> str:
+    """Render a Python value in nats-server's config syntax (JSON-like)."""
+    if isinstance(value, dict):
+        return "{\n" + "\n".join(f"  {k}: {_conf(v)}" for k, v in value.items()) + "\n}"
+    if isinstance(value, list):
+        return "[" + ", ".join(_conf(v) for v in value) + "]"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return str(value)
+    return json.dumps(str(value))
+
+
+@attrs.define(eq=False)
+class NatsServer:
+    """One ``nats-server`` process bound to 127.0.0.1.
+
+    ``config`` is extra configuration (``max_payload``, ``authorization``, ``tls``,
+    ...) merged into the generated file.
+    """
+
+    directory: Path
+    port: int = attrs.Factory(free_port)
+    http_port: int = attrs.Factory(free_port)
+    cluster_port: int | None = None
+    routes: list[int] = attrs.Factory(list)
+    name: str = "n1"
+    jetstream: bool = False
+    config: dict[str, Any] = attrs.Factory(dict)
+    binary: str | None = None
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        scheme = "tls" if "tls" in self.config else "nats"
+        return f"{scheme}://127.0.0.1:{self.port}"
+
+    @property
+    def log_path(self) -> Path:
+        return self.directory / "server.log"
+
+    def write_config(self) -> Path:
+        conf: dict[str, Any] = {
+            "server_name": self.name,
+            "listen": f"127.0.0.1:{self.port}",
+            "http": f"127.0.0.1:{self.http_port}",
+        }
+        if self.cluster_port is not None:
+            conf["cluster"] = {
+                "name": "bacalhau-test",
+                "listen": f"127.0.0.1:{self.cluster_port}",
+                "routes": [f"nats-route://127.0.0.1:{p}" for p in self.routes],
+            }
+        if self.jetstream:
+            conf["jetstream"] = {
+                "store_dir": str(self.directory / "js"),
+                "max_memory_store": 256 * 1024 * 1024,
+                "max_file_store": 1024 * 1024 * 1024,
+            }
+        conf.update(self.config)
+        path = self.directory / "server.conf"
+        path.write_text("\n".join(f"{k}: {_conf(v)}" for k, v in conf.items()) + "\n")
+        return path
+
+    def start(self, *, wait: float = 20.0) -> None:
+        """Start the process (again) and wait until it answers its health check."""
+        if self.process is not None and self.process.poll() is None:
+            return
+        binary = self.binary or find_nats_server()
+        if binary is None:
+            raise RuntimeError("no nats-server binary found (see scripts/nats-server.sh)")
+        self.directory.mkdir(parents=True, exist_ok=True)
+        conf = self.write_config()
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [binary, "-c", str(conf)], stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+            )
+        self.wait_healthy(wait)
+
+    def wait_healthy(self, wait: float = 20.0) -> None:
+        """Block until the server's /healthz says ok (JetStream ready too, when on)."""
+        deadline = time.monotonic() + wait
+        while True:
+            if self.process is None or self.process.poll() is not None:
+                raise RuntimeError(f"nats-server {self.name} exited; log:\n{self.tail_log()}")
+            if self.get("/healthz").get("status") == "ok":
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"nats-server {self.name} not healthy in {wait}s; log:\n{self.tail_log()}")
+            time.sleep(0.05)
+
+    def get(self, path: str) -> dict[str, Any]:
+        """A monitoring endpoint's JSON (``/varz``, ``/routez``, ``/connz``, ...); {} if it fails."""
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}{path}", timeout=2) as r:
+                data = json.loads(r.read())
+        except (OSError, urllib.error.URLError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def connections(self) -> int:
+        """Client connections currently open on this server."""
+        return int(self.get("/connz").get("num_connections", 0))
+
+    def kill(self) -> None:
+        """SIGKILL the server (a crash: no goodbye to clients or routes)."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(10)
+
+    def stop(self) -> None:
+        """Stop gracefully (SIGTERM), then SIGKILL if it lingers."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(5)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        self.process = None
+
+    def tail_log(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+
+@attrs.define(eq=False)
+class NatsCluster:
+    """Servers joined by routes on loopback."""
+
+    servers: list[NatsServer]
+
+    @property
+    def urls(self) -> list[str]:
+        return [s.url for s in self.servers]
+
+    def wait_routed(self, wait: float = 20.0) -> None:
+        """Block until every server has a route to every other (and JetStream is ready)."""
+        deadline = time.monotonic() + wait
+        want = len(self.servers) - 1
+        alive = [s for s in self.servers if s.process is not None and s.process.poll() is None]
+        while any(s.get("/routez").get("num_routes", 0) < len(alive) - 1 for s in alive):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"cluster routes not up in {wait}s (want {want} each)")
+            time.sleep(0.05)
+        for s in alive:
+            s.wait_healthy(max(1.0, deadline - time.monotonic()))
+
+    def stop(self) -> None:
+        for s in self.servers:
+            s.stop()
+
+
+def start_server(directory: Path | None = None, **kwargs: Any) -> NatsServer:
+    """Start one server (see :class:`NatsServer` for the keyword arguments)."""
+    server = NatsServer(directory=directory or Path(tempfile.mkdtemp(prefix="bacalhau-nats-")), **kwargs)
+    server.start()
+    return server
+
+
+def start_cluster(
+    n: int = 3, directory: Path | None = None, *, jetstream: bool = False, config: dict[str, Any] | None = None
+) -> NatsCluster:
+    """Start ``n`` servers, each routed to all others, and wait until the mesh is up."""
+    base = directory or Path(tempfile.mkdtemp(prefix="bacalhau-nats-cluster-"))
+    cluster_ports = [free_port() for _ in range(n)]
+    servers = [
+        NatsServer(
+            directory=base / f"n{i + 1}",
+            name=f"n{i + 1}",
+            cluster_port=cluster_ports[i],
+            routes=[p for j, p in enumerate(cluster_ports) if j != i],
+            jetstream=jetstream,
+            config=dict(config or {}),
+        )
+        for i in range(n)
+    ]
+    cluster = NatsCluster(servers)
+    try:
+        for s in servers:
+            s.directory.mkdir(parents=True, exist_ok=True)
+            binary = find_nats_server()
+            if binary is None:
+                raise RuntimeError("no nats-server binary found (see scripts/nats-server.sh)")
+            with s.log_path.open("ab") as log:
+                s.process = subprocess.Popen(
+                    [binary, "-c", str(s.write_config())],
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                )
+        cluster.wait_routed()
+    except BaseException:
+        cluster.stop()
+        raise
+    return cluster
+
+
+@contextlib.contextmanager
+def running_server(directory: Path | None = None, **kwargs: Any) -> Iterator[NatsServer]:
+    """A server for the duration of a ``with`` block."""
+    server = start_server(directory, **kwargs)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@contextlib.contextmanager
+def running_cluster(n: int = 3, directory: Path | None = None, **kwargs: Any) -> Iterator[NatsCluster]:
+    """A cluster for the duration of a ``with`` block."""
+    cluster = start_cluster(n, directory, **kwargs)
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+try:
+    import pytest
+except ImportError:  # pragma: no cover - the module works without pytest
+    pass
+else:
+
+    @pytest.fixture
+    def nats_server(tmp_path: Path) -> Iterator[NatsServer]:
+        """A single nats-server with JetStream on a free loopback port."""
+        require_nats_server()
+        with running_server(tmp_path / "nats", jetstream=True) as server:
+            yield server
+
+    @pytest.fixture
+    def nats_cluster(tmp_path: Path) -> Iterator[NatsCluster]:
+        """Three nats-servers routed together on loopback, JetStream on."""
+        require_nats_server()
+        with running_cluster(3, tmp_path / "nats-cluster", jetstream=True) as cluster:
+            yield cluster
+
+    @pytest.fixture
+    def nats_factory(tmp_path: Path) -> Iterator[Any]:
+        """A function starting servers with custom settings (all stopped at teardown)::
+
+        server = nats_factory(config={"max_payload": 65536})
+        cluster = nats_factory(n=3)
+        """
+        require_nats_server()
+        started: list[NatsServer | NatsCluster] = []
+
+        def make(n: int = 1, **kwargs: Any) -> Any:
+            where = tmp_path / f"nats-{len(started)}"
+            handle: NatsServer | NatsCluster = (
+                start_server(where, **kwargs) if n == 1 else start_cluster(n, where, **kwargs)
+            )
+            started.append(handle)
+            return handle
+
+        try:
+            yield make
+        finally:
+            for handle in started:
+                handle.stop()
