@@ -228,7 +228,7 @@ class Deal:
             raise _fail(
                 "confidence",
                 f"{self.confidence} agreeing results can never come from "
-                f"concurrency {self.concurrency}; use confidence <= concurrency",
+                f"concurrency {self.concurrency} (use confidence <= concurrency)",
             )
         if self.min_bids < 0:
             raise _fail("min_bids", f"must not be negative, got {self.min_bids}")
@@ -252,6 +252,19 @@ class EngineSpec:
             raise _fail("type", f"not an engine name: {self.type!r}")
         if not isinstance(self.params, dict) or not all(isinstance(k, str) for k in self.params):
             raise _fail("params", "must be a mapping with string keys")
+        object.__setattr__(self, "params", _json_safe(self.params))
+
+
+def _json_safe(value: Any) -> Any:
+    """Params travel as JSON and msgpack alike: bytes inside them become base64 text
+    (read them back with ``from_data``, which accepts either)."""
+    if isinstance(value, bytes):
+        return base64.b64encode(value).decode("ascii")
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    return value
 
 
 @attrs.frozen
@@ -284,7 +297,7 @@ class JobSpec:
             if not isinstance(getattr(self, name), str) or not _TYPE_RE.match(getattr(self, name)):
                 raise _fail(name, f"not a {name} name: {getattr(self, name)!r}")
         if self.network != "none":
-            raise _fail("network", f"jobs run without network access; got {self.network!r}")
+            raise _fail("network", f"jobs run without network access, got {self.network!r}")
         if not isinstance(self.retries, int) or not 0 <= self.retries <= 20:
             raise _fail("retries", f"must be an integer from 0 to 20, got {self.retries!r}")
         if not isinstance(self.env, dict):
@@ -520,6 +533,7 @@ def _b64(value: Any, _: Any) -> bytes:
 
 
 _json.register_structure_hook(bytes, _b64)
+_wire.register_structure_hook(bytes, _b64)
 
 
 def _strict_str(value: Any, _: Any) -> str:
