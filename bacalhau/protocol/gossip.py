@@ -73,7 +73,8 @@ class GossipConfig:
         seen_max: most ids the seen-cache holds (the oldest go first).
         history_length: heartbeats a message stays in the message cache
             (answerable by IWANT).
-        history_gossip: heartbeats of the message cache advertised by IHAVE.
+        history_gossip: heartbeats of the message cache advertised by IHAVE
+            (the windows before the current one; less than ``history_length``).
         mcache_max_bytes: most frame bytes the message cache holds.
         max_ihave_ids: most ids in one IHAVE, and most ids asked of one peer
             per heartbeat.
@@ -102,8 +103,8 @@ class GossipConfig:
     def __attrs_post_init__(self) -> None:
         if not 0 < self.d_lo <= self.d <= self.d_hi:
             raise ValueError("gossip mesh sizes must satisfy 0 < d_lo <= d <= d_hi")
-        if not 0 < self.history_gossip <= self.history_length:
-            raise ValueError("gossip history must satisfy 0 < history_gossip <= history_length")
+        if not 0 < self.history_gossip < self.history_length:
+            raise ValueError("gossip history must satisfy 0 < history_gossip < history_length")
 
 
 @attrs.frozen
@@ -216,9 +217,11 @@ class MessageCache:
         return self._frames.get(mid)
 
     def gossip_ids(self) -> list[bytes]:
-        """Ids of the newest ``history_gossip`` windows still held, newest first."""
+        """Ids to advertise, newest first: those of the ``history_gossip`` windows
+        before the current one (a message of the current window may still be on
+        its way to the peer, and advertising it would only fetch it twice)."""
         out: list[bytes] = []
-        for window in list(self._windows)[: self.history_gossip]:
+        for window in list(self._windows)[1 : self.history_gossip + 1]:
             out.extend(m for m in reversed(window) if m in self._frames)
         return out
 

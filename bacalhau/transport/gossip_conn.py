@@ -182,7 +182,9 @@ class Hello:
     advertise_host: str | None
 
 
-def _transcript(signer_key: bytes, other_key: bytes, signer_nonce: bytes, other_nonce: bytes) -> bytes:
+def _transcript(
+    signer_key: bytes, other_key: bytes, signer_nonce: bytes, other_nonce: bytes
+) -> bytes:
     return AUTH_CONTEXT + other_nonce + signer_nonce + signer_key + other_key
 
 
@@ -195,7 +197,7 @@ async def handshake(
     listen_port: int | None,
     advertise_host: str | None = None,
     expected_id: str | None = None,
-    timeout: float,
+    time_limit: float,
 ) -> Hello:
     """Run the handshake on a fresh connection (the same code on both ends).
 
@@ -207,7 +209,9 @@ async def handshake(
     nonce = os.urandom(32)
 
     async def read() -> list[Any]:
-        frame = await reader.read(max_size=HANDSHAKE_MAX, idle_timeout=timeout, frame_timeout=timeout)
+        frame = await reader.read(
+            max_size=HANDSHAKE_MAX, idle_timeout=time_limit, frame_timeout=time_limit
+        )
         try:
             msg = msgpack.unpackb(frame, raw=False, strict_map_key=True)
         except Exception as exc:
@@ -219,7 +223,7 @@ async def handshake(
         return msg
 
     try:
-        with anyio.fail_after(timeout):
+        with anyio.fail_after(time_limit):
             await stream.send(
                 encode([PROTOCOL, identity.public_key, nonce, listen_port or 0, advertise_host])
             )
@@ -245,7 +249,7 @@ async def handshake(
             await stream.send(encode([identity.sign(mine), mac]))
             auth = await read()
     except TimeoutError:
-        raise WireError(f"handshake did not finish within {timeout:g}s") from None
+        raise WireError(f"handshake did not finish within {time_limit:g}s") from None
     if not (len(auth) == 2 and isinstance(auth[0], bytes) and isinstance(auth[1], bytes)):
         raise DecodeError("malformed handshake AUTH")
     theirs = _transcript(peer_key, identity.public_key, peer_nonce, nonce)
@@ -325,7 +329,9 @@ class Connection:
         """Queue a broadcast frame; False (dropped) if the peer is too far behind."""
         if self.close_reason is not None or (
             self._bulk
-            and (self._bulk_bytes + len(data) > self.max_bytes or len(self._bulk) >= self.max_frames)
+            and (
+                self._bulk_bytes + len(data) > self.max_bytes or len(self._bulk) >= self.max_frames
+            )
         ):
             self.dropped += 1
             return False
@@ -348,22 +354,22 @@ class Connection:
         self._direct_bytes += len(data)
         self._kick()
 
-    async def request(self, frame: bytes, timeout: float) -> bytes:
+    async def request(self, frame: bytes, within: float) -> bytes:
         """Send a request and wait for its reply.
 
         Raises:
-            PeerUnreachable: no reply in ``timeout``, the peer's handler failed,
+            PeerUnreachable: no reply within ``within`` seconds, the peer's handler failed,
                 or the connection closed.
         """
         self._next_request += 1
         req_id = self._next_request
         pending = self.pending[req_id] = _Pending()
         try:
-            with anyio.fail_after(timeout):
+            with anyio.fail_after(within):
                 await self.send_direct(encode([REQUEST, req_id, frame]))
                 await pending.event.wait()
         except TimeoutError:
-            raise PeerUnreachable(f"no reply from {self.peer_id} within {timeout:g}s") from None
+            raise PeerUnreachable(f"no reply from {self.peer_id} within {within:g}s") from None
         finally:
             self.pending.pop(req_id, None)
         if pending.error is not None:

@@ -1,0 +1,785 @@
+"""The TCP gossip transport: nodes in many processes and on many hosts.
+
+Nodes connect over TCP (length-prefixed msgpack frames, see
+:mod:`bacalhau.transport.gossip_conn`), prove their node keys and the optional
+network secret in a handshake, and broadcast through a GossipSub-like mesh
+(:mod:`bacalhau.protocol.gossip` decides who gets what). Peers are found by
+static addresses, by mDNS (:mod:`bacalhau.transport.discovery`) and by peer
+exchange: every connection starts by telling the other side the addresses of
+this node's other peers, so a node that knows one peer learns the rest.
+
+Guarantees (the :class:`~bacalhau.transport.base.Transport` contract):
+
+* a broadcast reaches each connected node at most once and never its sender;
+  it is forwarded only after the node's handler found it valid;
+* delivery is best effort: a peer that falls behind loses frames from its
+  bounded queue, and the IHAVE/IWANT exchange of recent ids repairs the gap;
+* :meth:`GossipTransport.request` dials a peer whose address is known if it
+  is not connected yet, and raises ``PeerUnreachable`` otherwise.
+
+Limits (all in :class:`GossipOptions`): frames of at most ``MAX_FRAME``
+bytes, handshakes and frames that must finish in time (slow-loris peers are
+cut off), per-peer queues bounded in bytes and frames, a bounded inbox, a
+bounded number of peers, concurrent handshakes and requests.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import random
+from collections import OrderedDict, deque
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import anyio
+import anyio.abc
+import anyio.lowlevel
+import attrs
+from anyio.abc import SocketAttribute
+
+from ..errors import PeerUnreachable, TransportError, WireError
+from ..identity import Identity, public_key_from_node_id
+from ..protocol.gossip import ID_SIZE, GossipConfig, GossipState, Graft, IHave, IWant, Prune
+from .base import MAX_FRAME, Transport, TransportHandler
+from .discovery import DiscoveredPeer, MdnsDiscovery, parse_peer_address
+from .gossip_conn import (
+    BYE,
+    ERROR,
+    GRAFT,
+    IHAVE,
+    IWANT,
+    PEERS,
+    PING,
+    PRUNE,
+    PUBLISH,
+    REPLY,
+    REQUEST,
+    WIRE_MAX,
+    Connection,
+    FrameReader,
+    SelfConnection,
+    decode,
+    encode,
+    handshake,
+    network_key,
+    network_tag,
+)
+
+__all__ = ["GossipOptions", "GossipTransport"]
+
+log = logging.getLogger("bacalhau.transport.gossip")
+
+
+@attrs.frozen(kw_only=True)
+class GossipOptions:
+    """Timing and limits of the gossip transport. The defaults suit a LAN.
+
+    Attributes:
+        heartbeat: seconds between heartbeats (mesh repair, IHAVE, pings).
+        idle_timeout: a peer silent this long is dropped (it pings every heartbeat).
+        handshake_timeout: seconds a new connection has to finish the handshake.
+        frame_timeout: seconds a begun frame has to arrive whole.
+        write_timeout: a peer that accepts no bytes for this long is dropped.
+        connect_timeout: seconds to open a TCP connection.
+        max_peers: most connections; more are refused (after telling the other
+            side this node's peers, so it can go elsewhere).
+        target_peers: dial known addresses until this many peers are connected.
+        max_handshakes: most connections in handshake at once.
+        max_dials: most outgoing dials at once.
+        backoff_min, backoff_max: reconnect delay range (doubling, with jitter).
+        max_dial_failures: a discovered address is forgotten after this many
+            failed dials in a row (static peers are retried forever).
+        queue_bytes: per-peer bound of queued broadcast bytes (and of queued
+            request/reply bytes).
+        queue_frames: per-peer bound of queued frames of each kind.
+        inbox_bytes: bound of received broadcast bytes waiting for the handler.
+        max_inflight_requests: concurrent requests served for one peer.
+        pex_every: heartbeats between peer-exchange messages.
+        pex_max: most addresses in one peer-exchange message.
+        address_book: most peer addresses remembered.
+        gossip: the mesh parameters.
+    """
+
+    heartbeat: float = 1.0
+    idle_timeout: float = 15.0
+    handshake_timeout: float = 10.0
+    frame_timeout: float = 30.0
+    write_timeout: float = 30.0
+    connect_timeout: float = 5.0
+    max_peers: int = 64
+    target_peers: int = 32
+    max_handshakes: int = 64
+    max_dials: int = 8
+    backoff_min: float = 0.25
+    backoff_max: float = 30.0
+    max_dial_failures: int = 6
+    queue_bytes: int = 8 * 1024 * 1024
+    queue_frames: int = 4096
+    inbox_bytes: int = 64 * 1024 * 1024
+    max_inflight_requests: int = 64
+    pex_every: int = 10
+    pex_max: int = 32
+    address_book: int = 1024
+    gossip: GossipConfig = attrs.Factory(GossipConfig)
+
+
+@attrs.define
+class _Known:
+    """An address where a peer (id known) listens, and how dialing it went."""
+
+    node_id: str
+    host: str
+    port: int
+    source: str
+    failures: int = 0
+    next_try: float = 0.0
+
+
+def _peer_addr_ok(item: Any) -> bool:
+    return (
+        isinstance(item, list)
+        and len(item) == 3
+        and isinstance(item[0], str)
+        and len(item[0]) < 80
+        and isinstance(item[1], str)
+        and 0 < len(item[1]) <= 255
+        and type(item[2]) is int
+        and 0 < item[2] < 65536
+    )
+
+
+class GossipTransport(Transport):
+    """A node's end of a TCP gossip network.
+
+    Args:
+        identity: the node's keys; the handshake proves them to each peer.
+        host: address to listen on (``0.0.0.0`` for every interface).
+        port: TCP port to listen on; 0 picks a free one (see :attr:`address`).
+        peers: static peers, as ``"HOST:PORT"`` strings or ``(host, port)``
+            pairs; dialed at start and redialed with backoff forever.
+        secret: the network secret; nodes without the same one cannot connect.
+        mdns: announce and discover nodes by mDNS.
+        mdns_interfaces: interface addresses for mDNS (None: all).
+        advertise_host: the host other nodes should dial (default: the address
+            they see this node connect from, or the listen host for mDNS).
+        options: timings and limits.
+        listen_socket: an already bound, listening socket to use instead of
+            ``host``/``port`` (for socket activation and race-free tests).
+        seed: seeds the mesh's random choices (tests).
+    """
+
+    def __init__(
+        self,
+        identity: Identity,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        peers: Sequence[str | tuple[str, int]] = (),
+        secret: str | bytes | None = None,
+        mdns: bool = False,
+        mdns_interfaces: Sequence[str] | None = None,
+        advertise_host: str | None = None,
+        options: GossipOptions | None = None,
+        listen_socket: Any = None,
+        seed: int | None = None,
+    ) -> None:
+        self.identity = identity
+        self.host, self.port = host, port
+        self.static_peers = [parse_peer_address(p) if isinstance(p, str) else p for p in peers]
+        self._secret_key = network_key(secret) if secret is not None else None
+        self.network_tag = network_tag(secret)
+        self.mdns, self.mdns_interfaces = mdns, mdns_interfaces
+        self.advertise_host = advertise_host
+        self.options = options or GossipOptions()
+        self._listen_socket = listen_socket
+        self._rng = random.Random(seed)
+        self.state = GossipState(config=self.options.gossip, rng=random.Random(seed))
+        self._conns: dict[str, Connection] = {}
+        self._book: OrderedDict[str, _Known] = OrderedDict()
+        self._dialing: dict[str, anyio.Event] = {}
+        self._inbox: deque[tuple[bytes, bytes, str]] = deque()
+        self._inbox_bytes = 0
+        self._inbox_wake = anyio.Event()
+        self._handshakes = 0
+        self._handler: TransportHandler | None = None
+        self._tg: anyio.abc.TaskGroup | None = None
+        self._bound: tuple[str, int] | None = None
+        self._beats = 0
+        self.stats: dict[str, int] = dict.fromkeys(
+            ("refused", "cut_off", "inbox_dropped", "invalid", "published", "delivered"), 0
+        )
+
+    # --- public surface -------------------------------------------------------------------
+
+    @property
+    def node_id(self) -> str:
+        return self.identity.node_id
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """The bound (host, port) of the listener; TransportError before :meth:`run`."""
+        if self._bound is None:
+            raise TransportError("gossip transport is not listening yet")
+        return self._bound
+
+    def peers(self) -> frozenset[str]:
+        return frozenset(self._conns)
+
+    def status(self) -> dict[str, object]:
+        return {
+            "transport": "gossip",
+            "listen": f"{self._bound[0]}:{self._bound[1]}" if self._bound else None,
+            "peers": len(self._conns),
+            "mesh": len(self.state.mesh),
+            "known_addresses": len(self._book),
+            "queued_bytes": sum(c.queued_bytes for c in self._conns.values()),
+            "dropped_to_peers": sum(c.dropped for c in self._conns.values()),
+            "inbox_bytes": self._inbox_bytes,
+            "seen": len(self.state.seen),
+            **self.stats,
+        }
+
+    async def run(
+        self,
+        handler: TransportHandler,
+        *,
+        task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+    ) -> None:
+        if self._handler is not None:
+            raise TransportError("this gossip transport is already running")
+        if self._listen_socket is not None:
+            listener: anyio.abc.Listener[
+                anyio.abc.SocketStream
+            ] = await anyio.abc.SocketListener.from_socket(self._listen_socket)
+            bound = listener.extra(SocketAttribute.local_address)
+        else:
+            multi = await anyio.create_tcp_listener(local_host=self.host, local_port=self.port)
+            listener = multi
+            bound = multi.listeners[0].extra(SocketAttribute.local_address)
+        self._bound = (str(bound[0]), int(bound[1]))
+        self._handler = handler
+        try:
+            async with listener, anyio.create_task_group() as tg:
+                self._tg = tg
+                tg.start_soon(listener.serve, self._accept, tg)
+                tg.start_soon(self._heartbeat_loop)
+                tg.start_soon(self._deliver_loop)
+                for host, port in self.static_peers:
+                    tg.start_soon(self._static_loop, host, port)
+                if self.mdns:
+                    discovery = MdnsDiscovery(
+                        node_id=self.node_id,
+                        port=self._bound[1],
+                        host=self.advertise_host or self.host,
+                        interfaces=self.mdns_interfaces,
+                        network_tag=self.network_tag,
+                    )
+                    await tg.start(discovery.run, self._on_discovered)
+                log.info("gossip: node %s listening on %s:%d", self.node_id, *self._bound)
+                task_status.started()
+        finally:
+            for conn in list(self._conns.values()):
+                conn.close("transport stopped")
+            self._conns.clear()
+            self._handler = self._tg = None
+            self._inbox.clear()
+            self._inbox_bytes = 0
+
+    async def broadcast(self, frame: bytes) -> None:
+        if len(frame) > MAX_FRAME:
+            raise TransportError(f"frame of {len(frame)} bytes exceeds {MAX_FRAME}")
+        if self._handler is None:
+            raise TransportError("transport is not running")
+        _, targets = self.state.publish(frame, anyio.current_time())
+        data = encode([PUBLISH, frame])
+        for peer in targets:
+            conn = self._conns.get(peer)
+            if conn is not None:
+                conn.send_bulk(data)
+        self.stats["published"] += 1
+        await anyio.lowlevel.checkpoint()
+
+    async def request(
+        self,
+        peer_id: str,
+        frame: bytes,
+        *,
+        timeout: float = 10.0,  # noqa: ASYNC109 (the Transport interface takes a timeout)
+    ) -> bytes:
+        if len(frame) > MAX_FRAME:
+            raise TransportError(f"frame of {len(frame)} bytes exceeds {MAX_FRAME}")
+        if self._handler is None:
+            raise TransportError("transport is not running")
+        deadline = anyio.current_time() + timeout
+        conn = self._conns.get(peer_id)
+        if conn is None:
+            conn = await self._connect_to(peer_id, timeout)
+        return await conn.request(frame, max(0.0, deadline - anyio.current_time()))
+
+    # --- connections ----------------------------------------------------------------------
+
+    async def _connect_to(self, peer_id: str, within: float) -> Connection:
+        known = self._book.get(peer_id)
+        if known is None:
+            raise PeerUnreachable(f"peer {peer_id} is not connected and its address is unknown")
+        event = self._dialing.get(peer_id)
+        if event is None and self._tg is not None:
+            event = self._dialing[peer_id] = anyio.Event()
+            self._tg.start_soon(self._dial, known)
+        if event is not None:
+            with anyio.move_on_after(within):
+                await event.wait()
+        conn = self._conns.get(peer_id)
+        if conn is None:
+            raise PeerUnreachable(f"could not connect to {peer_id} at {known.host}:{known.port}")
+        return conn
+
+    async def _accept(self, stream: anyio.abc.SocketStream) -> None:
+        try:
+            if self._handshakes >= self.options.max_handshakes:
+                remote = stream.extra(SocketAttribute.remote_address)
+                log.warning("gossip: refused %s:%d: too many connections in handshake", *remote[:2])
+                self.stats["refused"] += 1
+                await stream.aclose()
+                return
+            await self._session(stream, outbound=False, expected_id=None)
+        except Exception:  # a bug of ours in one connection must not take the node down
+            log.exception("gossip: unexpected error serving an incoming connection")
+
+    async def _session(
+        self,
+        stream: anyio.abc.SocketStream,
+        *,
+        outbound: bool,
+        expected_id: str | None,
+        on_admit: Callable[[], None] | None = None,
+    ) -> tuple[str, str | None]:
+        """Handshake and serve one connection until it closes.
+
+        Returns ("self" | "failed" | "refused" | "closed", the peer's id if learned).
+        ``on_admit`` is called once the connection is registered as the peer's.
+        """
+        opts = self.options
+        remote = stream.extra(SocketAttribute.remote_address)
+        where = f"{remote[0]}:{remote[1]}"
+        reader = FrameReader(stream)
+        self._handshakes += 1
+        try:
+            hello = await handshake(
+                stream,
+                reader,
+                self.identity,
+                secret_key=self._secret_key,
+                listen_port=self._bound[1] if self._bound else None,
+                advertise_host=self.advertise_host,
+                expected_id=expected_id,
+                time_limit=opts.handshake_timeout,
+            )
+        except SelfConnection:
+            await stream.aclose()
+            return "self", None
+        except (WireError, OSError, anyio.BrokenResourceError, anyio.ClosedResourceError) as exc:
+            log.warning("gossip: cut off %s during handshake: %s", where, exc)
+            self.stats["cut_off"] += 1
+            await stream.aclose()
+            return "failed", None
+        finally:
+            self._handshakes -= 1
+        listen_host = hello.advertise_host or str(remote[0])
+        conn = Connection(
+            peer_id=hello.node_id,
+            stream=stream,
+            reader=reader,
+            outbound=outbound,
+            remote=(str(remote[0]), int(remote[1])),
+            listen_addr=(listen_host, hello.listen_port) if hello.listen_port else None,
+            max_bytes=opts.queue_bytes,
+            max_frames=opts.queue_frames,
+            last_recv=anyio.current_time(),
+            last_sent=anyio.current_time(),
+        )
+        async with stream:
+            refusal = self._admit(conn)
+            if refusal is not None:
+                if refusal:  # tell it why, and where else to go
+                    with anyio.move_on_after(1), contextlib.suppress(Exception):
+                        await stream.send(self._peers_message(conn) + encode([BYE, refusal]))
+                return "refused", hello.node_id
+            if on_admit is not None:
+                on_admit()
+            try:
+                async with anyio.create_task_group() as tg:
+                    conn.scope = tg.cancel_scope
+                    tg.start_soon(self._read_loop, conn, tg)
+                    await conn.write_loop(write_timeout=opts.write_timeout)
+                    tg.cancel_scope.cancel()
+            finally:
+                self._drop(conn)
+        return "closed", hello.node_id
+
+    def _admit(self, conn: Connection) -> str | None:
+        """Register an authenticated connection; or refuse it, returning why
+        ("" for a duplicate connection, which needs no explanation)."""
+        peer = conn.peer_id
+        if conn.listen_addr is not None:
+            self._remember(peer, *conn.listen_addr, source="peer", reset=True)
+        existing = self._conns.get(peer)
+        if existing is None and len(self._conns) >= self.options.max_peers:
+            log.info("gossip: refused %s: already %d peers", peer, len(self._conns))
+            self.stats["refused"] += 1
+            conn.close("refused: too many peers")
+            return f"too many peers ({len(self._conns)})"
+        if existing is not None:
+            # two connections to one peer (both dialed at once): keep the one opened by the
+            # node with the smaller id, so both ends keep the same one
+            def lower_dialed(c: Connection) -> bool:
+                return c.outbound == (self.node_id < peer)
+
+            if lower_dialed(existing) and not lower_dialed(conn):
+                conn.close("duplicate connection")
+                return ""
+            existing.close("replaced by a newer connection")
+            self.state.remove_peer(peer)
+        self._conns[peer] = conn
+        for cmd in self.state.add_peer(peer):
+            self._run_command(cmd)
+        peers = self._peers_message(conn)
+        if peers:
+            conn.send_control(peers)
+        log.debug("gossip: connected to %s (%s)", peer, "out" if conn.outbound else "in")
+        return None
+
+    def _drop(self, conn: Connection) -> None:
+        conn.close(conn.close_reason or "closed")
+        if self._conns.get(conn.peer_id) is conn:
+            del self._conns[conn.peer_id]
+            self.state.remove_peer(conn.peer_id)
+            known = self._book.get(conn.peer_id)
+            if known is not None:
+                known.next_try = anyio.current_time() + self.options.backoff_min
+            log.debug("gossip: disconnected from %s: %s", conn.peer_id, conn.close_reason)
+
+    def _remember(self, node_id: str, host: str, port: int, *, source: str, reset: bool) -> None:
+        """Add or refresh an address in the (bounded, least-recently-updated-first) book."""
+        if node_id == self.node_id:
+            return
+        known = self._book.get(node_id)
+        if known is None:
+            known = self._book[node_id] = _Known(node_id, host, port, source)
+        elif reset or known.source != "peer":
+            known.host, known.port, known.source = host, port, source
+        if reset:
+            known.failures, known.next_try = 0, 0.0
+        self._book.move_to_end(node_id)
+        while len(self._book) > self.options.address_book:
+            self._book.popitem(last=False)
+
+    def _on_discovered(self, peer: DiscoveredPeer) -> None:
+        self._remember(peer.node_id, peer.host, peer.port, source="mdns", reset=True)
+        self._maybe_dial()
+
+    def _maybe_dial(self) -> None:
+        """Dial known, unconnected addresses while below ``target_peers``."""
+        opts, tg = self.options, self._tg
+        if tg is None:
+            return
+        room = min(opts.target_peers - len(self._conns), opts.max_dials - len(self._dialing))
+        if room <= 0:
+            return
+        now = anyio.current_time()
+        ready = [
+            k
+            for k in self._book.values()
+            if k.node_id not in self._conns and k.node_id not in self._dialing and k.next_try <= now
+        ]
+        self._rng.shuffle(ready)
+        for known in ready[:room]:
+            self._dialing[known.node_id] = anyio.Event()
+            tg.start_soon(self._dial, known)
+
+    async def _dial(self, known: _Known) -> None:
+        """Dial one known address (the caller registered it in ``_dialing``)."""
+        opts = self.options
+        event = self._dialing.setdefault(known.node_id, anyio.Event())
+        admitted = False
+
+        def on_admit() -> None:
+            nonlocal admitted
+            admitted = True
+            known.failures = 0
+            event.set()
+
+        try:
+            with anyio.fail_after(opts.connect_timeout):
+                stream = await anyio.connect_tcp(known.host, known.port)
+        except (OSError, TimeoutError) as exc:
+            log.debug(
+                "gossip: dial %s at %s:%d failed: %r", known.node_id, known.host, known.port, exc
+            )
+        else:
+            # the session lasts as long as the connection: stop counting it as a dial
+            # once it is admitted (or has failed)
+            async with anyio.create_task_group() as tg:
+
+                async def release() -> None:
+                    await event.wait()
+                    if self._dialing.get(known.node_id) is event:
+                        del self._dialing[known.node_id]
+
+                tg.start_soon(release)
+                await self._session(
+                    stream, outbound=True, expected_id=known.node_id, on_admit=on_admit
+                )
+                event.set()
+        finally:
+            event.set()
+            if self._dialing.get(known.node_id) is event:
+                del self._dialing[known.node_id]
+        if not admitted and self._book.get(known.node_id) is known:
+            known.failures += 1
+            if known.failures >= opts.max_dial_failures:
+                del self._book[known.node_id]
+                log.debug("gossip: forgot %s after %d failed dials", known.node_id, known.failures)
+            else:
+                delay = min(opts.backoff_max, opts.backoff_min * 2**known.failures)
+                known.next_try = anyio.current_time() + delay * self._rng.uniform(0.5, 1.0)
+
+    async def _static_loop(self, host: str, port: int) -> None:
+        """Keep a connection to a static peer address, redialing with backoff."""
+        opts = self.options
+        backoff = opts.backoff_min
+        peer_id: str | None = None
+        while True:
+            if peer_id is not None and (conn := self._conns.get(peer_id)) is not None:
+                await conn.closed.wait()
+                backoff = opts.backoff_min
+                await anyio.sleep(backoff * self._rng.uniform(0.5, 1.0))
+                continue
+            try:
+                with anyio.fail_after(opts.connect_timeout):
+                    stream = await anyio.connect_tcp(host, port)
+            except (OSError, TimeoutError) as exc:
+                log.debug("gossip: static peer %s:%d unreachable: %r", host, port, exc)
+                outcome = "failed"
+            else:
+                outcome, learned = await self._session(stream, outbound=True, expected_id=None)
+                peer_id = learned or peer_id
+                if outcome == "self":
+                    log.debug("gossip: static peer %s:%d is this node", host, port)
+                    return
+            if outcome == "closed":
+                backoff = opts.backoff_min
+            await anyio.sleep(backoff * self._rng.uniform(0.5, 1.0))
+            backoff = min(opts.backoff_max, backoff * 2)
+
+    # --- receiving ------------------------------------------------------------------------
+
+    async def _read_loop(self, conn: Connection, tg: anyio.abc.TaskGroup) -> None:
+        opts = self.options
+        reason: str
+        try:
+            while True:
+                frame = await conn.reader.read(
+                    max_size=WIRE_MAX,
+                    idle_timeout=opts.idle_timeout,
+                    frame_timeout=opts.frame_timeout,
+                )
+                conn.last_recv = anyio.current_time()
+                self._dispatch(conn, decode(frame), tg)
+        except WireError as exc:
+            reason = str(exc)
+        except (OSError, anyio.BrokenResourceError, anyio.ClosedResourceError) as exc:
+            reason = f"connection error: {exc!r}"
+        except Exception as exc:  # a bug of ours must not take the node down
+            log.exception("gossip: unexpected error reading from %s", conn.peer_id)
+            reason = f"internal error: {exc!r}"
+        if conn.close_reason is None:
+            if reason.startswith(("connection closed by peer", "peer refused", "peer said bye")):
+                log.debug("gossip: %s closed: %s", conn.peer_id, reason)
+            else:
+                self.stats["cut_off"] += 1
+                log.warning(
+                    "gossip: cut off peer %s (%s:%d): %s", conn.peer_id, *conn.remote, reason
+                )
+        conn.close(reason)
+
+    def _dispatch(self, conn: Connection, msg: list[Any], tg: anyio.abc.TaskGroup) -> None:
+        kind, peer = msg[0], conn.peer_id
+        if kind == PUBLISH:
+            if len(msg) != 2 or not isinstance(msg[1], bytes) or len(msg[1]) > MAX_FRAME:
+                raise WireError("malformed PUBLISH")
+            self._on_publish(msg[1], peer)
+        elif kind in (IHAVE, IWANT):
+            ids = msg[1] if len(msg) == 2 else None
+            if not (
+                isinstance(ids, list)
+                and len(ids) <= self.options.gossip.max_ihave_ids
+                and all(isinstance(i, bytes) and len(i) == ID_SIZE for i in ids)
+            ):
+                raise WireError("malformed IHAVE/IWANT")
+            if kind == IHAVE:
+                for cmd in self.state.on_ihave(peer, ids, anyio.current_time()):
+                    self._run_command(cmd)
+            else:
+                for frame in self.state.on_iwant(peer, ids):
+                    conn.send_bulk(encode([PUBLISH, frame]))
+        elif kind == GRAFT:
+            for cmd in self.state.on_graft(peer):
+                self._run_command(cmd)
+        elif kind == PRUNE:
+            self.state.on_prune(peer)
+        elif kind == PING:
+            pass
+        elif kind == PEERS:
+            self._on_peers(msg)
+        elif kind == REQUEST:
+            if len(msg) != 3 or type(msg[1]) is not int or not isinstance(msg[2], bytes):
+                raise WireError("malformed REQUEST")
+            if conn.inflight >= self.options.max_inflight_requests:
+                conn.send_control(encode([ERROR, msg[1], "busy: too many requests in flight"]))
+            else:
+                conn.inflight += 1
+                tg.start_soon(self._serve_request, conn, msg[1], msg[2])
+        elif kind == REPLY:
+            if len(msg) != 3 or type(msg[1]) is not int or not isinstance(msg[2], bytes):
+                raise WireError("malformed REPLY")
+            conn.resolve(msg[1], msg[2], None)
+        elif kind == ERROR:
+            if len(msg) != 3 or type(msg[1]) is not int or not isinstance(msg[2], str):
+                raise WireError("malformed ERROR")
+            conn.resolve(msg[1], None, f"peer {peer} failed to answer: {msg[2][:500]}")
+        elif kind == BYE:
+            reason = msg[1] if len(msg) == 2 and isinstance(msg[1], str) else "?"
+            if reason == "shutting down":
+                self._book.pop(peer, None)
+            raise WireError(f"peer said bye: {reason[:200]}")
+
+    def _on_publish(self, frame: bytes, source: str) -> None:
+        mid = self.state.receive(frame, anyio.current_time())
+        if mid is None:
+            return
+        if self._inbox and self._inbox_bytes + len(frame) > self.options.inbox_bytes:
+            self.state.forget(mid)  # IHAVE will offer it again once we catch up
+            self.stats["inbox_dropped"] += 1
+            return
+        self._inbox.append((mid, frame, source))
+        self._inbox_bytes += len(frame)
+        if not self._inbox_wake.is_set():
+            self._inbox_wake.set()
+
+    def _on_peers(self, msg: list[Any]) -> None:
+        items = msg[1] if len(msg) == 2 and isinstance(msg[1], list) else None
+        if items is None or len(items) > self.options.pex_max:
+            raise WireError("malformed PEERS")
+        for item in items:
+            if not _peer_addr_ok(item) or item[0] in self._conns or item[0] == self.node_id:
+                continue
+            try:
+                public_key_from_node_id(item[0])
+            except ValueError:
+                continue
+            if item[0] not in self._book:
+                self._remember(item[0], item[1], item[2], source="pex", reset=False)
+        self._maybe_dial()
+
+    async def _serve_request(self, conn: Connection, req_id: int, frame: bytes) -> None:
+        handler = self._handler
+        try:
+            if handler is None:
+                raise TransportError("transport stopped")
+            reply = await handler.handle_request(conn.peer_id, frame)
+            if not isinstance(reply, bytes) or len(reply) > MAX_FRAME:
+                raise TransportError("reply is not bytes of at most MAX_FRAME")
+            data = encode([REPLY, req_id, reply])
+        except Exception as exc:
+            log.debug("gossip: request from %s failed: %r", conn.peer_id, exc)
+            data = encode([ERROR, req_id, f"{type(exc).__name__}: {exc}"[:1000]])
+        finally:
+            conn.inflight -= 1
+        try:
+            with anyio.fail_after(self.options.write_timeout):
+                await conn.send_direct(data)
+        except (TimeoutError, PeerUnreachable):
+            pass
+
+    async def _deliver_loop(self) -> None:
+        """Hand received broadcasts to the node one at a time; forward the valid ones."""
+        while True:
+            if not self._inbox:
+                self._inbox_wake = anyio.Event()
+                await self._inbox_wake.wait()
+                continue
+            mid, frame, source = self._inbox.popleft()
+            self._inbox_bytes -= len(frame)
+            handler = self._handler
+            if handler is None:
+                return
+            try:
+                valid = await handler.handle_broadcast(frame)
+            except Exception:
+                log.exception("gossip: the node's broadcast handler failed; frame not forwarded")
+                valid = False
+            if not valid:
+                self.stats["invalid"] += 1
+                continue
+            self.stats["delivered"] += 1
+            targets = self.state.accept(mid, frame, source)
+            if targets:
+                data = encode([PUBLISH, frame])
+                for peer in targets:
+                    conn = self._conns.get(peer)
+                    if conn is not None:
+                        conn.send_bulk(data)
+
+    # --- heartbeat ------------------------------------------------------------------------
+
+    def _run_command(self, cmd: Graft | Prune | IHave | IWant) -> None:
+        conn = self._conns.get(cmd.peer)
+        if conn is None:
+            return
+        if isinstance(cmd, Graft):
+            conn.send_control(encode([GRAFT]))
+        elif isinstance(cmd, Prune):
+            conn.send_control(encode([PRUNE]))
+        elif isinstance(cmd, IHave):
+            conn.send_control(encode([IHAVE, list(cmd.ids)]))
+        else:
+            conn.send_control(encode([IWANT, list(cmd.ids)]))
+
+    def _peers_message(self, conn: Connection) -> bytes:
+        """A PEERS frame with other peers' addresses for ``conn`` (b"" if none)."""
+        others = [
+            [c.peer_id, c.listen_addr[0], c.listen_addr[1]]
+            for c in self._conns.values()
+            if c.peer_id != conn.peer_id and c.listen_addr is not None
+        ]
+        if len(others) > self.options.pex_max:
+            others = self._rng.sample(others, self.options.pex_max)
+        return encode([PEERS, others]) if others else b""
+
+    async def _heartbeat_loop(self) -> None:
+        opts = self.options
+        ping = encode([PING])
+        while True:
+            await anyio.sleep(opts.heartbeat)
+            now = anyio.current_time()
+            self._beats += 1
+            for cmd in self.state.heartbeat(now):
+                self._run_command(cmd)
+            pex = self._beats % opts.pex_every == 0
+            for conn in list(self._conns.values()):
+                if now - conn.last_recv > opts.idle_timeout:
+                    log.warning(
+                        "gossip: cut off peer %s: silent for %.0fs",
+                        conn.peer_id,
+                        now - conn.last_recv,
+                    )
+                    self.stats["cut_off"] += 1
+                    conn.close(f"silent for {now - conn.last_recv:.0f}s")
+                    continue
+                if now - conn.last_sent >= opts.heartbeat:
+                    conn.send_control(ping)
+                if pex and (peers := self._peers_message(conn)):
+                    conn.send_control(peers)
+            self._maybe_dial()
