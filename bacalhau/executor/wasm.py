@@ -36,9 +36,9 @@ import re
 import shutil
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any, ClassVar, Literal, Protocol
+from typing import TYPE_CHECKING, ClassVar, Literal, Protocol
 
 import anyio
 import anyio.lowlevel
@@ -46,7 +46,7 @@ import anyio.to_thread
 import attrs
 import wasmtime
 
-from ..errors import ExecutorError, StorageError, ValidationError
+from ..errors import BacalhauError, ExecutorError, ValidationError
 from ..models import JobSpec, StorageSpec, from_data
 from .base import (
     MAX_LOG_BYTES,
@@ -65,6 +65,9 @@ from .wasm_host import (
     install_host_functions,
 )
 
+if TYPE_CHECKING:
+    from ..storage.ipfs.blockstore import BlockStore
+
 __all__ = ["BlockGetter", "ModuleLoader", "WasmExecutor", "WasmParams", "engine_config"]
 
 ModuleLoader = Callable[[StorageSpec], Awaitable[bytes]]
@@ -74,12 +77,15 @@ ARGV0 = "module.wasm"
 _PAGE = 65536
 _TABLE_ELEMENTS_LIMIT = 10_000_000
 _MAX_NAME_LEN = 255
+MAX_MODULE_BYTES = 256 * 1024 * 1024
+"""The largest module fetched by CID."""
 
 
 class BlockGetter(Protocol):
-    """What the executor needs of the node's ``BlockService``."""
+    """What the executor needs of the node's ``BlockService``: something the UnixFS
+    exporter (:mod:`bacalhau.storage.ipfs.exporter`) can read blocks from."""
 
-    async def get(self, cid: str) -> bytes: ...
+    async def get_many(self, cids: Sequence[bytes]) -> list[bytes]: ...
 
 
 @attrs.frozen
@@ -221,10 +227,13 @@ def _layout_preopens(plan: _Plan) -> tuple[list[tuple[Path, str, bool]], list[Ho
     return preopens, host_volumes
 
 
+_WASM_ERRORS = (wasmtime.WasmtimeError, wasmtime.Trap)
+"""What wasmtime raises: traps (``Trap``) and other failures (``WasmtimeError``)."""
+
 _CAUSE_RE = re.compile(r"Caused by:\s*(.+?)\s*$", re.DOTALL)
 
 
-def _trap_reason(exc: wasmtime.WasmtimeError) -> str:
+def _trap_reason(exc: wasmtime.WasmtimeError | wasmtime.Trap) -> str:
     """The one-line cause of a wasmtime error plus the innermost frames of its backtrace."""
     text = str(exc).strip()
     match = _CAUSE_RE.search(text)
@@ -247,7 +256,7 @@ def _memory_pages_near_limit(
 
 def _describe_failure(
     plan: _Plan,
-    exc: wasmtime.WasmtimeError,
+    exc: wasmtime.WasmtimeError | wasmtime.Trap,
     host_volumes: list[HostVolume],
     near_memory_limit: bool,
     stderr: bytes,
@@ -273,7 +282,7 @@ def _describe_failure(
     return ExecutorError(f"wasm module trapped: {reason}{said}")
 
 
-def _instantiate_error(plan: _Plan, exc: wasmtime.WasmtimeError) -> ExecutorError:
+def _instantiate_error(plan: _Plan, exc: wasmtime.WasmtimeError | wasmtime.Trap) -> ExecutorError:
     text = str(exc)
     unknown = re.search(r"unknown import: `([^`]+)`", text)
     if unknown:
@@ -324,7 +333,7 @@ def _execute(plan: _Plan) -> RunResult:
     try:
         try:
             instance = linker.instantiate(store, plan.module)
-        except wasmtime.WasmtimeError as exc:
+        except _WASM_ERRORS as exc:
             if plan.interrupt.reason is not None:
                 raise _describe_failure(plan, exc, host_volumes, False, bytes(stderr.data)) from exc
             raise _instantiate_error(plan, exc) from exc
@@ -354,7 +363,7 @@ def _execute(plan: _Plan) -> RunResult:
                 exit_code = returned
         except wasmtime.ExitTrap as exc:
             exit_code = exc.code
-        except wasmtime.WasmtimeError as exc:
+        except _WASM_ERRORS as exc:
             near = _memory_pages_near_limit(store, instance, plan.memory_limit)
             raise _describe_failure(plan, exc, host_volumes, near, bytes(stderr.data)) from exc
         failure = next((v.failure for v in host_volumes if v.failure), None)
@@ -395,8 +404,8 @@ class WasmExecutor(Executor):
     """Runs WASI preview 1 modules on wasmtime (see the module docstring for the sandbox).
 
     Args:
-        blocks: the node's block service; used to fetch ``ipfs`` modules when no
-            ``module_loader`` is given.
+        blocks: the node's ``BlockService`` (or a local ``BlockStore``); used to
+            fetch ``ipfs`` modules when no ``module_loader`` is given.
         module_loader: fetches a module's bytes for a non-inline source; takes
             precedence over ``blocks``.
         cache_size: how many compiled modules to keep (by SHA-256 of the bytes).
@@ -408,7 +417,7 @@ class WasmExecutor(Executor):
     name: ClassVar[str] = "wasm"
     storage_mode: ClassVar[Literal["posix", "library", "any"]] = "any"
 
-    blocks: BlockGetter | None = None
+    blocks: BlockGetter | BlockStore | None = None
     module_loader: ModuleLoader | None = None
     cache_size: int = 32
     tick: float = 0.01
@@ -483,7 +492,7 @@ class WasmExecutor(Executor):
             if source.type == "ipfs" and self.blocks is not None:
                 assert source.cid is not None
                 return await _cat(self.blocks, source.cid, source.path)
-        except (StorageError, OSError, KeyError) as exc:
+        except (BacalhauError, OSError) as exc:
             raise ExecutorError(f"could not fetch the wasm module {what}: {exc}") from exc
         raise ExecutorError(
             f"this node cannot fetch a wasm module from a {source.type!r} source ({what})"
@@ -554,23 +563,11 @@ class WasmExecutor(Executor):
             self._engine.increment_epoch()
 
 
-async def _cat(blocks: BlockGetter, cid: str, path: str | None) -> bytes:
-    """A whole file's bytes by CID via the block service (raw leaf or UnixFS file)."""
-    from ..cid import parse_cid
+async def _cat(blocks: BlockGetter | BlockStore, cid: str, path: str | None) -> bytes:
+    """A whole module file by CID (and optional path inside it) through the block service."""
+    from ..storage.ipfs import exporter
 
+    root: str | bytes = cid
     if path:
-        raise ExecutorError("a path inside a module's CID is not supported yet; use the file's CID")
-    root = parse_cid(cid)
-    if root.codec.name == "raw":
-        return await blocks.get(cid)
-    try:
-        from ..storage.ipfs import unixfs
-    except ImportError:
-        raise ExecutorError(
-            f"module {cid} is a UnixFS DAG and this node has no UnixFS exporter"
-        ) from None
-    reader: Any = getattr(unixfs, "cat", None)
-    if reader is None:
-        raise ExecutorError(f"module {cid} is a UnixFS DAG and this node has no UnixFS exporter")
-    data = await reader(blocks, cid)
-    return bytes(data)
+        root = await exporter.resolve(blocks, cid, path)
+    return await exporter.read_all(blocks, root, max_size=MAX_MODULE_BYTES)

@@ -416,7 +416,7 @@ class _Shims:
             sub = raw[i * _SUBSCRIPTION_SIZE : (i + 1) * _SUBSCRIPTION_SIZE]
             userdata, tag = struct.unpack_from("<QB", sub, 0)
             if tag == 0:
-                clock_id, timeout, _precision, flags = struct.unpack_from("<IQQH", sub, 16)
+                clock_id, timeout, _precision, flags = struct.unpack_from("<I4xQQH", sub, 16)
                 now = self.det.now(clock_id)
                 if now is None:
                     return EINVAL
