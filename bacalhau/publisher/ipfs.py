@@ -1,0 +1,52 @@
+"""The ``ipfs`` publisher: results into the node's block store, pinned and announced."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from ..errors import PublishError, StorageError
+from ..models import StorageRef
+from ..storage.ipfs.blockstore import BlockStore
+from ..storage.ipfs.importer import add_path
+from .base import Publisher
+
+__all__ = ["IpfsPublisher"]
+
+log = logging.getLogger(__name__)
+
+
+class IpfsPublisher(Publisher):
+    """Adds a results folder as a UnixFS directory (CIDv0 by default), pins it and
+    tells the node's peers it is here, so anyone on the network can fetch it by CID.
+
+    Args:
+        blocks: the node's BlockService (announces to peers) or a BlockStore.
+        cid_version: 0 (``Qm...``, Kubo's default) or 1.
+    """
+
+    name = "ipfs"
+
+    def __init__(self, blocks: Any, *, cid_version: int = 0) -> None:
+        self.blocks = blocks
+        self.store: BlockStore = blocks if isinstance(blocks, BlockStore) else blocks.store
+        self.cid_version = cid_version
+
+    async def publish(self, job_id: str, execution_id: str, results_dir: Path) -> StorageRef:
+        """Add, pin and announce ``results_dir``; hidden files are included, symlinks kept
+        as symlinks (never followed).
+
+        Raises:
+            PublishError: the folder could not be read or stored.
+        """
+        try:
+            cid = await add_path(
+                self.store, results_dir, cid_version=self.cid_version, hidden=True, pin=True
+            )
+        except (StorageError, OSError) as exc:
+            raise PublishError(f"could not add results of {execution_id} to IPFS: {exc}") from exc
+        if not isinstance(self.blocks, BlockStore):
+            heard = await self.blocks.announce(cid)
+            log.debug("published %s for %s; %d peer(s) heard", cid, execution_id, heard)
+        return StorageRef(type="ipfs", cid=cid)

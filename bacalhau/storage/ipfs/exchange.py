@@ -1,0 +1,455 @@
+"""Block exchange: fetch missing blocks from peers over the node's request channel.
+
+A small want/have/block protocol (in the spirit of bitswap) on the node's
+``bitswap`` request protocol. Payloads are msgpack:
+
+* ``["have", [cid, ...]]`` -> ``[bool, ...]``: which of these blocks the peer holds.
+* ``["want", [cid, ...]]`` -> ``{"blocks": [[cid, data], ...], "missing": [cid, ...]}``:
+  the blocks it holds, in request order, until the reply budget (2 MiB) is used;
+  those neither sent nor listed missing were cut for size and may be asked again.
+* ``["announce", [cid, ...]]`` -> ``true``: the sender now provides these roots.
+
+Finding providers: peers that announced a root are remembered (bounded); when
+none is known the node asks every peer ``have`` for the CID (a broadcast "who
+has"). Fetching a DAG spreads the wanted blocks over every provider (two
+requests in flight per provider), checks each block's hash on a worker thread
+before storing it, and puts the work of a provider that vanishes, times out or
+sends a corrupt block back in the queue for the others; when all providers are
+gone it looks for providers again before giving up with :class:`BlockNotFound`.
+
+Everything a peer sends is untrusted: requests are size-limited, every field
+is type-checked, and no block is stored or returned unverified.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import logging
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import anyio
+import anyio.to_thread
+import attrs
+import msgpack
+
+from ...errors import BlockNotFound, CorruptBlock, DecodeError, PeerUnreachable, TransportError
+from ...node.services import NodeServices
+from .blockstore import BlockStore
+from .cids import DAG_PB, AnyCid, block_digest_ok, cid_str, split_cid, to_cid
+from .dagpb import decode_node
+
+__all__ = ["PROTOCOL", "BlockService"]
+
+log = logging.getLogger(__name__)
+
+PROTOCOL = "bitswap"
+MAX_REQUEST = 128 * 1024
+MAX_CIDS = 256
+REPLY_BUDGET = 2 * 1024 * 1024
+MAX_REPLY = 4 * 1024 * 1024
+PER_PROVIDER = 2
+"""Requests in flight to one provider at a time."""
+MAX_PROVIDER_ROOTS = 4096
+DISCOVERY_ROUNDS = 2
+
+
+def _pack(value: Any) -> bytes:
+    return msgpack.packb(value, use_bin_type=True)  # type: ignore[no-any-return]
+
+
+def _unpack(data: bytes, limit: int) -> Any:
+    if not isinstance(data, bytes) or len(data) > limit:
+        raise DecodeError(f"message of {len(data)} bytes exceeds {limit}")
+    try:
+        return msgpack.unpackb(
+            data,
+            raw=False,
+            strict_map_key=True,
+            max_bin_len=limit,
+            max_str_len=limit,
+            max_array_len=limit,
+            max_map_len=16,
+        )
+    except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as exc:
+        raise DecodeError(f"malformed bitswap message: {exc}") from None
+
+
+def _cid_list(value: Any, limit: int = MAX_CIDS) -> list[bytes]:
+    if not isinstance(value, list) or len(value) > limit:
+        raise DecodeError(f"expected a list of at most {limit} CIDs")
+    out = []
+    for item in value:
+        if not isinstance(item, bytes) or not 2 <= len(item) <= 256:
+            raise DecodeError("a CID must be 2-256 bytes")
+        try:
+            split_cid(item)
+        except ValueError as exc:
+            raise DecodeError(f"not a CID: {exc}") from None
+        out.append(item)
+    return out
+
+
+@attrs.define
+class _Fetch:
+    """Shared state of one fetch: what is wanted, in flight, done; who provides it."""
+
+    dag: bool
+    queue: collections.deque[bytes] = attrs.Factory(collections.deque)
+    seen: set[bytes] = attrs.Factory(set)
+    in_flight: int = 0
+    refused: dict[bytes, set[str]] = attrs.Factory(dict)
+    changed: anyio.Event = attrs.Factory(anyio.Event)
+    failed: dict[str, str] = attrs.Factory(dict)
+    sizes: dict[bytes, int] = attrs.Factory(dict)
+    received: int = 0
+
+    def notify(self) -> None:
+        self.changed.set()
+        self.changed = anyio.Event()
+
+    def add(self, cids: Iterable[bytes], sizes: dict[bytes, int] | None = None) -> None:
+        for cid in cids:
+            if cid not in self.seen:
+                self.seen.add(cid)
+                self.queue.append(cid)
+        if sizes:
+            self.sizes.update(sizes)
+        self.notify()
+
+
+@attrs.define
+class BlockService:
+    """The node's block store plus fetching of missing blocks from peers.
+
+    Args:
+        store: the node's :class:`BlockStore`.
+        services: the node (peers, requests, protocol registration).
+        request_timeout: seconds to wait for one ``want`` reply.
+    """
+
+    store: BlockStore
+    services: NodeServices
+    request_timeout: float = attrs.field(default=30.0, kw_only=True)
+    discovery_timeout: float = attrs.field(default=5.0, kw_only=True)
+    stats: collections.Counter[str] = attrs.field(factory=collections.Counter, init=False)
+    _providers: collections.OrderedDict[bytes, set[str]] = attrs.field(
+        factory=collections.OrderedDict, init=False
+    )
+    _serving: anyio.Semaphore = attrs.field(factory=lambda: anyio.Semaphore(8), init=False)
+
+    def register(self) -> None:
+        """Serve this node's blocks to peers (called once when the node starts)."""
+        self.services.register_protocol(PROTOCOL, self._handle)
+
+    # --- serving ------------------------------------------------------------------------
+
+    async def _handle(self, peer_id: str, payload: bytes) -> bytes:
+        try:
+            message = _unpack(payload, MAX_REQUEST)
+            if (
+                not isinstance(message, list)
+                or len(message) != 2
+                or not isinstance(message[0], str)
+            ):
+                raise DecodeError("expected [op, cids]")
+            op, cids = message[0], _cid_list(message[1])
+        except DecodeError as exc:
+            self.stats["refused_requests"] += 1
+            return _pack({"error": str(exc)})
+        if op == "have":
+            have = await anyio.to_thread.run_sync(lambda: [self.store.has(c) for c in cids])
+            return _pack(have)
+        if op == "want":
+            async with self._serving:
+                reply = await anyio.to_thread.run_sync(self._serve_want, cids)
+            self.stats["blocks_served"] += len(reply["blocks"])
+            return _pack(reply)
+        if op == "announce":
+            for cid in cids[:16]:
+                self._remember(cid, peer_id)
+            return _pack(True)
+        self.stats["refused_requests"] += 1
+        return _pack({"error": f"unknown op {op!r}"})
+
+    def _serve_want(self, cids: list[bytes]) -> dict[str, list[Any]]:
+        blocks: list[list[bytes]] = []
+        missing: list[bytes] = []
+        used = 0
+        for cid in cids:
+            try:
+                if blocks and used + self.store.size(cid) > REPLY_BUDGET:
+                    break  # the rest are cut for size; the peer asks again
+                data = self.store.get_verified(cid)
+            except (BlockNotFound, CorruptBlock):
+                missing.append(cid)
+                continue
+            blocks.append([cid, data])
+            used += len(data) + len(cid)
+        return {"blocks": blocks, "missing": missing}
+
+    # --- providers ----------------------------------------------------------------------
+
+    def _remember(self, cid: bytes, peer: str) -> None:
+        mh = split_cid(cid)[2]
+        peers = self._providers.pop(mh, set())
+        peers.add(peer)
+        self._providers[mh] = peers
+        while len(self._providers) > MAX_PROVIDER_ROOTS:
+            self._providers.popitem(last=False)
+
+    async def announce(self, cid: AnyCid) -> int:
+        """Tell every peer this node provides ``cid``; return how many heard it."""
+        raw = to_cid(cid)
+        payload = _pack(["announce", [raw]])
+        heard = 0
+
+        async def tell(peer: str) -> None:
+            nonlocal heard
+            with contextlib.suppress(TransportError, TimeoutError):
+                await self.services.request(peer, PROTOCOL, payload, timeout=self.discovery_timeout)
+                heard += 1
+
+        async with anyio.create_task_group() as tg:
+            for peer in sorted(self.services.peers()):
+                tg.start_soon(tell, peer)
+        return heard
+
+    async def find_providers(self, cid: AnyCid, *, exclude: Iterable[str] = ()) -> list[str]:
+        """Peers that hold the block ``cid``: announced ones first, then any that say so."""
+        raw = to_cid(cid)
+        excluded = set(exclude)
+        peers = self.services.peers()
+        known = self._providers.get(split_cid(raw)[2], set())
+        found = [p for p in sorted(known) if p in peers and p not in excluded]
+        payload = _pack(["have", [raw]])
+        answers: list[str] = []
+
+        async def ask(peer: str) -> None:
+            try:
+                reply = await self.services.request(
+                    peer, PROTOCOL, payload, timeout=self.discovery_timeout
+                )
+                have = _unpack(reply, 1024)
+            except (TransportError, TimeoutError, DecodeError):
+                return
+            if isinstance(have, list) and have[:1] == [True]:
+                answers.append(peer)
+                self._remember(raw, peer)
+
+        async with anyio.create_task_group() as tg:
+            for peer in sorted(peers - excluded - set(found)):
+                tg.start_soon(ask, peer)
+        self.stats["discoveries"] += 1
+        return found + sorted(answers)
+
+    # --- local --------------------------------------------------------------------------
+
+    async def has_locally(self, cid: AnyCid) -> bool:
+        """True if the block is in the local store (no network)."""
+        return await anyio.to_thread.run_sync(self.store.has, to_cid(cid))
+
+    async def has_dag_locally(self, cid: AnyCid) -> bool:
+        """True if every block of the DAG under ``cid`` is in the local store."""
+        return await anyio.to_thread.run_sync(self.store.has_dag, to_cid(cid))
+
+    def _read_local(self, cids: Sequence[bytes]) -> list[bytes | None]:
+        out: list[bytes | None] = []
+        for cid in cids:
+            try:
+                out.append(self.store.get_verified(cid))
+            except BlockNotFound:
+                out.append(None)
+            except CorruptBlock:
+                self.stats["corrupt_local"] += 1
+                out.append(None)
+        return out
+
+    # --- fetching -----------------------------------------------------------------------
+
+    async def get(self, cid: AnyCid) -> bytes:
+        """A block's verified bytes: from the local store, else fetched from peers.
+
+        Raises:
+            BlockNotFound: no reachable peer has it.
+        """
+        return (await self.get_many([to_cid(cid)]))[0]
+
+    async def get_many(self, cids: Sequence[bytes]) -> list[bytes]:
+        """Verified bytes of several blocks, fetching the missing ones in parallel."""
+        raw = [to_cid(c) for c in cids]
+        local = await anyio.to_thread.run_sync(self._read_local, raw)
+        missing = [c for c, data in zip(raw, local, strict=True) if data is None]
+        if not missing:
+            return [d for d in local if d is not None]
+        await self._fetch(missing, dag=False)
+        again = await anyio.to_thread.run_sync(self._read_local, missing)
+        fetched = dict(zip(missing, again, strict=True))
+        out = []
+        for cid, data in zip(raw, local, strict=True):
+            value = data if data is not None else fetched.get(cid)
+            if value is None:
+                raise BlockNotFound(f"block {cid_str(cid)} vanished from the store after fetching")
+            out.append(value)
+        return out
+
+    async def fetch_dag(self, cid: AnyCid) -> int:
+        """Make every block of the DAG under ``cid`` local; return how many were fetched.
+
+        Raises:
+            BlockNotFound: some blocks could not be had from any reachable peer.
+        """
+        raw = to_cid(cid)
+        missing = await anyio.to_thread.run_sync(self.store.missing, raw)
+        if not missing:
+            return 0
+        return await self._fetch(missing, dag=True)
+
+    async def pin(self, cid: AnyCid) -> None:
+        """Fetch the whole DAG under ``cid`` and pin it recursively."""
+        raw = to_cid(cid)
+        cm = self.store.guard()
+        await anyio.to_thread.run_sync(cm.__enter__)
+        try:
+            await self.fetch_dag(raw)
+            await anyio.to_thread.run_sync(self.store.pin, raw)
+        finally:
+            cm.__exit__(None, None, None)
+
+    async def _fetch(self, cids: Sequence[bytes], *, dag: bool) -> int:
+        state = _Fetch(dag)
+        state.add(cids)
+        first = cids[0]
+        excluded: set[str] = set()
+        for _ in range(DISCOVERY_ROUNDS):
+            providers = await self.find_providers(first, exclude=excluded)
+            if not providers and state.queue:
+                # the first wanted block may be held by nobody, but others may be
+                providers = await self.find_providers(state.queue[0], exclude=excluded)
+            if not providers:
+                break
+            async with anyio.create_task_group() as tg:
+                for peer in providers:
+                    for _ in range(PER_PROVIDER):
+                        tg.start_soon(self._worker, state, peer)
+            excluded |= set(state.failed)
+            if not state.queue:
+                break
+            first = state.queue[0]
+            state.refused.clear()
+        if state.queue:
+            reasons = "; ".join(f"{p[-8:]}: {r}" for p, r in sorted(state.failed.items()))
+            raise BlockNotFound(
+                f"{len(state.queue)} block(s) (first {cid_str(state.queue[0])}) could not be"
+                f" fetched from any reachable peer" + (f" ({reasons})" if reasons else "")
+            )
+        self.stats["blocks_fetched"] += state.received
+        return state.received
+
+    def _take(self, state: _Fetch, peer: str) -> list[bytes]:
+        batch: list[bytes] = []
+        skipped: list[bytes] = []
+        budget = REPLY_BUDGET
+        while state.queue and len(batch) < 64 and budget > 0:
+            cid = state.queue.popleft()
+            if peer in state.refused.get(cid, ()):
+                skipped.append(cid)
+            else:
+                batch.append(cid)
+                budget -= state.sizes.get(cid, 256 * 1024)
+        state.queue.extendleft(reversed(skipped))
+        return batch
+
+    async def _worker(self, state: _Fetch, peer: str) -> None:
+        while peer not in state.failed:
+            batch = self._take(state, peer)
+            if not batch:
+                if state.in_flight == 0:
+                    state.notify()
+                    return
+                await state.changed.wait()
+                continue
+            state.in_flight += 1
+            try:
+                await self._fetch_batch(state, peer, batch)
+            except (TransportError, TimeoutError, DecodeError, CorruptBlock) as exc:
+                state.failed[peer] = str(exc) or type(exc).__name__
+                state.queue.extendleft(reversed(batch))
+                self.stats["provider_failures"] += 1
+                log.info("block exchange: dropping provider %s: %s", peer[-8:], exc)
+            finally:
+                state.in_flight -= 1
+                state.notify()
+
+    async def _fetch_batch(self, state: _Fetch, peer: str, batch: list[bytes]) -> None:
+        payload = _pack(["want", batch])
+        with anyio.fail_after(self.request_timeout + 1):
+            reply_bytes = await self.services.request(
+                peer, PROTOCOL, payload, timeout=self.request_timeout
+            )
+        reply = _unpack(reply_bytes, MAX_REPLY)
+        if not isinstance(reply, dict) or "error" in reply:
+            why = reply.get("error") if isinstance(reply, dict) else reply
+            raise PeerUnreachable(f"refused our request: {why!r}")
+        pairs = reply.get("blocks")
+        if not isinstance(pairs, list) or len(pairs) > len(batch):
+            raise DecodeError("malformed want reply")
+        wanted = set(batch)
+        blocks: list[tuple[bytes, bytes]] = []
+        for pair in pairs:
+            if (
+                not isinstance(pair, list)
+                or len(pair) != 2
+                or not isinstance(pair[1], bytes)
+                or pair[0] not in wanted
+            ):
+                raise DecodeError("want reply holds a block we did not ask for")
+            blocks.append((pair[0], pair[1]))
+        missing = set(_cid_list(reply.get("missing", []), MAX_CIDS)) & wanted
+        children, sizes, bad = await anyio.to_thread.run_sync(self._absorb, blocks, state.dag)
+        state.received += len(blocks) - len(bad)
+        got = {cid for cid, _ in blocks}
+        leftover = [c for c in batch if c not in got or c in bad]
+        for cid in leftover:
+            if cid in missing:
+                state.refused.setdefault(cid, set()).add(peer)
+        state.queue.extendleft(reversed(leftover))
+        if children:
+            state.add(children, sizes)
+        if bad:
+            self.stats["corrupt_received"] += len(bad)
+            raise CorruptBlock(f"sent {len(bad)} block(s) that do not match their CIDs")
+        if all(peer in state.refused.get(c, ()) for c in state.queue) and state.queue:
+            # this provider lacks everything that is left: stop asking it
+            state.failed.setdefault(peer, "does not have the remaining blocks")
+
+    def _absorb(
+        self, blocks: list[tuple[bytes, bytes]], dag: bool
+    ) -> tuple[list[bytes], dict[bytes, int], set[bytes]]:
+        """Verify and store received blocks (worker thread).
+
+        Returns:
+            (missing blocks below them to fetch, their expected sizes, CIDs that were bad).
+        """
+        children: list[bytes] = []
+        sizes: dict[bytes, int] = {}
+        bad: set[bytes] = set()
+        for cid, data in blocks:
+            if not block_digest_ok(cid, data):
+                bad.add(cid)
+                continue
+            self.store.put_parts(cid, (data,))
+            if dag and split_cid(cid)[1] == DAG_PB:
+                try:
+                    links = decode_node(data).links
+                except DecodeError:
+                    continue
+                for link in links:
+                    if link.hash in sizes:
+                        continue
+                    below = self.store.missing(link.hash)
+                    children.extend(below)
+                    if below == [link.hash] and link.tsize is not None:
+                        sizes[link.hash] = link.tsize
+        return children, sizes, bad
