@@ -76,6 +76,9 @@ __all__ = ["JobHandle", "Node"]
 log = logging.getLogger("bacalhau.node")
 
 EVENT_PROTOCOL = "event"
+SEND_BACKOFF = (0.05, 0.25, 1.0, 0.0)
+"""Pauses between the (at most four) attempts of a direct send."""
+SEND_TIMEOUT = 10.0
 OUTBOX_LIMIT = 10_000
 """Messages queued for one peer before new ones are dropped (the protocol's timers cover loss)."""
 
@@ -297,6 +300,9 @@ class Node(TransportHandler):
                         await self.plugins.close()
         finally:
             self._tg = None
+            for box in self._outboxes.values():
+                box.close()
+            self._outboxes.clear()
             if self._tmp is not None:
                 self._tmp.cleanup()
                 self._tmp = None
@@ -470,16 +476,25 @@ class Node(TransportHandler):
             log.warning("%s: outbox to %s full; message dropped", self.node_id[-8:], dest[-8:])
 
     async def _sender(self, dest: str, receive: Any) -> None:
+        """Deliver one destination's frames in order; retry direct sends a few times."""
         async with receive:
             async for frame in receive:
-                try:
-                    if dest == "*":
-                        await self.transport.broadcast(frame)
-                    else:
-                        await self.transport.request(dest, pack([EVENT_PROTOCOL, frame]))
-                except TransportError as exc:
-                    self.stats["send_failed"] += 1
-                    log.debug("%s: send to %s failed: %s", self.node_id[-8:], dest[-8:], exc)
+                for attempt, backoff in enumerate(SEND_BACKOFF):
+                    try:
+                        if dest == "*":
+                            await self.transport.broadcast(frame)
+                        else:
+                            await self.transport.request(dest, pack([EVENT_PROTOCOL, frame]),
+                                                         timeout=SEND_TIMEOUT)
+                        break
+                    except TransportError as exc:
+                        if attempt == len(SEND_BACKOFF) - 1:
+                            self.stats["send_failed"] += 1
+                            log.info("%s: giving up sending to %s: %s", self.node_id[-8:],
+                                     dest[-8:], exc)
+                        else:
+                            self.stats["send_retried"] += 1
+                            await anyio.sleep(backoff)
 
     # --- incoming (TransportHandler) ------------------------------------------------------
 

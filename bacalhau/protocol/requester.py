@@ -279,15 +279,14 @@ class RequesterState:
             if ex is not None:
                 out.append(Dropped(f"duplicate bid on {job.job_id}", sender=sender))
                 return
-            job.executions[sender] = Execution(node_id=sender)
-            self._note(job, now, "bid", sender, "", out)
-            if job.state not in _LIVE:
-                job.executions[sender].state = X.BID_REJECTED
+            if job.state not in _LIVE:  # too late: not part of the job's history
                 out.append(Send(sender, BidRejected(job.job_id, sender, f"job {job.state}")))
                 return
+            job.executions[sender] = Execution(node_id=sender)
+            self._note(job, now, "bid", sender, "", out)
             self._progress(job, now, out)
         elif isinstance(msg, BidDeclined):
-            if sender not in job.declined and ex is None:
+            if sender not in job.declined and ex is None and job.state in _LIVE:
                 job.declined[sender] = msg.reason[:500]
                 self._note(job, now, "declined", sender, msg.reason[:500], out)
         elif isinstance(msg, ExecutionFailed):
