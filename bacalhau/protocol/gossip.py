@@ -81,7 +81,7 @@ class GossipConfig:
         max_iwant_ids: most messages sent to one peer per heartbeat in
             answer to IWANT.
         iwant_followup: seconds before an id asked for by IWANT may be asked
-            for again (of another peer).
+            for again (of another peer); about one heartbeat.
         flood_publish: send this node's own messages to every connected peer
             (not only the mesh), for speed and reliability.
     """
@@ -97,7 +97,7 @@ class GossipConfig:
     mcache_max_bytes: int = 64 * 1024 * 1024
     max_ihave_ids: int = 5000
     max_iwant_ids: int = 5000
-    iwant_followup: float = 3.0
+    iwant_followup: float = 1.0
     flood_publish: bool = True
 
     def __attrs_post_init__(self) -> None:
