@@ -12,6 +12,8 @@ import bacalhau
 from bacalhau.executor.base import ExecutionContext, PreparedVolume
 from bacalhau.executor.wasm import WasmExecutor
 from bacalhau.models import Deal, InputSpec, JobSpec, JobState, OutputSpec, StorageSpec
+from bacalhau.storage.ipfs import exporter
+from bacalhau.storage.ipfs.importer import add_bytes, add_path
 
 pytestmark = pytest.mark.wasm_c
 
@@ -172,29 +174,60 @@ def verifier_name() -> str:
 
 @pytest.mark.anyio
 async def test_wordcount_job_on_a_three_node_network(wasm_examples: dict[str, Path]) -> None:
-    """The issue's example: a C program reads an input volume and writes an output volume,
-    run by all three nodes of a network; every published results folder is identical."""
+    """The issue's example: a C program, fetched by CID, reads an input volume (a CID) and
+    writes an output volume, run by all three nodes of a network; every node publishes
+    the same results CID, so the results folders are byte-identical."""
     verifier = verifier_name()
-    spec = JobSpec.wasm(
-        wasm_examples["wordcount"].read_bytes(),
-        args=["/inputs/text.txt", "/outputs"],
-        inputs=[InputSpec(StorageSpec.inline("one two\nthree\n"), "/inputs/text.txt")],
-        outputs=[OutputSpec("counts", "/outputs")],
-        deal=Deal(concurrency=3, confidence=3 if verifier == "deterministic" else 0),
-        verifier=verifier,
-        publisher="local",
-        timeout=30,
-    )
     async with bacalhau.Network.in_memory(3, seed=4) as net:
-        result = await net.nodes[0].run_job(spec, timeout=60)
+        node = net.nodes[0]
+        module_cid = await add_bytes(node.blockstore, wasm_examples["wordcount"].read_bytes())
+        text_cid = await add_bytes(node.blockstore, b"one two\nthree\n")
+        spec = JobSpec.wasm(
+            module_cid,
+            args=["/inputs/text.txt", "/outputs"],
+            inputs=[InputSpec(StorageSpec.ipfs(text_cid), "/inputs/text.txt")],
+            outputs=[OutputSpec("counts", "/outputs")],
+            deal=Deal(concurrency=3, confidence=3 if verifier == "deterministic" else 0),
+            verifier=verifier,
+            publisher="ipfs",
+            timeout=30,
+        )
+        result = await node.run_job(spec, timeout=60)
         assert result.state is JobState.COMPLETED, result.reason
         assert len(result.accepted) == 3
-        folders = []
         for execution in result.accepted:
             assert execution.exit_code == 0
             assert execution.stdout == "1 files, 2 lines, 3 words, 14 bytes\n"
-            assert execution.published is not None
-            assert execution.published.path
-            folders.append(snapshot(Path(execution.published.path)))
-        assert folders[0]["counts/counts.txt"] == b"text.txt 2 3 14\n"
-        assert folders[0] == folders[1] == folders[2]
+        cids = {e.published.cid for e in result.accepted if e.published}
+        assert len(cids) == 1
+        assert result.cid is not None
+        counts = await exporter.resolve(node.blocks, result.cid, "counts/counts.txt")
+        assert await exporter.read_all(node.blocks, counts) == b"text.txt 2 3 14\n"
+
+
+@pytest.mark.anyio
+async def test_clock_and_random_reading_job_is_identical_on_three_nodes(
+    wasm_examples: dict[str, Path], tmp_path: Path
+) -> None:
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    for name in ("b.txt", "a.txt"):
+        (inputs / name).write_text(name)
+    async with bacalhau.Network.in_memory(3, seed=5) as net:
+        node = net.nodes[0]
+        module_cid = await add_bytes(node.blockstore, wasm_examples["sandbox_probe"].read_bytes())
+        dir_cid = await add_path(node.blockstore, inputs)
+        spec = JobSpec.wasm(
+            module_cid,
+            args=["/inputs", "/outputs"],
+            inputs=[InputSpec(StorageSpec.ipfs(dir_cid), "/inputs")],
+            outputs=[OutputSpec("probe", "/outputs")],
+            deal=Deal(concurrency=3),
+            publisher="ipfs",
+            timeout=30,
+        )
+        result = await node.run_job(spec, timeout=60)
+        assert result.state is JobState.COMPLETED, result.reason
+        assert [e.exit_code for e in result.accepted] == [7, 7, 7]
+        assert "random:" in result.accepted[0].stdout
+        assert len({e.published.cid for e in result.accepted if e.published}) == 1
