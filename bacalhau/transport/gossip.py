@@ -452,6 +452,8 @@ class GossipTransport(Transport):
 
     def _drop(self, conn: Connection) -> None:
         conn.close(conn.close_reason or "closed")
+        if conn.stalled:
+            self.stats["cut_off"] += 1
         if self._conns.get(conn.peer_id) is conn:
             del self._conns[conn.peer_id]
             self.state.remove_peer(conn.peer_id)

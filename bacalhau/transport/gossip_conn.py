@@ -296,6 +296,7 @@ class Connection:
     dropped: int = 0
     inflight: int = 0
     close_reason: str | None = None
+    stalled: bool = False
     scope: anyio.CancelScope | None = None
     closed: anyio.Event = attrs.Factory(anyio.Event)
     pending: dict[int, _Pending] = attrs.Factory(dict)
@@ -425,7 +426,12 @@ class Connection:
                 with anyio.fail_after(write_timeout):
                     await self.stream.send(parts[0] if len(parts) == 1 else b"".join(parts))
             except TimeoutError:
-                self.close(f"peer stopped reading (a write stalled for {write_timeout:g}s)")
+                reason = f"peer stopped reading (a write stalled for {write_timeout:g}s)"
+                log.warning(
+                    "gossip: cut off peer %s (%s:%d): %s", self.peer_id, *self.remote, reason
+                )
+                self.stalled = True
+                self.close(reason)
                 return
             except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError) as exc:
                 self.close(f"write failed: {exc!r}")
