@@ -13,7 +13,7 @@ from bacalhau.transport.memory import Faults
 
 pytestmark = pytest.mark.anyio
 
-FAST = RequesterConfig(bid_timeout=2, execution_grace=2, publish_timeout=3)
+FAST = RequesterConfig(bid_timeout=4, execution_grace=3, publish_timeout=5)
 
 
 def mixed_deals(rng: random.Random, n: int) -> list[JobSpec]:
@@ -66,7 +66,7 @@ async def test_single_job_end_to_end() -> None:
 
 async def test_ten_nodes_hundred_mixed_jobs() -> None:
     specs = mixed_deals(random.Random(3), 100)
-    async with Network.in_memory(10, seed=3, requester=FAST) as net:
+    async with Network.in_memory(10, seed=3) as net:
         results = await run_all(net, specs)
         await net.wait_idle()
     for r in results:

@@ -25,6 +25,7 @@ from bacalhau.protocol import messages as m
 from bacalhau.protocol.compute import ComputeJobState, ComputeState
 from bacalhau.protocol.events import (
     BidDecided,
+    BidReviewed,
     CancelJob,
     ExecutionDone,
     ExecutionErrored,
@@ -61,13 +62,17 @@ class RequesterMachine(RuleBasedStateMachine):
         min_bids=st.integers(0, 6),
         retries=st.integers(0, 3),
         seed=st.integers(0, 2**16),
+        review=st.booleans(),
+        selection=st.sampled_from(["random", "reputation"]),
     )
     def submit(self, concurrency: int, confidence_frac: int, min_bids: int, retries: int,
-               seed: int) -> None:
+               seed: int, review: bool, selection: str) -> None:
         confidence = min(confidence_frac, concurrency)
         self.deal = Deal(concurrency=concurrency, confidence=confidence, min_bids=min_bids)
         self.state = RequesterState(REQ, b"k" * 32, config=RequesterConfig(
-            bid_timeout=10, execution_grace=5, publish_timeout=20), rng=random.Random(seed))
+            bid_timeout=10, execution_grace=5, publish_timeout=20, bid_review=review,
+            selection=selection), rng=random.Random(seed))
+        self.state.reputation[NODES[0]] = __import__("collections").Counter(rejected=3)
         spec = JobSpec.noop(deal=self.deal, timeout=30, retries=retries)
         self.apply(self.state.handle(SubmitJob(JOB, spec), self.now))
 
@@ -93,6 +98,10 @@ class RequesterMachine(RuleBasedStateMachine):
     @rule(node=st.sampled_from(NODES))
     def bid(self, node: str) -> None:
         self.feed(MessageReceived(node, m.BidPlaced(JOB)))
+
+    @rule(node=st.sampled_from(NODES), ok=st.booleans())
+    def review(self, node: str, ok: bool) -> None:
+        self.feed(BidReviewed(JOB, node, ok, "" if ok else "hook said no"))
 
     @rule(node=st.sampled_from(NODES))
     def decline(self, node: str) -> None:

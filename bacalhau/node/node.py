@@ -30,6 +30,7 @@ from typing import Any
 
 import anyio
 import anyio.abc
+import attrs
 
 from ..compute.bidding import (
     BidRequest,
@@ -56,6 +57,7 @@ from ..protocol import commands as c
 from ..protocol.compute import ComputeState
 from ..protocol.events import (
     BidDecided,
+    BidReviewed,
     CancelJob,
     Event,
     MessageReceived,
@@ -146,6 +148,9 @@ class Node(TransportHandler):
         plugins: executors, storage providers, verifiers and publishers by name;
             default: every built-in plus entry points.
         bid_strategies: extra bid strategies, run after the built-in ones.
+        bid_acceptance: requester side: strategies every bid must pass before it can be
+            chosen (``BidRequest.node_id`` is the bidder); the requester's
+            ``acceptance_probe_http`` / ``acceptance_probe_exec`` hooks are added to them.
         verify_cache: share one between the nodes of a process.
         seed: seeds the requester's random choice of bids (for reproducible tests).
         max_message_age: envelopes older than this many seconds are refused as replays.
@@ -161,6 +166,7 @@ class Node(TransportHandler):
         compute: ComputeConfig | None = ComputeConfig(),
         plugins: Plugins | None = None,
         bid_strategies: Sequence[BidStrategy] = (),
+        bid_acceptance: Sequence[BidStrategy] = (),
         verify_cache: VerifiedCache | None = None,
         seed: int | None = None,
         max_message_age: float = 600.0,
@@ -180,9 +186,21 @@ class Node(TransportHandler):
         self.verify_cache = verify_cache or VerifiedCache()
         self.clock = clock
         self.max_message_age = max_message_age
+        from ..compute.hooks import ExecHook, HttpHook
+
+        rconfig = requester or RequesterConfig()
+        self.acceptance: list[BidStrategy] = list(bid_acceptance)
+        label = "bid acceptance probe"
+        if rconfig.acceptance_probe_http:
+            self.acceptance.append(HttpHook(rconfig.acceptance_probe_http,
+                                            rconfig.acceptance_probe_timeout, label))
+        if rconfig.acceptance_probe_exec:
+            self.acceptance.append(ExecHook(rconfig.acceptance_probe_exec,
+                                            rconfig.acceptance_probe_timeout, label))
+        if self.acceptance and not rconfig.bid_review:
+            rconfig = attrs.evolve(rconfig, bid_review=True)
         self.requester = RequesterState(
-            self.node_id, identity.seal_public_key, config=requester or RequesterConfig(),
-            rng=random.Random(seed),
+            self.node_id, identity.seal_public_key, config=rconfig, rng=random.Random(seed),
         )
         self.compute = ComputeState(self.node_id)
         self.stats: Counter[str] = Counter()
@@ -399,7 +417,7 @@ class Node(TransportHandler):
             return self.requester.handle(event, now) if self.requester_config else []
         if isinstance(event, TimerFired) and event.key[1] == "forget":
             return self.compute.handle(event, now)
-        if isinstance(event, SubmitJob | CancelJob | ProposalOpened | TimerFired):
+        if isinstance(event, SubmitJob | CancelJob | ProposalOpened | TimerFired | BidReviewed):
             return self.requester.handle(event, now)
         return self.compute.handle(event, now)
 
@@ -418,6 +436,8 @@ class Node(TransportHandler):
                 event.set()
         elif isinstance(cmd, c.EvaluateBid):
             self._spawn(self._evaluate_bid, cmd)
+        elif isinstance(cmd, c.ReviewBid):
+            self._spawn(self._review_bid, cmd)
         elif isinstance(cmd, c.RunExecution):
             self.runner.start(cmd.job_id, cmd.spec, cmd.seal_key)
         elif isinstance(cmd, c.CancelExecution):
@@ -441,6 +461,11 @@ class Node(TransportHandler):
         request = BidRequest(cmd.job_id, cmd.spec, cmd.requester_id, self.node_id)
         answer = await decide(self.strategies, request)
         self._feed(BidDecided(cmd.job_id, answer.bid, answer.reason))
+
+    async def _review_bid(self, cmd: c.ReviewBid) -> None:
+        request = BidRequest(cmd.job_id, cmd.spec, self.node_id, cmd.node_id)
+        answer = await decide(self.acceptance, request)
+        self._feed(BidReviewed(cmd.job_id, cmd.node_id, answer.bid, answer.reason))
 
     # --- outgoing -------------------------------------------------------------------------
 

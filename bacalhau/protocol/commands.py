@@ -21,6 +21,7 @@ __all__ = [
     "EvaluateBid",
     "JobChanged",
     "PublishResults",
+    "ReviewBid",
     "RunExecution",
     "Send",
     "SetTimer",
@@ -66,6 +67,15 @@ class EvaluateBid:
     job_id: str
     spec: JobSpec
     requester_id: str
+
+
+@attrs.frozen
+class ReviewBid:
+    """Requester: run the bid acceptance hooks on a bid; answer with ``BidReviewed``."""
+
+    job_id: str
+    node_id: str
+    spec: JobSpec
 
 
 @attrs.frozen
@@ -123,6 +133,7 @@ Command = (
     | SetTimer
     | CancelTimers
     | EvaluateBid
+    | ReviewBid
     | RunExecution
     | CancelExecution
     | PublishResults

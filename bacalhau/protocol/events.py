@@ -9,6 +9,7 @@ from .messages import Message
 
 __all__ = [
     "BidDecided",
+    "BidReviewed",
     "CancelJob",
     "Event",
     "ExecutionDone",
@@ -72,6 +73,16 @@ class BidDecided:
 
 
 @attrs.frozen
+class BidReviewed:
+    """Requester: the bid acceptance hooks reviewed ``node_id``'s bid."""
+
+    job_id: str
+    node_id: str
+    ok: bool
+    reason: str = ""
+
+
+@attrs.frozen
 class ExecutionDone:
     """The job ran; its results folder waits on this node. ``proposal`` is for the requester."""
 
@@ -107,6 +118,7 @@ Event = (
     | ProposalOpened
     | TimerFired
     | BidDecided
+    | BidReviewed
     | ExecutionDone
     | ExecutionErrored
     | PublishDone

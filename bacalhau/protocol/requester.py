@@ -30,10 +30,27 @@ from collections import Counter
 
 import attrs
 
-from ..errors import IllegalTransition
+from ..errors import IllegalTransition, ValidationError
 from ..models import ExecutionResult, ExecutionState, JobEvent, JobResult, JobSpec, JobState
-from .commands import Broadcast, CancelTimers, Command, Dropped, JobChanged, Send, SetTimer
-from .events import CancelJob, Event, MessageReceived, ProposalOpened, SubmitJob, TimerFired
+from .commands import (
+    Broadcast,
+    CancelTimers,
+    Command,
+    Dropped,
+    JobChanged,
+    ReviewBid,
+    Send,
+    SetTimer,
+)
+from .events import (
+    BidReviewed,
+    CancelJob,
+    Event,
+    MessageReceived,
+    ProposalOpened,
+    SubmitJob,
+    TimerFired,
+)
 from .messages import (
     BidAccepted,
     BidDeclined,
@@ -102,12 +119,30 @@ class RequesterConfig:
             silent before it is replaced.
         publish_timeout: how long accepted nodes have to publish.
         job_timeout: an overall limit; None derives one from the others.
+        selection: ``random`` (the architecture's default: any bidder is as good) or
+            ``reputation`` (prefer nodes whose results were accepted before and never
+            rejected; ties broken at random).
+        bid_review: bids wait for ``ReviewBid`` / ``BidReviewed`` (the node's bid
+            acceptance hooks) before they can be chosen. Set by the node when it has
+            acceptance hooks, such as ``acceptance_probe_http`` / ``acceptance_probe_exec``
+            (same protocol as the compute side's probes, see ``bacalhau.compute.hooks``).
     """
 
     bid_timeout: float = 10.0
     execution_grace: float = 30.0
     publish_timeout: float = 120.0
     job_timeout: float | None = None
+    selection: str = attrs.field(default="random")
+    bid_review: bool = False
+    acceptance_probe_http: str | None = None
+    acceptance_probe_exec: str | None = None
+    acceptance_probe_timeout: float = 5.0
+
+    @selection.validator
+    def _check_selection(self, attribute: object, value: str) -> None:
+        if value not in ("random", "reputation"):
+            raise ValidationError(f"selection must be 'random' or 'reputation', got {value!r}",
+                                  field="selection")
 
     def job_deadline(self, spec: JobSpec) -> float:
         if self.job_timeout is not None:
@@ -127,6 +162,7 @@ class Execution:
     stderr: str = ""
     published: object | None = None
     reason: str = ""
+    reviewed: bool = True
 
 
 @attrs.define
@@ -172,6 +208,18 @@ class RequesterState:
         self.config = config or RequesterConfig()
         self.rng = rng or random.Random()
         self.jobs: dict[str, RequesterJob] = {}
+        self.reputation: dict[str, Counter[str]] = {}
+        """Per node: how many of its executions were ``accepted``, ``rejected`` or ``failed``."""
+
+    def score(self, node_id: str) -> float:
+        """A node's record: accepted results count for it; rejected ones far more against."""
+        r = self.reputation.get(node_id)
+        if not r:
+            return 0.0
+        return r["accepted"] - 4 * r["rejected"] - r["failed"]
+
+    def _count(self, node_id: str, outcome: str) -> None:
+        self.reputation.setdefault(node_id, Counter())[outcome] += 1
 
     # --- queries --------------------------------------------------------------------------
 
@@ -227,6 +275,16 @@ class RequesterState:
             self._timer(job, event.key, now, out)
         elif isinstance(event, ProposalOpened):
             self._proposal(job, event, now, out)
+        elif isinstance(event, BidReviewed):
+            ex = job.executions.get(event.node_id)
+            if ex is not None and ex.state is X.BID and not ex.reviewed:
+                ex.reviewed = True
+                if not event.ok:
+                    self.move_execution(ex, X.BID_REJECTED)
+                    ex.reason = f"bid refused: {event.reason}"
+                    out.append(Send(ex.node_id, BidRejected(job.job_id, ex.node_id, ex.reason)))
+                    self._note(job, now, "bid_rejected", ex.node_id, ex.reason, out)
+                self._progress(job, now, out)
         elif isinstance(event, MessageReceived):
             self._message(job, event.sender, event.message, now, out)
         return out
@@ -282,9 +340,13 @@ class RequesterState:
             if job.state not in _LIVE:  # too late: not part of the job's history
                 out.append(Send(sender, BidRejected(job.job_id, sender, f"job {job.state}")))
                 return
-            job.executions[sender] = Execution(node_id=sender)
+            job.executions[sender] = Execution(node_id=sender,
+                                               reviewed=not self.config.bid_review)
             self._note(job, now, "bid", sender, "", out)
-            self._progress(job, now, out)
+            if self.config.bid_review:
+                out.append(ReviewBid(job.job_id, sender, job.spec))
+            else:
+                self._progress(job, now, out)
         elif isinstance(msg, BidDeclined):
             if sender not in job.declined and ex is None and job.state in _LIVE:
                 job.declined[sender] = msg.reason[:500]
@@ -296,6 +358,7 @@ class RequesterState:
                 return
             publishing = ex.state is X.RESULTS_ACCEPTED
             self.move_execution(ex, X.FAILED)
+            self._count(sender, "failed")
             ex.reason = msg.reason[:1000]
             out.append(CancelTimers(job.job_id, "execution", sender))
             self._note(job, now, "execution_failed", sender, ex.reason, out)
@@ -327,6 +390,7 @@ class RequesterState:
         out.append(CancelTimers(job.job_id, "execution", event.node_id))
         if event.error is not None:
             self.move_execution(ex, X.RESULTS_REJECTED)
+            self._count(ex.node_id, "rejected")
             ex.reason = f"invalid proposal: {event.error}"
             out.append(Send(ex.node_id, ResultsRejected(job.job_id, ex.node_id, ex.reason)))
             self._note(job, now, "results_rejected", ex.node_id, ex.reason, out)
@@ -362,6 +426,7 @@ class RequesterState:
             ex = job.executions.get(node)
             if ex is not None and ex.state is X.ACCEPTED:
                 self.move_execution(ex, X.LOST)
+                self._count(node, "failed")
                 ex.reason = (f"no result within {job.spec.timeout + self.config.execution_grace:g}s"
                              "; replaced")
                 out.append(Send(node, BidRejected(job.job_id, node, ex.reason)))
@@ -382,12 +447,15 @@ class RequesterState:
             return
         deal = job.spec.deal
         needed = deal.concurrency - job.count(X.ACCEPTED, X.PROPOSED)
-        waiting_for_min_bids = job.state is S.BIDDING and len(job.executions) < deal.min_bids
+        reviewed = sum(1 for e in job.executions.values() if e.reviewed)
+        waiting_for_min_bids = job.state is S.BIDDING and reviewed < deal.min_bids
         if needed > 0 and job.acceptances_left > 0 and not waiting_for_min_bids:
-            fresh = job.in_state(X.BID)
-            pool = fresh if fresh or job.acceptances == 0 else job.in_state(X.BID_REJECTED)
+            fresh = [e for e in job.in_state(X.BID) if e.reviewed]
+            pool = fresh
+            if not fresh and job.acceptances:  # replacements come from passed-over bidders
+                pool = [e for e in job.in_state(X.BID_REJECTED) if e.reason == "not selected"]
             take = min(needed, job.acceptances_left, len(pool))
-            for ex in self.rng.sample(pool, take) if take else ():
+            for ex in self._choose(pool, take):
                 self._accept(job, ex, now, out)
             needed -= take
         if needed <= 0 or job.acceptances_left <= 0:
@@ -409,6 +477,14 @@ class RequesterState:
             )
             self._finish(job, "fail", "no execution produced results"
                          + (f" ({reasons})" if reasons else ""), now, out)
+
+    def _choose(self, pool: list[Execution], take: int) -> list[Execution]:
+        if take <= 0:
+            return []
+        if self.config.selection == "reputation":
+            ranked = sorted(pool, key=lambda e: (-self.score(e.node_id), self.rng.random()))
+            return ranked[:take]
+        return self.rng.sample(pool, take)
 
     def _accept(self, job: RequesterJob, ex: Execution, now: float, out: list[Command]) -> None:
         self.move_execution(ex, X.ACCEPTED)
@@ -436,12 +512,13 @@ class RequesterState:
                 why = (f"only {best} agreeing result{'s' if best != 1 else ''} "
                        f"of {len(proposals)}; confidence needs {need}")
             for ex in proposals:
-                self._reject_results(job, ex, f"job failed: {why}", now, out)
+                self._reject_results(job, ex, f"job failed: {why}", now, out, blame=False)
             self._finish(job, "fail", why, now, out)
             return
         for ex in proposals:
             if ex.digest == best_digest:
                 self.move_execution(ex, X.RESULTS_ACCEPTED)
+                self._count(ex.node_id, "accepted")
                 out.append(Send(ex.node_id, ResultsAccepted(job.job_id, ex.node_id)))
                 self._note(job, now, "results_accepted", ex.node_id, "", out)
             else:
@@ -451,8 +528,10 @@ class RequesterState:
         out.append(SetTimer((job.job_id, "publish", ""), now + self.config.publish_timeout))
 
     def _reject_results(self, job: RequesterJob, ex: Execution, why: str, now: float,
-                        out: list[Command]) -> None:
+                        out: list[Command], *, blame: bool = True) -> None:
         self.move_execution(ex, X.RESULTS_REJECTED)
+        if blame:
+            self._count(ex.node_id, "rejected")
         ex.reason = why
         out.append(Send(ex.node_id, ResultsRejected(job.job_id, ex.node_id, why)))
         self._note(job, now, "results_rejected", ex.node_id, why, out)
