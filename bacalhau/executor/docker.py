@@ -29,6 +29,7 @@ import functools
 import os
 import re
 import secrets
+import socket
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -149,6 +150,23 @@ def _epoch(timestamp: str, *, plus_ns: int = 0) -> str | None:
     return f"{total // 1_000_000_000}.{total % 1_000_000_000:09d}"
 
 
+def check_unix_socket(host: str, *, timeout: float = 5.0) -> None:
+    """For a ``unix://`` host, connect once and close; other hosts pass unchecked.
+
+    The docker SDK leaks its socket when connecting to a unix socket fails (a
+    ResourceWarning later), so the executor tries the path itself first.
+
+    Raises:
+        OSError: nothing listens at the socket path.
+    """
+    if not host.startswith("unix://"):
+        return
+    path = host[len("unix://") :]
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(timeout)
+        probe.connect(path)
+
+
 def _mib(size: int) -> str:
     return f"{size / (1024 * 1024):g} MiB"
 
@@ -171,6 +189,7 @@ class _Engine:
 
         host = base_url or os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
         try:
+            check_unix_socket(host, timeout=timeout)
             if base_url:
                 client = docker.DockerClient(base_url=base_url, timeout=timeout, version="auto")
             else:
@@ -193,7 +212,7 @@ class _Engine:
         import docker.errors
         import requests.exceptions
 
-        if isinstance(exc, requests.exceptions.ConnectionError | ConnectionError):
+        if isinstance(exc, requests.exceptions.ConnectionError | OSError):
             return ExecutorUnavailable(f"lost the Docker engine at {self.host} while {what}: {exc}")
         if isinstance(exc, docker.errors.DockerException | requests.exceptions.RequestException):
             return ExecutorError(
@@ -203,6 +222,7 @@ class _Engine:
 
     def ping(self) -> None:
         try:
+            check_unix_socket(self.host, timeout=5.0)
             self.client.ping()
         except Exception as exc:
             raise self._fail("answering a ping", exc) from None
@@ -312,7 +332,7 @@ class _Engine:
                     for ev in stream
                 ]
             finally:
-                stream.close()
+                _close_stream(stream)
         except Exception as exc:
             raise self._fail("reading the container's events", exc) from None
 
@@ -331,7 +351,7 @@ class _Engine:
                 if len(data) > limit:
                     break
         finally:
-            stream.close()
+            _close_stream(stream)
         return bytes(data[: limit + 1])
 
     def kill(self, container: str) -> None:
@@ -365,6 +385,16 @@ class _Engine:
         except Exception as exc:
             raise self._fail("listing containers", exc) from None
         return [str(c["Id"]) for c in found]
+
+
+def _close_stream(stream: Any) -> None:
+    """Close a docker ``CancellableStream`` and its HTTP response (its own ``close``
+    leaves the socket's file object open, which leaks the descriptor)."""
+    with contextlib.suppress(Exception):
+        stream.close()
+    response = getattr(stream, "_response", None)
+    if response is not None:
+        response.close()
 
 
 def _reason(exc: BaseException) -> str:

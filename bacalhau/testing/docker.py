@@ -21,13 +21,15 @@ from typing import Any
 
 import attrs
 
+from ..executor.docker import check_unix_socket
+
 __all__ = [
     "DEFAULT_TEST_IMAGE",
     "DockerEngine",
     "docker_required",
+    "docker_test_image",
     "probe_docker_engine",
     "require_docker_engine",
-    "docker_test_image",
 ]
 
 DEFAULT_TEST_IMAGE = "bacalhau-test/busybox:latest"
@@ -82,6 +84,7 @@ def probe_docker_engine(*, image: str | None = None, timeout: float = 10.0) -> D
     except ImportError as exc:  # pragma: no cover - docker is a dependency
         return f"the docker SDK is not installed ({exc})"
     try:
+        check_unix_socket(host, timeout=timeout)
         client = docker.from_env(timeout=timeout)
     except Exception as exc:  # any failure to reach it is the reason to report
         return f"no Docker engine answers at {host} ({_first_line(exc)}); {_HINT}"
@@ -112,6 +115,7 @@ def require_docker_engine(*, image: str | None = None) -> DockerEngine:
     if docker_required():
         pytest.fail(f"{REQUIRE_ENV}=1 but {found}", pytrace=False)
     pytest.skip(f"docker tests skipped: {found}")
+    raise AssertionError("unreachable: pytest.skip raises")  # pragma: no cover
 
 
 def _first_line(exc: BaseException) -> str:
