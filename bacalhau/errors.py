@@ -8,6 +8,7 @@ else escaping is a bug.
 from __future__ import annotations
 
 __all__ = [
+    "ApiError",
     "BacalhauError",
     "BlockNotFound",
     "CorruptBlock",
@@ -17,6 +18,7 @@ __all__ = [
     "IllegalTransition",
     "JobFailed",
     "JobNotFound",
+    "NodeUnreachable",
     "PeerUnreachable",
     "PublishError",
     "StorageError",
@@ -109,3 +111,23 @@ class PublishError(BacalhauError):
 
 class VerificationError(BacalhauError):
     """A proposal could not be produced or opened."""
+
+
+class ApiError(BacalhauError):
+    """The node's HTTP API refused a request or answered something unexpected.
+
+    ``status`` is the HTTP status (0 when no answer came) and ``code`` the
+    API's machine-readable error code (``validation_error``, ``unauthorized``, ...).
+    """
+
+    def __init__(self, message: str, *, status: int = 0, code: str = "api_error") -> None:
+        self.status = status
+        self.code = code
+        super().__init__(message)
+
+
+class NodeUnreachable(ApiError):
+    """No node answered at the API address (refused, timed out, not HTTP)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, status=0, code="node_unreachable")
