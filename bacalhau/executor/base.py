@@ -77,6 +77,14 @@ class Executor(abc.ABC):
     def validate(self, spec: JobSpec) -> None:
         """Raise ValidationError if ``spec.engine.params`` are wrong for this engine."""
 
+    async def unsupported_reason(self, spec: JobSpec) -> str | None:
+        """Why this node should not bid on ``spec`` although the engine is installed
+        (e.g. its image is not present and the node runs local images only), or None.
+
+        Called by the bid strategy after :meth:`is_installed` and :meth:`validate`.
+        """
+        return None
+
     async def start(self) -> None:
         """Called once when the node starts (clean leftovers, warm caches)."""
 
