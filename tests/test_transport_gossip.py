@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
 from collections.abc import AsyncIterator
 
+import anyio
 import pytest
 
 from bacalhau.identity import Identity
-from bacalhau.testing.conformance import CHECKS, running
+from bacalhau.testing.conformance import CHECKS, RecordingHandler, running
 from bacalhau.transport.base import Transport
 from bacalhau.transport.gossip import GossipOptions, GossipTransport
 
@@ -66,3 +68,49 @@ async def test_peer_exchange_connects_a_chain() -> None:
     async with running(gossip_transports, 6) as (ts, _):
         for t in ts:
             assert len(t.peers()) == 5
+
+
+@contextlib.asynccontextmanager
+async def mdns_transports(n: int) -> AsyncIterator[list[Transport]]:
+    """n transports that know no address: they find each other by mDNS on loopback
+    (a fresh network secret keeps other tests' nodes out)."""
+    secret = os.urandom(8).hex()
+    yield [
+        GossipTransport(
+            Identity.generate(),
+            port=0,
+            secret=secret,
+            mdns=True,
+            mdns_interfaces=["127.0.0.1"],
+            options=FAST,
+        )
+        for _ in range(n)
+    ]
+
+
+@pytest.mark.parametrize("check", ["broadcast_reaches_all_others_once", "peers", "request_reply"])
+async def test_conformance_by_mdns_alone(check: str) -> None:
+    await CHECKS[check](mdns_transports)
+
+
+async def test_mdns_ignores_other_networks() -> None:
+    ours = [
+        GossipTransport(
+            Identity.generate(),
+            secret=secret,
+            mdns=True,
+            mdns_interfaces=["127.0.0.1"],
+            options=FAST,
+        )
+        for secret in ("net-one", "net-one", "net-two")
+    ]
+    async with anyio.create_task_group() as tg:
+        for t in ours:
+            await tg.start(t.run, RecordingHandler(t.node_id))
+        with anyio.fail_after(20):
+            while ours[0].peers() != {ours[1].node_id}:  # noqa: ASYNC110 (polls state)
+                await anyio.sleep(0.05)
+        await anyio.sleep(1.0)  # time for a wrong dial to show up
+        assert ours[2].peers() == frozenset()
+        assert ours[0].stats["cut_off"] == 0, "the other network's record is never dialed"
+        tg.cancel_scope.cancel()

@@ -182,7 +182,7 @@ class MdnsDiscovery:
         browser: Any = None
         limiter = anyio.CapacityLimiter(4)
         try:
-            async with anyio.create_task_group() as tg, receive:
+            async with send, receive, anyio.create_task_group() as tg:
                 browser = await anyio.to_thread.run_sync(
                     lambda: ServiceBrowser(zc, self.service_type, handlers=[on_change])
                 )
