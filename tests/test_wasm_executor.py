@@ -670,3 +670,28 @@ def test_deterministic_sources_are_pure_functions_of_the_job() -> None:
     assert a.now(0) == b.now(0)
     assert [a.inode(99), a.inode(5), a.inode(99)] == [1, 2, 1]
     assert Determinism("other").random(32) != Determinism("job").random(32)
+
+
+@pytest.mark.anyio
+async def test_concurrent_runs_do_not_share_deterministic_state(
+    executor: WasmExecutor, tmp_path: Path
+) -> None:
+    spec = JobSpec.wasm(CLOCKS_AND_RANDOM, outputs=[OutputSpec("out", "/out")])
+    alone = {}
+    for job in ("job-a", "job-b"):
+        ctx = make_ctx(tmp_path, spec, job_id=job, name=f"alone-{job}")
+        await executor.run(ctx)
+        alone[job] = read(ctx, "stdout")
+    together: dict[str, bytes] = {}
+
+    async def run(job: str, index: int) -> None:
+        ctx = make_ctx(tmp_path, spec, job_id=job, name=f"together-{index}")
+        await executor.run(ctx)
+        together[f"{job}/{index}"] = read(ctx, "stdout")
+
+    async with anyio.create_task_group() as tg:
+        for index in range(6):
+            tg.start_soon(run, ("job-a", "job-b")[index % 2], index)
+    assert alone["job-a"] != alone["job-b"]
+    for key, out in together.items():
+        assert out == alone[key.split("/")[0]]

@@ -456,6 +456,11 @@ class WasmExecutor(Executor):
                 field="engine.params.module",
             )
 
+    async def close(self) -> None:
+        """Drop the compiled-module cache."""
+        self._modules.clear()
+        self._cid_digests.clear()
+
     async def load_module(self, source: StorageSpec) -> wasmtime.Module:
         """The compiled module for ``source``, from the cache or fetched and compiled.
 
