@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -35,6 +36,17 @@ __all__ = ["Network", "NetworkInvariantError"]
 log = logging.getLogger("bacalhau.network")
 
 TransportFactory = Callable[[Identity], Transport]
+
+
+def scratch_dir() -> str | None:
+    """Where throw-away node data goes: RAM-backed ``/dev/shm`` when it is there
+    (creating and removing an execution's folders on a disk costs milliseconds),
+    else the system's temp dir. ``BACALHAU_SCRATCH`` overrides it."""
+    chosen = os.environ.get("BACALHAU_SCRATCH")
+    if chosen:
+        return chosen
+    shm = Path("/dev/shm")
+    return str(shm) if shm.is_dir() and os.access(shm, os.W_OK) else None
 
 
 class NetworkInvariantError(BacalhauError):
@@ -113,7 +125,7 @@ class Network:
 
     async def __aenter__(self) -> Network:
         if self._data_dir is None:
-            self._tmp = tempfile.TemporaryDirectory(prefix="bacalhau-net-")
+            self._tmp = tempfile.TemporaryDirectory(prefix="bacalhau-net-", dir=scratch_dir())
             self._data_dir = Path(self._tmp.name)
         self._tg = anyio.create_task_group()
         await self._tg.__aenter__()

@@ -122,12 +122,14 @@ class ExecutionRunner:
                 self.capacity.release(spec.resources)
         if self._scopes.get(job_id) is scope:
             del self._scopes[job_id]
-        if outcome is None or scope.cancel_called:
-            shutil.rmtree(self.folder(job_id), ignore_errors=True)
-            return
-        if isinstance(outcome, ExecutionErrored):
-            shutil.rmtree(self.folder(job_id), ignore_errors=True)
-        self.feed(outcome)
+        if outcome is None or scope.cancel_called or isinstance(outcome, ExecutionErrored):
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(self._remove, job_id)
+        if outcome is not None and not scope.cancel_called:
+            self.feed(outcome)
+
+    def _remove(self, job_id: str) -> None:
+        shutil.rmtree(self.folder(job_id), ignore_errors=True)
 
     async def _execute(self, job_id: str, spec: JobSpec, seal_key: bytes) -> Event:
         executor = self.executors.get(spec.engine.type)
@@ -137,14 +139,15 @@ class ExecutionRunner:
         if verifier is None:
             raise ExecutorError(f"no {spec.verifier!r} verifier on this node")
         folder = self.folder(job_id)
-        shutil.rmtree(folder, ignore_errors=True)
         results, work, inputs = folder / "results", folder / "work", folder / "inputs"
-        for d in (results, work, inputs):
-            d.mkdir(parents=True)
-        outputs = {}
-        for out in spec.outputs:
-            outputs[out.name] = results / out.name
-            outputs[out.name].mkdir()
+        outputs = {out.name: results / out.name for out in spec.outputs}
+
+        def layout() -> None:
+            shutil.rmtree(folder, ignore_errors=True)
+            for d in (results, work, inputs, *outputs.values()):
+                d.mkdir(parents=True)
+
+        await anyio.to_thread.run_sync(layout)
         volumes = []
         for i, volume in enumerate(spec.inputs):
             volumes.append(await self._prepare(executor, volume, inputs / str(i)))
@@ -162,12 +165,16 @@ class ExecutionRunner:
             result = await executor.run(ctx)
         if deadline.cancelled_caught:
             raise ExecutorError(f"job timed out after {spec.timeout:g}s")
-        for name in ("stdout", "stderr"):
-            if not (results / name).exists():
-                (results / name).write_bytes(b"")
-        (results / "exitCode").write_text(str(result.exit_code))
-        shutil.rmtree(work, ignore_errors=True)
-        shutil.rmtree(inputs, ignore_errors=True)
+
+        def finish() -> None:
+            for name in ("stdout", "stderr"):
+                if not (results / name).exists():
+                    (results / name).write_bytes(b"")
+            (results / "exitCode").write_text(str(result.exit_code))
+            shutil.rmtree(work, ignore_errors=True)
+            shutil.rmtree(inputs, ignore_errors=True)
+
+        await anyio.to_thread.run_sync(finish)
         proposal = await verifier.propose(
             job_id=job_id, node_id=self.node_id, results_dir=results, requester_key=seal_key
         )
@@ -214,7 +221,5 @@ class ExecutionRunner:
             outcome = PublishDone(job_id, ref)
         finally:
             with anyio.CancelScope(shield=True):
-                await anyio.to_thread.run_sync(
-                    lambda: shutil.rmtree(self.folder(job_id), ignore_errors=True)
-                )
+                await anyio.to_thread.run_sync(self._remove, job_id)
         self.feed(outcome)
