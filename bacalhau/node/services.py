@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
+    from ..identity import Identity
     from ..storage.ipfs.blockstore import BlockStore
     from ..storage.ipfs.exchange import BlockService
 
@@ -28,6 +29,11 @@ class NodeServices(Protocol):
 
     @property
     def data_dir(self) -> Path: ...
+
+    @property
+    def identity(self) -> Identity:
+        """The node's keys (signing, and the X25519 key that opens sealed proposals)."""
+        ...
 
     @property
     def blockstore(self) -> BlockStore: ...

@@ -1,0 +1,242 @@
+"""The ``deterministic`` verifier: nodes prove they got the same results without showing them.
+
+Compute side (:meth:`DeterministicVerifier.propose`): hash the results folder
+canonically (:mod:`bacalhau.verifier.canonical`), then *seal* the digest for
+the job's requester, bound to the job id and to the proposing node's id.
+Requester side (:meth:`DeterministicVerifier.open`): unseal with the node's
+X25519 key and check the binding; the requester's state machine then groups
+the digests and accepts the agreeing majority.
+
+The sealed proposal (format version 1)::
+
+    header = b"BVP1" | requester_key (32) | ephemeral_key (32)
+             | u16 len | job_id | u16 len | proposer node_id
+    proposal = header | ChaCha20-Poly1305(key, nonce=0, plaintext, aad=header)
+    plaintext = u16 len | job_id | u16 len | node_id | sha256 digest (32)
+    key = HKDF-SHA256(X25519(ephemeral, requester_key),
+                      info=b"bacalhau/proposal/v1" | ephemeral_key | requester_key)
+
+A fresh ephemeral key per proposal means each key (and so the fixed nonce) is
+used once, and that two nodes with the *same* digest send unrelated bytes: no
+node other than the requester can read a digest or tell which proposals agree.
+The job id and proposer id are in the clear (everyone on the wire knows them
+anyway) and authenticated twice, as AAD and inside the plaintext, so:
+
+- a proposal copied from another node opens to that node's id: refused as
+  ``copied``, and changing the clear id breaks the AEAD tag: refused as
+  ``tampered``;
+- a proposal replayed from an earlier job opens to that job's id: refused as
+  ``replayed``;
+- a proposal sealed for another requester is refused before any crypto.
+
+Copying a proposal therefore gains a lazy node nothing: it cannot learn the
+digest, and it cannot re-seal what it cannot read.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import anyio.to_thread
+import attrs
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from ..errors import VerificationError
+from .base import Verifier
+from .canonical import hash_tree
+
+if TYPE_CHECKING:
+    from ..identity import Identity
+
+__all__ = [
+    "MAGIC",
+    "DeterministicVerifier",
+    "ProposalHeader",
+    "open_proposal",
+    "read_header",
+    "seal_proposal",
+]
+
+log = logging.getLogger("bacalhau.verifier")
+
+MAGIC = b"BVP1"
+"""First bytes of a version-1 sealed proposal."""
+_INFO = b"bacalhau/proposal/v1"
+_NONCE = bytes(12)
+_DIGEST = 32
+_MAX_ID = 1024
+_TAG = 16
+
+
+@attrs.frozen
+class ProposalHeader:
+    """The clear part of a sealed proposal: who sealed it, for whom, for which job.
+
+    Nothing here is trusted until :func:`open_proposal` has checked the AEAD tag.
+    """
+
+    requester_key: bytes
+    ephemeral_key: bytes
+    job_id: str
+    node_id: str
+    size: int
+    """Length of the header in bytes (the ciphertext follows)."""
+
+
+def _lp(value: str) -> bytes:
+    raw = value.encode()
+    if not 0 < len(raw) <= _MAX_ID:
+        raise VerificationError(f"id must be 1 to {_MAX_ID} bytes, got {len(raw)}")
+    return len(raw).to_bytes(2, "big") + raw
+
+
+def _read_lp(data: bytes, at: int, what: str) -> tuple[str, int]:
+    if at + 2 > len(data):
+        raise VerificationError(f"proposal is truncated (no {what})")
+    n = int.from_bytes(data[at:at + 2], "big")
+    end = at + 2 + n
+    if not 0 < n <= _MAX_ID or end > len(data):
+        raise VerificationError(f"proposal is truncated or malformed ({what})")
+    try:
+        return data[at + 2:end].decode(), end
+    except UnicodeDecodeError:
+        raise VerificationError(f"proposal {what} is not UTF-8") from None
+
+
+def _key(shared: bytes, ephemeral: bytes, requester: bytes) -> bytes:
+    if shared == bytes(32):
+        raise VerificationError("proposal uses a degenerate key")
+    hkdf = HKDF(algorithm=hashes.SHA256(), length=32, salt=None,
+                info=_INFO + ephemeral + requester)
+    return hkdf.derive(shared)
+
+
+def seal_proposal(digest: bytes, *, job_id: str, node_id: str, requester_key: bytes) -> bytes:
+    """Seal ``digest`` for the requester whose X25519 public key is ``requester_key``.
+
+    Args:
+        digest: the 32-byte canonical hash of the results.
+        job_id: the job the results belong to.
+        node_id: the proposing node (the envelope's signer must be this node).
+        requester_key: the requester's 32-byte X25519 key (from ``JobCreated``).
+
+    Raises:
+        VerificationError: a wrong-sized digest or key, or an empty/oversized id.
+    """
+    if len(digest) != _DIGEST:
+        raise VerificationError(f"a digest is {_DIGEST} bytes, got {len(digest)}")
+    if len(requester_key) != 32:
+        raise VerificationError(f"the requester's seal key must be 32 bytes, got "
+                                f"{len(requester_key)}")
+    ephemeral = X25519PrivateKey.generate()
+    ephemeral_key = ephemeral.public_key().public_bytes(
+        serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    try:
+        shared = ephemeral.exchange(X25519PublicKey.from_public_bytes(requester_key))
+    except ValueError as exc:
+        raise VerificationError(f"the requester's seal key is unusable: {exc}") from None
+    ids = _lp(job_id) + _lp(node_id)
+    header = MAGIC + requester_key + ephemeral_key + ids
+    sealed = ChaCha20Poly1305(_key(shared, ephemeral_key, requester_key)).encrypt(
+        _NONCE, ids + digest, header)
+    return header + sealed
+
+
+def read_header(proposal: bytes) -> ProposalHeader:
+    """Parse the clear header of a sealed proposal (nothing is authenticated yet).
+
+    Raises:
+        VerificationError: not a version-1 proposal, or truncated.
+    """
+    if not isinstance(proposal, bytes) or not proposal.startswith(MAGIC):
+        raise VerificationError("not a deterministic proposal (unknown format or version)")
+    at = len(MAGIC)
+    if len(proposal) < at + 64:
+        raise VerificationError("proposal is truncated (keys)")
+    requester_key, ephemeral_key = proposal[at:at + 32], proposal[at + 32:at + 64]
+    job_id, at = _read_lp(proposal, at + 64, "job id")
+    node_id, at = _read_lp(proposal, at, "node id")
+    return ProposalHeader(requester_key, ephemeral_key, job_id, node_id, at)
+
+
+def open_proposal(identity: Identity, proposal: bytes, *, job_id: str, node_id: str) -> bytes:
+    """The digest sealed in ``proposal``, if it is valid from ``node_id`` for ``job_id``.
+
+    Args:
+        identity: the requester's keys (its X25519 key opens the seal).
+        proposal: the bytes carried by ``ResultsProposed``.
+        job_id: the job the proposal arrived for.
+        node_id: the signer of the envelope that carried it.
+
+    Raises:
+        VerificationError: with a reason starting with ``copied``, ``replayed``,
+            ``tampered``, ``sealed for another requester`` or naming the format
+            problem.
+    """
+    header = read_header(proposal)
+    if header.requester_key != identity.seal_public_key:
+        raise VerificationError("sealed for another requester (not this node's seal key)")
+    try:
+        shared = identity.seal_exchange(header.ephemeral_key)
+        plain = ChaCha20Poly1305(_key(shared, header.ephemeral_key, header.requester_key)).decrypt(
+            _NONCE, proposal[header.size:], proposal[:header.size])
+    except (InvalidTag, ValueError):
+        raise VerificationError(
+            f"tampered: the proposal from {node_id} does not open (its clear part was changed, "
+            "or it was not sealed for this requester)") from None
+    sealed_job, at = _read_lp(plain, 0, "sealed job id")
+    sealed_node, at = _read_lp(plain, at, "sealed node id")
+    digest = plain[at:]
+    if sealed_job != header.job_id or sealed_node != header.node_id or len(digest) != _DIGEST:
+        raise VerificationError("tampered: sealed and clear ids disagree")
+    if sealed_job != job_id:
+        raise VerificationError(f"replayed: this proposal was sealed for job {sealed_job}, "
+                                f"not {job_id}")
+    if sealed_node != node_id:
+        raise VerificationError(f"copied: this proposal was sealed by node {sealed_node}, "
+                                f"but sent by {node_id}")
+    return digest
+
+
+class DeterministicVerifier(Verifier):
+    """Accepts results that enough nodes proved identical, without revealing them.
+
+    Args:
+        services: the node (anything with an ``identity``); the requester side
+            opens proposals with its X25519 key.
+        identity: the keys to open proposals with, instead of ``services.identity``.
+
+    A node without an identity can still propose (compute side) but not open.
+    """
+
+    name = "deterministic"
+
+    def __init__(self, services: object | None = None, *, identity: Identity | None = None
+                 ) -> None:
+        self.identity: Identity | None = identity or getattr(services, "identity", None)
+
+    async def propose(
+        self, *, job_id: str, node_id: str, results_dir: Path, requester_key: bytes
+    ) -> bytes:
+        """Hash ``results_dir`` canonically (in a worker thread) and seal the digest.
+
+        Raises:
+            VerificationError: the folder holds something that cannot be verified
+                (a symlink, a special file), or the requester's key is invalid.
+        """
+        digest = await anyio.to_thread.run_sync(hash_tree, results_dir)
+        log.debug("%s: results of %s hash to %s", node_id[-8:], job_id, digest.hex())
+        return seal_proposal(digest, job_id=job_id, node_id=node_id, requester_key=requester_key)
+
+    def open(self, *, job_id: str, node_id: str, proposal: bytes) -> bytes | None:
+        """The digest ``node_id`` proposed for ``job_id``; see :func:`open_proposal`."""
+        if self.identity is None:
+            raise VerificationError("this node has no identity to open proposals with")
+        return open_proposal(self.identity, proposal, job_id=job_id, node_id=node_id)
+
