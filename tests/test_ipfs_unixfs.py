@@ -207,9 +207,13 @@ async def test_bad_options_are_named(tmp_path: Path) -> None:
 async def test_three_level_dag_at_default_chunk_size(tmp_path: Path) -> None:
     """174*174+1 chunks of zeros (7.4 GiB, sparse on disk): Kubo prints this CID."""
     path = tmp_path / "zeros"
-    with open(path, "wb") as fh:
-        fh.truncate((174 * 174 + 1) * CHUNK)
+    await anyio.to_thread.run_sync(make_sparse, path, (174 * 174 + 1) * CHUNK)
     assert await add_path(None, path) == "QmaTv4QL4SrnRDVUXJ9C6FgK2eDzXm2nYEgaAxdtZHoWMf"
+
+
+def make_sparse(path: Path, size: int) -> None:
+    with open(path, "wb") as fh:
+        fh.truncate(size)
 
 
 # --- round trips -----------------------------------------------------------------------
