@@ -193,7 +193,7 @@ class BlockStore:
             return False
         return True
 
-    def keys(self) -> Iterator[bytes]:
+    def all_cids(self) -> Iterator[bytes]:
         """Multihashes of every stored block (as raw-codec CIDv1 bytes)."""
         root = self.path / "blocks"
         for shard in sorted(os.listdir(root)):
@@ -353,7 +353,7 @@ class BlockStore:
             else:
                 keep.add(split_cid(root)[2])
         removed = 0
-        for key in list(self.keys()):
+        for key in list(self.all_cids()):
             mh = split_cid(key)[2]
             if mh not in keep and self.delete(key):
                 removed += 1

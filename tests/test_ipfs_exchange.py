@@ -1,0 +1,322 @@
+"""Block exchange between nodes, on an in-memory fake of NodeServices.
+
+The fake hub can take a peer down (before or in the middle of a transfer) and can
+make a peer tamper with the blocks it sends, so the tests can show that fetching
+resumes from other providers and that a corrupt block is never stored or returned.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.lowlevel
+import attrs
+import msgpack
+import pytest
+
+from bacalhau.errors import BlockNotFound, PeerUnreachable
+from bacalhau.models import StorageSpec
+from bacalhau.publisher.ipfs import IpfsPublisher
+from bacalhau.storage.ipfs import (
+    BlockService,
+    BlockStore,
+    IpfsStorage,
+    add_bytes,
+    add_path,
+    cat,
+    export_car,
+    import_car,
+)
+from bacalhau.storage.ipfs.cids import to_cid
+
+Handler = Callable[[str, bytes], Awaitable[bytes]]
+
+
+@attrs.define
+class Hub:
+    nodes: dict[str, FakeServices] = attrs.Factory(dict)
+    down: set[str] = attrs.Factory(set)
+    # peer -> number of "want" replies it sends before vanishing
+    vanish_after: dict[str, int] = attrs.Factory(dict)
+    tamper: set[str] = attrs.Factory(set)
+    requests: list[tuple[str, str, str]] = attrs.Factory(list)
+
+
+@attrs.define
+class FakeServices:
+    """Just enough of the node for BlockService: peers, requests, protocol handlers."""
+
+    node_id: str
+    hub: Hub
+    data_dir: Path
+    handlers: dict[str, Handler] = attrs.Factory(dict)
+    blocks: Any = None
+
+    @property
+    def blockstore(self) -> BlockStore:
+        return self.blocks.store  # type: ignore[no-any-return]
+
+    def peers(self) -> frozenset[str]:
+        return frozenset(n for n in self.hub.nodes if n != self.node_id and n not in self.hub.down)
+
+    def register_protocol(self, protocol: str, handler: Handler) -> None:
+        self.handlers[protocol] = handler
+
+    async def request(
+        self,
+        peer_id: str,
+        protocol: str,
+        payload: bytes,
+        *,
+        timeout: float = 10.0,  # noqa: ASYNC109 - mirrors NodeServices.request
+    ) -> bytes:
+        hub = self.hub
+        if peer_id in hub.down or peer_id not in hub.nodes:
+            raise PeerUnreachable(f"{peer_id} is unreachable")
+        op = msgpack.unpackb(payload)[0]
+        hub.requests.append((self.node_id, peer_id, op))
+        with anyio.fail_after(timeout):
+            reply = await hub.nodes[peer_id].handlers[protocol](self.node_id, payload)
+        await anyio.lowlevel.checkpoint()
+        if op == "want" and peer_id in hub.vanish_after:
+            hub.vanish_after[peer_id] -= 1
+            if hub.vanish_after[peer_id] < 0:
+                hub.down.add(peer_id)
+        if peer_id in hub.down:
+            raise PeerUnreachable(f"{peer_id} went away")
+        if op == "want" and peer_id in hub.tamper:
+            message = msgpack.unpackb(reply)
+            for pair in message["blocks"]:
+                pair[1] = b"X" + pair[1][1:]
+            reply = msgpack.packb(message)
+        return reply
+
+
+def make_nodes(tmp_path: Path, n: int) -> tuple[Hub, list[BlockService]]:
+    hub = Hub()
+    services = []
+    for i in range(n):
+        fake = FakeServices(f"node-{i}", hub, tmp_path / f"n{i}")
+        service = BlockService(BlockStore(fake.data_dir / "blocks"), fake, request_timeout=5.0)
+        fake.blocks = service
+        service.register()
+        hub.nodes[fake.node_id] = fake
+        services.append(service)
+    return hub, services
+
+
+def payload_bytes(n: int) -> bytes:
+    return os.urandom(n)
+
+
+async def read(blocks: Any, cid: str) -> bytes:
+    return b"".join([piece async for piece in cat(blocks, cid)])
+
+
+@pytest.mark.anyio
+async def test_fetch_a_dag_from_another_node(tmp_path: Path) -> None:
+    _, (a, b) = make_nodes(tmp_path, 2)
+    data = payload_bytes(3 * 1024 * 1024 + 5)
+    cid = await add_bytes(a.store, data)
+    assert not await b.has_locally(cid)
+    fetched = await b.fetch_dag(cid)
+    assert fetched == 14  # 13 leaves and the root
+    assert await b.has_dag_locally(cid)
+    assert await read(b.store, cid) == data
+    assert await b.fetch_dag(cid) == 0
+
+
+@pytest.mark.anyio
+async def test_blocks_come_from_several_providers_in_parallel(tmp_path: Path) -> None:
+    _hub, services = make_nodes(tmp_path, 4)
+    data = payload_bytes(8 * 1024 * 1024)
+    cid = await add_bytes(services[0].store, data, chunk_size=65536)
+    for holder in services[1:3]:
+        await import_copy(services[0], holder, cid, tmp_path)
+    await services[3].fetch_dag(cid)
+    assert await read(services[3].store, cid) == data
+    served = [s.stats["blocks_served"] for s in services[:3]]
+    assert sum(1 for n in served if n > 0) >= 2, served
+
+
+async def import_copy(src: BlockService, dst: BlockService, cid: str, tmp_path: Path) -> None:
+    car = tmp_path / f"{os.urandom(4).hex()}.car"
+    await export_car(src.store, cid, car)
+    assert await import_car(dst.store, car) == [cid]
+
+
+@pytest.mark.anyio
+async def test_fetch_resumes_after_a_provider_vanishes(tmp_path: Path) -> None:
+    hub, (a, b, c) = make_nodes(tmp_path, 3)
+    data = payload_bytes(6 * 1024 * 1024)
+    cid = await add_bytes(a.store, data, chunk_size=65536)
+    await import_copy(a, b, cid, tmp_path)
+    hub.vanish_after["node-0"] = 2  # serves two replies, then is gone mid-transfer
+    await c.fetch_dag(cid)
+    assert "node-0" in hub.down
+    assert a.stats["blocks_served"] > 0, "the vanished provider had served part of the DAG"
+    assert c.stats["provider_failures"] >= 1
+    assert await read(c.store, cid) == data
+
+
+@pytest.mark.anyio
+async def test_a_lone_provider_vanishing_fails_with_block_not_found(tmp_path: Path) -> None:
+    hub, (a, b) = make_nodes(tmp_path, 2)
+    cid = await add_bytes(a.store, payload_bytes(2 * 1024 * 1024), chunk_size=65536)
+    hub.vanish_after["node-0"] = 1
+    with pytest.raises(BlockNotFound, match="could not be fetched"):
+        await b.fetch_dag(cid)
+
+
+@pytest.mark.anyio
+async def test_corrupt_blocks_are_refetched_from_an_honest_provider(tmp_path: Path) -> None:
+    hub, (a, b, c) = make_nodes(tmp_path, 3)
+    data = payload_bytes(2 * 1024 * 1024)
+    cid = await add_bytes(a.store, data, chunk_size=65536)
+    await import_copy(a, b, cid, tmp_path)
+    hub.tamper.add("node-0")
+    await c.fetch_dag(cid)
+    assert await read(c.store, cid) == data
+    assert c.stats["corrupt_received"] >= 1
+    assert b.stats["blocks_served"] > 0
+    for key in c.store.all_cids():
+        c.store.get_verified(key)  # nothing corrupt was stored
+
+
+@pytest.mark.anyio
+async def test_a_corrupt_only_provider_never_yields_bytes(tmp_path: Path) -> None:
+    hub, (a, b) = make_nodes(tmp_path, 2)
+    cid = await add_bytes(a.store, payload_bytes(300_000))
+    hub.tamper.add("node-0")
+    with pytest.raises(BlockNotFound):
+        await read(b, cid)
+    assert b.stats["corrupt_received"] >= 1
+    assert list(b.store.all_cids()) == []
+
+
+@pytest.mark.anyio
+async def test_a_corrupt_local_block_is_refetched(tmp_path: Path) -> None:
+    _, (a, b) = make_nodes(tmp_path, 2)
+    data = payload_bytes(1_000_000)
+    cid = await add_bytes(a.store, data)
+    await b.fetch_dag(cid)
+    victim = next(k for k in b.store.all_cids() if b.store.size(k) > 200_000)
+    path = b.store._file(victim)[0]
+    path.write_bytes(b"\0" * path.stat().st_size)
+    assert await read(b, cid) == data
+    assert b.stats["corrupt_local"] == 1
+
+
+@pytest.mark.anyio
+async def test_nobody_has_it(tmp_path: Path) -> None:
+    _, (_a, b) = make_nodes(tmp_path, 2)
+    cid = await add_bytes(None, b"nobody stored this")
+    with pytest.raises(BlockNotFound):
+        await b.get(cid)
+
+
+@pytest.mark.anyio
+async def test_announce_and_find_providers(tmp_path: Path) -> None:
+    hub, (a, b, _c) = make_nodes(tmp_path, 3)
+    cid = await add_bytes(a.store, b"announced")
+    assert await a.announce(cid) == 2
+    hub.requests.clear()
+    assert await b.find_providers(cid) == ["node-0"]
+    assert ("node-1", "node-2", "have") in hub.requests  # asked the others too
+    hub.down.add("node-0")
+    assert await b.find_providers(cid) == []
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b"",
+        b"\xc1",
+        os.urandom(64),
+        msgpack.packb(["want"]),
+        msgpack.packb(["want", "not a list"]),
+        msgpack.packb(["want", [b"x"]]),
+        msgpack.packb(["want", [b"\x01\x55\x12\x20" + b"\0" * 31]]),
+        msgpack.packb(["want", [b"\x12\x20" + b"\0" * 32] * 1000]),
+        msgpack.packb(["steal", []]),
+        msgpack.packb({"op": "want"}),
+        b"\x00" * 200_000,
+    ],
+)
+async def test_untrusted_requests_get_an_error_reply(tmp_path: Path, payload: bytes) -> None:
+    hub, (a, _) = make_nodes(tmp_path, 2)
+    reply = msgpack.unpackb(await hub.nodes["node-0"].handlers["bitswap"]("node-1", payload))
+    assert isinstance(reply, dict)
+    assert "error" in reply
+    assert a.stats["refused_requests"] == 1
+
+
+@pytest.mark.anyio
+async def test_want_reply_respects_its_budget_and_reports_missing(tmp_path: Path) -> None:
+    hub, (a, _) = make_nodes(tmp_path, 2)
+    cid = await add_bytes(a.store, payload_bytes(4 * 1024 * 1024))
+    leaves = [k for k in a.store.all_cids() if a.store.size(k) > 1000]
+    absent = to_cid(await add_bytes(None, b"absent"))
+    payload = msgpack.packb(["want", [absent, *leaves]])
+    reply = msgpack.unpackb(await hub.nodes["node-0"].handlers["bitswap"]("node-1", payload))
+    assert reply["missing"] == [absent]
+    assert 1 <= len(reply["blocks"]) < len(leaves)
+    assert sum(len(d) for _, d in reply["blocks"]) <= 2 * 1024 * 1024
+    del cid
+
+
+@pytest.mark.anyio
+async def test_ipfs_storage_and_publisher_across_nodes(tmp_path: Path) -> None:
+    _, (a, b) = make_nodes(tmp_path, 2)
+    src = tmp_path / "src"
+    (src / "sub").mkdir(parents=True)
+    (src / "sub" / "data.bin").write_bytes(payload_bytes(700_000))
+    (src / ".hidden").write_bytes(b"kept by the publisher")
+    ref = await IpfsPublisher(a).publish("job", "job/node-0", src)
+    assert ref.type == "ipfs"
+    assert ref.cid
+    assert a.store.is_pinned(ref.cid)
+    assert a.store.gc() == 0
+    storage = IpfsStorage(b)
+    spec = StorageSpec.ipfs(ref.cid)
+    assert not await storage.has_locally(spec)
+    out = await storage.prepare(spec, tmp_path / "inputs" / "0")
+    assert (out / "sub" / "data.bin").read_bytes() == (src / "sub" / "data.bin").read_bytes()
+    assert (out / ".hidden").read_bytes() == b"kept by the publisher"
+    assert await storage.has_locally(spec)
+    assert await storage.open_reader(spec) is None  # a directory cannot be streamed
+    sub = StorageSpec.ipfs(ref.cid, path="sub/data.bin")
+    opened = await storage.open_reader(sub)
+    assert opened is not None
+    reader, size = opened
+    assert size == 700_000
+    assert reader(1000, 10) == (src / "sub" / "data.bin").read_bytes()[1000:1010]
+    single = await storage.prepare(sub, tmp_path / "inputs" / "1")
+    assert single.read_bytes() == (src / "sub" / "data.bin").read_bytes()
+
+
+@pytest.mark.anyio
+async def test_library_reader_fetches_remote_file_first(tmp_path: Path) -> None:
+    _, (a, b) = make_nodes(tmp_path, 2)
+    data = payload_bytes(900_000)
+    cid = await add_path(a.store, write(tmp_path / "f.bin", data), cid_version=1)
+    opened = await IpfsStorage(b).open_reader(StorageSpec.ipfs(cid))
+    assert opened is not None
+    reader, size = opened
+    assert size == len(data)
+
+    def read_in_threads() -> list[bytes]:
+        return [reader(i * 1000, 300_000) for i in range(5)]
+
+    parts = await anyio.to_thread.run_sync(read_in_threads)
+    assert parts == [data[i * 1000 : i * 1000 + 300_000] for i in range(5)]
+
+
+def write(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
