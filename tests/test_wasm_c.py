@@ -163,21 +163,11 @@ async def test_volume_cat_streams_a_library_volume(
     assert (ctx.results_dir / "stdout").read_text().startswith("/data/blob 256000 bytes fnv1a64=")
 
 
-def verifier_name() -> str:
-    """``deterministic`` once that verifier is in the package, else ``noop``."""
-    try:
-        import bacalhau.verifier.deterministic  # noqa: F401
-    except ImportError:
-        return "noop"
-    return "deterministic"
-
-
 @pytest.mark.anyio
 async def test_wordcount_job_on_a_three_node_network(wasm_examples: dict[str, Path]) -> None:
     """The issue's example: a C program, fetched by CID, reads an input volume (a CID) and
-    writes an output volume, run by all three nodes of a network; every node publishes
-    the same results CID, so the results folders are byte-identical."""
-    verifier = verifier_name()
+    writes an output volume, run by all three nodes of a network with the deterministic
+    verifier (all three must agree); every node publishes the same results CID."""
     async with bacalhau.Network.in_memory(3, seed=4) as net:
         node = net.nodes[0]
         module_cid = await add_bytes(node.blockstore, wasm_examples["wordcount"].read_bytes())
@@ -187,8 +177,8 @@ async def test_wordcount_job_on_a_three_node_network(wasm_examples: dict[str, Pa
             args=["/inputs/text.txt", "/outputs"],
             inputs=[InputSpec(StorageSpec.ipfs(text_cid), "/inputs/text.txt")],
             outputs=[OutputSpec("counts", "/outputs")],
-            deal=Deal(concurrency=3, confidence=3 if verifier == "deterministic" else 0),
-            verifier=verifier,
+            deal=Deal(concurrency=3, confidence=3),
+            verifier="deterministic",
             publisher="ipfs",
             timeout=30,
         )
@@ -222,7 +212,8 @@ async def test_clock_and_random_reading_job_is_identical_on_three_nodes(
             args=["/inputs", "/outputs"],
             inputs=[InputSpec(StorageSpec.ipfs(dir_cid), "/inputs")],
             outputs=[OutputSpec("probe", "/outputs")],
-            deal=Deal(concurrency=3),
+            deal=Deal(concurrency=3, confidence=3),
+            verifier="deterministic",
             publisher="ipfs",
             timeout=30,
         )

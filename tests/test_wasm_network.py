@@ -27,9 +27,15 @@ LOOP = '(module (memory (export "memory") 1) (func (export "_start") (loop $l (b
 
 
 @pytest.mark.anyio
-async def test_wasm_job_runs_on_every_selected_node_with_the_same_output() -> None:
+async def test_wasm_job_passes_the_deterministic_verifier_on_three_nodes() -> None:
     async with bacalhau.Network.in_memory(3, seed=1) as net:
-        spec = JobSpec.wasm(HELLO, deal=Deal(concurrency=3), publisher="noop", timeout=20)
+        spec = JobSpec.wasm(
+            HELLO,
+            deal=Deal(concurrency=3, confidence=3),
+            verifier="deterministic",
+            publisher="noop",
+            timeout=20,
+        )
         result = await net.nodes[1].run_job(spec, timeout=30)
         assert result.state is JobState.COMPLETED, result.reason
         outputs = {e.stdout for e in result.accepted}
