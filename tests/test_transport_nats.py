@@ -19,20 +19,22 @@ import pytest
 from bacalhau.errors import PeerUnreachable, TransportError
 from bacalhau.identity import Identity
 from bacalhau.testing.conformance import CHECKS, RecordingHandler, running
-from bacalhau.testing.nats import (  # noqa: F401 - fixtures
-    NatsCluster,
-    NatsServer,
-    nats_cluster,
-    nats_factory,
-    nats_server,
-)
+from bacalhau.testing.nats import NatsCluster, NatsServer
 from bacalhau.transport.base import Transport
 from bacalhau.transport.nats import NatsOptions, NatsTransport
 from bacalhau.transport.nats_frames import Kind, encode_packets
 
 pytestmark = [pytest.mark.anyio, pytest.mark.nats]
+pytest_plugins = ["bacalhau.testing.nats"]  # nats_server, nats_cluster, nats_factory
 
 FAST = {"heartbeat": 1.0, "reconnect_wait": 0.1, "connect_timeout": 10.0}
+
+
+async def eventually(predicate: Callable[[], object], limit: float = 10.0) -> None:
+    """Wait until ``predicate()`` is true (polling: the state belongs to another object)."""
+    with anyio.fail_after(limit):
+        while not predicate():  # noqa: ASYNC110 - nothing to wait on but the state itself
+            await anyio.sleep(0.02)
 
 
 def factory_for(
@@ -57,3 +59,264 @@ def factory_for(
 @pytest.mark.parametrize("check", sorted(CHECKS))
 async def test_conformance_single_server(nats_server: NatsServer, check: str) -> None:
     await CHECKS[check](factory_for([nats_server.url]))
+
+
+@pytest.mark.parametrize("check", sorted(CHECKS))
+async def test_conformance_cluster(nats_cluster: NatsCluster, check: str) -> None:
+    await CHECKS[check](factory_for(nats_cluster.urls))
+
+
+@pytest.mark.parametrize("check", ["broadcast_reaches_all_others_once", "broadcasts_from_everyone"])
+async def test_conformance_jetstream(nats_server: NatsServer, check: str) -> None:
+    """With JetStream every frame arrives twice (core and stream); each is handed over once."""
+    await CHECKS[check](factory_for([nats_server.url], jetstream=True, jetstream_memory=True))
+
+
+@pytest.mark.parametrize(
+    "check", ["large_frames", "concurrent_requests", "broadcasts_from_everyone"]
+)
+async def test_conformance_tiny_max_payload(nats_factory: Any, check: str) -> None:
+    """A server whose max_payload is 8 KiB still carries 1 MiB frames (in chunks)."""
+    server = nats_factory(config={"max_payload": 8192})
+    await CHECKS[check](factory_for([server.url]))
+
+
+async def test_max_frame_in_chunks_of_the_servers_max_payload(nats_factory: Any) -> None:
+    server = nats_factory(config={"max_payload": 65536})
+    biggest = os.urandom(4 * 1024 * 1024 - 3)  # the reply adds b"re:"
+    async with running(factory_for([server.url]), 2) as (ts, hs):
+        assert ts[0].status()["max_payload"] == 65536
+        assert await ts[0].request(ts[1].node_id, biggest, timeout=30) == b"re:" + biggest
+        await ts[1].broadcast(biggest)
+        await hs[0].wait_for(lambda: biggest in hs[0].heard, timeout=30)
+        with pytest.raises(TransportError, match="exceeds"):
+            await ts[0].broadcast(biggest + b"four")
+
+
+async def test_failover_when_a_server_is_killed(nats_cluster: NatsCluster) -> None:
+    """kill -9 the server node 0 uses: it fails over, keeps its subscriptions, loses nothing."""
+    async with running(factory_for(nats_cluster.urls), 3) as (ts, hs):
+        home = ts[0].status()["server"]
+        assert home == nats_cluster.urls[0]
+        nats_cluster.servers[0].kill()
+        for i in range(10):  # sent while node 0 is still reconnecting: buffered, then flushed
+            await ts[0].broadcast(f"during-{i}".encode())
+        want = {f"during-{i}".encode() for i in range(10)}
+        for h in hs[1:]:
+            await h.wait_for(lambda h=h: want <= set(h.heard), timeout=20)
+        await eventually(lambda: ts[0].status()["connected"], 20)
+        status = ts[0].status()
+        assert status["server"] in nats_cluster.urls[1:]
+        assert status["reconnects"] == 1
+        assert status["buffered"] == 0
+        assert status["dropped"] == 0
+        # Its subscriptions survived: it still hears broadcasts and answers requests.
+        await ts[2].broadcast(b"after")
+        await hs[0].wait_for(lambda: b"after" in hs[0].heard)
+        assert await ts[1].request(ts[0].node_id, b"ping") == b"re:ping"
+        assert await ts[0].request(ts[2].node_id, b"pong") == b"re:pong"
+        assert ts[1].peers() == {ts[0].node_id, ts[2].node_id}
+
+
+class CutProxy:
+    """A loopback TCP proxy the test can cut (connections closed, port refused) and restore."""
+
+    def __init__(self, target: int) -> None:
+        from bacalhau.testing.nats import free_port
+
+        self.target = target
+        self.port = free_port()
+        self._scope: anyio.CancelScope | None = None
+        self._tg: Any = None
+
+    async def _serve(self, *, task_status: Any = anyio.TASK_STATUS_IGNORED) -> None:
+        with anyio.CancelScope() as scope:
+            self._scope = scope
+            listener = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=self.port)
+            async with listener:
+                task_status.started()
+                await listener.serve(self._pipe)
+
+    async def _pipe(self, client: Any) -> None:
+        async with client, await anyio.connect_tcp("127.0.0.1", self.target) as server:
+
+            async def copy(a: Any, b: Any) -> None:
+                with contextlib.suppress(anyio.EndOfStream, anyio.BrokenResourceError):
+                    async for chunk in a:
+                        await b.send(chunk)
+                tg.cancel_scope.cancel()
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(copy, client, server)
+                tg.start_soon(copy, server, client)
+
+    async def restore(self) -> None:
+        await self._tg.start(self._serve)
+
+    def cut(self) -> None:
+        assert self._scope is not None
+        self._scope.cancel()
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[CutProxy]:
+        async with anyio.create_task_group() as tg:
+            self._tg = tg
+            await self.restore()
+            yield self
+            tg.cancel_scope.cancel()
+
+
+async def test_bounded_buffer_while_disconnected(
+    nats_server: NatsServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    subject = "bacalhau.buf" + os.urandom(4).hex()
+    proxy = CutProxy(nats_server.port)
+    opts = {**FAST, "subject": subject}
+    sender = NatsTransport(
+        Identity.generate(),
+        NatsOptions(
+            servers=(f"nats://127.0.0.1:{proxy.port}",), buffer_frames=5, resend_window=0, **opts
+        ),
+    )
+    receiver = NatsTransport(Identity.generate(), NatsOptions(servers=(nats_server.url,), **opts))
+    hs, hr = RecordingHandler(sender.node_id), RecordingHandler(receiver.node_id)
+    async with proxy.running(), anyio.create_task_group() as tg:
+        await tg.start(sender.run, hs)
+        await tg.start(receiver.run, hr)
+        await sender.broadcast(b"before")  # no wait for peers: a started transport is subscribed
+        await hr.wait_for(lambda: b"before" in hr.heard)
+        proxy.cut()
+        await eventually(lambda: not sender.status()["connected"])
+        for i in range(8):
+            await sender.broadcast(f"held-{i}".encode())
+        status = sender.status()
+        assert status["connected"] is False
+        assert status["buffered"] == 5
+        assert status["dropped"] == 3
+        assert status["disconnected_for"] is not None
+        assert "lost its NATS connection" in caplog.text
+        assert "buffer full" in caplog.text
+        await anyio.sleep(0.2)
+        assert not any(f.startswith(b"held") for f in hr.heard), "nothing leaves while cut"
+        await proxy.restore()
+        want = [f"held-{i}".encode() for i in range(3, 8)]
+        await hr.wait_for(lambda: want[-1] in hr.heard, timeout=20)
+        await sender.broadcast(b"fresh")
+        await hr.wait_for(lambda: b"fresh" in hr.heard)
+        assert [f for f in hr.heard if f.startswith(b"held")] == want, (
+            "the oldest were dropped, order kept"
+        )
+        assert sender.status()["buffered"] == 0
+        assert sender.status()["connected"] is True
+        assert "reconnected to NATS" in caplog.text
+        tg.cancel_scope.cancel()
+
+
+async def test_wrong_token_is_refused(nats_factory: Any) -> None:
+    server = nats_factory(config={"authorization": {"token": "right-token"}})
+    good = factory_for([server.url], token="right-token")
+    async with running(good, 2) as (ts, _):
+        assert await ts[0].request(ts[1].node_id, b"hi") == b"re:hi"
+    for token in ("wrong-token", None):
+        t = NatsTransport(
+            Identity.generate(), NatsOptions(servers=(server.url,), token=token, **FAST)
+        )
+        with anyio.fail_after(15), pytest.raises(TransportError, match=r"(?i)authorization"):
+            await t.run(RecordingHandler(t.node_id))
+
+
+async def test_user_password(nats_factory: Any) -> None:
+    server = nats_factory(config={"authorization": {"user": "alice", "password": "pw"}})
+    async with running(factory_for([server.url], user="alice", password="pw"), 2) as (ts, _):
+        assert await ts[1].request(ts[0].node_id, b"hi") == b"re:hi"
+    t = NatsTransport(
+        Identity.generate(), NatsOptions(servers=(server.url,), user="alice", password="no", **FAST)
+    )
+    with anyio.fail_after(15), pytest.raises(TransportError, match=r"(?i)authorization"):
+        await t.run(RecordingHandler(t.node_id))
+
+
+async def test_network_secret(nats_server: NatsServer) -> None:
+    """Members hear members only; a node without (or with another) secret is refused both ways."""
+    subject = "bacalhau.sec" + os.urandom(4).hex()
+    opts = NatsOptions(servers=(nats_server.url,), subject=subject, **FAST)
+    secrets = [b"s3cret", b"s3cret", b"s3cret", None, b"other"]
+    ts = [NatsTransport(Identity.generate(), opts, secret=s) for s in secrets]
+    hs = [RecordingHandler(t.node_id) for t in ts]
+    members = {t.node_id for t in ts[:3]}
+    async with anyio.create_task_group() as tg:
+        for t, h in zip(ts, hs, strict=True):
+            await tg.start(t.run, h)
+        await eventually(lambda: all(t.peers() == members - {t.node_id} for t in ts[:3]))
+        assert ts[3].peers() == frozenset()
+        assert ts[4].peers() == frozenset()
+        for t in ts:
+            await t.broadcast(f"from-{t.node_id}".encode())
+        for h in hs[:3]:
+            want = {f"from-{m}".encode() for m in members - {h.node_id}}
+            await h.wait_for(lambda h=h, want=want: want <= set(h.heard))
+        await anyio.sleep(0.3)
+        for i, h in enumerate(hs):
+            if i < 3:
+                assert len(h.heard) == 2, "outsiders' broadcasts are not heard"
+            else:
+                assert h.heard == [], "an outsider hears nothing of the private network"
+        with pytest.raises(PeerUnreachable, match="network secret"):
+            await ts[3].request(ts[0].node_id, b"let me in", timeout=5)
+        with pytest.raises(PeerUnreachable):
+            await ts[4].request(ts[0].node_id, b"let me in", timeout=1)
+        with pytest.raises(PeerUnreachable):
+            await ts[0].request(ts[3].node_id, b"hello?", timeout=1)
+        assert hs[0].requests == []
+        assert ts[0].status()["refused"] > 0
+        assert ts[0].status()["private"] is True
+        assert await ts[1].request(ts[0].node_id, b"member") == b"re:member"
+        tg.cancel_scope.cancel()
+
+
+async def test_hostile_packets_are_dropped(nats_server: NatsServer) -> None:
+    """Garbage, forged requests and impossible chunk headers: counted, dropped, no harm done."""
+    factory = factory_for([nats_server.url])
+    async with running(factory, 2) as (ts, hs):
+        t0 = ts[0]
+        assert isinstance(t0, NatsTransport)
+        subject = t0.options.subject
+        raw = await nats.connect(nats_server.url)
+        try:
+            liar = Identity.generate()
+            await raw.publish(subject, b"garbage")
+            await raw.publish(subject, b"\x01" * 60)
+            # A request claiming to come from node 1, signed by someone else.
+            forged = encode_packets(
+                Kind.REQUEST,
+                ts[1].identity.public_key,  # type: ignore[attr-defined]
+                os.urandom(8),
+                b"gimme",
+                max_packet=65536,
+                key=None,
+                extra=liar.sign(b"not the right bytes"),
+            )
+            inbox = raw.new_inbox()
+            await raw.publish(f"{subject}.node.{t0.node_id}", forged[0], reply=inbox)
+            # A chunk that declares a 4 GiB frame, and one out of range.
+            bad = bytearray(
+                encode_packets(
+                    Kind.BROADCAST,
+                    liar.public_key,
+                    b"12345678",
+                    b"x" * 2000,
+                    max_packet=1024,
+                    key=None,
+                )[0]
+            )
+            bad[44:46] = (9999).to_bytes(2, "big")
+            await raw.publish(subject, bytes(bad))
+            await raw.flush()
+        finally:
+            await raw.close()
+        await ts[1].broadcast(b"still fine")
+        await hs[0].wait_for(lambda: b"still fine" in hs[0].heard)
+        assert hs[0].heard == [b"still fine"]
+        assert hs[0].requests == []
+        assert t0.status()["malformed"] >= 3
+        assert await ts[1].request(t0.node_id, b"ok") == b"re:ok"

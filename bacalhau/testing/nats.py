@@ -57,7 +57,7 @@ def find_nats_server() -> str | None:
 
 
 def require_nats_server() -> str:
-    """The binary's path; otherwise skip the calling test (or fail it under BACALHAU_REQUIRE_NATS=1)."""
+    """The binary's path; else skip the calling test (fail it under BACALHAU_REQUIRE_NATS=1)."""
     import pytest
 
     path = find_nats_server()
@@ -155,7 +155,10 @@ class NatsServer:
         conf = self.write_config()
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                [binary, "-c", str(conf)], stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+                [binary, "-c", str(conf)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
             )
         self.wait_healthy(wait)
 
@@ -168,11 +171,13 @@ class NatsServer:
             if self.get("/healthz").get("status") == "ok":
                 return
             if time.monotonic() > deadline:
-                raise RuntimeError(f"nats-server {self.name} not healthy in {wait}s; log:\n{self.tail_log()}")
+                raise RuntimeError(
+                    f"nats-server {self.name} not healthy in {wait}s; log:\n{self.tail_log()}"
+                )
             time.sleep(0.05)
 
     def get(self, path: str) -> dict[str, Any]:
-        """A monitoring endpoint's JSON (``/varz``, ``/routez``, ``/connz``, ...); {} if it fails."""
+        """A monitoring endpoint's JSON (``/varz``, ``/routez``, ``/connz``...); {} on failure."""
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}{path}", timeout=2) as r:
                 data = json.loads(r.read())
@@ -236,13 +241,19 @@ class NatsCluster:
 
 def start_server(directory: Path | None = None, **kwargs: Any) -> NatsServer:
     """Start one server (see :class:`NatsServer` for the keyword arguments)."""
-    server = NatsServer(directory=directory or Path(tempfile.mkdtemp(prefix="bacalhau-nats-")), **kwargs)
+    server = NatsServer(
+        directory=directory or Path(tempfile.mkdtemp(prefix="bacalhau-nats-")), **kwargs
+    )
     server.start()
     return server
 
 
 def start_cluster(
-    n: int = 3, directory: Path | None = None, *, jetstream: bool = False, config: dict[str, Any] | None = None
+    n: int = 3,
+    directory: Path | None = None,
+    *,
+    jetstream: bool = False,
+    config: dict[str, Any] | None = None,
 ) -> NatsCluster:
     """Start ``n`` servers, each routed to all others, and wait until the mesh is up."""
     base = directory or Path(tempfile.mkdtemp(prefix="bacalhau-nats-cluster-"))
@@ -290,7 +301,9 @@ def running_server(directory: Path | None = None, **kwargs: Any) -> Iterator[Nat
 
 
 @contextlib.contextmanager
-def running_cluster(n: int = 3, directory: Path | None = None, **kwargs: Any) -> Iterator[NatsCluster]:
+def running_cluster(
+    n: int = 3, directory: Path | None = None, **kwargs: Any
+) -> Iterator[NatsCluster]:
     """A cluster for the duration of a ``with`` block."""
     cluster = start_cluster(n, directory, **kwargs)
     try:

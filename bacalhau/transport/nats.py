@@ -90,12 +90,16 @@ class NatsOptions:
         jetstream_consumer_ttl: seconds after which the server deletes the durable
             consumer of a node that stayed away.
         buffer_frames / buffer_bytes: bound of the outgoing buffer while disconnected.
+        resend_window: broadcasts sent this many seconds before a lost connection
+            was noticed are sent again after reconnecting (0: never).
         heartbeat: seconds between presence announcements (peers expire after 3).
         connect_timeout: seconds to wait for the first connection before failing.
         reconnect_wait: seconds between reconnect attempts to one server.
         ping_interval: seconds between client pings (detects a dead server).
         max_packet: cap on one NATS message, below the server's ``max_payload``.
         name: connection name shown in NATS monitoring (default: the node id).
+        randomize: try the servers in random order (default: in the order given,
+            so the first URL is the node's home server and the rest are fail-overs).
     """
 
     servers: tuple[str, ...] = ("nats://127.0.0.1:4222",)
@@ -116,12 +120,14 @@ class NatsOptions:
     jetstream_consumer_ttl: float = 86400.0
     buffer_frames: int = 1024
     buffer_bytes: int = 16 * 1024 * 1024
+    resend_window: float = 2.0
     heartbeat: float = 5.0
     connect_timeout: float = 10.0
     reconnect_wait: float = 0.5
     ping_interval: float = 10.0
     max_packet: int | None = None
     name: str | None = None
+    randomize: bool = False
 
     def __attrs_post_init__(self) -> None:
         if not self.servers:
@@ -200,6 +206,7 @@ class NatsTransport(Transport):
     _seen: OrderedDict[bytes, None] = attrs.field(init=False, factory=OrderedDict)
     _reassembler: Reassembler = attrs.field(init=False, factory=Reassembler)
     _buffer: deque[bytes] = attrs.field(init=False, factory=deque)
+    _recent: deque[tuple[float, bytes]] = attrs.field(init=False, factory=deque)
     _buffered_bytes: int = attrs.field(init=False, default=0)
     _wake_flusher: anyio.Event = attrs.field(init=False, factory=anyio.Event)
     _request_slots: anyio.Semaphore = attrs.field(init=False, factory=lambda: anyio.Semaphore(64))
@@ -220,6 +227,7 @@ class NatsTransport(Transport):
                 "duplicates",
                 "reconnects",
                 "replayed",
+                "resent",
             ),
             0,
         ),
@@ -293,6 +301,10 @@ class NatsTransport(Transport):
                 tg.start_soon(self._worker, receive)
                 tg.start_soon(self._flusher)
                 tg.start_soon(self._heartbeats)
+                # nats-py writes a flush's PING straight to the socket, ahead of commands
+                # still queued (our SUBs): only a second round trip proves the server has
+                # our subscriptions, so that a broadcast sent right after start reaches us.
+                await nc.flush(timeout=5)
                 await nc.flush(timeout=5)
                 await self._announce(Kind.HELLO)
                 task_status.started()
@@ -323,8 +335,14 @@ class NatsTransport(Transport):
         async def on_error(exc: Exception) -> None:
             text = str(exc) or type(exc).__name__
             self._last_error = text
-            if not nc.is_connected and _is_auth_error(text):
-                refused.set()
+            if not nc.is_connected and self._nc is None:
+                # A failed first connection: nats-py leaves the socket of every other
+                # failed attempt open, so close it here (closing twice is harmless).
+                transport = getattr(nc, "_transport", None)
+                if transport is not None:
+                    transport.close()
+                if _is_auth_error(text):
+                    refused.set()
             log.debug("NATS error for %s: %s", self.node_id, text)
 
         async def on_disconnect() -> None:
@@ -333,11 +351,13 @@ class NatsTransport(Transport):
                 if self._up.is_set():
                     self._up = anyio.Event()
                 self._warned_full = False
+                self._requeue_recent()
                 log.warning(
                     "node %s lost its NATS connection; reconnecting, and buffering up to %d "
-                    "outgoing events meanwhile",
+                    "outgoing events meanwhile (%d sent just before are queued to go again)",
                     self.node_id,
                     opts.buffer_frames,
+                    len(self._buffer),
                 )
 
         async def on_reconnect() -> None:
@@ -360,6 +380,7 @@ class NatsTransport(Transport):
             "servers": list(opts.servers),
             "name": opts.name or f"bacalhau-{self.node_id}",
             "no_echo": True,
+            "dont_randomize": not opts.randomize,
             "allow_reconnect": True,
             "max_reconnect_attempts": -1,
             "reconnect_time_wait": opts.reconnect_wait,
@@ -690,6 +711,7 @@ class NatsTransport(Transport):
         if nc.is_connected and not self._buffer:
             try:
                 await self._publish(self.options.subject, Kind.BROADCAST, os.urandom(8), frame)
+                self._remember(frame)
                 return
             except nats.errors.Error as exc:
                 log.info("node %s could not publish (%s); buffering", self.node_id, exc)
@@ -723,9 +745,31 @@ class NatsTransport(Transport):
                     await self._publish(self.options.subject, Kind.BROADCAST, os.urandom(8), frame)
                 except nats.errors.Error:
                     break
+                self._remember(frame)
                 if self._buffer and self._buffer[0] is frame:
                     self._buffer.popleft()
                     self._buffered_bytes -= len(frame)
+
+    def _remember(self, frame: bytes) -> None:
+        """Keep what was just sent: a server that dies may have swallowed it."""
+        now = time.monotonic()
+        recent, window = self._recent, self.options.resend_window
+        recent.append((now, frame))
+        while recent and (len(recent) > 256 or recent[0][0] < now - window):
+            recent.popleft()
+
+    def _requeue_recent(self) -> None:
+        """On disconnect: queue again the broadcasts of the last ``resend_window`` seconds.
+
+        Publishes written just before a server died may never have left its socket;
+        receivers deduplicate by frame hash, so sending twice costs only bandwidth.
+        """
+        cutoff = time.monotonic() - self.options.resend_window
+        again = [frame for sent, frame in self._recent if sent >= cutoff]
+        self._recent.clear()
+        self._buffer.extendleft(reversed(again))
+        self._buffered_bytes += sum(len(f) for f in again)
+        self.counters["resent"] += len(again)
 
     async def _heartbeats(self) -> None:
         while True:
