@@ -564,6 +564,24 @@ for _conv in (_wire, _json):
     )
 
 
+def _enum_hook(cls: type[enum.Enum]) -> Any:
+    """Enums are str subclasses: without their own hook the ``str`` hook would let any text in."""
+
+    def hook(value: Any, _: Any) -> Any:
+        try:
+            return cls(value)
+        except ValueError:
+            allowed = ", ".join(str(m.value) for m in cls)
+            raise ValidationError(f"expected one of {allowed}, got {value!r}") from None
+
+    return hook
+
+
+for _conv in (_wire, _json):
+    for _enum in (JobState, ExecutionState):
+        _conv.register_structure_hook(_enum, _enum_hook(_enum))
+
+
 def _mapping_first(conv: cattrs.Converter) -> None:
     """Give attrs classes a clear error when handed a non-mapping."""
 
