@@ -555,8 +555,15 @@ def _strict_number(kind: type) -> Any:
     return hook
 
 
+def _strict_bool(value: Any, _: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValidationError(f"expected true or false, got {type(value).__name__}")
+    return value
+
+
 for _conv in (_wire, _json):
     _conv.register_structure_hook(str, _strict_str)
+    _conv.register_structure_hook(bool, _strict_bool)
     _conv.register_structure_hook(int, _strict_number(int))
     _conv.register_structure_hook(float, _strict_number(float))
     _conv.register_structure_hook_func(
