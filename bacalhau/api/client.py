@@ -1,0 +1,602 @@
+"""The Python client of a node's HTTP API: :class:`Client` (async) and :class:`SyncClient`.
+
+::
+
+    async with bacalhau.Client("127.0.0.1:1234") as client:
+        job_id = await client.submit(bacalhau.JobSpec.noop(stdout="hi"))
+        result = await client.wait(job_id, timeout=60)
+        print(result.state, result.cid)
+
+    with bacalhau.api.client.SyncClient() as client:      # for scripts
+        print(client.node_info().node_id)
+
+The address comes from the argument, else ``BACALHAU_API``, else
+``127.0.0.1:1234``; the token from the argument, else ``BACALHAU_API_TOKEN``.
+Errors are :mod:`bacalhau.errors` exceptions: :class:`~bacalhau.errors.NodeUnreachable`
+when no node answers, :class:`~bacalhau.errors.JobNotFound`,
+:class:`~bacalhau.errors.ValidationError` (with ``field``),
+:class:`~bacalhau.errors.BlockNotFound`, and :class:`~bacalhau.errors.ApiError`
+(``status``, ``code``) for the rest.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import os
+import tempfile
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from pathlib import Path
+from types import TracebackType
+from typing import Any, TypeVar
+
+import anyio
+import anyio.from_thread
+import anyio.to_thread
+import httpx
+
+from ..errors import (
+    ApiError,
+    BacalhauError,
+    BlockNotFound,
+    JobNotFound,
+    NodeUnreachable,
+    ValidationError,
+)
+from ..models import JobResult, JobSpec, JobState, NodeInfo, from_json_data, to_json_data
+from .schemas import (
+    API_PREFIX,
+    CancelRequest,
+    CarImported,
+    DataAdded,
+    DataEntry,
+    ErrorBody,
+    EventLine,
+    GcResult,
+    Health,
+    JobList,
+    LogChunk,
+    PinList,
+    ResultsList,
+    SubmitRequest,
+    SubmitResponse,
+)
+
+__all__ = ["DEFAULT_API", "Client", "SyncClient", "api_url"]
+
+DEFAULT_API = "127.0.0.1:1234"
+STREAM_READ_TIMEOUT = 60.0
+"""Seconds a stream may stay silent (the server sends a keep-alive every 15 s)."""
+UPLOAD_CHUNK = 1024 * 1024
+
+T = TypeVar("T")
+
+
+def api_url(address: str | None = None) -> str:
+    """``HOST:PORT``, ``:PORT``, ``HOST`` or an ``http(s)://`` URL -> a base URL.
+
+    ``None`` means ``BACALHAU_API``, else ``127.0.0.1:1234``.
+
+    Raises:
+        ValidationError: not an address.
+    """
+    text = (address or os.environ.get("BACALHAU_API") or DEFAULT_API).strip()
+    if "://" in text:
+        url = httpx.URL(text)
+        if url.scheme not in ("http", "https") or not url.host:
+            raise ValidationError(f"not an API address: {text!r} (try 127.0.0.1:1234)",
+                                  field="api")
+        return text.rstrip("/")
+    host, sep, port = text.rpartition(":")
+    if not sep or (host.startswith("[") != host.endswith("]")):
+        host, port = text, "1234"
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValidationError(f"not an API address: {text!r} (try 127.0.0.1:1234)", field="api")
+    host = host or "127.0.0.1"
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return f"http://{host}:{int(port)}"
+
+
+def _raise_for(response: httpx.Response, body: bytes) -> None:
+    """Raise the error an error response stands for."""
+    try:
+        detail = from_json_data(json.loads(body), ErrorBody).error
+        message, code, field = detail.message, detail.code, detail.field
+    except (ValueError, BacalhauError):
+        text = body[:300].decode("utf-8", "replace").strip()
+        message, code, field = f"HTTP {response.status_code}: {text}", "http_error", None
+    if code == "job_not_found":
+        raise JobNotFound(message)
+    if code == "block_not_found":
+        raise BlockNotFound(message)
+    if code == "validation_error":
+        error = ValidationError(message)
+        error.field = field
+        raise error
+    raise ApiError(message, status=response.status_code, code=code)
+
+
+class Client:
+    """Async client of one node's API. Use ``async with Client(...) as client:``.
+
+    Args:
+        api: the node's address (``HOST:PORT`` or URL); default ``BACALHAU_API``
+            or ``127.0.0.1:1234``.
+        token: bearer token; default ``BACALHAU_API_TOKEN``.
+        timeout: seconds for one request (streams may idle for longer).
+        transport: an httpx transport (e.g. ``httpx.ASGITransport`` in tests).
+    """
+
+    def __init__(
+        self,
+        api: str | None = None,
+        *,
+        token: str | None = None,
+        timeout: float = 30.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.url = api_url(api)
+        token = token if token is not None else os.environ.get("BACALHAU_API_TOKEN")
+        headers = {"user-agent": "bacalhau-py"}
+        if token:
+            headers["authorization"] = f"Bearer {token}"
+        self.timeout = timeout
+        self._http = httpx.AsyncClient(
+            base_url=self.url + API_PREFIX, headers=headers, timeout=timeout,
+            transport=transport, follow_redirects=False,
+        )
+
+    def __repr__(self) -> str:
+        return f"Client({self.url})"
+
+    async def __aenter__(self) -> Client:
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    # --- plumbing -------------------------------------------------------------------------
+
+    def _unreachable(self, exc: httpx.HTTPError) -> NodeUnreachable:
+        if isinstance(exc, httpx.TimeoutException):
+            why = f"did not answer in time ({type(exc).__name__})"
+        else:
+            why = f"could not be reached ({exc or type(exc).__name__})"
+        return NodeUnreachable(
+            f"the node at {self.url} {why}; start one with 'bacalhau serve' or "
+            "'bacalhau devstack', or pick another with --api HOST:PORT or BACALHAU_API"
+        )
+
+    async def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            response = await self._http.request(method, path, **kwargs)
+        except httpx.HTTPError as exc:
+            raise self._unreachable(exc) from None
+        if response.status_code >= 400:
+            _raise_for(response, response.content)
+        return response
+
+    async def _get(self, path: str, cls: type[T], **kwargs: Any) -> T:
+        response = await self._request("GET", path, **kwargs)
+        return from_json_data(response.json(), cls, what="response")
+
+    async def _post(self, path: str, cls: type[T], body: Any = None, **kwargs: Any) -> T:
+        if body is not None:
+            kwargs["content"] = json.dumps(to_json_data(body)).encode()
+            kwargs.setdefault("headers", {})["content-type"] = "application/json"
+        response = await self._request("POST", path, **kwargs)
+        return from_json_data(response.json(), cls, what="response")
+
+    @contextlib.asynccontextmanager
+    async def _stream(self, method: str, path: str, **kwargs: Any
+                      ) -> AsyncIterator[httpx.Response]:
+        timeout = httpx.Timeout(self.timeout, read=max(self.timeout, STREAM_READ_TIMEOUT))
+        try:
+            async with self._http.stream(method, path, timeout=timeout, **kwargs) as response:
+                if response.status_code >= 400:
+                    _raise_for(response, await response.aread())
+                yield response
+        except httpx.HTTPError as exc:
+            raise self._unreachable(exc) from None
+
+    async def _lines(self, path: str, cls: type[T], params: dict[str, Any]) -> AsyncIterator[T]:
+        async with self._stream("GET", path, params=params) as response:
+            async for line in response.aiter_lines():
+                if line.strip():
+                    yield from_json_data(json.loads(line), cls, what="stream line")
+
+    # --- node -----------------------------------------------------------------------------
+
+    async def health(self) -> Health:
+        """The node is up (raises NodeUnreachable if not)."""
+        return await self._get("/health", Health)
+
+    async def node_info(self) -> NodeInfo:
+        """The node's id, peers, capacity, executors, verifiers, publishers and storage."""
+        return await self._get("/node", NodeInfo)
+
+    # --- jobs -----------------------------------------------------------------------------
+
+    async def submit(self, spec: JobSpec) -> str:
+        """Submit ``spec`` (the node becomes its requester); return the job id at once."""
+        return (await self._post("/jobs", SubmitResponse, SubmitRequest(spec))).job_id
+
+    async def list_jobs(
+        self,
+        *,
+        state: str | JobState | Iterable[str | JobState] | None = None,
+        label: str | None = None,
+        engine: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> JobList:
+        """A page of the node's jobs, newest first, filtered by state, label and engine."""
+        params: dict[str, Any] = {"limit": limit, "offset": offset}
+        if state is not None:
+            states = [state] if isinstance(state, str) else list(state)
+            params["state"] = ",".join(str(JobState(s).value) for s in states)
+        if label is not None:
+            params["label"] = label
+        if engine is not None:
+            params["engine"] = engine
+        return await self._get("/jobs", JobList, params=params)
+
+    async def describe(self, job_id: str) -> JobResult:
+        """The job (by id or unique prefix): spec, state, executions, events."""
+        return await self._get(f"/jobs/{_quote(job_id)}", JobResult)
+
+    async def results(self, job_id: str) -> ResultsList:
+        """Where the job's accepted results were published."""
+        return await self._get(f"/jobs/{_quote(job_id)}/results", ResultsList)
+
+    async def cancel(self, job_id: str, reason: str = "cancelled by the user") -> JobState:
+        """Cancel a live job; return its state after. ApiError ``job_finished`` if it ended."""
+        path = f"/jobs/{_quote(job_id)}/cancel"
+        return (await self._post(path, SubmitResponse, CancelRequest(reason))).state
+
+    async def events(self, job_id: str, *, follow: bool = True) -> AsyncIterator[EventLine]:
+        """The job's events from the start; with ``follow``, new ones until the job ends."""
+        params = {"follow": "true" if follow else "false"}
+        async for line in self._lines(f"/jobs/{_quote(job_id)}/events", EventLine, params):
+            yield line
+
+    async def logs(
+        self, job_id: str, *, follow: bool = False, node: str | None = None,
+        stream: str | None = None,
+    ) -> AsyncIterator[LogChunk]:
+        """Each finished execution's stdout and stderr; with ``follow``, until the job ends."""
+        params: dict[str, Any] = {"follow": "true" if follow else "false"}
+        if node:
+            params["node"] = node
+        if stream:
+            params["stream"] = stream
+        async for chunk in self._lines(f"/jobs/{_quote(job_id)}/logs", LogChunk, params):
+            yield chunk
+
+    async def wait(
+        self,
+        job_id: str,
+        *,
+        timeout: float | None = None,  # noqa: ASYNC109 - as Node.run_job and JobHandle.wait
+        on_event: Callable[[EventLine], Awaitable[None] | None] | None = None,
+    ) -> JobResult:
+        """Follow the job's events until it ends; return the final :class:`JobResult`.
+
+        ``on_event`` sees each event once, in order (history first).
+
+        Raises:
+            TimeoutError: not ended within ``timeout`` seconds (the job goes on).
+        """
+        seen = 0
+        try:
+            with anyio.fail_after(timeout):
+                while True:
+                    index = 0
+                    async for line in self.events(job_id, follow=True):
+                        index += 1
+                        if index > seen:
+                            seen = index
+                            if on_event is not None:
+                                maybe = on_event(line)
+                                if maybe is not None:
+                                    await maybe
+                    result = await self.describe(job_id)
+                    if result.state.terminal:
+                        return result
+                    await anyio.sleep(0.5)  # the stream ended early (node stopping?): retry
+        except TimeoutError:
+            raise TimeoutError(f"job {job_id} did not end within {timeout:g}s") from None
+
+    async def run(
+        self, spec: JobSpec, *, timeout: float | None = None  # noqa: ASYNC109 - as Node.run_job
+    ) -> JobResult:
+        """Submit and wait: the one-line way to run a job through a node."""
+        return await self.wait(await self.submit(spec), timeout=timeout)
+
+    # --- data -----------------------------------------------------------------------------
+
+    async def add_bytes(
+        self, data: bytes | AsyncIterable[bytes], *, name: str | None = None,
+        cid_version: int = 0,
+    ) -> DataAdded:
+        """Store bytes as one file on the node (pinned). The CID is what ``ipfs add`` gives."""
+        params: dict[str, Any] = {"cid_version": cid_version}
+        if name is not None:
+            params["name"] = name
+        response = await self._request(
+            "POST", "/data", params=params, content=data,
+            headers={"content-type": "application/octet-stream"},
+        )
+        return from_json_data(response.json(), DataAdded, what="response")
+
+    async def add_file(self, path: str | os.PathLike[str], *, cid_version: int = 0) -> DataAdded:
+        """Stream a local file to the node (pinned); its CID is what ``ipfs add FILE`` prints."""
+        return await self.add_bytes(_read_file(Path(path)), cid_version=cid_version)
+
+    async def add_path(
+        self, path: str | os.PathLike[str], *, cid_version: int = 0,
+        raw_leaves: bool | None = None, hidden: bool = False, wrap_with_directory: bool = False,
+    ) -> str:
+        """Add a file or a whole directory tree; return the root CID (``ipfs add -r``'s).
+
+        The DAG is built here and sent as one CAR archive the node verifies block by block.
+        """
+        from ..storage.ipfs.blockstore import BlockStore
+        from ..storage.ipfs.car import export_car
+        from ..storage.ipfs.importer import add_path
+
+        with tempfile.TemporaryDirectory(prefix="bacalhau-add-") as tmp:
+            store = BlockStore(Path(tmp) / "blocks")
+            cid = await add_path(store, path, cid_version=cid_version, raw_leaves=raw_leaves,
+                                 hidden=hidden, wrap_with_directory=wrap_with_directory)
+            car = Path(tmp) / "upload.car"
+            await export_car(store, cid, car)
+            roots = await self.import_car(car)
+        if cid not in roots:
+            raise ApiError(f"the node imported {roots}, not {cid}", code="unexpected_answer")
+        return cid
+
+    async def import_car(self, path: str | os.PathLike[str]) -> tuple[str, ...]:
+        """Upload a CARv1 file; the node checks every block and pins the roots."""
+        response = await self._request(
+            "POST", "/data/car", content=_read_file(Path(path)),
+            headers={"content-type": "application/vnd.ipld.car"},
+        )
+        return from_json_data(response.json(), CarImported, what="response").roots
+
+    async def cat(self, cid: str, *, path: str | None = None) -> AsyncIterator[bytes]:
+        """Stream a file's bytes through the node (which fetches missing blocks from peers)."""
+        params = {"path": path} if path else None
+        async with self._stream("GET", f"/data/{_quote(cid)}/cat", params=params) as response:
+            async for piece in response.aiter_bytes():
+                yield piece
+
+    async def ls(self, cid: str, *, path: str | None = None) -> list[DataEntry]:
+        """A directory's entries (a file lists itself with name ``""``)."""
+        params = {"path": path} if path else None
+        response = await self._request("GET", f"/data/{_quote(cid)}/ls", params=params)
+        return [from_json_data(e, DataEntry, what="entry") for e in response.json()]
+
+    async def export_car(self, cid: str, dest: str | os.PathLike[str]) -> Path:
+        """Save the whole DAG under ``cid`` as a CARv1 file at ``dest``."""
+        dest = Path(dest)
+        part = dest.with_name(f".{dest.name}.part")
+        try:
+            async with (
+                self._stream("GET", f"/data/{_quote(cid)}/car") as response,
+                await anyio.open_file(part, "wb") as fh,
+            ):
+                async for piece in response.aiter_bytes():
+                    await fh.write(piece)
+            await anyio.Path(part).replace(dest)
+        finally:
+            await anyio.Path(part).unlink(missing_ok=True)
+        return dest
+
+    async def download(self, cid: str, dest: str | os.PathLike[str]) -> Path:
+        """Fetch the DAG under ``cid`` and write its files to ``dest``, verified.
+
+        Every block is hash-checked against its CID and the tree is walked from
+        ``cid`` itself, so what lands on disk is exactly what ``cid`` names.
+        ``dest`` must not exist, or be an empty directory.
+
+        Raises:
+            StorageError / CorruptBlock / BlockNotFound: the data is damaged or incomplete.
+        """
+        from ..storage.ipfs.blockstore import BlockStore
+        from ..storage.ipfs.car import import_car
+        from ..storage.ipfs.exporter import export_to_path
+
+        with tempfile.TemporaryDirectory(prefix="bacalhau-get-") as tmp:
+            car = await self.export_car(cid, Path(tmp) / "download.car")
+            store = BlockStore(Path(tmp) / "blocks")
+            await import_car(store, car, pin=False)
+            await anyio.Path(car).unlink()
+            return await export_to_path(store, cid, Path(dest))
+
+    async def get_results(self, job_id: str, dest: str | os.PathLike[str]) -> tuple[str, Path]:
+        """Download and verify the job's published results to ``dest``; return (CID, dest).
+
+        Raises:
+            JobFailed: the job has no published results (it failed, or ended without).
+        """
+        from ..errors import JobFailed
+
+        result = await self.describe(job_id)
+        cid = result.cid
+        if cid is None:
+            if not result.state.terminal:
+                raise JobFailed(f"job {result.job_id} is still {result.state.value}; "
+                                "wait for it ('bacalhau describe' shows its progress)")
+            raise JobFailed(f"job {result.job_id} {result.state.value} with no results "
+                            f"published to a CID: {result.reason or 'see bacalhau describe'}")
+        return cid, await self.download(cid, dest)
+
+    async def pins(self) -> dict[str, str]:
+        return (await self._get("/data/pins", PinList)).pins
+
+    async def pin(self, cid: str) -> dict[str, str]:
+        """Fetch the DAG under ``cid`` onto the node and pin it; return the pins."""
+        return (await self._post(f"/data/{_quote(cid)}/pin", PinList)).pins
+
+    async def unpin(self, cid: str) -> dict[str, str]:
+        response = await self._request("DELETE", f"/data/{_quote(cid)}/pin")
+        return from_json_data(response.json(), PinList, what="response").pins
+
+    async def gc(self) -> int:
+        """Remove unpinned blocks from the node; return how many."""
+        return (await self._post("/data/gc", GcResult)).removed
+
+
+def _quote(segment: str) -> str:
+    from urllib.parse import quote
+
+    if not segment:
+        raise ValidationError("must not be empty", field="id")
+    return quote(segment, safe="")
+
+
+async def _read_file(path: Path) -> AsyncIterator[bytes]:
+    try:
+        async with await anyio.open_file(path, "rb") as fh:
+            while chunk := await fh.read(UPLOAD_CHUNK):
+                yield chunk
+    except OSError as exc:
+        raise ValidationError(f"cannot read {path}: {exc.strerror or exc}", field="path") from None
+
+
+# --- the sync facade ---------------------------------------------------------------------
+
+
+class SyncClient:
+    """The :class:`Client` for scripts without an event loop.
+
+    It runs an event loop on a worker thread (anyio's blocking portal) for as
+    long as it is open; use ``with SyncClient(...) as client:`` or call
+    :meth:`close`. Methods and arguments are the Client's; async iterators
+    become plain iterators.
+    """
+
+    def __init__(self, api: str | None = None, **options: Any) -> None:
+        self._stack = contextlib.ExitStack()
+        self._portal = self._stack.enter_context(anyio.from_thread.start_blocking_portal())
+        try:
+            self._client = Client(api, **options)
+        except BaseException:
+            self._stack.close()
+            raise
+        self.url = self._client.url
+
+    def __repr__(self) -> str:
+        return f"SyncClient({self.url})"
+
+    def __enter__(self) -> SyncClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        try:
+            self._portal.call(self._client.aclose)
+        finally:
+            self._stack.close()
+
+    def _call(self, fn: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T:
+        return self._portal.call(functools.partial(fn, *args, **kwargs))
+
+    def _iterate(self, agen: AsyncIterator[T]) -> Iterator[T]:
+        try:
+            while True:
+                try:
+                    yield self._portal.call(agen.__anext__)
+                except StopAsyncIteration:
+                    return
+        finally:
+            aclose = getattr(agen, "aclose", None)
+            if aclose is not None:
+                self._portal.call(aclose)
+
+    def health(self) -> Health:
+        return self._call(self._client.health)
+
+    def node_info(self) -> NodeInfo:
+        return self._call(self._client.node_info)
+
+    def submit(self, spec: JobSpec) -> str:
+        return self._call(self._client.submit, spec)
+
+    def list_jobs(self, **filters: Any) -> JobList:
+        return self._call(self._client.list_jobs, **filters)
+
+    def describe(self, job_id: str) -> JobResult:
+        return self._call(self._client.describe, job_id)
+
+    def results(self, job_id: str) -> ResultsList:
+        return self._call(self._client.results, job_id)
+
+    def cancel(self, job_id: str, reason: str = "cancelled by the user") -> JobState:
+        return self._call(self._client.cancel, job_id, reason)
+
+    def events(self, job_id: str, *, follow: bool = True) -> Iterator[EventLine]:
+        return self._iterate(self._client.events(job_id, follow=follow))
+
+    def logs(self, job_id: str, **options: Any) -> Iterator[LogChunk]:
+        return self._iterate(self._client.logs(job_id, **options))
+
+    def wait(self, job_id: str, *, timeout: float | None = None) -> JobResult:
+        return self._call(self._client.wait, job_id, timeout=timeout)
+
+    def run(self, spec: JobSpec, *, timeout: float | None = None) -> JobResult:
+        return self._call(self._client.run, spec, timeout=timeout)
+
+    def add_bytes(self, data: bytes, **options: Any) -> DataAdded:
+        return self._call(self._client.add_bytes, data, **options)
+
+    def add_file(self, path: str | os.PathLike[str], **options: Any) -> DataAdded:
+        return self._call(self._client.add_file, path, **options)
+
+    def add_path(self, path: str | os.PathLike[str], **options: Any) -> str:
+        return self._call(self._client.add_path, path, **options)
+
+    def import_car(self, path: str | os.PathLike[str]) -> tuple[str, ...]:
+        return self._call(self._client.import_car, path)
+
+    def cat(self, cid: str, *, path: str | None = None) -> bytes:
+        """The whole file (use :meth:`Client.cat` to stream a large one)."""
+
+        async def read() -> bytes:
+            return b"".join([p async for p in self._client.cat(cid, path=path)])
+
+        return self._call(read)
+
+    def ls(self, cid: str, *, path: str | None = None) -> list[DataEntry]:
+        return self._call(self._client.ls, cid, path=path)
+
+    def export_car(self, cid: str, dest: str | os.PathLike[str]) -> Path:
+        return self._call(self._client.export_car, cid, dest)
+
+    def download(self, cid: str, dest: str | os.PathLike[str]) -> Path:
+        return self._call(self._client.download, cid, dest)
+
+    def get_results(self, job_id: str, dest: str | os.PathLike[str]) -> tuple[str, Path]:
+        return self._call(self._client.get_results, job_id, dest)
+
+    def pins(self) -> dict[str, str]:
+        return self._call(self._client.pins)
+
+    def pin(self, cid: str) -> dict[str, str]:
+        return self._call(self._client.pin, cid)
+
+    def unpin(self, cid: str) -> dict[str, str]:
+        return self._call(self._client.unpin, cid)
+
+    def gc(self) -> int:
+        return self._call(self._client.gc)

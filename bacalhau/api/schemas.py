@@ -1,0 +1,324 @@
+"""The HTTP API's bodies as frozen values, and their JSON Schemas for ``/openapi.json``.
+
+Every request and response body is one of the ``@attrs.frozen`` classes here
+(or a model from :mod:`bacalhau.models`), converted with
+:func:`~bacalhau.models.to_json_data` / :func:`~bacalhau.models.from_json_data`,
+so the server, the client and the OpenAPI document cannot drift apart: the
+schemas are generated from the same classes (:func:`schema_for`).
+"""
+
+from __future__ import annotations
+
+import enum
+import types
+import typing
+from typing import Any, Union
+
+import attrs
+
+from ..models import (
+    JobEvent,
+    JobResult,
+    JobSpec,
+    JobState,
+    NodeInfo,
+    StorageRef,
+)
+
+__all__ = [
+    "API_PREFIX",
+    "CancelRequest",
+    "CarImported",
+    "DataAdded",
+    "DataEntry",
+    "ErrorBody",
+    "ErrorDetail",
+    "EventLine",
+    "GcResult",
+    "Health",
+    "JobList",
+    "JobSummary",
+    "LogChunk",
+    "PinList",
+    "PublishedResult",
+    "ResultsList",
+    "SubmitRequest",
+    "SubmitResponse",
+    "component_schemas",
+    "schema_for",
+    "summarize",
+]
+
+API_PREFIX = "/api/v1"
+
+
+@attrs.frozen
+class SubmitRequest:
+    """``POST /api/v1/jobs``: the job to run, with this node as its requester."""
+
+    spec: JobSpec
+
+
+@attrs.frozen
+class SubmitResponse:
+    """The new job's id (use it, or a unique prefix of it, everywhere else)."""
+
+    job_id: str
+    state: JobState
+
+
+@attrs.frozen
+class CancelRequest:
+    """``POST /api/v1/jobs/{job_id}/cancel``: why (shown in the job's history)."""
+
+    reason: str = "cancelled by the user"
+
+
+@attrs.frozen
+class JobSummary:
+    """One line of ``GET /api/v1/jobs``."""
+
+    job_id: str
+    state: JobState
+    engine: str
+    created_at: float
+    reason: str
+    labels: tuple[str, ...]
+    executions: int
+    cid: str | None = None
+
+
+@attrs.frozen
+class JobList:
+    """A page of jobs, newest first. ``total`` counts every job matching the filters."""
+
+    jobs: tuple[JobSummary, ...]
+    total: int
+    offset: int
+    limit: int
+
+
+@attrs.frozen
+class EventLine:
+    """One line of the NDJSON event stream: an event and the job's state after it."""
+
+    event: JobEvent
+    state: JobState
+
+
+@attrs.frozen
+class LogChunk:
+    """One line of the NDJSON log stream: a piece of one execution's ``stdout``/``stderr``.
+
+    ``complete`` is False when ``data`` is only the head the node was told of
+    (16 KiB) because the full log could not be read from the published results.
+    """
+
+    node_id: str
+    stream: str
+    data: str
+    complete: bool = True
+
+
+@attrs.frozen
+class PublishedResult:
+    """Where one accepted execution's results were published."""
+
+    node_id: str
+    ref: StorageRef
+
+
+@attrs.frozen
+class ResultsList:
+    """``GET /api/v1/jobs/{job_id}/results``."""
+
+    job_id: str
+    state: JobState
+    results: tuple[PublishedResult, ...]
+
+
+@attrs.frozen
+class DataAdded:
+    """``POST /api/v1/data``: the root CID of what was stored (pinned) and its size."""
+
+    cid: str
+    size: int
+
+
+@attrs.frozen
+class CarImported:
+    """``POST /api/v1/data/car``: the archive's roots, now stored and pinned."""
+
+    roots: tuple[str, ...]
+
+
+@attrs.frozen
+class DataEntry:
+    """One entry of ``GET /api/v1/data/{cid}/ls`` (a file lists itself with name ``""``)."""
+
+    name: str
+    cid: str
+    type: str
+    size: int | None = None
+
+
+@attrs.frozen
+class PinList:
+    """The node's pins: root CID -> ``recursive``."""
+
+    pins: dict[str, str]
+
+
+@attrs.frozen
+class GcResult:
+    """How many unpinned blocks ``POST /api/v1/data/gc`` removed."""
+
+    removed: int
+
+
+@attrs.frozen
+class Health:
+    """``GET /api/v1/health``: the node is up."""
+
+    status: str
+    node_id: str
+    version: str
+
+
+@attrs.frozen
+class ErrorDetail:
+    """What went wrong: a stable ``code``, a ``message`` for people, the ``field`` to fix."""
+
+    code: str
+    message: str
+    field: str | None = None
+
+
+@attrs.frozen
+class ErrorBody:
+    """Every 4xx/5xx answer of the API has this body."""
+
+    error: ErrorDetail
+
+
+def summarize(result: JobResult) -> JobSummary:
+    """The list line for a job."""
+    return JobSummary(
+        job_id=result.job_id,
+        state=result.state,
+        engine=result.spec.engine.type,
+        created_at=result.events[0].time if result.events else 0.0,
+        reason=result.reason,
+        labels=result.spec.labels,
+        executions=len(result.executions),
+        cid=result.cid,
+    )
+
+
+# --- JSON Schema from attrs classes ------------------------------------------------------
+
+_SCALARS: dict[Any, dict[str, Any]] = {
+    str: {"type": "string"},
+    int: {"type": "integer"},
+    float: {"type": "number"},
+    bool: {"type": "boolean"},
+    bytes: {"type": "string", "format": "byte"},
+    Any: {},
+}
+
+
+def _ref(cls: type) -> dict[str, Any]:
+    return {"$ref": f"#/components/schemas/{cls.__name__}"}
+
+
+def _type_schema(tp: Any, found: dict[str, type]) -> dict[str, Any]:
+    if tp in _SCALARS:
+        return dict(_SCALARS[tp])
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (Union, types.UnionType):
+        members = [a for a in args if a is not type(None)]
+        inner = (
+            _type_schema(members[0], found)
+            if len(members) == 1
+            else {"anyOf": [_type_schema(m, found) for m in members]}
+        )
+        if len(members) < len(args):
+            return {"anyOf": [inner, {"type": "null"}]} if "$ref" in inner else _nullable(inner)
+        return inner
+    if origin in (tuple, list):
+        item = args[0] if args else Any
+        return {"type": "array", "items": _type_schema(item, found)}
+    if origin is dict:
+        value = args[1] if len(args) == 2 else Any
+        return {"type": "object", "additionalProperties": _type_schema(value, found)}
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        found.setdefault(tp.__name__, tp)
+        return _ref(tp)
+    if isinstance(tp, type) and attrs.has(tp):
+        found.setdefault(tp.__name__, tp)
+        return _ref(tp)
+    raise TypeError(f"no JSON Schema for {tp!r}")
+
+
+def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
+    if "type" in schema and isinstance(schema["type"], str):
+        return {**schema, "type": [schema["type"], "null"]}
+    return {"anyOf": [schema, {"type": "null"}]}
+
+
+def schema_for(cls: type, found: dict[str, type] | None = None) -> dict[str, Any]:
+    """The JSON Schema of an attrs class or enum (nested classes as ``$ref``s into ``found``)."""
+    found = {} if found is None else found
+    if issubclass(cls, enum.Enum):
+        return {"type": "string", "enum": [m.value for m in cls]}
+    hints = typing.get_type_hints(cls)
+    properties: dict[str, Any] = {}
+    required: list[str] = []
+    for field in attrs.fields(cls):  # type: ignore[arg-type]  # attrs.has(cls) by contract
+        properties[field.name] = _type_schema(hints[field.name], found)
+        if field.default is attrs.NOTHING:
+            required.append(field.name)
+    schema: dict[str, Any] = {
+        "type": "object",
+        "properties": properties,
+        "additionalProperties": False,
+    }
+    doc = (cls.__doc__ or "").strip().split("\n\n")[0]
+    if doc:
+        schema["description"] = " ".join(doc.split())
+    if required:
+        schema["required"] = required
+    return schema
+
+
+def component_schemas(roots: list[type]) -> dict[str, Any]:
+    """Schemas of ``roots`` and every class they reach, by class name."""
+    found: dict[str, type] = {cls.__name__: cls for cls in roots}
+    out: dict[str, Any] = {}
+    while len(out) < len(found):
+        for name, cls in list(found.items()):
+            if name not in out:
+                out[name] = schema_for(cls, found)
+    return dict(sorted(out.items()))
+
+
+API_MODELS: list[type] = [
+    SubmitRequest,
+    SubmitResponse,
+    CancelRequest,
+    JobSummary,
+    JobList,
+    JobResult,
+    EventLine,
+    LogChunk,
+    ResultsList,
+    DataAdded,
+    CarImported,
+    DataEntry,
+    PinList,
+    GcResult,
+    Health,
+    NodeInfo,
+    ErrorBody,
+]
