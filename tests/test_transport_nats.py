@@ -320,3 +320,121 @@ async def test_hostile_packets_are_dropped(nats_server: NatsServer) -> None:
         assert hs[0].requests == []
         assert t0.status()["malformed"] >= 3
         assert await ts[1].request(t0.node_id, b"ok") == b"re:ok"
+
+
+async def test_jetstream_catch_up_after_restart(nats_server: NatsServer) -> None:
+    """A node restarted with the same key receives the broadcasts it missed, once each."""
+    opts = NatsOptions(
+        servers=(nats_server.url,),
+        subject="bacalhau.js" + os.urandom(4).hex(),
+        jetstream=True,
+        **FAST,
+    )
+    alice, bob_key = NatsTransport(Identity.generate(), opts), Identity.generate()
+    ha = RecordingHandler(alice.node_id)
+    async with anyio.create_task_group() as tg:
+        await tg.start(alice.run, ha)
+        async with anyio.create_task_group() as bob_tg:
+            bob = NatsTransport(bob_key, opts)
+            hb = RecordingHandler(bob.node_id)
+            await bob_tg.start(bob.run, hb)
+            await alice.broadcast(b"seen")
+            await hb.wait_for(lambda: b"seen" in hb.heard)
+            await eventually(lambda: bob.status()["duplicates"] == 1)  # the stream's copy
+            bob_tg.cancel_scope.cancel()
+        missed = [f"missed-{i}".encode() for i in range(5)] + [os.urandom(2_500_000)]
+        for frame in missed:
+            await alice.broadcast(frame)
+        newcomer = NatsTransport(Identity.generate(), opts)
+        hn = RecordingHandler(newcomer.node_id)
+        await tg.start(newcomer.run, hn)
+        bob = NatsTransport(bob_key, opts)
+        hb = RecordingHandler(bob.node_id)
+        await tg.start(bob.run, hb)
+        await hb.wait_for(lambda: set(missed) <= set(hb.heard))
+        assert hb.heard == missed, "in order, once each, and not what it had already acked"
+        assert bob.status()["replayed"] == len(missed)
+        await alice.broadcast(b"live")
+        await hb.wait_for(lambda: b"live" in hb.heard)
+        await hn.wait_for(lambda: b"live" in hn.heard)
+        assert hn.heard == [b"live"], "a new node starts from now, not from the stream's history"
+        tg.cancel_scope.cancel()
+
+
+async def test_jetstream_refused_without_jetstream(nats_factory: Any) -> None:
+    server = nats_factory(jetstream=False)
+    t = NatsTransport(
+        Identity.generate(), NatsOptions(servers=(server.url,), jetstream=True, **FAST)
+    )
+    with anyio.fail_after(20), pytest.raises(TransportError, match="JetStream"):
+        await t.run(RecordingHandler(t.node_id))
+
+
+async def test_tls_with_client_certificates(nats_factory: Any, tmp_path: Any) -> None:
+    from bacalhau.testing.nats import make_tls_files
+
+    files = make_tls_files(tmp_path / "tls")
+    server = nats_factory(
+        config={
+            "tls": {
+                "cert_file": files["server_cert"],
+                "key_file": files["server_key"],
+                "ca_file": files["ca"],
+                "verify": True,
+            }
+        }
+    )
+    assert server.url.startswith("tls://")
+    tls = {"tls_ca": files["ca"], "tls_cert": files["client_cert"], "tls_key": files["client_key"]}
+    async with running(factory_for([server.url], **tls), 2) as (ts, _):
+        assert await ts[0].request(ts[1].node_id, b"over tls") == b"re:over tls"
+    refused = {
+        "no client certificate": {"tls_ca": files["ca"]},
+        "server not trusted": {**tls, "tls_ca": files["other_ca"]},
+    }
+    for options in refused.values():
+        t = NatsTransport(
+            Identity.generate(), NatsOptions(servers=(server.url,), **options, **FAST)
+        )
+        with anyio.fail_after(20), pytest.raises(TransportError, match="could not connect"):
+            await t.run(RecordingHandler(t.node_id))
+
+
+def _user_nkey_seed(raw: bytes) -> str:
+    """Encode 32 random bytes as an nkey user seed (``SU...``): base32 + CRC16/XMODEM."""
+    import base64
+    import binascii
+    import struct
+
+    seed_prefix, user_prefix = 18 << 3, 20 << 3
+    head = bytes([seed_prefix | (user_prefix >> 5), (user_prefix & 31) << 3])
+    body = head + raw
+    crc = binascii.crc_hqx(body, 0)
+    return base64.b32encode(body + struct.pack("<H", crc)).decode().rstrip("=")
+
+
+async def test_nkey_authentication(nats_factory: Any, tmp_path: Any) -> None:
+    nkeys = pytest.importorskip("nkeys", reason="nats-py needs the nkeys package for nkey auth")
+    seed = _user_nkey_seed(os.urandom(32))
+    public = nkeys.from_seed(seed.encode()).public_key.decode()
+    server = nats_factory(config={"authorization": {"users": [{"nkey": public}]}})
+    seed_file = tmp_path / "user.nk"
+    seed_file.write_text(seed + "\n")
+    # One node gives the seed itself, the other the path of a file holding it.
+    opts = [
+        NatsOptions(servers=(server.url,), nkey_seed=seed, subject="bacalhau.nk", **FAST),
+        NatsOptions(servers=(server.url,), nkey_seed=str(seed_file), subject="bacalhau.nk", **FAST),
+    ]
+
+    @contextlib.asynccontextmanager
+    async def make(n: int) -> AsyncIterator[list[Transport]]:
+        yield [NatsTransport(Identity.generate(), opts[i]) for i in range(n)]
+
+    async with running(make, 2) as (ts, _):
+        assert await ts[0].request(ts[1].node_id, b"nk") == b"re:nk"
+    stranger = _user_nkey_seed(os.urandom(32))
+    t = NatsTransport(
+        Identity.generate(), NatsOptions(servers=(server.url,), nkey_seed=stranger, **FAST)
+    )
+    with anyio.fail_after(20), pytest.raises(TransportError, match=r"(?i)authorization"):
+        await t.run(RecordingHandler(t.node_id))

@@ -37,6 +37,7 @@ __all__ = [
     "NatsServer",
     "find_nats_server",
     "free_port",
+    "make_tls_files",
     "require_nats_server",
     "start_cluster",
     "start_server",
@@ -288,6 +289,97 @@ def start_cluster(
         cluster.stop()
         raise
     return cluster
+
+
+def make_tls_files(directory: Path) -> dict[str, str]:
+    """A throw-away CA, a server certificate for 127.0.0.1 and a client certificate.
+
+    Returns paths: ``ca``, ``server_cert``, ``server_key``, ``client_cert``, ``client_key``
+    (and ``other_ca``, a CA that signed nothing here, to test a wrong trust root).
+    """
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    directory.mkdir(parents=True, exist_ok=True)
+    now = datetime.datetime.now(datetime.UTC)
+
+    def name(cn: str) -> x509.Name:
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+
+    def issue(
+        cn: str, key: ec.EllipticCurvePrivateKey, issuer: tuple[x509.Name, Any] | None, **kind: Any
+    ) -> x509.Certificate:
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(name(cn))
+            .issuer_name(issuer[0] if issuer else name(cn))
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+        )
+        if issuer is None:
+            builder = builder.add_extension(x509.BasicConstraints(ca=True, path_length=0), True)
+            builder = builder.add_extension(
+                x509.KeyUsage(False, False, False, False, False, True, True, False, False), True
+            )
+        else:
+            builder = builder.add_extension(x509.BasicConstraints(ca=False, path_length=None), True)
+            builder = builder.add_extension(x509.ExtendedKeyUsage([kind["usage"]]), False)
+            if "ip" in kind:
+                builder = builder.add_extension(
+                    x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(kind["ip"]))]),
+                    False,
+                )
+        return builder.sign(issuer[1] if issuer else key, hashes.SHA256())
+
+    def write(stem: str, cert: x509.Certificate, key: ec.EllipticCurvePrivateKey) -> None:
+        (directory / f"{stem}.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        (directory / f"{stem}-key.pem").write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
+
+    ca_key, other_key = (
+        ec.generate_private_key(ec.SECP256R1()),
+        ec.generate_private_key(ec.SECP256R1()),
+    )
+    ca = issue("bacalhau test CA", ca_key, None)
+    write("ca", ca, ca_key)
+    write("other-ca", issue("another CA", other_key, None), other_key)
+    server_key, client_key = (
+        ec.generate_private_key(ec.SECP256R1()),
+        ec.generate_private_key(ec.SECP256R1()),
+    )
+    signer = (ca.subject, ca_key)
+    write(
+        "server",
+        issue(
+            "127.0.0.1", server_key, signer, usage=ExtendedKeyUsageOID.SERVER_AUTH, ip="127.0.0.1"
+        ),
+        server_key,
+    )
+    write(
+        "client",
+        issue("bacalhau node", client_key, signer, usage=ExtendedKeyUsageOID.CLIENT_AUTH),
+        client_key,
+    )
+    return {
+        "ca": str(directory / "ca.pem"),
+        "other_ca": str(directory / "other-ca.pem"),
+        "server_cert": str(directory / "server.pem"),
+        "server_key": str(directory / "server-key.pem"),
+        "client_cert": str(directory / "client.pem"),
+        "client_key": str(directory / "client-key.pem"),
+    }
 
 
 @contextlib.contextmanager

@@ -272,30 +272,15 @@ class NatsTransport(Transport):
         if self._nc is not None:
             raise TransportError(f"NATS transport of {self.node_id} is already running")
         nc = await self._connect()
-        send, receive = anyio.create_memory_object_stream[_Inbound](256)
-        self._nc, self._handler, self._inbound = nc, handler, send
+        self._nc, self._handler = nc, handler
         self._inbox = nc.new_inbox()
         self._up = anyio.Event()
         self._up.set()
         try:
+            subs = await self._subscribe(nc)
+            send, receive = anyio.create_memory_object_stream[_Inbound](256)
             async with anyio.create_task_group() as tg, send, receive:
-                self._tg = tg
-                subject = self.options.subject
-                subs = {
-                    "broadcast": await nc.subscribe(
-                        subject, pending_bytes_limit=_SUB_PENDING_BYTES
-                    ),
-                    "node": await nc.subscribe(
-                        self._node_subject(self.node_id), pending_bytes_limit=_SUB_PENDING_BYTES
-                    ),
-                    "presence": await nc.subscribe(f"{subject}.presence"),
-                    "hello": await nc.subscribe(f"{subject}.presence.{self.node_id}"),
-                    "inbox": await nc.subscribe(
-                        f"{self._inbox}.*", pending_bytes_limit=_SUB_PENDING_BYTES
-                    ),
-                }
-                if self.options.jetstream:
-                    subs["jetstream"] = await self._setup_jetstream(nc)
+                self._tg, self._inbound = tg, send
                 for path, sub in subs.items():
                     tg.start_soon(self._reader, path, sub)
                 tg.start_soon(self._worker, receive)
@@ -322,6 +307,19 @@ class NatsTransport(Transport):
             self._nc = None
             self._closing = False
 
+    async def _subscribe(self, nc: NatsClient) -> dict[str, Subscription]:
+        subject, limit = self.options.subject, _SUB_PENDING_BYTES
+        subs = {
+            "broadcast": await nc.subscribe(subject, pending_bytes_limit=limit),
+            "node": await nc.subscribe(self._node_subject(self.node_id), pending_bytes_limit=limit),
+            "presence": await nc.subscribe(f"{subject}.presence"),
+            "hello": await nc.subscribe(f"{subject}.presence.{self.node_id}"),
+            "inbox": await nc.subscribe(f"{self._inbox}.*", pending_bytes_limit=limit),
+        }
+        if self.options.jetstream:
+            subs["jetstream"] = await self._setup_jetstream(nc)
+        return subs
+
     async def _connect(self) -> NatsClient:
         opts = self.options
         tls = (
@@ -341,7 +339,7 @@ class NatsTransport(Transport):
                 transport = getattr(nc, "_transport", None)
                 if transport is not None:
                     transport.close()
-                if _is_auth_error(text):
+                if _is_auth_error(text) or isinstance(exc, ssl.SSLError):
                     refused.set()
             log.debug("NATS error for %s: %s", self.node_id, text)
 
@@ -417,7 +415,9 @@ class NatsTransport(Transport):
             with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
                 await nc.close()
             why = self._last_error or f"no answer within {opts.connect_timeout:g}s"
-            hint = " (check the token, user/password, nkey or creds)" if refused.is_set() else ""
+            hint = ""
+            if refused.is_set():
+                hint = " (check the token, user/password, nkey, creds and TLS files)"
             raise TransportError(
                 f"could not connect to NATS at {', '.join(opts.servers)}: {why}{hint}"
             )
@@ -493,7 +493,7 @@ class NatsTransport(Transport):
                 await js.add_consumer(stream, consumer)
         except (nats.errors.Error, TimeoutError) as exc:
             raise TransportError(
-                f"JetStream is not usable on the NATS server ({type(exc).__name__}: {exc}); "
+                f"JetStream is not usable on the NATS server ({type(exc).__name__}); "
                 "start the servers with JetStream (nats-server -js) or drop --nats-jetstream"
             ) from exc
         return sub
