@@ -86,6 +86,8 @@ class Network:
         self._tg: anyio.abc.TaskGroup | None = None
         self._scopes: dict[str, anyio.CancelScope] = {}
         self._counter = 0
+        self._options: dict[str, dict[str, Any]] = {}
+        self._stopped: dict[str, anyio.Event] = {}
 
     @classmethod
     def in_memory(
@@ -168,6 +170,7 @@ class Network:
         if self.seed is not None:
             merged.setdefault("seed", self.seed * 1000 + index)
         merged.setdefault("data_dir", self.data_dir / f"node{index}")
+        merged.setdefault("durable", False)
         node = Node(
             transport=self.transport_factory(identity),
             identity=identity,
@@ -175,22 +178,35 @@ class Network:
             **merged,
         )
         scope = anyio.CancelScope()
+        stopped = anyio.Event()
 
         async def run(*, task_status: anyio.abc.TaskStatus[None]) -> None:
-            with scope:
-                await node.run(task_status=task_status)
+            try:
+                with scope:
+                    await node.run(task_status=task_status)
+            finally:
+                stopped.set()
 
         await self._tg.start(run)
+        self._stopped[node.node_id] = stopped
         self._scopes[node.node_id] = scope
+        self._options[node.node_id] = merged
         self.nodes.append(node)
         return node
+
+    async def restart_node(self, node: Node) -> Node:
+        """Crash ``node`` and start it again with the same identity, data and options
+        (it recovers its jobs only if it is ``durable``)."""
+        options = self._options.pop(node.node_id)
+        await self.stop_node(node)
+        return await self.add_node(identity=node.identity, **options)
 
     async def stop_node(self, node: Node) -> None:
         """Stop ``node`` abruptly (its executions die with it), as a crash would."""
         scope = self._scopes.pop(node.node_id, None)
         if scope is not None:
             scope.cancel()
-            await anyio.sleep(0)
+            await self._stopped.pop(node.node_id).wait()
         with contextlib.suppress(ValueError):
             self.nodes.remove(node)
 

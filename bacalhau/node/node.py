@@ -71,6 +71,7 @@ from ..transport.base import Transport, TransportHandler
 from ..wire import VerifiedCache, decode_envelope, encode_envelope, pack, unpack
 from .plugins import Plugins, default_plugins
 from .services import ProtocolHandler
+from .store import StateStore, StoreError
 from .timers import TimerQueue
 
 __all__ = ["JobHandle", "Node"]
@@ -154,6 +155,8 @@ class Node(TransportHandler):
         verify_cache: share one between the nodes of a process.
         seed: seeds the requester's random choice of bids (for reproducible tests).
         max_message_age: envelopes older than this many seconds are refused as replays.
+        durable: keep jobs, executions and reputation in SQLite in ``data_dir`` and
+            recover them on restart; default: on when ``data_dir`` is given.
     """
 
     def __init__(
@@ -170,6 +173,7 @@ class Node(TransportHandler):
         verify_cache: VerifiedCache | None = None,
         seed: int | None = None,
         max_message_age: float = 600.0,
+        durable: bool | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         if transport.node_id != identity.node_id:
@@ -177,7 +181,10 @@ class Node(TransportHandler):
         self.identity = identity
         self.node_id = identity.node_id
         self.transport = transport
-        self._own_data_dir = data_dir is None
+        self.durable = (data_dir is not None) if durable is None else durable
+        if self.durable and data_dir is None:
+            raise ValidationError("a durable node needs a data_dir")
+        self.store: StateStore | None = None
         self._data_dir = data_dir
         self.requester_config = requester
         self.compute_config = compute
@@ -303,13 +310,21 @@ class Node(TransportHandler):
 
             self.strategies.extend(hook_strategies(compute))
             self.strategies.extend(self._extra_strategies)
+            if self.durable:
+                self.store = StateStore(self.data_dir / "state.db")
+                self._restore(self.store)
             async with anyio.create_task_group() as tg:
                 self._tg = tg
                 self.runner.bind(tg)
+                if self.store is not None:
+                    await tg.start(self.store.run)
                 await self.plugins.start(self)
                 tg.start_soon(self._timers.run)
                 await tg.start(self.transport.run, self)
                 self.started.set()
+                if self.store is not None:
+                    self._apply([*self.requester.recover(self.clock()),
+                                 *self.compute.recover()])
                 task_status.started()
                 try:
                     await anyio.sleep_forever()
@@ -326,6 +341,17 @@ class Node(TransportHandler):
                 self._tmp = None
                 self._data_dir = None
 
+    def _restore(self, store: StateStore) -> None:
+        from collections import Counter
+
+        requester_jobs, compute_jobs, reputation = store.load()
+        self.requester.jobs = {j.job_id: j for j in requester_jobs}
+        self.compute.jobs = {j.job_id: j for j in compute_jobs}
+        self.requester.reputation = {n: Counter(c) for n, c in reputation.items()}
+        if requester_jobs or compute_jobs:
+            log.info("%s: recovered %d jobs and %d executions from %s", self.node_id[-8:],
+                     len(requester_jobs), len(compute_jobs), store.path)
+
     # --- the public API -------------------------------------------------------------------
 
     async def submit(self, spec: JobSpec) -> JobHandle:
@@ -336,8 +362,16 @@ class Node(TransportHandler):
             raise ValidationError(f"expected a JobSpec, got {type(spec).__name__}")
         if not self.started.is_set():
             raise BacalhauError("node is not running (use 'async with node' or tg.start(node.run))")
+        if self.store is not None and self.store.error is not None:
+            raise self.store.error
         job_id = f"j-{uuid.uuid4()}"
         self._feed(SubmitJob(job_id, spec))
+        if self.store is not None:
+            try:
+                await self.store.flush()  # the job is on disk before we say it is accepted
+            except StoreError:
+                self._feed(CancelJob(job_id, "the node could not record the job"))
+                raise
         return JobHandle(self, job_id)
 
     async def run_job(self, spec: JobSpec, *, timeout: float | None = None) -> JobResult:
@@ -392,6 +426,15 @@ class Node(TransportHandler):
 
     def _feed(self, event: Event) -> None:
         self._inbox.append(event)
+        self._pump()
+
+    def _apply(self, commands: list[c.Command]) -> None:
+        """Carry out commands produced outside ``_feed`` (recovery), then pump."""
+        for command in commands:
+            self._execute(command)
+        self._pump()
+
+    def _pump(self) -> None:
         if self._pumping:
             return
         self._pumping = True
@@ -413,13 +456,29 @@ class Node(TransportHandler):
     def _dispatch(self, event: Event, now: float) -> list[c.Command]:
         if isinstance(event, MessageReceived):
             if type(event.message).__name__ in REQUESTER_KINDS:
-                return self.compute.handle(event, now) if self.compute_config else []
+                return self._compute(event, now) if self.compute_config else []
             return self.requester.handle(event, now) if self.requester_config else []
         if isinstance(event, TimerFired) and event.key[1] == "forget":
-            return self.compute.handle(event, now)
+            return self._compute(event, now)
         if isinstance(event, SubmitJob | CancelJob | ProposalOpened | TimerFired | BidReviewed):
             return self.requester.handle(event, now)
-        return self.compute.handle(event, now)
+        return self._compute(event, now)
+
+    def _compute(self, event: Event, now: float) -> list[c.Command]:
+        commands = self.compute.handle(event, now)
+        if self.store is not None:
+            if isinstance(event, MessageReceived):
+                job_id = event.message.job_id
+            elif isinstance(event, TimerFired):
+                job_id = event.key[0]
+            else:
+                job_id = getattr(event, "job_id", "")
+            job = self.compute.jobs.get(job_id)
+            if job is not None:
+                self.store.save_compute(job)
+            elif isinstance(event, TimerFired):
+                self.store.forget_compute(job_id)
+        return commands
 
     def _execute(self, cmd: c.Command) -> None:
         if isinstance(cmd, c.Broadcast):
@@ -431,6 +490,12 @@ class Node(TransportHandler):
         elif isinstance(cmd, c.CancelTimers):
             self._timers.cancel(cmd.job_id, cmd.name, cmd.node)
         elif isinstance(cmd, c.JobChanged):
+            if self.store is not None:
+                job = self.requester.jobs[cmd.job_id]
+                self.store.save_requester(job)
+                for node_id in job.executions:
+                    if node_id in self.requester.reputation:
+                        self.store.save_reputation(node_id, self.requester.reputation[node_id])
             event = self._changes.pop(cmd.job_id, None)
             if event is not None:
                 event.set()

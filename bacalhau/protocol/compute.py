@@ -14,7 +14,7 @@ import enum
 import attrs
 
 from ..errors import IllegalTransition
-from ..models import JobSpec
+from ..models import JobSpec, StorageRef
 from .commands import (
     CancelExecution,
     CancelTimers,
@@ -100,6 +100,9 @@ class ComputeJob:
     exit_code: int = 0
     stdout: str = ""
     stderr: str = ""
+    reason: str = ""
+    proposal: bytes = b""
+    ref: StorageRef | None = None
 
 
 class ComputeState:
@@ -134,31 +137,67 @@ class ComputeState:
                 out.append(Send(job.requester_id, BidPlaced(job.job_id)))
             else:
                 self.move(job, C.DECLINED)
+                job.reason = event.reason
                 out.append(Send(job.requester_id, BidDeclined(job.job_id, event.reason)))
         elif isinstance(event, ExecutionDone):
             if job.state is C.RUNNING:
                 self.move(job, C.PROPOSED)
                 job.exit_code, job.stdout, job.stderr = event.exit_code, event.stdout, event.stderr
+                job.proposal = event.proposal
                 out.append(Send(job.requester_id, ResultsProposed(job.job_id, event.proposal)))
             else:
                 out.append(DiscardResults(job.job_id))
         elif isinstance(event, ExecutionErrored) and job.state is C.RUNNING:
             self.move(job, C.FAILED)
+            job.reason = event.reason
             out.append(Send(job.requester_id, ExecutionFailed(job.job_id, event.reason)))
         elif isinstance(event, PublishDone) and job.state is C.PUBLISHING:
             self.move(job, C.PUBLISHED)
+            job.ref = event.ref
             out.append(Send(job.requester_id, ResultsPublished(
                 job.job_id, event.ref, job.exit_code, job.stdout, job.stderr)))
         elif isinstance(event, PublishErrored) and job.state is C.PUBLISHING:
             self.move(job, C.FAILED)
+            job.reason = f"publishing failed: {event.reason}"
             out.append(Send(job.requester_id, ExecutionFailed(
                 job.job_id, f"publishing failed: {event.reason}")))
         return out
 
+    def _repeat(self, job: ComputeJob) -> list[Command]:
+        """The requester announced a job again (it restarted): repeat our last word."""
+        to, job_id = job.requester_id, job.job_id
+        repeat: dict[ComputeJobState, Command] = {
+            C.BID: Send(to, BidPlaced(job_id)),
+            C.DECLINED: Send(to, BidDeclined(job_id, job.reason)),
+            C.PROPOSED: Send(to, ResultsProposed(job_id, job.proposal)),
+            C.FAILED: Send(to, ExecutionFailed(job_id, job.reason)),
+        }
+        if job.state is C.PUBLISHED and job.ref is not None:
+            return [Send(to, ResultsPublished(job_id, job.ref, job.exit_code, job.stdout,
+                                              job.stderr))]
+        return [repeat[job.state]] if job.state in repeat else []
+
+    def recover(self) -> list[Command]:
+        """After a restart: executions in flight died with the node; say so."""
+        out: list[Command] = []
+        for job in self.jobs.values():
+            if job.state in (C.RUNNING, C.PROPOSED, C.PUBLISHING):
+                job.state = C.FAILED
+                job.reason = "node restarted"
+                out.append(Send(job.requester_id, ExecutionFailed(job.job_id, job.reason)))
+                out.append(DiscardResults(job.job_id))
+            elif job.state is C.EVALUATING:
+                out.append(EvaluateBid(job.job_id, job.spec, job.requester_id))
+        return out
+
     def _message(self, sender: str, msg: object, now: float) -> list[Command]:
         if isinstance(msg, JobCreated):
-            if msg.job_id in self.jobs:
-                return [Dropped(f"duplicate JobCreated for {msg.job_id}", sender=sender)]
+            known = self.jobs.get(msg.job_id)
+            if known is not None:
+                if sender == known.requester_id:
+                    return [*self._repeat(known), Dropped(f"JobCreated again for {msg.job_id}")]
+                return [Dropped(f"JobCreated for {msg.job_id} from another node", sender=sender,
+                                forged=True)]
             self.jobs[msg.job_id] = ComputeJob(msg.job_id, msg.spec, sender, msg.seal_key)
             return [EvaluateBid(msg.job_id, msg.spec, sender)]
         kind = type(msg).__name__

@@ -31,7 +31,15 @@ from collections import Counter
 import attrs
 
 from ..errors import IllegalTransition, ValidationError
-from ..models import ExecutionResult, ExecutionState, JobEvent, JobResult, JobSpec, JobState
+from ..models import (
+    ExecutionResult,
+    ExecutionState,
+    JobEvent,
+    JobResult,
+    JobSpec,
+    JobState,
+    StorageRef,
+)
 from .commands import (
     Broadcast,
     CancelTimers,
@@ -101,6 +109,7 @@ EXECUTION_TRANSITIONS: frozenset[tuple[ExecutionState, ExecutionState]] = frozen
         (X.PROPOSED, X.RESULTS_ACCEPTED),
         (X.PROPOSED, X.RESULTS_REJECTED),
         (X.PROPOSED, X.CANCELLED),
+        (X.PROPOSED, X.FAILED),  # the node restarted and lost its results
         (X.RESULTS_ACCEPTED, X.PUBLISHED),
         (X.RESULTS_ACCEPTED, X.FAILED),
         (X.RESULTS_ACCEPTED, X.CANCELLED),
@@ -115,6 +124,9 @@ class RequesterConfig:
 
     Args:
         bid_timeout: how long bids are collected (``min_bids`` must be met by then).
+        bid_window: with ``min_bids`` 0, how long the first bids are gathered before
+            choosing among them at random (so the requester's own compute side, which
+            always hears the job first, does not win every job). 0 takes bids as they come.
         execution_grace: how long past ``spec.timeout`` an accepted node may stay
             silent before it is replaced.
         publish_timeout: how long accepted nodes have to publish.
@@ -129,6 +141,7 @@ class RequesterConfig:
     """
 
     bid_timeout: float = 10.0
+    bid_window: float = 0.05
     execution_grace: float = 30.0
     publish_timeout: float = 120.0
     job_timeout: float | None = None
@@ -160,7 +173,7 @@ class Execution:
     exit_code: int | None = None
     stdout: str = ""
     stderr: str = ""
-    published: object | None = None
+    published: StorageRef | None = None
     reason: str = ""
     reviewed: bool = True
 
@@ -179,6 +192,7 @@ class RequesterJob:
     history: list[JobEvent] = attrs.Factory(list)
     acceptances: int = 0
     bidding_closed: bool = False
+    window_open: bool = False
 
     def count(self, *states: ExecutionState) -> int:
         return sum(1 for e in self.executions.values() if e.state in states)
@@ -239,7 +253,7 @@ class RequesterState:
                     exit_code=e.exit_code,
                     stdout=e.stdout,
                     stderr=e.stderr,
-                    published=e.published,  # type: ignore[arg-type]
+                    published=e.published,
                     reason=e.reason,
                 )
                 for e in job.executions.values()
@@ -289,6 +303,28 @@ class RequesterState:
             self._message(job, event.sender, event.message, now, out)
         return out
 
+    def recover(self, now: float) -> list[Command]:
+        """After a restart (jobs reloaded from the store): re-announce every live job so
+        compute nodes repeat what they told us, and restart its deadlines from ``now``."""
+        out: list[Command] = []
+        for job in self.jobs.values():
+            if job.state not in _LIVE:
+                continue
+            job_id = job.job_id
+            out.append(Broadcast(JobCreated(job_id, job.spec, self.seal_key, job.created_at)))
+            out.append(SetTimer((job_id, "job", ""), now + self.config.job_deadline(job.spec)))
+            if job.state is S.BIDDING or job.state is S.RUNNING:
+                job.bidding_closed = False
+                out.append(SetTimer((job_id, "bids", ""), now + self.config.bid_timeout))
+            for ex in job.in_state(X.ACCEPTED):
+                out.append(SetTimer((job_id, "execution", ex.node_id),
+                                    now + job.spec.timeout + self.config.execution_grace))
+            if job.state is S.PUBLISHING:
+                out.append(SetTimer((job_id, "publish", ""), now + self.config.publish_timeout))
+            self._note(job, now, "recovered", self.node_id,
+                       "requester restarted; asking nodes to repeat their state", out)
+        return out
+
     # --- transitions ----------------------------------------------------------------------
 
     def move(self, job: RequesterJob, action: str) -> None:
@@ -318,11 +354,15 @@ class RequesterState:
             return [Dropped(f"job {event.job_id} was already submitted")]
         job = RequesterJob(job_id=event.job_id, spec=event.spec, created_at=now)
         self.jobs[job.job_id] = job
+        if event.spec.deal.min_bids == 0 and self.config.bid_window > 0:
+            job.window_open = True
         out: list[Command] = [
             Broadcast(JobCreated(job.job_id, event.spec, self.seal_key, now)),
             SetTimer((job.job_id, "bids", ""), now + self.config.bid_timeout),
             SetTimer((job.job_id, "job", ""), now + self.config.job_deadline(event.spec)),
         ]
+        if job.window_open:
+            out.append(SetTimer((job.job_id, "window", ""), now + self.config.bid_window))
         deal = event.spec.deal
         self._note(job, now, "created", self.node_id,
                    f"concurrency={deal.concurrency} confidence={deal.confidence} "
@@ -335,6 +375,8 @@ class RequesterState:
         ex = job.executions.get(sender)
         if isinstance(msg, BidPlaced):
             if ex is not None:
+                if ex.state is X.ACCEPTED:  # it may have missed our answer: repeat it
+                    out.append(Send(sender, BidAccepted(job.job_id, sender)))
                 out.append(Dropped(f"duplicate bid on {job.job_id}", sender=sender))
                 return
             if job.state not in _LIVE:  # too late: not part of the job's history
@@ -352,7 +394,7 @@ class RequesterState:
                 job.declined[sender] = msg.reason[:500]
                 self._note(job, now, "declined", sender, msg.reason[:500], out)
         elif isinstance(msg, ExecutionFailed):
-            if ex is None or ex.state not in (X.ACCEPTED, X.RESULTS_ACCEPTED):
+            if ex is None or ex.state not in (X.ACCEPTED, X.PROPOSED, X.RESULTS_ACCEPTED):
                 out.append(Dropped(f"ExecutionFailed from a node not running {job.job_id}",
                                    sender=sender))
                 return
@@ -380,6 +422,12 @@ class RequesterState:
     def _proposal(self, job: RequesterJob, event: ProposalOpened, now: float,
                   out: list[Command]) -> None:
         ex = job.executions.get(event.node_id)
+        if ex is not None and event.error is None and ex.digest == event.digest and ex.state in (
+                X.PROPOSED, X.RESULTS_ACCEPTED):
+            if ex.state is X.RESULTS_ACCEPTED:  # it may have missed our answer: repeat it
+                out.append(Send(ex.node_id, ResultsAccepted(job.job_id, ex.node_id)))
+            out.append(Dropped(f"duplicate proposal for {job.job_id}", sender=event.node_id))
+            return
         if ex is None or ex.state is not X.ACCEPTED or job.state is not S.RUNNING:
             state = ex.state if ex else "not accepted"
             out.append(Send(event.node_id, ResultsRejected(
@@ -408,8 +456,11 @@ class RequesterState:
         if name == "job":
             self._finish(job, "fail", f"job did not finish within "
                          f"{self.config.job_deadline(job.spec):g}s", now, out)
+        elif name == "window":
+            job.window_open = False
+            self._progress(job, now, out)
         elif name == "bids":
-            job.bidding_closed = True
+            job.bidding_closed, job.window_open = True, False
             if job.state is S.BIDDING:
                 bids = len(job.executions)
                 want = job.spec.deal.min_bids
@@ -448,7 +499,8 @@ class RequesterState:
         deal = job.spec.deal
         needed = deal.concurrency - job.count(X.ACCEPTED, X.PROPOSED)
         reviewed = sum(1 for e in job.executions.values() if e.reviewed)
-        waiting_for_min_bids = job.state is S.BIDDING and reviewed < deal.min_bids
+        waiting_for_min_bids = job.state is S.BIDDING and (
+            reviewed < deal.min_bids or job.window_open)
         if needed > 0 and job.acceptances_left > 0 and not waiting_for_min_bids:
             fresh = [e for e in job.in_state(X.BID) if e.reviewed]
             pool = fresh

@@ -1,0 +1,184 @@
+"""Durable node state in SQLite: the requester's jobs, the compute side's executions,
+and the reputation record.
+
+One SQLite file per node (``<data_dir>/state.db``) in WAL mode with
+``synchronous=FULL``: a committed transaction survives a crash or a power cut.
+Records are snapshots (msgpack of the whole job record), written by one writer
+task in batches: the event loop only encodes and queues; the writes happen on a
+worker thread. :meth:`StateStore.flush` waits until everything queued so far is
+on disk, which ``Node.submit`` does before it returns, so an accepted job is
+never lost.
+
+A full or read-only disk makes :meth:`flush` raise
+:class:`~bacalhau.errors.StoreError`; what was committed before stays intact.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.abc
+import anyio.to_thread
+import cattrs
+
+from ..errors import BacalhauError
+from ..protocol.compute import ComputeJob
+from ..protocol.requester import RequesterJob
+from ..wire import pack, unpack
+
+__all__ = ["StateStore", "StoreError"]
+
+log = logging.getLogger("bacalhau.store")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS requester_jobs (job_id TEXT PRIMARY KEY, record BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS compute_jobs (job_id TEXT PRIMARY KEY, record BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS reputation (node_id TEXT PRIMARY KEY, record BLOB NOT NULL);
+"""
+
+_conv = cattrs.Converter()
+_conv.register_unstructure_hook(bytes, lambda b: b)
+_conv.register_structure_hook(bytes, lambda b, _: bytes(b))
+
+
+class StoreError(BacalhauError):
+    """The node's state could not be written (disk full, read-only, damaged)."""
+
+
+class StateStore:
+    """Snapshots of records by key, written in batches on a worker thread."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.executescript(SCHEMA)
+        except (sqlite3.Error, OSError) as exc:
+            raise StoreError(f"cannot open the node's state at {path}: {exc}") from None
+        self._lock = threading.Lock()
+        self._pending: dict[tuple[str, str], bytes] = {}
+        self._queued = 0
+        self._written = 0
+        self._wake = anyio.Event()
+        self._done = anyio.Event()
+        self.error: StoreError | None = None
+        self.writes = 0
+
+    # --- reading (at start) ---------------------------------------------------------------
+
+    def load(self) -> tuple[list[RequesterJob], list[ComputeJob], dict[str, dict[str, int]]]:
+        """Everything stored: requester jobs, compute jobs, reputation by node."""
+        rows = {
+            table: self._db.execute(f"SELECT record FROM {table}").fetchall()  # noqa: S608
+            for table in ("requester_jobs", "compute_jobs", "reputation")
+        }
+        requester = [_conv.structure(unpack(r[0], max_size=1 << 30), RequesterJob)
+                     for r in rows["requester_jobs"]]
+        compute = [_conv.structure(unpack(r[0], max_size=1 << 30), ComputeJob)
+                   for r in rows["compute_jobs"]]
+        reputation = {}
+        for (raw,) in rows["reputation"]:
+            data = unpack(raw)
+            reputation[data["node_id"]] = data["counts"]
+        return requester, compute, reputation
+
+    # --- writing --------------------------------------------------------------------------
+
+    def save_requester(self, job: RequesterJob) -> None:
+        self._queue("requester_jobs", job.job_id, pack(_conv.unstructure(job)))
+
+    def save_compute(self, job: ComputeJob) -> None:
+        self._queue("compute_jobs", job.job_id, pack(_conv.unstructure(job)))
+
+    def save_reputation(self, node_id: str, counts: dict[str, int]) -> None:
+        self._queue("reputation", node_id, pack({"node_id": node_id, "counts": dict(counts)}))
+
+    def forget_compute(self, job_id: str) -> None:
+        self._queue("compute_jobs", job_id, b"")
+
+    def _queue(self, table: str, key: str, record: bytes) -> None:
+        self._pending[(table, key)] = record
+        self._queued += 1
+        self._wake.set()
+
+    async def flush(self) -> None:
+        """Wait until everything queued so far is committed.
+
+        Raises:
+            StoreError: the write failed (the reason says why: disk full, read-only, ...).
+        """
+        target = self._queued
+        while self._written < target:
+            if self.error is not None:
+                raise self.error
+            done = self._done
+            await done.wait()
+        if self.error is not None:
+            raise self.error
+
+    async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+                  ) -> None:
+        """The one writer task."""
+        task_status.started()
+        try:
+            while True:
+                await self._wake.wait()
+                self._wake = anyio.Event()
+                await self._write_pending()
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self._write_pending()
+                await anyio.to_thread.run_sync(self._db.close)
+
+    async def _write_pending(self) -> None:
+        if not self._pending:
+            return
+        batch, self._pending = self._pending, {}
+        upto = self._queued
+        try:
+            with anyio.CancelScope(shield=True):  # a taken batch is always written
+                await anyio.to_thread.run_sync(self._commit, batch)
+        except StoreError as exc:
+            self.error = exc
+            log.error("%s", exc)
+            for key, value in batch.items():  # keep them for the next try
+                self._pending.setdefault(key, value)
+        else:
+            self.error = None
+            self._written = upto
+        done, self._done = self._done, anyio.Event()
+        done.set()
+
+    def _commit(self, batch: dict[tuple[str, str], bytes]) -> None:
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                for (table, key), record in batch.items():
+                    column = "node_id" if table == "reputation" else "job_id"
+                    if record:
+                        self._db.execute(
+                            f"INSERT OR REPLACE INTO {table} ({column}, record) VALUES (?, ?)",  # noqa: S608
+                            (key, record),
+                        )
+                    else:
+                        self._db.execute(f"DELETE FROM {table} WHERE {column} = ?", (key,))  # noqa: S608
+                self._db.execute("COMMIT")
+                self.writes += 1
+            except sqlite3.Error as exc:
+                try:
+                    self._db.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass
+                raise StoreError(f"could not save the node's state in {self.path}: {exc}"
+                                 ) from None
+
+    def stats(self) -> dict[str, Any]:
+        return {"path": str(self.path), "commits": self.writes, "pending": len(self._pending)}

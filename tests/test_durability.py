@@ -1,0 +1,95 @@
+"""Nothing lost: requester and compute restarts, and a full disk."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import anyio
+import pytest
+
+from bacalhau import ExecutionState, JobSpec, JobState, Network, RequesterConfig
+from bacalhau.node.store import StateStore, StoreError
+
+pytestmark = pytest.mark.anyio
+
+CFG = RequesterConfig(bid_timeout=3, execution_grace=3, publish_timeout=5)
+
+
+async def wait_for(predicate, timeout: float = 10) -> None:  # type: ignore[no-untyped-def]
+    with anyio.fail_after(timeout):
+        while not predicate():
+            await anyio.sleep(0.01)
+
+
+async def test_requester_restart_mid_job_completes() -> None:
+    async with Network.in_memory(3, seed=21, durable=True, requester=CFG) as net:
+        requester = net.nodes[0]
+        handle = await requester.submit(JobSpec.noop(stdout="survived", delay=1.0))
+        job_id = handle.job_id
+        await wait_for(lambda: any(e.kind == "bid_accepted" for e in handle.result().events))
+        reborn = await net.restart_node(requester)
+        assert job_id in reborn.requester.jobs, "the job was recovered from disk"
+        result = await reborn.handle(job_id).wait(30)
+    assert result.state is JobState.COMPLETED, result.reason
+    kinds = [e.kind for e in result.events]
+    assert "recovered" in kinds
+    assert kinds.index("created") < kinds.index("recovered") < kinds.index("completed")
+    assert result.accepted[0].stdout == "survived"
+
+
+async def test_finished_jobs_survive_restart() -> None:
+    async with Network.in_memory(2, seed=22, durable=True) as net:
+        done = await net.nodes[0].run_job(JobSpec.noop(stdout="kept"), timeout=10)
+        reborn = await net.restart_node(net.nodes[0])
+        again = reborn.describe(done.job_id[:10])
+    assert again.state is JobState.COMPLETED
+    assert again.events == done.events and again.executions == done.executions
+
+
+async def test_compute_restart_after_acceptance_is_rescheduled() -> None:
+    async with Network.in_memory(3, seed=23, durable=True, requester=CFG,
+                                 per_node_options=[{"compute": None}, {}, {}]) as net:
+        requester = net.nodes[0]
+        handle = await requester.submit(JobSpec.noop(stdout="second try", delay=1.5))
+        await wait_for(lambda: any(e.kind == "bid_accepted" for e in handle.result().events))
+        first = next(e.node_id for e in handle.result().events if e.kind == "bid_accepted")
+        worker = next(n for n in net.nodes if n.node_id == first)
+        await net.restart_node(worker)
+        result = await handle.wait(30)
+        await net.wait_idle()
+    assert result.state is JobState.COMPLETED, result.reason
+    failed = [e for e in result.executions if e.state is ExecutionState.FAILED]
+    assert [e.reason for e in failed] == ["node restarted"]
+    assert len(result.accepted) == 1 and result.accepted[0].node_id != first
+
+
+async def test_full_disk_gives_a_clear_error_and_keeps_what_was_saved(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    async with Network.in_memory(2, seed=24, durable=True, data_dir=tmp_path) as net:
+        node = net.nodes[0]
+        kept = await node.run_job(JobSpec.noop(stdout="before"), timeout=10)
+        assert node.store is not None
+        await node.store.flush()
+        pages = node.store._db.execute("PRAGMA page_count").fetchone()[0]
+        node.store._db.execute(f"PRAGMA max_page_count = {pages}")
+        with pytest.raises(StoreError, match="database or disk is full"):
+            for _ in range(50):  # fill the last free pages
+                await node.submit(JobSpec.noop(stdout="x" * 2000))
+        assert node.describe(kept.job_id).ok, "the node keeps serving what it has"
+        db_path = node.store.path
+    store = StateStore(db_path)
+    requester_jobs, _, _ = store.load()
+    assert kept.job_id in {j.job_id for j in requester_jobs}
+    assert store._db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+def test_store_refuses_unopenable_path(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    with pytest.raises(StoreError, match="cannot open the node's state"):
+        StateStore(blocker / "state.db")
+
+
+def test_sqlite_is_in_wal_mode(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    store = StateStore(tmp_path / "state.db")
+    assert store._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert isinstance(store._db, sqlite3.Connection)
