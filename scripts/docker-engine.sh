@@ -71,8 +71,8 @@ busybox_path() {
 }
 
 file_is_static() {
-    # ldd says "not a dynamic executable" (and exits 1) for static binaries.
-    ! ldd "$1" >/dev/null 2>&1
+    # ldd says "not a dynamic executable" (static) or "statically linked" (static-pie).
+    ldd "$1" 2>&1 | grep -qE 'not a dynamic executable|statically linked'
 }
 
 build_image() {
