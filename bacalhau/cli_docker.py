@@ -158,7 +158,7 @@ def add_docker_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     run.add_argument(
         "-o",
-        "--output",
+        "--output-volumes",
         dest="outputs",
         action="append",
         default=[],

@@ -220,7 +220,7 @@ def add_wasm_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     run.add_argument(
         "-o",
-        "--output",
+        "--output-volumes",
         dest="outputs",
         action="append",
         default=[],
