@@ -72,7 +72,12 @@ busybox_path() {
 
 file_is_static() {
     # ldd says "not a dynamic executable" (static) or "statically linked" (static-pie).
-    ldd "$1" 2>&1 | grep -qE 'not a dynamic executable|statically linked'
+    local out
+    out="$(ldd "$1" 2>&1 || true)"  # ldd exits 1 for static binaries
+    case "$out" in
+        *"not a dynamic executable"* | *"statically linked"*) return 0 ;;
+        *) return 1 ;;
+    esac
 }
 
 build_image() {
@@ -180,6 +185,14 @@ cmd_stop() {
     local state pid
     state="$(state_dir "${1:-}")"
     if pid="$(daemon_pid "$state")"; then
+        local host="unix://$state/docker.sock" leftovers
+        # Containers that ignore SIGTERM would hold dockerd's shutdown for seconds each.
+        if leftovers="$(DOCKER_HOST="$host" timeout 10 docker ps -aq 2>/dev/null)" \
+                && [ -n "$leftovers" ]; then
+            log "removing $(echo "$leftovers" | wc -l) container(s) left on the engine"
+            # shellcheck disable=SC2086  # one id per word
+            DOCKER_HOST="$host" timeout 60 docker rm -f -v $leftovers >/dev/null 2>&1 || true
+        fi
         log "stopping dockerd (pid $pid)"
         kill -TERM "$pid" 2>/dev/null || true
         local waited=0
