@@ -98,6 +98,7 @@ class Network:
         faults: Faults | None = None,
         data_dir: Path | None = None,
         per_node_options: Sequence[dict[str, Any]] | None = None,
+        check_on_exit: bool = True,
         **node_options: Any,
     ) -> Network:
         """``n`` nodes on an in-process hub. ``node_options`` go to every :class:`Node`;
@@ -111,6 +112,7 @@ class Network:
             seed=seed,
             node_options=node_options,
             per_node_options=per_node_options,
+            check_on_exit=check_on_exit,
         )
 
     @classmethod
