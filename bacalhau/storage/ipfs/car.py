@@ -134,7 +134,7 @@ def decode_header(data: bytes) -> list[bytes]:
             split_cid(root[1])
             out.append(root[1])
         return out
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, TypeError, UnicodeDecodeError) as exc:
         raise DecodeError(f"not a CAR header: {exc}") from None
 
 
