@@ -93,3 +93,26 @@ def test_sqlite_is_in_wal_mode(tmp_path) -> None:  # type: ignore[no-untyped-def
     store = StateStore(tmp_path / "state.db")
     assert store._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert isinstance(store._db, sqlite3.Connection)
+
+
+def test_results_with_links_or_devices_are_refused(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import os
+
+    from bacalhau.compute.runner import check_results
+    from bacalhau.errors import ExecutorError
+
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "ok.txt").write_text("fine")
+    check_results(tmp_path)
+    (tmp_path / "out" / "escape").symlink_to("/etc/shadow")
+    with pytest.raises(ExecutorError, match=r"out/escape is a symbolic link \(to '/etc/shadow'\)"):
+        check_results(tmp_path)
+    (tmp_path / "out" / "escape").unlink()
+    os.mkfifo(tmp_path / "out" / "pipe")
+    with pytest.raises(ExecutorError, match="out/pipe is not a regular file"):
+        check_results(tmp_path)
+    (tmp_path / "out" / "pipe").unlink()
+    with pytest.raises(ExecutorError, match="more than 0 files"):
+        check_results(tmp_path, max_files=0)
+    with pytest.raises(ExecutorError, match="more than 2 bytes"):
+        check_results(tmp_path, max_bytes=2)

@@ -10,6 +10,7 @@ execution ends otherwise; nothing leaves the node before acceptance.
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -46,6 +47,44 @@ SUMMARY_BYTES = 16 * 1024
 """How much of stdout/stderr travels in ``ResultsPublished`` (the rest is in the results)."""
 
 TIMEOUT_GRACE = 5.0
+
+MAX_RESULT_FILES = 10_000
+MAX_RESULT_BYTES = 4 * 1024**3
+"""A results folder with more files or bytes than this is refused (the execution fails)."""
+
+
+def check_results(results: Path, *, max_files: int = MAX_RESULT_FILES,
+                  max_bytes: int = MAX_RESULT_BYTES) -> None:
+    """Refuse a results folder holding links, devices, pipes or too much.
+
+    Nothing is followed: a job could have left a symlink to the host's files in an
+    output volume, and publishing must never read through it.
+
+    Raises:
+        ExecutorError: naming the first offending path.
+    """
+    files = total = 0
+    stack = [results]
+    while stack:
+        folder = stack.pop()
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                rel = Path(entry.path).relative_to(results)
+                if entry.is_symlink():
+                    raise ExecutorError(f"results refused: {rel} is a symbolic link "
+                                        f"(to {os.readlink(entry.path)!r}); outputs must "
+                                        "hold plain files and folders")
+                if entry.is_dir(follow_symlinks=False):
+                    stack.append(Path(entry.path))
+                elif entry.is_file(follow_symlinks=False):
+                    files += 1
+                    total += entry.stat(follow_symlinks=False).st_size
+                else:
+                    raise ExecutorError(f"results refused: {rel} is not a regular file")
+                if files > max_files:
+                    raise ExecutorError(f"results refused: more than {max_files} files")
+                if total > max_bytes:
+                    raise ExecutorError(f"results refused: more than {max_bytes} bytes")
 """Seconds past ``spec.timeout`` before the runner itself stops an executor."""
 
 
@@ -173,6 +212,7 @@ class ExecutionRunner:
             (results / "exitCode").write_text(str(result.exit_code))
             shutil.rmtree(work, ignore_errors=True)
             shutil.rmtree(inputs, ignore_errors=True)
+            check_results(results)
 
         await anyio.to_thread.run_sync(finish)
         proposal = await verifier.propose(
