@@ -7,12 +7,14 @@ unless BACALHAU_REQUIRE_DOCKER=1 (set by scripts/docker-engine.sh), where they f
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import anyio
+import docker.errors
 import pytest
 
 from bacalhau.errors import ExecutorError, ExecutorUnavailable, ValidationError
@@ -175,17 +177,16 @@ def sweep(docker_engine: DockerEngine) -> Iterator[list[str]]:
     client = docker_engine.client()
     try:
         for container in created:
-            client.api.remove_container(container, force=True, v=True)
-    except Exception:
-        pass
+            with contextlib.suppress(docker.errors.NotFound):  # the test removed it already
+                client.api.remove_container(container, force=True, v=True)
     finally:
         client.close()
 
 
-docker = pytest.mark.docker
+needs_docker = pytest.mark.docker
 
 
-@docker
+@needs_docker
 @pytest.mark.anyio
 async def test_runs_command_with_env_workdir_and_exit_code(
     executor: DockerExecutor, image: str, tmp_path: Path
@@ -207,7 +208,7 @@ async def test_runs_command_with_env_workdir_and_exit_code(
     assert list(ctx.work_dir.iterdir()) == []  # no scratch left behind
 
 
-@docker
+@needs_docker
 @pytest.mark.anyio
 async def test_inputs_are_read_only_and_outputs_writable(
     executor: DockerExecutor, image: str, tmp_path: Path
@@ -241,7 +242,7 @@ async def test_inputs_are_read_only_and_outputs_writable(
     assert sorted(p.name for p in (data / "dir").iterdir()) == ["inner.txt"]
 
 
-@docker
+@needs_docker
 @pytest.mark.anyio
 async def test_no_network_inside_the_container(
     executor: DockerExecutor, image: str, tmp_path: Path
@@ -258,7 +259,7 @@ async def test_no_network_inside_the_container(
     assert "unreachable" in (ctx.results_dir / "stderr").read_text().lower()
 
 
-@docker
+@needs_docker
 @pytest.mark.anyio
 async def test_memory_limit_is_enforced(
     executor: DockerExecutor, image: str, tmp_path: Path
@@ -282,7 +283,7 @@ async def test_memory_limit_is_enforced(
     assert (ctx.results_dir / "stdout").read_text().strip() == "1000000"
 
 
-@docker
+@needs_docker
 @pytest.mark.anyio
 async def test_timeout_kills_the_container(
     executor: DockerExecutor, image: str, tmp_path: Path
@@ -295,7 +296,7 @@ async def test_timeout_kills_the_container(
     assert await executor.leftovers() == []
 
 
-@docker
+@needs_docker
 @pytest.mark.anyio
 async def test_cancelling_the_run_removes_its_container(
     executor: DockerExecutor, docker_engine: DockerEngine, image: str, tmp_path: Path
@@ -309,7 +310,7 @@ async def test_cancelling_the_run_removes_its_container(
     assert await anyio.to_thread.run_sync(containers_with, docker_engine, label) == []
 
 
-@docker
+@needs_docker
 @pytest.mark.anyio
 async def test_container_killed_from_outside_fails_and_executor_carries_on(
     executor: DockerExecutor, docker_engine: DockerEngine, image: str, tmp_path: Path
@@ -333,7 +334,7 @@ async def test_container_killed_from_outside_fails_and_executor_carries_on(
     assert (await executor.run(ctx2)).exit_code == 137
 
 
-@docker
+@needs_docker
 @pytest.mark.anyio
 async def test_containers_carry_labels_and_are_removed(
     executor: DockerExecutor,
@@ -354,7 +355,7 @@ async def test_containers_carry_labels_and_are_removed(
     assert await executor.leftovers() == []
 
 
-@docker
+@needs_docker
 @pytest.mark.anyio
 async def test_start_removes_leftovers_of_its_own_node_only(
     docker_engine: DockerEngine, image: str, sweep: list[str]
@@ -383,7 +384,7 @@ async def test_start_removes_leftovers_of_its_own_node_only(
         await executor.close()
 
 
-@docker
+@needs_docker
 @pytest.mark.anyio
 async def test_missing_image_local_only(executor: DockerExecutor, tmp_path: Path) -> None:
     spec = JobSpec.docker("bacalhau-test/not-there:" + secrets.token_hex(4), ["true"])
@@ -394,7 +395,7 @@ async def test_missing_image_local_only(executor: DockerExecutor, tmp_path: Path
         await executor.run(make_ctx(tmp_path, spec))
 
 
-@docker
+@needs_docker
 @pytest.mark.anyio
 async def test_missing_image_unreachable_registry(
     docker_engine: DockerEngine, image: str, tmp_path: Path
@@ -413,7 +414,7 @@ async def test_missing_image_unreachable_registry(
         await executor.close()
 
 
-@docker
+@needs_docker
 @pytest.mark.anyio
 async def test_output_is_capped_and_truncation_noted(
     executor: DockerExecutor, image: str, tmp_path: Path
