@@ -343,10 +343,13 @@ class Client:
     async def add_path(
         self, path: str | os.PathLike[str], *, cid_version: int = 0,
         raw_leaves: bool | None = None, hidden: bool = False, wrap_with_directory: bool = False,
+        chunk_size: int = 262144, on_entry: Callable[[str, str], None] | None = None,
     ) -> str:
         """Add a file or a whole directory tree; return the root CID (``ipfs add -r``'s).
 
-        The DAG is built here and sent as one CAR archive the node verifies block by block.
+        The DAG is built here and sent as one CAR archive the node verifies block by
+        block. Options are :func:`bacalhau.storage.ipfs.add_path`'s; ``on_entry`` sees
+        (path, CID) of each entry once the node has stored them all.
         """
         from ..storage.ipfs.blockstore import BlockStore
         from ..storage.ipfs.car import export_car
@@ -354,13 +357,19 @@ class Client:
 
         with tempfile.TemporaryDirectory(prefix="bacalhau-add-") as tmp:
             store = BlockStore(Path(tmp) / "blocks")
+            entries: list[tuple[str, str]] = []
             cid = await add_path(store, path, cid_version=cid_version, raw_leaves=raw_leaves,
-                                 hidden=hidden, wrap_with_directory=wrap_with_directory)
+                                 hidden=hidden, wrap_with_directory=wrap_with_directory,
+                                 chunk_size=chunk_size,
+                                 on_entry=lambda rel, c: entries.append((rel, c)))
             car = Path(tmp) / "upload.car"
             await export_car(store, cid, car)
             roots = await self.import_car(car)
         if cid not in roots:
             raise ApiError(f"the node imported {roots}, not {cid}", code="unexpected_answer")
+        if on_entry is not None:
+            for rel, entry_cid in entries:
+                on_entry(rel, entry_cid)
         return cid
 
     async def import_car(self, path: str | os.PathLike[str]) -> tuple[str, ...]:

@@ -1,0 +1,487 @@
+"""The job commands of the ``bacalhau`` CLI, all through :class:`~bacalhau.api.client.Client`.
+
+``list``, ``describe``, ``logs``, ``get``, ``cancel``, ``validate``, ``job run``,
+``version``, ``node``, ``devstack``, and the submission flow shared with
+``docker run`` and ``wasm run`` (:func:`submit_and_follow`): submit, then with
+``--wait`` (the default) show the lifecycle as it happens (bids, running,
+verifying, publishing) and end with the results CID.
+
+Every ``cmd_*`` coroutine takes the parsed namespace and returns an exit code
+(:mod:`bacalhau.cli` maps exceptions to codes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import signal
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any
+
+import anyio
+import attrs
+
+from .api.client import Client
+from .api.schemas import EventLine
+from .errors import ValidationError
+from .models import JobResult, JobSpec, JobState, from_json_data, to_json_data
+
+__all__ = [
+    "EXIT_BAD_INPUT",
+    "EXIT_ERROR",
+    "EXIT_JOB_FAILED",
+    "EXIT_OK",
+    "EXIT_UNREACHABLE",
+    "add_submit_options",
+    "client_from_args",
+    "emit",
+    "load_spec",
+    "submit_and_follow",
+]
+
+EXIT_OK = 0
+"""The command did what was asked (a waited-for job completed)."""
+EXIT_JOB_FAILED = 1
+"""A job that was waited for (or whose results were asked for) failed or was cancelled."""
+EXIT_BAD_INPUT = 2
+"""Bad arguments, an invalid job spec, an unknown job id or CID."""
+EXIT_UNREACHABLE = 3
+"""No node answered at the API address."""
+EXIT_ERROR = 4
+"""Anything else (the node refused, a local file could not be written, ...)."""
+
+FORMATS = ("text", "json", "yaml")
+
+
+def _out() -> IO[str]:
+    return sys.stdout
+
+
+def _err() -> IO[str]:
+    return sys.stderr
+
+
+def short(job_id: str) -> str:
+    """The short form of a job id shown in tables (a unique prefix in practice)."""
+    return job_id[:10]
+
+
+def short_node(node_id: str | None) -> str:
+    return f"…{node_id[-8:]}" if node_id else "-"
+
+
+def emit(value: Any, fmt: str, out: IO[str] | None = None) -> None:
+    """Print a value (or plain data) as JSON or YAML."""
+    data = to_json_data(value) if attrs.has(type(value)) or isinstance(value, list) else value
+    data = json.loads(json.dumps(data))  # enums (str subclasses) to plain str for YAML
+    out = out or _out()
+    if fmt == "yaml":
+        import yaml
+
+        out.write(yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
+    else:
+        out.write(json.dumps(data, indent=2) + "\n")
+
+
+def client_from_args(ns: argparse.Namespace) -> Client:
+    """The Client for ``--api``/``BACALHAU_API`` and ``--api-token``/``BACALHAU_API_TOKEN``."""
+    return Client(getattr(ns, "api", None), token=getattr(ns, "api_token", None))
+
+
+def add_api_options(parser: argparse.ArgumentParser) -> None:
+    """``--api`` and ``--api-token`` on a subcommand (they may also come before it)."""
+    parser.add_argument("--api", default=argparse.SUPPRESS, metavar="HOST:PORT",
+                        help="the node's API (default $BACALHAU_API or 127.0.0.1:1234)")
+    parser.add_argument("--api-token", default=argparse.SUPPRESS, metavar="TOKEN",
+                        help="bearer token (default $BACALHAU_API_TOKEN)")
+
+
+def add_submit_options(parser: argparse.ArgumentParser) -> None:
+    """The options every job-submitting command has: wait, id-only, output format."""
+    parser.add_argument("--wait", action=argparse.BooleanOptionalAction, default=True,
+                        help="follow the job until it ends (default); --no-wait returns at once")
+    parser.add_argument("--wait-timeout", type=float, default=None, metavar="SECONDS",
+                        help="give up waiting after this long (the job goes on)")
+    parser.add_argument("--id-only", action="store_true",
+                        help="print only the job id (progress is not shown)")
+    parser.add_argument("--output", dest="format", choices=FORMATS, default="text",
+                        help="print the final job as json or yaml instead of text")
+    if not any("--api" in a.option_strings for a in parser._actions):
+        add_api_options(parser)
+
+
+# --- progress ----------------------------------------------------------------------------
+
+_PHASE_TEXT: dict[str, Callable[[EventLine], str]] = {
+    "created": lambda e: f"submitted ({e.event.detail})",
+    "bid": lambda e: f"bid from {short_node(e.event.node_id)}",
+    "declined": lambda e: f"{short_node(e.event.node_id)} declined: {e.event.detail}",
+    "bid_accepted": lambda e: f"running on {short_node(e.event.node_id)}",
+    "bid_rejected": lambda e: f"bid of {short_node(e.event.node_id)} not taken"
+    + (f" ({e.event.detail})" if e.event.detail else ""),
+    "proposed": lambda e: f"verifying: results proposed by {short_node(e.event.node_id)}",
+    "results_accepted": lambda e: f"publishing: results of {short_node(e.event.node_id)} "
+    "accepted",
+    "results_rejected": lambda e: f"results of {short_node(e.event.node_id)} rejected: "
+    f"{e.event.detail}",
+    "published": lambda e: f"published by {short_node(e.event.node_id)}: {e.event.detail}",
+    "execution_failed": lambda e: f"execution on {short_node(e.event.node_id)} failed: "
+    f"{e.event.detail}",
+    "execution_lost": lambda e: f"execution on {short_node(e.event.node_id)} lost: "
+    f"{e.event.detail}",
+}
+
+
+_PHASE = {
+    "created": "submitted",
+    "bid": "bidding",
+    "declined": "bidding",
+    "bid_rejected": "bidding",
+    "bid_accepted": "running",
+    "execution_failed": "running",
+    "execution_lost": "running",
+    "proposed": "verifying",
+    "results_rejected": "verifying",
+    "results_accepted": "publishing",
+    "published": "publishing",
+}
+
+
+def progress_line(line: EventLine) -> str:
+    """One human line for an event: time, the lifecycle phase it belongs to, what happened."""
+    kind = line.event.kind
+    text = _PHASE_TEXT.get(kind)
+    what = text(line) if text else (line.event.detail or kind.replace("_", " "))
+    phase = _PHASE.get(kind, kind)
+    stamp = time.strftime("%H:%M:%S", time.localtime(line.event.time))
+    return f"  {stamp}  {phase:<10}  {what}"
+
+
+def print_outcome(result: JobResult, out: IO[str]) -> None:
+    """The closing lines of a waited-for job: state, reason, results CID, next steps."""
+    print(f"Job {result.job_id} {result.state.value}"
+          + (f": {result.reason}" if result.reason else ""), file=out)
+    for ex in result.executions:
+        if ex.exit_code not in (None, 0):
+            print(f"  exit code {ex.exit_code} on {short_node(ex.node_id)}", file=out)
+    if result.cid:
+        print(f"Results CID: {result.cid}", file=out)
+        print(f"  get them:  bacalhau get {short(result.job_id)}", file=out)
+    elif result.ok:
+        published = [str(e.published) for e in result.accepted if e.published]
+        if published:
+            print(f"Results: {', '.join(published)}", file=out)
+
+
+async def submit_and_follow(client: Client, spec: JobSpec, ns: argparse.Namespace) -> int:
+    """Submit ``spec``; unless ``--no-wait``, follow it to the end. Returns the exit code."""
+    fmt = getattr(ns, "format", "text")
+    id_only = getattr(ns, "id_only", False)
+    job_id = await client.submit(spec)
+    if not getattr(ns, "wait", True):
+        if id_only:
+            print(job_id, file=_out())
+        elif fmt != "text":
+            emit({"job_id": job_id}, fmt)
+        else:
+            print(f"Job submitted: {job_id}", file=_out())
+            print(f"  follow it:  bacalhau describe {short(job_id)}", file=_out())
+        return EXIT_OK
+    show = not id_only and fmt == "text"
+    if show:
+        print(f"Job {job_id}", file=_out())
+        _out().flush()
+
+    def on_event(line: EventLine) -> None:
+        if show:
+            print(progress_line(line), file=_out(), flush=True)
+
+    result = await client.wait(job_id, timeout=getattr(ns, "wait_timeout", None),
+                               on_event=on_event)
+    if id_only:
+        print(job_id, file=_out())
+    elif fmt != "text":
+        emit(result, fmt)
+    else:
+        print_outcome(result, _out())
+    return EXIT_OK if result.ok else EXIT_JOB_FAILED
+
+
+# --- job specs from files ----------------------------------------------------------------
+
+
+def load_spec(path: str) -> JobSpec:
+    """A JobSpec from a YAML or JSON file (``-`` reads stdin).
+
+    The file holds the spec's fields (``engine``, ``inputs``, ``outputs``,
+    ``deal``, ...) as ``GET /api/v1/jobs/ID`` shows them under ``spec``, or the
+    same under a top-level ``spec`` key.
+
+    Raises:
+        ValidationError: unreadable, not YAML/JSON, or an invalid spec (the message
+            names the field, e.g. ``$.deal.concurrency``).
+    """
+    import yaml
+
+    try:
+        text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValidationError(f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}",
+                              field="file") from None
+    try:
+        data = yaml.safe_load(text)  # YAML is a superset of JSON
+    except yaml.YAMLError as exc:
+        raise ValidationError(f"{path} is neither YAML nor JSON: {exc}", field="file") from None
+    if isinstance(data, dict) and set(data) == {"spec"}:
+        data = data["spec"]
+    if not isinstance(data, dict):
+        raise ValidationError(f"{path} must hold a mapping (a job spec), got "
+                              f"{type(data).__name__}", field="file")
+    return from_json_data(data, JobSpec, what="$")
+
+
+async def cmd_validate(ns: argparse.Namespace) -> int:
+    spec = load_spec(ns.file)
+    if ns.format != "text":
+        emit(spec, ns.format)
+    else:
+        print(f"{ns.file}: a valid {spec.engine.type} job spec", file=_out())
+    return EXIT_OK
+
+
+async def cmd_job_run(ns: argparse.Namespace) -> int:
+    spec = load_spec(ns.file)
+    async with client_from_args(ns) as client:
+        return await submit_and_follow(client, spec, ns)
+
+
+# --- queries -----------------------------------------------------------------------------
+
+
+async def cmd_list(ns: argparse.Namespace) -> int:
+    async with client_from_args(ns) as client:
+        page = await client.list_jobs(state=ns.state or None, label=ns.label, engine=ns.engine,
+                                      limit=ns.limit, offset=ns.offset)
+    if ns.id_only:
+        for job in page.jobs:
+            print(job.job_id, file=_out())
+    elif ns.format != "text":
+        emit(page, ns.format)
+    else:
+        rows = [("ID", "CREATED", "ENGINE", "STATE", "RESULTS")]
+        for job in page.jobs:
+            created = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(job.created_at))
+            rows.append((short(job.job_id), created, job.engine, job.state.value,
+                         job.cid or "-"))
+        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+        for row in rows:
+            print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip(),
+                  file=_out())
+        if page.total > page.offset + len(page.jobs):
+            print(f"({page.total} jobs; next page: --offset {page.offset + len(page.jobs)})",
+                  file=_out())
+    return EXIT_OK
+
+
+async def cmd_describe(ns: argparse.Namespace) -> int:
+    async with client_from_args(ns) as client:
+        result = await client.describe(ns.job)
+    data = to_json_data(result)
+    data["cid"] = result.cid
+    emit(data, "json" if ns.format == "json" else "yaml")
+    return EXIT_OK
+
+
+async def cmd_logs(ns: argparse.Namespace) -> int:
+    async with client_from_args(ns) as client:
+        async for chunk in client.logs(ns.job, follow=ns.follow, node=ns.node,
+                                       stream=ns.stream):
+            sink = sys.stdout if chunk.stream == "stdout" else sys.stderr
+            sink.write(chunk.data)
+            if chunk.data and not chunk.data.endswith("\n"):
+                sink.write("\n")
+            if not chunk.complete:
+                print(f"[{chunk.stream} of {short_node(chunk.node_id)} truncated: the full "
+                      "log is in the results; bacalhau get]", file=sys.stderr)
+            sink.flush()
+    return EXIT_OK
+
+
+async def cmd_get(ns: argparse.Namespace) -> int:
+    async with client_from_args(ns) as client:
+        result = await client.describe(ns.job)
+        dest = Path(ns.output_dir) if ns.output_dir else Path(f"job-{short(result.job_id)}")
+        cid, path = await client.get_results(result.job_id, dest)
+    print(f"Fetched and verified {cid}", file=sys.stderr)
+    print(f"Results of {result.job_id} are in {path}", file=_out())
+    return EXIT_OK
+
+
+async def cmd_cancel(ns: argparse.Namespace) -> int:
+    async with client_from_args(ns) as client:
+        state = await client.cancel(ns.job, ns.reason)
+        job_id = (await client.describe(ns.job)).job_id
+    print(f"Job {job_id} {state.value}", file=_out())
+    return EXIT_OK
+
+
+async def cmd_node(ns: argparse.Namespace) -> int:
+    async with client_from_args(ns) as client:
+        info = await client.node_info()
+    if ns.format != "text":
+        emit(info, ns.format)
+        return EXIT_OK
+    out = _out()
+    print(f"Node      {info.node_id}  (bacalhau-py {info.version})", file=out)
+    print(f"Peers     {len(info.peers)}", file=out)
+    for peer in info.peers:
+        print(f"            {peer}", file=out)
+    if info.capacity is not None:
+        cap = info.capacity
+        print(f"Capacity  {cap.cpu:g} CPU, {cap.memory / 2**30:.1f} GiB memory, "
+              f"{cap.gpu} GPU; {info.running} running", file=out)
+    print(f"Executors {', '.join(info.executors)}", file=out)
+    print(f"Storage   {', '.join(info.storage)}", file=out)
+    print(f"Verifiers {', '.join(info.verifiers)}", file=out)
+    print(f"Publishers {', '.join(info.publishers)}", file=out)
+    return EXIT_OK
+
+
+async def cmd_version(ns: argparse.Namespace) -> int:
+    from . import __version__
+    from .errors import ApiError
+
+    server: str | None = None
+    problem = ""
+    if not ns.client_only:
+        try:
+            async with client_from_args(ns) as client:
+                server = (await client.health()).version
+        except ApiError as exc:
+            problem = str(exc)
+    if ns.format != "text":
+        emit({"client": __version__, "server": server}, ns.format)
+    else:
+        print(f"Client: bacalhau-py {__version__}", file=_out())
+        if not ns.client_only:
+            print(f"Server: {'bacalhau-py ' + server if server else 'unreachable'}", file=_out())
+            if problem:
+                print(f"  ({problem})", file=sys.stderr)
+    return EXIT_OK
+
+
+# --- devstack ----------------------------------------------------------------------------
+
+
+async def cmd_devstack(ns: argparse.Namespace) -> int:
+    """A whole network in this process, node 0's API on ``--host:--port``, until Ctrl-C."""
+    from .api.server import serve_api
+    from .network import Network
+
+    if ns.nodes < 1:
+        raise ValidationError(f"--nodes must be at least 1, got {ns.nodes}", field="nodes")
+    options: dict[str, Any] = {}
+    if ns.data_dir:
+        options["data_dir"] = Path(ns.data_dir)
+    net = Network.in_memory(ns.nodes, seed=ns.seed, **options)
+    net.check_on_exit = False  # Ctrl-C may stop executions midway; that is fine here
+    out = _out()
+    async with net, anyio.create_task_group() as tg:
+        address = await tg.start(functools.partial(
+            serve_api, net.nodes[0], host=ns.host, port=ns.port, token=ns.api_token_serve))
+        print(f"Devstack: {ns.nodes} node(s) in one process", file=out)
+        for i, node in enumerate(net.nodes):
+            executors = ", ".join(node.info().executors)
+            print(f"  node {i}: {node.node_id}  [{executors}]", file=out)
+        print(f"API of node 0 on {address.url}", file=out)
+        print(f"  export BACALHAU_API={address}", file=out)
+        print("Ctrl-C stops the devstack.", file=out, flush=True)
+        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async for _ in signals:
+                break
+        print("Stopping the devstack...", file=out, flush=True)
+        tg.cancel_scope.cancel()
+    return EXIT_OK
+
+
+# --- the parsers -------------------------------------------------------------------------
+
+
+def add_job_parsers(sub: Any) -> None:
+    """Register this module's commands on the top-level subparsers object."""
+    api = argparse.ArgumentParser(add_help=False)
+    add_api_options(api)
+
+    def command(name: str, fn: Any, help_: str, **kw: Any) -> argparse.ArgumentParser:
+        parser: argparse.ArgumentParser = sub.add_parser(name, help=help_, description=help_,
+                                                         parents=[api], **kw)
+        parser.set_defaults(func=fn)
+        return parser
+
+    p = command("list", cmd_list, "list the node's jobs, newest first")
+    p.add_argument("--state", action="append", default=[], choices=[s.value for s in JobState],
+                   help="only jobs in this state (repeatable)")
+    p.add_argument("--label", default=None, help="only jobs with this label")
+    p.add_argument("--engine", default=None, help="only jobs for this executor")
+    p.add_argument("--limit", type=int, default=20, help="how many (default 20, at most 1000)")
+    p.add_argument("--offset", type=int, default=0, help="skip this many")
+    p.add_argument("--id-only", action="store_true", help="print full job ids only")
+    p.add_argument("--output", dest="format", choices=FORMATS, default="text")
+
+    p = command("describe", cmd_describe,
+                "show a job: spec, state, executions and events (YAML by default)")
+    p.add_argument("job", metavar="JOB", help="job id or unique prefix")
+    p.add_argument("--output", dest="format", choices=("yaml", "json"), default="yaml")
+
+    p = command("logs", cmd_logs, "print a job's stdout (and stderr, to stderr)")
+    p.add_argument("job", metavar="JOB", help="job id or unique prefix")
+    p.add_argument("-f", "--follow", action="store_true", help="wait for executions to finish")
+    p.add_argument("--node", default=None, help="only executions on nodes starting with this")
+    p.add_argument("--stream", choices=("stdout", "stderr"), default=None)
+
+    p = command("get", cmd_get, "download a job's published results and verify them")
+    p.add_argument("job", metavar="JOB", help="job id or unique prefix")
+    p.add_argument("--output-dir", default=None, metavar="DIR",
+                   help="where to write them (default ./job-ID; must be new or empty)")
+
+    p = command("cancel", cmd_cancel, "cancel a job")
+    p.add_argument("job", metavar="JOB", help="job id or unique prefix")
+    p.add_argument("--reason", default="cancelled by the user")
+
+    p = sub.add_parser("validate", help="check a job spec file (YAML or JSON); needs no node")
+    p.add_argument("file", metavar="FILE", help="the spec file, or - for stdin")
+    p.add_argument("--output", dest="format", choices=FORMATS, default="text",
+                   help="print the normalised spec as json or yaml")
+    p.set_defaults(func=cmd_validate)
+
+    job = sub.add_parser("job", help="run a job from a spec file")
+    job_sub = job.add_subparsers(dest="job_command", required=True, metavar="COMMAND")
+    p = job_sub.add_parser("run", help="submit a job spec file (YAML or JSON)",
+                           description="Submit the job spec in FILE (- for stdin).")
+    p.add_argument("file", metavar="FILE")
+    add_submit_options(p)
+    p.set_defaults(func=cmd_job_run)
+
+    p = command("node", cmd_node, "show the node: id, peers, capacity, executors")
+    p.add_argument("--output", dest="format", choices=FORMATS, default="text")
+
+    p = command("version", cmd_version, "print the client's and the node's versions")
+    p.add_argument("--client-only", action="store_true", help="do not ask the node")
+    p.add_argument("--output", dest="format", choices=FORMATS, default="text")
+
+    p = sub.add_parser("devstack", help="run a whole network in one process, for trying things",
+                       description="Run N nodes on an in-memory transport in this process, "
+                       "with node 0's API on HOST:PORT, until Ctrl-C.")
+    p.add_argument("--nodes", type=int, default=3, help="how many nodes (default 3)")
+    p.add_argument("--host", default="127.0.0.1", help="API host (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=1234, help="API port (default 1234; 0: any)")
+    p.add_argument("--token", dest="api_token_serve", default=None, metavar="TOKEN",
+                   help="require this bearer token (needed beyond loopback)")
+    p.add_argument("--seed", type=int, default=None, help="seed the nodes' random choices")
+    p.add_argument("--data-dir", default=None, metavar="DIR",
+                   help="keep the nodes' data here (default: a temporary directory)")
+    p.set_defaults(func=cmd_devstack)

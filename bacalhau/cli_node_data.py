@@ -1,0 +1,177 @@
+"""``bacalhau data ...`` through a node's API (the :class:`~bacalhau.api.client.Client`).
+
+The ``data`` tree is built by :mod:`bacalhau.cli_data`, which works on a local
+data directory. :func:`run_data` picks the mode:
+
+* ``--data-dir DIR`` given: the local commands of :mod:`bacalhau.cli_data`
+  (no node needed; safe beside a node using the same directory);
+* ``add --only-hash``: computed locally, nothing stored, no node needed;
+* otherwise: the node at ``--api`` / ``BACALHAU_API`` / ``127.0.0.1:1234``,
+  so ``bacalhau data add file.txt`` next to ``bacalhau devstack`` stores the
+  file where jobs can read it. Output is the same in both modes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.to_thread
+
+from .cli_jobs import EXIT_OK, client_from_args
+from .errors import ValidationError
+
+__all__ = ["is_local", "run_data", "run_data_via_api"]
+
+
+def is_local(ns: argparse.Namespace) -> bool:
+    """Whether this ``data`` command runs without a node."""
+    return bool(getattr(ns, "data_dir", None)) or (
+        ns.data_command == "add" and bool(getattr(ns, "only_hash", False))
+    )
+
+
+def run_data_local(ns: argparse.Namespace) -> int:
+    """The local-directory commands of :mod:`bacalhau.cli_data` (errors propagate)."""
+    from . import cli_data as d
+
+    c, dd = ns.data_command, ns.data_dir
+    if c == "add":
+        return d.cmd_add(ns.paths, recursive=ns.recursive, cid_version=ns.cid_version,
+                         raw_leaves=ns.raw_leaves, wrap_with_directory=ns.wrap_with_directory,
+                         hidden=ns.hidden, only_hash=ns.only_hash, quiet=ns.quiet,
+                         chunk_size=ns.chunk_size, pin=ns.pin, data_dir=dd)
+    if c == "get":
+        return d.cmd_get(ns.cid, output=ns.output, data_dir=dd)
+    if c == "cat":
+        return d.cmd_cat(ns.cid, data_dir=dd)
+    if c == "ls":
+        return d.cmd_ls(ns.cid, data_dir=dd)
+    if c == "export":
+        return d.cmd_export(ns.cid, car=ns.car, data_dir=dd)
+    if c == "import":
+        return d.cmd_import(ns.paths, pin=ns.pin, data_dir=dd)
+    if c == "pin":
+        return d.cmd_pin(ns.cids, direct=ns.direct, data_dir=dd)
+    if c == "unpin":
+        return d.cmd_unpin(ns.cids, data_dir=dd)
+    if c == "gc":
+        return d.cmd_gc(data_dir=dd)
+    raise ValidationError(f"unknown data command {c!r}")
+
+
+def run_data(ns: argparse.Namespace) -> int:
+    """Run a parsed ``data`` command locally or through the node (see the module doc)."""
+    if is_local(ns):
+        return run_data_local(ns)
+    return anyio.run(run_data_via_api, ns)
+
+
+async def _stdin() -> AsyncIterator[bytes]:
+    stream = sys.stdin.buffer
+    while piece := await anyio.to_thread.run_sync(stream.read, 1 << 20):
+        yield piece
+
+
+def _check_add_paths(ns: argparse.Namespace) -> None:
+    for path in ns.paths:
+        if path != "-" and Path(path).is_dir() and not ns.recursive:
+            raise ValidationError(f"{path} is a directory; use -r to add it recursively")
+
+
+def _plain_file_add(ns: argparse.Namespace, path: str) -> bool:
+    """A single file with Kubo's default layout can be streamed as is (no local DAG)."""
+    return (
+        path != "-" and Path(path).is_file() and not ns.wrap_with_directory
+        and ns.raw_leaves is None and ns.chunk_size == 262144
+    )
+
+
+async def run_data_via_api(ns: argparse.Namespace) -> int:
+    """The ``data`` commands on the node's store."""
+    c = ns.data_command
+    out = sys.stdout
+    if c == "add" and not ns.pin:
+        raise ValidationError("--no-pin is only for a local --data-dir: the node pins what it "
+                              "is given so its garbage collection keeps it")
+    async with client_from_args(ns) as client:
+        if c == "add":
+            if not ns.paths:
+                raise ValidationError("give at least one path (or - for stdin)")
+            root = ""
+            _check_add_paths(ns)
+            for path in ns.paths:
+                if path == "-":
+                    root = (await client.add_bytes(_stdin(), cid_version=ns.cid_version)).cid
+                    name = "-"
+                elif _plain_file_add(ns, path):
+                    root = (await client.add_file(path, cid_version=ns.cid_version)).cid
+                    name = Path(path).name
+                else:
+                    def entry(rel: str, cid: str) -> None:
+                        if not ns.quiet:
+                            print(f"added {cid} {rel}".rstrip(), file=out)
+
+                    root = await client.add_path(
+                        path, cid_version=ns.cid_version, raw_leaves=ns.raw_leaves,
+                        hidden=ns.hidden, wrap_with_directory=ns.wrap_with_directory,
+                        chunk_size=ns.chunk_size, on_entry=entry,
+                    )
+                    continue
+                if not ns.quiet:
+                    print(f"added {root} {name}", file=out)
+            print(root, file=out)
+        elif c == "get":
+            dest = Path(ns.output) if ns.output else Path(ns.cid)
+            await client.download(ns.cid, dest)
+            print(f"Saved {ns.cid} to {dest}", file=out)
+        elif c == "cat":
+            out.flush()
+            sink = sys.stdout.buffer
+            async for piece in client.cat(ns.cid):
+                sink.write(piece)
+            sink.flush()
+        elif c == "ls":
+            for e in await client.ls(ns.cid):
+                name = e.name + ("/" if e.type == "directory" else "")
+                size = "-" if e.size is None else str(e.size)
+                print(f"{e.cid} {size} {name}".rstrip(), file=out)
+        elif c == "export":
+            await client.export_car(ns.cid, ns.car)
+            print(f"exported {ns.cid} to {ns.car}", file=out)
+        elif c == "import":
+            for path in ns.paths:
+                for root in await client.import_car(path):
+                    print(f"pinned root {root}", file=out)
+        elif c == "pin":
+            if not ns.cids:
+                for cid, kind in sorted((await client.pins()).items()):
+                    print(f"{cid} {kind}", file=out)
+            elif ns.direct:
+                raise ValidationError("--direct is only for a local --data-dir")
+            for cid in ns.cids:
+                await client.pin(cid)
+                print(f"pinned {cid} recursively", file=out)
+        elif c == "unpin":
+            for cid in ns.cids:
+                await client.unpin(cid)
+                print(f"unpinned {cid}", file=out)
+        elif c == "gc":
+            print(f"removed {await client.gc()} blocks", file=out)
+        else:
+            raise ValidationError(f"unknown data command {c!r}")
+    return EXIT_OK
+
+
+def wire_data_parser(data_parser: Any) -> None:
+    """Point the ``data`` tree at :func:`run_data` and explain the two modes in its help."""
+    data_parser.description = (
+        "Content-addressed data (IPFS-compatible CIDs). Commands talk to the node at --api "
+        "(default $BACALHAU_API or 127.0.0.1:1234); with --data-dir they work on that local "
+        "data directory instead, and 'add --only-hash' needs no node."
+    )
+    data_parser.set_defaults(func=run_data, sync=True)
