@@ -22,7 +22,7 @@ from bacalhau.testing.conformance import CHECKS, RecordingHandler, running
 from bacalhau.testing.nats import NatsCluster, NatsServer
 from bacalhau.transport.base import Transport
 from bacalhau.transport.nats import NatsOptions, NatsTransport
-from bacalhau.transport.nats_frames import Kind, encode_packets
+from bacalhau.transport.nats_frames import Kind, encode_packets, request_extra
 
 pytestmark = [pytest.mark.anyio, pytest.mark.nats]
 pytest_plugins = ["bacalhau.testing.nats"]  # nats_server, nats_cluster, nats_factory
@@ -66,7 +66,7 @@ async def test_conformance_cluster(nats_cluster: NatsCluster, check: str) -> Non
     await CHECKS[check](factory_for(nats_cluster.urls))
 
 
-@pytest.mark.parametrize("check", ["broadcast_reaches_all_others_once", "broadcasts_from_everyone"])
+@pytest.mark.parametrize("check", sorted(CHECKS))
 async def test_conformance_jetstream(nats_server: NatsServer, check: str) -> None:
     """With JetStream every frame arrives twice (core and stream); each is handed over once."""
     await CHECKS[check](factory_for([nats_server.url], jetstream=True, jetstream_memory=True))
@@ -294,7 +294,7 @@ async def test_hostile_packets_are_dropped(nats_server: NatsServer) -> None:
                 b"gimme",
                 max_packet=65536,
                 key=None,
-                extra=liar.sign(b"not the right bytes"),
+                extra=request_extra(liar.sign(b"not the right bytes"), raw.new_inbox()),
             )
             inbox = raw.new_inbox()
             await raw.publish(f"{subject}.node.{t0.node_id}", forged[0], reply=inbox)
@@ -358,6 +358,36 @@ async def test_jetstream_catch_up_after_restart(nats_server: NatsServer) -> None
         await hb.wait_for(lambda: b"live" in hb.heard)
         await hn.wait_for(lambda: b"live" in hn.heard)
         assert hn.heard == [b"live"], "a new node starts from now, not from the stream's history"
+        tg.cancel_scope.cancel()
+
+
+async def test_jetstream_keeps_requests_for_a_node_that_is_away(nats_server: NatsServer) -> None:
+    opts = NatsOptions(
+        servers=(nats_server.url,),
+        subject="bacalhau.jd" + os.urandom(4).hex(),
+        jetstream=True,
+        **FAST,
+    )
+    alice, bob_key = NatsTransport(Identity.generate(), opts), Identity.generate()
+    async with anyio.create_task_group() as tg:
+        await tg.start(alice.run, RecordingHandler(alice.node_id))
+        async with anyio.create_task_group() as bob_tg:
+            bob = NatsTransport(bob_key, opts)
+            hb = RecordingHandler(bob.node_id)
+            await bob_tg.start(bob.run, hb)
+            await eventually(lambda: bob.node_id in alice.peers())
+            assert await alice.request(bob.node_id, b"live") == b"re:live"
+            await eventually(lambda: bob.status()["duplicates"] == 1)  # the stream's copy
+            bob_tg.cancel_scope.cancel()
+        await eventually(lambda: bob_key.node_id not in alice.peers())  # bob said bye
+        with pytest.raises(PeerUnreachable, match="JetStream keeps"):
+            await alice.request(bob_key.node_id, b"while away", timeout=5)
+        bob = NatsTransport(bob_key, opts)
+        hb = RecordingHandler(bob.node_id)
+        await tg.start(bob.run, hb)
+        await hb.wait_for(lambda: len(hb.requests) == 1)
+        assert hb.requests == [(alice.node_id, b"while away")], "delivered once, on return"
+        assert bob.status()["replayed"] == 1
         tg.cancel_scope.cancel()
 
 

@@ -38,11 +38,11 @@ import contextlib
 import hashlib
 import logging
 import os
-import re
 import ssl
 import time
 from collections import OrderedDict, deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any
 
 import anyio
@@ -57,103 +57,24 @@ from nats.aio.subscription import Subscription
 from ..errors import PeerUnreachable, TransportError, ValidationError, WireError
 from ..identity import Identity, node_id_from_public_key, public_key_from_node_id, verify_signature
 from .base import MAX_FRAME, Transport, TransportHandler
-from .nats_frames import Kind, Packet, Reassembler, Refused, decode_packet, encode_packets, mac_key
-from .nats_frames import request_signing_bytes as _request_signing_bytes
+from .nats_frames import (
+    Kind,
+    Packet,
+    Reassembler,
+    Refused,
+    decode_packet,
+    encode_packets,
+    mac_key,
+    request_extra,
+    request_signing_bytes,
+)
+from .nats_setup import SUB_PENDING_BYTES, NatsOptions, parse_servers, setup_jetstream, tls_context
 
-__all__ = ["NatsOptions", "NatsTransport"]
+__all__ = ["NatsOptions", "NatsTransport", "nats_transport_factory", "parse_servers"]
 
 log = logging.getLogger(__name__)
 
-_SUBJECT = re.compile(r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$")
-_SUB_PENDING_BYTES = 16 * MAX_FRAME
 _PRESENCE_CONTEXT = b"bacalhau/nats/presence/v1\x00"
-
-
-@attrs.frozen(kw_only=True)
-class NatsOptions:
-    """How to reach the NATS cluster and how to use it.
-
-    Args:
-        servers: server URLs (``nats://host:port``, ``tls://...``); more than one
-            for a cluster. Servers the cluster advertises are added automatically.
-        subject: the network's broadcast subject; other subjects derive from it.
-        token / user / password: NATS authentication.
-        nkey_seed: an nkey seed (``SU...``) or the path of a file holding one.
-        creds: path of a ``.creds`` file (user JWT + nkey seed).
-        tls_ca: CA bundle to verify the server with.
-        tls_cert / tls_key: client certificate and key, for servers that verify clients.
-        jetstream: also put broadcasts in a stream; a durable consumer per node catches up.
-        jetstream_replicas: replicas of the stream (at most the cluster's size).
-        jetstream_max_age: seconds the stream keeps events.
-        jetstream_max_bytes: size cap of the stream (oldest events go first).
-        jetstream_memory: keep the stream in memory instead of files.
-        jetstream_consumer_ttl: seconds after which the server deletes the durable
-            consumer of a node that stayed away.
-        buffer_frames / buffer_bytes: bound of the outgoing buffer while disconnected.
-        resend_window: broadcasts sent this many seconds before a lost connection
-            was noticed are sent again after reconnecting (0: never).
-        heartbeat: seconds between presence announcements (peers expire after 3).
-        connect_timeout: seconds to wait for the first connection before failing.
-        reconnect_wait: seconds between reconnect attempts to one server.
-        ping_interval: seconds between client pings (detects a dead server).
-        max_packet: cap on one NATS message, below the server's ``max_payload``.
-        name: connection name shown in NATS monitoring (default: the node id).
-        randomize: try the servers in random order (default: in the order given,
-            so the first URL is the node's home server and the rest are fail-overs).
-    """
-
-    servers: tuple[str, ...] = ("nats://127.0.0.1:4222",)
-    subject: str = "bacalhau.default"
-    token: str | None = None
-    user: str | None = None
-    password: str | None = None
-    nkey_seed: str | None = None
-    creds: str | None = None
-    tls_ca: str | None = None
-    tls_cert: str | None = None
-    tls_key: str | None = None
-    jetstream: bool = False
-    jetstream_replicas: int = 1
-    jetstream_max_age: float = 3600.0
-    jetstream_max_bytes: int = 256 * 1024 * 1024
-    jetstream_memory: bool = False
-    jetstream_consumer_ttl: float = 86400.0
-    buffer_frames: int = 1024
-    buffer_bytes: int = 16 * 1024 * 1024
-    resend_window: float = 2.0
-    heartbeat: float = 5.0
-    connect_timeout: float = 10.0
-    reconnect_wait: float = 0.5
-    ping_interval: float = 10.0
-    max_packet: int | None = None
-    name: str | None = None
-    randomize: bool = False
-
-    def __attrs_post_init__(self) -> None:
-        if not self.servers:
-            raise ValidationError("give at least one NATS server URL", field="nats.servers")
-        if not _SUBJECT.match(self.subject) or len(self.subject) > 200:
-            raise ValidationError(
-                f"{self.subject!r} is not a plain NATS subject (letters, digits, '-', '_', dots)",
-                field="nats.subject",
-            )
-        if (self.tls_cert is None) != (self.tls_key is None):
-            raise ValidationError(
-                "a TLS client certificate needs its key, and the reverse", field="nats.tls_key"
-            )
-        if self.password is not None and self.user is None:
-            raise ValidationError("a NATS password needs a user", field="nats.user")
-        if self.buffer_frames < 1 or self.buffer_bytes < 1 or self.heartbeat <= 0:
-            raise ValidationError("buffer sizes and heartbeat must be positive", field="nats")
-        if not 1 <= self.jetstream_replicas <= 5:
-            raise ValidationError(
-                "JetStream replicas must be 1 to 5", field="nats.jetstream_replicas"
-            )
-
-    @property
-    def stream_name(self) -> str:
-        """The JetStream stream of this network (derived from the subject)."""
-        return "BACALHAU_" + re.sub(r"[^A-Za-z0-9_-]", "_", self.subject).upper()
 
 
 @attrs.define
@@ -204,6 +125,7 @@ class NatsTransport(Transport):
     _verified: OrderedDict[tuple[bytes, bytes], None] = attrs.field(init=False, factory=OrderedDict)
     _waiting: dict[bytes, _Waiter] = attrs.field(init=False, factory=dict)
     _seen: OrderedDict[bytes, None] = attrs.field(init=False, factory=OrderedDict)
+    _handled: OrderedDict[bytes, None] = attrs.field(init=False, factory=OrderedDict)
     _reassembler: Reassembler = attrs.field(init=False, factory=Reassembler)
     _buffer: deque[bytes] = attrs.field(init=False, factory=deque)
     _recent: deque[tuple[float, bytes]] = attrs.field(init=False, factory=deque)
@@ -308,7 +230,7 @@ class NatsTransport(Transport):
             self._closing = False
 
     async def _subscribe(self, nc: NatsClient) -> dict[str, Subscription]:
-        subject, limit = self.options.subject, _SUB_PENDING_BYTES
+        subject, limit = self.options.subject, SUB_PENDING_BYTES
         subs = {
             "broadcast": await nc.subscribe(subject, pending_bytes_limit=limit),
             "node": await nc.subscribe(self._node_subject(self.node_id), pending_bytes_limit=limit),
@@ -317,13 +239,13 @@ class NatsTransport(Transport):
             "inbox": await nc.subscribe(f"{self._inbox}.*", pending_bytes_limit=limit),
         }
         if self.options.jetstream:
-            subs["jetstream"] = await self._setup_jetstream(nc)
+            subs.update(await setup_jetstream(nc, self.options, self.node_id))
         return subs
 
     async def _connect(self) -> NatsClient:
         opts = self.options
         tls = (
-            await anyio.to_thread.run_sync(self._tls_context)
+            await anyio.to_thread.run_sync(partial(tls_context, opts))
             if opts.tls_ca or opts.tls_cert
             else None
         )
@@ -429,75 +351,6 @@ class NatsTransport(Transport):
         )
         return nc
 
-    def _tls_context(self) -> ssl.SSLContext:
-        opts = self.options
-        try:
-            ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=opts.tls_ca)
-            if opts.tls_cert is not None:
-                ctx.load_cert_chain(opts.tls_cert, opts.tls_key)
-        except (OSError, ssl.SSLError) as exc:
-            raise TransportError(f"could not load the NATS TLS files: {exc}") from exc
-        return ctx
-
-    async def _setup_jetstream(self, nc: NatsClient) -> Subscription:
-        from nats.js.api import (
-            AckPolicy,
-            ConsumerConfig,
-            DeliverPolicy,
-            DiscardPolicy,
-            RetentionPolicy,
-            StorageType,
-            StreamConfig,
-        )
-        from nats.js.errors import BadRequestError, NotFoundError
-
-        opts = self.options
-        js = nc.jetstream(timeout=5)
-        stream = opts.stream_name
-        try:
-            try:
-                await js.stream_info(stream)
-            except NotFoundError:
-                config = StreamConfig(
-                    name=stream,
-                    subjects=[opts.subject],
-                    retention=RetentionPolicy.LIMITS,
-                    discard=DiscardPolicy.OLD,
-                    max_age=opts.jetstream_max_age,
-                    max_bytes=opts.jetstream_max_bytes,
-                    storage=StorageType.MEMORY if opts.jetstream_memory else StorageType.FILE,
-                    num_replicas=opts.jetstream_replicas,
-                )
-                try:
-                    await js.add_stream(config)
-                except BadRequestError:  # another node created it first
-                    await js.stream_info(stream)
-            deliver = f"{opts.subject}.deliver.{self.node_id}"
-            sub = await nc.subscribe(deliver, pending_bytes_limit=_SUB_PENDING_BYTES)
-            consumer = ConsumerConfig(
-                durable_name=self.node_id,
-                deliver_subject=deliver,
-                deliver_policy=DeliverPolicy.NEW,
-                ack_policy=AckPolicy.EXPLICIT,
-                ack_wait=30,
-                max_ack_pending=4096,
-                inactive_threshold=opts.jetstream_consumer_ttl,
-            )
-            try:
-                await js.add_consumer(stream, consumer)
-            except BadRequestError:  # exists with another configuration: start it afresh
-                log.warning(
-                    "replacing the JetStream consumer of %s (its settings changed)", self.node_id
-                )
-                await js.delete_consumer(stream, self.node_id)
-                await js.add_consumer(stream, consumer)
-        except (nats.errors.Error, TimeoutError) as exc:
-            raise TransportError(
-                f"JetStream is not usable on the NATS server ({type(exc).__name__}); "
-                "start the servers with JetStream (nats-server -js) or drop --nats-jetstream"
-            ) from exc
-        return sub
-
     # --- receiving -----------------------------------------------------------------------------
 
     async def _reader(self, path: str, sub: Subscription) -> None:
@@ -515,6 +368,8 @@ class NatsTransport(Transport):
                     )
                 if path == "node" and msg.reply and self._key is not None:
                     await self._refuse(msg.reply)
+                if path.startswith("jetstream") and msg.reply:
+                    await self._ack([msg.reply])
             except WireError as exc:
                 self.counters["malformed"] += 1
                 log.debug(
@@ -523,6 +378,8 @@ class NatsTransport(Transport):
                     msg.subject,
                     exc,
                 )
+                if path.startswith("jetstream") and msg.reply:
+                    await self._ack([msg.reply])  # never redeliver what cannot be read
 
     async def _refuse(self, reply: str) -> None:
         """Tell a requester without the network secret why it gets no answer (untagged)."""
@@ -549,36 +406,26 @@ class NatsTransport(Transport):
             return
         packet = decode_packet(msg.data, key=self._key)
         now = time.monotonic()
+        acks = [msg.reply] if path.startswith("jetstream") and msg.reply else []
         if packet.sender_key == self.identity.public_key:
-            if path == "jetstream" and msg.reply:
-                await self._ack([msg.reply])
+            await self._ack(acks)
             return
         if path in ("presence", "hello"):
             self._on_presence(packet, now)
             return
         frame = self._reassembler.add(path, packet, now)
         if frame is None:
-            if path == "jetstream" and msg.reply:
-                await self._ack([msg.reply])  # chunks are acked as they come; the frame is kept
+            await self._ack(acks)  # stored chunks are acked as they come; the frame waits here
             return
         if path in ("broadcast", "jetstream"):
             if packet.kind is not Kind.BROADCAST:
                 raise WireError(f"{packet.kind.name} packet on the broadcast subject")
-            acks = [msg.reply] if path == "jetstream" and msg.reply else []
             if self._inbound is not None:
                 await self._inbound.send((frame, acks))
-        elif path == "node":
-            if packet.kind is not Kind.REQUEST or not msg.reply:
+        elif path in ("node", "jetstream-direct"):
+            if packet.kind is not Kind.REQUEST:
                 raise WireError(f"{packet.kind.name} packet on a request subject")
-            signed = _request_signing_bytes(
-                self.identity.public_key, packet.msg_id, msg.reply, frame
-            )
-            sender = node_id_from_public_key(packet.sender_key)
-            if not verify_signature(sender, packet.extra, signed):
-                raise WireError(f"request claiming to be from {sender} has a bad signature")
-            await self._request_slots.acquire()
-            if self._tg is not None:
-                self._tg.start_soon(self._serve_request, sender, frame, packet.msg_id, msg.reply)
+            await self._on_request(packet, frame, acks)
         elif path == "inbox":
             waiter = self._waiting.get(packet.msg_id)
             if waiter is None or _token(msg.subject) != packet.msg_id:
@@ -590,6 +437,27 @@ class NatsTransport(Transport):
                     error=f"peer {waiter.peer_id} failed to answer: "
                     + frame.decode(errors="replace")
                 )
+
+    async def _on_request(self, packet: Packet, frame: bytes, acks: list[str]) -> None:
+        sender = node_id_from_public_key(packet.sender_key)
+        signed = request_signing_bytes(self.identity.public_key, packet.msg_id, packet.reply, frame)
+        if not verify_signature(sender, packet.signature, signed):
+            raise WireError(f"request claiming to be from {sender} has a bad signature")
+        key = packet.sender_key + packet.msg_id
+        if key in self._handled:  # the live copy and the stream's copy of one request
+            self.counters["duplicates"] += 1
+            await self._ack(acks)
+            return
+        self._handled[key] = None
+        if len(self._handled) > 65536:
+            self._handled.popitem(last=False)
+        if acks:
+            self.counters["replayed"] += 1
+        await self._request_slots.acquire()
+        if self._tg is None:
+            self._request_slots.release()
+            return
+        self._tg.start_soon(self._serve_request, sender, frame, packet.msg_id, packet.reply, acks)
 
     def _on_presence(self, packet: Packet, now: float) -> None:
         if packet.kind not in (Kind.HELLO, Kind.HERE, Kind.BYE):
@@ -642,7 +510,9 @@ class NatsTransport(Transport):
             with contextlib.suppress(nats.errors.Error):
                 await nc.publish(subject, b"+ACK")
 
-    async def _serve_request(self, sender: str, frame: bytes, msg_id: bytes, reply: str) -> None:
+    async def _serve_request(
+        self, sender: str, frame: bytes, msg_id: bytes, reply: str, acks: list[str]
+    ) -> None:
         try:
             handler = self._handler
             kind = Kind.REPLY
@@ -659,6 +529,7 @@ class NatsTransport(Transport):
                 await self._publish(reply, kind, msg_id, answer)
             except (nats.errors.Error, TransportError) as exc:
                 log.info("node %s could not send a reply to %s: %s", self.node_id, sender, exc)
+            await self._ack(acks)
         finally:
             self._request_slots.release()
 
@@ -796,22 +667,29 @@ class NatsTransport(Transport):
             raise PeerUnreachable(f"cannot send to {peer_id!r}: {exc}") from None
         msg_id = os.urandom(8)
         reply = f"{self._inbox}.{msg_id.hex()}"
+        stored = self.options.jetstream
         waiter = self._waiting[msg_id] = _Waiter(peer_id)
         try:
             with anyio.fail_after(timeout):
                 while not self._connected():
                     await self._up.wait()
-                signature = self.identity.sign(
-                    _request_signing_bytes(dst_key, msg_id, reply, frame)
-                )
+                signature = self.identity.sign(request_signing_bytes(dst_key, msg_id, reply, frame))
+                # With JetStream the stream keeps the request for a peer that is away (its
+                # durable consumer delivers it on return); the reply subject travels in band.
+                # Without, NATS's own reply subject makes the server say "no responders".
                 await self._publish(
                     self._node_subject(peer_id),
                     Kind.REQUEST,
                     msg_id,
                     frame,
-                    extra=signature,
-                    reply=reply,
+                    extra=request_extra(signature, reply),
+                    reply="" if stored else reply,
                 )
+                if stored and peer_id not in self.peers():
+                    raise PeerUnreachable(
+                        f"peer {peer_id} is not connected now; JetStream keeps the request "
+                        "until it returns"
+                    )
                 await waiter.done.wait()
         except TimeoutError:
             raise PeerUnreachable(f"no reply from {peer_id} within {timeout:g}s") from None
@@ -883,12 +761,12 @@ def _is_auth_error(text: str) -> bool:
     return "authorization" in text or "authentication" in text or "permissions violation" in text
 
 
-def parse_servers(urls: Sequence[str]) -> tuple[str, ...]:
-    """Normalise server URLs: ``host:port`` gets ``nats://``; commas split several in one."""
-    out: list[str] = []
-    for item in urls:
-        for url in item.split(","):
-            url = url.strip()
-            if url:
-                out.append(url if "://" in url else f"nats://{url}")
-    return tuple(out)
+def nats_transport_factory(
+    servers: Sequence[str], *, secret: bytes | None = None, **options: Any
+) -> Callable[[Identity], NatsTransport]:
+    """A ``transport_factory`` for :class:`~bacalhau.Network`: every node on these servers.
+
+    ``options`` are :class:`NatsOptions` fields (``subject``, ``jetstream``, ``token``, ...).
+    """
+    opts = NatsOptions(servers=parse_servers(servers), **options)
+    return lambda identity: NatsTransport(identity, opts, secret=secret)

@@ -7,8 +7,10 @@ Every NATS message the transport sends is one packet::
 ``header`` is ``!BB32s8sHHI``: version, kind (low bits) and flags (``0x80``: a
 tag follows), the sender's raw Ed25519 public key, an 8-byte message id, the
 chunk index and chunk count, and the length of the whole frame. ``extra`` is
-the request signature (64 bytes) on request packets and empty otherwise. The
-tag is HMAC-SHA256, keyed from the network secret, over everything before it.
+empty except on request packets: the requester's signature (64 bytes), then
+the reply subject (one length byte, then ASCII) - in band, so that a request
+replayed from a JetStream stream can still be checked and answered. The tag is
+HMAC-SHA256, keyed from the network secret, over everything before it.
 
 A frame larger than what one NATS message may carry (the server's
 ``max_payload``) goes out as several packets of one message id; a
@@ -43,6 +45,7 @@ __all__ = [
     "decode_packet",
     "encode_packets",
     "mac_key",
+    "request_extra",
     "request_signing_bytes",
 ]
 
@@ -86,6 +89,16 @@ class Packet:
     extra: bytes
     body: bytes
 
+    @property
+    def signature(self) -> bytes:
+        """A request's signature (empty on other kinds)."""
+        return self.extra[:SIG_SIZE]
+
+    @property
+    def reply(self) -> str:
+        """A request's reply subject (empty on other kinds)."""
+        return self.extra[SIG_SIZE + 1 :].decode("ascii")
+
 
 def mac_key(secret: bytes) -> bytes:
     """The HMAC key derived from a network secret (never the secret itself on the wire)."""
@@ -103,6 +116,14 @@ def request_signing_bytes(dst_key: bytes, msg_id: bytes, reply: str, frame: byte
             hashlib.sha256(frame).digest(),
         )
     )
+
+
+def request_extra(signature: bytes, reply: str) -> bytes:
+    """The ``extra`` of a request packet: signature, then the reply subject."""
+    raw = reply.encode("ascii")
+    if len(signature) != SIG_SIZE or not 0 < len(raw) < 256:
+        raise WireError("a request needs a 64-byte signature and a reply subject under 256 bytes")
+    return signature + bytes([len(raw)]) + raw
 
 
 def encode_packets(
@@ -167,9 +188,14 @@ def decode_packet(data: bytes, *, key: bytes | None) -> Packet:
         kind = Kind(flags & 0x7F)
     except ValueError:
         raise DecodeError(f"unknown NATS packet kind {flags & 0x7F}") from None
-    extra_len = SIG_SIZE if kind is Kind.REQUEST else 0
-    if end < HEADER_SIZE + extra_len:
-        raise DecodeError("NATS request packet is too short for its signature")
+    extra_len = 0
+    if kind is Kind.REQUEST:
+        if end < HEADER_SIZE + SIG_SIZE + 1:
+            raise DecodeError("NATS request packet is too short for its signature")
+        extra_len = SIG_SIZE + 1 + data[HEADER_SIZE + SIG_SIZE]
+        reply = data[HEADER_SIZE + SIG_SIZE + 1 : HEADER_SIZE + extra_len]
+        if end < HEADER_SIZE + extra_len or not reply.isascii() or b" " in reply:
+            raise DecodeError("NATS request packet has a bad reply subject")
     if not (0 < count <= MAX_CHUNKS and index < count and total <= MAX_FRAME):
         raise DecodeError(f"bad chunking: {index}/{count} of a {total}-byte frame")
     return Packet(
