@@ -132,6 +132,8 @@ async def test_no_engine_means_unavailable(tmp_path: Path) -> None:
         assert reason is not None
         assert "no Docker engine answers" in reason
         assert str(tmp_path) in reason
+        gpu = JobSpec.docker("busybox", resources=Resources(gpu=1))
+        assert "does not pass GPUs" in (await executor.unsupported_reason(gpu) or "")
         await executor.start()  # nothing to clean, and no error
         with pytest.raises(ExecutorUnavailable, match="no Docker engine answers"):
             await executor.run(make_ctx(tmp_path, JobSpec.docker("busybox")))

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 import os
 import re
 import secrets
@@ -59,10 +60,13 @@ MIN_MEMORY = 6 * 1024 * 1024
 """Docker refuses memory limits below 6 MiB."""
 
 KILL_EVENT_SLACK_NS = 250_000_000
+CONNECT_TIMEOUT = 10.0
+"""Seconds to wait for an engine to answer at all (node start must not hang on it)."""
 _PARAMS = frozenset({"image", "cmd", "entrypoint", "workdir"})
 _NAME_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 _RFC3339 = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)$")
 T = TypeVar("T")
+log = logging.getLogger("bacalhau.executor.docker")
 
 
 def _field(name: str) -> str:
@@ -185,15 +189,21 @@ class _Engine:
 
     @classmethod
     def connect(cls, base_url: str | None, timeout: float) -> _Engine:
+        """Reach the engine, giving up after :data:`CONNECT_TIMEOUT` (then calls get ``timeout``).
+
+        Raises:
+            ExecutorUnavailable: nothing answers, with the host and the reason.
+        """
         import docker
 
         host = base_url or os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+        probe = min(timeout, CONNECT_TIMEOUT)
         try:
-            check_unix_socket(host, timeout=timeout)
+            check_unix_socket(host, timeout=probe)
             if base_url:
-                client = docker.DockerClient(base_url=base_url, timeout=timeout, version="auto")
+                client = docker.DockerClient(base_url=base_url, timeout=probe, version="auto")
             else:
-                client = docker.from_env(timeout=timeout)
+                client = docker.from_env(timeout=probe)
         except Exception as exc:  # any failure to reach the engine means "unavailable"
             raise ExecutorUnavailable(
                 f"no Docker engine answers at {host} ({_reason(exc)}); start one or set"
@@ -206,6 +216,7 @@ class _Engine:
             raise ExecutorUnavailable(
                 f"the Docker engine at {host} fails: {_reason(exc)}"
             ) from None
+        client.api.timeout = timeout
         return cls(client=client, host=host, ncpu=ncpu)
 
     def _fail(self, what: str, exc: BaseException) -> ExecutorError:
@@ -478,6 +489,8 @@ class DockerExecutor(Executor):
         No engine answering, invalid params, or (with ``local_images_only``) an
         image not present locally are reasons.
         """
+        if spec.resources.gpu:
+            return "the docker executor does not pass GPUs to containers yet"
         try:
             params = DockerParams.from_spec(spec)
             engine = await self._connect()
@@ -540,7 +553,10 @@ class DockerExecutor(Executor):
             return await self._run_container(engine, container, ctx)
         finally:
             with anyio.CancelScope(shield=True):
-                await self._call(engine.remove, container)
+                try:
+                    await self._call(engine.remove, container)
+                except ExecutorError as exc:  # the run's own outcome matters more
+                    log.warning("container %s left behind: %s", container[:12], exc)
 
     async def _ensure_image(self, engine: _Engine, image: str) -> None:
         if await self._call(engine.image_present, image):
