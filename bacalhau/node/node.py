@@ -378,6 +378,40 @@ class Node(TransportHandler):
         """Submit and wait: the one-line way to run a job."""
         return await (await self.submit(spec)).wait(timeout)
 
+    # --- data -----------------------------------------------------------------------------
+
+    def _need_blocks(self) -> Any:
+        if self.plugins.blocks is None:
+            raise BacalhauError("this node has no block store (bacalhau.storage.ipfs missing)")
+        return self.plugins.blocks
+
+    async def add_data(self, data: bytes | str | Path, *, cid_version: int = 0) -> str:
+        """Store a file, a directory (recursively) or bytes in this node's block store,
+        pinned, and return its CID (the one ``ipfs add`` prints for the same data).
+        Other nodes fetch it from here by block exchange."""
+        from ..storage.ipfs.importer import add_bytes, add_path
+
+        self._need_blocks()
+        if isinstance(data, bytes):
+            return await add_bytes(self.blockstore, data, cid_version=cid_version, pin=True)
+        return await add_path(self.blockstore, Path(data), cid_version=cid_version, pin=True)
+
+    async def get_data(self, cid: str, dest: Path) -> Path:
+        """Write the file or directory at ``cid`` to ``dest`` (fetched from peers when
+        needed, every block verified against its hash)."""
+        from ..storage.ipfs.exporter import export_to_path
+
+        return await export_to_path(self._need_blocks(), cid, Path(dest))
+
+    async def cat(self, cid: str, *, max_size: int = 64 * 1024 * 1024) -> bytes:
+        """The bytes of the file at ``cid`` (a path inside a directory CID: ``CID/a/b``)."""
+        from ..storage.ipfs.exporter import read_all, resolve
+
+        blocks = self._need_blocks()
+        root, _, path = cid.partition("/")
+        target = await resolve(blocks, root, path) if path else root
+        return await read_all(blocks, target, max_size=max_size)
+
     def resolve(self, job_id_or_prefix: str) -> str:
         """The full id of a job this node requested, given its id or a unique prefix."""
         if job_id_or_prefix in self.requester.jobs:
