@@ -361,16 +361,27 @@ async def _export(
     except FileExistsError:
         raise StorageError(f"cannot export to {dest}: it already exists") from None
     try:
-        pending: list[bytes] = []
-        held = 0
-        async for piece in _file_bytes(src, node, 0, node.size):
-            pending.append(piece)
-            held += len(piece)
-            if held >= 1 << 20:
-                await anyio.to_thread.run_sync(_write_all, fd, pending)
-                pending, held = [], 0
-        if pending:
-            await anyio.to_thread.run_sync(_write_all, fd, pending)
+        # reading and verifying the next blocks overlaps with writing the previous ones
+        send, receive = anyio.create_memory_object_stream[list[bytes]](4)
+
+        async def produce() -> None:
+            async with send:
+                pending: list[bytes] = []
+                held = 0
+                async for piece in _file_bytes(src, node, 0, node.size):
+                    pending.append(piece)
+                    held += len(piece)
+                    if held >= 1 << 20:
+                        await send.send(pending)
+                        pending, held = [], 0
+                if pending:
+                    await send.send(pending)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(produce)
+            async with receive:
+                async for pieces in receive:
+                    await anyio.to_thread.run_sync(_write_all, fd, pieces)
         if read_only:
             os.fchmod(fd, 0o444)
     finally:
