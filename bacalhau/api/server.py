@@ -49,7 +49,7 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from ..errors import ApiError, BacalhauError, ValidationError
-from ..models import ExecutionResult, ExecutionState, JobState, from_json_data
+from ..models import ExecutionResult, ExecutionState, JobSpec, JobState, from_json_data
 from ._http import (
     Body,
     bool_param,
@@ -228,8 +228,23 @@ class _Api:
     async def submit(self, request: Request) -> Response:
         self._check_started()
         req = await self._json_body(request, SubmitRequest)
+        self._validate_engine(req.spec)
         handle = await self.node.submit(req.spec)
         return self._json(SubmitResponse(handle.job_id, JobState.BIDDING), 201)
+
+    def _validate_engine(self, spec: JobSpec) -> None:
+        """Check the engine's params here when this node has that executor, so a bad spec
+        (a docker job without an image) is a 422 now rather than a failed job later."""
+        executor = self.node.plugins.executors.get(spec.engine.type)
+        if executor is None:
+            return
+        try:
+            executor.validate(spec)
+        except ValidationError:
+            raise
+        except (TypeError, ValueError, KeyError, AttributeError) as exc:
+            raise ValidationError(f"invalid {spec.engine.type} params: {exc!r}",
+                                  field="engine.params") from None
 
     @endpoint
     async def list_jobs(self, request: Request) -> Response:
