@@ -8,6 +8,7 @@ CIDv0 and by js-ipfs-unixfs-importer with Kubo's ``--cid-version 1`` settings
 from __future__ import annotations
 
 import os
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import anyio
@@ -382,3 +383,13 @@ def test_unixfs_decoder_accepts_packed_blocksizes_and_refuses_garbage() -> None:
         decode_node(b"\x0a\x00\x12\x00")  # Links after Data
     with pytest.raises(ValueError, match="dag-pb"):
         decode_node(b"\x1a\x00")  # unknown field
+
+
+@pytest.mark.anyio
+async def test_errors_inside_the_pipeline_are_not_wrapped_in_groups() -> None:
+    async def broken() -> AsyncIterator[bytes]:
+        yield b"x" * 100
+        raise StorageError("the source broke")
+
+    with pytest.raises(StorageError, match="the source broke"):
+        await add_bytes(None, broken(), chunk_size=16)

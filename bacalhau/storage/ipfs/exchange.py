@@ -36,6 +36,7 @@ import msgpack
 
 from ...errors import BlockNotFound, CorruptBlock, DecodeError, PeerUnreachable, TransportError
 from ...node.services import NodeServices
+from ._util import unwrap_group
 from .blockstore import BlockStore
 from .cids import DAG_PB, AnyCid, block_digest_ok, cid_str, split_cid, to_cid
 from .dagpb import decode_node
@@ -329,10 +330,11 @@ class BlockService:
                 providers = await self.find_providers(state.queue[0], exclude=excluded)
             if not providers:
                 break
-            async with anyio.create_task_group() as tg:
-                for peer in providers:
-                    for _ in range(PER_PROVIDER):
-                        tg.start_soon(self._worker, state, peer)
+            with unwrap_group():
+                async with anyio.create_task_group() as tg:
+                    for peer in providers:
+                        for _ in range(PER_PROVIDER):
+                            tg.start_soon(self._worker, state, peer)
             excluded |= set(state.failed)
             if not state.queue:
                 break

@@ -26,6 +26,7 @@ import attrs
 
 from ...errors import DecodeError, StorageError
 from ..base import Reader
+from ._util import unwrap_group
 from .blockstore import BlockStore
 from .cids import DAG_PB, RAW, AnyCid, cid_str, split_cid, to_cid
 from .dagpb import decode_node
@@ -377,11 +378,12 @@ async def _export(
                 if pending:
                     await send.send(pending)
 
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(produce)
-            async with receive:
-                async for pieces in receive:
-                    await anyio.to_thread.run_sync(_write_all, fd, pieces)
+        with unwrap_group():
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(produce)
+                async with receive:
+                    async for pieces in receive:
+                        await anyio.to_thread.run_sync(_write_all, fd, pieces)
         if read_only:
             os.fchmod(fd, 0o444)
     finally:

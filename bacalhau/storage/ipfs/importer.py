@@ -27,6 +27,7 @@ import anyio.to_thread
 import attrs
 
 from ...errors import StorageError, ValidationError
+from ._util import unwrap_group
 from .blockstore import BlockStore
 from .cids import DAG_PB, RAW, cid_from_digest, cid_str
 from .dagpb import PBLink, PBNode, encode_node
@@ -124,12 +125,13 @@ async def _pipeline(
                     await send.send(box)
                     tg.start_soon(run, item, box)
 
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(produce)
-        async with recv:
-            async for box in recv:
-                await box.event.wait()
-                await consume(box.result)  # type: ignore[arg-type]
+    with unwrap_group():
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(produce)
+            async with recv:
+                async for box in recv:
+                    await box.event.wait()
+                    await consume(box.result)  # type: ignore[arg-type]
 
 
 @attrs.define
