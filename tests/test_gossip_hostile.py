@@ -184,7 +184,7 @@ async def test_slow_loris_after_the_handshake(caplog: pytest.LogCaptureFixture) 
                     await anyio.sleep(0.1)
                     if ident.node_id not in a.peers():
                         break
-            await logged(caplog, "not complete within 1s")
+            await logged(caplog, "frame not complete within 1s")
         await still_serving(a, b, hs)
 
 
@@ -205,7 +205,7 @@ async def test_a_forged_node_key_is_refused(caplog: pytest.LogCaptureFixture) ->
         victim = Identity.generate()
         await s.send(encode(["bacalhau-gossip/1", victim.public_key, os.urandom(32), 0, None]))
         reader = FrameReader(s)
-        await reader.read(max_size=4096, idle_timeout=5, frame_timeout=5)  # a's HELLO
+        await reader.read(max_size=4096)  # a's HELLO
         await s.send(encode([os.urandom(64), b""]))  # cannot sign as the victim
         await logged(caplog, f"peer {victim.node_id} failed to prove its node key")
         assert victim.node_id not in a.peers()
@@ -273,7 +273,7 @@ async def test_a_peer_that_stops_reading_costs_bounded_memory(
         want = set(frames)
         await hs[1].wait_for(lambda: want <= set(hs[1].heard), timeout=20)
         await logged(caplog, "peer stopped reading")
-        assert ident.node_id not in a.peers()
+        await wait_until(lambda: ident.node_id not in a.peers())
         tg.cancel_scope.cancel()
         await stream.aclose()
         await still_serving(a, b, hs)

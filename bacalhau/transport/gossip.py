@@ -30,6 +30,7 @@ import logging
 import random
 from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
+from time import monotonic
 from typing import Any
 
 import anyio
@@ -291,14 +292,17 @@ class GossipTransport(Transport):
             raise TransportError(f"frame of {len(frame)} bytes exceeds {MAX_FRAME}")
         if self._handler is None:
             raise TransportError("transport is not running")
-        _, targets = self.state.publish(frame, anyio.current_time())
+        _, targets = self.state.publish(frame, monotonic())
         data = encode([PUBLISH, frame])
+        backlogged = False
         for peer in targets:
             conn = self._conns.get(peer)
             if conn is not None:
                 conn.send_bulk(data)
+                backlogged = backlogged or conn.backlogged
         self.stats["published"] += 1
-        await anyio.lowlevel.checkpoint()
+        if backlogged:  # let the writers drain before the caller queues more
+            await anyio.lowlevel.checkpoint()
 
     async def request(
         self,
@@ -311,11 +315,11 @@ class GossipTransport(Transport):
             raise TransportError(f"frame of {len(frame)} bytes exceeds {MAX_FRAME}")
         if self._handler is None:
             raise TransportError("transport is not running")
-        deadline = anyio.current_time() + timeout
+        deadline = monotonic() + timeout
         conn = self._conns.get(peer_id)
         if conn is None:
             conn = await self._connect_to(peer_id, timeout)
-        return await conn.request(frame, max(0.0, deadline - anyio.current_time()))
+        return await conn.request(frame, max(0.0, deadline - monotonic()))
 
     # --- connections ----------------------------------------------------------------------
 
@@ -384,6 +388,9 @@ class GossipTransport(Transport):
             self.stats["cut_off"] += 1
             await stream.aclose()
             return "failed", None
+        except BaseException:  # cancelled mid-handshake: still close the socket
+            await anyio.aclose_forcefully(stream)
+            raise
         finally:
             self._handshakes -= 1
         listen_host = hello.advertise_host or str(remote[0])
@@ -396,8 +403,8 @@ class GossipTransport(Transport):
             listen_addr=(listen_host, hello.listen_port) if hello.listen_port else None,
             max_bytes=opts.queue_bytes,
             max_frames=opts.queue_frames,
-            last_recv=anyio.current_time(),
-            last_sent=anyio.current_time(),
+            last_recv=monotonic(),
+            last_sent=monotonic(),
         )
         async with stream:
             refusal = self._admit(conn)
@@ -412,7 +419,7 @@ class GossipTransport(Transport):
                 async with anyio.create_task_group() as tg:
                     conn.scope = tg.cancel_scope
                     tg.start_soon(self._read_loop, conn, tg)
-                    await conn.write_loop(write_timeout=opts.write_timeout)
+                    await conn.write_loop()
                     tg.cancel_scope.cancel()
             finally:
                 self._drop(conn)
@@ -450,16 +457,15 @@ class GossipTransport(Transport):
         log.debug("gossip: connected to %s (%s)", peer, "out" if conn.outbound else "in")
         return None
 
-    def _drop(self, conn: Connection) -> None:
-        conn.close(conn.close_reason or "closed")
-        if conn.stalled:
-            self.stats["cut_off"] += 1
+    def _drop(self, conn: Connection, reason: str = "closed") -> None:
+        """Close ``conn`` (if not yet) and forget it as the peer's connection."""
+        conn.close(reason)
         if self._conns.get(conn.peer_id) is conn:
             del self._conns[conn.peer_id]
             self.state.remove_peer(conn.peer_id)
             known = self._book.get(conn.peer_id)
             if known is not None:
-                known.next_try = anyio.current_time() + self.options.backoff_min
+                known.next_try = monotonic() + self.options.backoff_min
             log.debug("gossip: disconnected from %s: %s", conn.peer_id, conn.close_reason)
 
     def _remember(self, node_id: str, host: str, port: int, *, source: str, reset: bool) -> None:
@@ -489,7 +495,7 @@ class GossipTransport(Transport):
         room = min(opts.target_peers - len(self._conns), opts.max_dials - len(self._dialing))
         if room <= 0:
             return
-        now = anyio.current_time()
+        now = monotonic()
         ready = [
             k
             for k in self._book.values()
@@ -545,7 +551,7 @@ class GossipTransport(Transport):
                 log.debug("gossip: forgot %s after %d failed dials", known.node_id, known.failures)
             else:
                 delay = min(opts.backoff_max, opts.backoff_min * 2**known.failures)
-                known.next_try = anyio.current_time() + delay * self._rng.uniform(0.5, 1.0)
+                known.next_try = monotonic() + delay * self._rng.uniform(0.5, 1.0)
 
     async def _static_loop(self, host: str, port: int) -> None:
         """Keep a connection to a static peer address, redialing with backoff."""
@@ -578,16 +584,11 @@ class GossipTransport(Transport):
     # --- receiving ------------------------------------------------------------------------
 
     async def _read_loop(self, conn: Connection, tg: anyio.abc.TaskGroup) -> None:
-        opts = self.options
         reason: str
         try:
             while True:
-                frame = await conn.reader.read(
-                    max_size=WIRE_MAX,
-                    idle_timeout=opts.idle_timeout,
-                    frame_timeout=opts.frame_timeout,
-                )
-                conn.last_recv = anyio.current_time()
+                frame = await conn.reader.read(max_size=WIRE_MAX)
+                conn.last_recv = monotonic()
                 self._dispatch(conn, decode(frame), tg)
         except WireError as exc:
             reason = str(exc)
@@ -621,7 +622,7 @@ class GossipTransport(Transport):
             ):
                 raise WireError("malformed IHAVE/IWANT")
             if kind == IHAVE:
-                for cmd in self.state.on_ihave(peer, ids, anyio.current_time()):
+                for cmd in self.state.on_ihave(peer, ids, monotonic()):
                     self._run_command(cmd)
             else:
                 for frame in self.state.on_iwant(peer, ids):
@@ -658,7 +659,7 @@ class GossipTransport(Transport):
             raise WireError(f"peer said bye: {reason[:200]}")
 
     def _on_publish(self, frame: bytes, source: str) -> None:
-        mid = self.state.receive(frame, anyio.current_time())
+        mid = self.state.receive(frame, monotonic())
         if mid is None:
             return
         if self._inbox and self._inbox_bytes + len(frame) > self.options.inbox_bytes:
@@ -765,20 +766,24 @@ class GossipTransport(Transport):
         ping = encode([PING])
         while True:
             await anyio.sleep(opts.heartbeat)
-            now = anyio.current_time()
+            now = monotonic()
             self._beats += 1
             for cmd in self.state.heartbeat(now):
                 self._run_command(cmd)
             pex = self._beats % opts.pex_every == 0
             for conn in list(self._conns.values()):
-                if now - conn.last_recv > opts.idle_timeout:
+                reason = conn.check(
+                    now,
+                    idle_timeout=opts.idle_timeout,
+                    frame_timeout=opts.frame_timeout,
+                    write_timeout=opts.write_timeout,
+                )
+                if reason is not None:
                     log.warning(
-                        "gossip: cut off peer %s: silent for %.0fs",
-                        conn.peer_id,
-                        now - conn.last_recv,
+                        "gossip: cut off peer %s (%s:%d): %s", conn.peer_id, *conn.remote, reason
                     )
                     self.stats["cut_off"] += 1
-                    conn.close(f"silent for {now - conn.last_recv:.0f}s")
+                    self._drop(conn, reason)
                     continue
                 if now - conn.last_sent >= opts.heartbeat:
                     conn.send_control(ping)
