@@ -88,29 +88,31 @@ class TreeEntry:
         return out
 
 
-def _hash_file(path: Path, rel: str) -> tuple[int, bytes]:
+def _hash_file(path: str, rel: str) -> tuple[int, bytes]:
     """(size, sha256) of the regular file at ``path``, never following a symlink."""
     try:
         fd = os.open(path, _OPEN_FLAGS)
     except OSError as exc:
         raise VerificationError(
             f"cannot read results file {rel!r}: {exc.strerror or exc}") from None
-    with os.fdopen(fd, "rb", buffering=0) as f:
+    try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             raise VerificationError(f"results entry {rel!r} changed into a special file "
                                     "while being hashed")
         h = hashlib.sha256()
         size = 0
-        while True:
-            chunk = f.read(_CHUNK)
-            if not chunk:
-                break
+        while chunk := os.read(fd, _CHUNK):
             size += len(chunk)
             h.update(chunk)
-        if size != st.st_size:
-            raise VerificationError(f"results file {rel!r} changed size while being hashed "
-                                    f"({st.st_size} -> {size} bytes); is the job still running?")
+    except OSError as exc:
+        raise VerificationError(
+            f"cannot read results file {rel!r}: {exc.strerror or exc}") from None
+    finally:
+        os.close(fd)
+    if size != st.st_size:
+        raise VerificationError(f"results file {rel!r} changed size while being hashed "
+                                f"({st.st_size} -> {size} bytes); is the job still running?")
     return size, h.digest()
 
 
@@ -154,7 +156,7 @@ def manifest(root: Path) -> tuple[TreeEntry, ...]:
                 entries.append(TreeEntry("D", rel))
                 stack.append((Path(child.path), rel + "/"))
             elif stat.S_ISREG(mode):
-                size, digest = _hash_file(Path(child.path), rel)
+                size, digest = _hash_file(child.path, rel)
                 kind = "X" if mode & 0o111 else "F"
                 entries.append(TreeEntry(kind, rel, size, digest))
             elif stat.S_ISLNK(mode):
