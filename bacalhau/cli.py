@@ -9,7 +9,8 @@ Exit codes, for scripts:
 =====  =====================================================================
 0      success (a waited-for job completed)
 1      a waited-for job failed or was cancelled; ``get`` of a job without results
-2      bad input: arguments, job spec, unknown job id or CID, refused request
+2      bad input: arguments, job spec, unknown job id or CID, a wrong token, any
+       other request the node refused with a 4xx status
 3      no node answered at the API address
 4      any other error
 130    interrupted (Ctrl-C)
@@ -72,7 +73,7 @@ def exit_code_for(exc: BaseException) -> int:
         return EXIT_JOB_FAILED
     if isinstance(exc, ValidationError | JobNotFound | BlockNotFound):
         return EXIT_BAD_INPUT
-    if isinstance(exc, ApiError) and 400 <= exc.status < 500 and exc.status not in (401, 403):
+    if isinstance(exc, ApiError) and 400 <= exc.status < 500:
         return EXIT_BAD_INPUT
     if isinstance(exc, KeyboardInterrupt):
         return EXIT_INTERRUPTED
