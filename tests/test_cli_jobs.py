@@ -82,10 +82,10 @@ def node_api() -> Iterator[ApiAddress]:
 
 @pytest.fixture
 def bac(node_api: ApiAddress, monkeypatch: pytest.MonkeyPatch,
-        capsys: pytest.CaptureFixture[str]) -> Iterator[Bac]:
+        capsys: pytest.CaptureFixture[str]) -> Bac:
     monkeypatch.setenv("BACALHAU_API", str(node_api))
     monkeypatch.delenv("BACALHAU_API_TOKEN", raising=False)
-    yield Bac(capsys)
+    return Bac(capsys)
 
 
 class Bac:
@@ -198,7 +198,7 @@ def test_get_downloads_and_verifies_the_results(bac: Bac, tmp_path: Path) -> Non
     spec = JobSpec.noop(stdout="x\n", files={"apples/file.txt": "an apple\n"}, publisher="ipfs",
                         outputs=[OutputSpec("apples", "/out")])
     job_id = bac("job", "run", "--id-only", write_spec(tmp_path / "j.yaml", spec))[1].strip()
-    code, out, err = bac("get", job_id[:9], "--output-dir", tmp_path / "res")
+    code, _out, err = bac("get", job_id[:9], "--output-dir", tmp_path / "res")
     assert code == 0
     assert "Fetched and verified Qm" in err
     assert (tmp_path / "res" / "apples" / "file.txt").read_text() == "an apple\n"
