@@ -55,8 +55,9 @@ async def test_nodes_returning_wrong_results_are_outvoted() -> None:
 async def test_nodes_copying_a_sealed_proposal_are_caught_as_copiers() -> None:
     report = await run_trial("copier", jobs=JOBS, seed=2, patience=0.5)
     check_rule(report)
-    assert report.rejections["copied"] >= report.cheats_rejected - report.failed
-    assert report.rejections["copied"] > 0
+    # every cheat that proposed was caught as a copier (a copier chosen with the requester
+    # itself overhears nothing: the requester's own proposal never crosses the wire)
+    assert report.rejections["copied"] == report.cheats_rejected > 0
 
 
 async def test_nodes_replaying_an_earlier_proposal_are_caught_as_replayers() -> None:
@@ -64,7 +65,7 @@ async def test_nodes_replaying_an_earlier_proposal_are_caught_as_replayers() -> 
     # only its binding to the earlier job gives it away
     report = await run_trial("replayer", jobs=JOBS, seed=3, same_output=True)
     check_rule(report)
-    assert report.rejections["replayed"] == report.cheats_rejected
+    assert report.rejections["replayed"] == report.cheats_rejected > 0
 
 
 async def test_nodes_forging_the_requesters_acceptance_change_nothing() -> None:
@@ -95,7 +96,7 @@ async def test_colluding_majority_is_the_limit_of_voting() -> None:
 @pytest.mark.parametrize("behaviour", ["liar", "colluder", "copier"])
 async def test_reputation_selection_avoids_exposed_cheats(behaviour: str) -> None:
     config = RequesterConfig(bid_timeout=5, execution_grace=3, publish_timeout=10,
-                             selection="reputation")  # type: ignore[call-arg]
+                             selection="reputation")
     report = await run_trial(behaviour, jobs=20, seed=6, requester=config)
     # the warm-up job exposed every cheat; afterwards only honest nodes are chosen
     assert report.completed == report.honest_majority == 20
