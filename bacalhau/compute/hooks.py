@@ -10,6 +10,7 @@ reason, so a broken hook can never make a node take work it was told to refuse.
 from __future__ import annotations
 
 import json
+import subprocess
 from typing import Any
 
 import anyio
@@ -40,7 +41,7 @@ def parse_hook_reply(raw: bytes, *, default: bool | None = None) -> BidResponse:
         return BidResponse(False, f"hook reply too large ({len(raw)} bytes)")
     text = raw.decode("utf-8", "replace").strip()
     if not text and default is not None:
-        return BidResponse(default, "" if default else "hook said no")
+        return BidResponse(default, "")
     try:
         data = json.loads(text)
     except ValueError:
@@ -85,17 +86,39 @@ class ExecHook:
         data = json.dumps(_payload(request)).encode()
         try:
             with anyio.fail_after(self.timeout):
-                result = await anyio.run_process(self.command, input=data, check=False)
+                code, stdout = await _run_hook(self.command, data)
         except TimeoutError:
             return BidResponse(False, f"{self.label} {self.command!r} timed out after "
                                       f"{self.timeout:g}s")
         except OSError as exc:
             return BidResponse(False, f"{self.label} {self.command!r} could not run: {exc}")
-        if result.returncode != 0:
-            answer = parse_hook_reply(result.stdout, default=False)
-            return BidResponse(False, answer.reason or
-                               f"{self.label} exited with {result.returncode}")
-        return parse_hook_reply(result.stdout, default=True)
+        if code != 0:
+            exited = f"{self.label} exited with {code}"
+            if not stdout.strip():
+                return BidResponse(False, exited)
+            answer = parse_hook_reply(stdout, default=False)
+            return BidResponse(False, answer.reason if answer.reason and not answer.bid
+                               and "garbage" not in answer.reason else exited)
+        return parse_hook_reply(stdout, default=True)
+
+
+async def _run_hook(command: str, data: bytes) -> tuple[int, bytes]:
+    """Run ``command`` through the shell with ``data`` on stdin; (exit code, stdout).
+    A program that exits without reading its input is fine; stdout is capped."""
+    async with await anyio.open_process(command, stdin=subprocess.PIPE,
+                                        stdout=subprocess.PIPE,
+                                        stderr=subprocess.DEVNULL) as proc:
+        assert proc.stdin is not None and proc.stdout is not None
+        try:
+            await proc.stdin.send(data)
+            await proc.stdin.aclose()
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+            pass
+        out = bytearray()
+        async for chunk in proc.stdout:
+            if len(out) <= MAX_REPLY:
+                out += chunk
+        return await proc.wait(), bytes(out)
 
 
 def hook_strategies(config: ComputeConfig) -> list[BidStrategy]:

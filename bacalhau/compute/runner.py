@@ -149,6 +149,10 @@ class ExecutionRunner:
                    scope: anyio.CancelScope) -> None:
         outcome: Event | None = None
         with scope:
+            if self.capacity.queue_full():
+                self._scopes.pop(job_id, None)
+                self.feed(ExecutionErrored(job_id, "busy: execution queue is full"))
+                return
             await self.capacity.acquire(spec.resources)
             try:
                 outcome = await self._execute(job_id, spec, seal_key)
