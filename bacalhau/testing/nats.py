@@ -404,6 +404,94 @@ def running_cluster(
         cluster.stop()
 
 
+# --- nodes in a process of their own -----------------------------------------------------------
+
+
+def _digest_executor() -> Any:
+    """A test executor ``digest``: prints the sha256 of its one input volume."""
+    import hashlib
+
+    import anyio.to_thread
+
+    from ..executor.base import ExecutionContext, Executor, RunResult
+
+    class DigestExecutor(Executor):
+        name = "digest"
+        storage_mode = "posix"
+
+        async def run(self, ctx: ExecutionContext) -> RunResult:
+            def work() -> None:
+                path = ctx.volumes[0].host_path
+                assert path is not None
+                digest = hashlib.sha256(path.read_bytes()).hexdigest()
+                (ctx.results_dir / "stdout").write_text(digest)
+
+            await anyio.to_thread.run_sync(work)
+            return RunResult(exit_code=0)
+
+    return DigestExecutor()
+
+
+async def _serve_nodes(args: Any) -> None:
+    import signal
+    import sys
+
+    import anyio
+
+    from ..network import Network
+    from ..storage.ipfs import add_bytes
+    from ..transport.nats import nats_transport_factory
+
+    factory = nats_transport_factory(
+        args.nats_url,
+        subject=args.subject,
+        jetstream=args.jetstream,
+        heartbeat=1.0,
+        reconnect_wait=0.1,
+    )
+    options = [{"requester": None} for _ in range(args.count)]
+    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async with Network.custom(args.count, factory, per_node_options=options) as net:
+            cid = None
+            if args.digest:
+                for node in net.nodes:
+                    node.plugins.add(_digest_executor())
+            if args.hold:
+                data = await anyio.Path(args.hold).read_bytes()
+                cid = await add_bytes(net.nodes[0].blockstore, data, pin=True)
+            ready = {
+                "nodes": [n.node_id for n in net.nodes],
+                "servers": [n.transport.status()["server"] for n in net.nodes],
+                "cid": cid,
+                "pid": os.getpid(),
+            }
+            sys.stdout.write(json.dumps(ready) + "\n")
+            sys.stdout.flush()
+            async for _ in signals:
+                break
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m bacalhau.testing.nats nodes ...``: compute-only nodes on NATS in this
+    process (for multi-process tests and benchmarks). Prints one JSON line when they run
+    (node ids, their servers, the CID of ``--hold``), then serves until SIGTERM."""
+    import argparse
+
+    import anyio
+
+    parser = argparse.ArgumentParser(prog="python -m bacalhau.testing.nats")
+    sub = parser.add_subparsers(dest="command", required=True)
+    nodes = sub.add_parser("nodes", help="run compute nodes on NATS until SIGTERM")
+    nodes.add_argument("--nats-url", action="append", required=True, help="repeatable")
+    nodes.add_argument("--subject", default="bacalhau.default")
+    nodes.add_argument("--count", type=int, default=1)
+    nodes.add_argument("--jetstream", action="store_true")
+    nodes.add_argument("--digest", action="store_true", help="add the test executor 'digest'")
+    nodes.add_argument("--hold", default=None, metavar="FILE", help="first node holds FILE")
+    args = parser.parse_args(argv)
+    anyio.run(_serve_nodes, args)
+
+
 try:
     import pytest
 except ImportError:  # pragma: no cover - the module works without pytest
@@ -447,3 +535,7 @@ else:
         finally:
             for handle in started:
                 handle.stop()
+
+
+if __name__ == "__main__":
+    main()
