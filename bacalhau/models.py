@@ -593,7 +593,7 @@ def _mapping_first(conv: cattrs.Converter) -> None:
     """Give attrs classes a clear error when handed a non-mapping."""
 
     def factory(cls: type) -> Any:
-        inner = make_dict_structure_fn(cls, conv, _cattrs_forbid_extra_keys=True)
+        inner: Any = make_dict_structure_fn(cls, conv, _cattrs_forbid_extra_keys=True)
 
         def hook(value: Any, _: Any) -> Any:
             if not isinstance(value, dict):

@@ -606,11 +606,13 @@ class RequesterState:
                 self.move_execution(ex, X.CANCELLED)
                 ex.reason = ex.reason or f"job {job.state}"
         out.append(CancelTimers(job.job_id))
-        message = {
-            S.COMPLETED: lambda: JobCompleted(job.job_id),
-            S.FAILED: lambda: JobFailed(job.job_id, reason),
-            S.CANCELLED: lambda: JobCancelled(job.job_id, reason),
-        }[job.state]()
+        message: JobCompleted | JobFailed | JobCancelled
+        if job.state is S.COMPLETED:
+            message = JobCompleted(job.job_id)
+        elif job.state is S.FAILED:
+            message = JobFailed(job.job_id, reason)
+        else:
+            message = JobCancelled(job.job_id, reason)
         out.append(Broadcast(message))
         self._note(job, now, job.state.value, self.node_id, reason, out)
 

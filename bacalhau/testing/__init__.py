@@ -30,11 +30,18 @@ async def open_network(
         net = Network.in_memory(n, **options)
     elif transport == "nats":
         from ..transport.nats import NatsTransport
+        from ..transport.nats_setup import NatsOptions
 
-        urls = options.pop("nats_urls")
-        nats_options = options.pop("nats_options", {})
+        urls = tuple(options.pop("nats_urls"))
+        nats_options = NatsOptions(servers=urls, **options.pop("nats_options", {}))
+        secret = options.pop("secret", None)
+        network_keys = {"seed", "data_dir", "per_node_options", "check_on_exit"}
+        net_kwargs = {k: options.pop(k) for k in list(options) if k in network_keys}
         net = Network.custom(
-            n, lambda ident: NatsTransport(ident, servers=list(urls), **nats_options), **options
+            n,
+            lambda ident: NatsTransport(ident, options=nats_options, secret=secret),
+            node_options=options,
+            **net_kwargs,
         )
     else:
         raise ValueError(f"unknown transport {transport!r}: use 'memory' or 'nats'")

@@ -125,6 +125,8 @@ async def chaos_run(
     async with Network.in_memory(nodes, seed=seed, faults=faults, durable=True,
                                  requester=requester, check_on_exit=False) as net:
         by_id = {n.node_id: n for n in net.nodes}
+        hub = net.hub
+        assert hub is not None
 
         async def submit_all() -> None:
             gap = duration / max(jobs, 1)
@@ -142,10 +144,10 @@ async def chaos_run(
                 if what == "partition":
                     ids = [n.node_id for n in net.nodes]
                     rng.shuffle(ids)
-                    net.hub.partition(ids[: len(ids) // 2])
+                    hub.partition(ids[: len(ids) // 2])
                     report.partitions += 1
                     await anyio.sleep(min(1.0, duration / 10))
-                    net.hub.heal()
+                    hub.heal()
                 else:
                     victim = rng.choice(net.nodes)
                     reborn = await net.restart_node(victim)
@@ -156,12 +158,12 @@ async def chaos_run(
             tg.start_soon(submit_all)
             tg.start_soon(misbehave)
 
-        net.hub.faults = Faults()  # let the stragglers finish cleanly
+        hub.faults = Faults()  # let the stragglers finish cleanly
         with anyio.move_on_after(wait):
             for node_id, job_id in handles:
                 await by_id[node_id].handle(job_id).wait()
         report.results = [by_id[n].describe(j) for n, j in handles]
-        report.dropped = net.hub.dropped
+        report.dropped = hub.dropped
         for result in report.results:
             report.problems.extend(check_job(result))
         report.problems.extend(net.check_invariants())
