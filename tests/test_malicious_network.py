@@ -86,7 +86,8 @@ async def test_colluding_majority_is_the_limit_of_voting() -> None:
     assert report.completed == JOBS
     losing = JOBS - report.honest_majority
     assert losing > 0
-    assert report.wrong_accepted == 2 * losing  # two colluders accepted in each such job
+    # two (or, rarely, all three) colluders accepted in each such job
+    assert 2 * losing <= report.wrong_accepted <= 3 * losing
     assert len(report.unexpected) == losing
     assert report.published_unaccepted == 0
 
