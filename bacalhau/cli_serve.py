@@ -1,0 +1,252 @@
+"""``bacalhau serve``: run one node in this process until SIGINT or SIGTERM.
+
+The node joins a network over the TCP gossip transport (peers found by mDNS on
+the LAN and by ``--peer HOST:PORT``) or, with ``--transport nats``, through a
+NATS cluster; it serves the JSON API on ``--api-host:--api-port`` and keeps its
+keys, blocks and executions in ``--data-dir``. Once up it prints its node id
+and addresses, one per line::
+
+    Node id: 12D3KooW...
+    Roles: requester, compute
+    Gossip: 0.0.0.0:1235 (mDNS on)
+    API: http://127.0.0.1:1234
+    export BACALHAU_API=127.0.0.1:1234
+    Ready.
+
+Secrets may come from the environment instead of the command line (where other
+users of the machine could read them): ``BACALHAU_NETWORK_SECRET`` and
+``BACALHAU_API_TOKEN``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import importlib
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from .errors import ValidationError
+from .transport.discovery import parse_peer_address
+
+__all__ = ["add_serve_parser", "build_node", "build_transport", "serve"]
+
+log = logging.getLogger("bacalhau.serve")
+
+DEFAULT_GOSSIP_PORT = 1235
+ROLES = ("requester", "compute")
+
+
+def _roles(text: str) -> frozenset[str]:
+    roles = frozenset(r.strip() for r in text.split(",") if r.strip())
+    unknown = roles - set(ROLES)
+    if not roles or unknown:
+        raise argparse.ArgumentTypeError(
+            f"node type must be requester, compute or requester,compute (got {text!r})"
+        )
+    return roles
+
+
+def _peer(text: str) -> tuple[str, int]:
+    try:
+        return parse_peer_address(text)
+    except ValidationError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def add_serve_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Register ``serve`` on the top-level subparsers; return its parser."""
+    p: argparse.ArgumentParser = subparsers.add_parser(
+        "serve",
+        help="run a node (requester and compute) until Ctrl-C",
+        description="Run a bacalhau node: it joins the network, bids on and runs jobs, and "
+        "serves the JSON API. Stops cleanly on SIGINT or SIGTERM.",
+    )
+    p.add_argument(
+        "--node-type",
+        type=_roles,
+        default=frozenset(ROLES),
+        metavar="ROLES",
+        help="requester, compute, or requester,compute (default: both)",
+    )
+    p.add_argument(
+        "--data-dir",
+        default=None,
+        metavar="DIR",
+        help="node key, blocks and executions (default $BACALHAU_DIR or ~/.bacalhau)",
+    )
+    api = p.add_argument_group("API", "the JSON API that clients and the CLI talk to")
+    api.add_argument("--api-host", default="127.0.0.1", help="default 127.0.0.1")
+    api.add_argument("--api-port", type=int, default=1234, help="default 1234 (0: any free port)")
+    api.add_argument(
+        "--token",
+        dest="serve_api_token",
+        default=None,
+        metavar="TOKEN",
+        help="require this bearer token on the API (or $BACALHAU_API_TOKEN; needed when "
+        "--api-host is beyond loopback)",
+    )
+    net = p.add_argument_group("network", "how this node reaches the others")
+    net.add_argument(
+        "--transport",
+        choices=("gossip", "nats"),
+        default="gossip",
+        help="gossip: TCP mesh with mDNS (default); nats: through NATS servers",
+    )
+    net.add_argument(
+        "--host", default="0.0.0.0", help="gossip listen address (default 0.0.0.0: all)"
+    )
+    net.add_argument(
+        "--port",
+        type=int,
+        default=DEFAULT_GOSSIP_PORT,
+        help=f"gossip listen port (default {DEFAULT_GOSSIP_PORT}; 0: any free port)",
+    )
+    net.add_argument(
+        "--peer",
+        dest="peers",
+        action="append",
+        type=_peer,
+        default=[],
+        metavar="HOST:PORT",
+        help="a node to connect to (repeatable); the others are learned from it",
+    )
+    net.add_argument(
+        "--secret",
+        default=None,
+        metavar="SECRET",
+        help="network secret: only nodes with the same one can connect "
+        "(or $BACALHAU_NETWORK_SECRET)",
+    )
+    net.add_argument(
+        "--mdns",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="find nodes on the LAN by mDNS (default: on)",
+    )
+    net.add_argument(
+        "--mdns-interface",
+        dest="mdns_interfaces",
+        action="append",
+        default=None,
+        metavar="ADDR",
+        help="an interface address mDNS uses (repeatable; default: all)",
+    )
+    net.add_argument(
+        "--advertise",
+        default=None,
+        metavar="HOST",
+        help="the address other nodes should dial (default: the one they see)",
+    )
+    compute = p.add_argument_group("compute", "what this node offers")
+    compute.add_argument(
+        "--max-executions", type=int, default=None, help="jobs run at once (default 4)"
+    )
+    compute.add_argument(
+        "--data-locality",
+        choices=("anywhere", "local"),
+        default="anywhere",
+        help="local: bid only on jobs whose inputs are in this node's block store",
+    )
+    try:
+        nats = importlib.import_module(".cli_nats", __package__)
+    except ImportError:
+        pass
+    else:
+        nats.add_nats_options(p)
+    return p
+
+
+def build_transport(args: argparse.Namespace, identity: Any) -> Any:
+    """The transport the parsed options ask for."""
+    secret = args.secret or os.environ.get("BACALHAU_NETWORK_SECRET") or None
+    if args.transport == "nats":
+        from .cli_nats import nats_transport_from_args
+
+        return nats_transport_from_args(args, identity, secret=secret)
+    from .transport.gossip import GossipTransport
+
+    return GossipTransport(
+        identity,
+        host=args.host,
+        port=args.port,
+        peers=list(args.peers),
+        secret=secret,
+        mdns=args.mdns,
+        mdns_interfaces=args.mdns_interfaces,
+        advertise_host=args.advertise,
+    )
+
+
+def build_node(args: argparse.Namespace) -> Any:
+    """The Node the parsed options describe (not started)."""
+    from .compute.capacity import ComputeConfig
+    from .identity import Identity
+    from .node.node import Node
+    from .protocol.requester import RequesterConfig
+
+    data_dir = Path(args.data_dir) if args.data_dir else _default_data_dir()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    identity = Identity.load_or_create(data_dir / "node.key")
+    compute: ComputeConfig | None = None
+    if "compute" in args.node_type:
+        options: dict[str, Any] = {"data_locality": args.data_locality}
+        if args.max_executions is not None:
+            if args.max_executions < 1:
+                raise ValidationError("--max-executions must be at least 1")
+            options["max_executions"] = args.max_executions
+        compute = ComputeConfig(**options)
+    return Node(
+        transport=build_transport(args, identity),
+        identity=identity,
+        data_dir=data_dir,
+        requester=RequesterConfig() if "requester" in args.node_type else None,
+        compute=compute,
+    )
+
+
+def _default_data_dir() -> Path:
+    env = os.environ.get("BACALHAU_DIR")
+    return Path(env) if env else Path.home() / ".bacalhau"
+
+
+async def serve(args: argparse.Namespace) -> int:
+    """Run the node until SIGINT or SIGTERM; return the exit code (0 after a clean stop)."""
+    from .api.server import serve_api
+
+    token = args.serve_api_token or os.environ.get("BACALHAU_API_TOKEN") or None
+    node = build_node(args)
+    out = sys.stdout
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with anyio.create_task_group() as tg:
+            await tg.start(node.run)
+            address = await tg.start(
+                functools.partial(
+                    serve_api, node, host=args.api_host, port=args.api_port, token=token
+                )
+            )
+            roles = ", ".join(r for r in ROLES if r in args.node_type)
+            print(f"Node id: {node.node_id}", file=out)
+            print(f"Roles: {roles}", file=out)
+            transport = node.transport
+            if hasattr(transport, "address"):
+                host, port = transport.address
+                mdns = "on" if args.mdns else "off"
+                print(f"Gossip: {host}:{port} (mDNS {mdns})", file=out)
+            else:
+                print(f"Transport: {args.transport}", file=out)
+            print(f"API: {address.url}", file=out)
+            print(f"  export BACALHAU_API={address}", file=out)
+            print("Ready.", file=out, flush=True)
+            async for signum in signals:
+                log.info("received %s: stopping", signal.Signals(signum).name)
+                break
+            print("Stopping...", file=out, flush=True)
+            tg.cancel_scope.cancel()
+    return 0

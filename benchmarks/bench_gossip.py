@@ -1,0 +1,297 @@
+"""TCP gossip across processes vs the in-memory transport in one process.
+
+One run measures, for networks of 4, 8 and 16 nodes (each gossip node its own
+process on 127.0.0.1, found through one static peer and peer exchange):
+
+* broadcast latency: the time from ``broadcast()`` on one node until the last
+  of the other nodes' handlers has it (p50 / p99 over spaced broadcasts);
+* throughput: messages per second one node pushes to every other node
+  (each message delivered to all of them), with 2 and 4 nodes;
+
+and the same figures for the in-memory transport (all nodes in this process),
+then prints both side by side with ratios (gossip / memory) and writes
+``benchmarks/results/gossip.json``. Processes share the machine's monotonic
+clock, so cross-process latencies are direct differences.
+
+Run: ``python benchmarks/bench_gossip.py [--quick]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import anyio
+import msgpack
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import pct, table, write  # noqa: E402
+
+from bacalhau.identity import Identity  # noqa: E402
+from bacalhau.transport.base import Transport, TransportHandler  # noqa: E402
+from bacalhau.transport.gossip import GossipTransport  # noqa: E402
+from bacalhau.transport.memory import MemoryHub  # noqa: E402
+
+PAD = b"x" * 200
+HEAD = struct.Struct(">qd")  # sequence number, monotonic send time
+
+
+class Recorder(TransportHandler):
+    """Records the latency of each benchmark frame; answers report requests."""
+
+    def __init__(self, transport: Transport | None = None) -> None:
+        self.latency: dict[int, float] = {}
+        self.count = 0
+        self.transport = transport
+        self.changed = anyio.Event()
+
+    async def handle_broadcast(self, frame: bytes) -> bool:
+        now = time.monotonic()
+        seq, sent = HEAD.unpack_from(frame)
+        self.count += 1
+        if seq >= 0:
+            self.latency[seq] = now - sent
+        self.changed.set()
+        return True
+
+    async def handle_request(self, peer_id: str, frame: bytes) -> bytes:
+        if frame == b"report":
+            return msgpack.packb(self.latency)  # type: ignore[no-any-return]
+        if frame == b"count":
+            return msgpack.packb(self.count)  # type: ignore[no-any-return]
+        if frame == b"peers" and self.transport is not None:
+            return msgpack.packb(len(self.transport.peers()))  # type: ignore[no-any-return]
+        if frame == b"status" and self.transport is not None:
+            return msgpack.packb(self.transport.status())  # type: ignore[no-any-return]
+        if frame == b"reset":
+            self.latency.clear()
+            self.count = 0
+            return b"ok"
+        return b"?"
+
+
+def frame(seq: int) -> bytes:
+    return HEAD.pack(seq, time.monotonic()) + PAD
+
+
+# --- worker process ------------------------------------------------------------------------
+
+
+async def worker(peer: str) -> None:
+    t = GossipTransport(Identity.generate(), peers=[peer])
+    rec = Recorder(t)
+    async with anyio.create_task_group() as tg:
+        await tg.start(t.run, rec)
+        print(f"READY {t.node_id}", flush=True)
+        await anyio.to_thread.run_sync(sys.stdin.read)  # until the coordinator closes stdin
+        tg.cancel_scope.cancel()
+
+
+# --- coordinator ---------------------------------------------------------------------------
+
+
+async def wait_mesh(t: GossipTransport, ids: list[str], n: int) -> None:
+    with anyio.fail_after(60):
+        while len(t.peers()) < n - 1:
+            await anyio.sleep(0.05)
+        for peer in ids:
+            while msgpack.unpackb(await t.request(peer, b"peers")) < n - 1:
+                await anyio.sleep(0.05)
+
+
+async def latency_run(
+    t: Transport, ask: Any, others: list[str], messages: int, gap: float
+) -> list[float]:
+    for peer in others:
+        await ask(peer, b"reset")
+    for seq in range(messages):
+        await t.broadcast(frame(seq))
+        await anyio.sleep(gap)
+    await anyio.sleep(0.5)
+    reach: dict[int, float] = {}
+    for peer in others:
+        got = msgpack.unpackb(await ask(peer, b"report"), strict_map_key=False)
+        for seq in range(messages):
+            reach[seq] = max(reach.get(seq, 0.0), got.get(seq, math.inf))
+    return [reach[s] for s in range(messages)]
+
+
+async def throughput_run(
+    t: Transport, ask: Any, others: list[str], messages: int, queued: Any
+) -> float:
+    for peer in others:
+        await ask(peer, b"reset")
+    start = time.monotonic()
+    for i in range(messages):
+        await t.broadcast(frame(-1 - i))
+        if i % 64 == 0:
+            while queued() > 512 * 1024:  # the sender paces itself by its queues
+                await anyio.sleep(0.0005)
+    with anyio.fail_after(120):
+        for peer in others:
+            while msgpack.unpackb(await ask(peer, b"count")) < messages:
+                await anyio.sleep(0.01)
+    return messages / (time.monotonic() - start)
+
+
+async def gossip_side(n: int, messages: int, flood: int | None) -> dict[str, Any]:
+    coordinator = GossipTransport(Identity.generate())
+    rec = Recorder(coordinator)
+    procs: list[subprocess.Popen[str]] = []
+    async with anyio.create_task_group() as tg:
+        await tg.start(coordinator.run, rec)
+        host, port = coordinator.address
+        try:
+            for _ in range(n - 1):
+                procs.append(
+                    subprocess.Popen(
+                        [sys.executable, __file__, "--worker", f"{host}:{port}"],
+                        stdin=subprocess.PIPE,
+                        stdout=subprocess.PIPE,
+                        text=True,
+                    )
+                )
+            ids = []
+            for p in procs:
+                assert p.stdout is not None
+                line = await anyio.to_thread.run_sync(p.stdout.readline)
+                if not line.startswith("READY "):
+                    raise RuntimeError(f"worker failed to start: {line!r}")
+                ids.append(line.split()[1])
+            await wait_mesh(coordinator, ids, n)
+
+            async def ask(peer: str, what: bytes) -> bytes:
+                return await coordinator.request(peer, what, timeout=30)
+
+            await latency_run(coordinator, ask, ids, 20, 0.01)  # warm up
+            lat = await latency_run(coordinator, ask, ids, messages, 0.01)
+            out: dict[str, Any] = {
+                "nodes": n,
+                "p50_ms": pct(lat, 50) * 1000,
+                "p99_ms": pct(lat, 99) * 1000,
+                "lost": sum(1 for x in lat if x == math.inf),
+            }
+            if flood:
+                out["msgs_per_s"] = await throughput_run(
+                    coordinator,
+                    ask,
+                    ids,
+                    flood,
+                    lambda: coordinator.status()["queued_bytes"],
+                )
+            tg.cancel_scope.cancel()
+        finally:
+            for p in procs:
+                if p.stdin:
+                    p.stdin.close()
+            for p in procs:
+                try:
+                    p.wait(5)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+                    p.wait()
+    return out
+
+
+async def memory_side(n: int, messages: int, flood: int | None) -> dict[str, Any]:
+    hub = MemoryHub(seed=1)
+    ts = [hub.transport(Identity.generate().node_id) for _ in range(n)]
+    recs = [Recorder(t) for t in ts]
+    by_id = {t.node_id: r for t, r in zip(ts, recs, strict=True)}
+    async with anyio.create_task_group() as tg:
+        for t, r in zip(ts, recs, strict=True):
+            await tg.start(t.run, r)
+        others = [t.node_id for t in ts[1:]]
+
+        async def ask(peer: str, what: bytes) -> bytes:
+            return await by_id[peer].handle_request("", what)
+
+        await latency_run(ts[0], ask, others, 20, 0.01)
+        lat = await latency_run(ts[0], ask, others, messages, 0.01)
+        out: dict[str, Any] = {
+            "nodes": n,
+            "p50_ms": pct(lat, 50) * 1000,
+            "p99_ms": pct(lat, 99) * 1000,
+            "lost": sum(1 for x in lat if x == math.inf),
+        }
+        if flood:
+            out["msgs_per_s"] = await throughput_run(ts[0], ask, others, flood, lambda: 0)
+        tg.cancel_scope.cancel()
+    return out
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="small run for CI smoke tests")
+    ap.add_argument("--worker", metavar="PEER", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.worker:
+        anyio.run(worker, args.worker)
+        return {}
+    sizes = [4, 8] if args.quick else [4, 8, 16]
+    messages = 50 if args.quick else 300
+    flood = 2000 if args.quick else 20000
+    results: dict[str, Any] = {"latency": [], "throughput": []}
+    for n in sizes:
+        g = anyio.run(gossip_side, n, messages, None)
+        m = anyio.run(memory_side, n, messages, None)
+        results["latency"].append({"nodes": n, "gossip": g, "memory": m})
+    for n in (2, 4):
+        g = anyio.run(gossip_side, n, 20, flood)
+        m = anyio.run(memory_side, n, 20, flood)
+        results["throughput"].append({"nodes": n, "gossip": g, "memory": m})
+    rows = [
+        (
+            str(r["nodes"]),
+            f"{r['gossip']['p50_ms']:.2f}",
+            f"{r['gossip']['p99_ms']:.2f}",
+            f"{r['memory']['p50_ms']:.3f}",
+            f"{r['memory']['p99_ms']:.3f}",
+            f"{r['gossip']['p50_ms'] / r['memory']['p50_ms']:.0f}x",
+            f"{r['gossip']['p99_ms'] / r['memory']['p99_ms']:.0f}x",
+            str(r["gossip"]["lost"]),
+        )
+        for r in results["latency"]
+    ]
+    print(
+        table(
+            f"broadcast reaches all nodes ({messages} broadcasts, 10 ms apart; ms)",
+            rows,
+            ("nodes", "gossip p50", "gossip p99", "mem p50", "mem p99", "p50 x", "p99 x", "lost"),
+        )
+    )
+    rows = [
+        (
+            str(r["nodes"]),
+            f"{r['gossip']['msgs_per_s']:.0f}",
+            f"{r['memory']['msgs_per_s']:.0f}",
+            f"{r['gossip']['msgs_per_s'] / r['memory']['msgs_per_s']:.2f}",
+        )
+        for r in results["throughput"]
+    ]
+    print()
+    print(
+        table(
+            f"messages/second from one node to all others ({flood} x {len(frame(0))} B)",
+            rows,
+            ("nodes", "gossip msg/s", "memory msg/s", "gossip/memory"),
+        )
+    )
+    sixteen = [r for r in results["latency"] if r["nodes"] == max(sizes)][0]
+    results["ratio_p50_at_max_nodes"] = sixteen["gossip"]["p50_ms"] / sixteen["memory"]["p50_ms"]
+    results["quick"] = args.quick
+    results["cpus"] = os.cpu_count()
+    path = write("gossip", results)
+    print(f"\nwrote {path}")
+    return results
+
+
+if __name__ == "__main__":
+    main()
