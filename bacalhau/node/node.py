@@ -146,8 +146,10 @@ class Node(TransportHandler):
             removed when the node stops.
         requester / compute: the two halves' settings; ``compute=None`` makes a
             requester-only node, ``requester=None`` a compute-only node.
-        plugins: executors, storage providers, verifiers and publishers by name;
-            default: every built-in plus entry points.
+        plugins: executors, storage providers, verifiers and publishers by name, or a
+            function of the node's services returning them (called when the node starts,
+            so plugins can use its data dir and block store); default: every built-in
+            plus entry points (:func:`~bacalhau.node.plugins.default_plugins`).
         bid_strategies: extra bid strategies, run after the built-in ones.
         bid_acceptance: requester side: strategies every bid must pass before it can be
             chosen (``BidRequest.node_id`` is the bidder); the requester's
@@ -167,7 +169,7 @@ class Node(TransportHandler):
         data_dir: Path | None = None,
         requester: RequesterConfig | None = RequesterConfig(),
         compute: ComputeConfig | None = ComputeConfig(),
-        plugins: Plugins | None = None,
+        plugins: Plugins | Callable[[Any], Plugins] | None = None,
         bid_strategies: Sequence[BidStrategy] = (),
         bid_acceptance: Sequence[BidStrategy] = (),
         verify_cache: VerifiedCache | None = None,
@@ -286,7 +288,12 @@ class Node(TransportHandler):
             self._data_dir = Path(self._tmp.name)
         try:
             self.data_dir.mkdir(parents=True, exist_ok=True)
-            self.plugins = self._plugins or default_plugins(self)
+            if self._plugins is None:
+                self.plugins = default_plugins(self)
+            elif isinstance(self._plugins, Plugins):
+                self.plugins = self._plugins
+            else:
+                self.plugins = self._plugins(self)
             compute = self.compute_config or ComputeConfig()
             self.capacity = Capacity(compute.capacity, compute.max_executions, compute.queue_size)
             self.runner = ExecutionRunner(
