@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .schemas import API_MODELS, API_PREFIX, component_schemas
+from .schemas import API_MODELS, API_PREFIX, CID_PATTERN, component_schemas
 
 __all__ = ["openapi_document"]
 
@@ -61,7 +61,7 @@ _CID = {
     "name": "cid",
     "in": "path",
     "required": True,
-    "schema": {"type": "string", "minLength": 1, "maxLength": 600},
+    "schema": {"type": "string", "pattern": CID_PATTERN},
     "description": "A CIDv0 (Qm...) or CIDv1 string.",
 }
 _FOLLOW = _query(

@@ -267,6 +267,39 @@ def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
     return {"anyOf": [schema, {"type": "null"}]}
 
 
+_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$"
+_TYPE = r"^[a-z][a-z0-9_\-]{0,31}$"
+_ABS = r"^/"
+CID_PATTERN = r"^(Qm[1-9A-HJ-NP-Za-km-z]{44}|b[a-z2-7]{50,200}|[zfFmMuU][0-9A-Za-z+/=_-]{10,300})$"
+"""CIDv0 (base58btc ``Qm...``) or CIDv1 in a multibase (``b...`` base32 is canonical)."""
+
+FIELD_CONSTRAINTS: dict[tuple[str, str], dict[str, Any]] = {
+    ("JobSpec", "timeout"): {"exclusiveMinimum": 0, "maximum": 7 * 86400},
+    ("JobSpec", "verifier"): {"pattern": _TYPE},
+    ("JobSpec", "publisher"): {"pattern": _TYPE},
+    ("JobSpec", "network"): {"enum": ["none"]},
+    ("JobSpec", "retries"): {"minimum": 0, "maximum": 20},
+    ("JobSpec", "labels"): {"items": {"type": "string", "pattern": _NAME}},
+    ("JobSpec", "env"): {"propertyNames": {"pattern": r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"}},
+    ("EngineSpec", "type"): {"pattern": _TYPE},
+    ("StorageSpec", "type"): {"pattern": _TYPE},
+    ("StorageSpec", "cid"): {"pattern": CID_PATTERN},
+    ("StorageSpec", "checksum"): {"pattern": r"^sha256:[0-9a-f]{64}$"},
+    ("InputSpec", "target"): {"pattern": _ABS},
+    ("OutputSpec", "name"): {"pattern": _NAME},
+    ("OutputSpec", "path"): {"pattern": _ABS},
+    ("Deal", "concurrency"): {"minimum": 1, "maximum": 100},
+    ("Deal", "confidence"): {"minimum": 0, "maximum": 100},
+    ("Deal", "min_bids"): {"minimum": 0},
+    ("Resources", "cpu"): {"exclusiveMinimum": 0},
+    ("Resources", "memory"): {"minimum": 1024 * 1024},
+    ("Resources", "disk"): {"minimum": 0},
+    ("Resources", "gpu"): {"minimum": 0},
+}
+"""What the values check beyond their types, stated in the schema where JSON Schema can
+(cross-field rules, such as confidence <= concurrency, are only in the server's 422s)."""
+
+
 def schema_for(cls: type, found: dict[str, type] | None = None) -> dict[str, Any]:
     """The JSON Schema of an attrs class or enum (nested classes as ``$ref``s into ``found``)."""
     found = {} if found is None else found
@@ -276,7 +309,10 @@ def schema_for(cls: type, found: dict[str, type] | None = None) -> dict[str, Any
     properties: dict[str, Any] = {}
     required: list[str] = []
     for field in attrs.fields(cls):  # type: ignore[arg-type]  # attrs.has(cls) by contract
-        properties[field.name] = _type_schema(hints[field.name], found)
+        properties[field.name] = {
+            **_type_schema(hints[field.name], found),
+            **FIELD_CONSTRAINTS.get((cls.__name__, field.name), {}),
+        }
         if field.default is attrs.NOTHING:
             required.append(field.name)
     schema: dict[str, Any] = {
