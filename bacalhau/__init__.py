@@ -54,7 +54,38 @@ _EXPORTS: dict[str, str] = {
     "Client": "api.client",
 }
 
-__all__ = sorted([*_EXPORTS, "__version__"])
+__all__ = [
+    "BacalhauError",
+    "Client",
+    "ComputeConfig",
+    "Deal",
+    "EngineSpec",
+    "ExecutionResult",
+    "ExecutionState",
+    "ExecutorError",
+    "Faults",
+    "Identity",
+    "InputSpec",
+    "JobEvent",
+    "JobFailed",
+    "JobHandle",
+    "JobNotFound",
+    "JobResult",
+    "JobSpec",
+    "JobState",
+    "MemoryHub",
+    "Network",
+    "Node",
+    "NodeInfo",
+    "OutputSpec",
+    "Plugins",
+    "RequesterConfig",
+    "Resources",
+    "StorageRef",
+    "StorageSpec",
+    "ValidationError",
+    "__version__",
+]
 
 
 def __getattr__(name: str) -> Any:

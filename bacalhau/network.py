@@ -241,5 +241,5 @@ class Network:
     async def wait_idle(self, timeout: float = 30.0) -> None:
         """Wait until no node has an execution running (after all jobs ended)."""
         with anyio.fail_after(timeout):
-            while any(node.runner.active for node in self.nodes):
+            while any(node.runner.active for node in self.nodes):  # noqa: ASYNC110 - polls many runners
                 await anyio.sleep(0.01)

@@ -223,7 +223,8 @@ async def test_requester_acceptance_hook(tmp_path: Path) -> None:
         banned = net.nodes[2].node_id
         hook = script(tmp_path, "import sys, json\n"
                       f"job = json.load(sys.stdin)\nbad = job['node_id'] == {banned!r}\n"
-                      "print(json.dumps({'shouldBid': not bad, 'reason': 'banned' if bad else ''}))\n")
+                      "reason = 'banned' if bad else ''\n"
+                      "print(json.dumps({'shouldBid': not bad, 'reason': reason}))\n")
         requester = await net.add_node(requester=RequesterConfig(acceptance_probe_exec=hook),
                                        compute=None)
         r = await requester.run_job(JobSpec.noop(deal=Deal(concurrency=2, min_bids=3)),

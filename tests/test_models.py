@@ -18,6 +18,7 @@ from bacalhau.models import (
 )
 
 GOOD = {"engine": {"type": "noop", "params": {}}}
+EMPTY_CID = "QmbFMke1KXqnYyBBWxB74N4c5SBnJMVAiMNRcGu6x1AwQH"
 
 
 @pytest.mark.parametrize(
@@ -82,7 +83,7 @@ def test_round_trips_wire_and_json() -> None:
     spec = JobSpec.wasm(
         b"\0asm\1\0\0\0",
         args=["a", "b"],
-        inputs=[InputSpec(StorageSpec.ipfs("QmbFMke1KXqnYyBBWxB74N4c5SBnJMVAiMNRcGu6x1AwQH"), "/in")],
+        inputs=[InputSpec(StorageSpec.ipfs(EMPTY_CID), "/in")],
         outputs=[OutputSpec("out", "/out")],
         env={"K": "V"},
         resources=Resources(cpu=1, memory=parse_size("64Mi")),

@@ -3,6 +3,8 @@
 import subprocess
 import sys
 
+import pytest
+
 import bacalhau
 
 
@@ -14,12 +16,8 @@ def test_exports_resolve() -> None:
 
 
 def test_unknown_attribute() -> None:
-    try:
+    with pytest.raises(AttributeError, match="NoSuchThing"):
         bacalhau.NoSuchThing  # noqa: B018
-    except AttributeError as exc:
-        assert "NoSuchThing" in str(exc)
-    else:
-        raise AssertionError("expected AttributeError")
 
 
 def test_protocol_core_imports_no_io() -> None:

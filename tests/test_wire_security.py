@@ -84,7 +84,7 @@ async def test_forged_replayed_and_garbage_events_are_dropped_and_counted() -> N
 
         # 2. Bad signature.
         frame = frame_of(requester.identity, BidAccepted(job_id, worker.node_id))
-        signed, sig = msgpack.unpackb(frame)
+        signed, _ = msgpack.unpackb(frame)
         bad = msgpack.packb([signed, bytes(64)])
         assert await worker.handle_broadcast(bad) is False
         assert worker.stats["dropped_invalid"] >= 1

@@ -108,7 +108,8 @@ async def _run_hook(command: str, data: bytes) -> tuple[int, bytes]:
     async with await anyio.open_process(command, stdin=subprocess.PIPE,
                                         stdout=subprocess.PIPE,
                                         stderr=subprocess.DEVNULL) as proc:
-        assert proc.stdin is not None and proc.stdout is not None
+        assert proc.stdin is not None
+        assert proc.stdout is not None
         try:
             await proc.stdin.send(data)
             await proc.stdin.aclose()

@@ -31,7 +31,8 @@ class NoopExecutor(Executor):
             raise ValidationError(f"unknown noop parameter(s): {', '.join(sorted(unknown))}",
                                   field="engine.params")
         if not isinstance(p.get("exit_code", 0), int) or not 0 <= p.get("exit_code", 0) <= 255:
-            raise ValidationError("must be an integer from 0 to 255", field="engine.params.exit_code")
+            raise ValidationError("must be an integer from 0 to 255",
+                                  field="engine.params.exit_code")
         delay = p.get("delay", 0)
         if not isinstance(delay, int | float) or not 0 <= delay <= spec.timeout * 10:
             raise ValidationError("must be a non-negative number", field="engine.params.delay")

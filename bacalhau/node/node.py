@@ -65,7 +65,13 @@ from ..protocol.events import (
     SubmitJob,
     TimerFired,
 )
-from ..protocol.messages import REQUESTER_KINDS, Message, ResultsProposed, decode_message, encode_message
+from ..protocol.messages import (
+    REQUESTER_KINDS,
+    Message,
+    ResultsProposed,
+    decode_message,
+    encode_message,
+)
 from ..protocol.requester import RequesterConfig, RequesterState
 from ..transport.base import Transport, TransportHandler
 from ..wire import VerifiedCache, decode_envelope, encode_envelope, pack, unpack
@@ -84,6 +90,10 @@ SEND_BACKOFF = (0.05, 0.25, 1.0, 0.0)
 SEND_TIMEOUT = 10.0
 OUTBOX_LIMIT = 10_000
 """Messages queued for one peer before new ones are dropped (the protocol's timers cover loss)."""
+
+
+_DEFAULT_REQUESTER = RequesterConfig()
+_DEFAULT_COMPUTE = ComputeConfig()
 
 
 class JobHandle:
@@ -167,8 +177,8 @@ class Node(TransportHandler):
         transport: Transport,
         identity: Identity,
         data_dir: Path | None = None,
-        requester: RequesterConfig | None = RequesterConfig(),
-        compute: ComputeConfig | None = ComputeConfig(),
+        requester: RequesterConfig | None = _DEFAULT_REQUESTER,
+        compute: ComputeConfig | None = _DEFAULT_COMPUTE,
         plugins: Plugins | Callable[[Any], Plugins] | None = None,
         bid_strategies: Sequence[BidStrategy] = (),
         bid_acceptance: Sequence[BidStrategy] = (),

@@ -68,7 +68,8 @@ class Plugins:
         elif isinstance(plugin, Publisher):
             self.publishers[plugin.name] = plugin
         else:
-            raise TypeError(f"{plugin!r} is not an Executor, StorageProvider, Verifier or Publisher")
+            raise TypeError(
+                f"{plugin!r} is not an Executor, StorageProvider, Verifier or Publisher")
 
     async def start(self, services: NodeServices) -> None:
         if self.blocks is not None and hasattr(self.blocks, "register"):

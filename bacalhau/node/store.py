@@ -15,6 +15,7 @@ A full or read-only disk makes :meth:`flush` raise
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sqlite3
 import threading
@@ -77,7 +78,7 @@ class StateStore:
     def load(self) -> tuple[list[RequesterJob], list[ComputeJob], dict[str, dict[str, int]]]:
         """Everything stored: requester jobs, compute jobs, reputation by node."""
         rows = {
-            table: self._db.execute(f"SELECT record FROM {table}").fetchall()  # noqa: S608
+            table: self._db.execute(f"SELECT record FROM {table}").fetchall()
             for table in ("requester_jobs", "compute_jobs", "reputation")
         }
         requester = [_conv.structure(unpack(r[0], max_size=1 << 30), RequesterJob)
@@ -165,18 +166,16 @@ class StateStore:
                     column = "node_id" if table == "reputation" else "job_id"
                     if record:
                         self._db.execute(
-                            f"INSERT OR REPLACE INTO {table} ({column}, record) VALUES (?, ?)",  # noqa: S608
+                            f"INSERT OR REPLACE INTO {table} ({column}, record) VALUES (?, ?)",
                             (key, record),
                         )
                     else:
-                        self._db.execute(f"DELETE FROM {table} WHERE {column} = ?", (key,))  # noqa: S608
+                        self._db.execute(f"DELETE FROM {table} WHERE {column} = ?", (key,))
                 self._db.execute("COMMIT")
                 self.writes += 1
             except sqlite3.Error as exc:
-                try:
+                with contextlib.suppress(sqlite3.Error):
                     self._db.execute("ROLLBACK")
-                except sqlite3.Error:
-                    pass
                 raise StoreError(f"could not save the node's state in {self.path}: {exc}"
                                  ) from None
 

@@ -56,7 +56,7 @@ class TimerQueue:
                 await self._wake.wait()
                 self._wake = anyio.Event()
                 continue
-            at, seq, key = self._heap[0]
+            at, _, key = self._heap[0]
             delay = at - self._clock()
             if delay > 0:
                 with anyio.move_on_after(delay):

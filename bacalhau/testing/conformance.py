@@ -56,7 +56,7 @@ class RecordingHandler(TransportHandler):
         with anyio.fail_after(timeout):
             while not predicate():
                 with anyio.move_on_after(0.05):
-                    await self.changed.wait()
+                    await self.changed.wait()  # woken by each frame heard
 
 
 @contextlib.asynccontextmanager
@@ -69,7 +69,7 @@ async def running(
         for t, h in zip(transports, handlers, strict=True):
             await tg.start(t.run, h)
         with anyio.fail_after(connect_timeout):
-            while any(len(t.peers()) < n - 1 for t in transports):
+            while any(len(t.peers()) < n - 1 for t in transports):  # noqa: ASYNC110 - no event to wait on
                 await anyio.sleep(0.02)
         yield transports, handlers
         tg.cancel_scope.cancel()
@@ -127,7 +127,8 @@ async def check_large_frames(factory: TransportFactory) -> None:
 async def check_unknown_peer(factory: TransportFactory) -> None:
     async with running(factory, 2) as (ts, _):
         with contextlib.suppress(TransportError):
-            await ts[0].request("12D3KooWNoSuchPeerNoSuchPeerNoSuchPeerNoSuchPeer11", b"x", timeout=2)
+            unknown = "12D3KooWNoSuchPeerNoSuchPeerNoSuchPeerNoSuchPeer11"
+            await ts[0].request(unknown, b"x", timeout=2)
             raise AssertionError("a request to an unknown peer must raise TransportError")
 
 

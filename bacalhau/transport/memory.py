@@ -205,9 +205,8 @@ class MemoryTransport(Transport):
             raise PeerUnreachable(f"no reply from {peer_id} within {timeout:g}s") from None
 
     def peers(self) -> frozenset[str]:
-        return frozenset(
-            n for n in self.hub._transports if n != self._node_id and self.hub.reachable(self._node_id, n)
-        )
+        hub, me = self.hub, self._node_id
+        return frozenset(n for n in hub._transports if n != me and hub.reachable(me, n))
 
     def status(self) -> dict[str, object]:
         return {"transport": "memory", "peers": len(self.peers())}
