@@ -88,6 +88,15 @@ async def app(args: argparse.Namespace) -> int:
         if args.gossip or args.peer:
             host, port = node.transport.address  # type: ignore[attr-defined]
             print(f"  gossip on {host}:{port}; other nodes add --peer {host}:{port}")
+        if args.peer:  # jobs broadcast before the first connection would reach no one else
+            for _ in range(600):  # up to 30 s (the transport exposes no "connected" event)
+                if node.peers():
+                    break
+                await anyio.sleep(0.05)
+            if not node.peers():
+                print(f"no peer answered at {', '.join(args.peer)} within 30 s", file=sys.stderr)
+                return 1
+            print(f"  connected to {len(node.peers())} peer(s)")
         async with anyio.create_task_group() as services:
             address = await services.start(functools.partial(serve_api, node, port=args.api_port))
             print(f"  API on {address.url}; try: bacalhau --api {address} list")
