@@ -127,6 +127,9 @@ class Client:
         token: bearer token; default ``BACALHAU_API_TOKEN``.
         timeout: seconds for one request (streams may idle for longer).
         transport: an httpx transport (e.g. ``httpx.ASGITransport`` in tests).
+        trust_env: honour ``HTTP(S)_PROXY``, ``SSL_CERT_FILE`` and ``~/.netrc`` (off by
+            default: a node's API is usually on this machine, and reading ``~/.netrc``
+            on every request triples the cost of a small one).
     """
 
     def __init__(
@@ -136,6 +139,7 @@ class Client:
         token: str | None = None,
         timeout: float = 30.0,
         transport: httpx.AsyncBaseTransport | None = None,
+        trust_env: bool = False,
     ) -> None:
         self.url = api_url(api)
         token = token if token is not None else os.environ.get("BACALHAU_API_TOKEN")
@@ -145,7 +149,7 @@ class Client:
         self.timeout = timeout
         self._http = httpx.AsyncClient(
             base_url=self.url + API_PREFIX, headers=headers, timeout=timeout,
-            transport=transport, follow_redirects=False,
+            transport=transport, follow_redirects=False, trust_env=trust_env,
         )
 
     def __repr__(self) -> str:
@@ -284,7 +288,7 @@ class Client:
         self,
         job_id: str,
         *,
-        timeout: float | None = None,  # noqa: ASYNC109 - as Node.run_job and JobHandle.wait
+        timeout: float | None = None,
         on_event: Callable[[EventLine], Awaitable[None] | None] | None = None,
     ) -> JobResult:
         """Follow the job's events until it ends; return the final :class:`JobResult`.
@@ -315,7 +319,7 @@ class Client:
             raise TimeoutError(f"job {job_id} did not end within {timeout:g}s") from None
 
     async def run(
-        self, spec: JobSpec, *, timeout: float | None = None  # noqa: ASYNC109 - as Node.run_job
+        self, spec: JobSpec, *, timeout: float | None = None
     ) -> JobResult:
         """Submit and wait: the one-line way to run a job through a node."""
         return await self.wait(await self.submit(spec), timeout=timeout)

@@ -24,6 +24,7 @@ The server runs uvicorn on the asyncio event loop (anyio's default backend).
 from __future__ import annotations
 
 import contextlib
+import functools
 import hmac
 import ipaddress
 import json
@@ -487,6 +488,7 @@ def _stream(lines: AsyncIterator[bytes]) -> Response:
                              headers={"cache-control": "no-store", "x-accel-buffering": "no"})
 
 
+@functools.cache
 def _version() -> str:
     from importlib.metadata import PackageNotFoundError, version
 
