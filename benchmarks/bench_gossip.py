@@ -32,12 +32,12 @@ import anyio
 import msgpack
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import pct, table, write  # noqa: E402
+from _common import pct, table, write
 
-from bacalhau.identity import Identity  # noqa: E402
-from bacalhau.transport.base import Transport, TransportHandler  # noqa: E402
-from bacalhau.transport.gossip import GossipTransport  # noqa: E402
-from bacalhau.transport.memory import MemoryHub  # noqa: E402
+from bacalhau.identity import Identity
+from bacalhau.transport.base import Transport, TransportHandler
+from bacalhau.transport.gossip import GossipTransport
+from bacalhau.transport.memory import MemoryHub
 
 PAD = b"x" * 200
 HEAD = struct.Struct(">qd")  # sequence number, monotonic send time
@@ -99,10 +99,10 @@ async def worker(peer: str) -> None:
 
 async def wait_mesh(t: GossipTransport, ids: list[str], n: int) -> None:
     with anyio.fail_after(60):
-        while len(t.peers()) < n - 1:
+        while len(t.peers()) < n - 1:  # noqa: ASYNC110 (polls the mesh forming)
             await anyio.sleep(0.05)
         for peer in ids:
-            while msgpack.unpackb(await t.request(peer, b"peers")) < n - 1:
+            while msgpack.unpackb(await t.request(peer, b"peers")) < n - 1:  # noqa: ASYNC110
                 await anyio.sleep(0.05)
 
 
@@ -132,11 +132,11 @@ async def throughput_run(
     for i in range(messages):
         await t.broadcast(frame(-1 - i))
         if i % 64 == 0:
-            while queued() > 512 * 1024:  # the sender paces itself by its queues
+            while queued() > 512 * 1024:  # noqa: ASYNC110 (the sender paces itself by its queues)
                 await anyio.sleep(0.0005)
     with anyio.fail_after(120):
         for peer in others:
-            while msgpack.unpackb(await ask(peer, b"count")) < messages:
+            while msgpack.unpackb(await ask(peer, b"count")) < messages:  # noqa: ASYNC110
                 await anyio.sleep(0.01)
     return messages / (time.monotonic() - start)
 
@@ -149,13 +149,13 @@ async def gossip_side(n: int, messages: int, flood: int | None) -> dict[str, Any
         await tg.start(coordinator.run, rec)
         host, port = coordinator.address
         try:
+            command = [sys.executable, __file__, "--worker", f"{host}:{port}"]
             for _ in range(n - 1):
                 procs.append(
-                    subprocess.Popen(
-                        [sys.executable, __file__, "--worker", f"{host}:{port}"],
-                        stdin=subprocess.PIPE,
-                        stdout=subprocess.PIPE,
-                        text=True,
+                    await anyio.to_thread.run_sync(
+                        lambda: subprocess.Popen(
+                            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+                        )
                     )
                 )
             ids = []
@@ -284,7 +284,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             ("nodes", "gossip msg/s", "memory msg/s", "gossip/memory"),
         )
     )
-    sixteen = [r for r in results["latency"] if r["nodes"] == max(sizes)][0]
+    sixteen = next(r for r in results["latency"] if r["nodes"] == max(sizes))
     results["ratio_p50_at_max_nodes"] = sixteen["gossip"]["p50_ms"] / sixteen["memory"]["p50_ms"]
     results["quick"] = args.quick
     results["cpus"] = os.cpu_count()

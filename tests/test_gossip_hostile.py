@@ -61,7 +61,7 @@ async def pair(
 
 async def wait_until(predicate: Callable[[], bool], *, within: float = 10.0) -> None:
     with anyio.fail_after(within):
-        while not predicate():  # noqa: ASYNC110 (polls transport state that has no event)
+        while not predicate():
             await anyio.sleep(0.02)
 
 

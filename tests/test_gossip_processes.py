@@ -121,7 +121,7 @@ async def peer_counts(nodes: list[ServeProcess]) -> list[int]:
 async def wait_connected(nodes: list[ServeProcess], limit: float = 60.0) -> None:
     want = [len(nodes) - 1] * len(nodes)
     with anyio.fail_after(limit):
-        while await peer_counts(nodes) != want:  # noqa: ASYNC110 (polls other processes)
+        while await peer_counts(nodes) != want:
             await anyio.sleep(0.25)
 
 

@@ -108,9 +108,24 @@ async def test_mdns_ignores_other_networks() -> None:
         for t in ours:
             await tg.start(t.run, RecordingHandler(t.node_id))
         with anyio.fail_after(20):
-            while ours[0].peers() != {ours[1].node_id}:  # noqa: ASYNC110 (polls state)
+            while ours[0].peers() != {ours[1].node_id}:
                 await anyio.sleep(0.05)
         await anyio.sleep(1.0)  # time for a wrong dial to show up
         assert ours[2].peers() == frozenset()
         assert ours[0].stats["cut_off"] == 0, "the other network's record is never dialed"
         tg.cancel_scope.cancel()
+
+
+async def test_a_network_of_nodes_over_tcp_gossip_runs_jobs() -> None:
+    from bacalhau import Deal, JobSpec, Network
+    from bacalhau.transport.gossip import gossip_transport_factory
+
+    async with Network.custom(3, gossip_transport_factory(options=FAST)) as net:
+        with anyio.fail_after(20):
+            while any(len(n.peers()) < 2 for n in net.nodes):
+                await anyio.sleep(0.02)
+        spec = JobSpec.noop(stdout="over tcp", deal=Deal(concurrency=3), timeout=20)
+        result = await net.nodes[1].run_job(spec, timeout=30)
+        assert result.ok, result.reason
+        assert {e.stdout for e in result.accepted} == {"over tcp"}
+        assert {e.node_id for e in result.accepted} == {n.node_id for n in net.nodes}

@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import random
+import socket
 from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
 from time import monotonic
@@ -67,7 +68,7 @@ from .gossip_conn import (
     network_tag,
 )
 
-__all__ = ["GossipOptions", "GossipTransport"]
+__all__ = ["GossipOptions", "GossipTransport", "gossip_transport_factory"]
 
 log = logging.getLogger("bacalhau.transport.gossip")
 
@@ -309,7 +310,7 @@ class GossipTransport(Transport):
         peer_id: str,
         frame: bytes,
         *,
-        timeout: float = 10.0,  # noqa: ASYNC109 (the Transport interface takes a timeout)
+        timeout: float = 10.0,
     ) -> bytes:
         if len(frame) > MAX_FRAME:
             raise TransportError(f"frame of {len(frame)} bytes exceeds {MAX_FRAME}")
@@ -790,3 +791,44 @@ class GossipTransport(Transport):
                 if pex and (peers := self._peers_message(conn)):
                     conn.send_control(peers)
             self._maybe_dial()
+
+
+def gossip_transport_factory(
+    *,
+    host: str = "127.0.0.1",
+    secret: str | bytes | None = None,
+    options: GossipOptions | None = None,
+    mdns: bool = False,
+    mdns_interfaces: Sequence[str] | None = None,
+) -> Callable[[Identity], GossipTransport]:
+    """A ``transport_factory`` for :class:`~bacalhau.Network`: nodes of one process over TCP.
+
+    Each transport listens on a free port of ``host`` (bound when it is made,
+    so its address is known before it runs) and knows the addresses of the
+    (up to four) transports made before it; peer exchange introduces the rest.
+    """
+    made: list[tuple[str, int]] = []
+
+    def make(identity: Identity) -> GossipTransport:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((host, 0))
+            sock.listen(128)
+        except OSError:
+            sock.close()
+            raise
+        transport = GossipTransport(
+            identity,
+            listen_socket=sock,
+            peers=made[-4:],
+            secret=secret,
+            options=options,
+            mdns=mdns,
+            mdns_interfaces=mdns_interfaces,
+        )
+        made.append((host, int(sock.getsockname()[1])))
+        return transport
+
+    return make
