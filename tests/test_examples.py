@@ -108,8 +108,11 @@ UPPER_POEM = "> O MAR SALGADO,\n> QUANTO DO TEU SAL\n> SAO LAGRIMAS DE PORTUGAL!
 
 def test_plugin_executor_with_plugins_add() -> None:
     out = run(PLUGIN / "run_upper.py").stdout
-    assert "node 0 executors: upper" in out
+    executors = re.search(r"node 0 executors: (.*)", out)
+    assert executors is not None
+    assert {"upper", "wasm", "noop"} <= set(executors.group(1).split(", "))  # built-ins kept
     assert out.count("upper-cased 1 file(s), 3 line(s), 59 byte(s)") == 2  # concurrency 2
+    assert re.search(r"results at Qm\w{44}; upper/poem.txt:", out)
     assert out.endswith(UPPER_POEM)
 
 
