@@ -205,10 +205,14 @@ async def ls(blocks: Any, cid: AnyCid) -> list[Entry]:
     if node.kind not in (DataType.DIRECTORY, DataType.HAMT_SHARD):
         return [Entry("", cid_str(node.cid), _type_name(node.kind), node.size)]
     out = []
-    for name, child in await _entries(src, node):
-        sub = await _node(src, child)
-        size = sub.size if sub.kind in (DataType.FILE, DataType.RAW) else None
-        out.append(Entry(name, cid_str(child), _type_name(sub.kind), size))
+    entries = await _entries(src, node)
+    for i in range(0, len(entries), 256):
+        batch = entries[i : i + 256]
+        blocks = await src.get_many([cid for _, cid in batch])
+        for (name, child), block in zip(batch, blocks, strict=True):
+            sub = decode_block(child, block)
+            size = sub.size if sub.kind in (DataType.FILE, DataType.RAW) else None
+            out.append(Entry(name, cid_str(child), _type_name(sub.kind), size))
     return out
 
 

@@ -31,6 +31,7 @@ from ._util import unwrap_group
 from .blockstore import BlockStore
 from .cids import DAG_PB, RAW, cid_from_digest, cid_str
 from .dagpb import PBLink, PBNode, encode_node
+from .hamt import SHARDING_THRESHOLD, build_shards, needs_sharding
 from .unixfs import DataType, UnixFSData, encode_unixfs, file_leaf_parts
 
 __all__ = [
@@ -66,6 +67,7 @@ class ImportOptions:
     chunk_size: int = DEFAULT_CHUNK_SIZE
     max_links: int = MAX_LINKS
     hidden: bool = False
+    shard_threshold: int = SHARDING_THRESHOLD
 
     def __attrs_post_init__(self) -> None:
         if self.cid_version not in (0, 1):
@@ -300,8 +302,26 @@ class _Importer:
 
     # --- directories --------------------------------------------------------------------
 
+    def _dag_cid(self, block: bytes) -> bytes:
+        return cid_from_digest(
+            hashlib.sha256(block).digest(), codec=DAG_PB, version=self._node_version
+        )
+
     async def directory(self, entries: Sequence[tuple[str, _Child]]) -> _Child:
         ordered = sorted(entries, key=lambda e: e[0].encode("utf-8", "surrogateescape"))
+        if needs_sharding([(name, c.cid) for name, c in ordered], self.opts.shard_threshold):
+            blocks, root, tsize = build_shards(
+                [(name, c.cid, c.tsize) for name, c in ordered], self._dag_cid
+            )
+            if self.store is not None:
+                store = self.store
+
+                def put_all() -> None:
+                    for cid, block in blocks:
+                        store.put_parts(cid, (block,))
+
+                await anyio.to_thread.run_sync(put_all)
+            return _Child(root, tsize, 0)
         block = encode_node(
             PBNode(
                 tuple(PBLink(c.cid, name, c.tsize) for name, c in ordered),
@@ -324,6 +344,54 @@ class _Importer:
         await self._put(cid, block)
         return _Child(cid, len(block), 0)
 
+    def _small_files(self, paths: Sequence[Path]) -> list[_Child | None]:
+        """Whole single-chunk files in one worker-thread call (None: it grew; redo it)."""
+        out: list[_Child | None] = []
+        limit = self.opts.chunk_size
+        for path in paths:
+            with open(path, "rb", buffering=0) as fh:
+                data = fh.read(limit + 1)
+            out.append(None if len(data) > limit else self._leaves([data])[0])
+        return out
+
+    async def _directory_at(self, path: Path, rel: str) -> _Child:
+        hidden = self.opts.hidden
+
+        def scan() -> list[tuple[str, int, int]]:
+            with os.scandir(path) as it:
+                found = [
+                    (e.name, *_mode_size(e)) for e in it if hidden or not e.name.startswith(".")
+                ]
+            return sorted(found)
+
+        entries: list[tuple[str, _Child]] = []
+        small: list[str] = []
+
+        async def flush() -> None:
+            children = await anyio.to_thread.run_sync(
+                self._small_files, [path / name for name in small]
+            )
+            for name, child in zip(small, children, strict=True):
+                sub = f"{rel}/{name}" if rel else name
+                if child is None:
+                    child = await self.path(path / name, sub)
+                elif self.on_entry is not None:
+                    self.on_entry(sub, cid_str(child.cid))
+                entries.append((name, child))
+            small.clear()
+
+        for name, mode, size in await anyio.to_thread.run_sync(scan):
+            if stat.S_ISREG(mode) and size <= self.opts.chunk_size:
+                small.append(name)
+                if len(small) >= 256:
+                    await flush()
+                continue
+            await flush()
+            sub = f"{rel}/{name}" if rel else name
+            entries.append((name, await self.path(path / name, sub)))
+        await flush()
+        return await self.directory(entries)
+
     async def path(self, path: Path, rel: str) -> _Child:
         st = await anyio.to_thread.run_sync(os.lstat, path)
         if stat.S_ISLNK(st.st_mode):
@@ -331,19 +399,17 @@ class _Importer:
         elif stat.S_ISREG(st.st_mode):
             child = await self.file(path)
         elif stat.S_ISDIR(st.st_mode):
-            names = await anyio.to_thread.run_sync(os.listdir, path)
-            entries = []
-            for name in sorted(names):
-                if name.startswith(".") and not self.opts.hidden:
-                    continue
-                sub = f"{rel}/{name}" if rel else name
-                entries.append((name, await self.path(path / name, sub)))
-            child = await self.directory(entries)
+            child = await self._directory_at(path, rel)
         else:
             raise StorageError(f"cannot add {path}: not a regular file, directory or symlink")
         if self.on_entry is not None:
             self.on_entry(rel, cid_str(child.cid))
         return child
+
+
+def _mode_size(entry: os.DirEntry[str]) -> tuple[int, int]:
+    st = entry.stat(follow_symlinks=False)
+    return st.st_mode, st.st_size
 
 
 async def add_path(
@@ -357,6 +423,7 @@ async def add_path(
     hidden: bool = False,
     pin: bool = False,
     on_entry: EntryCallback | None = None,
+    shard_threshold: int = SHARDING_THRESHOLD,
 ) -> str:
     """Add a file or directory (recursively) and return its root CID.
 
@@ -373,12 +440,16 @@ async def add_path(
         hidden: include names starting with ``.`` (Kubo's ``--hidden``).
         pin: pin the root recursively (needs ``store``).
         on_entry: called with (path relative to ``path``'s parent, CID) per entry.
+        shard_threshold: directories whose links estimate (name + CID bytes) reaches
+            this become HAMT shards (Kubo's ``UnixFSHAMTDirectorySizeThreshold``).
 
     Raises:
         StorageError: the path cannot be read, or changed while being added.
         ValidationError: a bad option.
     """
-    opts = ImportOptions(cid_version, raw_leaves, chunk_size, hidden=hidden)
+    opts = ImportOptions(
+        cid_version, raw_leaves, chunk_size, hidden=hidden, shard_threshold=shard_threshold
+    )
     source = Path(path)
     name = source.name or (await anyio.Path(source).resolve()).name
     importer = _Importer(store, opts, on_entry)
