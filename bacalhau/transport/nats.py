@@ -35,6 +35,7 @@ Needs the asyncio backend of anyio (nats-py is asyncio-only).
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import logging
 import os
@@ -439,7 +440,7 @@ class NatsTransport(Transport):
                 )
 
     async def _on_request(self, packet: Packet, frame: bytes, acks: list[str]) -> None:
-        sender = node_id_from_public_key(packet.sender_key)
+        sender = _node_id(packet.sender_key)
         signed = request_signing_bytes(self.identity.public_key, packet.msg_id, packet.reply, frame)
         if not verify_signature(sender, packet.signature, signed):
             raise WireError(f"request claiming to be from {sender} has a bad signature")
@@ -463,7 +464,7 @@ class NatsTransport(Transport):
         if packet.kind not in (Kind.HELLO, Kind.HERE, Kind.BYE):
             raise WireError(f"{packet.kind.name} packet on the presence subject")
         key, nonce = packet.sender_key, packet.msg_id
-        sender = node_id_from_public_key(key)
+        sender = _node_id(key)
         if (key, nonce) not in self._verified:
             if not verify_signature(sender, packet.body, self._presence_bytes(key, nonce)):
                 raise WireError(f"presence of {sender} has a bad signature")
@@ -662,7 +663,7 @@ class NatsTransport(Transport):
         if peer_id == self.node_id:
             return await self._local_request(frame, timeout)
         try:
-            dst_key = public_key_from_node_id(peer_id)
+            dst_key = _public_key(peer_id)
         except ValidationError as exc:
             raise PeerUnreachable(f"cannot send to {peer_id!r}: {exc}") from None
         msg_id = os.urandom(8)
@@ -742,6 +743,17 @@ class NatsTransport(Transport):
             "last_error": self._last_error,
             **self.counters,
         }
+
+
+@functools.lru_cache(maxsize=16384)
+def _node_id(public_key: bytes) -> str:
+    """Node id of a sender key (base58 encoding is slow, and senders repeat)."""
+    return node_id_from_public_key(public_key)
+
+
+@functools.lru_cache(maxsize=16384)
+def _public_key(node_id: str) -> bytes:
+    return public_key_from_node_id(node_id)
 
 
 def _token(subject: str) -> bytes:
