@@ -12,6 +12,7 @@ from bacalhau.protocol.gossip import (
     GossipConfig,
     GossipState,
     Graft,
+    IDontWant,
     IHave,
     IWant,
     MessageCache,
@@ -240,3 +241,25 @@ def test_simulated_mesh_repairs_lossy_links_by_ihave_iwant() -> None:
     assert all(len(d) == 40 for d in got), sorted(len(d) for d in got)
     unrepaired = simulate(30, degree=8, loss=0.3, seed=0, messages=40, max_ihave_ids=0)
     assert sum(40 - len(d) for d in unrepaired) > 0, "the loss is real: without IHAVE, gaps stay"
+
+
+def test_idontwant_for_large_messages_only_and_forwarding_skips_those_peers() -> None:
+    s = state(d=3, d_lo=2, d_hi=4, idontwant_size=100, idontwant_max=2)
+    for p in "abc":
+        s.add_peer(p)
+    small, big = b"s" * 99, b"b" * 100
+    assert s.dont_want(message_id(small), small, source="a") == []
+    assert s.dont_want(message_id(big), big, source="a") == [
+        IDontWant("b", (message_id(big),)),
+        IDontWant("c", (message_id(big),)),
+    ]
+    mid = s.receive(big, now=0.0)
+    assert mid is not None
+    s.on_idontwant("b", [mid])
+    s.on_idontwant("stranger", [mid])  # ignored: not a peer
+    assert sorted(s.accept(mid, big, source="a")) == ["c"], "b said it has it"
+    s.on_idontwant("b", [b"x" * 20, b"y" * 20])  # bounded: the oldest id goes
+    assert sorted(s.accept(mid, big, source="a")) == ["b", "c"]
+    s.remove_peer("b")
+    s.add_peer("b")
+    assert "b" in s.accept(mid, big, source=None), "a reconnected peer starts afresh"

@@ -18,7 +18,9 @@ The scheme follows libp2p GossipSub with a single topic:
   it came from; its own messages go to every connected peer (flood publish);
 * each heartbeat it advertises the ids of recent messages (IHAVE) to
   ``d_lazy`` random peers, which ask (IWANT) for those they have not seen:
-  this repairs messages lost to a dropped connection or a full queue.
+  this repairs messages lost to a dropped connection or a full queue;
+* on receiving a new large message it tells its mesh peers IDONTWANT, so
+  they skip it when forwarding (GossipSub v1.2).
 
 Everything is bounded: the seen-cache by entries and TTL, the message cache by
 heartbeats and bytes, IHAVE / IWANT by id counts per heartbeat.
@@ -38,6 +40,7 @@ __all__ = [
     "GossipConfig",
     "GossipState",
     "Graft",
+    "IDontWant",
     "IHave",
     "IWant",
     "MessageCache",
@@ -84,6 +87,10 @@ class GossipConfig:
             for again (of another peer); about one heartbeat.
         flood_publish: send this node's own messages to every connected peer
             (not only the mesh), for speed and reliability.
+        idontwant_size: on receiving a new message at least this large, tell
+            the mesh peers not to forward it here (GossipSub v1.2 IDONTWANT), so
+            a big frame crosses each link about once instead of once per path.
+        idontwant_max: most IDONTWANT ids remembered per peer.
     """
 
     d: int = 6
@@ -99,6 +106,8 @@ class GossipConfig:
     max_iwant_ids: int = 5000
     iwant_followup: float = 1.0
     flood_publish: bool = True
+    idontwant_size: int = 16 * 1024
+    idontwant_max: int = 1024
 
     def __attrs_post_init__(self) -> None:
         if not 0 < self.d_lo <= self.d <= self.d_hi:
@@ -137,7 +146,15 @@ class IWant:
     ids: tuple[bytes, ...]
 
 
-GossipCommand = Graft | Prune | IHave | IWant
+@attrs.frozen
+class IDontWant:
+    """Tell ``peer`` not to send the messages ``ids`` (this node has them)."""
+
+    peer: str
+    ids: tuple[bytes, ...]
+
+
+GossipCommand = Graft | Prune | IHave | IWant | IDontWant
 
 
 @attrs.define
@@ -258,6 +275,7 @@ class GossipState:
     _asked: OrderedDict[bytes, float] = attrs.Factory(OrderedDict)
     _ihave_budget: dict[str, int] = attrs.Factory(dict)
     _iwant_budget: dict[str, int] = attrs.Factory(dict)
+    _dontwant: dict[str, OrderedDict[bytes, None]] = attrs.Factory(dict)
 
     def __attrs_post_init__(self) -> None:
         c = self.config
@@ -284,6 +302,7 @@ class GossipState:
         self.mesh.discard(peer)
         self._ihave_budget.pop(peer, None)
         self._iwant_budget.pop(peer, None)
+        self._dontwant.pop(peer, None)
 
     def on_graft(self, peer: str) -> list[GossipCommand]:
         """``peer`` put us in its mesh: reciprocate, or PRUNE if our mesh is full."""
@@ -317,10 +336,28 @@ class GossipState:
         self._asked.pop(mid, None)
         return mid if self.seen.add(mid, now) else None
 
+    def dont_want(self, mid: bytes, frame: bytes, source: str | None) -> list[GossipCommand]:
+        """For a new message: IDONTWANT to the mesh peers if it is large, else nothing."""
+        if len(frame) < self.config.idontwant_size:
+            return []
+        return [IDontWant(p, (mid,)) for p in sorted(self.mesh) if p != source]
+
+    def on_idontwant(self, peer: str, ids: list[bytes]) -> None:
+        """``peer`` has these messages: do not forward them to it."""
+        if peer not in self.peers:
+            return
+        known = self._dontwant.setdefault(peer, OrderedDict())
+        for mid in ids:
+            known[mid] = None
+        while len(known) > self.config.idontwant_max:
+            known.popitem(last=False)
+
     def accept(self, mid: bytes, frame: bytes, source: str | None) -> list[str]:
-        """The node found message ``mid`` valid: cache it; return the peers to forward to."""
+        """The node found message ``mid`` valid: cache it; return the peers to forward to
+        (the mesh, less the source and the peers that said they do not want it)."""
         self.mcache.put(mid, frame)
-        return [p for p in self.mesh if p != source]
+        dontwant = self._dontwant
+        return [p for p in self.mesh if p != source and mid not in dontwant.get(p, ())]
 
     def forget(self, mid: bytes) -> None:
         """Message ``mid`` was dropped before validation (overload): let it come again."""

@@ -42,13 +42,23 @@ from anyio.abc import SocketAttribute
 
 from ..errors import PeerUnreachable, TransportError, WireError
 from ..identity import Identity, public_key_from_node_id
-from ..protocol.gossip import ID_SIZE, GossipConfig, GossipState, Graft, IHave, IWant, Prune
+from ..protocol.gossip import (
+    ID_SIZE,
+    GossipCommand,
+    GossipConfig,
+    GossipState,
+    Graft,
+    IDontWant,
+    IHave,
+    Prune,
+)
 from .base import MAX_FRAME, Transport, TransportHandler
 from .discovery import DiscoveredPeer, MdnsDiscovery, parse_peer_address
 from .gossip_conn import (
     BYE,
     ERROR,
     GRAFT,
+    IDONTWANT,
     IHAVE,
     IWANT,
     PEERS,
@@ -209,7 +219,16 @@ class GossipTransport(Transport):
         self._bound: tuple[str, int] | None = None
         self._beats = 0
         self.stats: dict[str, int] = dict.fromkeys(
-            ("refused", "cut_off", "inbox_dropped", "invalid", "published", "delivered"), 0
+            (
+                "refused",
+                "cut_off",
+                "inbox_dropped",
+                "invalid",
+                "published",
+                "delivered",
+                "duplicates",
+            ),
+            0,
         )
 
     # --- public surface -------------------------------------------------------------------
@@ -614,15 +633,17 @@ class GossipTransport(Transport):
             if len(msg) != 2 or not isinstance(msg[1], bytes) or len(msg[1]) > MAX_FRAME:
                 raise WireError("malformed PUBLISH")
             self._on_publish(msg[1], peer)
-        elif kind in (IHAVE, IWANT):
+        elif kind in (IHAVE, IWANT, IDONTWANT):
             ids = msg[1] if len(msg) == 2 else None
             if not (
                 isinstance(ids, list)
                 and len(ids) <= self.options.gossip.max_ihave_ids
                 and all(isinstance(i, bytes) and len(i) == ID_SIZE for i in ids)
             ):
-                raise WireError("malformed IHAVE/IWANT")
-            if kind == IHAVE:
+                raise WireError("malformed IHAVE/IWANT/IDONTWANT")
+            if kind == IDONTWANT:
+                self.state.on_idontwant(peer, ids)
+            elif kind == IHAVE:
                 for cmd in self.state.on_ihave(peer, ids, monotonic()):
                     self._run_command(cmd)
             else:
@@ -662,7 +683,10 @@ class GossipTransport(Transport):
     def _on_publish(self, frame: bytes, source: str) -> None:
         mid = self.state.receive(frame, monotonic())
         if mid is None:
+            self.stats["duplicates"] += 1
             return
+        for cmd in self.state.dont_want(mid, frame, source):
+            self._run_command(cmd)
         if self._inbox and self._inbox_bytes + len(frame) > self.options.inbox_bytes:
             self.state.forget(mid)  # IHAVE will offer it again once we catch up
             self.stats["inbox_dropped"] += 1
@@ -738,7 +762,7 @@ class GossipTransport(Transport):
 
     # --- heartbeat ------------------------------------------------------------------------
 
-    def _run_command(self, cmd: Graft | Prune | IHave | IWant) -> None:
+    def _run_command(self, cmd: GossipCommand) -> None:
         conn = self._conns.get(cmd.peer)
         if conn is None:
             return
@@ -748,6 +772,8 @@ class GossipTransport(Transport):
             conn.send_control(encode([PRUNE]))
         elif isinstance(cmd, IHave):
             conn.send_control(encode([IHAVE, list(cmd.ids)]))
+        elif isinstance(cmd, IDontWant):
+            conn.send_control(encode([IDONTWANT, list(cmd.ids)]))
         else:
             conn.send_control(encode([IWANT, list(cmd.ids)]))
 

@@ -62,8 +62,10 @@ HANDSHAKE_MAX = 4096
 WIRE_MAX = MAX_FRAME + 64
 """Largest frame after the handshake: a MAX_FRAME payload plus the message header."""
 
-PUBLISH, IHAVE, IWANT, GRAFT, PRUNE, PING, PEERS, REQUEST, REPLY, ERROR, BYE = range(1, 12)
-MESSAGE_TYPES = frozenset(range(1, 12))
+PUBLISH, IHAVE, IWANT, GRAFT, PRUNE, PING, PEERS, REQUEST, REPLY, ERROR, BYE, IDONTWANT = range(
+    1, 13
+)
+MESSAGE_TYPES = frozenset(range(1, 13))
 
 _HEADER = 4
 
