@@ -382,7 +382,7 @@ class Node(TransportHandler):
         if self.store is not None and self.store.error is not None:
             raise self.store.error
         job_id = f"j-{uuid.uuid4()}"
-        self._feed(SubmitJob(job_id, spec))
+        self._feed(SubmitJob(job_id, spec, peers=len(self.peers())))
         if self.store is not None:
             try:
                 await self.store.flush()  # the job is on disk before we say it is accepted

@@ -29,6 +29,8 @@ class SubmitJob:
 
     job_id: str
     spec: JobSpec
+    peers: int = -1
+    """How many other nodes this node knows (-1: unknown); 0 skips the bid window."""
 
 
 @attrs.frozen

@@ -124,9 +124,11 @@ class RequesterConfig:
 
     Args:
         bid_timeout: how long bids are collected (``min_bids`` must be met by then).
-        bid_window: with ``min_bids`` 0, how long the first bids are gathered before
-            choosing among them at random (so the requester's own compute side, which
-            always hears the job first, does not win every job). 0 takes bids as they come.
+        bid_window: with ``min_bids`` 0, how long the requester's own bid waits for a
+            bid from another node before it is taken alone. Its own compute side always
+            hears the job first; without the window it would win every job. As soon as
+            another node bids, the choice is made at random among the bids in hand. Nodes
+            with no peers skip the window. 0 takes bids as they come.
         execution_grace: how long past ``spec.timeout`` an accepted node may stay
             silent before it is replaced.
         publish_timeout: how long accepted nodes have to publish.
@@ -354,7 +356,7 @@ class RequesterState:
             return [Dropped(f"job {event.job_id} was already submitted")]
         job = RequesterJob(job_id=event.job_id, spec=event.spec, created_at=now)
         self.jobs[job.job_id] = job
-        if event.spec.deal.min_bids == 0 and self.config.bid_window > 0:
+        if event.spec.deal.min_bids == 0 and self.config.bid_window > 0 and event.peers != 0:
             job.window_open = True
         out: list[Command] = [
             Broadcast(JobCreated(job.job_id, event.spec, self.seal_key, now)),
@@ -499,8 +501,9 @@ class RequesterState:
         deal = job.spec.deal
         needed = deal.concurrency - job.count(X.ACCEPTED, X.PROPOSED)
         reviewed = sum(1 for e in job.executions.values() if e.reviewed)
+        only_own_bids = all(e.node_id == self.node_id for e in job.executions.values())
         waiting_for_min_bids = job.state is S.BIDDING and (
-            reviewed < deal.min_bids or job.window_open)
+            reviewed < deal.min_bids or (job.window_open and only_own_bids))
         if needed > 0 and job.acceptances_left > 0 and not waiting_for_min_bids:
             fresh = [e for e in job.in_state(X.BID) if e.reviewed]
             pool = fresh
