@@ -7,7 +7,9 @@ Both sides submit the same noop jobs (publisher ``noop``) to a 1-node network:
 * reference: ``Node.submit`` / ``Node.run_job`` on an in-memory network in this process.
 
 Measured: submissions per second one at a time and with 8 concurrent submitters, and
-whole jobs per second (submit, follow to completion) with 8 in flight.
+whole jobs per second (submit, follow to completion) with 8 in flight; and CPU time per
+job, all work counted (client, server, the job's lifecycle), which a busy machine
+disturbs far less than wall time. The two sides take turns in rounds.
 
     python benchmarks/bench_api.py            # 2000 submissions, 400 whole jobs per side
     python benchmarks/bench_api.py --quick    # 200 and 40 (CI smoke test)
@@ -41,22 +43,57 @@ from bacalhau.network import Network
 SPEC = JobSpec.noop(stdout="bench\n")
 
 
-async def measure(n: int, concurrency: int, one: Callable[[], Awaitable[Any]]) -> dict[str, float]:
-    """Run ``one()`` n times with ``concurrency`` in flight; latency of each and the rate."""
-    latencies: list[float] = []
-    left = iter(range(n))
+def proc_cpu(pid: int) -> float:
+    """CPU seconds (user + system) used so far by process ``pid`` (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
-    async def worker() -> None:
-        for _ in left:
-            start = time.perf_counter()
-            await one()
-            latencies.append(time.perf_counter() - start)
 
-    start = time.perf_counter()
-    async with anyio.create_task_group() as tg:
-        for _ in range(concurrency):
-            tg.start_soon(worker)
-    return summary(latencies, time.perf_counter() - start)
+Side = tuple[Callable[[], Awaitable[Any]], Callable[[], Awaitable[None]]]
+"""One call, and a drain that waits until every job the side submitted has ended."""
+
+
+async def rounds(
+    n: int, concurrency: int, sides: dict[str, Side], server_pid: int, parts: int = 5,
+) -> dict[str, dict[str, float]]:
+    """Run each side's call n times (``concurrency`` in flight), in ``parts`` rounds taken
+    in turn so both sides see the same load on a shared machine; after each round the side
+    drains (its jobs end) so no work spills into the other side's round.
+
+    Reports per side: rate and latency of the calls (wall clock), and CPU seconds per call
+    over round and drain, in this process plus (for HTTP) the node's process: all the work
+    a job costs, a measure a busy machine disturbs far less than wall time.
+    """
+    latencies: dict[str, list[float]] = {name: [] for name in sides}
+    wall = dict.fromkeys(sides, 0.0)
+    cpu = dict.fromkeys(sides, 0.0)
+    for part in range(parts):
+        count = n // parts + (1 if part < n % parts else 0)
+        for name, (one, drain) in sides.items():
+            left = iter(range(count))
+
+            async def worker(one: Callable[[], Awaitable[Any]] = one,
+                             done: list[float] = latencies[name],
+                             left: Any = left) -> None:
+                for _ in left:
+                    start = time.perf_counter()
+                    await one()
+                    done.append(time.perf_counter() - start)
+
+            cpu0, server0, start = time.process_time(), proc_cpu(server_pid), time.perf_counter()
+            async with anyio.create_task_group() as tg:
+                for _ in range(concurrency):
+                    tg.start_soon(worker)
+            wall[name] += time.perf_counter() - start
+            await drain()
+            cpu[name] += time.process_time() - cpu0
+            if name == "http":
+                cpu[name] += proc_cpu(server_pid) - server0
+    out = {}
+    for name in sides:
+        out[name] = summary(latencies[name], wall[name])
+        out[name]["cpu_ms_per_call"] = cpu[name] / n * 1000
+    return out
 
 
 def start_devstack(workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
@@ -86,28 +123,42 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
         proc.wait()
 
 
-async def run(args: argparse.Namespace, api: str) -> dict[str, Any]:
+LIVE = ["bidding", "running", "verifying", "publishing"]
+
+
+async def run(args: argparse.Namespace, api: str, server_pid: int) -> dict[str, Any]:
     out: dict[str, Any] = {}
     async with Network.in_memory(1) as net, Client(api, timeout=60) as client:
         node = net.nodes[0]
+        handles: list[Any] = []
+
+        async def py_submit() -> None:
+            handles.append(await node.submit(SPEC))
+
+        async def py_drain() -> None:
+            for handle in handles:
+                await handle.wait(60)
+            handles.clear()
+
+        async def http_drain() -> None:
+            while (await client.list_jobs(state=LIVE, limit=1)).total:  # noqa: ASYNC110 - remote
+                await anyio.sleep(0.05)
+
         await client.health()
         for _ in range(20):  # warm both paths (imports, connections, caches)
-            await node.submit(SPEC)
+            await py_submit()
             await client.submit(SPEC)
-        for name, n, conc in (("submit, 1 at a time", args.submits, 1),
-                              (f"submit, {args.concurrency} at a time", args.submits,
-                               args.concurrency)):
-            out[name] = {
-                "http": await measure(n, conc, lambda: client.submit(SPEC)),
-                "python": await measure(n, conc, lambda: node.submit(SPEC)),
-            }
-        name = f"whole job, {args.concurrency} in flight"
-        out[name] = {
-            "http": await measure(args.jobs, args.concurrency,
-                                  lambda: client.run(SPEC, timeout=60)),
-            "python": await measure(args.jobs, args.concurrency,
-                                    lambda: node.run_job(SPEC, timeout=60)),
-        }
+        await py_drain()
+        await http_drain()
+        submit = {"http": (lambda: client.submit(SPEC), http_drain),
+                  "python": (py_submit, py_drain)}
+        out["submit, 1 at a time"] = await rounds(args.submits, 1, submit, server_pid)
+        out[f"submit, {args.concurrency} at a time"] = await rounds(
+            args.submits, args.concurrency, submit, server_pid)
+        whole = {"http": (lambda: client.run(SPEC, timeout=60), http_drain),
+                 "python": (lambda: node.run_job(SPEC, timeout=60), py_drain)}
+        out[f"whole job, {args.concurrency} in flight"] = await rounds(
+            args.jobs, args.concurrency, whole, server_pid)
         await net.wait_idle()
     return out
 
@@ -122,23 +173,29 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="bench-api-") as tmp:
         proc, api = start_devstack(Path(tmp))
         try:
-            results = anyio.run(run, args, api)
+            results = anyio.run(run, args, api, proc.pid)
         finally:
             stop(proc)
     rows = []
     for name, sides in results.items():
         http, py = sides["http"], sides["python"]
         sides["ratio_python_over_http"] = py["per_second"] / http["per_second"]
+        sides["cpu_ratio_http_over_python"] = http["cpu_ms_per_call"] / py["cpu_ms_per_call"]
         rows.append((name, f"{http['per_second']:.0f}/s", f"{http['median_ms']:.2f} ms",
+                     f"{http['cpu_ms_per_call']:.2f} ms",
                      f"{py['per_second']:.0f}/s", f"{py['median_ms']:.3f} ms",
-                     f"{sides['ratio_python_over_http']:.1f}x"))
+                     f"{py['cpu_ms_per_call']:.3f} ms",
+                     f"{sides['ratio_python_over_http']:.1f}x",
+                     f"{sides['cpu_ratio_http_over_python']:.1f}x"))
     print(table(
         f"bench_api: jobs through the HTTP API vs the in-process Python API "
-        f"({os.cpu_count()} CPUs)",
+        f"({os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f})",
         rows,
-        ("what", "HTTP API", "median", "Python API", "median", "Python/HTTP"),
+        ("what", "HTTP", "median", "CPU/job", "Python", "median", "CPU/job",
+         "rate Py/HTTP", "CPU HTTP/Py"),
     ))
-    data = {"quick": args.quick, "concurrency": args.concurrency, "results": results}
+    data = {"quick": args.quick, "concurrency": args.concurrency,
+            "load_average": os.getloadavg()[0], "results": results}
     print(f"wrote {write('api', data)}")
     return data
 
