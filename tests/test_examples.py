@@ -281,3 +281,94 @@ def test_map_cids_through_a_devstack_api(tmp_path: Path) -> None:
             except subprocess.TimeoutExpired:
                 devstack.kill()
                 devstack.communicate()
+
+
+# --- the benchmark runner (benchmarks/run.py) -------------------------------------------
+
+
+@pytest.fixture
+def runner(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+    """benchmarks/run.py, writing its results into a temporary folder."""
+    module = load(ROOT / "benchmarks" / "run.py")
+    monkeypatch.setattr(module, "RESULTS", tmp_path / "results")
+    return module
+
+
+def test_runner_reads_headline_ratios(runner: ModuleType) -> None:
+    data = {
+        "ratios": {"median_latency": 2.0, "p99_latency": 0.5, "throughput": 4.0},
+        "sleep1": {"job_ratio": 1.02, "goal_ratio": 1.1},
+    }
+    core = runner.extract_ratios("core", data)
+    assert [(r.metric, r.cost) for r in core] == [
+        ("no-op job latency, median", 2.0), ("no-op job latency, p99", 0.5),
+        ("no-op jobs per second", 0.25)]  # 4x the throughput costs a quarter
+    assert [r.verdict() for r in core] == ["2x slower", "2x faster", "4x faster"]
+    docker = runner.extract_ratios("docker", data)  # the trivial case is missing: left out
+    assert [(r.metric, r.goal, r.verdict()) for r in docker] == [
+        ("1 s container as a job", 1.1, "on par")]
+
+
+def test_runner_reads_declared_and_unknown_ratios(runner: ModuleType) -> None:
+    declared = {"ratios": {"a": {"value": 3.0, "better": "higher", "reference": "R"}, "b": 2.0}}
+    ratios = runner.extract_ratios("newbench", declared)
+    assert [(r.metric, r.reference, r.cost) for r in ratios] == [
+        ("a", "R", pytest.approx(1 / 3)), ("b", "reference", None)]
+    walked = runner.extract_ratios("other", {"x": [{"y_vs_z": 1.5, "goal_ratio": 2,
+                                                     "samples": {"ratio": 9}}]})
+    assert [(r.metric, r.value, r.better) for r in walked] == [("x.0.y_vs_z", 1.5, "?")]
+
+
+def write_bench(folder: Path, name: str, body: str) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"bench_{name}.py"
+    path.write_text(f'"""The {name} benchmark."""\nimport os, sys, time, subprocess\n\n'
+                    f"def main(argv=None):\n{body}\n")
+    return path
+
+
+@pytest.mark.anyio
+async def test_runner_reports_each_outcome(runner: ModuleType, tmp_path: Path) -> None:
+    benches = tmp_path / "benches"
+    ok = write_bench(benches, "ok", '    return {"quick": "--quick" in argv, "ratios": '
+                     '{"speed": {"value": 0.5, "better": "lower", "reference": "them"}}}')
+    boom = write_bench(benches, "boom", '    print("working"); raise RuntimeError("boom")')
+    skip = write_bench(benches, "skip", '    return {"skipped": "no engine here"}')
+    pid_file = tmp_path / "child.pid"
+    hang = write_bench(benches, "hang", "    child = subprocess.Popen(['sleep', '300'])\n"
+                       f"    open({str(pid_file)!r}, 'w').write(str(child.pid))\n"
+                       "    time.sleep(300)")
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    outcomes = [await runner.run_one(b, quick=True, timeout=15, env=env)
+                for b in (ok, boom, skip)]
+    outcomes.append(await runner.run_one(hang, quick=True, timeout=3, env=env))
+    assert [o.status for o in outcomes] == ["ok", "failed", "skipped", "failed"]
+    assert outcomes[0].description == "The ok benchmark"
+    assert [(r.metric, r.cost) for r in outcomes[0].ratios] == [("speed", 0.5)]
+    assert "RuntimeError: boom" in outcomes[1].reason
+    assert outcomes[2].reason == "no engine here"
+    assert outcomes[3].reason == "timed out after 3 s"
+    child = int(pid_file.read_text())
+    for _ in range(200):  # the whole session was killed, the bench's own child too
+        if _proc_state(child) in ("gone", "Z"):
+            break
+        await anyio.sleep(0.05)
+    assert _proc_state(child) in ("gone", "Z"), "the benchmark's child process survived"
+
+    page, plot, summary = tmp_path / "bench.md", tmp_path / "ratios.png", tmp_path / "s.json"
+    data = runner.report(outcomes, quick=True, ran=True, plot_path=plot, page_path=page,
+                         summary_path=summary)
+    assert json.loads(summary.read_text()) == data
+    assert [b["status"] for b in data["benchmarks"]] == ["ok", "failed", "skipped", "failed"]
+    text = page.read_text()
+    assert "| ok | speed | them | 0.5 | 2x faster |" in text
+    assert "- **boom** (failed): exit status 1: RuntimeError: boom" in text
+    assert "- **skip** (skipped): no engine here" in text
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def _proc_state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "gone"
