@@ -129,3 +129,33 @@ async def test_a_network_of_nodes_over_tcp_gossip_runs_jobs() -> None:
         assert result.ok, result.reason
         assert {e.stdout for e in result.accepted} == {"over tcp"}
         assert {e.node_id for e in result.accepted} == {n.node_id for n in net.nodes}
+
+
+async def test_invalid_frames_are_not_forwarded_and_valid_ones_are_relayed() -> None:
+    """A line a - b - c (a and c may hold one peer each): c hears a only through b,
+    and b does not relay what its node found invalid."""
+    socks = [bound_socket() for _ in range(3)]
+    hub = socks[1].getsockname()
+    edge = GossipOptions(heartbeat=0.1, max_peers=1, target_peers=1, backoff_min=0.05)
+    a, b, c = (
+        GossipTransport(Identity.generate(), listen_socket=socks[0], peers=[hub], options=edge),
+        GossipTransport(Identity.generate(), listen_socket=socks[1], options=FAST),
+        GossipTransport(Identity.generate(), listen_socket=socks[2], peers=[hub], options=edge),
+    )
+    hs = [RecordingHandler(t.node_id) for t in (a, b, c)]
+    async with anyio.create_task_group() as tg:
+        for t, h in zip((a, b, c), hs, strict=True):
+            await tg.start(t.run, h)
+        with anyio.fail_after(20):
+            while b.peers() != {a.node_id, c.node_id}:
+                await anyio.sleep(0.02)
+        assert a.peers() == {b.node_id}
+        assert c.peers() == {b.node_id}
+        await a.broadcast(b"invalid: b's node refuses this")
+        await a.broadcast(b"valid")
+        await hs[2].wait_for(lambda: b"valid" in hs[2].heard)
+        await anyio.sleep(0.3)
+        assert hs[1].heard == [b"invalid: b's node refuses this", b"valid"]
+        assert hs[2].heard == [b"valid"], "the invalid frame stopped at b"
+        assert b.stats["invalid"] == 1
+        tg.cancel_scope.cancel()
