@@ -447,3 +447,35 @@ def test_sync_client_from_a_script(tmp_path: Path) -> None:
         finally:
             future.cancel()
 
+
+
+@pytest.mark.anyio
+async def test_stopping_the_server_ends_open_streams() -> None:
+    async with Network.in_memory(1) as net:
+        async with anyio.create_task_group() as tg:
+            scope = anyio.CancelScope()
+            stopped = anyio.Event()
+
+            async def serve(*, task_status: anyio.abc.TaskStatus[ApiAddress]) -> None:
+                try:
+                    with scope:
+                        await serve_api(net.nodes[0], port=0, task_status=task_status)
+                finally:
+                    stopped.set()
+
+            address = await tg.start(serve)
+            async with Client(str(address)) as client:
+                job_id = await client.submit(JobSpec.noop(delay=120))
+                kinds: list[str] = []
+                with anyio.fail_after(20):  # a hang guard: the stream must end, not time out
+                    async for line in client.events(job_id, follow=True):
+                        kinds.append(line.event.kind)
+                        if line.event.kind == "bid_accepted":
+                            scope.cancel()  # stop the server mid-stream
+                    await stopped.wait()
+            assert kinds[-1] == "bid_accepted"
+            with pytest.raises(NodeUnreachable):
+                async with Client(str(address)) as client:
+                    await client.health()
+            await net.nodes[0].cancel(job_id)
+        await net.wait_idle()
