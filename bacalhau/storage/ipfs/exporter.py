@@ -346,8 +346,19 @@ async def _export(
                     raise StorageError(f"cannot export to {dest}: it already exists") from None
 
         await anyio.to_thread.run_sync(make_dir)
-        for name, child in entries:
-            await _export(src, child, dest / name, read_only, budget, top=False)
+        for i in range(0, len(entries), 256):
+            batch = entries[i : i + 256]
+            blocks = await src.get_many([cid for _, cid in batch])
+            small: list[tuple[Path, bytes]] = []
+            for (name, child), block in zip(batch, blocks, strict=True):
+                sub = decode_block(child, block)
+                if sub.kind in (DataType.FILE, DataType.RAW) and not sub.links:
+                    _charge(budget, sub.size, child)
+                    small.append((dest / name, sub.data))
+                else:
+                    await _export(src, child, dest / name, read_only, budget, top=False)
+            if small:  # single-block files: written together in one worker-thread call
+                await anyio.to_thread.run_sync(_write_small_files, small, read_only)
         if read_only:
             await anyio.to_thread.run_sync(os.chmod, dest, 0o555)
         return
@@ -360,9 +371,8 @@ async def _export(
     if node.kind not in (DataType.FILE, DataType.RAW):
         raise StorageError(f"{cid_str(cid)}: cannot export a {_type_name(node.kind)}")
     _charge(budget, node.size, cid)
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
     try:
-        fd = await anyio.to_thread.run_sync(os.open, dest, flags, 0o644)
+        fd = await anyio.to_thread.run_sync(os.open, dest, _CREATE, 0o644)
     except FileExistsError:
         raise StorageError(f"cannot export to {dest}: it already exists") from None
     try:
@@ -392,6 +402,21 @@ async def _export(
             os.fchmod(fd, 0o444)
     finally:
         os.close(fd)
+
+
+_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def _write_small_files(files: list[tuple[Path, bytes]], read_only: bool) -> None:
+    for path, data in files:
+        try:
+            fd = os.open(path, _CREATE, 0o444 if read_only else 0o644)
+        except FileExistsError:
+            raise StorageError(f"cannot export to {path}: it already exists") from None
+        try:
+            _write_all(fd, [data])
+        finally:
+            os.close(fd)
 
 
 def _write_all(fd: int, pieces: list[bytes]) -> None:
