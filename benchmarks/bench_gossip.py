@@ -235,6 +235,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.worker:
         anyio.run(worker, args.worker)
         return {}
+    load = os.getloadavg()  # other work on the machine skews multi-process latency
     sizes = [4, 8] if args.quick else [4, 8, 16]
     messages = 50 if args.quick else 300
     flood = 2000 if args.quick else 20000
@@ -288,6 +289,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     results["ratio_p50_at_max_nodes"] = sixteen["gossip"]["p50_ms"] / sixteen["memory"]["p50_ms"]
     results["quick"] = args.quick
     results["cpus"] = os.cpu_count()
+    results["load_average_at_start"] = load
+    results["load_average_at_end"] = os.getloadavg()
+    print(
+        f"load average at start {load[0]:.1f}, at end {os.getloadavg()[0]:.1f}"
+        f" on {os.cpu_count()} CPUs"
+    )
     path = write("gossip", results)
     print(f"\nwrote {path}")
     return results

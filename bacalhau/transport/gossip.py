@@ -303,6 +303,8 @@ class GossipTransport(Transport):
             for conn in list(self._conns.values()):
                 conn.close("transport stopped")
             self._conns.clear()
+            for peer in list(self.state.peers):
+                self.state.remove_peer(peer)
             self._handler = self._tg = None
             self._inbox.clear()
             self._inbox_bytes = 0
