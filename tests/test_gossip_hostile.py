@@ -32,9 +32,9 @@ pytestmark = pytest.mark.anyio
 
 OPTS = GossipOptions(
     heartbeat=0.1,
-    handshake_timeout=1.0,
+    handshake_timeout=2.0,
     frame_timeout=1.0,
-    idle_timeout=2.0,
+    idle_timeout=3.0,
     write_timeout=1.0,
     backoff_min=0.05,
     backoff_max=0.2,
@@ -168,7 +168,7 @@ async def test_slow_loris_in_the_handshake(caplog: pytest.LogCaptureFixture) -> 
                 await anyio.sleep(0.1)
                 if any("cut off" in r.getMessage() for r in caplog.records):
                     break
-        await logged(caplog, "within 1s")
+        await logged(caplog, "handshake did not finish within 2s")
         await still_serving(a, b, hs)
 
 
@@ -194,7 +194,7 @@ async def test_a_silent_peer_is_dropped(caplog: pytest.LogCaptureFixture) -> Non
         stream, _, ident = await raw_peer(a)
         async with stream:
             await wait_until(lambda: ident.node_id in a.peers())
-            await logged(caplog, "sent nothing for 2s")
+            await logged(caplog, "peer sent nothing for")
             assert ident.node_id not in a.peers()
         await still_serving(a, b, hs)
 
