@@ -72,7 +72,7 @@ class FakeServices:
         protocol: str,
         payload: bytes,
         *,
-        timeout: float = 10.0,  # noqa: ASYNC109 - mirrors NodeServices.request
+        timeout: float = 10.0,
     ) -> bytes:
         hub = self.hub
         if peer_id in hub.down or peer_id not in hub.nodes:
@@ -320,3 +320,17 @@ async def test_library_reader_fetches_remote_file_first(tmp_path: Path) -> None:
 def write(path: Path, data: bytes) -> Path:
     path.write_bytes(data)
     return path
+
+
+@pytest.mark.anyio
+async def test_streaming_a_remote_file_asks_the_peer_that_served_it(tmp_path: Path) -> None:
+    hub, (a, b, _, _) = make_nodes(tmp_path, 4)
+    data = payload_bytes(6 * 1024 * 1024)
+    cid = await add_bytes(a.store, data, chunk_size=65536)  # 96 leaves: 6 windows of 16
+    assert await read(b, cid) == data
+    asked = [to for frm, to, op in hub.requests if frm == "node-1" and op == "have"]
+    windows = 96 // 16
+    assert asked.count("node-0") >= windows
+    # only the first lookups go to everyone; later windows ask the peer that served us
+    assert asked.count("node-2") <= 2
+    assert asked.count("node-3") <= 2

@@ -139,6 +139,9 @@ class BlockService:
         factory=collections.OrderedDict, init=False
     )
     _serving: anyio.Semaphore = attrs.field(factory=lambda: anyio.Semaphore(8), init=False)
+    _recent: collections.OrderedDict[str, None] = attrs.field(
+        factory=collections.OrderedDict, init=False
+    )
 
     def register(self) -> None:
         """Serve this node's blocks to peers (called once when the node starts)."""
@@ -217,11 +220,16 @@ class BlockService:
                 tg.start_soon(tell, peer)
         return heard
 
-    async def find_providers(self, cid: AnyCid, *, exclude: Iterable[str] = ()) -> list[str]:
-        """Peers that hold the block ``cid``: announced ones first, then any that say so."""
+    async def find_providers(
+        self, cid: AnyCid, *, exclude: Iterable[str] = (), among: Iterable[str] | None = None
+    ) -> list[str]:
+        """Peers that hold the block ``cid``: those that announced it, then every other peer
+        (or only those ``among``) that answers ``have`` with yes."""
         raw = to_cid(cid)
         excluded = set(exclude)
         peers = self.services.peers()
+        if among is not None:
+            peers = peers & frozenset(among)
         known = self._providers.get(split_cid(raw)[2], set())
         found = [p for p in sorted(known) if p in peers and p not in excluded]
         payload = _pack(["have", [raw]])
@@ -324,7 +332,14 @@ class BlockService:
         first = cids[0]
         excluded: set[str] = set()
         for _ in range(DISCOVERY_ROUNDS):
-            providers = await self.find_providers(first, exclude=excluded)
+            providers: list[str] = []
+            if not dag and self._recent:
+                # a file read window by window: ask the peers that just served us first
+                providers = await self.find_providers(
+                    first, exclude=excluded, among=list(self._recent)
+                )
+            if not providers:
+                providers = await self.find_providers(first, exclude=excluded)
             if not providers and state.queue:
                 # the first wanted block may be held by nobody, but others may be
                 providers = await self.find_providers(state.queue[0], exclude=excluded)
@@ -411,6 +426,11 @@ class BlockService:
         missing = set(_cid_list(reply.get("missing", []), MAX_CIDS)) & wanted
         children, sizes, bad = await anyio.to_thread.run_sync(self._absorb, blocks, state.dag)
         state.received += len(blocks) - len(bad)
+        if blocks and not bad:
+            self._recent.pop(peer, None)
+            self._recent[peer] = None
+            while len(self._recent) > 4:
+                self._recent.popitem(last=False)
         got = {cid for cid, _ in blocks}
         leftover = [c for c in batch if c not in got or c in bad]
         for cid in leftover:
