@@ -27,11 +27,13 @@ __all__ = [
     "AnyCid",
     "block_digest_ok",
     "cid_codec",
+    "cid_from_digest",
     "cid_multihash",
     "cid_str",
     "cid_version",
     "decode_varint",
     "encode_varint",
+    "identity_data",
     "make_cid",
     "split_cid",
     "to_cid",
@@ -40,7 +42,6 @@ __all__ = [
 
 DAG_PB = 0x70
 RAW = 0x55
-DAG_CBOR = 0x71
 SHA2_256 = 0x12
 IDENTITY = 0x00
 
