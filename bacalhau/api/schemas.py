@@ -100,7 +100,8 @@ class JobList:
 
 @attrs.frozen
 class EventLine:
-    """One line of the NDJSON event stream: an event and the job's state after it."""
+    """One line of the NDJSON event stream: an event, and the job's state when the line
+    was sent (history lines sent together carry the same, current, state)."""
 
     event: JobEvent
     state: JobState
