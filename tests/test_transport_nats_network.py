@@ -65,7 +65,7 @@ class DigestExecutor(Executor):
 
 async def wait_peers(net: Network, limit: float = 20.0) -> None:
     with anyio.fail_after(limit):
-        while any(len(n.peers()) < len(net.nodes) - 1 for n in net.nodes):  # noqa: ASYNC110
+        while any(len(n.peers()) < len(net.nodes) - 1 for n in net.nodes):
             await anyio.sleep(0.05)
 
 
@@ -127,7 +127,7 @@ async def test_a_server_killed_mid_run_loses_no_job(nats_cluster: NatsCluster) -
             for i in range(50)
         ]
         with anyio.fail_after(30):
-            while sum(requester.describe(h.job_id).state.terminal for h in handles) < 10:  # noqa: ASYNC110
+            while sum(requester.describe(h.job_id).state.terminal for h in handles) < 10:
                 await anyio.sleep(0.02)
         nats_cluster.servers[1].kill()
         results = [await h.wait(timeout=120) for h in handles]
@@ -151,13 +151,13 @@ async def test_jetstream_requester_restarted_mid_job_catches_up(nats_server: Nat
         data_dir, identity = requester.data_dir, requester.identity
         handle = await requester.submit(JobSpec.noop(stdout="late", delay=1.0, timeout=30))
         with anyio.fail_after(20):
-            while requester.describe(handle.job_id).state is not JobState.RUNNING:  # noqa: ASYNC110
+            while requester.describe(handle.job_id).state is not JobState.RUNNING:
                 await anyio.sleep(0.02)
         runner_id = requester.describe(handle.job_id).executions[0].node_id
         runner = next(n for n in net.nodes if n.node_id == runner_id)
         await net.stop_node(requester)
         with anyio.fail_after(20):
-            while handle.job_id not in runner.compute.jobs or runner.compute.jobs[  # noqa: ASYNC110
+            while handle.job_id not in runner.compute.jobs or runner.compute.jobs[
                 handle.job_id
             ].state.value not in ("proposed", "publishing", "published"):
                 await anyio.sleep(0.02)
@@ -166,3 +166,36 @@ async def test_jetstream_requester_restarted_mid_job_catches_up(nats_server: Nat
         assert result.ok, result.reason
         assert result.accepted[0].stdout == "late"
         assert back.transport.status()["replayed"] >= 1, "it learned what it missed from the stream"
+
+
+async def test_nodes_without_the_network_secret_are_refused(nats_server: NatsServer) -> None:
+    """Three members and one node without the secret on the same subject: the outsider is no
+    peer of anyone, never runs a member's job, and its own job finds no bidder."""
+    from bacalhau import RequesterConfig
+
+    subject = "bacalhau.priv" + os.urandom(4).hex()
+    secrets = iter([b"s3cret", b"s3cret", b"s3cret", None])
+
+    def factory(identity: Identity) -> NatsTransport:
+        opts = NatsOptions(servers=(nats_server.url,), subject=subject, **FAST)
+        return NatsTransport(identity, opts, secret=next(secrets))
+
+    quick = {"requester": RequesterConfig(bid_timeout=1.0)}
+    async with Network.custom(4, factory, per_node_options=[{}, {}, {}, quick]) as net:
+        members, outsider = net.nodes[:3], net.nodes[3]
+        with anyio.fail_after(20):
+            while any(len(n.peers()) < 2 for n in members):
+                await anyio.sleep(0.05)
+        assert outsider.peers() == frozenset()
+        assert all(outsider.node_id not in n.peers() for n in members)
+        results = [
+            await members[0].run_job(JobSpec.noop(stdout="m", deal=Deal(min_bids=3)), timeout=30)
+            for _ in range(5)
+        ]
+        assert all(r.ok for r in results)
+        assert {e.node_id for r in results for e in r.accepted} <= {n.node_id for n in members}
+        own = await outsider.run_job(
+            JobSpec.noop(stdout="alone", deal=Deal(min_bids=2)), timeout=30
+        )
+        assert own.state is JobState.FAILED
+        assert members[0].transport.status()["refused"] > 0

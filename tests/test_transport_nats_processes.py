@@ -94,7 +94,7 @@ async def test_jobs_across_processes_and_servers_survive_a_killed_server(
     async with Network.custom(1, factory, per_node_options=[{"compute": None}]) as net:
         requester = net.nodes[0]
         with anyio.fail_after(30):
-            while len(requester.peers()) < 6:  # noqa: ASYNC110 - polling another object's state
+            while len(requester.peers()) < 6:
                 await anyio.sleep(0.05)
 
         # 50 jobs spread over both processes, and one whose input crosses them.
@@ -125,7 +125,7 @@ async def test_jobs_across_processes_and_servers_survive_a_killed_server(
             for i in range(50)
         ]
         with anyio.fail_after(60):
-            while sum(requester.describe(h.job_id).state.terminal for h in handles) < 5:  # noqa: ASYNC110
+            while sum(requester.describe(h.job_id).state.terminal for h in handles) < 5:
                 await anyio.sleep(0.02)
         nats_cluster.servers[2].kill()
         results = [await h.wait(timeout=180) for h in handles]
@@ -134,5 +134,5 @@ async def test_jobs_across_processes_and_servers_survive_a_killed_server(
         ]
         assert {r.accepted[0].stdout for r in results} == {f"k{i}" for i in range(50)}
         with anyio.fail_after(30):
-            while len(requester.peers()) < 6:  # noqa: ASYNC110 - the second process is back
+            while len(requester.peers()) < 6:
                 await anyio.sleep(0.05)

@@ -654,7 +654,7 @@ class NatsTransport(Transport):
         peer_id: str,
         frame: bytes,
         *,
-        timeout: float = 10.0,  # noqa: ASYNC109 - the Transport interface takes a timeout
+        timeout: float = 10.0,
     ) -> bytes:
         if len(frame) > MAX_FRAME:
             raise TransportError(f"frame of {len(frame)} bytes exceeds {MAX_FRAME}")
@@ -702,7 +702,7 @@ class NatsTransport(Transport):
             raise PeerUnreachable(waiter.error or f"no reply from {peer_id}")
         return waiter.reply
 
-    async def _local_request(self, frame: bytes, timeout: float) -> bytes:  # noqa: ASYNC109
+    async def _local_request(self, frame: bytes, timeout: float) -> bytes:
         handler = self._handler
         if handler is None:
             raise PeerUnreachable("the node is shutting down")
