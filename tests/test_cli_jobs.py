@@ -267,6 +267,9 @@ def test_data_commands_go_through_the_node(bac: Bac, tmp_path: Path) -> None:
     assert (code, out.splitlines()[-1]) == (0, HELLO_CID)
     assert bac("data", "cat", "--data-dir", tmp_path / "local", HELLO_CID)[1] == "hello world\n"
     assert bac("data", "cat", "QmNotACid")[0] == cli.EXIT_BAD_INPUT
+    # --api before or after the command picks the node
+    assert bac("--api", "127.0.0.1:9", "data", "cat", HELLO_CID)[0] == cli.EXIT_UNREACHABLE
+    assert bac("data", "cat", "--api", "127.0.0.1:9", HELLO_CID)[0] == cli.EXIT_UNREACHABLE
 
 
 def test_wasm_run_the_architecture_example(bac: Bac, tmp_path: Path) -> None:
