@@ -188,6 +188,10 @@ class ComputeState:
                 out.append(DiscardResults(job.job_id))
             elif job.state is C.EVALUATING:
                 out.append(EvaluateBid(job.job_id, job.spec, job.requester_id))
+            elif job.state is C.BID:
+                # An acceptance may have arrived before the crash without being saved:
+                # bid again; a requester that accepted us repeats its acceptance.
+                out.append(Send(job.requester_id, BidPlaced(job.job_id)))
         return out
 
     def _message(self, sender: str, msg: object, now: float) -> list[Command]:
