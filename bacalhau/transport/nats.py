@@ -9,7 +9,7 @@ Subjects (``subject`` is the network's name, ``bacalhau.default`` unless set):
   a node says hello when it connects, everyone answers it directly, and
   each node repeats "here" every ``heartbeat`` seconds; a node not heard from
   for three heartbeats is no longer a peer.
-* ``{subject}.deliver.{node_id}`` - JetStream deliveries (with ``jetstream=True``).
+* ``{subject}.deliver.{node_id}[.direct]`` - JetStream deliveries (``jetstream=True``).
 
 NATS carries bytes and is not trusted. Frames are signed envelopes checked by the
 node above; this transport additionally signs each request (so the receiver
@@ -24,10 +24,13 @@ the servers advertise), and restores subscriptions. While disconnected,
 broadcasts wait in a bounded buffer (the oldest are dropped when it is full) and
 ``status()`` says so; requests wait for the connection up to their timeout.
 
-With ``jetstream=True`` broadcasts are also captured by a stream, and each node
-reads it through a durable consumer named after its node id, so a node that was
-offline (a restarted requester, with the same key) receives what it missed.
-Frames are deduplicated by hash, so the two routes deliver each frame once.
+With ``jetstream=True`` broadcasts and direct requests are also captured by a
+stream, and each node reads what concerns it through two durable consumers named
+after its node id, so a node that was offline (a restarted requester, with the
+same key) receives what it missed. A request carries its reply subject in band,
+so one replayed from the stream can still be checked and answered. Broadcasts are
+deduplicated by frame hash and requests by id, so the two routes (core NATS and
+the stream) hand each one to the node once.
 
 Needs the asyncio backend of anyio (nats-py is asyncio-only).
 """
@@ -78,6 +81,10 @@ log = logging.getLogger(__name__)
 _PRESENCE_CONTEXT = b"bacalhau/nats/presence/v1\x00"
 
 
+def _as_bytes(value: str | bytes | None) -> bytes | None:
+    return value.encode() if isinstance(value, str) else value
+
+
 @attrs.define
 class _Waiter:
     peer_id: str
@@ -108,12 +115,13 @@ class NatsTransport(Transport):
     Args:
         identity: the node's keys; the node id is the transport's.
         options: servers, credentials, TLS, JetStream and buffering.
-        secret: the network secret of a private network (None: an open network).
+        secret: the network secret of a private network (None: an open network);
+            text is taken as its UTF-8 bytes.
     """
 
     identity: Identity
     options: NatsOptions = attrs.Factory(NatsOptions)
-    secret: bytes | None = attrs.field(default=None, repr=False)
+    secret: bytes | None = attrs.field(default=None, repr=False, converter=_as_bytes)
     _key: bytes | None = attrs.field(init=False, default=None, repr=False)
     _nc: NatsClient | None = attrs.field(init=False, default=None)
     _handler: TransportHandler | None = attrs.field(init=False, default=None)
