@@ -77,8 +77,11 @@ class SupportStrategy:
             return BidResponse(False, f"the {engine} engine is not available on this node")
         try:
             executor.validate(spec)
+            why = await executor.unsupported_reason(spec)
         except BacalhauError as exc:
             return BidResponse(False, f"invalid {engine} job: {exc}")
+        if why:
+            return BidResponse(False, why)
         for volume in spec.inputs:
             if volume.source.type not in self.storage:
                 return BidResponse(False, f"no {volume.source.type!r} storage on this node")

@@ -33,12 +33,17 @@ class ComputeConfig:
             full does not bid.
         data_locality: ``anywhere`` (bid regardless) or ``local`` (bid only when every
             input CID is already in this node's block store).
+        docker_local_images_only: bid on docker jobs only when their image is present
+            here (never pull).
+        probe_http / probe_exec / probe_timeout: external bid hooks, see
+            :mod:`bacalhau.compute.hooks`.
     """
 
     capacity: Resources = attrs.Factory(machine_resources)
     max_executions: int = 4
     queue_size: int = 64
     data_locality: str = "anywhere"
+    docker_local_images_only: bool = False
     probe_http: str | None = None
     probe_exec: str | None = None
     probe_timeout: float = 5.0

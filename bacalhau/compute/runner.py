@@ -110,13 +110,15 @@ class ExecutionRunner:
     feed: Callable[[Event], None]
     _tg: anyio.abc.TaskGroup | None = None
     _scopes: dict[str, anyio.CancelScope] = attrs.Factory(dict)
+    _stopping: dict[str, anyio.CancelScope] = attrs.Factory(dict)
 
     def bind(self, tg: anyio.abc.TaskGroup) -> None:
         self._tg = tg
 
     @property
     def active(self) -> int:
-        return len(self._scopes)
+        """Executions running or still cleaning up after a cancel."""
+        return len(self._scopes) + len(self._stopping)
 
     def folder(self, job_id: str) -> Path:
         return self.root / job_id
@@ -130,13 +132,15 @@ class ExecutionRunner:
         self._tg.start_soon(self._run, job_id, spec, seal_key, scope)
 
     def cancel(self, job_id: str) -> None:
+        """Stop the execution; it stays :attr:`active` until its clean-up has finished."""
         scope = self._scopes.pop(job_id, None)
         if scope is not None:
+            self._stopping[job_id] = scope
             scope.cancel()
         self.discard(job_id)
 
     def discard(self, job_id: str) -> None:
-        if job_id not in self._scopes:
+        if job_id not in self._scopes and job_id not in self._stopping:
             shutil.rmtree(self.folder(job_id), ignore_errors=True)
 
     def publish(self, job_id: str, spec: JobSpec) -> None:
@@ -168,6 +172,8 @@ class ExecutionRunner:
         if outcome is None or scope.cancel_called or isinstance(outcome, ExecutionErrored):
             with anyio.CancelScope(shield=True):
                 await anyio.to_thread.run_sync(self._remove, job_id)
+        if self._stopping.get(job_id) is scope:
+            del self._stopping[job_id]
         if outcome is not None and not scope.cancel_called:
             self.feed(outcome)
 

@@ -159,7 +159,9 @@ def _add_builtin_optional(plugins: Plugins, services: NodeServices) -> None:
     def docker() -> Any:
         from ..executor.docker import DockerExecutor
 
-        return DockerExecutor(node_id=services.node_id)
+        compute = getattr(services, "compute_config", None)
+        local_only = bool(compute and compute.docker_local_images_only)
+        return DockerExecutor(node_id=services.node_id, local_images_only=local_only)
 
     for what, make in (("url storage", url), ("deterministic verifier", deterministic),
                        ("wasm executor", wasm), ("docker executor", docker)):
