@@ -147,7 +147,12 @@ class Network:
         self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> bool | None:
         assert self._tg is not None
-        problems = self.check_invariants() if (et is None and self.check_on_exit) else []
+        problems: list[str] = []
+        if et is None and self.check_on_exit:
+            with anyio.move_on_after(10):  # let cancelled executions finish cleaning up
+                while any(node.runner._stopping for node in self.nodes):  # noqa: ASYNC110
+                    await anyio.sleep(0.01)
+            problems = self.check_invariants()
         self._tg.cancel_scope.cancel()
         try:
             result = await self._tg.__aexit__(et, e, tb)
