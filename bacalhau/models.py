@@ -512,6 +512,7 @@ class NodeInfo:
     capacity: Resources | None = None
     running: int = 0
     version: str = ""
+    transport: dict[str, Any] = attrs.field(factory=dict, hash=False)
 
 
 # --- plain data <-> values -------------------------------------------------------------------

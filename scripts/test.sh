@@ -49,6 +49,12 @@ if [ "${CI:-}" = "true" ] && [ "$(id -u)" = 0 ]; then
     export BACALHAU_REQUIRE_DOCKER=1 BACALHAU_REQUIRE_NATS=1
 fi
 
+if exports=$(scripts/nats-server.sh ensure); then
+    eval "$exports"
+else
+    log "no nats-server could be found or installed: NATS tests will skip with the reason"
+fi
+
 engine_state=$(mktemp -d /tmp/bacalhau-docker.XXXXXX)
 stop_engine() { scripts/docker-engine.sh stop "$engine_state" >&2 || true; }
 trap stop_engine EXIT

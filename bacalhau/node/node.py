@@ -465,6 +465,7 @@ class Node(TransportHandler):
             capacity=self.capacity.total,
             running=self.capacity.running,
             version=_version(),
+            transport=dict(self.transport.status()),
         )
 
     def _changed(self, job_id: str) -> anyio.Event:
