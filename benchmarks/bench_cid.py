@@ -39,6 +39,8 @@ def make_file(path: Path, size: int) -> None:
         for _ in range(size // MIB):
             fh.write(block[:17] + os.urandom(16) + block[33:])  # distinct chunks
         fh.write(os.urandom(size % MIB))
+        fh.flush()
+        os.fsync(fh.fileno())  # no writeback competing with the measurements
 
 
 def file_digest(path: Path) -> str:
