@@ -94,6 +94,7 @@ async def test_conformance_by_mdns_alone(check: str) -> None:
 
 
 async def test_mdns_ignores_other_networks() -> None:
+    run = os.urandom(8).hex()  # test runs in parallel on this machine stay apart
     ours = [
         GossipTransport(
             Identity.generate(),
@@ -102,7 +103,7 @@ async def test_mdns_ignores_other_networks() -> None:
             mdns_interfaces=["127.0.0.1"],
             options=FAST,
         )
-        for secret in ("net-one", "net-one", "net-two")
+        for secret in (f"one-{run}", f"one-{run}", f"two-{run}")
     ]
     async with anyio.create_task_group() as tg:
         for t in ours:
