@@ -162,6 +162,10 @@ class ExecutionRunner:
                 outcome = await self._execute(job_id, spec, seal_key)
             except BacalhauError as exc:
                 outcome = ExecutionErrored(job_id, str(exc))
+            except OSError as exc:
+                where = f" ({exc.filename})" if exc.filename else ""
+                outcome = ExecutionErrored(
+                    job_id, f"node storage error: {exc.strerror or exc}{where}")
             except Exception as exc:
                 log.exception("execution of %s failed unexpectedly", job_id)
                 outcome = ExecutionErrored(job_id, f"internal error: {exc!r}")

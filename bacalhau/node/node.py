@@ -297,39 +297,11 @@ class Node(TransportHandler):
             self._tmp = tempfile.TemporaryDirectory(prefix="bacalhau-node-")
             self._data_dir = Path(self._tmp.name)
         try:
-            self.data_dir.mkdir(parents=True, exist_ok=True)
-            if self._plugins is None:
-                self.plugins = default_plugins(self)
-            elif isinstance(self._plugins, Plugins):
-                self.plugins = self._plugins
-            else:
-                self.plugins = self._plugins(self)
-            compute = self.compute_config or ComputeConfig()
-            self.capacity = Capacity(compute.capacity, compute.max_executions, compute.queue_size)
-            self.runner = ExecutionRunner(
-                node_id=self.node_id,
-                root=self.data_dir / "executions",
-                executors=self.plugins.executors,
-                storage=self.plugins.storage,
-                verifiers=self.plugins.verifiers,
-                publishers=self.plugins.publishers,
-                capacity=self.capacity,
-                feed=self._feed,
-            )
-            self.strategies = [
-                SupportStrategy(self.plugins.executors, self.plugins.storage,
-                                self.plugins.verifiers, self.plugins.publishers),
-                CapacityStrategy(self.capacity),
-            ]
-            if compute.data_locality == "local":
-                self.strategies.append(DataLocalityStrategy(self.plugins.storage))
-            from ..compute.hooks import hook_strategies
-
-            self.strategies.extend(hook_strategies(compute))
-            self.strategies.extend(self._extra_strategies)
-            if self.durable:
-                self.store = StateStore(self.data_dir / "state.db")
-                self._restore(self.store)
+            try:
+                self._setup()
+            except OSError as exc:
+                raise StoreError(f"cannot use the data dir {self.data_dir}: "
+                                 f"{exc.strerror or exc} ({exc.filename})") from None
             async with anyio.create_task_group() as tg:
                 self._tg = tg
                 self.runner.bind(tg)
@@ -357,6 +329,42 @@ class Node(TransportHandler):
                 self._tmp.cleanup()
                 self._tmp = None
                 self._data_dir = None
+
+    def _setup(self) -> None:
+        """Open the data dir, plugins, runner, strategies and store (blocking, at start)."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        if self._plugins is None:
+            self.plugins = default_plugins(self)
+        elif isinstance(self._plugins, Plugins):
+            self.plugins = self._plugins
+        else:
+            self.plugins = self._plugins(self)
+        compute = self.compute_config or ComputeConfig()
+        self.capacity = Capacity(compute.capacity, compute.max_executions, compute.queue_size)
+        self.runner = ExecutionRunner(
+            node_id=self.node_id,
+            root=self.data_dir / "executions",
+            executors=self.plugins.executors,
+            storage=self.plugins.storage,
+            verifiers=self.plugins.verifiers,
+            publishers=self.plugins.publishers,
+            capacity=self.capacity,
+            feed=self._feed,
+        )
+        self.strategies = [
+            SupportStrategy(self.plugins.executors, self.plugins.storage,
+                            self.plugins.verifiers, self.plugins.publishers),
+            CapacityStrategy(self.capacity),
+        ]
+        if compute.data_locality == "local":
+            self.strategies.append(DataLocalityStrategy(self.plugins.storage))
+        from ..compute.hooks import hook_strategies
+
+        self.strategies.extend(hook_strategies(compute))
+        self.strategies.extend(self._extra_strategies)
+        if self.durable:
+            self.store = StateStore(self.data_dir / "state.db")
+            self._restore(self.store)
 
     def _restore(self, store: StateStore) -> None:
         from collections import Counter
