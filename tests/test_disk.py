@@ -43,7 +43,7 @@ async def test_full_disk(small_disk: Path) -> None:
         node = net.nodes[0]
         kept = await node.run_job(JobSpec.noop(stdout="before"), timeout=10)
         filler = small_disk / "filler"
-        filler.write_bytes(b"\0" * 4096 * 4)  # noqa: ASYNC240 - a test's setup
+        filler.write_bytes(b"\0" * 4096 * 4)
         with pytest.raises(StoreError, match=r"disk is full|disk I/O error"):
             for _ in range(3000):
                 await node.submit(JobSpec.noop(stdout="x" * 4000, delay=60, timeout=120))
