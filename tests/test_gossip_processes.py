@@ -20,7 +20,15 @@ import anyio.to_thread
 import pytest
 
 from bacalhau.api.client import Client
-from bacalhau.models import Deal, InputSpec, JobResult, JobSpec, JobState, StorageSpec
+from bacalhau.models import (
+    Deal,
+    ExecutionState,
+    InputSpec,
+    JobResult,
+    JobSpec,
+    JobState,
+    StorageSpec,
+)
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
@@ -179,7 +187,7 @@ async def test_eight_serve_processes_by_mdns_alone_with_churn(
     # Churn: kill -9 two nodes while 40 jobs run, then start a new one.
     survivors = procs[:6]
     jobs = [
-        (survivors[i % 6], JobSpec.noop(stdout=f"churn-{i}", delay=1.0, timeout=5))
+        (survivors[i % 6], JobSpec.noop(stdout=f"churn-{i}", delay=3.0, timeout=6))
         for i in range(40)
     ]
     async with anyio.create_task_group() as tg:
@@ -197,6 +205,11 @@ async def test_eight_serve_processes_by_mdns_alone_with_churn(
         await newcomer.wait_ready()
     assert all(r.state.terminal for r in churn)
     assert [r.state for r in churn] == [JobState.COMPLETED] * 40, [r.reason for r in churn]
+    killed = {procs[6].node_id, procs[7].node_id}
+    lost = [e for r in churn for e in r.executions if e.node_id in killed]
+    assert lost, "some jobs were running on the killed nodes"
+    assert all(e.state is not ExecutionState.PUBLISHED for e in lost), "and they never finished"
+    assert {r.accepted[0].stdout for r in churn} == {f"churn-{i}" for i in range(40)}
 
     live = [*survivors, newcomer]
     await wait_connected(live)
