@@ -19,6 +19,7 @@ import argparse
 import hashlib
 import json
 import os
+import random
 import resource
 import shutil
 import statistics
@@ -34,11 +35,12 @@ HERE = Path(__file__).resolve().parent
 
 
 def make_file(path: Path, size: int) -> None:
-    block = os.urandom(MIB)
+    """Incompressible bytes in which every chunk is distinct (no deduplication)."""
+    rng = random.Random(size)
     with open(path, "wb") as fh:
         for _ in range(size // MIB):
-            fh.write(block[:17] + os.urandom(16) + block[33:])  # distinct chunks
-        fh.write(os.urandom(size % MIB))
+            fh.write(rng.randbytes(MIB))
+        fh.write(rng.randbytes(size % MIB))
         fh.flush()
         os.fsync(fh.fileno())  # no writeback competing with the measurements
 
@@ -135,11 +137,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--quick", action="store_true", help="small sizes (CI smoke test)")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--out", type=Path, default=HERE / "results" / "cid.json")
+    parser.add_argument(
+        "--dir",
+        default=None,
+        help="where files and block stores go (default: /dev/shm when writable, so both"
+        " sides measure software rather than this machine's disk)",
+    )
     args = parser.parse_args(argv)
+    where = args.dir or ("/dev/shm" if os.access("/dev/shm", os.W_OK) else None)
     size = 32 * MIB if args.quick else 256 * MIB
     small, large = (16 * MIB, 64 * MIB) if args.quick else (64 * MIB, 1024 * MIB)
-    report: dict[str, Any] = {"quick": args.quick, "cpus": os.cpu_count()}
-    with tempfile.TemporaryDirectory(prefix="bench-cid-") as tmp:
+    report: dict[str, Any] = {"quick": args.quick, "cpus": os.cpu_count(), "dir": where}
+    with tempfile.TemporaryDirectory(prefix="bench-cid-", dir=where) as tmp:
         root = Path(tmp)
         data = root / "data.bin"
         make_file(data, size)
@@ -240,6 +249,7 @@ def print_table(r: dict[str, Any]) -> None:
         f"{lg['fetch_max_rss_mib']:8.0f}Mi {m['fetch_growth']:6.2f}x"
     )
     print("ratio: reference time / our time (>1: we are faster); growth: large / small peak RSS")
+    print(f"files and block stores in {r['dir'] or 'the temp dir'}")
 
 
 if __name__ == "__main__":
