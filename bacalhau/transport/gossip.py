@@ -29,7 +29,7 @@ import contextlib
 import logging
 import random
 import socket
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Callable, Sequence
 from time import monotonic
 from typing import Any
@@ -41,7 +41,7 @@ import attrs
 from anyio.abc import SocketAttribute
 
 from ..errors import PeerUnreachable, TransportError, WireError
-from ..identity import Identity, public_key_from_node_id
+from ..identity import Identity
 from ..protocol.gossip import (
     ID_SIZE,
     GossipCommand,
@@ -54,6 +54,7 @@ from ..protocol.gossip import (
 )
 from .base import MAX_FRAME, Transport, TransportHandler
 from .discovery import DiscoveredPeer, MdnsDiscovery, parse_peer_address
+from .gossip_book import AddressBook, Known, parse_peer_entry
 from .gossip_conn import (
     BYE,
     ERROR,
@@ -136,31 +137,6 @@ class GossipOptions:
     gossip: GossipConfig = attrs.Factory(GossipConfig)
 
 
-@attrs.define
-class _Known:
-    """An address where a peer (id known) listens, and how dialing it went."""
-
-    node_id: str
-    host: str
-    port: int
-    source: str
-    failures: int = 0
-    next_try: float = 0.0
-
-
-def _peer_addr_ok(item: Any) -> bool:
-    return (
-        isinstance(item, list)
-        and len(item) == 3
-        and isinstance(item[0], str)
-        and len(item[0]) < 80
-        and isinstance(item[1], str)
-        and 0 < len(item[1]) <= 255
-        and type(item[2]) is int
-        and 0 < item[2] < 65536
-    )
-
-
 class GossipTransport(Transport):
     """A node's end of a TCP gossip network.
 
@@ -208,7 +184,15 @@ class GossipTransport(Transport):
         self._rng = random.Random(seed)
         self.state = GossipState(config=self.options.gossip, rng=random.Random(seed))
         self._conns: dict[str, Connection] = {}
-        self._book: OrderedDict[str, _Known] = OrderedDict()
+        opts = self.options
+        self._book = AddressBook(
+            own_id=identity.node_id,
+            maxsize=opts.address_book,
+            backoff_min=opts.backoff_min,
+            backoff_max=opts.backoff_max,
+            max_failures=opts.max_dial_failures,
+            rng=random.Random(seed),
+        )
         self._dialing: dict[str, anyio.Event] = {}
         self._inbox: deque[tuple[bytes, bytes, str]] = deque()
         self._inbox_bytes = 0
@@ -452,7 +436,7 @@ class GossipTransport(Transport):
         ("" for a duplicate connection, which needs no explanation)."""
         peer = conn.peer_id
         if conn.listen_addr is not None:
-            self._remember(peer, *conn.listen_addr, source="peer", reset=True)
+            self._book.remember(peer, *conn.listen_addr, source="peer", reset=True)
         existing = self._conns.get(peer)
         if existing is None and len(self._conns) >= self.options.max_peers:
             log.info("gossip: refused %s: already %d peers", peer, len(self._conns))
@@ -485,28 +469,11 @@ class GossipTransport(Transport):
         if self._conns.get(conn.peer_id) is conn:
             del self._conns[conn.peer_id]
             self.state.remove_peer(conn.peer_id)
-            known = self._book.get(conn.peer_id)
-            if known is not None:
-                known.next_try = monotonic() + self.options.backoff_min
+            self._book.disconnected(conn.peer_id, monotonic())
             log.debug("gossip: disconnected from %s: %s", conn.peer_id, conn.close_reason)
 
-    def _remember(self, node_id: str, host: str, port: int, *, source: str, reset: bool) -> None:
-        """Add or refresh an address in the (bounded, least-recently-updated-first) book."""
-        if node_id == self.node_id:
-            return
-        known = self._book.get(node_id)
-        if known is None:
-            known = self._book[node_id] = _Known(node_id, host, port, source)
-        elif reset or known.source != "peer":
-            known.host, known.port, known.source = host, port, source
-        if reset:
-            known.failures, known.next_try = 0, 0.0
-        self._book.move_to_end(node_id)
-        while len(self._book) > self.options.address_book:
-            self._book.popitem(last=False)
-
     def _on_discovered(self, peer: DiscoveredPeer) -> None:
-        self._remember(peer.node_id, peer.host, peer.port, source="mdns", reset=True)
+        self._book.remember(peer.node_id, peer.host, peer.port, source="mdns", reset=True)
         self._maybe_dial()
 
     def _maybe_dial(self) -> None:
@@ -515,20 +482,12 @@ class GossipTransport(Transport):
         if tg is None:
             return
         room = min(opts.target_peers - len(self._conns), opts.max_dials - len(self._dialing))
-        if room <= 0:
-            return
-        now = monotonic()
-        ready = [
-            k
-            for k in self._book.values()
-            if k.node_id not in self._conns and k.node_id not in self._dialing and k.next_try <= now
-        ]
-        self._rng.shuffle(ready)
-        for known in ready[:room]:
+        busy = self._conns.keys() | self._dialing.keys()
+        for known in self._book.ready(monotonic(), busy, room):
             self._dialing[known.node_id] = anyio.Event()
             tg.start_soon(self._dial, known)
 
-    async def _dial(self, known: _Known) -> None:
+    async def _dial(self, known: Known) -> None:
         """Dial one known address (the caller registered it in ``_dialing``)."""
         opts = self.options
         event = self._dialing.setdefault(known.node_id, anyio.Event())
@@ -566,14 +525,8 @@ class GossipTransport(Transport):
             event.set()
             if self._dialing.get(known.node_id) is event:
                 del self._dialing[known.node_id]
-        if not admitted and self._book.get(known.node_id) is known:
-            known.failures += 1
-            if known.failures >= opts.max_dial_failures:
-                del self._book[known.node_id]
-                log.debug("gossip: forgot %s after %d failed dials", known.node_id, known.failures)
-            else:
-                delay = min(opts.backoff_max, opts.backoff_min * 2**known.failures)
-                known.next_try = monotonic() + delay * self._rng.uniform(0.5, 1.0)
+        if not admitted and self._book.failed(known, monotonic()):
+            log.debug("gossip: forgot %s after %d failed dials", known.node_id, known.failures)
 
     async def _static_loop(self, host: str, port: int) -> None:
         """Keep a connection to a static peer address, redialing with backoff."""
@@ -679,7 +632,7 @@ class GossipTransport(Transport):
         elif kind == BYE:
             reason = msg[1] if len(msg) == 2 and isinstance(msg[1], str) else "?"
             if reason == "shutting down":
-                self._book.pop(peer, None)
+                self._book.forget(peer)
             raise WireError(f"peer said bye: {reason[:200]}")
 
     def _on_publish(self, frame: bytes, source: str) -> None:
@@ -703,14 +656,10 @@ class GossipTransport(Transport):
         if items is None or len(items) > self.options.pex_max:
             raise WireError("malformed PEERS")
         for item in items:
-            if not _peer_addr_ok(item) or item[0] in self._conns or item[0] == self.node_id:
+            entry = parse_peer_entry(item)
+            if entry is None or entry[0] in self._conns or entry[0] in self._book:
                 continue
-            try:
-                public_key_from_node_id(item[0])
-            except ValueError:
-                continue
-            if item[0] not in self._book:
-                self._remember(item[0], item[1], item[2], source="pex", reset=False)
+            self._book.remember(*entry, source="pex", reset=False)
         self._maybe_dial()
 
     async def _serve_request(self, conn: Connection, req_id: int, frame: bytes) -> None:
