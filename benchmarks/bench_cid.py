@@ -158,15 +158,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         ours_cmd = [sys.executable, "-m", "bacalhau.cli_data", "data", "add", "-n", "-Q", str(data)]
         ours, out = timed(ours_cmd, args.runs)
         ref, _ = timed(["sha256sum", str(data)], args.runs)
-        lib = run_worker("add", data, root)
+        lib_s = statistics.median(
+            run_worker("add", data, root)["seconds"] for _ in range(args.runs)
+        )
         report["only_hash"] = {
             "bytes": size,
             "cid": out.strip(),
             "ours_cli_s": ours,
-            "ours_library_s": lib["seconds"],
+            "ours_library_s": lib_s,
             "sha256sum_s": ref,
             "cli_vs_sha256sum": ref / ours,
-            "library_vs_sha256sum": ref / lib["seconds"],
+            "library_vs_sha256sum": ref / lib_s,
         }
 
         # 2. fetch a DAG from another node against a plain copy
