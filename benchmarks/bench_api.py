@@ -141,8 +141,16 @@ async def run(args: argparse.Namespace, api: str, server_pid: int) -> dict[str, 
             handles.clear()
 
         async def http_drain() -> None:
-            while (await client.list_jobs(state=LIVE, limit=1)).total:  # noqa: ASYNC110 - remote
-                await anyio.sleep(0.05)
+            # Wait until the node's process goes quiet (no HTTP polling, which would cost
+            # CPU of its own), then check once that no job is live.
+            while True:
+                quiet, last = 0, proc_cpu(server_pid)
+                while quiet < 3:
+                    await anyio.sleep(0.1)
+                    now = proc_cpu(server_pid)
+                    quiet, last = (quiet + 1 if now == last else 0), now
+                if not (await client.list_jobs(state=LIVE, limit=1)).total:
+                    return
 
         await client.health()
         for _ in range(20):  # warm both paths (imports, connections, caches)
