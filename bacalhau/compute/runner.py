@@ -247,12 +247,13 @@ class ExecutionRunner:
         provider = self.storage.get(volume.source.type)
         if provider is None:
             raise StorageError(f"no {volume.source.type!r} storage on this node")
-        if executor.storage_mode in ("library", "any"):
+        # "any" executors get files, which every program can read; only executors that
+        # cannot take files get a byte stream (when the provider can give one).
+        if executor.storage_mode == "library":
             opened = await provider.open_reader(volume.source)
             if opened is not None:
                 reader, size = opened
-                if executor.storage_mode == "library":
-                    return PreparedVolume(spec=volume, read=reader, size=size)
+                return PreparedVolume(spec=volume, read=reader, size=size)
         path = await provider.prepare(volume.source, dest)
         return PreparedVolume(spec=volume, host_path=path)
 
