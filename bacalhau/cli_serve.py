@@ -135,8 +135,8 @@ def add_serve_parser(subparsers: Any) -> argparse.ArgumentParser:
         dest="mdns_interfaces",
         action="append",
         default=None,
-        metavar="ADDR",
-        help="an interface address mDNS uses (repeatable; default: all)",
+        metavar="IF",
+        help="an interface (address or name) mDNS uses (repeatable; default: all)",
     )
     net.add_argument(
         "--advertise",

@@ -100,10 +100,14 @@ async def test_mdns_ignores_other_networks() -> None:
             Identity.generate(),
             secret=secret,
             mdns=True,
-            mdns_interfaces=["127.0.0.1"],
+            mdns_interfaces=[interface],
             options=FAST,
         )
-        for secret in (f"one-{run}", f"one-{run}", f"two-{run}")
+        for secret, interface in (
+            (f"one-{run}", "lo"),  # an interface name works too
+            (f"one-{run}", "127.0.0.1"),
+            (f"two-{run}", "127.0.0.1"),
+        )
     ]
     async with anyio.create_task_group() as tg:
         for t in ours:
@@ -160,3 +164,11 @@ async def test_invalid_frames_are_not_forwarded_and_valid_ones_are_relayed() -> 
         assert hs[2].heard == [b"valid"], "the invalid frame stopped at b"
         assert b.stats["invalid"] == 1
         tg.cancel_scope.cancel()
+
+
+async def test_an_unknown_mdns_interface_is_a_clear_error() -> None:
+    from bacalhau.errors import ValidationError
+
+    t = GossipTransport(Identity.generate(), mdns=True, mdns_interfaces=["nope0"])
+    with pytest.raises(ValidationError, match="'nope0' is neither an IP address nor an interface"):
+        await t.run(RecordingHandler(t.node_id))

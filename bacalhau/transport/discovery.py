@@ -29,7 +29,13 @@ import attrs
 
 from ..errors import ValidationError
 
-__all__ = ["SERVICE_TYPE", "DiscoveredPeer", "MdnsDiscovery", "parse_peer_address"]
+__all__ = [
+    "SERVICE_TYPE",
+    "DiscoveredPeer",
+    "MdnsDiscovery",
+    "interface_addresses",
+    "parse_peer_address",
+]
 
 log = logging.getLogger("bacalhau.transport.discovery")
 
@@ -80,24 +86,31 @@ def _is_wildcard(host: str | None) -> bool:
     return host in (None, "", "0.0.0.0", "::")
 
 
-def _interface_addresses(interfaces: Sequence[str] | None) -> list[str]:
-    """IPv4 addresses to advertise: the given interface addresses, else all non-loopback."""
-    if interfaces:
-        out = []
-        for item in interfaces:
-            try:
-                out.append(str(ipaddress.ip_address(item)))
-            except ValueError:
-                continue  # an interface name: zeroconf resolves it; we cannot advertise it
-        if out:
-            return out
+def interface_addresses(interfaces: Sequence[str] | None) -> list[str]:
+    """IP addresses of ``interfaces`` (addresses as given, names looked up), or,
+    for None, every non-loopback IPv4 address of this machine (blocking: ifaddr)."""
     import ifaddr
 
-    found: list[str] = []
-    for adapter in ifaddr.get_adapters():
-        for ip in adapter.ips:
-            if isinstance(ip.ip, str) and not ip.ip.startswith("127."):
-                found.append(ip.ip)
+    adapters = ifaddr.get_adapters()
+    out: list[str] = []
+    for item in interfaces or ():
+        try:
+            out.append(str(ipaddress.ip_address(item)))
+        except ValueError:
+            named = [a for a in adapters if item in (a.name, a.nice_name)]
+            if not named:
+                raise ValidationError(
+                    f"mDNS interface {item!r} is neither an IP address nor an interface here"
+                ) from None
+            out.extend(ip.ip for a in named for ip in a.ips if isinstance(ip.ip, str))
+    if interfaces:
+        return out
+    found = [
+        ip.ip
+        for adapter in adapters
+        for ip in adapter.ips
+        if isinstance(ip.ip, str) and not ip.ip.startswith("127.")
+    ]
     return found or ["127.0.0.1"]
 
 
@@ -110,8 +123,8 @@ class MdnsDiscovery:
         port: the gossip port to announce.
         host: the gossip listen host; a specific address is announced as is, a
             wildcard (``0.0.0.0``) announces the interface addresses.
-        interfaces: addresses (or names) of the interfaces mDNS uses; None for
-            all. Tests pass ``["127.0.0.1"]`` to stay on loopback.
+        interfaces: addresses or names (``eth0``) of the interfaces mDNS uses;
+            None for all. Tests pass ``["127.0.0.1"]`` to stay on loopback.
         network_tag: the network's tag (:func:`bacalhau.transport.gossip_conn.network_tag`).
         resolve_timeout: seconds to wait for one record to resolve.
     """
@@ -127,15 +140,16 @@ class MdnsDiscovery:
     _resolved: set[str] = attrs.Factory(set)
 
     def _open(self) -> tuple[Any, Any]:
-        from zeroconf import IPVersion, ServiceInfo, Zeroconf
+        from zeroconf import InterfaceChoice, IPVersion, ServiceInfo, Zeroconf
 
-        v4only = all(":" not in str(i) for i in (self.interfaces or ["0.0.0.0"]))
+        chosen = interface_addresses(self.interfaces) if self.interfaces else None
+        v4only = chosen is None or all(":" not in a for a in chosen)
         zc = Zeroconf(
-            interfaces=list(self.interfaces) if self.interfaces else "all",
+            interfaces=chosen if chosen is not None else InterfaceChoice.All,
             ip_version=IPVersion.V4Only if v4only else IPVersion.All,
         )
         if _is_wildcard(self.host):
-            addresses = _interface_addresses(self.interfaces)
+            addresses = chosen or interface_addresses(None)
         else:
             addresses = [socket.gethostbyname(str(self.host))]
         info = ServiceInfo(

@@ -37,6 +37,7 @@ from typing import Any
 import anyio
 import anyio.abc
 import anyio.lowlevel
+import anyio.to_thread
 import attrs
 from anyio.abc import SocketAttribute
 
@@ -53,7 +54,7 @@ from ..protocol.gossip import (
     Prune,
 )
 from .base import MAX_FRAME, Transport, TransportHandler
-from .discovery import DiscoveredPeer, MdnsDiscovery, parse_peer_address
+from .discovery import DiscoveredPeer, MdnsDiscovery, interface_addresses, parse_peer_address
 from .gossip_book import AddressBook, Known, parse_peer_entry
 from .gossip_conn import (
     BYE,
@@ -253,6 +254,8 @@ class GossipTransport(Transport):
     ) -> None:
         if self._handler is not None:
             raise TransportError("this gossip transport is already running")
+        if self.mdns and self.mdns_interfaces:  # a bad interface fails here, plainly
+            await anyio.to_thread.run_sync(interface_addresses, self.mdns_interfaces)
         if self._listen_socket is not None:
             listener: anyio.abc.Listener[
                 anyio.abc.SocketStream
