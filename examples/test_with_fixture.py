@@ -79,7 +79,7 @@ async def test_count_words_verified_by_three_nodes(bacalhau_network: Network) ->
 @pytest.mark.bacalhau_network(n=4, seed=3, faults=Faults(drop=0.05, duplicate=0.1))
 async def test_survives_a_lossy_network(bacalhau_network: Network) -> None:
     """Frames dropped and duplicated at random (seeded): the protocol's retries cope."""
-    results = []
+    results: list[int] = []
     async with anyio.create_task_group() as tg:
         for i in range(10):
             tg.start_soon(_append, results, bacalhau_network.nodes[i % 4], i)
