@@ -195,7 +195,7 @@ class _Api:
 
     async def _wait_change(self, job_id: str) -> bool:
         """Wait until the job changes (True), the server stops or a keep-alive is due (False)."""
-        changed = self.node._changed(job_id)
+        changed = self.node.changed(job_id)
         with anyio.move_on_after(KEEPALIVE):
             async with anyio.create_task_group() as tg:
 

@@ -476,6 +476,10 @@ class Node(TransportHandler):
             transport=dict(self.transport.status()),
         )
 
+    def changed(self, job_id: str) -> anyio.Event:
+        """An event set the next time the job's record changes (then replaced)."""
+        return self._changed(job_id)
+
     def _changed(self, job_id: str) -> anyio.Event:
         event = self._changes.get(job_id)
         if event is None:
