@@ -380,13 +380,22 @@ class Node(TransportHandler):
     # --- the public API -------------------------------------------------------------------
 
     async def submit(self, spec: JobSpec) -> JobHandle:
-        """Submit ``spec`` with this node as its requester; return at once with a handle."""
+        """Submit ``spec`` with this node as its requester; return at once with a handle.
+
+        Raises:
+            ValidationError: the spec's engine parameters are wrong (checked here when
+                this node has that executor).
+            StoreError: a durable node could not record the job (disk full, ...).
+        """
         if self.requester_config is None:
             raise BacalhauError("this node is compute-only; submit to a requester node")
         if not isinstance(spec, JobSpec):
             raise ValidationError(f"expected a JobSpec, got {type(spec).__name__}")
         if not self.started.is_set():
             raise BacalhauError("node is not running (use 'async with node' or tg.start(node.run))")
+        executor = self.plugins.executors.get(spec.engine.type)
+        if executor is not None:
+            executor.validate(spec)  # a bad engine parameter fails here, not on a far node
         if self.store is not None and self.store.error is not None:
             raise self.store.error
         job_id = f"j-{uuid.uuid4()}"
