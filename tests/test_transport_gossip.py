@@ -172,3 +172,27 @@ async def test_an_unknown_mdns_interface_is_a_clear_error() -> None:
     t = GossipTransport(Identity.generate(), mdns=True, mdns_interfaces=["nope0"])
     with pytest.raises(ValidationError, match="'nope0' is neither an IP address nor an interface"):
         await t.run(RecordingHandler(t.node_id))
+
+
+async def test_no_copies_cross_a_full_mesh_beyond_the_first_hop() -> None:
+    """Each node tells its peers who all its peers are; a message straight from its
+    origin is then forwarded only to nodes the origin did not reach itself."""
+    async with running(gossip_transports, 6) as (ts, hs):
+        ids = {t.node_id for t in ts}
+        gossip = [t for t in ts if isinstance(t, GossipTransport)]
+        with anyio.fail_after(10):
+            while not all(
+                c.peer_peers == ids - {t.node_id, c.peer_id}
+                for t in gossip
+                for c in t._conns.values()
+            ):
+                await anyio.sleep(0.02)
+        before = sum(t.stats["duplicates"] for t in gossip)
+        frames = [os.urandom(64) for _ in range(30)]
+        for i, frame in enumerate(frames):
+            await ts[i % 6].broadcast(frame)
+        for i, h in enumerate(hs):
+            want = {f for j, f in enumerate(frames) if j % 6 != i}
+            await h.wait_for(lambda h=h, want=want: want <= set(h.heard))
+        await anyio.sleep(0.3)
+        assert sum(t.stats["duplicates"] for t in gossip) == before

@@ -195,7 +195,8 @@ class GossipTransport(Transport):
             rng=random.Random(seed),
         )
         self._dialing: dict[str, anyio.Event] = {}
-        self._inbox: deque[tuple[bytes, bytes, str]] = deque()
+        self._inbox: deque[tuple[bytes, bytes, str, bool]] = deque()
+        self._pex_dirty = False
         self._inbox_bytes = 0
         self._inbox_wake = anyio.Event()
         self._handshakes = 0
@@ -302,7 +303,8 @@ class GossipTransport(Transport):
         if self._handler is None:
             raise TransportError("transport is not running")
         _, targets = self.state.publish(frame, monotonic())
-        data = encode([PUBLISH, frame])
+        # "first hop": every peer of the origin has it (flood publish), see _deliver_loop
+        data = encode([PUBLISH, frame, self.options.gossip.flood_publish])
         backlogged = False
         for peer in targets:
             conn = self._conns.get(peer)
@@ -460,9 +462,8 @@ class GossipTransport(Transport):
         self._conns[peer] = conn
         for cmd in self.state.add_peer(peer):
             self._run_command(cmd)
-        peers = self._peers_message(conn)
-        if peers:
-            conn.send_control(peers)
+        conn.send_control(self._peers_message(conn))
+        self._pex_dirty = True  # the others learn of it at the next heartbeat
         log.debug("gossip: connected to %s (%s)", peer, "out" if conn.outbound else "in")
         return None
 
@@ -472,6 +473,7 @@ class GossipTransport(Transport):
         if self._conns.get(conn.peer_id) is conn:
             del self._conns[conn.peer_id]
             self.state.remove_peer(conn.peer_id)
+            self._pex_dirty = True
             self._book.disconnected(conn.peer_id, monotonic())
             log.debug("gossip: disconnected from %s: %s", conn.peer_id, conn.close_reason)
 
@@ -588,9 +590,14 @@ class GossipTransport(Transport):
     def _dispatch(self, conn: Connection, msg: list[Any], tg: anyio.abc.TaskGroup) -> None:
         kind, peer = msg[0], conn.peer_id
         if kind == PUBLISH:
-            if len(msg) != 2 or not isinstance(msg[1], bytes) or len(msg[1]) > MAX_FRAME:
+            if (
+                len(msg) != 3
+                or not isinstance(msg[1], bytes)
+                or len(msg[1]) > MAX_FRAME
+                or not isinstance(msg[2], bool)
+            ):
                 raise WireError("malformed PUBLISH")
-            self._on_publish(msg[1], peer)
+            self._on_publish(msg[1], peer, msg[2])
         elif kind in (IHAVE, IWANT, IDONTWANT):
             ids = msg[1] if len(msg) == 2 else None
             if not (
@@ -606,7 +613,7 @@ class GossipTransport(Transport):
                     self._run_command(cmd)
             else:
                 for frame in self.state.on_iwant(peer, ids):
-                    conn.send_bulk(encode([PUBLISH, frame]))
+                    conn.send_bulk(encode([PUBLISH, frame, False]))
         elif kind == GRAFT:
             for cmd in self.state.on_graft(peer):
                 self._run_command(cmd)
@@ -615,7 +622,7 @@ class GossipTransport(Transport):
         elif kind == PING:
             pass
         elif kind == PEERS:
-            self._on_peers(msg)
+            self._on_peers(conn, msg)
         elif kind == REQUEST:
             if len(msg) != 3 or type(msg[1]) is not int or not isinstance(msg[2], bytes):
                 raise WireError("malformed REQUEST")
@@ -638,7 +645,7 @@ class GossipTransport(Transport):
                 self._book.forget(peer)
             raise WireError(f"peer said bye: {reason[:200]}")
 
-    def _on_publish(self, frame: bytes, source: str) -> None:
+    def _on_publish(self, frame: bytes, source: str, first_hop: bool) -> None:
         mid = self.state.receive(frame, monotonic())
         if mid is None:
             self.stats["duplicates"] += 1
@@ -649,20 +656,29 @@ class GossipTransport(Transport):
             self.state.forget(mid)  # IHAVE will offer it again once we catch up
             self.stats["inbox_dropped"] += 1
             return
-        self._inbox.append((mid, frame, source))
+        self._inbox.append((mid, frame, source, first_hop))
         self._inbox_bytes += len(frame)
         if not self._inbox_wake.is_set():
             self._inbox_wake.set()
 
-    def _on_peers(self, msg: list[Any]) -> None:
-        items = msg[1] if len(msg) == 2 and isinstance(msg[1], list) else None
-        if items is None or len(items) > self.options.pex_max:
+    def _on_peers(self, conn: Connection, msg: list[Any]) -> None:
+        if not (
+            len(msg) == 3
+            and isinstance(msg[1], list)
+            and len(msg[1]) <= self.options.pex_max
+            and isinstance(msg[2], bool)
+        ):
             raise WireError("malformed PEERS")
-        for item in items:
+        ids = set()
+        for item in msg[1]:
             entry = parse_peer_entry(item)
-            if entry is None or entry[0] in self._conns or entry[0] in self._book:
+            if entry is None:
                 continue
-            self._book.remember(*entry, source="pex", reset=False)
+            ids.add(entry[0])
+            if entry[0] not in self._conns and entry[0] not in self._book:
+                self._book.remember(*entry, source="pex", reset=False)
+        # a complete list tells whom the peer floods its own broadcasts to
+        conn.peer_peers = frozenset(ids) if msg[2] else None
         self._maybe_dial()
 
     async def _serve_request(self, conn: Connection, req_id: int, frame: bytes) -> None:
@@ -692,7 +708,7 @@ class GossipTransport(Transport):
                 self._inbox_wake = anyio.Event()
                 await self._inbox_wake.wait()
                 continue
-            mid, frame, source = self._inbox.popleft()
+            mid, frame, source, first_hop = self._inbox.popleft()
             self._inbox_bytes -= len(frame)
             handler = self._handler
             if handler is None:
@@ -707,8 +723,14 @@ class GossipTransport(Transport):
                 continue
             self.stats["delivered"] += 1
             targets = self.state.accept(mid, frame, source)
+            origin = self._conns.get(source) if first_hop else None
+            if origin is not None and origin.peer_peers is not None:
+                # it came straight from its origin, which sent it to all its peers:
+                # forward it only to those that are not the origin's peers
+                skip = origin.peer_peers
+                targets = [p for p in targets if p not in skip]
             if targets:
-                data = encode([PUBLISH, frame])
+                data = encode([PUBLISH, frame, False])
                 for peer in targets:
                     conn = self._conns.get(peer)
                     if conn is not None:
@@ -732,15 +754,18 @@ class GossipTransport(Transport):
             conn.send_control(encode([IWANT, list(cmd.ids)]))
 
     def _peers_message(self, conn: Connection) -> bytes:
-        """A PEERS frame with other peers' addresses for ``conn`` (b"" if none)."""
+        """A PEERS frame for ``conn``: the other peers' addresses, and whether that is
+        all of them (then ``conn`` knows whom this node's own broadcasts reach)."""
         others = [
             [c.peer_id, c.listen_addr[0], c.listen_addr[1]]
             for c in self._conns.values()
             if c.peer_id != conn.peer_id and c.listen_addr is not None
         ]
+        complete = len(others) == len(self._conns) - (conn.peer_id in self._conns)
         if len(others) > self.options.pex_max:
             others = self._rng.sample(others, self.options.pex_max)
-        return encode([PEERS, others]) if others else b""
+            complete = False
+        return encode([PEERS, others, complete])
 
     async def _heartbeat_loop(self) -> None:
         opts = self.options
@@ -751,7 +776,8 @@ class GossipTransport(Transport):
             self._beats += 1
             for cmd in self.state.heartbeat(now):
                 self._run_command(cmd)
-            pex = self._beats % opts.pex_every == 0
+            pex = self._pex_dirty or self._beats % opts.pex_every == 0
+            self._pex_dirty = False
             for conn in list(self._conns.values()):
                 reason = conn.check(
                     now,
@@ -768,8 +794,8 @@ class GossipTransport(Transport):
                     continue
                 if now - conn.last_sent >= opts.heartbeat:
                     conn.send_control(ping)
-                if pex and (peers := self._peers_message(conn)):
-                    conn.send_control(peers)
+                if pex:
+                    conn.send_control(self._peers_message(conn))
             self._maybe_dial()
 
 

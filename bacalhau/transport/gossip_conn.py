@@ -18,7 +18,19 @@ a side with a secret refuses a peer whose mac does not match, and a side
 without one refuses a peer that sends one. Either side may send
 ``[BYE, reason]`` instead, to say why it refuses.
 
-After the handshake every frame is ``[type, ...]`` (see the constants below).
+After the handshake every frame is ``[type, ...]``::
+
+    [PUBLISH, frame, first_hop]   a broadcast; first_hop: sent by its origin, which
+                                  sent it to all its peers (flood publish)
+    [IHAVE, [id, ...]]            recent message ids (lazy repair)
+    [IWANT, [id, ...]]            please send these
+    [IDONTWANT, [id, ...]]        do not send these (I have them)
+    [GRAFT] / [PRUNE]             join / leave the sender's mesh
+    [PING]                        keep-alive, when nothing else was sent
+    [PEERS, [[id, host, port], ...], complete]
+                                  peer exchange; complete: these are all my peers
+    [REQUEST, req_id, frame] / [REPLY, req_id, frame] / [ERROR, req_id, text]
+    [BYE, reason]                 closing, and why
 """
 
 from __future__ import annotations
@@ -299,6 +311,8 @@ class Connection:
     dropped: int = 0
     inflight: int = 0
     close_reason: str | None = None
+    peer_peers: frozenset[str] | None = None
+    """The peer's own peers, from its latest complete PEERS message (else None)."""
     write_since: float | None = None
     scope: anyio.CancelScope | None = None
     closed: anyio.Event = attrs.Factory(anyio.Event)
