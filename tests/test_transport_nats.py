@@ -347,6 +347,8 @@ async def test_jetstream_catch_up_after_restart(nats_server: NatsServer) -> None
         missed = [f"missed-{i}".encode() for i in range(5)] + [os.urandom(2_500_000)]
         for frame in missed:
             await alice.broadcast(frame)
+        assert alice._nc is not None
+        await alice._nc.flush(timeout=10)  # on the server before the newcomer subscribes
         newcomer = NatsTransport(Identity.generate(), opts)
         hn = RecordingHandler(newcomer.node_id)
         await tg.start(newcomer.run, hn)
