@@ -295,7 +295,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         f"load average at start {load[0]:.1f}, at end {os.getloadavg()[0]:.1f}"
         f" on {os.cpu_count()} CPUs"
     )
-    path = write("gossip", results)
+    path = write("gossip_quick" if args.quick else "gossip", results)  # quick: a smoke run
     print(f"\nwrote {path}")
     return results
 

@@ -703,11 +703,15 @@ class GossipTransport(Transport):
 
     async def _deliver_loop(self) -> None:
         """Hand received broadcasts to the node one at a time; forward the valid ones."""
+        handled = 0
         while True:
             if not self._inbox:
                 self._inbox_wake = anyio.Event()
                 await self._inbox_wake.wait()
                 continue
+            handled += 1
+            if handled % 64 == 0:  # let the writers drain a long backlog's forwards
+                await anyio.lowlevel.checkpoint()
             mid, frame, source, first_hop = self._inbox.popleft()
             self._inbox_bytes -= len(frame)
             handler = self._handler
