@@ -52,6 +52,9 @@ _EXPORTS: dict[str, str] = {
     "Faults": "transport.memory",
     "MemoryHub": "transport.memory",
     "Client": "api.client",
+    "SyncClient": "api.client",
+    "GossipTransport": "transport.gossip",
+    "NatsTransport": "transport.nats",
 }
 
 __all__ = [
@@ -64,6 +67,7 @@ __all__ = [
     "ExecutionState",
     "ExecutorError",
     "Faults",
+    "GossipTransport",
     "Identity",
     "InputSpec",
     "JobEvent",
@@ -74,6 +78,7 @@ __all__ = [
     "JobSpec",
     "JobState",
     "MemoryHub",
+    "NatsTransport",
     "Network",
     "Node",
     "NodeInfo",
@@ -83,6 +88,7 @@ __all__ = [
     "Resources",
     "StorageRef",
     "StorageSpec",
+    "SyncClient",
     "ValidationError",
     "__version__",
 ]
@@ -102,7 +108,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
-    from .api.client import Client
+    from .api.client import Client, SyncClient
     from .compute.capacity import ComputeConfig
     from .errors import BacalhauError, ExecutorError, JobFailed, JobNotFound, ValidationError
     from .identity import Identity
@@ -126,4 +132,6 @@ if TYPE_CHECKING:
     from .node.node import JobHandle, Node
     from .node.plugins import Plugins
     from .protocol.requester import RequesterConfig
+    from .transport.gossip import GossipTransport
     from .transport.memory import Faults, MemoryHub
+    from .transport.nats import NatsTransport

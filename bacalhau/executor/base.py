@@ -19,7 +19,7 @@ import attrs
 
 from ..models import InputSpec, JobSpec
 
-__all__ = ["ExecutionContext", "Executor", "PreparedVolume", "RunResult", "MAX_LOG_BYTES"]
+__all__ = ["MAX_LOG_BYTES", "ExecutionContext", "Executor", "PreparedVolume", "RunResult"]
 
 MAX_LOG_BYTES = 1024 * 1024
 """stdout and stderr are each capped at 1 MiB in the results folder; the rest is

@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable
 
 import anyio.abc
 
-__all__ = ["BroadcastHandler", "MAX_FRAME", "RequestHandler", "Transport", "TransportHandler"]
+__all__ = ["MAX_FRAME", "BroadcastHandler", "RequestHandler", "Transport", "TransportHandler"]
 
 MAX_FRAME = 4 * 1024 * 1024
 """No frame on any transport may be larger than this (4 MiB)."""
