@@ -195,6 +195,7 @@ class Outcome:
     description: str = ""
     ratios: list[Ratio] = attrs.Factory(list)
     when: str = ""
+    fresh: bool = True  # measured in this run (False: read from an earlier run's results)
 
 
 # --- reading results ---------------------------------------------------------------------
@@ -450,6 +451,7 @@ def summary_data(outcomes: Sequence[Outcome], *, quick: bool, ran: bool) -> dict
         "benchmarks": [
             {"name": o.name, "status": o.status, "seconds": round(o.seconds, 1),
              "reason": o.reason, "description": o.description, "when": o.when,
+             "fresh": o.fresh,
              "ratios": [{**attrs.asdict(r), "cost": r.cost, "verdict": r.verdict()}
                         for r in o.ratios]}
             for o in outcomes
@@ -534,7 +536,8 @@ def render_page(summary: dict[str, Any], plotted: bool) -> str:
     lines += ["", "## The benchmarks", ""]
     for b in summary["benchmarks"]:
         took = f", {b['seconds']:g} s" if b["seconds"] else ""
-        lines.append(f"- **{b['name']}** (`benchmarks/bench_{b['name']}.py`{took}): "
+        when = "" if b.get("fresh", True) or not b["when"] else f", measured {b['when']}"
+        lines.append(f"- **{b['name']}** (`benchmarks/bench_{b['name']}.py`{took}{when}): "
                      f"{b['description'] or 'no description'}. Full figures: "
                      f"`benchmarks/results/{b['name']}.json`.")
     lines += [
@@ -552,8 +555,12 @@ def render_page(summary: dict[str, Any], plotted: bool) -> str:
         " as root;",
         "the runner starts a private one itself when run as root without `DOCKER_HOST`), and the",
         "NATS one `nats-server` (`scripts/nats-server.sh`). A benchmark that fails is listed above",
-        "with the reason; the rest still run. Timings on a small shared machine vary from run to",
-        "run by 10-30 %; compare ratios, which are measured under the same conditions.",
+        "with the reason; the rest still run.",
+        "",
+        "Timings on a small shared machine vary between runs: ratios have moved by up to 2x when",
+        "other work (a test suite) ran beside a benchmark. Each ratio's two sides run in one",
+        "process within the same minutes, so they share the conditions; rerun before drawing",
+        "fine conclusions, and compare ratios rather than absolute times.",
         "",
         "A new `benchmarks/bench_<name>.py` is picked up by the runner. To choose its headline",
         "ratios, add them to `HEADLINES` in `benchmarks/run.py`, or put a `ratios` mapping in its",
@@ -584,6 +591,19 @@ async def run_all(benches: list[Path], *, quick: bool, timeout: float) -> list[O
     return outcomes
 
 
+def previous(bench: Path) -> Outcome:
+    """A benchmark as its last results file has it (not run now)."""
+    name = result_name(bench)
+    data = load_results(name)
+    if data is None:
+        return Outcome(name, "not run", reason=f"no results/{name}.json",
+                       description=description(bench))
+    when = str(data.get("when") or time.strftime(
+        "%Y-%m-%dT%H:%M:%SZ", time.gmtime((RESULTS / f"{name}.json").stat().st_mtime)))
+    return Outcome(name, "ok", description=description(bench), fresh=False,
+                   ratios=extract_ratios(name, data), when=when)
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = list(sys.argv[1:] if argv is None else argv)
     if args[:1] == ["--worker"]:
@@ -601,21 +621,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     opts = parser.parse_args(args)
     benches = discover(opts.only, opts.skip)
     if opts.report_only:
-        outcomes = []
-        for bench in benches:
-            name = result_name(bench)
-            data = load_results(name)
-            if data is None:
-                outcomes.append(Outcome(name, "not run", reason=f"no results/{name}.json",
-                                        description=description(bench)))
-            else:
-                outcomes.append(Outcome(name, "ok", description=description(bench),
-                                        ratios=extract_ratios(name, data),
-                                        when=str(data.get("when", ""))))
+        outcomes = [previous(bench) for bench in benches]
         quick = any(bool((load_results(o.name) or {}).get("quick")) for o in outcomes)
         return report(outcomes, quick=quick, ran=False)
     timeout = opts.timeout or (300.0 if opts.quick else 900.0)
     outcomes = anyio.run(lambda: run_all(benches, quick=opts.quick, timeout=timeout))
+    if opts.only or opts.skip:  # the report still covers every benchmark: the rest as last run
+        fresh = {o.name: o for o in outcomes}
+        outcomes = [fresh.get(result_name(b)) or previous(b) for b in discover()]
     return report(outcomes, quick=opts.quick, ran=True)
 
 
