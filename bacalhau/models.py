@@ -190,10 +190,14 @@ class Resources:
     def __attrs_post_init__(self) -> None:
         if not isinstance(self.cpu, int | float) or not math.isfinite(self.cpu) or self.cpu <= 0:
             raise _fail("cpu", f"must be a positive number of cores, got {self.cpu!r}")
-        for name in ("memory", "disk", "gpu"):
+        if self.cpu > 1_000_000:
+            raise _fail("cpu", f"must be at most 1000000 cores, got {self.cpu!r}")
+        for name, most in (("memory", 2**62), ("disk", 2**62), ("gpu", 1024)):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise _fail(name, f"must be a non-negative integer, got {value!r}")
+            if value > most:
+                raise _fail(name, f"must be at most {most}, got {value}")
         if self.memory < 1024 * 1024:
             raise _fail("memory", f"must be at least 1 MiB, got {self.memory} bytes")
 
@@ -230,8 +234,8 @@ class Deal:
                 f"{self.confidence} agreeing results can never come from "
                 f"concurrency {self.concurrency} (use confidence <= concurrency)",
             )
-        if self.min_bids < 0:
-            raise _fail("min_bids", f"must not be negative, got {self.min_bids}")
+        if not 0 <= self.min_bids <= 10_000:
+            raise _fail("min_bids", f"must be from 0 to 10000, got {self.min_bids}")
 
 
 @attrs.frozen
@@ -255,16 +259,34 @@ class EngineSpec:
         object.__setattr__(self, "params", _json_safe(self.params))
 
 
-def _json_safe(value: Any) -> Any:
+_INT_RANGE = (-(2**63), 2**64 - 1)
+
+
+def _json_safe(value: Any, depth: int = 0) -> Any:
     """Params travel as JSON and msgpack alike: bytes inside them become base64 text
-    (read them back with ``from_data``, which accepts either)."""
+    (read them back with ``from_data``, which accepts either). Anything neither can
+    carry (huge integers, NaN, deep nesting, other types) is refused here."""
+    if depth > 16:
+        raise _fail("params", "nested more than 16 levels deep")
     if isinstance(value, bytes):
         return base64.b64encode(value).decode("ascii")
     if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
+        if not all(isinstance(k, str) for k in value):
+            raise _fail("params", "mapping keys must be strings")
+        return {k: _json_safe(v, depth + 1) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_json_safe(v) for v in value]
-    return value
+        return [_json_safe(v, depth + 1) for v in value]
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return value
+    if isinstance(value, int):
+        if not _INT_RANGE[0] <= value <= _INT_RANGE[1]:
+            raise _fail("params", f"integer {value} is out of the 64-bit range")
+        return value
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise _fail("params", f"number {value} is not finite")
+        return value
+    raise _fail("params", f"values must be JSON-like, got {type(value).__name__}")
 
 
 @attrs.frozen

@@ -27,7 +27,7 @@ EMPTY_CID = "QmbFMke1KXqnYyBBWxB74N4c5SBnJMVAiMNRcGu6x1AwQH"
         ({**GOOD, "deal": {"concurrency": 0}}, "$.deal.concurrency", "at least 1"),
         ({**GOOD, "deal": {"concurrency": 2, "confidence": 3}}, "$.deal.confidence",
          "confidence <= concurrency"),
-        ({**GOOD, "deal": {"min_bids": -1}}, "$.deal.min_bids", "negative"),
+        ({**GOOD, "deal": {"min_bids": -1}}, "$.deal.min_bids", "from 0 to 10000"),
         ({**GOOD, "deal": {"concurrency": "two"}}, "$.deal.concurrency", "expected a number"),
         ({**GOOD, "outputs": [{"name": "a", "path": "/a"}, {"name": "a", "path": "/b"}]},
          "$.outputs", "duplicate output names: a"),
@@ -106,3 +106,20 @@ def test_parse_size(text: str, size: int) -> None:
 def test_parse_size_refuses_garbage() -> None:
     with pytest.raises(ValidationError, match="not a size"):
         parse_size("lots")
+
+
+@pytest.mark.parametrize(
+    ("params", "words"),
+    [({"n": 2**64}, "64-bit range"), ({"x": float("nan")}, "not finite"),
+     ({"s": {1, 2}}, "JSON-like"), ({"k": {1: "a"}}, "keys must be strings")],
+)
+def test_engine_params_must_travel(params: dict, words: str) -> None:
+    from bacalhau.models import EngineSpec
+
+    with pytest.raises(ValidationError, match=words):
+        EngineSpec("noop", params)
+
+
+def test_resources_have_upper_bounds() -> None:
+    with pytest.raises(ValidationError, match="memory: must be at most"):
+        Resources(memory=10**30)

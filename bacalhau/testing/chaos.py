@@ -67,13 +67,18 @@ def check_job(result: JobResult) -> list[str]:
     deal = result.spec.deal
     if not result.state.terminal:
         problems.append(f"{result.job_id}: not terminal ({result.state.value})")
+    # Whose results were accepted, from the history: a node accepted and later unable
+    # to publish still counted toward confidence when the requester decided.
+    accepted = {e.node_id for e in result.events if e.kind == "results_accepted"}
     winners = [e for e in result.executions
                if e.state in (ExecutionState.RESULTS_ACCEPTED, ExecutionState.PUBLISHED)]
-    if len(winners) > deal.concurrency:
-        problems.append(f"{result.job_id}: {len(winners)} accepted > concurrency "
+    if not {e.node_id for e in winners} <= accepted:
+        problems.append(f"{result.job_id}: results published without being accepted")
+    if len(accepted) > deal.concurrency:
+        problems.append(f"{result.job_id}: {len(accepted)} accepted > concurrency "
                         f"{deal.concurrency}")
-    if winners and len(winners) < max(deal.confidence, 1):
-        problems.append(f"{result.job_id}: {len(winners)} accepted < confidence "
+    if accepted and len(accepted) < max(deal.confidence, 1):
+        problems.append(f"{result.job_id}: {len(accepted)} accepted < confidence "
                         f"{deal.confidence}")
     if result.state is JobState.COMPLETED and not any(
             e.state is ExecutionState.PUBLISHED for e in result.executions):
