@@ -19,7 +19,7 @@ def tests(session: nox.Session) -> None:
 @nox.session
 def lint(session: nox.Session) -> None:
     session.install("ruff>=0.6")
-    session.run("ruff", "check", "bacalhau", "tests", "benchmarks", "examples")
+    session.run("ruff", "check", "bacalhau", "tests", "benchmarks", "examples", "docs")
 
 
 @nox.session
@@ -38,6 +38,6 @@ def bench(session: nox.Session) -> None:
 @nox.session
 def docs(session: nox.Session) -> None:
     """Build the docs (fails on warnings)."""
-    session.install("-e", ".", "mkdocs-material>=9.5")
+    session.install("-e", ".[docs]")
     session.run("python", "docs/gen_reference.py")
     session.run("mkdocs", "build", "--strict")
