@@ -1,0 +1,68 @@
+"""Coverage-guided fuzzing (atheris) of every decoder of untrusted bytes.
+
+    python tests/fuzz/atheris_targets.py TARGET -runs=50000
+
+TARGET is one of: wire, spec, dagpb, car. Any exception other than our named
+errors is a crash, which atheris reports with the input that caused it.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import sys
+
+import atheris
+
+with atheris.instrument_imports():
+    from bacalhau.errors import BacalhauError
+    from bacalhau.models import JobSpec, from_json_data
+    from bacalhau.protocol.messages import decode_message
+    from bacalhau.storage.ipfs.car import iter_car
+    from bacalhau.storage.ipfs.dagpb import decode_node
+    from bacalhau.storage.ipfs.unixfs import decode_unixfs
+    from bacalhau.wire import decode_envelope
+
+
+def wire(data: bytes) -> None:
+    try:
+        env = decode_envelope(data)
+        decode_message(env.kind, env.body)
+    except BacalhauError:
+        pass
+
+
+def spec(data: bytes) -> None:
+    try:
+        value = json.loads(data)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return
+    try:
+        from_json_data(value, JobSpec)
+    except BacalhauError:
+        pass
+
+
+def dagpb(data: bytes) -> None:
+    try:
+        node = decode_node(data)
+        decode_unixfs(node.data or b"")
+    except BacalhauError:
+        pass
+
+
+def car(data: bytes) -> None:
+    try:
+        _, blocks = iter_car(io.BytesIO(data))
+        for _ in blocks:
+            pass
+    except BacalhauError:
+        pass
+
+
+TARGETS = {"wire": wire, "spec": spec, "dagpb": dagpb, "car": car}
+
+if __name__ == "__main__":
+    target = TARGETS[sys.argv[1]]
+    atheris.Setup([sys.argv[0], *sys.argv[2:]], target)
+    atheris.Fuzz()
