@@ -150,10 +150,38 @@ def add_serve_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     compute.add_argument(
         "--data-locality",
+        "--job-selection-data-locality",
+        dest="data_locality",
         choices=("anywhere", "local"),
         default="anywhere",
         help="local: bid only on jobs whose inputs are in this node's block store",
     )
+    compute.add_argument("--queue-size", type=int, default=None,
+                         help="accepted jobs that may wait for capacity (default 64)")
+    compute.add_argument("--cpu", type=float, default=None, metavar="CORES",
+                         help="CPU offered to jobs (default: this machine's cores)")
+    compute.add_argument("--memory", default=None, metavar="SIZE",
+                         help="memory offered to jobs, e.g. 8Gi (default: this machine's)")
+    compute.add_argument("--disk", default=None, metavar="SIZE",
+                         help="disk offered to jobs (default: unlimited)")
+    compute.add_argument("--gpu", type=int, default=None, help="GPUs offered (default 0)")
+    compute.add_argument("--job-selection-probe-http", default=None, metavar="URL",
+                         help="POST each job here; {\"shouldBid\": bool} decides")
+    compute.add_argument("--job-selection-probe-exec", default=None, metavar="CMD",
+                         help="run CMD with the job as JSON on stdin; exit 0 means bid")
+    compute.add_argument("--job-selection-probe-timeout", type=float, default=5.0,
+                         metavar="SECONDS", help="a probe slower than this means no bid")
+    compute.add_argument("--job-selection-local-images-only", action="store_true",
+                         help="bid on docker jobs only when the image is already here")
+    requester = p.add_argument_group("requester", "how this node hands out its jobs")
+    requester.add_argument("--bid-acceptance-probe-http", default=None, metavar="URL",
+                           help="POST each bid here; {\"shouldBid\": bool} decides")
+    requester.add_argument("--bid-acceptance-probe-exec", default=None, metavar="CMD",
+                           help="run CMD with the bid as JSON on stdin; exit 0 accepts")
+    requester.add_argument("--bid-timeout", type=float, default=None, metavar="SECONDS",
+                           help="how long bids are collected (default 10)")
+    requester.add_argument("--selection", choices=("random", "reputation"), default="random",
+                           help="how bidders are chosen (default random)")
     try:
         nats = importlib.import_module(".cli_nats", __package__)
     except ImportError:
@@ -196,19 +224,58 @@ def build_node(args: argparse.Namespace) -> Any:
     identity = Identity.load_or_create(data_dir / "node.key")
     compute: ComputeConfig | None = None
     if "compute" in args.node_type:
-        options: dict[str, Any] = {"data_locality": args.data_locality}
-        if args.max_executions is not None:
-            if args.max_executions < 1:
-                raise ValidationError("--max-executions must be at least 1")
-            options["max_executions"] = args.max_executions
-        compute = ComputeConfig(**options)
+        compute = compute_config_from_args(args)
+    requester: RequesterConfig | None = None
+    if "requester" in args.node_type:
+        r_options: dict[str, Any] = {
+            "acceptance_probe_http": args.bid_acceptance_probe_http,
+            "acceptance_probe_exec": args.bid_acceptance_probe_exec,
+            "selection": args.selection,
+        }
+        if args.bid_timeout is not None:
+            if args.bid_timeout <= 0:
+                raise ValidationError("--bid-timeout must be positive")
+            r_options["bid_timeout"] = args.bid_timeout
+        requester = RequesterConfig(**r_options)
     return Node(
         transport=build_transport(args, identity),
         identity=identity,
         data_dir=data_dir,
-        requester=RequesterConfig() if "requester" in args.node_type else None,
+        requester=requester,
         compute=compute,
     )
+
+
+def compute_config_from_args(args: argparse.Namespace) -> Any:
+    """The ComputeConfig the ``compute`` options describe; machine defaults otherwise."""
+    import attrs
+
+    from .compute.capacity import ComputeConfig, machine_resources
+    from .models import parse_size
+
+    machine = machine_resources()
+    capacity = attrs.evolve(
+        machine,
+        cpu=machine.cpu if args.cpu is None else args.cpu,
+        memory=machine.memory if args.memory is None else parse_size(args.memory),
+        disk=0 if args.disk is None else parse_size(args.disk),
+        gpu=0 if args.gpu is None else args.gpu,
+    )
+    options: dict[str, Any] = {
+        "capacity": capacity,
+        "data_locality": args.data_locality,
+        "probe_http": args.job_selection_probe_http,
+        "probe_exec": args.job_selection_probe_exec,
+        "probe_timeout": args.job_selection_probe_timeout,
+        "docker_local_images_only": args.job_selection_local_images_only,
+    }
+    for name, least in (("max_executions", 1), ("queue_size", 0)):
+        value = getattr(args, name)
+        if value is not None:
+            if value < least:
+                raise ValidationError(f"--{name.replace('_', '-')} must be at least {least}")
+            options[name] = value
+    return ComputeConfig(**options)
 
 
 def _default_data_dir() -> Path:
