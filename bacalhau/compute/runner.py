@@ -219,7 +219,7 @@ class ExecutionRunner:
         if deadline.cancelled_caught:
             raise ExecutorError(f"job timed out after {spec.timeout:g}s")
 
-        def finish() -> None:
+        def finish() -> tuple[str, str]:
             for name in ("stdout", "stderr"):
                 if not (results / name).exists():
                     (results / name).write_bytes(b"")
@@ -227,18 +227,13 @@ class ExecutionRunner:
             shutil.rmtree(work, ignore_errors=True)
             shutil.rmtree(inputs, ignore_errors=True)
             check_results(results)
+            return _head(results / "stdout"), _head(results / "stderr")
 
-        await anyio.to_thread.run_sync(finish)
+        stdout, stderr = await anyio.to_thread.run_sync(finish)
         proposal = await verifier.propose(
             job_id=job_id, node_id=self.node_id, results_dir=results, requester_key=seal_key
         )
-        return ExecutionDone(
-            job_id,
-            proposal,
-            result.exit_code,
-            _head(results / "stdout"),
-            _head(results / "stderr"),
-        )
+        return ExecutionDone(job_id, proposal, result.exit_code, stdout, stderr)
 
     async def _prepare(self, executor: Executor, volume: object, dest: Path) -> PreparedVolume:
         from ..models import InputSpec
