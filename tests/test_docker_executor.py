@@ -28,6 +28,7 @@ from bacalhau.executor.docker import (
 )
 from bacalhau.models import InputSpec, JobSpec, OutputSpec, Resources, StorageSpec
 from bacalhau.testing.docker import DockerEngine, require_docker_engine
+from bacalhau.testing.executors import execution_context
 
 MiB = 1024 * 1024
 
@@ -44,24 +45,10 @@ def make_ctx(
 ) -> ExecutionContext:
     """A context as the node's runner builds it: inputs by target, fresh output dirs."""
     inputs = inputs or {}
-    base = tmp_path / ("run-" + secrets.token_hex(4))
-    results = base / "results"
-    results.mkdir(parents=True)
-    outputs = {}
-    for output in spec.outputs:
-        outputs[output.name] = results / output.name
-        outputs[output.name].mkdir()
-    volumes = tuple(PreparedVolume(spec=i, host_path=inputs[i.target]) for i in spec.inputs)
-    work = base / "work"
-    work.mkdir()
-    return ExecutionContext(
-        job_id="job-" + secrets.token_hex(4),
-        execution_id="exec-" + secrets.token_hex(4),
-        spec=spec,
-        volumes=volumes,
-        outputs=outputs,
-        results_dir=results,
-        work_dir=work,
+    volumes = [PreparedVolume(spec=i, host_path=inputs[i.target]) for i in spec.inputs]
+    return execution_context(
+        tmp_path / ("run-" + secrets.token_hex(4)), spec, volumes,
+        job_id="job-" + secrets.token_hex(4), execution_id="exec-" + secrets.token_hex(4),
         node_id=node_id,
     )
 

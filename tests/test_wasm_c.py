@@ -14,6 +14,7 @@ from bacalhau.executor.wasm import WasmExecutor
 from bacalhau.models import Deal, InputSpec, JobSpec, JobState, OutputSpec, StorageSpec
 from bacalhau.storage.ipfs import exporter
 from bacalhau.storage.ipfs.importer import add_bytes, add_path
+from bacalhau.testing.executors import execution_context
 
 pytestmark = pytest.mark.wasm_c
 
@@ -40,20 +41,7 @@ def make_ctx(
     name: str = "run",
     job_id: str = "job-c",
 ) -> ExecutionContext:
-    results, work = tmp_path / name / "results", tmp_path / name / "work"
-    work.mkdir(parents=True)
-    outputs = {o.name: results / o.name for o in spec.outputs}
-    for path in outputs.values():
-        path.mkdir(parents=True)
-    return ExecutionContext(
-        job_id=job_id,
-        execution_id=f"{job_id}/n",
-        spec=spec,
-        volumes=volumes,
-        outputs=outputs,
-        results_dir=results,
-        work_dir=work,
-    )
+    return execution_context(tmp_path / name, spec, volumes, job_id=job_id)
 
 
 def snapshot(root: Path) -> dict[str, bytes]:

@@ -13,6 +13,7 @@ from bacalhau.errors import ExecutorError, StorageError, ValidationError
 from bacalhau.executor.base import MAX_LOG_BYTES, ExecutionContext, PreparedVolume, RunResult
 from bacalhau.executor.wasm import WasmExecutor, WasmParams
 from bacalhau.models import EngineSpec, InputSpec, JobSpec, OutputSpec, Resources, StorageSpec
+from bacalhau.testing.executors import execution_context
 
 # --- helpers ------------------------------------------------------------------------------------
 
@@ -59,23 +60,7 @@ def make_ctx(
     job_id: str = "job-1",
     name: str = "run",
 ) -> ExecutionContext:
-    folder = tmp_path / name
-    results, work = folder / "results", folder / "work"
-    results.mkdir(parents=True)
-    work.mkdir()
-    outputs = {}
-    for out in spec.outputs:
-        outputs[out.name] = results / out.name
-        outputs[out.name].mkdir()
-    return ExecutionContext(
-        job_id=job_id,
-        execution_id=f"{job_id}/node",
-        spec=spec,
-        volumes=volumes,
-        outputs=outputs,
-        results_dir=results,
-        work_dir=work,
-    )
+    return execution_context(tmp_path / name, spec, volumes, job_id=job_id)
 
 
 def read(ctx: ExecutionContext, name: str) -> bytes:

@@ -22,8 +22,8 @@ import anyio.to_thread
 import attrs
 
 from ..errors import BacalhauError, ExecutorError, StorageError
-from ..executor.base import ExecutionContext, PreparedVolume
-from ..models import JobSpec
+from ..executor.base import ExecutionContext, PreparedVolume, make_layout
+from ..models import InputSpec, JobSpec
 from ..protocol.events import (
     Event,
     ExecutionDone,
@@ -191,16 +191,9 @@ class ExecutionRunner:
         verifier = self.verifiers.get(spec.verifier)
         if verifier is None:
             raise ExecutorError(f"no {spec.verifier!r} verifier on this node")
-        folder = self.folder(job_id)
-        results, work, inputs = folder / "results", folder / "work", folder / "inputs"
-        outputs = {out.name: results / out.name for out in spec.outputs}
-
-        def layout() -> None:
-            shutil.rmtree(folder, ignore_errors=True)
-            for d in (results, work, inputs, *outputs.values()):
-                d.mkdir(parents=True)
-
-        await anyio.to_thread.run_sync(layout)
+        layout = await anyio.to_thread.run_sync(make_layout, self.folder(job_id), spec)
+        results, work, inputs, outputs = (layout.results, layout.work, layout.inputs,
+                                          layout.outputs)
         volumes = []
         for i, volume in enumerate(spec.inputs):
             volumes.append(await self._prepare(executor, volume, inputs / str(i)))
@@ -235,10 +228,8 @@ class ExecutionRunner:
         )
         return ExecutionDone(job_id, proposal, result.exit_code, stdout, stderr)
 
-    async def _prepare(self, executor: Executor, volume: object, dest: Path) -> PreparedVolume:
-        from ..models import InputSpec
-
-        assert isinstance(volume, InputSpec)
+    async def _prepare(self, executor: Executor, volume: InputSpec, dest: Path
+                       ) -> PreparedVolume:
         provider = self.storage.get(volume.source.type)
         if provider is None:
             raise StorageError(f"no {volume.source.type!r} storage on this node")

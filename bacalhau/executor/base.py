@@ -12,14 +12,24 @@ A non-zero exit is a result, not an error; an executor raises
 from __future__ import annotations
 
 import abc
+import shutil
 from pathlib import Path
 from typing import ClassVar, Literal
 
 import attrs
 
 from ..models import InputSpec, JobSpec
+from ..storage.base import Reader
 
-__all__ = ["MAX_LOG_BYTES", "ExecutionContext", "Executor", "PreparedVolume", "RunResult"]
+__all__ = [
+    "MAX_LOG_BYTES",
+    "ExecutionContext",
+    "ExecutionLayout",
+    "Executor",
+    "PreparedVolume",
+    "RunResult",
+    "make_layout",
+]
 
 MAX_LOG_BYTES = 1024 * 1024
 """stdout and stderr are each capped at 1 MiB in the results folder; the rest is
@@ -38,7 +48,7 @@ class PreparedVolume:
     spec: InputSpec
     host_path: Path | None = None
     size: int | None = None
-    read: object | None = None  # Callable[[int, int], bytes], thread-safe; library mode
+    read: Reader | None = None  # thread-safe; library mode
 
 
 @attrs.frozen
@@ -94,6 +104,31 @@ class Executor(abc.ABC):
     @abc.abstractmethod
     async def run(self, ctx: ExecutionContext) -> RunResult:
         """Run the job. Cancellation (anyio) must stop it promptly and clean up."""
+
+
+@attrs.frozen
+class ExecutionLayout:
+    """The folders of one execution, under one root folder."""
+
+    results: Path
+    work: Path
+    inputs: Path
+    outputs: dict[str, Path] = attrs.field(hash=False)
+
+
+def make_layout(folder: Path, spec: JobSpec) -> ExecutionLayout:
+    """Create ``folder`` afresh with ``results/`` (one folder per named output in it),
+    ``work/`` and ``inputs/``. Blocking: call it on a worker thread from async code."""
+    layout = ExecutionLayout(
+        results=folder / "results",
+        work=folder / "work",
+        inputs=folder / "inputs",
+        outputs={out.name: folder / "results" / out.name for out in spec.outputs},
+    )
+    shutil.rmtree(folder, ignore_errors=True)
+    for d in (layout.results, layout.work, layout.inputs, *layout.outputs.values()):
+        d.mkdir(parents=True)
+    return layout
 
 
 def write_capped(path: Path, data: bytes, *, limit: int = MAX_LOG_BYTES) -> bool:

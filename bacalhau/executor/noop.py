@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import PurePosixPath
 
 import anyio
+import anyio.to_thread
 
 from ..errors import ExecutorError, ValidationError
 from ..models import JobSpec
@@ -56,13 +57,18 @@ class NoopExecutor(Executor):
             await anyio.sleep(float(p["delay"]))
         if p.get("error"):
             raise ExecutorError(str(p["error"]))
-        truncated = []
-        for name in ("stdout", "stderr"):
-            if write_capped(ctx.results_dir / name, str(p.get(name, "")).encode()):
-                truncated.append(name)
-        for key, text in dict(p.get("files", {})).items():
-            output, _, rel = key.partition("/")
-            path = ctx.outputs[output] / rel
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(text)
-        return RunResult(exit_code=int(p.get("exit_code", 0)), truncated=tuple(truncated))
+
+        def write() -> tuple[str, ...]:
+            truncated = []
+            for name in ("stdout", "stderr"):
+                if write_capped(ctx.results_dir / name, str(p.get(name, "")).encode()):
+                    truncated.append(name)
+            for key, text in dict(p.get("files", {})).items():
+                output, _, rel = key.partition("/")
+                path = ctx.outputs[output] / rel
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(text)
+            return tuple(truncated)
+
+        truncated = await anyio.to_thread.run_sync(write)
+        return RunResult(exit_code=int(p.get("exit_code", 0)), truncated=truncated)

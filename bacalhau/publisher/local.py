@@ -27,13 +27,13 @@ class LocalPublisher(Publisher):
         tmp = dest.with_name(dest.name + ".partial")
 
         def copy() -> None:
+            dest.parent.mkdir(parents=True, exist_ok=True)
             shutil.rmtree(tmp, ignore_errors=True)
             shutil.copytree(results_dir, tmp, symlinks=True)
             shutil.rmtree(dest, ignore_errors=True)
             tmp.rename(dest)
 
         try:
-            dest.parent.mkdir(parents=True, exist_ok=True)
             await anyio.to_thread.run_sync(copy)
         except OSError as exc:
             raise PublishError(f"could not copy results to {dest}: {exc.strerror or exc}") from exc
