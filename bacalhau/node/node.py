@@ -122,7 +122,7 @@ class JobHandle:
                     result = self.result()
                     if result.state.terminal:
                         return result
-                    await self.node._changed(self.job_id).wait()
+                    await self.node.changed(self.job_id).wait()
         except TimeoutError:
             state = self.result().state.value
             raise TimeoutError(f"job {self.job_id} still {state} after {timeout:g}s") from None
@@ -137,7 +137,7 @@ class JobHandle:
             seen = len(result.events)
             if result.state.terminal:
                 return
-            await self.node._changed(self.job_id).wait()
+            await self.node.changed(self.job_id).wait()
 
     async def cancel(self, reason: str = "cancelled by the user") -> None:
         await self.node.cancel(self.job_id, reason)
@@ -487,9 +487,6 @@ class Node(TransportHandler):
 
     def changed(self, job_id: str) -> anyio.Event:
         """An event set the next time the job's record changes (then replaced)."""
-        return self._changed(job_id)
-
-    def _changed(self, job_id: str) -> anyio.Event:
         event = self._changes.get(job_id)
         if event is None:
             event = self._changes[job_id] = anyio.Event()
