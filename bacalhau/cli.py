@@ -131,12 +131,24 @@ def build_parser() -> argparse.ArgumentParser:
         "a node use --api (default $BACALHAU_API or 127.0.0.1:1234).",
         epilog="exit codes: 0 ok, 1 job failed, 2 bad input, 3 node unreachable, 4 other error",
     )
-    parser.add_argument("--api", default=None, metavar="HOST:PORT",
-                        help="the node's API (default $BACALHAU_API or 127.0.0.1:1234)")
-    parser.add_argument("--api-token", default=None, metavar="TOKEN",
-                        help="bearer token for the API (default $BACALHAU_API_TOKEN)")
-    parser.add_argument("--log-level", default=os.environ.get("BACALHAU_LOG_LEVEL", "warning"),
-                        choices=("debug", "info", "warning", "error"), help="default warning")
+    parser.add_argument(
+        "--api",
+        default=None,
+        metavar="HOST:PORT",
+        help="the node's API (default $BACALHAU_API or 127.0.0.1:1234)",
+    )
+    parser.add_argument(
+        "--api-token",
+        default=None,
+        metavar="TOKEN",
+        help="bearer token for the API (default $BACALHAU_API_TOKEN)",
+    )
+    parser.add_argument(
+        "--log-level",
+        default=os.environ.get("BACALHAU_LOG_LEVEL", "warning"),
+        choices=("debug", "info", "warning", "error"),
+        help="default warning",
+    )
     parser.add_argument("-V", "--version", action="version", version=f"bacalhau-py {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -146,8 +158,10 @@ def build_parser() -> argparse.ArgumentParser:
         if p is not None and hasattr(serve, "serve"):
             p.set_defaults(func=serve.serve)
     add_job_parsers(sub)
-    for module, adder, run in (("cli_docker", "add_docker_parser", _docker_run),
-                               ("cli_wasm", "add_wasm_parser", _wasm_run)):
+    for module, adder, run in (
+        ("cli_docker", "add_docker_parser", _docker_run),
+        ("cli_wasm", "add_wasm_parser", _wasm_run),
+    ):
         mod = _optional(module)
         if mod is not None and hasattr(mod, adder):
             p = getattr(mod, adder)(sub)
@@ -165,8 +179,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; return the exit code (the console script exits with it)."""
     parser = build_parser()
     ns = parser.parse_args(argv)
-    logging.basicConfig(level=ns.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=ns.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     if ns.log_level != "debug":
         logging.getLogger("httpx").setLevel(logging.WARNING)
     func = getattr(ns, "func", None)

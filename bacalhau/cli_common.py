@@ -115,8 +115,21 @@ def job_kwargs(
     return kwargs
 
 
-_OPTION_NAMES = ("volumes", "outputs", "env", "timeout", "memory", "cpu", "concurrency",
-                 "confidence", "min_bids", "verifier", "publisher", "labels", "retries")
+_OPTION_NAMES = (
+    "volumes",
+    "outputs",
+    "env",
+    "timeout",
+    "memory",
+    "cpu",
+    "concurrency",
+    "confidence",
+    "min_bids",
+    "verifier",
+    "publisher",
+    "labels",
+    "retries",
+)
 
 
 def job_options_from_args(ns: argparse.Namespace) -> dict[str, Any]:
@@ -127,22 +140,46 @@ def job_options_from_args(ns: argparse.Namespace) -> dict[str, Any]:
 
 def add_job_options(run: argparse.ArgumentParser) -> None:
     """Register the options every ``... run`` command takes, named as Bacalhau names them."""
-    run.add_argument("-v", "--input", dest="volumes", action="append", default=[],
-                     metavar="CID:/path", help="mount a CID read-only at /path (repeatable)")
-    run.add_argument("-o", "--output-volumes", dest="outputs", action="append", default=[],
-                     metavar="name:/path",
-                     help="a writable output volume published as 'name' (default outputs:/outputs)")
-    run.add_argument("-e", "--env", action="append", default=[], metavar="K=V",
-                     help="environment variable (repeatable)")
+    run.add_argument(
+        "-v",
+        "--input",
+        dest="volumes",
+        action="append",
+        default=[],
+        metavar="CID:/path",
+        help="mount a CID read-only at /path (repeatable)",
+    )
+    run.add_argument(
+        "-o",
+        "--output-volumes",
+        dest="outputs",
+        action="append",
+        default=[],
+        metavar="name:/path",
+        help="a writable output volume published as 'name' (default outputs:/outputs)",
+    )
+    run.add_argument(
+        "-e",
+        "--env",
+        action="append",
+        default=[],
+        metavar="K=V",
+        help="environment variable (repeatable)",
+    )
     run.add_argument("--timeout", type=float, default=None, metavar="SECONDS")
     run.add_argument("--memory", default=None, metavar="SIZE", help="memory limit, e.g. 512Mi")
     run.add_argument("--cpu", type=float, default=None, metavar="CORES", help="CPU limit")
     run.add_argument("--concurrency", type=int, default=1, help="how many nodes run it")
     run.add_argument("--confidence", type=int, default=0, help="how many must agree")
-    run.add_argument("--min-bids", type=int, default=0,
-                     help="bids to wait for before choosing among them")
-    run.add_argument("--retries", type=int, default=None,
-                     help="replacements for failed or silent nodes (default 2)")
+    run.add_argument(
+        "--min-bids", type=int, default=0, help="bids to wait for before choosing among them"
+    )
+    run.add_argument(
+        "--retries",
+        type=int,
+        default=None,
+        help="replacements for failed or silent nodes (default 2)",
+    )
     run.add_argument("--verifier", default="noop", help="noop or deterministic")
     run.add_argument("--publisher", default="ipfs", help="ipfs, local or noop")
     run.add_argument("-l", "--label", dest="labels", action="append", default=[])

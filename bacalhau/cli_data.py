@@ -248,8 +248,10 @@ def add_data_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="node data dir (default $BACALHAU_DIR or ~/.bacalhau)",
     )
     common.add_argument(
-        "--api", default=argparse.SUPPRESS, metavar="HOST:PORT",
-        help="the node's API (default $BACALHAU_API or 127.0.0.1:1234); ignored with --data-dir"
+        "--api",
+        default=argparse.SUPPRESS,
+        metavar="HOST:PORT",
+        help="the node's API (default $BACALHAU_API or 127.0.0.1:1234); ignored with --data-dir",
     )
     data = subparsers.add_parser("data", help="content-addressed data (IPFS-compatible)")
     commands = data.add_subparsers(dest="data_command", required=True)

@@ -77,8 +77,9 @@ def spec_from_args(ns: argparse.Namespace) -> JobSpec:
     Raises:
         ValidationError: naming the argument that is wrong.
     """
-    return build_docker_job(ns.image, ns.cmd, entrypoint=ns.entrypoint, workdir=ns.workdir,
-                            **job_options_from_args(ns))
+    return build_docker_job(
+        ns.image, ns.cmd, entrypoint=ns.entrypoint, workdir=ns.workdir, **job_options_from_args(ns)
+    )
 
 
 def add_docker_parser(subparsers: Any) -> argparse.ArgumentParser:

@@ -94,22 +94,45 @@ def client_from_args(ns: argparse.Namespace) -> Client:
 
 def add_api_options(parser: argparse.ArgumentParser) -> None:
     """``--api`` and ``--api-token`` on a subcommand (they may also come before it)."""
-    parser.add_argument("--api", default=argparse.SUPPRESS, metavar="HOST:PORT",
-                        help="the node's API (default $BACALHAU_API or 127.0.0.1:1234)")
-    parser.add_argument("--api-token", default=argparse.SUPPRESS, metavar="TOKEN",
-                        help="bearer token (default $BACALHAU_API_TOKEN)")
+    parser.add_argument(
+        "--api",
+        default=argparse.SUPPRESS,
+        metavar="HOST:PORT",
+        help="the node's API (default $BACALHAU_API or 127.0.0.1:1234)",
+    )
+    parser.add_argument(
+        "--api-token",
+        default=argparse.SUPPRESS,
+        metavar="TOKEN",
+        help="bearer token (default $BACALHAU_API_TOKEN)",
+    )
 
 
 def add_submit_options(parser: argparse.ArgumentParser) -> None:
     """The options every job-submitting command has: wait, id-only, output format."""
-    parser.add_argument("--wait", action=argparse.BooleanOptionalAction, default=True,
-                        help="follow the job until it ends (default); --no-wait returns at once")
-    parser.add_argument("--wait-timeout", type=float, default=None, metavar="SECONDS",
-                        help="give up waiting after this long (the job goes on)")
-    parser.add_argument("--id-only", action="store_true",
-                        help="print only the job id (progress is not shown)")
-    parser.add_argument("--output", dest="format", choices=FORMATS, default="text",
-                        help="print the final job as json or yaml instead of text")
+    parser.add_argument(
+        "--wait",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="follow the job until it ends (default); --no-wait returns at once",
+    )
+    parser.add_argument(
+        "--wait-timeout",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="give up waiting after this long (the job goes on)",
+    )
+    parser.add_argument(
+        "--id-only", action="store_true", help="print only the job id (progress is not shown)"
+    )
+    parser.add_argument(
+        "--output",
+        dest="format",
+        choices=FORMATS,
+        default="text",
+        help="print the final job as json or yaml instead of text",
+    )
     if not any("--api" in a.option_strings for a in parser._actions):
         add_api_options(parser)
 
@@ -121,18 +144,22 @@ _PHASE_TEXT: dict[str, Callable[[EventLine], str]] = {
     "bid": lambda e: f"bid from {short_node(e.event.node_id)}",
     "declined": lambda e: f"{short_node(e.event.node_id)} declined: {e.event.detail}",
     "bid_accepted": lambda e: f"running on {short_node(e.event.node_id)}",
-    "bid_rejected": lambda e: f"bid of {short_node(e.event.node_id)} not taken"
-    + (f" ({e.event.detail})" if e.event.detail else ""),
+    "bid_rejected": lambda e: (
+        f"bid of {short_node(e.event.node_id)} not taken"
+        + (f" ({e.event.detail})" if e.event.detail else "")
+    ),
     "proposed": lambda e: f"verifying: results proposed by {short_node(e.event.node_id)}",
-    "results_accepted": lambda e: f"publishing: results of {short_node(e.event.node_id)} "
-    "accepted",
-    "results_rejected": lambda e: f"results of {short_node(e.event.node_id)} rejected: "
-    f"{e.event.detail}",
+    "results_accepted": lambda e: f"publishing: results of {short_node(e.event.node_id)} accepted",
+    "results_rejected": lambda e: (
+        f"results of {short_node(e.event.node_id)} rejected: {e.event.detail}"
+    ),
     "published": lambda e: f"published by {short_node(e.event.node_id)}: {e.event.detail}",
-    "execution_failed": lambda e: f"execution on {short_node(e.event.node_id)} failed: "
-    f"{e.event.detail}",
-    "execution_lost": lambda e: f"execution on {short_node(e.event.node_id)} lost: "
-    f"{e.event.detail}",
+    "execution_failed": lambda e: (
+        f"execution on {short_node(e.event.node_id)} failed: {e.event.detail}"
+    ),
+    "execution_lost": lambda e: (
+        f"execution on {short_node(e.event.node_id)} lost: {e.event.detail}"
+    ),
 }
 
 
@@ -163,8 +190,11 @@ def progress_line(line: EventLine) -> str:
 
 def print_outcome(result: JobResult, out: IO[str]) -> None:
     """The closing lines of a waited-for job: state, reason, results CID, next steps."""
-    print(f"Job {result.job_id} {result.state.value}"
-          + (f": {result.reason}" if result.reason else ""), file=out)
+    print(
+        f"Job {result.job_id} {result.state.value}"
+        + (f": {result.reason}" if result.reason else ""),
+        file=out,
+    )
     for ex in result.executions:
         if ex.exit_code not in (None, 0):
             print(f"  exit code {ex.exit_code} on {short_node(ex.node_id)}", file=out)
@@ -200,8 +230,7 @@ async def submit_and_follow(client: Client, spec: JobSpec, ns: argparse.Namespac
         if show:
             print(progress_line(line), file=_out(), flush=True)
 
-    result = await client.wait(job_id, timeout=getattr(ns, "wait_timeout", None),
-                               on_event=on_event)
+    result = await client.wait(job_id, timeout=getattr(ns, "wait_timeout", None), on_event=on_event)
     if id_only:
         print(job_id, file=_out())
     elif fmt != "text":
@@ -230,8 +259,9 @@ def load_spec(path: str) -> JobSpec:
     try:
         text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise ValidationError(f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}",
-                              field="file") from None
+        raise ValidationError(
+            f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}", field="file"
+        ) from None
     try:
         data = yaml.safe_load(text)  # YAML is a superset of JSON
     except yaml.YAMLError as exc:
@@ -239,8 +269,9 @@ def load_spec(path: str) -> JobSpec:
     if isinstance(data, dict) and set(data) == {"spec"}:
         data = data["spec"]
     if not isinstance(data, dict):
-        raise ValidationError(f"{path} must hold a mapping (a job spec), got "
-                              f"{type(data).__name__}", field="file")
+        raise ValidationError(
+            f"{path} must hold a mapping (a job spec), got {type(data).__name__}", field="file"
+        )
     return from_json_data(data, JobSpec, what="$")
 
 
@@ -264,8 +295,13 @@ async def cmd_job_run(ns: argparse.Namespace) -> int:
 
 async def cmd_list(ns: argparse.Namespace) -> int:
     async with client_from_args(ns) as client:
-        page = await client.list_jobs(state=ns.state or None, label=ns.label, engine=ns.engine,
-                                      limit=ns.limit, offset=ns.offset)
+        page = await client.list_jobs(
+            state=ns.state or None,
+            label=ns.label,
+            engine=ns.engine,
+            limit=ns.limit,
+            offset=ns.offset,
+        )
     if ns.id_only:
         for job in page.jobs:
             print(job.job_id, file=_out())
@@ -275,15 +311,18 @@ async def cmd_list(ns: argparse.Namespace) -> int:
         rows = [("ID", "CREATED", "ENGINE", "STATE", "RESULTS")]
         for job in page.jobs:
             created = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(job.created_at))
-            rows.append((short(job.job_id), created, job.engine, job.state.value,
-                         job.cid or "-"))
+            rows.append((short(job.job_id), created, job.engine, job.state.value, job.cid or "-"))
         widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
         for row in rows:
-            print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip(),
-                  file=_out())
+            print(
+                "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip(),
+                file=_out(),
+            )
         if page.total > page.offset + len(page.jobs):
-            print(f"({page.total} jobs; next page: --offset {page.offset + len(page.jobs)})",
-                  file=_out())
+            print(
+                f"({page.total} jobs; next page: --offset {page.offset + len(page.jobs)})",
+                file=_out(),
+            )
     return EXIT_OK
 
 
@@ -298,15 +337,17 @@ async def cmd_describe(ns: argparse.Namespace) -> int:
 
 async def cmd_logs(ns: argparse.Namespace) -> int:
     async with client_from_args(ns) as client:
-        async for chunk in client.logs(ns.job, follow=ns.follow, node=ns.node,
-                                       stream=ns.stream):
+        async for chunk in client.logs(ns.job, follow=ns.follow, node=ns.node, stream=ns.stream):
             sink = sys.stdout if chunk.stream == "stdout" else sys.stderr
             sink.write(chunk.data)
             if chunk.data and not chunk.data.endswith("\n"):
                 sink.write("\n")
             if not chunk.complete:
-                print(f"[{chunk.stream} of {short_node(chunk.node_id)} truncated: the full "
-                      "log is in the results; bacalhau get]", file=sys.stderr)
+                print(
+                    f"[{chunk.stream} of {short_node(chunk.node_id)} truncated: the full "
+                    "log is in the results; bacalhau get]",
+                    file=sys.stderr,
+                )
             sink.flush()
     return EXIT_OK
 
@@ -342,8 +383,11 @@ async def cmd_node(ns: argparse.Namespace) -> int:
         print(f"            {peer}", file=out)
     if info.capacity is not None:
         cap = info.capacity
-        print(f"Capacity  {cap.cpu:g} CPU, {cap.memory / 2**30:.1f} GiB memory, "
-              f"{cap.gpu} GPU; {info.running} running", file=out)
+        print(
+            f"Capacity  {cap.cpu:g} CPU, {cap.memory / 2**30:.1f} GiB memory, "
+            f"{cap.gpu} GPU; {info.running} running",
+            file=out,
+        )
     print(f"Executors {', '.join(info.executors)}", file=out)
     print(f"Storage   {', '.join(info.storage)}", file=out)
     print(f"Verifiers {', '.join(info.verifiers)}", file=out)
@@ -391,8 +435,11 @@ async def cmd_devstack(ns: argparse.Namespace) -> int:
     net.check_on_exit = False  # Ctrl-C may stop executions midway; that is fine here
     out = _out()
     async with net, anyio.create_task_group() as tg:
-        address = await tg.start(functools.partial(
-            serve_api, net.nodes[0], host=ns.host, port=ns.port, token=ns.api_token_serve))
+        address = await tg.start(
+            functools.partial(
+                serve_api, net.nodes[0], host=ns.host, port=ns.port, token=ns.api_token_serve
+            )
+        )
         print(f"Devstack: {ns.nodes} node(s) in one process", file=out)
         for i, node in enumerate(net.nodes):
             executors = ", ".join(node.info().executors)
@@ -417,14 +464,20 @@ def add_job_parsers(sub: Any) -> None:
     add_api_options(api)
 
     def command(name: str, fn: Any, help_: str, **kw: Any) -> argparse.ArgumentParser:
-        parser: argparse.ArgumentParser = sub.add_parser(name, help=help_, description=help_,
-                                                         parents=[api], **kw)
+        parser: argparse.ArgumentParser = sub.add_parser(
+            name, help=help_, description=help_, parents=[api], **kw
+        )
         parser.set_defaults(func=fn)
         return parser
 
     p = command("list", cmd_list, "list the node's jobs, newest first")
-    p.add_argument("--state", action="append", default=[], choices=[s.value for s in JobState],
-                   help="only jobs in this state (repeatable)")
+    p.add_argument(
+        "--state",
+        action="append",
+        default=[],
+        choices=[s.value for s in JobState],
+        help="only jobs in this state (repeatable)",
+    )
     p.add_argument("--label", default=None, help="only jobs with this label")
     p.add_argument("--engine", default=None, help="only jobs for this executor")
     p.add_argument("--limit", type=int, default=20, help="how many (default 20, at most 1000)")
@@ -432,8 +485,9 @@ def add_job_parsers(sub: Any) -> None:
     p.add_argument("--id-only", action="store_true", help="print full job ids only")
     p.add_argument("--output", dest="format", choices=FORMATS, default="text")
 
-    p = command("describe", cmd_describe,
-                "show a job: spec, state, executions and events (YAML by default)")
+    p = command(
+        "describe", cmd_describe, "show a job: spec, state, executions and events (YAML by default)"
+    )
     p.add_argument("job", metavar="JOB", help="job id or unique prefix")
     p.add_argument("--output", dest="format", choices=("yaml", "json"), default="yaml")
 
@@ -445,8 +499,12 @@ def add_job_parsers(sub: Any) -> None:
 
     p = command("get", cmd_get, "download a job's published results and verify them")
     p.add_argument("job", metavar="JOB", help="job id or unique prefix")
-    p.add_argument("--output-dir", default=None, metavar="DIR",
-                   help="where to write them (default ./job-ID; must be new or empty)")
+    p.add_argument(
+        "--output-dir",
+        default=None,
+        metavar="DIR",
+        help="where to write them (default ./job-ID; must be new or empty)",
+    )
 
     p = command("cancel", cmd_cancel, "cancel a job")
     p.add_argument("job", metavar="JOB", help="job id or unique prefix")
@@ -454,14 +512,22 @@ def add_job_parsers(sub: Any) -> None:
 
     p = sub.add_parser("validate", help="check a job spec file (YAML or JSON); needs no node")
     p.add_argument("file", metavar="FILE", help="the spec file, or - for stdin")
-    p.add_argument("--output", dest="format", choices=FORMATS, default="text",
-                   help="print the normalised spec as json or yaml")
+    p.add_argument(
+        "--output",
+        dest="format",
+        choices=FORMATS,
+        default="text",
+        help="print the normalised spec as json or yaml",
+    )
     p.set_defaults(func=cmd_validate)
 
     job = sub.add_parser("job", help="run a job from a spec file")
     job_sub = job.add_subparsers(dest="job_command", required=True, metavar="COMMAND")
-    p = job_sub.add_parser("run", help="submit a job spec file (YAML or JSON)",
-                           description="Submit the job spec in FILE (- for stdin).")
+    p = job_sub.add_parser(
+        "run",
+        help="submit a job spec file (YAML or JSON)",
+        description="Submit the job spec in FILE (- for stdin).",
+    )
     p.add_argument("file", metavar="FILE")
     add_submit_options(p)
     p.set_defaults(func=cmd_job_run)
@@ -473,15 +539,27 @@ def add_job_parsers(sub: Any) -> None:
     p.add_argument("--client-only", action="store_true", help="do not ask the node")
     p.add_argument("--output", dest="format", choices=FORMATS, default="text")
 
-    p = sub.add_parser("devstack", help="run a whole network in one process, for trying things",
-                       description="Run N nodes on an in-memory transport in this process, "
-                       "with node 0's API on HOST:PORT, until Ctrl-C.")
+    p = sub.add_parser(
+        "devstack",
+        help="run a whole network in one process, for trying things",
+        description="Run N nodes on an in-memory transport in this process, "
+        "with node 0's API on HOST:PORT, until Ctrl-C.",
+    )
     p.add_argument("--nodes", type=int, default=3, help="how many nodes (default 3)")
     p.add_argument("--host", default="127.0.0.1", help="API host (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=1234, help="API port (default 1234; 0: any)")
-    p.add_argument("--token", dest="api_token_serve", default=None, metavar="TOKEN",
-                   help="require this bearer token (needed beyond loopback)")
+    p.add_argument(
+        "--token",
+        dest="api_token_serve",
+        default=None,
+        metavar="TOKEN",
+        help="require this bearer token (needed beyond loopback)",
+    )
     p.add_argument("--seed", type=int, default=None, help="seed the nodes' random choices")
-    p.add_argument("--data-dir", default=None, metavar="DIR",
-                   help="keep the nodes' data here (default: a temporary directory)")
+    p.add_argument(
+        "--data-dir",
+        default=None,
+        metavar="DIR",
+        help="keep the nodes' data here (default: a temporary directory)",
+    )
     p.set_defaults(func=cmd_devstack)

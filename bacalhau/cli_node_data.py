@@ -41,10 +41,19 @@ def run_data_local(ns: argparse.Namespace) -> int:
 
     c, dd = ns.data_command, ns.data_dir
     if c == "add":
-        return d.cmd_add(ns.paths, recursive=ns.recursive, cid_version=ns.cid_version,
-                         raw_leaves=ns.raw_leaves, wrap_with_directory=ns.wrap_with_directory,
-                         hidden=ns.hidden, only_hash=ns.only_hash, quiet=ns.quiet,
-                         chunk_size=ns.chunk_size, pin=ns.pin, data_dir=dd)
+        return d.cmd_add(
+            ns.paths,
+            recursive=ns.recursive,
+            cid_version=ns.cid_version,
+            raw_leaves=ns.raw_leaves,
+            wrap_with_directory=ns.wrap_with_directory,
+            hidden=ns.hidden,
+            only_hash=ns.only_hash,
+            quiet=ns.quiet,
+            chunk_size=ns.chunk_size,
+            pin=ns.pin,
+            data_dir=dd,
+        )
     if c == "get":
         return d.cmd_get(ns.cid, output=ns.output, data_dir=dd)
     if c == "cat":
@@ -86,8 +95,11 @@ def _check_add_paths(ns: argparse.Namespace) -> None:
 def _plain_file_add(ns: argparse.Namespace, path: str) -> bool:
     """A single file with Kubo's default layout can be streamed as is (no local DAG)."""
     return (
-        path != "-" and Path(path).is_file() and not ns.wrap_with_directory
-        and ns.raw_leaves is None and ns.chunk_size == 262144
+        path != "-"
+        and Path(path).is_file()
+        and not ns.wrap_with_directory
+        and ns.raw_leaves is None
+        and ns.chunk_size == 262144
     )
 
 
@@ -96,8 +108,10 @@ async def run_data_via_api(ns: argparse.Namespace) -> int:
     c = ns.data_command
     out = sys.stdout
     if c == "add" and not ns.pin:
-        raise ValidationError("--no-pin is only for a local --data-dir: the node pins what it "
-                              "is given so its garbage collection keeps it")
+        raise ValidationError(
+            "--no-pin is only for a local --data-dir: the node pins what it "
+            "is given so its garbage collection keeps it"
+        )
     async with client_from_args(ns) as client:
         if c == "add":
             if not ns.paths:
@@ -112,14 +126,19 @@ async def run_data_via_api(ns: argparse.Namespace) -> int:
                     root = (await client.add_file(path, cid_version=ns.cid_version)).cid
                     name = Path(path).name
                 else:
+
                     def entry(rel: str, cid: str) -> None:
                         if not ns.quiet:
                             print(f"added {cid} {rel}".rstrip(), file=out)
 
                     root = await client.add_path(
-                        path, cid_version=ns.cid_version, raw_leaves=ns.raw_leaves,
-                        hidden=ns.hidden, wrap_with_directory=ns.wrap_with_directory,
-                        chunk_size=ns.chunk_size, on_entry=entry,
+                        path,
+                        cid_version=ns.cid_version,
+                        raw_leaves=ns.raw_leaves,
+                        hidden=ns.hidden,
+                        wrap_with_directory=ns.wrap_with_directory,
+                        chunk_size=ns.chunk_size,
+                        on_entry=entry,
                     )
                     continue
                 if not ns.quiet:

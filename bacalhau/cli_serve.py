@@ -156,32 +156,79 @@ def add_serve_parser(subparsers: Any) -> argparse.ArgumentParser:
         default="anywhere",
         help="local: bid only on jobs whose inputs are in this node's block store",
     )
-    compute.add_argument("--queue-size", type=int, default=None,
-                         help="accepted jobs that may wait for capacity (default 64)")
-    compute.add_argument("--cpu", type=float, default=None, metavar="CORES",
-                         help="CPU offered to jobs (default: this machine's cores)")
-    compute.add_argument("--memory", default=None, metavar="SIZE",
-                         help="memory offered to jobs, e.g. 8Gi (default: this machine's)")
-    compute.add_argument("--disk", default=None, metavar="SIZE",
-                         help="disk offered to jobs (default: unlimited)")
+    compute.add_argument(
+        "--queue-size",
+        type=int,
+        default=None,
+        help="accepted jobs that may wait for capacity (default 64)",
+    )
+    compute.add_argument(
+        "--cpu",
+        type=float,
+        default=None,
+        metavar="CORES",
+        help="CPU offered to jobs (default: this machine's cores)",
+    )
+    compute.add_argument(
+        "--memory",
+        default=None,
+        metavar="SIZE",
+        help="memory offered to jobs, e.g. 8Gi (default: this machine's)",
+    )
+    compute.add_argument(
+        "--disk", default=None, metavar="SIZE", help="disk offered to jobs (default: unlimited)"
+    )
     compute.add_argument("--gpu", type=int, default=None, help="GPUs offered (default 0)")
-    compute.add_argument("--job-selection-probe-http", default=None, metavar="URL",
-                         help="POST each job here; {\"shouldBid\": bool} decides")
-    compute.add_argument("--job-selection-probe-exec", default=None, metavar="CMD",
-                         help="run CMD with the job as JSON on stdin; exit 0 means bid")
-    compute.add_argument("--job-selection-probe-timeout", type=float, default=5.0,
-                         metavar="SECONDS", help="a probe slower than this means no bid")
-    compute.add_argument("--job-selection-local-images-only", action="store_true",
-                         help="bid on docker jobs only when the image is already here")
+    compute.add_argument(
+        "--job-selection-probe-http",
+        default=None,
+        metavar="URL",
+        help='POST each job here; {"shouldBid": bool} decides',
+    )
+    compute.add_argument(
+        "--job-selection-probe-exec",
+        default=None,
+        metavar="CMD",
+        help="run CMD with the job as JSON on stdin; exit 0 means bid",
+    )
+    compute.add_argument(
+        "--job-selection-probe-timeout",
+        type=float,
+        default=5.0,
+        metavar="SECONDS",
+        help="a probe slower than this means no bid",
+    )
+    compute.add_argument(
+        "--job-selection-local-images-only",
+        action="store_true",
+        help="bid on docker jobs only when the image is already here",
+    )
     requester = p.add_argument_group("requester", "how this node hands out its jobs")
-    requester.add_argument("--bid-acceptance-probe-http", default=None, metavar="URL",
-                           help="POST each bid here; {\"shouldBid\": bool} decides")
-    requester.add_argument("--bid-acceptance-probe-exec", default=None, metavar="CMD",
-                           help="run CMD with the bid as JSON on stdin; exit 0 accepts")
-    requester.add_argument("--bid-timeout", type=float, default=None, metavar="SECONDS",
-                           help="how long bids are collected (default 10)")
-    requester.add_argument("--selection", choices=("random", "reputation"), default="random",
-                           help="how bidders are chosen (default random)")
+    requester.add_argument(
+        "--bid-acceptance-probe-http",
+        default=None,
+        metavar="URL",
+        help='POST each bid here; {"shouldBid": bool} decides',
+    )
+    requester.add_argument(
+        "--bid-acceptance-probe-exec",
+        default=None,
+        metavar="CMD",
+        help="run CMD with the bid as JSON on stdin; exit 0 accepts",
+    )
+    requester.add_argument(
+        "--bid-timeout",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="how long bids are collected (default 10)",
+    )
+    requester.add_argument(
+        "--selection",
+        choices=("random", "reputation"),
+        default="random",
+        help="how bidders are chosen (default random)",
+    )
     try:
         nats = importlib.import_module(".cli_nats", __package__)
     except ImportError:

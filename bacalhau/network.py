@@ -224,8 +224,11 @@ class Network:
         problems: list[str] = []
         for node in self.nodes:
             for job in node.requester.jobs.values():
-                accepted = sum(1 for e in job.executions.values()
-                               if e.state.value in ("results_accepted", "published"))
+                accepted = sum(
+                    1
+                    for e in job.executions.values()
+                    if e.state.value in ("results_accepted", "published")
+                )
                 if accepted > job.spec.deal.concurrency:
                     problems.append(f"{job.job_id}: {accepted} accepted results > concurrency")
             folders = node.data_dir / "executions"
@@ -233,14 +236,17 @@ class Network:
             for job_id in list(node.runner._scopes):
                 cj = node.compute.jobs.get(job_id)
                 if cj is None or cj.state.value not in live:
-                    problems.append(f"{node.node_id}: execution of {job_id} still running "
-                                    f"after its job {cj.state if cj else 'was forgotten'}")
+                    problems.append(
+                        f"{node.node_id}: execution of {job_id} still running "
+                        f"after its job {cj.state if cj else 'was forgotten'}"
+                    )
             if folders.is_dir():
                 for folder in folders.iterdir():
                     cj = node.compute.jobs.get(folder.name)
                     if cj is None or cj.state.value not in live:
-                        problems.append(f"{node.node_id}: results folder of {folder.name} "
-                                        "left behind")
+                        problems.append(
+                            f"{node.node_id}: results folder of {folder.name} left behind"
+                        )
         return problems
 
     async def wait_idle(self, timeout: float = 30.0) -> None:

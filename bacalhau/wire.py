@@ -143,8 +143,9 @@ def decode_envelope(
         WireError: the signature does not verify.
     """
     outer = unpack(frame, max_size=max_size)
-    if not (isinstance(outer, list) and len(outer) == 2
-            and all(isinstance(x, bytes) for x in outer)):
+    if not (
+        isinstance(outer, list) and len(outer) == 2 and all(isinstance(x, bytes) for x in outer)
+    ):
         raise DecodeError("an envelope is [signed bytes, signature bytes]")
     signed, signature = outer
     inner = unpack(signed, max_size=max_size)

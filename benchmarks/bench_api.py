@@ -54,7 +54,11 @@ Side = tuple[Callable[[], Awaitable[Any]], Callable[[], Awaitable[None]]]
 
 
 async def rounds(
-    n: int, concurrency: int, sides: dict[str, Side], server_pid: int, parts: int = 5,
+    n: int,
+    concurrency: int,
+    sides: dict[str, Side],
+    server_pid: int,
+    parts: int = 5,
 ) -> dict[str, dict[str, float]]:
     """Run each side's call n times (``concurrency`` in flight), in ``parts`` rounds taken
     in turn so both sides see the same load on a shared machine; after each round the side
@@ -72,9 +76,11 @@ async def rounds(
         for name, (one, drain) in sides.items():
             left = iter(range(count))
 
-            async def worker(one: Callable[[], Awaitable[Any]] = one,
-                             done: list[float] = latencies[name],
-                             left: Any = left) -> None:
+            async def worker(
+                one: Callable[[], Awaitable[Any]] = one,
+                done: list[float] = latencies[name],
+                left: Any = left,
+            ) -> None:
                 for _ in left:
                     start = time.perf_counter()
                     await one()
@@ -100,9 +106,21 @@ def start_devstack(workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
     log = workdir / "devstack.log"
     with log.open("wb") as sink:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "bacalhau", "--log-level", "error", "devstack", "--nodes", "1",
-             "--port", "0"],
-            stdout=sink, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            [
+                sys.executable,
+                "-m",
+                "bacalhau",
+                "--log-level",
+                "error",
+                "devstack",
+                "--nodes",
+                "1",
+                "--port",
+                "0",
+            ],
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
             start_new_session=True,
         )
     deadline = time.monotonic() + 60
@@ -158,15 +176,21 @@ async def run(args: argparse.Namespace, api: str, server_pid: int) -> dict[str, 
             await client.submit(SPEC)
         await py_drain()
         await http_drain()
-        submit = {"http": (lambda: client.submit(SPEC), http_drain),
-                  "python": (py_submit, py_drain)}
+        submit = {
+            "http": (lambda: client.submit(SPEC), http_drain),
+            "python": (py_submit, py_drain),
+        }
         out["submit, 1 at a time"] = await rounds(args.submits, 1, submit, server_pid)
         out[f"submit, {args.concurrency} at a time"] = await rounds(
-            args.submits, args.concurrency, submit, server_pid)
-        whole = {"http": (lambda: client.run(SPEC, timeout=60), http_drain),
-                 "python": (lambda: node.run_job(SPEC, timeout=60), py_drain)}
+            args.submits, args.concurrency, submit, server_pid
+        )
+        whole = {
+            "http": (lambda: client.run(SPEC, timeout=60), http_drain),
+            "python": (lambda: node.run_job(SPEC, timeout=60), py_drain),
+        }
         out[f"whole job, {args.concurrency} in flight"] = await rounds(
-            args.jobs, args.concurrency, whole, server_pid)
+            args.jobs, args.concurrency, whole, server_pid
+        )
         await net.wait_idle()
     return out
 
@@ -189,21 +213,43 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         http, py = sides["http"], sides["python"]
         sides["ratio_python_over_http"] = py["per_second"] / http["per_second"]
         sides["cpu_ratio_http_over_python"] = http["cpu_ms_per_call"] / py["cpu_ms_per_call"]
-        rows.append((name, f"{http['per_second']:.0f}/s", f"{http['median_ms']:.2f} ms",
-                     f"{http['cpu_ms_per_call']:.2f} ms",
-                     f"{py['per_second']:.0f}/s", f"{py['median_ms']:.3f} ms",
-                     f"{py['cpu_ms_per_call']:.3f} ms",
-                     f"{sides['ratio_python_over_http']:.1f}x",
-                     f"{sides['cpu_ratio_http_over_python']:.1f}x"))
-    print(table(
-        f"bench_api: jobs through the HTTP API vs the in-process Python API "
-        f"({os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f})",
-        rows,
-        ("what", "HTTP", "median", "CPU/job", "Python", "median", "CPU/job",
-         "rate Py/HTTP", "CPU HTTP/Py"),
-    ))
-    data = {"quick": args.quick, "concurrency": args.concurrency,
-            "load_average": os.getloadavg()[0], "results": results}
+        rows.append(
+            (
+                name,
+                f"{http['per_second']:.0f}/s",
+                f"{http['median_ms']:.2f} ms",
+                f"{http['cpu_ms_per_call']:.2f} ms",
+                f"{py['per_second']:.0f}/s",
+                f"{py['median_ms']:.3f} ms",
+                f"{py['cpu_ms_per_call']:.3f} ms",
+                f"{sides['ratio_python_over_http']:.1f}x",
+                f"{sides['cpu_ratio_http_over_python']:.1f}x",
+            )
+        )
+    print(
+        table(
+            f"bench_api: jobs through the HTTP API vs the in-process Python API "
+            f"({os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f})",
+            rows,
+            (
+                "what",
+                "HTTP",
+                "median",
+                "CPU/job",
+                "Python",
+                "median",
+                "CPU/job",
+                "rate Py/HTTP",
+                "CPU HTTP/Py",
+            ),
+        )
+    )
+    data = {
+        "quick": args.quick,
+        "concurrency": args.concurrency,
+        "load_average": os.getloadavg()[0],
+        "results": results,
+    }
     print(f"wrote {write('api', data)}")
     return data
 

@@ -52,8 +52,12 @@ def dask_side(jobs: int) -> dict[str, float]:
     def noop(i: int) -> int:
         return i
 
-    with LocalCluster(processes=False, n_workers=1, threads_per_worker=2,
-                      dashboard_address=None) as cluster, Client(cluster) as client:
+    with (
+        LocalCluster(
+            processes=False, n_workers=1, threads_per_worker=2, dashboard_address=None
+        ) as cluster,
+        Client(cluster) as client,
+    ):
         client.gather(client.submit(noop, -1, pure=False))  # warm up
         latencies: list[float] = []
         start = time.perf_counter()
@@ -64,7 +68,8 @@ def dask_side(jobs: int) -> dict[str, float]:
             future = client.submit(noop, i, pure=False)
             submitted[future.key] = t0
             future.add_done_callback(
-                lambda f: latencies.append(time.perf_counter() - submitted[f.key]))
+                lambda f: latencies.append(time.perf_counter() - submitted[f.key])
+            )
             futures.append(future)
         client.gather(futures)
         while len(latencies) < jobs:
@@ -88,17 +93,30 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "throughput": ours["per_second"] / dask["per_second"],
     }
     rows = [
-        (f"bacalhau {args.nodes}-node in-memory", f"{ours['median_ms']:.1f}",
-         f"{ours['p99_ms']:.1f}", f"{ours['per_second']:.0f}"),
-        ("dask LocalCluster(processes=False)", f"{dask['median_ms']:.1f}",
-         f"{dask['p99_ms']:.1f}", f"{dask['per_second']:.0f}"),
-        ("ratio bacalhau / dask", f"{ratios['median_latency']:.2f}x",
-         f"{ratios['p99_latency']:.2f}x", f"{ratios['throughput']:.2f}x"),
+        (
+            f"bacalhau {args.nodes}-node in-memory",
+            f"{ours['median_ms']:.1f}",
+            f"{ours['p99_ms']:.1f}",
+            f"{ours['per_second']:.0f}",
+        ),
+        (
+            "dask LocalCluster(processes=False)",
+            f"{dask['median_ms']:.1f}",
+            f"{dask['p99_ms']:.1f}",
+            f"{dask['per_second']:.0f}",
+        ),
+        (
+            "ratio bacalhau / dask",
+            f"{ratios['median_latency']:.2f}x",
+            f"{ratios['p99_latency']:.2f}x",
+            f"{ratios['throughput']:.2f}x",
+        ),
     ]
-    print(table(f"no-op jobs, {jobs} in flight", rows,
-                ("system", "median ms", "p99 ms", "jobs/s")))
-    print(f"signature checks: {ours['signature_verifications']} verified, "
-          f"{ours['signature_cache_hits']} served from the shared cache")
+    print(table(f"no-op jobs, {jobs} in flight", rows, ("system", "median ms", "p99 ms", "jobs/s")))
+    print(
+        f"signature checks: {ours['signature_verifications']} verified, "
+        f"{ours['signature_cache_hits']} served from the shared cache"
+    )
     data = {"jobs": jobs, "nodes": args.nodes, "bacalhau": ours, "dask": dask, "ratios": ratios}
     write("core", data)
     return data

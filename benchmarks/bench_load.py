@@ -53,8 +53,15 @@ async def run_batch(jobs: int, nodes: int, durable: bool) -> dict[str, float]:
                 done += result.ok
             tg.cancel_scope.cancel()
         wall = time.perf_counter() - start
-    return {"jobs": jobs, "completed": done, "wall_s": wall, "per_second": jobs / wall,
-            "rss_start_mb": base, "rss_peak_mb": peak, "rss_growth_mb": peak - base}
+    return {
+        "jobs": jobs,
+        "completed": done,
+        "wall_s": wall,
+        "per_second": jobs / wall,
+        "rss_start_mb": base,
+        "rss_peak_mb": peak,
+        "rss_growth_mb": peak - base,
+    }
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -71,17 +78,34 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     small = max(big // 4, 1)
     rows, data = [], {}
     for jobs in (small, big):  # each batch in a fresh process, so peaks do not mix
-        proc = subprocess.run([sys.executable, __file__, "--child", str(jobs), "--nodes",
-                               str(args.nodes)], capture_output=True, text=True, check=True)
+        proc = subprocess.run(
+            [sys.executable, __file__, "--child", str(jobs), "--nodes", str(args.nodes)],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         r = json.loads(proc.stdout.strip().splitlines()[-1])
         data[str(jobs)] = r
-        rows.append((str(jobs), f"{r['completed']}", f"{r['wall_s']:.1f}",
-                     f"{r['per_second']:.0f}", f"{r['rss_peak_mb']:.0f}",
-                     f"{r['rss_growth_mb']:.0f}"))
-    per_k = ((data[str(big)]["rss_growth_mb"] - data[str(small)]["rss_growth_mb"])
-             / ((big - small) / 1000))
-    print(table(f"{args.nodes}-node durable network, all jobs queued at once", rows,
-                ("jobs", "completed", "wall s", "jobs/s", "peak RSS MB", "growth MB")))
+        rows.append(
+            (
+                str(jobs),
+                f"{r['completed']}",
+                f"{r['wall_s']:.1f}",
+                f"{r['per_second']:.0f}",
+                f"{r['rss_peak_mb']:.0f}",
+                f"{r['rss_growth_mb']:.0f}",
+            )
+        )
+    per_k = (data[str(big)]["rss_growth_mb"] - data[str(small)]["rss_growth_mb"]) / (
+        (big - small) / 1000
+    )
+    print(
+        table(
+            f"{args.nodes}-node durable network, all jobs queued at once",
+            rows,
+            ("jobs", "completed", "wall s", "jobs/s", "peak RSS MB", "growth MB"),
+        )
+    )
     print(f"memory per 1,000 extra queued jobs: {per_k:.1f} MB")
     out = {"nodes": args.nodes, "batches": data, "mb_per_1000_jobs": per_k}
     write("load", out)

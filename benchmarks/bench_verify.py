@@ -59,14 +59,16 @@ def make_tree(root: Path, files: int, size: int) -> list[Path]:
     for i in range(files):
         path = root / f"out/{i % 17}/f{i}"
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(rng[i % 7:] + rng[:i % 7])
+        path.write_bytes(rng[i % 7 :] + rng[: i % 7])
         paths.append(path)
     return paths
 
 
 def hashing(quick: bool) -> list[dict[str, Any]]:
-    shapes = [("large files", 4 if quick else 16, 4 << 20), ("small files", 500 if quick else 5000,
-                                                             200)]
+    shapes = [
+        ("large files", 4 if quick else 16, 4 << 20),
+        ("small files", 500 if quick else 5000, 200),
+    ]
     rows = []
     for label, files, size in shapes:
         with tempfile.TemporaryDirectory() as tmp:
@@ -80,16 +82,25 @@ def hashing(quick: bool) -> list[dict[str, Any]]:
                     hashlib.sha256(p.read_bytes()).digest()
 
             def coreutils(paths: list[Path] = paths) -> None:
-                subprocess.run(["sha256sum", *map(str, paths)], check=True,
-                               stdout=subprocess.DEVNULL)
+                subprocess.run(
+                    ["sha256sum", *map(str, paths)], check=True, stdout=subprocess.DEVNULL
+                )
 
             ours = best_of(lambda root=root: hash_tree(root), repeat)
             ref = best_of(coreutils, repeat)
             floor = best_of(bare, repeat)
-            rows.append({"case": f"{label} ({files} x {size} B)", "bytes": total,
-                         "ours_s": ours, "sha256sum_s": ref, "hashlib_s": floor,
-                         "ours_MBps": total / ours / 1e6, "ratio_vs_sha256sum": ours / ref,
-                         "ratio_vs_hashlib": ours / floor})
+            rows.append(
+                {
+                    "case": f"{label} ({files} x {size} B)",
+                    "bytes": total,
+                    "ours_s": ours,
+                    "sha256sum_s": ref,
+                    "hashlib_s": floor,
+                    "ours_MBps": total / ours / 1e6,
+                    "ratio_vs_sha256sum": ours / ref,
+                    "ratio_vs_hashlib": ours / floor,
+                }
+            )
     return rows
 
 
@@ -102,16 +113,20 @@ def sealing(quick: bool) -> dict[str, Any]:
 
     def seal() -> None:
         for i in range(n):
-            proposals[i] = seal_proposal(digest, job_id=f"j-{i}", node_id=node,
-                                         requester_key=requester.seal_public_key)
+            proposals[i] = seal_proposal(
+                digest, job_id=f"j-{i}", node_id=node, requester_key=requester.seal_public_key
+            )
 
     def open_all() -> None:
         for i in range(n):
             open_proposal(requester, proposals[i], job_id=f"j-{i}", node_id=node)
 
-    out: dict[str, Any] = {"n": n, "seal_us": best_of(seal, 3) / n * 1e6,
-                           "open_us": best_of(open_all, 3) / n * 1e6,
-                           "proposal_bytes": len(proposals[0])}
+    out: dict[str, Any] = {
+        "n": n,
+        "seal_us": best_of(seal, 3) / n * 1e6,
+        "open_us": best_of(open_all, 3) / n * 1e6,
+        "proposal_bytes": len(proposals[0]),
+    }
     signer = Identity.generate()
     sigs = [b""] * n
 
@@ -142,15 +157,19 @@ def sealing(quick: bool) -> dict[str, Any]:
         for i in range(n):
             SealedBox(key).decrypt(boxes[i])
 
-    out["nacl"] = {"seal_us": best_of(nacl_seal, 3) / n * 1e6,
-                   "open_us": best_of(nacl_open, 3) / n * 1e6, "box_bytes": len(boxes[0])}
+    out["nacl"] = {
+        "seal_us": best_of(nacl_seal, 3) / n * 1e6,
+        "open_us": best_of(nacl_open, 3) / n * 1e6,
+        "box_bytes": len(boxes[0]),
+    }
     return out
 
 
 async def trials(quick: bool) -> list[dict[str, Any]]:
     jobs = 10 if quick else 50
-    behaviours = ["liar", "copier"] if quick else ["liar", "colluder", "copier", "replayer",
-                                                   "forger"]
+    behaviours = (
+        ["liar", "copier"] if quick else ["liar", "colluder", "copier", "replayer", "forger"]
+    )
     rows = []
     import attrs
 
@@ -160,14 +179,24 @@ async def trials(quick: bool) -> list[dict[str, Any]]:
         config = RequesterConfig(bid_timeout=5, execution_grace=3, publish_timeout=10, **extra)
         for behaviour in behaviours:
             r = await run_trial(behaviour, jobs=jobs, seed=1, requester=config, patience=0.5)
-            rows.append({"behaviour": behaviour, "selection": selection, "jobs": r.jobs,
-                         "completed": r.completed, "honest_majority": r.honest_majority,
-                         "wrong_accepted": r.wrong_accepted, "wrong_published": r.wrong_published,
-                         "published_unaccepted": r.published_unaccepted,
-                         "unexpected": len(r.unexpected), "failures": r.job_failures,
-                         "rejections": r.rejections, "forged_sent": r.forged_sent,
-                         "forged_dropped": r.forged_dropped + r.invalid_dropped,
-                         "seconds": r.seconds})
+            rows.append(
+                {
+                    "behaviour": behaviour,
+                    "selection": selection,
+                    "jobs": r.jobs,
+                    "completed": r.completed,
+                    "honest_majority": r.honest_majority,
+                    "wrong_accepted": r.wrong_accepted,
+                    "wrong_published": r.wrong_published,
+                    "published_unaccepted": r.published_unaccepted,
+                    "unexpected": len(r.unexpected),
+                    "failures": r.job_failures,
+                    "rejections": r.rejections,
+                    "forged_sent": r.forged_sent,
+                    "forged_dropped": r.forged_dropped + r.invalid_dropped,
+                    "seconds": r.seconds,
+                }
+            )
     return rows
 
 
@@ -179,31 +208,89 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     seal = sealing(args.quick)
     trial_rows = anyio.run(trials, args.quick)
 
-    print(table("canonical hash of a results folder (best of 3)", [
-        (r["case"], f"{r['ours_s'] * 1e3:.1f} ms", f"{r['ours_MBps']:.0f} MB/s",
-         f"{r['sha256sum_s'] * 1e3:.1f} ms", f"{r['ratio_vs_sha256sum']:.2f}",
-         f"{r['hashlib_s'] * 1e3:.1f} ms", f"{r['ratio_vs_hashlib']:.2f}")
-        for r in hash_rows], ("case", "ours", "ours rate", "sha256sum", "ratio",
-                              "bare hashlib", "ratio")))
+    print(
+        table(
+            "canonical hash of a results folder (best of 3)",
+            [
+                (
+                    r["case"],
+                    f"{r['ours_s'] * 1e3:.1f} ms",
+                    f"{r['ours_MBps']:.0f} MB/s",
+                    f"{r['sha256sum_s'] * 1e3:.1f} ms",
+                    f"{r['ratio_vs_sha256sum']:.2f}",
+                    f"{r['hashlib_s'] * 1e3:.1f} ms",
+                    f"{r['ratio_vs_hashlib']:.2f}",
+                )
+                for r in hash_rows
+            ],
+            ("case", "ours", "ours rate", "sha256sum", "ratio", "bare hashlib", "ratio"),
+        )
+    )
     print()
-    seal_rows = [("ours: X25519+HKDF+ChaCha20-Poly1305", f"{seal['seal_us']:.0f}",
-                  f"{seal['open_us']:.0f}", str(seal["proposal_bytes"]))]
+    seal_rows = [
+        (
+            "ours: X25519+HKDF+ChaCha20-Poly1305",
+            f"{seal['seal_us']:.0f}",
+            f"{seal['open_us']:.0f}",
+            str(seal["proposal_bytes"]),
+        )
+    ]
     if seal.get("nacl"):
         nacl = seal["nacl"]
-        seal_rows.append(("libsodium sealed box (PyNaCl)", f"{nacl['seal_us']:.0f}",
-                          f"{nacl['open_us']:.0f}", str(nacl["box_bytes"])))
-    seal_rows.append(("Ed25519 sign / verify (every envelope)", f"{seal['ed25519_sign_us']:.0f}",
-                      f"{seal['ed25519_verify_us']:.0f}", "64"))
-    print(table(f"one proposal, us (n={seal['n']})", seal_rows,
-                ("what", "seal/sign", "open/verify", "bytes")))
+        seal_rows.append(
+            (
+                "libsodium sealed box (PyNaCl)",
+                f"{nacl['seal_us']:.0f}",
+                f"{nacl['open_us']:.0f}",
+                str(nacl["box_bytes"]),
+            )
+        )
+    seal_rows.append(
+        (
+            "Ed25519 sign / verify (every envelope)",
+            f"{seal['ed25519_sign_us']:.0f}",
+            f"{seal['ed25519_verify_us']:.0f}",
+            "64",
+        )
+    )
+    print(
+        table(
+            f"one proposal, us (n={seal['n']})",
+            seal_rows,
+            ("what", "seal/sign", "open/verify", "bytes"),
+        )
+    )
     print()
-    print(table("9 nodes, 3 cheating, concurrency 3, confidence 2, min_bids 9, retries 0", [
-        (r["behaviour"], r["selection"], f"{r['completed']}/{r['jobs']}",
-         f"{r['honest_majority']}/{r['jobs']}", str(r["wrong_accepted"]),
-         str(r["wrong_published"]), str(r["published_unaccepted"]), str(r["unexpected"]),
-         f"{r['seconds']:.1f}s") for r in trial_rows],
-        ("cheat", "selection", "completed", "honest majority (perfect referee)",
-         "wrong accepted", "wrong published", "published unaccepted", "off-rule", "time")))
+    print(
+        table(
+            "9 nodes, 3 cheating, concurrency 3, confidence 2, min_bids 9, retries 0",
+            [
+                (
+                    r["behaviour"],
+                    r["selection"],
+                    f"{r['completed']}/{r['jobs']}",
+                    f"{r['honest_majority']}/{r['jobs']}",
+                    str(r["wrong_accepted"]),
+                    str(r["wrong_published"]),
+                    str(r["published_unaccepted"]),
+                    str(r["unexpected"]),
+                    f"{r['seconds']:.1f}s",
+                )
+                for r in trial_rows
+            ],
+            (
+                "cheat",
+                "selection",
+                "completed",
+                "honest majority (perfect referee)",
+                "wrong accepted",
+                "wrong published",
+                "published unaccepted",
+                "off-rule",
+                "time",
+            ),
+        )
+    )
     data = {"hashing": hash_rows, "sealing": seal, "trials": trial_rows, "quick": args.quick}
     path = write("verify", data)
     print(f"\nwrote {path}")

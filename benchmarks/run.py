@@ -81,75 +81,159 @@ HEADLINES: dict[str, list[Headline]] = {
     "core": [
         H("no-op job latency, median", "Dask LocalCluster", ("ratios", "median_latency")),
         H("no-op job latency, p99", "Dask LocalCluster", ("ratios", "p99_latency")),
-        H("no-op jobs per second", "Dask LocalCluster", ("ratios", "throughput"),
-          better="higher"),
+        H("no-op jobs per second", "Dask LocalCluster", ("ratios", "throughput"), better="higher"),
     ],
     "cid": [
-        H("`data add --only-hash` (CLI)", "sha256sum", ("only_hash", "cli_vs_sha256sum"),
-          better="higher"),
-        H("CID of a file (library)", "sha256sum", ("only_hash", "library_vs_sha256sum"),
-          better="higher"),
-        H("fetch a file's DAG from a peer", "plain file copy", ("fetch", "copy_vs_fetch"),
-          better="higher"),
-        H("fetch from a peer, write out the file", "plain file copy",
-          ("fetch", "fetch_and_export_s"), ("fetch", "plain_copy_s")),
-        H("peak memory of add, big file / small", "flat (1.0)", ("memory", "add_growth"),
-          kind="memory"),
-        H("peak memory of fetch, big file / small", "flat (1.0)", ("memory", "fetch_growth"),
-          kind="memory"),
+        H(
+            "`data add --only-hash` (CLI)",
+            "sha256sum",
+            ("only_hash", "cli_vs_sha256sum"),
+            better="higher",
+        ),
+        H(
+            "CID of a file (library)",
+            "sha256sum",
+            ("only_hash", "library_vs_sha256sum"),
+            better="higher",
+        ),
+        H(
+            "fetch a file's DAG from a peer",
+            "plain file copy",
+            ("fetch", "copy_vs_fetch"),
+            better="higher",
+        ),
+        H(
+            "fetch from a peer, write out the file",
+            "plain file copy",
+            ("fetch", "fetch_and_export_s"),
+            ("fetch", "plain_copy_s"),
+        ),
+        H(
+            "peak memory of add, big file / small",
+            "flat (1.0)",
+            ("memory", "add_growth"),
+            kind="memory",
+        ),
+        H(
+            "peak memory of fetch, big file / small",
+            "flat (1.0)",
+            ("memory", "fetch_growth"),
+            kind="memory",
+        ),
     ],
     "docker": [
-        H("1 s container as a job", "docker run --rm", ("sleep1", "job_ratio"),
-          goal=("sleep1", "goal_ratio")),
+        H(
+            "1 s container as a job",
+            "docker run --rm",
+            ("sleep1", "job_ratio"),
+            goal=("sleep1", "goal_ratio"),
+        ),
         H("1 s container, executor alone", "docker run --rm", ("sleep1", "executor_ratio")),
-        H("trivial container as a job", "docker run --rm", ("trivial", "job_ms"),
-          ("trivial", "docker_run_ms")),
+        H(
+            "trivial container as a job",
+            "docker run --rm",
+            ("trivial", "job_ms"),
+            ("trivial", "docker_run_ms"),
+        ),
     ],
     "wasm": [
-        H("CPU-bound module as a job", "wasmtime call", ("cpu", "job_ratio"),
-          goal=("cpu", "goal_ratio")),
+        H(
+            "CPU-bound module as a job",
+            "wasmtime call",
+            ("cpu", "job_ratio"),
+            goal=("cpu", "goal_ratio"),
+        ),
         H("CPU-bound module, executor alone", "wasmtime call", ("cpu", "executor_ratio")),
-        H("trivial module as a job", "wasmtime call", ("trivial", "job_ms"),
-          ("trivial", "direct_ms")),
-        H("trivial module as a job", "no-op job", ("trivial", "job_ms"),
-          ("trivial", "noop_job_ms")),
+        H(
+            "trivial module as a job",
+            "wasmtime call",
+            ("trivial", "job_ms"),
+            ("trivial", "direct_ms"),
+        ),
+        H(
+            "trivial module as a job",
+            "no-op job",
+            ("trivial", "job_ms"),
+            ("trivial", "noop_job_ms"),
+        ),
     ],
     "gossip": [
-        H("broadcast latency p50, most nodes", "in-memory transport",
-          ("latency", -1, "gossip", "p50_ms"), ("latency", -1, "memory", "p50_ms")),
-        H("broadcast messages/s, most nodes", "in-memory transport",
-          ("throughput", -1, "gossip", "msgs_per_s"), ("throughput", -1, "memory", "msgs_per_s"),
-          better="higher"),
+        H(
+            "broadcast latency p50, most nodes",
+            "in-memory transport",
+            ("latency", -1, "gossip", "p50_ms"),
+            ("latency", -1, "memory", "p50_ms"),
+        ),
+        H(
+            "broadcast messages/s, most nodes",
+            "in-memory transport",
+            ("throughput", -1, "gossip", "msgs_per_s"),
+            ("throughput", -1, "memory", "msgs_per_s"),
+            better="higher",
+        ),
     ],
     "nats": [
-        H("broadcast latency p50, most nodes", "gossip transport",
-          ("latency", -1, "nats", "p50_ms"), ("latency", -1, "gossip", "p50_ms")),
-        H("broadcast latency p50, most nodes", "in-memory transport",
-          ("latency", -1, "nats", "p50_ms"), ("latency", -1, "memory", "p50_ms")),
-        H("jobs per second", "in-memory network", ("jobs", "nats", "jobs_per_s"),
-          ("jobs", "memory", "jobs_per_s"), better="higher"),
+        H(
+            "broadcast latency p50, most nodes",
+            "gossip transport",
+            ("latency", -1, "nats", "p50_ms"),
+            ("latency", -1, "gossip", "p50_ms"),
+        ),
+        H(
+            "broadcast latency p50, most nodes",
+            "in-memory transport",
+            ("latency", -1, "nats", "p50_ms"),
+            ("latency", -1, "memory", "p50_ms"),
+        ),
+        H(
+            "jobs per second",
+            "in-memory network",
+            ("jobs", "nats", "jobs_per_s"),
+            ("jobs", "memory", "jobs_per_s"),
+            better="higher",
+        ),
     ],
     "api": [
-        H("submit over HTTP, 1 at a time", "Node.submit in process",
-          ("results", "submit, 1 at a time", "ratio_python_over_http")),
-        H("submit over HTTP, 8 at a time", "Node.submit in process",
-          ("results", "submit, 8 at a time", "ratio_python_over_http")),
-        H("whole jobs over HTTP, 8 in flight", "Node.run_job in process",
-          ("results", "whole job, 8 in flight", "ratio_python_over_http")),
+        H(
+            "submit over HTTP, 1 at a time",
+            "Node.submit in process",
+            ("results", "submit, 1 at a time", "ratio_python_over_http"),
+        ),
+        H(
+            "submit over HTTP, 8 at a time",
+            "Node.submit in process",
+            ("results", "submit, 8 at a time", "ratio_python_over_http"),
+        ),
+        H(
+            "whole jobs over HTTP, 8 in flight",
+            "Node.run_job in process",
+            ("results", "whole job, 8 in flight", "ratio_python_over_http"),
+        ),
     ],
     "load": [
-        H("jobs/s with 4x the queue", "the small batch", ("batches", -1, "per_second"),
-          ("batches", 0, "per_second"), better="higher"),
+        H(
+            "jobs/s with 4x the queue",
+            "the small batch",
+            ("batches", -1, "per_second"),
+            ("batches", 0, "per_second"),
+            better="higher",
+        ),
     ],
     "verify": [
-        H("hash a results folder, large files", "sha256sum",
-          ("hashing", 0, "ratio_vs_sha256sum")),
-        H("hash a results folder, small files", "sha256sum",
-          ("hashing", 1, "ratio_vs_sha256sum")),
-        H("seal a proposal", "libsodium sealed box", ("sealing", "seal_us"),
-          ("sealing", "nacl", "seal_us")),
-        H("open a proposal", "libsodium sealed box", ("sealing", "open_us"),
-          ("sealing", "nacl", "open_us")),
+        H("hash a results folder, large files", "sha256sum", ("hashing", 0, "ratio_vs_sha256sum")),
+        H("hash a results folder, small files", "sha256sum", ("hashing", 1, "ratio_vs_sha256sum")),
+        H(
+            "seal a proposal",
+            "libsodium sealed box",
+            ("sealing", "seal_us"),
+            ("sealing", "nacl", "seal_us"),
+        ),
+        H(
+            "open a proposal",
+            "libsodium sealed box",
+            ("sealing", "open_us"),
+            ("sealing", "nacl", "open_us"),
+        ),
     ],
 }
 
@@ -245,8 +329,14 @@ def extract_ratios(name: str, data: dict[str, Any]) -> list[Ratio]:
             else:
                 value, better, reference = _number(entry), "?", "reference"
             if value is not None:
-                out.append(Ratio(str(metric), reference, value,
-                                 better if better in ("lower", "higher") else "?"))
+                out.append(
+                    Ratio(
+                        str(metric),
+                        reference,
+                        value,
+                        better if better in ("lower", "higher") else "?",
+                    )
+                )
         return out
     for path, value in _walk(data, ()):
         last = str(path[-1])
@@ -285,10 +375,12 @@ def discover(only: Sequence[str] = (), skip: Sequence[str] = ()) -> list[Path]:
     names = {result_name(b) for b in benches}
     unknown = sorted((set(only) | set(skip)) - names)
     if unknown:
-        raise SystemExit(f"no such benchmark: {', '.join(unknown)} "
-                         f"(there are: {', '.join(sorted(names))})")
-    return [b for b in benches if (not only or result_name(b) in only)
-            and result_name(b) not in skip]
+        raise SystemExit(
+            f"no such benchmark: {', '.join(unknown)} (there are: {', '.join(sorted(names))})"
+        )
+    return [
+        b for b in benches if (not only or result_name(b) in only) and result_name(b) not in skip
+    ]
 
 
 def load_results(name: str) -> dict[str, Any] | None:
@@ -325,13 +417,25 @@ async def run_one(bench: Path, *, quick: bool, timeout: float, env: dict[str, st
     started_at = time.time()
     with tempfile.TemporaryDirectory(prefix=f"bench-{name}-") as tmp:
         returned = Path(tmp) / "returned.json"
-        argv = [sys.executable, "-u", str(SELF), "--worker", str(bench),
-                str(returned), *(["--quick"] if quick else [])]
+        argv = [
+            sys.executable,
+            "-u",
+            str(SELF),
+            "--worker",
+            str(bench),
+            str(returned),
+            *(["--quick"] if quick else []),
+        ]
         print(f"\n=== {name}: {outcome.description}", flush=True)
         t0 = time.perf_counter()
-        process = await anyio.open_process(argv, stdout=subprocess.PIPE,
-                                           stderr=subprocess.STDOUT, cwd=ROOT, env=env,
-                                           start_new_session=True)
+        process = await anyio.open_process(
+            argv,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            env=env,
+            start_new_session=True,
+        )
         timed_out = False
         try:
             with anyio.move_on_after(timeout) as scope:
@@ -389,11 +493,14 @@ def docker_engine(env: dict[str, str], wanted: bool) -> Iterator[None]:
         yield
         return
     state = tempfile.mkdtemp(prefix="bacalhau-bench-docker-")
-    proc = subprocess.run(["bash", str(script), "start", state], capture_output=True,
-                          text=True, check=False)
+    proc = subprocess.run(
+        ["bash", str(script), "start", state], capture_output=True, text=True, check=False
+    )
     if proc.returncode != 0:
-        print(f"run.py: no Docker engine could be started: {proc.stderr.strip()[-300:]}",
-              file=sys.stderr)
+        print(
+            f"run.py: no Docker engine could be started: {proc.stderr.strip()[-300:]}",
+            file=sys.stderr,
+        )
         yield
         return
     for line in proc.stdout.splitlines():
@@ -425,8 +532,10 @@ def render_table(outcomes: Sequence[Outcome]) -> str:
                 shown += f" (goal {r.goal:g})"
             rows.append((o.name, r.metric.replace("`", ""), r.reference, shown, r.verdict()))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
-             for row in rows]
+    lines = [
+        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    ]
     lines.insert(1, "-" * len(lines[0]))
     return "\n".join(lines)
 
@@ -438,8 +547,12 @@ def machine() -> dict[str, Any]:
             if line.startswith("model name"):
                 cpu = line.split(":", 1)[1].strip()
                 break
-    return {"python": platform.python_version(), "cpus": os.cpu_count(), "cpu": cpu,
-            "system": f"{platform.system()} {platform.release()}"}
+    return {
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+        "cpu": cpu,
+        "system": f"{platform.system()} {platform.release()}",
+    }
 
 
 def summary_data(outcomes: Sequence[Outcome], *, quick: bool, ran: bool) -> dict[str, Any]:
@@ -449,11 +562,18 @@ def summary_data(outcomes: Sequence[Outcome], *, quick: bool, ran: bool) -> dict
         "ran": ran,
         "machine": machine(),
         "benchmarks": [
-            {"name": o.name, "status": o.status, "seconds": round(o.seconds, 1),
-             "reason": o.reason, "description": o.description, "when": o.when,
-             "fresh": o.fresh,
-             "ratios": [{**attrs.asdict(r), "cost": r.cost, "verdict": r.verdict()}
-                        for r in o.ratios]}
+            {
+                "name": o.name,
+                "status": o.status,
+                "seconds": round(o.seconds, 1),
+                "reason": o.reason,
+                "description": o.description,
+                "when": o.when,
+                "fresh": o.fresh,
+                "ratios": [
+                    {**attrs.asdict(r), "cost": r.cost, "verdict": r.verdict()} for r in o.ratios
+                ],
+            }
             for o in outcomes
         ],
     }
@@ -461,8 +581,12 @@ def summary_data(outcomes: Sequence[Outcome], *, quick: bool, ran: bool) -> dict
 
 def plot(outcomes: Sequence[Outcome], path: Path) -> Path | None:
     """A horizontal bar per cost ratio (log scale; the line at 1 is parity)."""
-    bars = [(f"{o.name}: {r.metric.replace('`', '')} vs {r.reference}", r.cost, r.kind)
-            for o in outcomes for r in o.ratios if r.cost is not None and r.cost > 0]
+    bars = [
+        (f"{o.name}: {r.metric.replace('`', '')} vs {r.reference}", r.cost, r.kind)
+        for o in outcomes
+        for r in o.ratios
+        if r.cost is not None and r.cost > 0
+    ]
     if not bars:
         return None
     import matplotlib
@@ -481,12 +605,19 @@ def plot(outcomes: Sequence[Outcome], path: Path) -> Path | None:
     ax.set_yticks(range(len(bars)), [label for label, _, _ in bars], fontsize=8)
     for i, cost in enumerate(costs):
         right = cost >= 1
-        ax.text(cost * (1.06 if right else 0.94), i, f"{cost:.3g}", va="center",
-                ha="left" if right else "right", fontsize=7)
+        ax.text(
+            cost * (1.06 if right else 0.94),
+            i,
+            f"{cost:.3g}",
+            va="center",
+            ha="left" if right else "right",
+            fontsize=7,
+        )
     lo, hi = min(*costs, 0.5), max(*costs, 2.0)
     ax.set_xlim(lo / 4, hi * 4)  # room for the value labels
-    ax.set_xlabel("cost ratio: ours / reference (time, memory or 1/throughput; "
-                  "left of 1 = ours better)")
+    ax.set_xlabel(
+        "cost ratio: ours / reference (time, memory or 1/throughput; left of 1 = ours better)"
+    )
     ax.set_title("bacalhau-py against side-by-side references")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -516,8 +647,10 @@ def render_page(summary: dict[str, Any], plotted: bool) -> str:
     ]
     if plotted:
         lines += ["![Cost ratios of every benchmark](benchmark-ratios.png)", ""]
-    lines += ["| benchmark | measurement | reference | cost ratio | ours |",
-              "| --- | --- | --- | ---: | --- |"]
+    lines += [
+        "| benchmark | measurement | reference | cost ratio | ours |",
+        "| --- | --- | --- | ---: | --- |",
+    ]
     problems = []
     for b in summary["benchmarks"]:
         if b["status"] != "ok":
@@ -527,19 +660,24 @@ def render_page(summary: dict[str, Any], plotted: bool) -> str:
             cost = f"{r['cost']:.3g}" if r["cost"] is not None else f"{r['value']:.3g} (?)"
             if r["goal"] is not None:
                 cost += f" (goal &le; {r['goal']:g})"
-            lines.append(f"| {b['name']} | {r['metric']} | {r['reference']} | {cost} "
-                         f"| {r['verdict']} |")
+            lines.append(
+                f"| {b['name']} | {r['metric']} | {r['reference']} | {cost} | {r['verdict']} |"
+            )
     if problems:
         lines += ["", "## Not measured in this run", ""]
-        lines += [f"- **{b['name']}** ({b['status']}): {b['reason'] or 'no reason given'}"
-                  for b in problems]
+        lines += [
+            f"- **{b['name']}** ({b['status']}): {b['reason'] or 'no reason given'}"
+            for b in problems
+        ]
     lines += ["", "## The benchmarks", ""]
     for b in summary["benchmarks"]:
         took = f", {b['seconds']:g} s" if b["seconds"] else ""
         when = "" if b.get("fresh", True) or not b["when"] else f", measured {b['when']}"
-        lines.append(f"- **{b['name']}** (`benchmarks/bench_{b['name']}.py`{took}{when}): "
-                     f"{b['description'] or 'no description'}. Full figures: "
-                     f"`benchmarks/results/{b['name']}.json`.")
+        lines.append(
+            f"- **{b['name']}** (`benchmarks/bench_{b['name']}.py`{took}{when}): "
+            f"{b['description'] or 'no description'}. Full figures: "
+            f"`benchmarks/results/{b['name']}.json`."
+        )
     lines += [
         "",
         "## Running them",
@@ -551,7 +689,7 @@ def render_page(summary: dict[str, Any], plotted: bool) -> str:
         "$ python benchmarks/bench_core.py     # one benchmark alone, with its own table",
         "```",
         "",
-        "The docker benchmark needs a Docker engine (`eval \"$(scripts/docker-engine.sh start)\"`"
+        'The docker benchmark needs a Docker engine (`eval "$(scripts/docker-engine.sh start)"`'
         " as root;",
         "the runner starts a private one itself when run as root without `DOCKER_HOST`), and the",
         "NATS one `nats-server` (`scripts/nats-server.sh`). A benchmark that fails is listed above",
@@ -564,14 +702,21 @@ def render_page(summary: dict[str, Any], plotted: bool) -> str:
         "",
         "A new `benchmarks/bench_<name>.py` is picked up by the runner. To choose its headline",
         "ratios, add them to `HEADLINES` in `benchmarks/run.py`, or put a `ratios` mapping in its",
-        "JSON: `{\"name\": {\"value\": 1.2, \"better\": \"lower\", \"reference\": \"what\"}}`.",
+        'JSON: `{"name": {"value": 1.2, "better": "lower", "reference": "what"}}`.',
         "",
     ]
     return "\n".join(lines)
 
 
-def report(outcomes: list[Outcome], *, quick: bool, ran: bool, plot_path: Path = PLOT,
-           page_path: Path = PAGE, summary_path: Path = SUMMARY) -> dict[str, Any]:
+def report(
+    outcomes: list[Outcome],
+    *,
+    quick: bool,
+    ran: bool,
+    plot_path: Path = PLOT,
+    page_path: Path = PAGE,
+    summary_path: Path = SUMMARY,
+) -> dict[str, Any]:
     print("\n" + render_table(outcomes))
     summary = summary_data(outcomes, quick=quick, ran=ran)
     summary_path.parent.mkdir(parents=True, exist_ok=True)
@@ -596,28 +741,52 @@ def previous(bench: Path) -> Outcome:
     name = result_name(bench)
     data = load_results(name)
     if data is None:
-        return Outcome(name, "not run", reason=f"no results/{name}.json",
-                       description=description(bench))
-    when = str(data.get("when") or time.strftime(
-        "%Y-%m-%dT%H:%M:%SZ", time.gmtime((RESULTS / f"{name}.json").stat().st_mtime)))
-    return Outcome(name, "ok", description=description(bench), fresh=False,
-                   ratios=extract_ratios(name, data), when=when)
+        return Outcome(
+            name, "not run", reason=f"no results/{name}.json", description=description(bench)
+        )
+    when = str(
+        data.get("when")
+        or time.strftime(
+            "%Y-%m-%dT%H:%M:%SZ", time.gmtime((RESULTS / f"{name}.json").stat().st_mtime)
+        )
+    )
+    return Outcome(
+        name,
+        "ok",
+        description=description(bench),
+        fresh=False,
+        ratios=extract_ratios(name, data),
+        when=when,
+    )
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = list(sys.argv[1:] if argv is None else argv)
     if args[:1] == ["--worker"]:
         raise SystemExit(worker(Path(args[1]), Path(args[2]), args[3:]))
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true", help="small sizes (CI smoke run)")
-    parser.add_argument("--only", nargs="+", default=[], metavar="NAME",
-                        help="run only these (core, cid, wasm, ...)")
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        default=[],
+        metavar="NAME",
+        help="run only these (core, cid, wasm, ...)",
+    )
     parser.add_argument("--skip", nargs="+", default=[], metavar="NAME", help="leave these out")
-    parser.add_argument("--timeout", type=float, default=None,
-                        help="seconds per benchmark (default 900, 300 with --quick)")
-    parser.add_argument("--report-only", action="store_true",
-                        help="run nothing; rebuild the table, plot and page from the results")
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=None,
+        help="seconds per benchmark (default 900, 300 with --quick)",
+    )
+    parser.add_argument(
+        "--report-only",
+        action="store_true",
+        help="run nothing; rebuild the table, plot and page from the results",
+    )
     opts = parser.parse_args(args)
     benches = discover(opts.only, opts.skip)
     if opts.report_only:

@@ -66,17 +66,26 @@ def _option_row(parser: argparse.ArgumentParser, action: argparse.Action) -> str
     help_text = formatter._expand_help(action) if action.help else ""
     default = action.default
     shown = ""
-    if (action.option_strings and action.nargs != 0 and default not in (None, argparse.SUPPRESS)
-            and default != [] and "default" not in help_text.lower()):
-        shown = f"`{default}`" if not isinstance(default, frozenset) else \
-            f"`{','.join(sorted(default))}`"
+    if (
+        action.option_strings
+        and action.nargs != 0
+        and default not in (None, argparse.SUPPRESS)
+        and default != []
+        and "default" not in help_text.lower()
+    ):
+        shown = (
+            f"`{default}`"
+            if not isinstance(default, frozenset)
+            else f"`{','.join(sorted(default))}`"
+        )
     if action.choices and not isinstance(action.choices, dict):
         help_text += f" (one of: {', '.join(map(str, action.choices))})"
     return f"| {names} | {_cell(help_text)} | {shown} |"
 
 
-def _cli_section(path: list[str], summary: str, parser: argparse.ArgumentParser,
-                 out: list[str]) -> None:
+def _cli_section(
+    path: list[str], summary: str, parser: argparse.ArgumentParser, out: list[str]
+) -> None:
     depth = min(len(path) + 1, 4)
     out += [f"{'#' * depth} `{' '.join(path)}` {{#{_anchor(path)}}}", ""]
     text = parser.description or summary
@@ -89,13 +98,21 @@ def _cli_section(path: list[str], summary: str, parser: argparse.ArgumentParser,
         if not rows:
             continue
         title = group.title or "options"
-        out += [f"*{title}*" + (f": {_cell(group.description)}" if group.description else ""),
-                "", "| argument | meaning | default |", "| --- | --- | --- |", *rows, ""]
+        out += [
+            f"*{title}*" + (f": {_cell(group.description)}" if group.description else ""),
+            "",
+            "| argument | meaning | default |",
+            "| --- | --- | --- |",
+            *rows,
+            "",
+        ]
     subs = list(_subcommands(parser))
     if subs:
         out += ["| command | what |", "| --- | --- |"]
-        out += [f"| [`{' '.join([*path, name])}`](#{_anchor([*path, name])}) | {_cell(h)} |"
-                for name, h, _ in subs]
+        out += [
+            f"| [`{' '.join([*path, name])}`](#{_anchor([*path, name])}) | {_cell(h)} |"
+            for name, h, _ in subs
+        ]
         out.append("")
         for name, help_text, sub in subs:
             _cli_section([*path, name], help_text, sub, out)
@@ -108,10 +125,14 @@ def cli_reference() -> str:
 
     parser = build_parser()
     out = [
-        "# CLI reference", "", HEADER, "",
+        "# CLI reference",
+        "",
+        HEADER,
+        "",
         "Every command of `bacalhau` (also `python -m bacalhau`), generated from its argparse",
         "parser: the same text as `--help`. The [CLI guide](../cli.md) explains how they fit",
-        "together.", "",
+        "together.",
+        "",
     ]
     _cli_section(["bacalhau"], "", parser, out)
     return "\n".join(out).rstrip() + "\n"
@@ -143,9 +164,14 @@ def _schema_type(schema: dict[str, Any]) -> str:
 
 def _limits(schema: dict[str, Any]) -> str:
     parts = []
-    for key, word in (("minimum", "≥"), ("maximum", "≤"), ("minLength", "length ≥"),
-                      ("maxLength", "length ≤"), ("maxItems", "items ≤"),
-                      ("pattern", "matches")):
+    for key, word in (
+        ("minimum", "≥"),
+        ("maximum", "≤"),
+        ("minLength", "length ≥"),
+        ("maxLength", "length ≤"),
+        ("maxItems", "items ≤"),
+        ("pattern", "matches"),
+    ):
         if key in schema:
             value = f"`{schema[key]}`" if key == "pattern" else schema[key]
             parts.append(f"{word} {value}")
@@ -169,35 +195,53 @@ def _body(content: dict[str, Any]) -> str:
 def http_reference(doc: dict[str, Any]) -> str:
     info = doc["info"]
     out = [
-        "# HTTP API reference", "", HEADER, "",
+        "# HTTP API reference",
+        "",
+        HEADER,
+        "",
         f"{info['title']}, OpenAPI {doc['openapi']}. Generated from the document every node",
         "serves at `/openapi.json` (also here as [openapi.json](openapi.json)). The",
-        "[HTTP API guide](../api.md) explains streams, errors and tokens.", "",
-        _cell(info.get("description", "")), "",
-        "| method | route | what |", "| --- | --- | --- |",
+        "[HTTP API guide](../api.md) explains streams, errors and tokens.",
+        "",
+        _cell(info.get("description", "")),
+        "",
+        "| method | route | what |",
+        "| --- | --- | --- |",
     ]
-    operations = [(path, method, op) for path, item in doc["paths"].items()
-                  for method, op in item.items()]
+    operations = [
+        (path, method, op) for path, item in doc["paths"].items() for method, op in item.items()
+    ]
     for path, method, op in operations:
-        out.append(f"| `{method.upper()}` | [`{path}`](#op-{op['operationId'].lower()}) "
-                   f"| {_cell(op['summary'])} |")
+        out.append(
+            f"| `{method.upper()}` | [`{path}`](#op-{op['operationId'].lower()}) "
+            f"| {_cell(op['summary'])} |"
+        )
     out.append("")
     for path, method, op in operations:
-        out += [f"## {op['operationId']} {{#op-{op['operationId'].lower()}}}", "",
-                f"`{method.upper()} {path}`: {op['summary']}.", ""]
+        out += [
+            f"## {op['operationId']} {{#op-{op['operationId'].lower()}}}",
+            "",
+            f"`{method.upper()} {path}`: {op['summary']}.",
+            "",
+        ]
         if op.get("security") == []:
             out += ["No token needed.", ""]
         params = op.get("parameters", [])
         if params:
-            out += ["| parameter | in | type | required | meaning |",
-                    "| --- | --- | --- | --- | --- |"]
+            out += [
+                "| parameter | in | type | required | meaning |",
+                "| --- | --- | --- | --- | --- |",
+            ]
             for p in params:
                 schema = p.get("schema", {})
                 limits = _limits(schema)
-                out.append(f"| `{p['name']}` | {p['in']} | {_schema_type(schema)} "
-                           f"| {'yes' if p.get('required') else 'no'} "
-                           f"| {_cell(p.get('description', ''))}"
-                           + (f" ({limits})" if limits else "") + " |")
+                out.append(
+                    f"| `{p['name']}` | {p['in']} | {_schema_type(schema)} "
+                    f"| {'yes' if p.get('required') else 'no'} "
+                    f"| {_cell(p.get('description', ''))}"
+                    + (f" ({limits})" if limits else "")
+                    + " |"
+                )
             out.append("")
         body = op.get("requestBody")
         if body:
@@ -218,10 +262,11 @@ def http_reference(doc: dict[str, Any]) -> str:
             needed = set(schema.get("required", []))
             out += ["| field | type | required | notes |", "| --- | --- | --- | --- |"]
             for field, sub in props.items():
-                notes = ", ".join(x for x in (_cell(sub.get("description", "")), _limits(sub))
-                                  if x)
-                out.append(f"| `{field}` | {_schema_type(sub)} "
-                           f"| {'yes' if field in needed else 'no'} | {notes} |")
+                notes = ", ".join(x for x in (_cell(sub.get("description", "")), _limits(sub)) if x)
+                out.append(
+                    f"| `{field}` | {_schema_type(sub)} "
+                    f"| {'yes' if field in needed else 'no'} | {notes} |"
+                )
             out.append("")
         elif "enum" in schema or "type" in schema:
             out += [f"{_schema_type(schema)}", ""]
@@ -246,8 +291,9 @@ def pages() -> dict[Path, str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--check", action="store_true",
-                        help="write nothing; exit 1 if a page differs from the code")
+    parser.add_argument(
+        "--check", action="store_true", help="write nothing; exit 1 if a page differs from the code"
+    )
     args = parser.parse_args(argv)
     stale = []
     for path, text in pages().items():

@@ -50,9 +50,11 @@ async def engine_answers() -> bool:
 
 async def main(image: str) -> int:
     if not await engine_answers():
-        print("skipped: no Docker engine answers at DOCKER_HOST (or the default socket); "
-              "as root, start one with: eval \"$(scripts/docker-engine.sh start)\"",
-              file=sys.stderr)
+        print(
+            "skipped: no Docker engine answers at DOCKER_HOST (or the default socket); "
+            'as root, start one with: eval "$(scripts/docker-engine.sh start)"',
+            file=sys.stderr,
+        )
         return EXIT_SKIPPED
     async with bacalhau.Network.in_memory(3) as net:
         alice, bob, carol = net.nodes
@@ -65,7 +67,8 @@ async def main(image: str) -> int:
         print(f"bob added the folder as {cid}")
 
         spec = JobSpec.docker(
-            image, ["sh", "-c", SCRIPT],
+            image,
+            ["sh", "-c", SCRIPT],
             inputs=[InputSpec(StorageSpec.ipfs(cid), "/inputs")],
             outputs=[OutputSpec("summary", "/outputs")],
             resources=Resources(cpu=0.5, memory=64 * 1024 * 1024),
@@ -87,8 +90,12 @@ async def main(image: str) -> int:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--image", default="busybox:latest",
-                        help="an image with sh, wc, sort (default busybox:latest)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--image",
+        default="busybox:latest",
+        help="an image with sh, wc, sort (default busybox:latest)",
+    )
     sys.exit(anyio.run(main, parser.parse_args().image))

@@ -44,8 +44,9 @@ def make_transport(identity: Identity, args: argparse.Namespace) -> Transport:
         return MemoryHub().transport(identity.node_id)
     from bacalhau.transport.gossip import GossipTransport
 
-    return GossipTransport(identity, host="127.0.0.1", port=args.listen_port,
-                           peers=args.peer, secret=args.secret)
+    return GossipTransport(
+        identity, host="127.0.0.1", port=args.listen_port, peers=args.peer, secret=args.secret
+    )
 
 
 async def word_count(node: Node, module_cid: str, name: str, text: str) -> str:
@@ -71,8 +72,9 @@ async def producer(queue: asyncio.Queue[tuple[str, str] | None]) -> None:
     await queue.put(None)
 
 
-async def worker(node: Node, module_cid: str,
-                 queue: asyncio.Queue[tuple[str, str] | None]) -> dict[str, str]:
+async def worker(
+    node: Node, module_cid: str, queue: asyncio.Queue[tuple[str, str] | None]
+) -> dict[str, str]:
     counts: dict[str, str] = {}
     while (item := await queue.get()) is not None:
         name, text = item
@@ -111,19 +113,27 @@ async def app(args: argparse.Namespace) -> int:
 
             async with bacalhau.Client(str(address)) as client:  # what other programs see
                 listed = await client.list_jobs(label="embedded-demo")
-            print(f"the API lists {listed.total} jobs, "
-                  f"{sum(j.state.value == 'completed' for j in listed.jobs)} completed")
+            print(
+                f"the API lists {listed.total} jobs, "
+                f"{sum(j.state.value == 'completed' for j in listed.jobs)} completed"
+            )
             services.cancel_scope.cancel()  # stop the API; leaving `async with` stops the node
     return 0 if len(counts) == len(DOCUMENTS) else 1
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--gossip", action="store_true", help="listen on TCP gossip")
     parser.add_argument("--listen-port", type=int, default=0, help="gossip port (0: any free)")
-    parser.add_argument("--peer", action="append", default=[], metavar="HOST:PORT",
-                        help="a node to join (repeatable; implies --gossip)")
+    parser.add_argument(
+        "--peer",
+        action="append",
+        default=[],
+        metavar="HOST:PORT",
+        help="a node to join (repeatable; implies --gossip)",
+    )
     parser.add_argument("--secret", default=None, help="the private network's secret")
     parser.add_argument("--api-port", type=int, default=0, help="HTTP API port (0: any free)")
     return asyncio.run(app(parser.parse_args(argv)))

@@ -61,8 +61,10 @@ class Progress:
     def _draw(self) -> None:
         filled = self.width * self.done // max(self.total, 1)
         bar = "#" * filled + "-" * (self.width - filled)
-        text = (f"[{bar}] {self.done}/{self.total} jobs, {self.failed} failed, "
-                f"{time.monotonic() - self.start:.1f}s")
+        text = (
+            f"[{bar}] {self.done}/{self.total} jobs, {self.failed} failed, "
+            f"{time.monotonic() - self.start:.1f}s"
+        )
         end = "\n" if not self.tty or self.done == self.total else ""
         self.stream.write(("\r" if self.tty else "") + text + end)
         self.stream.flush()
@@ -70,8 +72,10 @@ class Progress:
 
 def demo_files(count: int, seed: int = 11) -> list[bytes]:
     rng = random.Random(seed)
-    return [(" ".join(rng.choice(WORDS) for _ in range(rng.randint(5, 60))) + "\n").encode()
-            for _ in range(count)]
+    return [
+        (" ".join(rng.choice(WORDS) for _ in range(rng.randint(5, 60))) + "\n").encode()
+        for _ in range(count)
+    ]
 
 
 def word_count_job(module_cid: str, cid: str) -> JobSpec:
@@ -95,8 +99,9 @@ def parse_counts(stdout: str) -> dict[str, int]:
     return counts
 
 
-async def map_cids(cids: list[str], module_cid: str, run: Run, *, in_flight: int,
-                   progress: Progress) -> list[dict[str, Any]]:
+async def map_cids(
+    cids: list[str], module_cid: str, run: Run, *, in_flight: int, progress: Progress
+) -> list[dict[str, Any]]:
     """Run the job on every CID (at most ``in_flight`` at once); results in input order."""
     results: list[dict[str, Any]] = [{} for _ in cids]
     limit = anyio.Semaphore(in_flight)
@@ -109,9 +114,14 @@ async def map_cids(cids: list[str], module_cid: str, run: Run, *, in_flight: int
                 results[i] = {"cid": cid, "state": "error", "reason": str(exc)}
             else:
                 stdout = result.accepted[0].stdout if result.accepted else ""
-                results[i] = {"cid": cid, "state": result.state.value, "job_id": result.job_id,
-                              "reason": result.reason, "results_cid": result.cid,
-                              **parse_counts(stdout)}
+                results[i] = {
+                    "cid": cid,
+                    "state": result.state.value,
+                    "job_id": result.job_id,
+                    "reason": result.reason,
+                    "results_cid": result.cid,
+                    **parse_counts(stdout),
+                }
         progress.advance(results[i]["state"] == "completed")
 
     async with anyio.create_task_group() as tg:
@@ -154,18 +164,22 @@ async def main(args: argparse.Namespace) -> int:
         module_cid = await add(0, await anyio.Path(WORDCOUNT).read_bytes())
         if args.cids:
             listed = await anyio.Path(args.cids).read_text()
-            cids = [line.strip() for line in listed.splitlines()
-                    if line.strip() and not line.startswith("#")]
+            cids = [
+                line.strip()
+                for line in listed.splitlines()
+                if line.strip() and not line.startswith("#")
+            ]
         else:
             cids = [await add(i, data) for i, data in enumerate(demo_files(args.jobs))]
         print(f"mapping the word count over {len(cids)} CIDs", file=sys.stderr)
         progress = Progress(len(cids))
-        results = await map_cids(cids, module_cid, run, in_flight=args.in_flight,
-                                 progress=progress)
+        results = await map_cids(cids, module_cid, run, in_flight=args.in_flight, progress=progress)
     completed = [r for r in results if r["state"] == "completed"]
     words = sum(r.get("words", 0) for r in completed)
-    print(f"{len(completed)}/{len(results)} jobs completed in "
-          f"{time.monotonic() - progress.start:.1f}s; {words} words in all")
+    print(
+        f"{len(completed)}/{len(results)} jobs completed in "
+        f"{time.monotonic() - progress.start:.1f}s; {words} words in all"
+    )
     for r in results:
         if r["state"] != "completed":
             print(f"  {r['cid']}: {r['state']} {r['reason']}")
@@ -176,14 +190,23 @@ async def main(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--jobs", type=int, default=100, help="demo files to make (default 100)")
     parser.add_argument("--nodes", type=int, default=3, help="in-process network size")
-    parser.add_argument("--api", default=None, metavar="HOST:PORT",
-                        help="use a running node instead of an in-process network")
-    parser.add_argument("--cids", default=None, metavar="FILE",
-                        help="map over these CIDs (one per line) instead of demo files")
+    parser.add_argument(
+        "--api",
+        default=None,
+        metavar="HOST:PORT",
+        help="use a running node instead of an in-process network",
+    )
+    parser.add_argument(
+        "--cids",
+        default=None,
+        metavar="FILE",
+        help="map over these CIDs (one per line) instead of demo files",
+    )
     parser.add_argument("--in-flight", type=int, default=50, help="jobs in flight at once")
     parser.add_argument("--out", default=None, metavar="FILE", help="write every result as JSON")
     sys.exit(anyio.run(main, parser.parse_args()))

@@ -99,8 +99,7 @@ async def test_a_crashed_node_is_replaced() -> None:
     another bidder once the silent node's deadline passes.
     """
     fast = RequesterConfig(bid_window=0.05, execution_grace=0.5)
-    async with open_network(3, requester=fast,
-                            per_node_options=[{"compute": None}, {}, {}]) as net:
+    async with open_network(3, requester=fast, per_node_options=[{"compute": None}, {}, {}]) as net:
         handle = await net.nodes[0].submit(JobSpec.noop(stdout="done", delay=0.5, timeout=1))
         async for event in handle.events():
             if event.kind == "bid_accepted":

@@ -65,8 +65,7 @@ def test_no_server_errors_and_answers_match_the_document(api_schema: object, mod
 
     checks = [not_a_server_error]
     if mode == "positive":
-        checks += [status_code_conformance, content_type_conformance,
-                   response_schema_conformance]
+        checks += [status_code_conformance, content_type_conformance, response_schema_conformance]
     operations = [r.ok() for r in api_schema.get_all_operations()]  # type: ignore[attr-defined]
     assert len(operations) == 18  # every route but /openapi.json
     statuses: Counter[int] = Counter()
@@ -75,8 +74,13 @@ def test_no_server_errors_and_answers_match_the_document(api_schema: object, mod
         strategy = operation.as_strategy(generation_mode=GenerationMode(mode))
 
         @hypothesis.given(case=strategy)
-        @hypothesis.settings(max_examples=40, deadline=None, derandomize=True, database=None,
-                             suppress_health_check=list(hypothesis.HealthCheck))
+        @hypothesis.settings(
+            max_examples=40,
+            deadline=None,
+            derandomize=True,
+            database=None,
+            suppress_health_check=list(hypothesis.HealthCheck),
+        )
         def run(case: object) -> None:
             response = case.call_and_validate(checks=checks)  # type: ignore[attr-defined]
             statuses[response.status_code] += 1

@@ -78,10 +78,10 @@ async def test_health_and_node_info(api: Api) -> None:
 @pytest.mark.anyio
 async def test_submit_wait_describe_list_and_results(api: Api) -> None:
     seen: list[str] = []
-    job_id = await api.client.submit(JobSpec.noop(stdout="hi\n", publisher="ipfs",
-                                                  labels=("demo",)))
-    result = await api.client.wait(job_id, timeout=30, on_event=lambda e: seen.append(
-        e.event.kind))
+    job_id = await api.client.submit(
+        JobSpec.noop(stdout="hi\n", publisher="ipfs", labels=("demo",))
+    )
+    result = await api.client.wait(job_id, timeout=30, on_event=lambda e: seen.append(e.event.kind))
     assert result.state is JobState.COMPLETED
     assert result.cid is not None
     assert result.cid.startswith("Qm")
@@ -195,7 +195,8 @@ async def test_add_cat_ls_pin_unpin_gc(api: Api) -> None:
     wrapped = await api.client.add_bytes(b"hello world\n", name="hello.txt")
     entries = await api.client.ls(wrapped.cid)
     assert [(e.name, e.cid, e.type, e.size) for e in entries] == [
-        ("hello.txt", HELLO_CID, "file", 12)]
+        ("hello.txt", HELLO_CID, "file", 12)
+    ]
     cat_by_path = [p async for p in api.client.cat(wrapped.cid, path="hello.txt")]
     assert b"".join(cat_by_path) == b"hello world\n"
     pins = await api.client.pins()
@@ -292,21 +293,30 @@ async def test_bad_requests_get_clear_4xx_answers(api: Api) -> None:
         ((b'{"spec": {', "application/json"), (400, "malformed_json", "not valid JSON")),
         ((b'{"spec": NaN}', "application/json"), (400, "malformed_json", "NaN")),
         ((b"[" * 100_000, "application/json"), (400, "malformed_json", "JSON")),
-        ((json.dumps(_submit_body(colour="red")).encode(), "application/json"),
-         (422, "validation_error", "unknown field(s): colour")),
-        ((json.dumps({"spec": no_image}).encode(), "application/json"),
-         (422, "validation_error", "image")),
-        ((json.dumps({"spec": bad_volume}).encode(), "application/json"),
-         (422, "validation_error", "not a CID")),
-        ((json.dumps(_submit_body(deal={"concurrency": 0})).encode(), "application/json"),
-         (422, "validation_error", "concurrency")),
-        ((json.dumps(_submit_body()).encode(), "text/plain"),
-         (415, "unsupported_media_type", "application/json")),
+        (
+            (json.dumps(_submit_body(colour="red")).encode(), "application/json"),
+            (422, "validation_error", "unknown field(s): colour"),
+        ),
+        (
+            (json.dumps({"spec": no_image}).encode(), "application/json"),
+            (422, "validation_error", "image"),
+        ),
+        (
+            (json.dumps({"spec": bad_volume}).encode(), "application/json"),
+            (422, "validation_error", "not a CID"),
+        ),
+        (
+            (json.dumps(_submit_body(deal={"concurrency": 0})).encode(), "application/json"),
+            (422, "validation_error", "concurrency"),
+        ),
+        (
+            (json.dumps(_submit_body()).encode(), "text/plain"),
+            (415, "unsupported_media_type", "application/json"),
+        ),
     ]
     async with api.raw() as raw:
         for (body, ctype), (status, code, words) in cases:
-            response = await raw.post("/api/v1/jobs", content=body,
-                                      headers={"content-type": ctype})
+            response = await raw.post("/api/v1/jobs", content=body, headers={"content-type": ctype})
             got = error_of(response)
             assert got[:2] == (status, code), (body[:60], got)
             assert words in got[2], got
@@ -323,12 +333,14 @@ async def test_bad_requests_get_clear_4xx_answers(api: Api) -> None:
 async def test_too_large_bodies_get_413_and_the_node_keeps_working() -> None:
     limits = ApiLimits(max_json_bytes=10_000, max_upload_bytes=100_000)
     async with Network.in_memory(1) as net, anyio.create_task_group() as tg:
-        address = await tg.start(functools.partial(serve_api, net.nodes[0], port=0,
-                                                   limits=limits))
+        address = await tg.start(functools.partial(serve_api, net.nodes[0], port=0, limits=limits))
         async with httpx.AsyncClient(base_url=address.url) as raw, Client(str(address)) as c:
             body = json.dumps(_submit_body(env={"A": "x" * 20_000})).encode()
-            got = error_of(await raw.post("/api/v1/jobs", content=body,
-                                          headers={"content-type": "application/json"}))
+            got = error_of(
+                await raw.post(
+                    "/api/v1/jobs", content=body, headers={"content-type": "application/json"}
+                )
+            )
             assert got[:2] == (413, "body_too_large")
             assert "at most 10000" in got[2]
 
@@ -336,8 +348,11 @@ async def test_too_large_bodies_get_413_and_the_node_keeps_working() -> None:
                 for _ in range(30):
                     yield b"z" * 10_000
 
-            response = await raw.post("/api/v1/data", content=chunks(),
-                                      headers={"content-type": "application/octet-stream"})
+            response = await raw.post(
+                "/api/v1/data",
+                content=chunks(),
+                headers={"content-type": "application/octet-stream"},
+            )
             assert error_of(response)[:2] == (413, "body_too_large")
             assert (await c.add_bytes(b"small")).size == 5
             assert (await c.run(JobSpec.noop(stdout="ok"), timeout=30)).ok
@@ -347,8 +362,7 @@ async def test_too_large_bodies_get_413_and_the_node_keeps_working() -> None:
 @pytest.mark.anyio
 async def test_token_is_required_and_checked() -> None:
     async with Network.in_memory(1) as net, anyio.create_task_group() as tg:
-        address = await tg.start(functools.partial(serve_api, net.nodes[0], port=0,
-                                                   token="s3cret"))
+        address = await tg.start(functools.partial(serve_api, net.nodes[0], port=0, token="s3cret"))
         async with httpx.AsyncClient(base_url=address.url) as raw:
             assert (await raw.get("/api/v1/health")).status_code == 200  # open
             assert (await raw.get("/openapi.json")).status_code == 200
@@ -446,7 +460,6 @@ def test_sync_client_from_a_script(tmp_path: Path) -> None:
                 assert (out / "stdout").read_text() == "sync\n"
         finally:
             future.cancel()
-
 
 
 @pytest.mark.anyio

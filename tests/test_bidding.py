@@ -32,8 +32,12 @@ REQ = BidRequest("j-1", JobSpec.noop(), "requester", "node")
 
 
 async def test_support_strategy_names_what_is_missing() -> None:
-    s = SupportStrategy({"noop": NoopExecutor()}, {"inline": InlineStorage()},
-                        {"noop": NoopVerifier()}, {"noop": NoopPublisher()})
+    s = SupportStrategy(
+        {"noop": NoopExecutor()},
+        {"inline": InlineStorage()},
+        {"noop": NoopVerifier()},
+        {"noop": NoopPublisher()},
+    )
     assert (await s.decide(REQ)).bid
     cases = {
         "no 'wasm' executor": JobSpec.wasm(b"\0asm\1\0\0\0", publisher="noop"),
@@ -104,8 +108,11 @@ def script(tmp_path: Path, body: str) -> str:
 
 
 async def test_exec_hook_answers(tmp_path: Path) -> None:
-    yes = script(tmp_path, "import sys, json; job = json.load(sys.stdin)\n"
-                 "sys.exit(0 if job['spec']['engine']['type'] == 'noop' else 1)\n")
+    yes = script(
+        tmp_path,
+        "import sys, json; job = json.load(sys.stdin)\n"
+        "sys.exit(0 if job['spec']['engine']['type'] == 'noop' else 1)\n",
+    )
     assert (await ExecHook(yes).decide(REQ)).bid
     no = script(tmp_path, 'print(\'{"shouldBid": false, "reason": "policy"}\')\n')
     answer = await ExecHook(no).decide(REQ)
@@ -165,10 +172,14 @@ async def test_http_hooks_yes_no_garbage_hang_and_crash() -> None:
     async def crash(request: Request) -> PlainTextResponse:
         raise RuntimeError("hook bug")
 
-    app = Starlette(routes=[Route("/decide", decide_, methods=["POST"]),
-                            Route("/garbage", garbage, methods=["POST"]),
-                            Route("/hang", hang, methods=["POST"]),
-                            Route("/crash", crash, methods=["POST"])])
+    app = Starlette(
+        routes=[
+            Route("/decide", decide_, methods=["POST"]),
+            Route("/garbage", garbage, methods=["POST"]),
+            Route("/hang", hang, methods=["POST"]),
+            Route("/crash", crash, methods=["POST"]),
+        ]
+    )
     async with anyio.create_task_group() as tg:
         base, server = await serve(app, tg)
         assert (await HttpHook(f"{base}/decide").decide(REQ)).bid
@@ -176,8 +187,12 @@ async def test_http_hooks_yes_no_garbage_hang_and_crash() -> None:
         refused = BidRequest("j", JobSpec.noop(stdout="refuse me"), "r", "n")
         answer = await HttpHook(f"{base}/decide").decide(refused)
         assert not answer.bid and answer.reason == "refused by policy"
-        for path, words in [("garbage", "garbage"), ("hang", "ReadTimeout"),
-                            ("crash", "HTTP 500"), ("missing", "HTTP 404")]:
+        for path, words in [
+            ("garbage", "garbage"),
+            ("hang", "ReadTimeout"),
+            ("crash", "HTTP 500"),
+            ("missing", "HTTP 404"),
+        ]:
             answer = await HttpHook(f"{base}/{path}", timeout=1).decide(REQ)
             assert not answer.bid and words in answer.reason, (path, answer)
         answer = await HttpHook("http://127.0.0.1:9/none", timeout=1).decide(REQ)
@@ -189,11 +204,13 @@ async def test_decide_chain_first_no_wins() -> None:
     class Yes:
         async def decide(self, request: BidRequest):  # type: ignore[no-untyped-def]
             from bacalhau.compute.bidding import BidResponse
+
             return BidResponse(True)
 
     class No(Yes):
         async def decide(self, request: BidRequest):  # type: ignore[no-untyped-def]
             from bacalhau.compute.bidding import BidResponse
+
             return BidResponse(False, "second says no")
 
     answer = await decide([Yes(), No(), Yes()], REQ)
@@ -204,13 +221,18 @@ async def test_decide_chain_first_no_wins() -> None:
 
 
 async def test_hook_decisions_show_in_the_job_history(tmp_path: Path) -> None:
-    refuse = script(tmp_path, 'print(\'{"shouldBid": false, "reason": "night shift"}\')\n'
-                    "raise SystemExit(1)\n")
-    async with Network.in_memory(3, seed=31, requester=RequesterConfig(bid_timeout=1),
-                                 per_node_options=[{}, {"compute": ComputeConfig(
-                                     probe_exec=refuse)}, {}]) as net:
-        r = await net.nodes[0].run_job(JobSpec.noop(delay=1.5, deal=Deal(concurrency=2)),
-                                       timeout=10)
+    refuse = script(
+        tmp_path, 'print(\'{"shouldBid": false, "reason": "night shift"}\')\nraise SystemExit(1)\n'
+    )
+    async with Network.in_memory(
+        3,
+        seed=31,
+        requester=RequesterConfig(bid_timeout=1),
+        per_node_options=[{}, {"compute": ComputeConfig(probe_exec=refuse)}, {}],
+    ) as net:
+        r = await net.nodes[0].run_job(
+            JobSpec.noop(delay=1.5, deal=Deal(concurrency=2)), timeout=10
+        )
         refuser = net.nodes[1].node_id
     assert r.state is JobState.COMPLETED
     declined = [e for e in r.events if e.kind == "declined"]
@@ -221,14 +243,17 @@ async def test_hook_decisions_show_in_the_job_history(tmp_path: Path) -> None:
 async def test_requester_acceptance_hook(tmp_path: Path) -> None:
     async with Network.in_memory(3, seed=32) as net:
         banned = net.nodes[2].node_id
-        hook = script(tmp_path, "import sys, json\n"
-                      f"job = json.load(sys.stdin)\nbad = job['node_id'] == {banned!r}\n"
-                      "reason = 'banned' if bad else ''\n"
-                      "print(json.dumps({'shouldBid': not bad, 'reason': reason}))\n")
-        requester = await net.add_node(requester=RequesterConfig(acceptance_probe_exec=hook),
-                                       compute=None)
-        r = await requester.run_job(JobSpec.noop(deal=Deal(concurrency=2, min_bids=3)),
-                                    timeout=20)
+        hook = script(
+            tmp_path,
+            "import sys, json\n"
+            f"job = json.load(sys.stdin)\nbad = job['node_id'] == {banned!r}\n"
+            "reason = 'banned' if bad else ''\n"
+            "print(json.dumps({'shouldBid': not bad, 'reason': reason}))\n",
+        )
+        requester = await net.add_node(
+            requester=RequesterConfig(acceptance_probe_exec=hook), compute=None
+        )
+        r = await requester.run_job(JobSpec.noop(deal=Deal(concurrency=2, min_bids=3)), timeout=20)
     assert r.state is JobState.COMPLETED, r.reason
     assert banned not in {e.node_id for e in r.accepted}
     refused = [e for e in r.events if e.kind == "bid_rejected" and e.node_id == banned]
@@ -236,8 +261,7 @@ async def test_requester_acceptance_hook(tmp_path: Path) -> None:
 
 
 async def test_twenty_jobs_on_nodes_that_run_two_at_once() -> None:
-    two = ComputeConfig(capacity=Resources(cpu=2, memory=2**31), max_executions=2,
-                        queue_size=20)
+    two = ComputeConfig(capacity=Resources(cpu=2, memory=2**31), max_executions=2, queue_size=20)
     async with Network.in_memory(3, seed=33, compute=two) as net:
         handles = [await net.nodes[i % 3].submit(JobSpec.noop(delay=0.1)) for i in range(20)]
         results = [await h.wait(60) for h in handles]
@@ -249,8 +273,9 @@ async def test_twenty_jobs_on_nodes_that_run_two_at_once() -> None:
 
 async def test_full_queue_means_no_bid() -> None:
     tiny = ComputeConfig(max_executions=1, queue_size=0)
-    async with Network.in_memory(1, compute=tiny,
-                                 requester=RequesterConfig(bid_timeout=0.5)) as net:
+    async with Network.in_memory(
+        1, compute=tiny, requester=RequesterConfig(bid_timeout=0.5)
+    ) as net:
         node = net.nodes[0]
         first = await node.submit(JobSpec.noop(delay=2, timeout=10))
         while node.capacity.running == 0:
@@ -281,16 +306,19 @@ async def test_heterogeneous_network_places_jobs_where_they_can_run() -> None:
         {"compute": None},
         {"compute": small},
     ]
-    async with Network.in_memory(6, seed=34, per_node_options=options,
-                                 requester=RequesterConfig(bid_timeout=1)) as net:
+    async with Network.in_memory(
+        6, seed=34, per_node_options=options, requester=RequesterConfig(bid_timeout=1)
+    ) as net:
         ids = [n.node_id for n in net.nodes]
         gpu_jobs = [JobSpec.noop(resources=Resources(gpu=1), publisher="noop") for _ in range(5)]
         cpu_jobs = [JobSpec.noop(resources=Resources(cpu=4), publisher="noop") for _ in range(5)]
         local_jobs = [JobSpec.noop(publisher="local") for _ in range(5)]
         placed: Counter[str] = Counter()
-        for spec, allowed in ([(s, {ids[0]}) for s in gpu_jobs]
-                              + [(s, {ids[0], ids[3]}) for s in cpu_jobs]
-                              + [(s, {ids[0], ids[1], ids[5]}) for s in local_jobs]):
+        for spec, allowed in (
+            [(s, {ids[0]}) for s in gpu_jobs]
+            + [(s, {ids[0], ids[3]}) for s in cpu_jobs]
+            + [(s, {ids[0], ids[1], ids[5]}) for s in local_jobs]
+        ):
             r = await net.nodes[4].run_job(spec, timeout=20)
             assert r.ok, r.reason
             ran = {e.node_id for e in r.accepted}

@@ -29,8 +29,10 @@ async def test_small_chaos_run() -> None:
 @pytest.mark.slow
 async def test_chaos_500_jobs_20_nodes() -> None:
     report = await chaos_run(seed=SEED + 1, nodes=20, jobs=500, duration=15)
-    print(f"seed={report.seed} states={report.states} crashes={report.crashes} "
-          f"partitions={report.partitions} dropped={report.dropped}")
+    print(
+        f"seed={report.seed} states={report.states} crashes={report.crashes} "
+        f"partitions={report.partitions} dropped={report.dropped}"
+    )
     report.raise_for_problems()
     assert len(report.results) == 500
     assert all(r.state.terminal for r in report.results)

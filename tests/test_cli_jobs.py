@@ -81,8 +81,9 @@ def node_api() -> Iterator[ApiAddress]:
 
 
 @pytest.fixture
-def bac(node_api: ApiAddress, monkeypatch: pytest.MonkeyPatch,
-        capsys: pytest.CaptureFixture[str]) -> Bac:
+def bac(
+    node_api: ApiAddress, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> Bac:
     monkeypatch.setenv("BACALHAU_API", str(node_api))
     monkeypatch.delenv("BACALHAU_API_TOKEN", raising=False)
     return Bac(capsys)
@@ -157,9 +158,12 @@ def test_a_failed_job_exits_1_and_says_why(bac: Bac, tmp_path: Path) -> None:
 
 
 def test_no_wait_id_only_then_describe_list_logs(bac: Bac, tmp_path: Path) -> None:
-    spec = write_spec(tmp_path / "job.yaml",
-                      JobSpec.noop(stdout="out text\n", stderr="err text\n", publisher="ipfs",
-                                   labels=("cli-test",)))
+    spec = write_spec(
+        tmp_path / "job.yaml",
+        JobSpec.noop(
+            stdout="out text\n", stderr="err text\n", publisher="ipfs", labels=("cli-test",)
+        ),
+    )
     code, out, _ = bac("job", "run", "--no-wait", "--id-only", spec)
     assert code == 0
     job_id = out.strip()
@@ -195,8 +199,12 @@ def test_cancel_then_cancel_again(bac: Bac, tmp_path: Path) -> None:
 
 
 def test_get_downloads_and_verifies_the_results(bac: Bac, tmp_path: Path) -> None:
-    spec = JobSpec.noop(stdout="x\n", files={"apples/file.txt": "an apple\n"}, publisher="ipfs",
-                        outputs=[OutputSpec("apples", "/out")])
+    spec = JobSpec.noop(
+        stdout="x\n",
+        files={"apples/file.txt": "an apple\n"},
+        publisher="ipfs",
+        outputs=[OutputSpec("apples", "/out")],
+    )
     job_id = bac("job", "run", "--id-only", write_spec(tmp_path / "j.yaml", spec))[1].strip()
     code, _out, err = bac("get", job_id[:9], "--output-dir", tmp_path / "res")
     assert code == 0
@@ -260,8 +268,9 @@ def test_data_commands_go_through_the_node(bac: Bac, tmp_path: Path) -> None:
     assert f"{root} recursive" in bac("data", "pin")[1]
     assert bac("data", "add", tree)[0] == cli.EXIT_BAD_INPUT  # a directory without -r
     # --only-hash needs no node; --data-dir works on a local directory
-    code, out, _ = bac("--api", "127.0.0.1:9", "data", "add", "-Q", "--only-hash",
-                       tmp_path / "hello.txt")
+    code, out, _ = bac(
+        "--api", "127.0.0.1:9", "data", "add", "-Q", "--only-hash", tmp_path / "hello.txt"
+    )
     assert (code, out) == (0, HELLO_CID + "\n")
     code, out, _ = bac("data", "add", "--data-dir", tmp_path / "local", tmp_path / "hello.txt")
     assert (code, out.splitlines()[-1]) == (0, HELLO_CID)
@@ -276,8 +285,9 @@ def test_wasm_run_the_architecture_example(bac: Bac, tmp_path: Path) -> None:
     (tmp_path / "file.txt").write_text("the file's contents\n")
     cid = bac("data", "add", "-Q", tmp_path / "file.txt")[1].strip()
     module = write_copy_module(tmp_path / "copy.wasm")
-    code, out, err = bac("wasm", "run", "-v", f"{cid}:/file.txt", "-o", "apples:/output_folder",
-                         module)
+    code, out, err = bac(
+        "wasm", "run", "-v", f"{cid}:/file.txt", "-o", "apples:/output_folder", module
+    )
     assert code == 0, (out, err)
     assert "Results CID: " in out
     job_id = out.splitlines()[0].split()[1]

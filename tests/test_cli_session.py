@@ -39,8 +39,12 @@ def devstack(tmp_path: Path) -> Iterator[str]:
     with log.open("wb") as sink:
         proc = subprocess.Popen(
             [sys.executable, "-m", "bacalhau", "devstack", "--nodes", "3", "--port", "0"],
-            stdout=sink, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=_env(),
-            cwd=tmp_path, start_new_session=True,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=_env(),
+            cwd=tmp_path,
+            start_new_session=True,
         )
     try:
         deadline = time.monotonic() + 60
@@ -63,8 +67,15 @@ def devstack(tmp_path: Path) -> Iterator[str]:
 def run_session(script: str, api: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     env = _env()
     env["BACALHAU_API"] = api
-    return subprocess.run(["bash", "-c", "set -euo pipefail\n" + script], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=240, check=False)
+    return subprocess.run(
+        ["bash", "-c", "set -euo pipefail\n" + script],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
 
 
 def check_outcome(done: subprocess.CompletedProcess[str], cwd: Path) -> None:
@@ -104,8 +115,7 @@ def docker_image() -> str:
 
 
 @pytest.mark.docker
-def test_architecture_example_with_docker(docker_image: str, devstack: str,
-                                          tmp_path: Path) -> None:
+def test_architecture_example_with_docker(docker_image: str, devstack: str, tmp_path: Path) -> None:
     what = f"{docker_image} sh -c 'cat /file.txt > /output_folder/file.txt'"
     done = run_session(session("docker run", what), devstack, tmp_path)
     check_outcome(done, tmp_path)

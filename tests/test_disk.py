@@ -24,8 +24,11 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
         pytest.skip("mounting a small tmpfs needs root")
     mount = tmp_path / "disk"
     mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)],
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)],
+        capture_output=True,
+        text=True,
+    )
     if done.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
     try:
@@ -69,8 +72,9 @@ async def test_read_only_disk(small_disk: Path) -> None:
         from bacalhau import Node
         from bacalhau.transport.memory import MemoryHub
 
-        node = Node(transport=MemoryHub().transport(identity.node_id), identity=identity,
-                    data_dir=data_dir)
+        node = Node(
+            transport=MemoryHub().transport(identity.node_id), identity=identity, data_dir=data_dir
+        )
         with pytest.raises(StoreError, match=r"(?i)read-only|readonly"):
             async with node:
                 pass

@@ -47,8 +47,11 @@ def make_ctx(
     inputs = inputs or {}
     volumes = [PreparedVolume(spec=i, host_path=inputs[i.target]) for i in spec.inputs]
     return execution_context(
-        tmp_path / ("run-" + secrets.token_hex(4)), spec, volumes,
-        job_id="job-" + secrets.token_hex(4), execution_id="exec-" + secrets.token_hex(4),
+        tmp_path / ("run-" + secrets.token_hex(4)),
+        spec,
+        volumes,
+        job_id="job-" + secrets.token_hex(4),
+        execution_id="exec-" + secrets.token_hex(4),
         node_id=node_id,
     )
 

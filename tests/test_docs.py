@@ -16,8 +16,16 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
-PAGES = ["index.md", "architecture.md", "concepts.md", "howto-embed.md", "howto-plugin.md",
-         "howto-testing.md", "durability.md", "security.md"]
+PAGES = [
+    "index.md",
+    "architecture.md",
+    "concepts.md",
+    "howto-embed.md",
+    "howto-plugin.md",
+    "howto-testing.md",
+    "durability.md",
+    "security.md",
+]
 FENCE = re.compile(r"^```python\n(.*?)^```", re.DOTALL | re.MULTILINE)
 
 
@@ -36,22 +44,28 @@ def test_every_guide_page_has_samples() -> None:
     assert {page for page, _, _ in SAMPLES} == set(PAGES)
 
 
-@pytest.mark.parametrize(("page", "index", "code"), SAMPLES,
-                         ids=[f"{p}[{i}]" for p, i, _ in SAMPLES])
+@pytest.mark.parametrize(
+    ("page", "index", "code"), SAMPLES, ids=[f"{p}[{i}]" for p, i, _ in SAMPLES]
+)
 def test_sample_runs(page: str, index: int, code: str, tmp_path: Path) -> None:
     """Run the sample as a reader would, from the repository root: a script with python,
     a test file (it defines ``test_`` functions) with pytest."""
     is_test = re.search(r"^(async )?def test_", code, re.MULTILINE) is not None
     script = tmp_path / (f"test_sample_{index}.py" if is_test else f"sample_{index}.py")
     script.write_text(code)
-    command = ([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(script)]
-               if is_test else [sys.executable, str(script)])
+    command = (
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(script)]
+        if is_test
+        else [sys.executable, str(script)]
+    )
     env = {**os.environ, "PYTHONPATH": str(ROOT / "examples" / "plugin_executor")}
-    proc = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=180,
-                          env=env, check=False)
+    proc = subprocess.run(
+        command, cwd=ROOT, capture_output=True, text=True, timeout=180, env=env, check=False
+    )
     assert proc.returncode == 0, (
         f"sample {index} of docs/{page} failed:\n{code}\n--- stdout\n{proc.stdout}\n"
-        f"--- stderr\n{proc.stderr}")
+        f"--- stderr\n{proc.stderr}"
+    )
 
 
 def load_generator() -> ModuleType:
@@ -115,10 +129,15 @@ def test_site_builds_strictly(tmp_path: Path) -> None:
     (tmp_path / "mkdocs.yml").write_text(config)
     proc = subprocess.run(
         [mkdocs, "build", "--strict", "-d", str(tmp_path / "site")],
-        cwd=tmp_path, capture_output=True, text=True, timeout=180, check=False,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
         env={**os.environ, "NO_MKDOCS_2_WARNING": "1"},
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     for page in ("index", "architecture", "benchmarks", "reference/cli", "reference/http"):
-        assert (tmp_path / "site" / page / "index.html").exists() or \
-            (tmp_path / "site" / f"{page}.html").exists()
+        assert (tmp_path / "site" / page / "index.html").exists() or (
+            tmp_path / "site" / f"{page}.html"
+        ).exists()

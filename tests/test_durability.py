@@ -47,8 +47,9 @@ async def test_finished_jobs_survive_restart() -> None:
 
 
 async def test_compute_restart_after_acceptance_is_rescheduled() -> None:
-    async with Network.in_memory(3, seed=23, durable=True, requester=CFG,
-                                 per_node_options=[{"compute": None}, {}, {}]) as net:
+    async with Network.in_memory(
+        3, seed=23, durable=True, requester=CFG, per_node_options=[{"compute": None}, {}, {}]
+    ) as net:
         requester = net.nodes[0]
         handle = await requester.submit(JobSpec.noop(stdout="second try", delay=1.5))
         await wait_for(lambda: any(e.kind == "bid_accepted" for e in handle.result().events))

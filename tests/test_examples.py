@@ -34,12 +34,23 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-def run(script: str | Path, *args: str, timeout: float = 120, cwd: Path = ROOT,
-        env: dict[str, str] | None = None, expect: int = 0) -> subprocess.CompletedProcess[str]:
+def run(
+    script: str | Path,
+    *args: str,
+    timeout: float = 120,
+    cwd: Path = ROOT,
+    env: dict[str, str] | None = None,
+    expect: int = 0,
+) -> subprocess.CompletedProcess[str]:
     """Run ``python script args`` and check its exit status; show its output if wrong."""
     proc = subprocess.run(
-        [sys.executable, str(script), *args], cwd=cwd, capture_output=True, text=True,
-        timeout=timeout, env={**os.environ, **(env or {})}, check=False,
+        [sys.executable, str(script), *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+        check=False,
     )
     assert proc.returncode == expect, (
         f"{script} exited {proc.returncode}, expected {expect}\n"
@@ -86,12 +97,14 @@ async def test_embed_asyncio_joins_a_network_over_gossip() -> None:
     from bacalhau.transport.gossip import GossipTransport
 
     identity = Identity.generate()
-    async with Node(transport=GossipTransport(identity, host="127.0.0.1", port=0),
-                    identity=identity) as node:
+    async with Node(
+        transport=GossipTransport(identity, host="127.0.0.1", port=0), identity=identity
+    ) as node:
         host, port = node.transport.address  # type: ignore[attr-defined]
         proc = await anyio.run_process(
             [sys.executable, str(EXAMPLES / "embed_asyncio.py"), "--peer", f"{host}:{port}"],
-            cwd=ROOT, check=False,
+            cwd=ROOT,
+            check=False,
         )
         out, err = proc.stdout.decode(), proc.stderr.decode()
         assert proc.returncode == 0, f"stdout:\n{out}\nstderr:\n{err}"
@@ -124,7 +137,8 @@ def fake_install(target: Path) -> None:
     info = target / f"bacalhau_upper-{project['version']}.dist-info"
     info.mkdir()
     (info / "METADATA").write_text(
-        f"Metadata-Version: 2.1\nName: {project['name']}\nVersion: {project['version']}\n")
+        f"Metadata-Version: 2.1\nName: {project['name']}\nVersion: {project['version']}\n"
+    )
     lines = []
     for group, entries in project["entry-points"].items():
         lines.append(f"[{group}]")
@@ -154,9 +168,22 @@ def test_plugin_executor_pip_install(tmp_path: Path) -> None:
     shutil.copytree(PLUGIN, source, ignore=shutil.ignore_patterns("build", "*.egg-info"))
     target = tmp_path / "site"
     pip = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "-q", "--disable-pip-version-check",
-         "--no-deps", "--target", str(target), str(source)],
-        capture_output=True, text=True, timeout=300, check=False,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--disable-pip-version-check",
+            "--no-deps",
+            "--target",
+            str(target),
+            str(source),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
     )
     assert pip.returncode == 0, pip.stderr
     out = run(PLUGIN / "run_upper.py", "--installed", env={"PYTHONPATH": str(target)}).stdout
@@ -184,9 +211,20 @@ def test_upper_executor_refuses_bad_params() -> None:
 
 def test_fixture_example_passes_under_pytest() -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-         str(EXAMPLES / "test_with_fixture.py")],
-        cwd=ROOT, capture_output=True, text=True, timeout=180, check=False,
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            str(EXAMPLES / "test_with_fixture.py"),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert re.search(r"\b5 passed\b", proc.stdout), proc.stdout
@@ -204,8 +242,11 @@ def test_docker_ipfs() -> None:
 
 
 def test_docker_ipfs_without_an_engine_skips_with_the_reason(tmp_path: Path) -> None:
-    proc = run(EXAMPLES / "docker_ipfs.py", expect=77,
-               env={"DOCKER_HOST": f"unix://{tmp_path}/no-engine.sock"})
+    proc = run(
+        EXAMPLES / "docker_ipfs.py",
+        expect=77,
+        env={"DOCKER_HOST": f"unix://{tmp_path}/no-engine.sock"},
+    )
     assert "no Docker engine answers" in proc.stderr
     assert "scripts/docker-engine.sh start" in proc.stderr
 
@@ -257,7 +298,10 @@ def test_map_cids_through_a_devstack_api(tmp_path: Path) -> None:
     """The same script against ``bacalhau devstack``, through the HTTP API."""
     with subprocess.Popen(
         [sys.executable, "-m", "bacalhau", "devstack", "--nodes", "3", "--port", "0"],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     ) as devstack:
         try:
             assert devstack.stdout is not None
@@ -269,8 +313,7 @@ def test_map_cids_through_a_devstack_api(tmp_path: Path) -> None:
                     break
             assert address, "devstack did not print its API address"
             out_file = tmp_path / "results.json"
-            run(EXAMPLES / "map_cids.py", "--api", address, "--jobs", "20",
-                "--out", str(out_file))
+            run(EXAMPLES / "map_cids.py", "--api", address, "--jobs", "20", "--out", str(out_file))
             results = json.loads(out_file.read_text())
             assert [r["state"] for r in results] == ["completed"] * 20
             assert sum(r["words"] for r in results) == expected_words(20)
@@ -301,46 +344,61 @@ def test_runner_reads_headline_ratios(runner: ModuleType) -> None:
     }
     core = runner.extract_ratios("core", data)
     assert [(r.metric, r.cost) for r in core] == [
-        ("no-op job latency, median", 2.0), ("no-op job latency, p99", 0.5),
-        ("no-op jobs per second", 0.25)]  # 4x the throughput costs a quarter
+        ("no-op job latency, median", 2.0),
+        ("no-op job latency, p99", 0.5),
+        ("no-op jobs per second", 0.25),
+    ]  # 4x the throughput costs a quarter
     assert [r.verdict() for r in core] == ["2x slower", "2x faster", "4x faster"]
     docker = runner.extract_ratios("docker", data)  # the trivial case is missing: left out
     assert [(r.metric, r.goal, r.verdict()) for r in docker] == [
-        ("1 s container as a job", 1.1, "on par")]
+        ("1 s container as a job", 1.1, "on par")
+    ]
 
 
 def test_runner_reads_declared_and_unknown_ratios(runner: ModuleType) -> None:
     declared = {"ratios": {"a": {"value": 3.0, "better": "higher", "reference": "R"}, "b": 2.0}}
     ratios = runner.extract_ratios("newbench", declared)
     assert [(r.metric, r.reference, r.cost) for r in ratios] == [
-        ("a", "R", pytest.approx(1 / 3)), ("b", "reference", None)]
-    walked = runner.extract_ratios("other", {"x": [{"y_vs_z": 1.5, "goal_ratio": 2,
-                                                     "samples": {"ratio": 9}}]})
+        ("a", "R", pytest.approx(1 / 3)),
+        ("b", "reference", None),
+    ]
+    walked = runner.extract_ratios(
+        "other", {"x": [{"y_vs_z": 1.5, "goal_ratio": 2, "samples": {"ratio": 9}}]}
+    )
     assert [(r.metric, r.value, r.better) for r in walked] == [("x.0.y_vs_z", 1.5, "?")]
 
 
 def write_bench(folder: Path, name: str, body: str) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"bench_{name}.py"
-    path.write_text(f'"""The {name} benchmark."""\nimport os, sys, time, subprocess\n\n'
-                    f"def main(argv=None):\n{body}\n")
+    path.write_text(
+        f'"""The {name} benchmark."""\nimport os, sys, time, subprocess\n\n'
+        f"def main(argv=None):\n{body}\n"
+    )
     return path
 
 
 @pytest.mark.anyio
 async def test_runner_reports_each_outcome(runner: ModuleType, tmp_path: Path) -> None:
     benches = tmp_path / "benches"
-    ok = write_bench(benches, "ok", '    return {"quick": "--quick" in argv, "ratios": '
-                     '{"speed": {"value": 0.5, "better": "lower", "reference": "them"}}}')
+    ok = write_bench(
+        benches,
+        "ok",
+        '    return {"quick": "--quick" in argv, "ratios": '
+        '{"speed": {"value": 0.5, "better": "lower", "reference": "them"}}}',
+    )
     boom = write_bench(benches, "boom", '    print("working"); raise RuntimeError("boom")')
     skip = write_bench(benches, "skip", '    return {"skipped": "no engine here"}')
     pid_file = tmp_path / "child.pid"
-    hang = write_bench(benches, "hang", "    child = subprocess.Popen(['sleep', '300'])\n"
-                       f"    open({str(pid_file)!r}, 'w').write(str(child.pid))\n"
-                       "    time.sleep(300)")
+    hang = write_bench(
+        benches,
+        "hang",
+        "    child = subprocess.Popen(['sleep', '300'])\n"
+        f"    open({str(pid_file)!r}, 'w').write(str(child.pid))\n"
+        "    time.sleep(300)",
+    )
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    outcomes = [await runner.run_one(b, quick=True, timeout=15, env=env)
-                for b in (ok, boom, skip)]
+    outcomes = [await runner.run_one(b, quick=True, timeout=15, env=env) for b in (ok, boom, skip)]
     outcomes.append(await runner.run_one(hang, quick=True, timeout=3, env=env))
     assert [o.status for o in outcomes] == ["ok", "failed", "skipped", "failed"]
     assert outcomes[0].description == "The ok benchmark"
@@ -356,8 +414,9 @@ async def test_runner_reports_each_outcome(runner: ModuleType, tmp_path: Path) -
     assert _proc_state(child) in ("gone", "Z"), "the benchmark's child process survived"
 
     page, plot, summary = tmp_path / "bench.md", tmp_path / "ratios.png", tmp_path / "s.json"
-    data = runner.report(outcomes, quick=True, ran=True, plot_path=plot, page_path=page,
-                         summary_path=summary)
+    data = runner.report(
+        outcomes, quick=True, ran=True, plot_path=plot, page_path=page, summary_path=summary
+    )
     assert json.loads(summary.read_text()) == data
     assert [b["status"] for b in data["benchmarks"]] == ["ok", "failed", "skipped", "failed"]
     text = page.read_text()

@@ -23,25 +23,59 @@ from bacalhau.wire import decode_envelope, encode_envelope
 FUZZ = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 IDENT = Identity.from_seed(b"\x07" * 32)
 SPEC = JobSpec.noop(stdout="x", env={"A": "b"})
-FRAME = encode_envelope(IDENT, *encode_message(JobCreated("j-1", SPEC, b"k" * 32, 1.0)),
-                        now=time.time())[0]
+FRAME = encode_envelope(
+    IDENT, *encode_message(JobCreated("j-1", SPEC, b"k" * 32, 1.0)), now=time.time()
+)[0]
 
 plain = st.recursive(
-    st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.floats()
-    | st.text(max_size=20) | st.binary(max_size=40),
-    lambda children: st.lists(children, max_size=5)
-    | st.dictionaries(st.text(max_size=12), children, max_size=5),
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**64 - 1)
+    | st.floats()
+    | st.text(max_size=20)
+    | st.binary(max_size=40),
+    lambda children: (
+        st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=12), children, max_size=5)
+    ),
     max_leaves=25,
 )
 json_like = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False)
-    | st.text(max_size=20),
-    lambda children: st.lists(children, max_size=5)
-    | st.dictionaries(st.sampled_from(
-        ["engine", "type", "params", "deal", "concurrency", "inputs", "outputs", "source",
-         "target", "name", "path", "cid", "env", "timeout", "resources", "memory", "cpu",
-         "verifier", "publisher", "data", "url", "labels", "retries", "min_bids"]),
-        children, max_size=6),
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda children: (
+        st.lists(children, max_size=5)
+        | st.dictionaries(
+            st.sampled_from(
+                [
+                    "engine",
+                    "type",
+                    "params",
+                    "deal",
+                    "concurrency",
+                    "inputs",
+                    "outputs",
+                    "source",
+                    "target",
+                    "name",
+                    "path",
+                    "cid",
+                    "env",
+                    "timeout",
+                    "resources",
+                    "memory",
+                    "cpu",
+                    "verifier",
+                    "publisher",
+                    "data",
+                    "url",
+                    "labels",
+                    "retries",
+                    "min_bids",
+                ]
+            ),
+            children,
+            max_size=6,
+        )
+    ),
     max_leaves=30,
 )
 
@@ -54,8 +88,7 @@ def mutate(data: bytes, edits: list[tuple[int, int]]) -> bytes:
     return bytes(buf)
 
 
-edits = st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 255)), min_size=1,
-                 max_size=8)
+edits = st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 255)), min_size=1, max_size=8)
 
 
 @FUZZ
@@ -125,8 +158,12 @@ def test_job_spec_mutated_json(changes: list[tuple[int, int]]) -> None:
 def _valid_dagpb() -> bytes:
     from bacalhau.storage.ipfs.dagpb import PBLink, PBNode, encode_node
 
-    return encode_node(PBNode(links=[PBLink(hash=b"\x12\x20" + b"\x01" * 32, name="a",
-                                            tsize=3)], data=b"\x08\x02\x12\x03abc\x18\x03"))
+    return encode_node(
+        PBNode(
+            links=[PBLink(hash=b"\x12\x20" + b"\x01" * 32, name="a", tsize=3)],
+            data=b"\x08\x02\x12\x03abc\x18\x03",
+        )
+    )
 
 
 @FUZZ

@@ -25,8 +25,11 @@ RUNS = 30_000
 def seeds(target: str) -> list[bytes]:
     spec = JobSpec.noop(stdout="x", env={"A": "b"}, outputs=[])
     if target == "wire":
-        frame, _ = encode_envelope(Identity.generate(), *encode_message(
-            JobCreated("j-1", spec, b"k" * 32, 1.0)), now=time.time())
+        frame, _ = encode_envelope(
+            Identity.generate(),
+            *encode_message(JobCreated("j-1", spec, b"k" * 32, 1.0)),
+            now=time.time(),
+        )
         return [frame]
     if target == "spec":
         return [json.dumps(to_json_data(spec)).encode()]
@@ -34,8 +37,12 @@ def seeds(target: str) -> list[bytes]:
     from bacalhau.storage.ipfs.cids import encode_varint
     from bacalhau.storage.ipfs.dagpb import PBLink, PBNode, encode_node
 
-    block = encode_node(PBNode(links=[PBLink(hash=b"\x12\x20" + b"\x01" * 32, name="a",
-                                             tsize=3)], data=b"\x08\x02\x12\x03abc\x18\x03"))
+    block = encode_node(
+        PBNode(
+            links=[PBLink(hash=b"\x12\x20" + b"\x01" * 32, name="a", tsize=3)],
+            data=b"\x08\x02\x12\x03abc\x18\x03",
+        )
+    )
     if target == "dagpb":
         return [block]
     cid = b"\x01\x70\x12\x20" + hashlib.sha256(block).digest()
@@ -51,9 +58,18 @@ def test_atheris(target: str, tmp_path: Path) -> None:
     for i, seed in enumerate(seeds(target)):
         (corpus / f"seed{i}").write_bytes(seed)
     proc = subprocess.run(
-        [sys.executable, str(TARGETS), target, f"-runs={RUNS}", "-max_len=4096",
-         f"-artifact_prefix={tmp_path}/", str(corpus)],
-        capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            str(TARGETS),
+            target,
+            f"-runs={RUNS}",
+            "-max_len=4096",
+            f"-artifact_prefix={tmp_path}/",
+            str(corpus),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert f"Done {RUNS} runs" in proc.stderr

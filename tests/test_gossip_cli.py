@@ -79,19 +79,45 @@ def test_max_executions_must_be_positive(tmp_path: Path) -> None:
 
 
 def test_bidding_options_reach_the_node(tmp_path: Path) -> None:
-    node = build_node(parse(
-        "--data-dir", str(tmp_path), "--job-selection-data-locality", "local",
-        "--job-selection-probe-http", "http://127.0.0.1:9/bid",
-        "--job-selection-probe-exec", "true", "--job-selection-probe-timeout", "2",
-        "--job-selection-local-images-only", "--cpu", "1.5", "--memory", "1Gi",
-        "--gpu", "1", "--queue-size", "3", "--max-executions", "2",
-        "--bid-acceptance-probe-exec", "true", "--bid-timeout", "4",
-        "--selection", "reputation",
-    ))
+    node = build_node(
+        parse(
+            "--data-dir",
+            str(tmp_path),
+            "--job-selection-data-locality",
+            "local",
+            "--job-selection-probe-http",
+            "http://127.0.0.1:9/bid",
+            "--job-selection-probe-exec",
+            "true",
+            "--job-selection-probe-timeout",
+            "2",
+            "--job-selection-local-images-only",
+            "--cpu",
+            "1.5",
+            "--memory",
+            "1Gi",
+            "--gpu",
+            "1",
+            "--queue-size",
+            "3",
+            "--max-executions",
+            "2",
+            "--bid-acceptance-probe-exec",
+            "true",
+            "--bid-timeout",
+            "4",
+            "--selection",
+            "reputation",
+        )
+    )
     c = node.compute_config
     assert c is not None
     assert (c.data_locality, c.probe_http, c.probe_exec, c.probe_timeout) == (
-        "local", "http://127.0.0.1:9/bid", "true", 2.0)
+        "local",
+        "http://127.0.0.1:9/bid",
+        "true",
+        2.0,
+    )
     assert c.docker_local_images_only
     assert (c.capacity.cpu, c.capacity.memory, c.capacity.gpu) == (1.5, 2**30, 1)
     assert (c.max_executions, c.queue_size) == (2, 3)
@@ -103,6 +129,7 @@ def test_bidding_options_reach_the_node(tmp_path: Path) -> None:
 def test_compute_only_and_requester_only(tmp_path: Path) -> None:
     compute_only = build_node(parse("--data-dir", str(tmp_path / "c"), "--node-type", "compute"))
     assert compute_only.requester_config is None and compute_only.compute_config is not None
-    requester_only = build_node(parse("--data-dir", str(tmp_path / "r"),
-                                      "--node-type", "requester"))
+    requester_only = build_node(
+        parse("--data-dir", str(tmp_path / "r"), "--node-type", "requester")
+    )
     assert requester_only.compute_config is None

@@ -48,8 +48,10 @@ async def test_nodes_returning_wrong_results_are_outvoted() -> None:
     report = await run_trial("liar", jobs=JOBS, seed=1)
     check_rule(report)
     assert set(report.job_failures) == {"results disagree"}
-    assert set(report.rejections) == {"results differ from the agreeing majority",
-                                      "results disagree"}
+    assert set(report.rejections) == {
+        "results differ from the agreeing majority",
+        "results disagree",
+    }
 
 
 async def test_nodes_copying_a_sealed_proposal_are_caught_as_copiers() -> None:
@@ -92,12 +94,15 @@ async def test_colluding_majority_is_the_limit_of_voting() -> None:
     assert report.published_unaccepted == 0
 
 
-@pytest.mark.skipif("selection" not in {f.name for f in attrs.fields(RequesterConfig)},
-                    reason="reputation selection not in this build")
+@pytest.mark.skipif(
+    "selection" not in {f.name for f in attrs.fields(RequesterConfig)},
+    reason="reputation selection not in this build",
+)
 @pytest.mark.parametrize("behaviour", ["liar", "colluder", "copier"])
 async def test_reputation_selection_avoids_exposed_cheats(behaviour: str) -> None:
-    config = RequesterConfig(bid_timeout=5, execution_grace=3, publish_timeout=10,
-                             selection="reputation")
+    config = RequesterConfig(
+        bid_timeout=5, execution_grace=3, publish_timeout=10, selection="reputation"
+    )
     report = await run_trial(behaviour, jobs=20, seed=6, requester=config)
     # the warm-up job exposed every cheat; afterwards only honest nodes are chosen
     assert report.completed == report.honest_majority == 20
@@ -112,8 +117,14 @@ async def test_honest_network_completes_every_job() -> None:
 
 
 async def test_retries_replace_rejected_copiers() -> None:
-    report = await run_trial("copier", jobs=20, seed=8, retries=2, patience=0.5,
-                             deal=Deal(concurrency=3, confidence=2, min_bids=9))
+    report = await run_trial(
+        "copier",
+        jobs=20,
+        seed=8,
+        retries=2,
+        patience=0.5,
+        deal=Deal(concurrency=3, confidence=2, min_bids=9),
+    )
     assert report.wrong_accepted == 0
     assert report.completed == 20, report.job_failures
 

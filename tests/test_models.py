@@ -25,25 +25,42 @@ EMPTY_CID = "QmbFMke1KXqnYyBBWxB74N4c5SBnJMVAiMNRcGu6x1AwQH"
     ("data", "field", "words"),
     [
         ({**GOOD, "deal": {"concurrency": 0}}, "$.deal.concurrency", "at least 1"),
-        ({**GOOD, "deal": {"concurrency": 2, "confidence": 3}}, "$.deal.confidence",
-         "confidence <= concurrency"),
+        (
+            {**GOOD, "deal": {"concurrency": 2, "confidence": 3}},
+            "$.deal.confidence",
+            "confidence <= concurrency",
+        ),
         ({**GOOD, "deal": {"min_bids": -1}}, "$.deal.min_bids", "from 0 to 10000"),
         ({**GOOD, "deal": {"concurrency": "two"}}, "$.deal.concurrency", "expected a number"),
-        ({**GOOD, "outputs": [{"name": "a", "path": "/a"}, {"name": "a", "path": "/b"}]},
-         "$.outputs", "duplicate output names: a"),
+        (
+            {**GOOD, "outputs": [{"name": "a", "path": "/a"}, {"name": "a", "path": "/b"}]},
+            "$.outputs",
+            "duplicate output names: a",
+        ),
         ({**GOOD, "outputs": [{"name": "a/b", "path": "/o"}]}, "$.outputs[0].name", "no '/'"),
         ({**GOOD, "outputs": [{"name": "..", "path": "/o"}]}, "$.outputs[0].name", "'..'"),
-        ({**GOOD, "outputs": [{"name": "stdout", "path": "/o"}]}, "$.outputs[0].name",
-         "reserved"),
-        ({**GOOD, "outputs": [{"name": "o", "path": "relative"}]}, "$.outputs[0].path",
-         "absolute path"),
+        ({**GOOD, "outputs": [{"name": "stdout", "path": "/o"}]}, "$.outputs[0].name", "reserved"),
+        (
+            {**GOOD, "outputs": [{"name": "o", "path": "relative"}]},
+            "$.outputs[0].path",
+            "absolute path",
+        ),
         ({**GOOD, "outputs": [{"name": "o", "path": "/a/../b"}]}, "$.outputs[0].path", "'..'"),
-        ({**GOOD, "inputs": [{"source": {"type": "ipfs", "cid": "bogus"}, "target": "/in"}]},
-         "$.inputs[0].source.cid", "not a CID"),
-        ({**GOOD, "inputs": [{"source": {"type": "ipfs"}, "target": "/in"}]},
-         "$.inputs[0].source.cid", "needs a cid"),
-        ({**GOOD, "inputs": [{"source": {"type": "url", "url": "ftp://x"}, "target": "/in"}]},
-         "$.inputs[0].source.url", "http(s)"),
+        (
+            {**GOOD, "inputs": [{"source": {"type": "ipfs", "cid": "bogus"}, "target": "/in"}]},
+            "$.inputs[0].source.cid",
+            "not a CID",
+        ),
+        (
+            {**GOOD, "inputs": [{"source": {"type": "ipfs"}, "target": "/in"}]},
+            "$.inputs[0].source.cid",
+            "needs a cid",
+        ),
+        (
+            {**GOOD, "inputs": [{"source": {"type": "url", "url": "ftp://x"}, "target": "/in"}]},
+            "$.inputs[0].source.url",
+            "http(s)",
+        ),
         ({**GOOD, "timeout": -1}, "$.timeout", "between 0 and 7 days"),
         ({**GOOD, "resources": {"cpu": 0}}, "$.resources.cpu", "positive"),
         ({**GOOD, "resources": {"memory": 10}}, "$.resources.memory", "at least 1 MiB"),
@@ -66,8 +83,9 @@ def test_bad_spec_names_the_field(data: dict, field: str, words: str) -> None:
 
 def test_two_volumes_at_one_path() -> None:
     with pytest.raises(ValidationError, match="same path: /x"):
-        JobSpec.noop(inputs=[InputSpec(StorageSpec.inline("a"), "/x")],
-                     outputs=[OutputSpec("o", "/x")])
+        JobSpec.noop(
+            inputs=[InputSpec(StorageSpec.inline("a"), "/x")], outputs=[OutputSpec("o", "/x")]
+        )
 
 
 def test_constructors_validate_too() -> None:
@@ -96,8 +114,15 @@ def test_round_trips_wire_and_json() -> None:
 
 @pytest.mark.parametrize(
     ("text", "size"),
-    [("100", 100), ("1k", 1024), ("1KB", 1000), ("512Mi", 512 * 2**20), ("1g", 2**30),
-     ("1GB", 10**9), ("1.5Gi", int(1.5 * 2**30))],
+    [
+        ("100", 100),
+        ("1k", 1024),
+        ("1KB", 1000),
+        ("512Mi", 512 * 2**20),
+        ("1g", 2**30),
+        ("1GB", 10**9),
+        ("1.5Gi", int(1.5 * 2**30)),
+    ],
 )
 def test_parse_size(text: str, size: int) -> None:
     assert parse_size(text) == size
@@ -110,8 +135,12 @@ def test_parse_size_refuses_garbage() -> None:
 
 @pytest.mark.parametrize(
     ("params", "words"),
-    [({"n": 2**64}, "64-bit range"), ({"x": float("nan")}, "not finite"),
-     ({"s": {1, 2}}, "JSON-like"), ({"k": {1: "a"}}, "keys must be strings")],
+    [
+        ({"n": 2**64}, "64-bit range"),
+        ({"x": float("nan")}, "not finite"),
+        ({"s": {1, 2}}, "JSON-like"),
+        ({"k": {1: "a"}}, "keys must be strings"),
+    ],
 )
 def test_engine_params_must_travel(params: dict, words: str) -> None:
     from bacalhau.models import EngineSpec

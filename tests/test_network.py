@@ -20,13 +20,18 @@ def mixed_deals(rng: random.Random, n: int) -> list[JobSpec]:
     specs = []
     for i in range(n):
         concurrency = rng.randint(1, 3)
-        specs.append(JobSpec.noop(
-            stdout=f"job {i}",
-            deal=Deal(concurrency=concurrency, confidence=rng.randint(0, concurrency),
-                      min_bids=rng.choice([0, concurrency, 5])),
-            timeout=5,
-            delay=rng.choice([0, 0, 0.01]),
-        ))
+        specs.append(
+            JobSpec.noop(
+                stdout=f"job {i}",
+                deal=Deal(
+                    concurrency=concurrency,
+                    confidence=rng.randint(0, concurrency),
+                    min_bids=rng.choice([0, concurrency, 5]),
+                ),
+                timeout=5,
+                delay=rng.choice([0, 0, 0.01]),
+            )
+        )
     return specs
 
 
@@ -81,7 +86,8 @@ async def test_min_bids_waits_then_chooses_at_random() -> None:
     async with Network.in_memory(6, seed=4) as net:
         for _ in range(12):
             r = await net.nodes[0].run_job(
-                JobSpec.noop(deal=Deal(concurrency=1, min_bids=6)), timeout=10)
+                JobSpec.noop(deal=Deal(concurrency=1, min_bids=6)), timeout=10
+            )
             assert r.state is JobState.COMPLETED
             bids = [e for e in r.events if e.kind == "bid"]
             accepted = [e for e in r.events if e.kind == "bid_accepted"]
@@ -119,8 +125,9 @@ async def test_failed_execution_is_replaced_then_fails_with_reason() -> None:
 
 
 async def test_silent_node_is_replaced() -> None:
-    async with Network.in_memory(3, seed=6, requester=RequesterConfig(
-            bid_timeout=1, execution_grace=0.5, publish_timeout=3)) as net:
+    async with Network.in_memory(
+        3, seed=6, requester=RequesterConfig(bid_timeout=1, execution_grace=0.5, publish_timeout=3)
+    ) as net:
         spec = JobSpec.noop(stdout="ok", timeout=1)
         # The node that is accepted first stops answering: drop every frame it sends.
         victim: list[str] = []

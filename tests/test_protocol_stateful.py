@@ -65,13 +65,30 @@ class RequesterMachine(RuleBasedStateMachine):
         review=st.booleans(),
         selection=st.sampled_from(["random", "reputation"]),
     )
-    def submit(self, concurrency: int, confidence_frac: int, min_bids: int, retries: int,
-               seed: int, review: bool, selection: str) -> None:
+    def submit(
+        self,
+        concurrency: int,
+        confidence_frac: int,
+        min_bids: int,
+        retries: int,
+        seed: int,
+        review: bool,
+        selection: str,
+    ) -> None:
         confidence = min(confidence_frac, concurrency)
         self.deal = Deal(concurrency=concurrency, confidence=confidence, min_bids=min_bids)
-        self.state = RequesterState(REQ, b"k" * 32, config=RequesterConfig(
-            bid_timeout=10, execution_grace=5, publish_timeout=20, bid_review=review,
-            selection=selection), rng=random.Random(seed))
+        self.state = RequesterState(
+            REQ,
+            b"k" * 32,
+            config=RequesterConfig(
+                bid_timeout=10,
+                execution_grace=5,
+                publish_timeout=20,
+                bid_review=review,
+                selection=selection,
+            ),
+            rng=random.Random(seed),
+        )
         self.state.reputation[NODES[0]] = __import__("collections").Counter(rejected=3)
         spec = JobSpec.noop(deal=self.deal, timeout=30, retries=retries)
         self.apply(self.state.handle(SubmitJob(JOB, spec), self.now))
@@ -82,9 +99,13 @@ class RequesterMachine(RuleBasedStateMachine):
             if isinstance(cmd, c.SetTimer):
                 self.timers[cmd.key] = cmd.at
             elif isinstance(cmd, c.CancelTimers):
-                for key in [k for k in self.timers if k[0] == cmd.job_id
-                            and (cmd.name is None or k[1] == cmd.name)
-                            and (cmd.node is None or k[2] == cmd.node)]:
+                for key in [
+                    k
+                    for k in self.timers
+                    if k[0] == cmd.job_id
+                    and (cmd.name is None or k[1] == cmd.name)
+                    and (cmd.node is None or k[2] == cmd.node)
+                ]:
                     del self.timers[key]
 
     def feed(self, event: object) -> None:
@@ -141,8 +162,9 @@ class RequesterMachine(RuleBasedStateMachine):
 
     @invariant()
     def accepted_results_agree_with_confidence(self) -> None:
-        winners = [e for e in self.job.executions.values()
-                   if e.state in (X.RESULTS_ACCEPTED, X.PUBLISHED)]
+        winners = [
+            e for e in self.job.executions.values() if e.state in (X.RESULTS_ACCEPTED, X.PUBLISHED)
+        ]
         if winners:
             assert len({e.digest for e in winners}) == 1
             assert len(winners) >= max(self.deal.confidence, 1)
@@ -153,8 +175,7 @@ class RequesterMachine(RuleBasedStateMachine):
     def terminal_means_quiet(self) -> None:
         if self.job.state.terminal:
             assert not self.timers, "a terminal job keeps no timers"
-            assert all(e.state.terminal or e.state is X.BID
-                       for e in self.job.executions.values())
+            assert all(e.state.terminal or e.state is X.BID for e in self.job.executions.values())
 
     def teardown(self) -> None:
         # The nodes go silent. Firing the pending timers in time order must end the job
@@ -171,7 +192,9 @@ class RequesterMachine(RuleBasedStateMachine):
 
 
 RequesterMachine.TestCase.settings = settings(
-    max_examples=300, stateful_step_count=40, deadline=None,
+    max_examples=300,
+    stateful_step_count=40,
+    deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
 TestRequester = RequesterMachine.TestCase
@@ -211,10 +234,20 @@ class ComputeMachine(RuleBasedStateMachine):
     def decide(self, bid: bool) -> None:
         self.feed(BidDecided(JOB, bid, "" if bid else "no"))
 
-    @rule(sender=st.sampled_from([REQ, NODES[1]]),
-          kind=st.sampled_from(["BidAccepted", "BidRejected", "ResultsAccepted",
-                                "ResultsRejected", "JobCompleted", "JobFailed",
-                                "JobCancelled"]))
+    @rule(
+        sender=st.sampled_from([REQ, NODES[1]]),
+        kind=st.sampled_from(
+            [
+                "BidAccepted",
+                "BidRejected",
+                "ResultsAccepted",
+                "ResultsRejected",
+                "JobCompleted",
+                "JobFailed",
+                "JobCancelled",
+            ]
+        ),
+    )
     def decision(self, sender: str, kind: str) -> None:
         msg = {
             "BidAccepted": m.BidAccepted(JOB, NODES[0]),
@@ -225,8 +258,11 @@ class ComputeMachine(RuleBasedStateMachine):
             "JobFailed": m.JobFailed(JOB, "x"),
             "JobCancelled": m.JobCancelled(JOB, "x"),
         }[kind]
-        before = (self.state.jobs[JOB].state if JOB in self.state.jobs else None, self.runs,
-                  self.publishes)
+        before = (
+            self.state.jobs[JOB].state if JOB in self.state.jobs else None,
+            self.runs,
+            self.publishes,
+        )
         out = self.feed(MessageReceived(sender, msg))
         if sender != REQ and JOB in self.state.jobs:
             assert (self.state.jobs[JOB].state, self.runs, self.publishes) == before
@@ -252,8 +288,7 @@ class ComputeMachine(RuleBasedStateMachine):
             assert self.running
 
 
-ComputeMachine.TestCase.settings = settings(max_examples=300, stateful_step_count=30,
-                                            deadline=None)
+ComputeMachine.TestCase.settings = settings(max_examples=300, stateful_step_count=30, deadline=None)
 TestCompute = ComputeMachine.TestCase
 
 
@@ -261,7 +296,7 @@ def test_illegal_job_transitions_raise_a_named_error() -> None:
     state = RequesterState(REQ, b"k" * 32)
     state.handle(SubmitJob(JOB, JobSpec.noop()), 0.0)
     job = state.jobs[JOB]
-    for (s, action) in [(JobState.BIDDING, "complete"), (JobState.BIDDING, "verify")]:
+    for s, action in [(JobState.BIDDING, "complete"), (JobState.BIDDING, "verify")]:
         assert (s, action) not in JOB_TRANSITIONS
         job.state = s
         with pytest.raises(IllegalTransition, match=f"event '{action}' is not allowed"):

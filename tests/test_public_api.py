@@ -11,8 +11,15 @@ import bacalhau
 def test_exports_resolve() -> None:
     for name in bacalhau.__all__:
         assert getattr(bacalhau, name) is not None, name
-    assert set(bacalhau.__all__) >= {"Network", "Node", "JobSpec", "Deal", "JobResult",
-                                     "JobState", "Client"}
+    assert set(bacalhau.__all__) >= {
+        "Network",
+        "Node",
+        "JobSpec",
+        "Deal",
+        "JobResult",
+        "JobState",
+        "Client",
+    }
 
 
 def test_unknown_attribute() -> None:

@@ -17,5 +17,6 @@ async def test_default_network(bacalhau_network: Network) -> None:
 async def test_configured_network(bacalhau_network: Network) -> None:
     assert len(bacalhau_network.nodes) == 5
     result = await bacalhau_network.nodes[0].run_job(
-        JobSpec.noop(deal=Deal(concurrency=5, min_bids=5)), timeout=10)
+        JobSpec.noop(deal=Deal(concurrency=5, min_bids=5)), timeout=10
+    )
     assert len(result.accepted) == 5

@@ -64,12 +64,28 @@ def test_hash_is_sha256_of_the_documented_manifest(tree: Path) -> None:
     entries = manifest(tree)
     assert [e.path for e in entries] == sorted((e.path for e in entries), key=os.fsencode)
     assert {e.path for e in entries} == {
-        ".hidden", "exitCode", "outputs", "outputs/a.txt", "outputs/empty", "outputs/sub",
-        "outputs/sub/b.bin", "outputs/sub/deeper", "outputs/sub/deeper/c", "stderr", "stdout"}
+        ".hidden",
+        "exitCode",
+        "outputs",
+        "outputs/a.txt",
+        "outputs/empty",
+        "outputs/sub",
+        "outputs/sub/b.bin",
+        "outputs/sub/deeper",
+        "outputs/sub/deeper/c",
+        "stderr",
+        "stdout",
+    }
     a = next(e for e in entries if e.path == "outputs/a.txt")
     assert a == TreeEntry("F", "outputs/a.txt", 5, hashlib.sha256(b"alpha").digest())
-    assert a.record() == b"F" + (13).to_bytes(4, "big") + b"outputs/a.txt" + (5).to_bytes(
-        8, "big") + hashlib.sha256(b"alpha").digest()
+    assert (
+        a.record()
+        == b"F"
+        + (13).to_bytes(4, "big")
+        + b"outputs/a.txt"
+        + (5).to_bytes(8, "big")
+        + hashlib.sha256(b"alpha").digest()
+    )
     expected = hashlib.sha256(HEADER + b"".join(e.record() for e in entries)).digest()
     assert hash_tree(tree) == digest_manifest(entries) == expected
 
@@ -77,8 +93,17 @@ def test_hash_is_sha256_of_the_documented_manifest(tree: Path) -> None:
 @pytest.mark.parametrize(
     "change",
     [
-        "byte", "append", "truncate", "rename", "rename_dir", "add_empty_file", "add_empty_dir",
-        "remove_empty_dir", "exec_bit", "file_to_dir", "move_between_dirs",
+        "byte",
+        "append",
+        "truncate",
+        "rename",
+        "rename_dir",
+        "add_empty_file",
+        "add_empty_dir",
+        "remove_empty_dir",
+        "exec_bit",
+        "file_to_dir",
+        "move_between_dirs",
     ],
 )
 def test_any_change_changes_the_hash(tree: Path, change: str) -> None:
@@ -123,7 +148,8 @@ def test_contents_cannot_shift_between_files(tmp_path: Path) -> None:
 
 def test_root_name_and_location_do_not_matter(tmp_path: Path) -> None:
     assert hash_tree(build(tmp_path / "x" / "results", TREE)) == hash_tree(
-        build(tmp_path / "elsewhere", TREE))
+        build(tmp_path / "elsewhere", TREE)
+    )
 
 
 def test_empty_folder_has_a_fixed_hash(tmp_path: Path) -> None:
@@ -189,8 +215,9 @@ def test_socket_is_refused(tmp_path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
-def test_unreadable_file_is_refused_with_its_name(tree: Path,
-                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_unreadable_file_is_refused_with_its_name(
+    tree: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     real_open = os.open
 
     def deny(path: object, flags: int, *args: object) -> int:
@@ -204,7 +231,8 @@ def test_unreadable_file_is_refused_with_its_name(tree: Path,
 
 
 names = st.text(alphabet="abcXYZ019._- ", min_size=1, max_size=6).filter(
-    lambda n: n not in (".", ".."))
+    lambda n: n not in (".", "..")
+)
 trees = st.dictionaries(
     st.lists(names, min_size=1, max_size=3).map("/".join),
     st.binary(max_size=64),
@@ -212,11 +240,13 @@ trees = st.dictionaries(
 )
 
 
-@settings(max_examples=60, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(tree=trees, seed=st.integers(0, 2**32))
-def test_property_creation_order_never_matters(tmp_path_factory: pytest.TempPathFactory,
-                                              tree: dict[str, bytes], seed: int) -> None:
+def test_property_creation_order_never_matters(
+    tmp_path_factory: pytest.TempPathFactory, tree: dict[str, bytes], seed: int
+) -> None:
     # drop paths that are a prefix directory of another path (cannot be both file and dir)
     paths = sorted(tree)
     tree = {p: v for p, v in tree.items() if not any(q.startswith(p + "/") for q in paths)}

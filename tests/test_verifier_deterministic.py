@@ -27,8 +27,9 @@ JOB, JOB2 = "j-1", "j-2"
 DIGEST = bytes(range(32))
 
 
-def seal(digest: bytes = DIGEST, job: str = JOB, node: str = A,
-         key: bytes = REQ.seal_public_key) -> bytes:
+def seal(
+    digest: bytes = DIGEST, job: str = JOB, node: str = A, key: bytes = REQ.seal_public_key
+) -> bytes:
     return seal_proposal(digest, job_id=job, node_id=node, requester_key=key)
 
 
@@ -43,8 +44,8 @@ def test_proposal_reveals_nothing_and_equal_digests_look_unrelated() -> None:
     assert DIGEST not in two
     # the ciphertexts of equal digests share no 16-byte window beyond the clear header
     size = read_header(one).size
-    windows = {one[i:i + 16] for i in range(size, len(one) - 16)}
-    assert not any(two[i:i + 16] in windows for i in range(size, len(two) - 16))
+    windows = {one[i : i + 16] for i in range(size, len(one) - 16)}
+    assert not any(two[i : i + 16] in windows for i in range(size, len(two) - 16))
 
 
 def test_header_names_job_proposer_and_requester() -> None:
@@ -113,7 +114,7 @@ def test_garbage_and_bad_arguments() -> None:
         seal(job="")
     # an all-zero (low-order) ephemeral key cannot be used to probe the requester
     good = seal()
-    zero = good[:len(MAGIC) + 32] + bytes(32) + good[len(MAGIC) + 64:]
+    zero = good[: len(MAGIC) + 32] + bytes(32) + good[len(MAGIC) + 64 :]
     assert read_header(zero).ephemeral_key == bytes(32)
     with pytest.raises(VerificationError, match=r"^tampered"):
         open_proposal(REQ, zero, job_id=JOB, node_id=A)
@@ -123,13 +124,15 @@ def test_garbage_and_bad_arguments() -> None:
 async def test_verifier_proposes_the_canonical_hash(tmp_path: Path) -> None:
     (tmp_path / "stdout").write_text("out")
     verifier = DeterministicVerifier(identity=REQ)
-    proposal = await verifier.propose(job_id=JOB, node_id=A, results_dir=tmp_path,
-                                      requester_key=REQ.seal_public_key)
+    proposal = await verifier.propose(
+        job_id=JOB, node_id=A, results_dir=tmp_path, requester_key=REQ.seal_public_key
+    )
     assert verifier.open(job_id=JOB, node_id=A, proposal=proposal) == hash_tree(tmp_path)
     (tmp_path / "link").symlink_to(tmp_path / "stdout")
     with pytest.raises(VerificationError, match="symlink"):
-        await verifier.propose(job_id=JOB, node_id=A, results_dir=tmp_path,
-                               requester_key=REQ.seal_public_key)
+        await verifier.propose(
+            job_id=JOB, node_id=A, results_dir=tmp_path, requester_key=REQ.seal_public_key
+        )
 
 
 def test_verifier_takes_identity_from_the_node_services() -> None:
@@ -149,9 +152,15 @@ DEAL = Deal(concurrency=3, confidence=2, min_bids=3)
 
 @pytest.mark.anyio
 async def test_network_accepts_agreeing_results_with_identical_cids() -> None:
-    spec = JobSpec.noop(stdout="forty-two\n", files={"out/answer.txt": "42"},
-                        outputs=[OutputSpec("out", "/outputs")],
-                        verifier="deterministic", publisher="ipfs", deal=DEAL, timeout=10)
+    spec = JobSpec.noop(
+        stdout="forty-two\n",
+        files={"out/answer.txt": "42"},
+        outputs=[OutputSpec("out", "/outputs")],
+        verifier="deterministic",
+        publisher="ipfs",
+        deal=DEAL,
+        timeout=10,
+    )
     async with Network.in_memory(4, seed=11, requester=FAST) as net:
         assert all("deterministic" in n.info().verifiers for n in net.nodes)
         result = await net.nodes[0].run_job(spec, timeout=30)
@@ -168,8 +177,13 @@ async def test_network_accepts_agreeing_results_with_identical_cids() -> None:
 
 @pytest.mark.anyio
 async def test_network_with_confidence_above_agreeing_nodes_fails_with_reason() -> None:
-    spec = JobSpec.noop(stdout="x", verifier="deterministic", retries=0,
-                        deal=Deal(concurrency=2, confidence=2), timeout=10)
+    spec = JobSpec.noop(
+        stdout="x",
+        verifier="deterministic",
+        retries=0,
+        deal=Deal(concurrency=2, confidence=2),
+        timeout=10,
+    )
     async with Network.in_memory(1, requester=FAST) as net:
         result = await net.nodes[0].run_job(spec, timeout=30)
     assert result.state is JobState.FAILED
@@ -213,8 +227,13 @@ CLOCK_AND_RANDOM = """
 @pytest.mark.anyio
 async def test_wasm_jobs_reading_clock_and_random_verify_across_nodes() -> None:
     pytest.importorskip("wasmtime")
-    spec = JobSpec.wasm(CLOCK_AND_RANDOM, verifier="deterministic", publisher="noop",
-                        deal=Deal(concurrency=3, confidence=3, min_bids=3), timeout=20)
+    spec = JobSpec.wasm(
+        CLOCK_AND_RANDOM,
+        verifier="deterministic",
+        publisher="noop",
+        deal=Deal(concurrency=3, confidence=3, min_bids=3),
+        timeout=20,
+    )
     async with Network.in_memory(3, seed=12, requester=FAST) as net:
         first = await net.nodes[0].run_job(spec, timeout=60)
         second = await net.nodes[1].run_job(spec, timeout=60)
@@ -226,7 +245,7 @@ async def test_wasm_jobs_reading_clock_and_random_verify_across_nodes() -> None:
         assert all(e.state is ExecutionState.PUBLISHED for e in result.executions)
         (stdout,) = {e.stdout for e in result.accepted}
         raw = bytes.fromhex(stdout.strip())
-        realtime, monotonic = (int.from_bytes(raw[i:i + 8], "little") for i in (0, 8))
+        realtime, monotonic = (int.from_bytes(raw[i : i + 8], "little") for i in (0, 8))
         assert realtime > 1_700_000_000 * 10**9
         assert monotonic > 0
         assert raw[16:] != bytes(16), "the module really read random bytes"

@@ -43,8 +43,15 @@ def test_signature_checked_once_per_process() -> None:
 
 @pytest.mark.parametrize(
     "garbage",
-    [b"", b"\xc1", b"\x92\xc4\x01a", msgpack.packb([b"x" * 10, b"y" * 64]),
-     msgpack.packb({"a": 1}), b"\x00" * 100, msgpack.packb([[1, 2], b"z"])],
+    [
+        b"",
+        b"\xc1",
+        b"\x92\xc4\x01a",
+        msgpack.packb([b"x" * 10, b"y" * 64]),
+        msgpack.packb({"a": 1}),
+        b"\x00" * 100,
+        msgpack.packb([[1, 2], b"z"]),
+    ],
 )
 def test_garbage_frames_raise_named_errors(garbage: bytes) -> None:
     with pytest.raises(WireError):
@@ -71,14 +78,23 @@ async def test_forged_replayed_and_garbage_events_are_dropped_and_counted() -> N
         # 1. A job's decisions signed by someone who is not its requester.
         mallory = Identity.generate()
         job_id = "j-forged"
-        await worker.handle_broadcast(frame_of(requester.identity, JobCreated(
-            job_id, JobSpec.noop(delay=60, timeout=120), requester.identity.seal_public_key,
-            time.time())))
+        await worker.handle_broadcast(
+            frame_of(
+                requester.identity,
+                JobCreated(
+                    job_id,
+                    JobSpec.noop(delay=60, timeout=120),
+                    requester.identity.seal_public_key,
+                    time.time(),
+                ),
+            )
+        )
         await anyio.sleep(0.05)
         before = worker.stats["dropped_forged"]
         for msg in (BidAccepted(job_id, worker.node_id), ResultsAccepted(job_id, worker.node_id)):
-            await worker.handle_request(mallory.node_id, msgpack.packb(
-                ["event", frame_of(mallory, msg)]))
+            await worker.handle_request(
+                mallory.node_id, msgpack.packb(["event", frame_of(mallory, msg)])
+            )
         assert worker.stats["dropped_forged"] == before + 2
         assert not worker.runner.active, "a forged acceptance must not start work"
 
@@ -93,14 +109,16 @@ async def test_forged_replayed_and_garbage_events_are_dropped_and_counted() -> N
         replayed = captured[0]
         before = worker.stats["dropped_replayed"]
         await worker.handle_broadcast(replayed)
-        stale = frame_of(requester.identity, BidAccepted("j-old", worker.node_id),
-                         now=time.time() - 3600)
+        stale = frame_of(
+            requester.identity, BidAccepted("j-old", worker.node_id), now=time.time() - 3600
+        )
         assert await worker.handle_broadcast(stale) is False
         assert worker.stats["dropped_replayed"] == before + 2
 
         # 4. Well-signed nonsense.
-        kind_ok_body_bad = encode_envelope(mallory, "BidAccepted", {"job_id": 5},
-                                           now=time.time())[0]
+        kind_ok_body_bad = encode_envelope(mallory, "BidAccepted", {"job_id": 5}, now=time.time())[
+            0
+        ]
         unknown_kind = encode_envelope(mallory, "Teleport", {}, now=time.time())[0]
         for f in (kind_ok_body_bad, unknown_kind, b"junk"):
             assert await worker.handle_broadcast(f) is False

@@ -80,11 +80,15 @@ def _status_of(exc: BaseException) -> tuple[int, str, str | None]:
     return 500, "internal_error", None
 
 
-def error_response(status: int, code: str, message: str, field: str | None = None,
-                   headers: Mapping[str, str] | None = None) -> Response:
+def error_response(
+    status: int,
+    code: str,
+    message: str,
+    field: str | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> Response:
     body = ErrorBody(ErrorDetail(code=code, message=message, field=field))
-    return Response(dumps(body), status_code=status, media_type="application/json",
-                    headers=headers)
+    return Response(dumps(body), status_code=status, media_type="application/json", headers=headers)
 
 
 def dumps(value: Any) -> bytes:
@@ -99,8 +103,9 @@ def parse_json(raw: bytes) -> Any:
     try:
         return json.loads(raw, parse_constant=_no_constants)
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
-        raise ApiError(f"the body is not valid JSON: {exc}", status=400,
-                       code="malformed_json") from None
+        raise ApiError(
+            f"the body is not valid JSON: {exc}", status=400, code="malformed_json"
+        ) from None
 
 
 # --- request helpers ---------------------------------------------------------------------
@@ -149,9 +154,12 @@ class Body:
                 self.complete = not message.get("more_body", False)
 
     def _too_large(self, size: int) -> ApiError:
-        return ApiError(f"the body is {'at least ' if not self.complete else ''}{size} bytes; "
-                        f"this node accepts at most {self.limit} here", status=413,
-                        code="body_too_large")
+        return ApiError(
+            f"the body is {'at least ' if not self.complete else ''}{size} bytes; "
+            f"this node accepts at most {self.limit} here",
+            status=413,
+            code="body_too_large",
+        )
 
 
 def require_type(request: Request, *expected: str) -> None:
@@ -159,7 +167,8 @@ def require_type(request: Request, *expected: str) -> None:
     if got not in expected:
         raise ApiError(
             f"the body must be {' or '.join(expected)}, got {got or 'no Content-Type'}",
-            status=415, code="unsupported_media_type",
+            status=415,
+            code="unsupported_media_type",
         )
 
 
@@ -170,11 +179,13 @@ def int_param(request: Request, name: str, default: int, low: int, high: int) ->
     try:
         value = int(raw)
     except ValueError:
-        raise ApiError(f"{name} must be an integer, got {raw!r}", status=400,
-                       code="bad_parameter") from None
+        raise ApiError(
+            f"{name} must be an integer, got {raw!r}", status=400, code="bad_parameter"
+        ) from None
     if not low <= value <= high:
-        raise ApiError(f"{name} must be from {low} to {high}, got {value}", status=400,
-                       code="bad_parameter")
+        raise ApiError(
+            f"{name} must be from {low} to {high}, got {value}", status=400, code="bad_parameter"
+        )
     return value
 
 
@@ -197,8 +208,9 @@ def cid_param(request: Request) -> bytes:
     try:
         return to_cid(text)
     except ValidationError:
-        raise ApiError(f"{text!r} is not a CID (expected Qm... or b...)", status=400,
-                       code="invalid_cid") from None
+        raise ApiError(
+            f"{text!r} is not a CID (expected Qm... or b...)", status=400, code="invalid_cid"
+        ) from None
 
 
 Handler = Callable[[Any, Request], Awaitable[Response]]
@@ -215,8 +227,7 @@ def endpoint(fn: Handler) -> Handler:
             exc = _leaf(raw)
             status, code, field = _status_of(exc)
             if status >= 500:
-                log.error("internal error on %s %s", request.method, request.url.path,
-                          exc_info=raw)
+                log.error("internal error on %s %s", request.method, request.url.path, exc_info=raw)
                 message = f"internal error ({type(exc).__name__}); see the node's log"
             else:
                 message = str(exc)

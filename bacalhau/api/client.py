@@ -85,8 +85,7 @@ def api_url(address: str | None = None) -> str:
     if "://" in text:
         url = httpx.URL(text)
         if url.scheme not in ("http", "https") or not url.host:
-            raise ValidationError(f"not an API address: {text!r} (try 127.0.0.1:1234)",
-                                  field="api")
+            raise ValidationError(f"not an API address: {text!r} (try 127.0.0.1:1234)", field="api")
         return text.rstrip("/")
     host, sep, port = text.rpartition(":")
     if not sep or (host.startswith("[") != host.endswith("]")):
@@ -148,8 +147,12 @@ class Client:
             headers["authorization"] = f"Bearer {token}"
         self.timeout = timeout
         self._http = httpx.AsyncClient(
-            base_url=self.url + API_PREFIX, headers=headers, timeout=timeout,
-            transport=transport, follow_redirects=False, trust_env=trust_env,
+            base_url=self.url + API_PREFIX,
+            headers=headers,
+            timeout=timeout,
+            transport=transport,
+            follow_redirects=False,
+            trust_env=trust_env,
         )
 
     def __repr__(self) -> str:
@@ -199,8 +202,7 @@ class Client:
         return from_json_data(response.json(), cls, what="response")
 
     @contextlib.asynccontextmanager
-    async def _stream(self, method: str, path: str, **kwargs: Any
-                      ) -> AsyncIterator[httpx.Response]:
+    async def _stream(self, method: str, path: str, **kwargs: Any) -> AsyncIterator[httpx.Response]:
         timeout = httpx.Timeout(self.timeout, read=max(self.timeout, STREAM_READ_TIMEOUT))
         try:
             async with self._http.stream(method, path, timeout=timeout, **kwargs) as response:
@@ -272,7 +274,11 @@ class Client:
             yield line
 
     async def logs(
-        self, job_id: str, *, follow: bool = False, node: str | None = None,
+        self,
+        job_id: str,
+        *,
+        follow: bool = False,
+        node: str | None = None,
         stream: str | None = None,
     ) -> AsyncIterator[LogChunk]:
         """Each finished execution's stdout and stderr; with ``follow``, until the job ends."""
@@ -318,16 +324,17 @@ class Client:
         except TimeoutError:
             raise TimeoutError(f"job {job_id} did not end within {timeout:g}s") from None
 
-    async def run(
-        self, spec: JobSpec, *, timeout: float | None = None
-    ) -> JobResult:
+    async def run(self, spec: JobSpec, *, timeout: float | None = None) -> JobResult:
         """Submit and wait: the one-line way to run a job through a node."""
         return await self.wait(await self.submit(spec), timeout=timeout)
 
     # --- data -----------------------------------------------------------------------------
 
     async def add_bytes(
-        self, data: bytes | AsyncIterable[bytes], *, name: str | None = None,
+        self,
+        data: bytes | AsyncIterable[bytes],
+        *,
+        name: str | None = None,
         cid_version: int = 0,
     ) -> DataAdded:
         """Store bytes as one file on the node (pinned). The CID is what ``ipfs add`` gives."""
@@ -335,7 +342,10 @@ class Client:
         if name is not None:
             params["name"] = name
         response = await self._request(
-            "POST", "/data", params=params, content=data,
+            "POST",
+            "/data",
+            params=params,
+            content=data,
             headers={"content-type": "application/octet-stream"},
         )
         return from_json_data(response.json(), DataAdded, what="response")
@@ -345,9 +355,15 @@ class Client:
         return await self.add_bytes(_read_file(Path(path)), cid_version=cid_version)
 
     async def add_path(
-        self, path: str | os.PathLike[str], *, cid_version: int = 0,
-        raw_leaves: bool | None = None, hidden: bool = False, wrap_with_directory: bool = False,
-        chunk_size: int = 262144, on_entry: Callable[[str, str], None] | None = None,
+        self,
+        path: str | os.PathLike[str],
+        *,
+        cid_version: int = 0,
+        raw_leaves: bool | None = None,
+        hidden: bool = False,
+        wrap_with_directory: bool = False,
+        chunk_size: int = 262144,
+        on_entry: Callable[[str, str], None] | None = None,
     ) -> str:
         """Add a file or a whole directory tree; return the root CID (``ipfs add -r``'s).
 
@@ -362,10 +378,16 @@ class Client:
         with tempfile.TemporaryDirectory(prefix="bacalhau-add-") as tmp:
             store = BlockStore(Path(tmp) / "blocks")
             entries: list[tuple[str, str]] = []
-            cid = await add_path(store, path, cid_version=cid_version, raw_leaves=raw_leaves,
-                                 hidden=hidden, wrap_with_directory=wrap_with_directory,
-                                 chunk_size=chunk_size,
-                                 on_entry=lambda rel, c: entries.append((rel, c)))
+            cid = await add_path(
+                store,
+                path,
+                cid_version=cid_version,
+                raw_leaves=raw_leaves,
+                hidden=hidden,
+                wrap_with_directory=wrap_with_directory,
+                chunk_size=chunk_size,
+                on_entry=lambda rel, c: entries.append((rel, c)),
+            )
             car = Path(tmp) / "upload.car"
             await export_car(store, cid, car)
             roots = await self.import_car(car)
@@ -379,7 +401,9 @@ class Client:
     async def import_car(self, path: str | os.PathLike[str]) -> tuple[str, ...]:
         """Upload a CARv1 file; the node checks every block and pins the roots."""
         response = await self._request(
-            "POST", "/data/car", content=_read_file(Path(path)),
+            "POST",
+            "/data/car",
+            content=_read_file(Path(path)),
             headers={"content-type": "application/vnd.ipld.car"},
         )
         return from_json_data(response.json(), CarImported, what="response").roots
@@ -446,10 +470,14 @@ class Client:
         cid = result.cid
         if cid is None:
             if not result.state.terminal:
-                raise JobFailed(f"job {result.job_id} is still {result.state.value}; "
-                                "wait for it ('bacalhau describe' shows its progress)")
-            raise JobFailed(f"job {result.job_id} {result.state.value} with no results "
-                            f"published to a CID: {result.reason or 'see bacalhau describe'}")
+                raise JobFailed(
+                    f"job {result.job_id} is still {result.state.value}; "
+                    "wait for it ('bacalhau describe' shows its progress)"
+                )
+            raise JobFailed(
+                f"job {result.job_id} {result.state.value} with no results "
+                f"published to a CID: {result.reason or 'see bacalhau describe'}"
+            )
         return cid, await self.download(cid, dest)
 
     async def pins(self) -> dict[str, str]:

@@ -105,8 +105,12 @@ def _paths() -> dict[str, Any]:
     }
     return {
         f"{_P}/health": {
-            "get": _op("The node is up", {"200": _json("Health", "The node is up.")},
-                       op_id="health", secure=False),
+            "get": _op(
+                "The node is up",
+                {"200": _json("Health", "The node is up.")},
+                op_id="health",
+                secure=False,
+            ),
         },
         f"{_P}/node": {
             "get": _op(
@@ -124,25 +128,47 @@ def _paths() -> dict[str, Any]:
                     **_COMMON_ERRORS,
                 },
                 params=[
-                    _query("state", {"type": "string", "maxLength": 200},
-                           "Only jobs in these states (comma-separated)."),
-                    _query("label", {"type": "string", "maxLength": 64},
-                           "Only jobs with this label."),
-                    _query("engine", {"type": "string", "maxLength": 32},
-                           "Only jobs for this executor."),
-                    _query("limit", {"type": "integer", "minimum": 1, "maximum": 1000,
-                                     "default": 100}, "Page size."),
-                    _query("offset", {"type": "integer", "minimum": 0, "default": 0},
-                           "How many matching jobs to skip."),
+                    _query(
+                        "state",
+                        {"type": "string", "maxLength": 200},
+                        "Only jobs in these states (comma-separated).",
+                    ),
+                    _query(
+                        "label", {"type": "string", "maxLength": 64}, "Only jobs with this label."
+                    ),
+                    _query(
+                        "engine",
+                        {"type": "string", "maxLength": 32},
+                        "Only jobs for this executor.",
+                    ),
+                    _query(
+                        "limit",
+                        {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100},
+                        "Page size.",
+                    ),
+                    _query(
+                        "offset",
+                        {"type": "integer", "minimum": 0, "default": 0},
+                        "How many matching jobs to skip.",
+                    ),
                 ],
                 op_id="listJobs",
             ),
             "post": _op(
                 "Submit a job (this node becomes its requester)",
-                {"201": _json("SubmitResponse", "The job was accepted."), **bad_json,
-                 **_COMMON_ERRORS},
-                body={"required": True, "content": {"application/json": {
-                    "schema": {"$ref": "#/components/schemas/SubmitRequest"}}}},
+                {
+                    "201": _json("SubmitResponse", "The job was accepted."),
+                    **bad_json,
+                    **_COMMON_ERRORS,
+                },
+                body={
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": {"$ref": "#/components/schemas/SubmitRequest"}
+                        }
+                    },
+                },
                 op_id="submitJob",
             ),
         },
@@ -157,8 +183,11 @@ def _paths() -> dict[str, Any]:
         f"{_P}/jobs/{{job_id}}/events": {
             "get": _op(
                 "Stream the job's events (NDJSON, one EventLine per line)",
-                {"200": _stream(_NDJSON, "EventLine", "Events; blank lines are keep-alives."),
-                 "400": _error("A parameter is malformed."), **_COMMON_ERRORS},
+                {
+                    "200": _stream(_NDJSON, "EventLine", "Events; blank lines are keep-alives."),
+                    "400": _error("A parameter is malformed."),
+                    **_COMMON_ERRORS,
+                },
                 params=[_JOB_ID, _FOLLOW],
                 op_id="jobEvents",
             ),
@@ -166,15 +195,24 @@ def _paths() -> dict[str, Any]:
         f"{_P}/jobs/{{job_id}}/logs": {
             "get": _op(
                 "Stream the executions' stdout and stderr (NDJSON, one LogChunk per line)",
-                {"200": _stream(_NDJSON, "LogChunk", "Log chunks; blank lines are keep-alives."),
-                 "400": _error("A parameter is malformed."), **_COMMON_ERRORS},
+                {
+                    "200": _stream(_NDJSON, "LogChunk", "Log chunks; blank lines are keep-alives."),
+                    "400": _error("A parameter is malformed."),
+                    **_COMMON_ERRORS,
+                },
                 params=[
                     _JOB_ID,
                     _FOLLOW,
-                    _query("node", {"type": "string", "maxLength": 200},
-                           "Only executions on nodes whose id starts with this."),
-                    _query("stream", {"type": "string", "enum": ["stdout", "stderr"]},
-                           "Only this stream."),
+                    _query(
+                        "node",
+                        {"type": "string", "maxLength": 200},
+                        "Only executions on nodes whose id starts with this.",
+                    ),
+                    _query(
+                        "stream",
+                        {"type": "string", "enum": ["stdout", "stderr"]},
+                        "Only this stream.",
+                    ),
                 ],
                 op_id="jobLogs",
             ),
@@ -190,62 +228,94 @@ def _paths() -> dict[str, Any]:
         f"{_P}/jobs/{{job_id}}/cancel": {
             "post": _op(
                 "Cancel a job",
-                {"202": _json("SubmitResponse", "Cancellation requested; the state after it."),
-                 **bad_json, **_COMMON_ERRORS},
+                {
+                    "202": _json("SubmitResponse", "Cancellation requested; the state after it."),
+                    **bad_json,
+                    **_COMMON_ERRORS,
+                },
                 params=[_JOB_ID],
-                body={"required": False, "content": {"application/json": {
-                    "schema": {"$ref": "#/components/schemas/CancelRequest"}}}},
+                body={
+                    "required": False,
+                    "content": {
+                        "application/json": {
+                            "schema": {"$ref": "#/components/schemas/CancelRequest"}
+                        }
+                    },
+                },
                 op_id="cancelJob",
             ),
         },
         f"{_P}/data": {
             "post": _op(
                 "Add one file's bytes to the node's store (pinned); returns its CID",
-                {"201": _json("DataAdded", "Stored and pinned."),
-                 "400": _error("A parameter is malformed."),
-                 "413": _error("The upload is larger than the node accepts."),
-                 "415": _error("The body must be application/octet-stream."),
-                 "422": _error("An import option is invalid."),
-                 **_COMMON_ERRORS},
+                {
+                    "201": _json("DataAdded", "Stored and pinned."),
+                    "400": _error("A parameter is malformed."),
+                    "413": _error("The upload is larger than the node accepts."),
+                    "415": _error("The body must be application/octet-stream."),
+                    "422": _error("An import option is invalid."),
+                    **_COMMON_ERRORS,
+                },
                 params=[
-                    _query("name", {"type": "string", "maxLength": 255},
-                           "Wrap the file in a directory under this name."),
-                    _query("cid_version", {"type": "integer", "enum": [0, 1], "default": 0},
-                           "0 gives Qm... CIDs as 'ipfs add'; 1 gives bafy... with raw leaves."),
+                    _query(
+                        "name",
+                        {"type": "string", "maxLength": 255},
+                        "Wrap the file in a directory under this name.",
+                    ),
+                    _query(
+                        "cid_version",
+                        {"type": "integer", "enum": [0, 1], "default": 0},
+                        "0 gives Qm... CIDs as 'ipfs add'; 1 gives bafy... with raw leaves.",
+                    ),
                 ],
-                body={"required": True, "content": {_OCTETS: {
-                    "schema": {"type": "string", "format": "binary"}}}},
+                body={
+                    "required": True,
+                    "content": {_OCTETS: {"schema": {"type": "string", "format": "binary"}}},
+                },
                 op_id="addData",
             ),
         },
         f"{_P}/data/car": {
             "post": _op(
                 "Import a CARv1 archive (every block hash-checked; roots pinned)",
-                {"201": _json("CarImported", "Imported."),
-                 "400": _error("The body is not a valid CAR archive."),
-                 "413": _error("The upload is larger than the node accepts."),
-                 "415": _error("The body must be application/vnd.ipld.car."),
-                 "422": _error("A block does not match its CID, or a root is missing."),
-                 **_COMMON_ERRORS},
-                body={"required": True, "content": {_CAR: {
-                    "schema": {"type": "string", "format": "binary"}}}},
+                {
+                    "201": _json("CarImported", "Imported."),
+                    "400": _error("The body is not a valid CAR archive."),
+                    "413": _error("The upload is larger than the node accepts."),
+                    "415": _error("The body must be application/vnd.ipld.car."),
+                    "422": _error("A block does not match its CID, or a root is missing."),
+                    **_COMMON_ERRORS,
+                },
+                body={
+                    "required": True,
+                    "content": {_CAR: {"schema": {"type": "string", "format": "binary"}}},
+                },
                 op_id="importCar",
             ),
         },
         f"{_P}/data/pins": {
-            "get": _op("The node's pinned roots", {"200": _json("PinList", "Pins."),
-                                                   **_COMMON_ERRORS}, op_id="listPins"),
+            "get": _op(
+                "The node's pinned roots",
+                {"200": _json("PinList", "Pins."), **_COMMON_ERRORS},
+                op_id="listPins",
+            ),
         },
         f"{_P}/data/gc": {
-            "post": _op("Remove unpinned blocks", {"200": _json("GcResult", "Done."),
-                                                    **_COMMON_ERRORS}, op_id="gc"),
+            "post": _op(
+                "Remove unpinned blocks",
+                {"200": _json("GcResult", "Done."), **_COMMON_ERRORS},
+                op_id="gc",
+            ),
         },
         f"{_P}/data/{{cid}}/cat": {
             "get": _op(
                 "The bytes of a file (fetched from peers when not held here)",
-                {"200": _stream(_OCTETS, None, "The file's bytes."),
-                 "400": _error("Not a CID."),
-                 "422": _error("Not a file, or the DAG is inconsistent."), **_COMMON_ERRORS},
+                {
+                    "200": _stream(_OCTETS, None, "The file's bytes."),
+                    "400": _error("Not a CID."),
+                    "422": _error("Not a file, or the DAG is inconsistent."),
+                    **_COMMON_ERRORS,
+                },
                 params=[_CID, _PATH],
                 op_id="catData",
             ),
@@ -253,10 +323,22 @@ def _paths() -> dict[str, Any]:
         f"{_P}/data/{{cid}}/ls": {
             "get": _op(
                 "The entries of a directory",
-                {"200": {"description": "Entries.", "content": {"application/json": {"schema": {
-                    "type": "array", "items": {"$ref": "#/components/schemas/DataEntry"}}}}},
-                 "400": _error("Not a CID."),
-                 "422": _error("The DAG is inconsistent."), **_COMMON_ERRORS},
+                {
+                    "200": {
+                        "description": "Entries.",
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "type": "array",
+                                    "items": {"$ref": "#/components/schemas/DataEntry"},
+                                }
+                            }
+                        },
+                    },
+                    "400": _error("Not a CID."),
+                    "422": _error("The DAG is inconsistent."),
+                    **_COMMON_ERRORS,
+                },
                 params=[_CID, _PATH],
                 op_id="lsData",
             ),
@@ -264,9 +346,12 @@ def _paths() -> dict[str, Any]:
         f"{_P}/data/{{cid}}/car": {
             "get": _op(
                 "The whole DAG under a CID as a CARv1 archive (fetched from peers as needed)",
-                {"200": _stream(_CAR, None, "The archive."),
-                 "400": _error("Not a CID."),
-                 "422": _error("The DAG is damaged."), **_COMMON_ERRORS},
+                {
+                    "200": _stream(_CAR, None, "The archive."),
+                    "400": _error("Not a CID."),
+                    "422": _error("The DAG is damaged."),
+                    **_COMMON_ERRORS,
+                },
                 params=[_CID],
                 op_id="exportCar",
             ),
@@ -274,15 +359,22 @@ def _paths() -> dict[str, Any]:
         f"{_P}/data/{{cid}}/pin": {
             "post": _op(
                 "Fetch and pin the DAG under a CID",
-                {"200": _json("PinList", "The pins after."), "400": _error("Not a CID."),
-                 "422": _error("The DAG is damaged."), **_COMMON_ERRORS},
+                {
+                    "200": _json("PinList", "The pins after."),
+                    "400": _error("Not a CID."),
+                    "422": _error("The DAG is damaged."),
+                    **_COMMON_ERRORS,
+                },
                 params=[_CID],
                 op_id="pin",
             ),
             "delete": _op(
                 "Unpin a CID",
-                {"200": _json("PinList", "The pins after."), "400": _error("Not a CID."),
-                 **_COMMON_ERRORS},
+                {
+                    "200": _json("PinList", "The pins after."),
+                    "400": _error("Not a CID."),
+                    **_COMMON_ERRORS,
+                },
                 params=[_CID],
                 op_id="unpin",
             ),

@@ -170,8 +170,11 @@ class _Api:
 
     async def _json_body(self, request: Request, cls: type[T], *, optional: bool = False) -> T:
         body = self._body(request, self.limits.max_json_bytes)
-        if optional and request.headers.get("content-length") in (None, "0") and \
-                "content-type" not in request.headers:
+        if (
+            optional
+            and request.headers.get("content-length") in (None, "0")
+            and "content-type" not in request.headers
+        ):
             await body.read()
             return cls()
         require_type(request, "application/json")
@@ -244,8 +247,9 @@ class _Api:
         except ValidationError:
             raise
         except (TypeError, ValueError, KeyError, AttributeError) as exc:
-            raise ValidationError(f"invalid {spec.engine.type} params: {exc!r}",
-                                  field="engine.params") from None
+            raise ValidationError(
+                f"invalid {spec.engine.type} params: {exc!r}", field="engine.params"
+            ) from None
 
     @endpoint
     async def list_jobs(self, request: Request) -> Response:
@@ -253,17 +257,20 @@ class _Api:
         states = {s.strip() for s in request.query_params.get("state", "").split(",") if s.strip()}
         unknown = states - {s.value for s in JobState}
         if unknown:
-            raise ApiError(f"unknown state(s) {', '.join(sorted(unknown))}; one of "
-                           f"{', '.join(s.value for s in JobState)}", status=400,
-                           code="bad_parameter")
+            raise ApiError(
+                f"unknown state(s) {', '.join(sorted(unknown))}; one of "
+                f"{', '.join(s.value for s in JobState)}",
+                status=400,
+                code="bad_parameter",
+            )
         label = request.query_params.get("label")
         engine = request.query_params.get("engine")
-        limit = int_param(request, "limit", min(100, self.limits.max_page), 1,
-                           self.limits.max_page)
+        limit = int_param(request, "limit", min(100, self.limits.max_page), 1, self.limits.max_page)
         offset = int_param(request, "offset", 0, 0, 2**62)
         jobs = [summarize(r) for r in self.node.list_jobs()]
         jobs = [
-            j for j in jobs
+            j
+            for j in jobs
             if (not states or j.state.value in states)
             and (label is None or label in j.labels)
             and (engine is None or j.engine == engine)
@@ -290,8 +297,11 @@ class _Api:
         req = await self._json_body(request, CancelRequest, optional=True)
         state = self.node.describe(job_id).state
         if state.terminal:
-            raise ApiError(f"job {job_id} already {state.value}; nothing to cancel",
-                           status=409, code="job_finished")
+            raise ApiError(
+                f"job {job_id} already {state.value}; nothing to cancel",
+                status=409,
+                code="job_finished",
+            )
         await self.node.cancel(job_id, req.reason)
         return self._json(SubmitResponse(job_id, self.node.describe(job_id).state), 202)
 
@@ -324,8 +334,9 @@ class _Api:
         node_prefix = request.query_params.get("node", "")
         stream = request.query_params.get("stream")
         if stream not in (None, "stdout", "stderr"):
-            raise ApiError(f"stream must be stdout or stderr, got {stream!r}", status=400,
-                           code="bad_parameter")
+            raise ApiError(
+                f"stream must be stdout or stderr, got {stream!r}", status=400, code="bad_parameter"
+            )
         streams = (stream,) if stream else ("stdout", "stderr")
 
         async def lines() -> AsyncIterator[bytes]:
@@ -358,8 +369,12 @@ class _Api:
 
         head = ex.stdout if stream == "stdout" else ex.stderr
         ref = ex.published
-        if ex.state is ExecutionState.PUBLISHED and ref is not None and ref.cid \
-                and self.node.blocks is not None:
+        if (
+            ex.state is ExecutionState.PUBLISHED
+            and ref is not None
+            and ref.cid
+            and self.node.blocks is not None
+        ):
             from ..storage.ipfs.exporter import read_all, resolve
 
             try:
@@ -368,8 +383,9 @@ class _Api:
                     data = await read_all(self.node.blocks, cid, max_size=MAX_LOG_BYTES)
                 return LogChunk(ex.node_id, stream, data.decode("utf-8", "replace"))
             except (BacalhauError, TimeoutError) as exc:
-                log.info("full %s of %s not readable from %s: %s", stream, ex.node_id[-8:],
-                         ref.cid, exc)
+                log.info(
+                    "full %s of %s not readable from %s: %s", stream, ex.node_id[-8:], ref.cid, exc
+                )
         complete = len(head.encode()) < SUMMARY_BYTES - 4
         return LogChunk(ex.node_id, stream, head, complete)
 
@@ -454,8 +470,9 @@ class _Api:
             await export_car(self.node.blocks, cid, path)
             kept = path.with_suffix(".out")
             path.replace(kept)
-        return FileResponse(kept, media_type=CAR,
-                            background=BackgroundTask(kept.unlink, missing_ok=True))
+        return FileResponse(
+            kept, media_type=CAR, background=BackgroundTask(kept.unlink, missing_ok=True)
+        )
 
     @endpoint
     async def pins(self, request: Request) -> Response:
@@ -473,8 +490,11 @@ class _Api:
         store = self._store()
         cid = cid_param(request)
         if not await anyio.to_thread.run_sync(store.unpin, cid):
-            raise ApiError(f"{request.path_params['cid']} is not pinned on this node",
-                           status=404, code="not_pinned")
+            raise ApiError(
+                f"{request.path_params['cid']} is not pinned on this node",
+                status=404,
+                code="not_pinned",
+            )
         return self._json(PinList(await anyio.to_thread.run_sync(store.pins)))
 
     @endpoint
@@ -484,8 +504,9 @@ class _Api:
 
 
 def _stream(lines: AsyncIterator[bytes]) -> Response:
-    return StreamingResponse(lines, media_type=NDJSON,
-                             headers={"cache-control": "no-store", "x-accel-buffering": "no"})
+    return StreamingResponse(
+        lines, media_type=NDJSON, headers={"cache-control": "no-store", "x-accel-buffering": "no"}
+    )
 
 
 @functools.cache
@@ -527,7 +548,8 @@ class ApiApp:
             name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
             if host and not is_loopback(name):
                 return error_response(
-                    403, "forbidden_host",
+                    403,
+                    "forbidden_host",
                     f"this node's API serves loopback clients only (Host: {host}); start it "
                     "with a token to serve others",
                 )
@@ -537,13 +559,19 @@ class ApiApp:
         given = headers.get(b"authorization", b"")
         scheme, _, value = given.partition(b" ")
         if scheme.lower() != b"bearer" or not value:
-            return error_response(401, "unauthorized",
-                                  "this node needs 'Authorization: Bearer TOKEN' (--api-token "
-                                  "or BACALHAU_API_TOKEN)",
-                                  headers={"www-authenticate": "Bearer"})
+            return error_response(
+                401,
+                "unauthorized",
+                "this node needs 'Authorization: Bearer TOKEN' (--api-token or BACALHAU_API_TOKEN)",
+                headers={"www-authenticate": "Bearer"},
+            )
         if not hmac.compare_digest(value.strip(), self.token.encode()):
-            return error_response(401, "unauthorized", "the bearer token is wrong",
-                                  headers={"www-authenticate": 'Bearer error="invalid_token"'})
+            return error_response(
+                401,
+                "unauthorized",
+                "the bearer token is wrong",
+                headers={"www-authenticate": 'Bearer error="invalid_token"'},
+            )
         return None
 
     def close(self) -> None:
@@ -628,8 +656,11 @@ def _bind(host: str, port: int) -> socket.socket:
         sock.close()
         raise BacalhauError(
             f"cannot listen on {host}:{port}: {exc.strerror or exc}"
-            + (" (another node or program uses it; pick another port)"
-               if exc.errno in (98, 48) else "")
+            + (
+                " (another node or program uses it; pick another port)"
+                if exc.errno in (98, 48)
+                else ""
+            )
         ) from None
     return sock
 
@@ -667,8 +698,14 @@ async def serve_api(
     sock = _bind(host, port)
     address = ApiAddress(host, sock.getsockname()[1])
     config = uvicorn.Config(
-        app, log_config=None, access_log=False, lifespan="off", ws="none",
-        server_header=False, proxy_headers=False, timeout_graceful_shutdown=max(1, graceful),
+        app,
+        log_config=None,
+        access_log=False,
+        lifespan="off",
+        ws="none",
+        server_header=False,
+        proxy_headers=False,
+        timeout_graceful_shutdown=max(1, graceful),
         h11_max_incomplete_event_size=64 * 1024,
     )
     server = _Server(config)

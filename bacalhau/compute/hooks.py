@@ -67,11 +67,13 @@ class HttpHook:
         except httpx.HTTPError as exc:
             return BidResponse(False, f"{self.label} {self.url} failed: {type(exc).__name__}")
         if response.status_code != 200:
-            return BidResponse(False, f"{self.label} {self.url} answered HTTP "
-                                      f"{response.status_code}")
+            return BidResponse(
+                False, f"{self.label} {self.url} answered HTTP {response.status_code}"
+            )
         answer = parse_hook_reply(response.content)
-        return attrs.evolve(answer, reason=answer.reason or f"{self.label} said "
-                            f"{'yes' if answer.bid else 'no'}")
+        return attrs.evolve(
+            answer, reason=answer.reason or f"{self.label} said {'yes' if answer.bid else 'no'}"
+        )
 
 
 @attrs.frozen
@@ -88,8 +90,9 @@ class ExecHook:
             with anyio.fail_after(self.timeout):
                 code, stdout = await _run_hook(self.command, data)
         except TimeoutError:
-            return BidResponse(False, f"{self.label} {self.command!r} timed out after "
-                                      f"{self.timeout:g}s")
+            return BidResponse(
+                False, f"{self.label} {self.command!r} timed out after {self.timeout:g}s"
+            )
         except OSError as exc:
             return BidResponse(False, f"{self.label} {self.command!r} could not run: {exc}")
         if code != 0:
@@ -97,17 +100,21 @@ class ExecHook:
             if not stdout.strip():
                 return BidResponse(False, exited)
             answer = parse_hook_reply(stdout, default=False)
-            return BidResponse(False, answer.reason if answer.reason and not answer.bid
-                               and "garbage" not in answer.reason else exited)
+            return BidResponse(
+                False,
+                answer.reason
+                if answer.reason and not answer.bid and "garbage" not in answer.reason
+                else exited,
+            )
         return parse_hook_reply(stdout, default=True)
 
 
 async def _run_hook(command: str, data: bytes) -> tuple[int, bytes]:
     """Run ``command`` through the shell with ``data`` on stdin; (exit code, stdout).
     A program that exits without reading its input is fine; stdout is capped."""
-    async with await anyio.open_process(command, stdin=subprocess.PIPE,
-                                        stdout=subprocess.PIPE,
-                                        stderr=subprocess.DEVNULL) as proc:
+    async with await anyio.open_process(
+        command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
+    ) as proc:
         assert proc.stdin is not None
         assert proc.stdout is not None
         try:

@@ -53,8 +53,9 @@ MAX_RESULT_BYTES = 4 * 1024**3
 """A results folder with more files or bytes than this is refused (the execution fails)."""
 
 
-def check_results(results: Path, *, max_files: int = MAX_RESULT_FILES,
-                  max_bytes: int = MAX_RESULT_BYTES) -> None:
+def check_results(
+    results: Path, *, max_files: int = MAX_RESULT_FILES, max_bytes: int = MAX_RESULT_BYTES
+) -> None:
     """Refuse a results folder holding links, devices, pipes or too much.
 
     Nothing is followed: a job could have left a symlink to the host's files in an
@@ -71,9 +72,11 @@ def check_results(results: Path, *, max_files: int = MAX_RESULT_FILES,
             for entry in entries:
                 rel = Path(entry.path).relative_to(results)
                 if entry.is_symlink():
-                    raise ExecutorError(f"results refused: {rel} is a symbolic link "
-                                        f"(to {os.readlink(entry.path)!r}); outputs must "
-                                        "hold plain files and folders")
+                    raise ExecutorError(
+                        f"results refused: {rel} is a symbolic link "
+                        f"(to {os.readlink(entry.path)!r}); outputs must "
+                        "hold plain files and folders"
+                    )
                 if entry.is_dir(follow_symlinks=False):
                     stack.append(Path(entry.path))
                 elif entry.is_file(follow_symlinks=False):
@@ -85,6 +88,8 @@ def check_results(results: Path, *, max_files: int = MAX_RESULT_FILES,
                     raise ExecutorError(f"results refused: more than {max_files} files")
                 if total > max_bytes:
                     raise ExecutorError(f"results refused: more than {max_bytes} bytes")
+
+
 """Seconds past ``spec.timeout`` before the runner itself stops an executor."""
 
 
@@ -149,8 +154,9 @@ class ExecutionRunner:
 
     # --- work -----------------------------------------------------------------------------
 
-    async def _run(self, job_id: str, spec: JobSpec, seal_key: bytes,
-                   scope: anyio.CancelScope) -> None:
+    async def _run(
+        self, job_id: str, spec: JobSpec, seal_key: bytes, scope: anyio.CancelScope
+    ) -> None:
         outcome: Event | None = None
         with scope:
             if self.capacity.queue_full():
@@ -165,7 +171,8 @@ class ExecutionRunner:
             except OSError as exc:
                 where = f" ({exc.filename})" if exc.filename else ""
                 outcome = ExecutionErrored(
-                    job_id, f"node storage error: {exc.strerror or exc}{where}")
+                    job_id, f"node storage error: {exc.strerror or exc}{where}"
+                )
             except Exception as exc:
                 log.exception("execution of %s failed unexpectedly", job_id)
                 outcome = ExecutionErrored(job_id, f"internal error: {exc!r}")
@@ -192,8 +199,12 @@ class ExecutionRunner:
         if verifier is None:
             raise ExecutorError(f"no {spec.verifier!r} verifier on this node")
         layout = await anyio.to_thread.run_sync(make_layout, self.folder(job_id), spec)
-        results, work, inputs, outputs = (layout.results, layout.work, layout.inputs,
-                                          layout.outputs)
+        results, work, inputs, outputs = (
+            layout.results,
+            layout.work,
+            layout.inputs,
+            layout.outputs,
+        )
         volumes = []
         for i, volume in enumerate(spec.inputs):
             volumes.append(await self._prepare(executor, volume, inputs / str(i)))
@@ -228,8 +239,7 @@ class ExecutionRunner:
         )
         return ExecutionDone(job_id, proposal, result.exit_code, stdout, stderr)
 
-    async def _prepare(self, executor: Executor, volume: InputSpec, dest: Path
-                       ) -> PreparedVolume:
+    async def _prepare(self, executor: Executor, volume: InputSpec, dest: Path) -> PreparedVolume:
         provider = self.storage.get(volume.source.type)
         if provider is None:
             raise StorageError(f"no {volume.source.type!r} storage on this node")

@@ -29,11 +29,13 @@ class NoopExecutor(Executor):
         p = spec.engine.params
         unknown = set(p) - _KNOWN
         if unknown:
-            raise ValidationError(f"unknown noop parameter(s): {', '.join(sorted(unknown))}",
-                                  field="engine.params")
+            raise ValidationError(
+                f"unknown noop parameter(s): {', '.join(sorted(unknown))}", field="engine.params"
+            )
         if not isinstance(p.get("exit_code", 0), int) or not 0 <= p.get("exit_code", 0) <= 255:
-            raise ValidationError("must be an integer from 0 to 255",
-                                  field="engine.params.exit_code")
+            raise ValidationError(
+                "must be an integer from 0 to 255", field="engine.params.exit_code"
+            )
         delay = p.get("delay", 0)
         if not isinstance(delay, int | float) or not 0 <= delay <= spec.timeout * 10:
             raise ValidationError("must be a non-negative number", field="engine.params.delay")
@@ -44,11 +46,14 @@ class NoopExecutor(Executor):
         for key, text in files.items():
             parts = PurePosixPath(key).parts if isinstance(key, str) else ()
             if len(parts) < 2 or parts[0] not in names or ".." in parts or key.startswith("/"):
-                raise ValidationError(f"{key!r} must be 'output_name/relative/path' of a "
-                                      "declared output", field="engine.params.files")
+                raise ValidationError(
+                    f"{key!r} must be 'output_name/relative/path' of a declared output",
+                    field="engine.params.files",
+                )
             if not isinstance(text, str):
-                raise ValidationError(f"content of {key!r} must be text",
-                                      field="engine.params.files")
+                raise ValidationError(
+                    f"content of {key!r} must be text", field="engine.params.files"
+                )
 
     async def run(self, ctx: ExecutionContext) -> RunResult:
         p = ctx.spec.engine.params

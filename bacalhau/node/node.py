@@ -211,15 +211,20 @@ class Node(TransportHandler):
         self.acceptance: list[BidStrategy] = list(bid_acceptance)
         label = "bid acceptance probe"
         if rconfig.acceptance_probe_http:
-            self.acceptance.append(HttpHook(rconfig.acceptance_probe_http,
-                                            rconfig.acceptance_probe_timeout, label))
+            self.acceptance.append(
+                HttpHook(rconfig.acceptance_probe_http, rconfig.acceptance_probe_timeout, label)
+            )
         if rconfig.acceptance_probe_exec:
-            self.acceptance.append(ExecHook(rconfig.acceptance_probe_exec,
-                                            rconfig.acceptance_probe_timeout, label))
+            self.acceptance.append(
+                ExecHook(rconfig.acceptance_probe_exec, rconfig.acceptance_probe_timeout, label)
+            )
         if self.acceptance and not rconfig.bid_review:
             rconfig = attrs.evolve(rconfig, bid_review=True)
         self.requester = RequesterState(
-            self.node_id, identity.seal_public_key, config=rconfig, rng=random.Random(seed),
+            self.node_id,
+            identity.seal_public_key,
+            config=rconfig,
+            rng=random.Random(seed),
         )
         self.compute = ComputeState(self.node_id)
         self.stats: Counter[str] = Counter()
@@ -290,8 +295,9 @@ class Node(TransportHandler):
         self._ctx_tg.cancel_scope.cancel()
         return await self._ctx_tg.__aexit__(et, e, tb)
 
-    async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
-                  ) -> None:
+    async def run(
+        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
         """Start the node and serve until cancelled."""
         if self._data_dir is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="bacalhau-node-")
@@ -300,8 +306,10 @@ class Node(TransportHandler):
             try:
                 self._setup()
             except OSError as exc:
-                raise StoreError(f"cannot use the data dir {self.data_dir}: "
-                                 f"{exc.strerror or exc} ({exc.filename})") from None
+                raise StoreError(
+                    f"cannot use the data dir {self.data_dir}: "
+                    f"{exc.strerror or exc} ({exc.filename})"
+                ) from None
             async with anyio.create_task_group() as tg:
                 self._tg = tg
                 self.runner.bind(tg)
@@ -312,8 +320,7 @@ class Node(TransportHandler):
                 await tg.start(self.transport.run, self)
                 self.started.set()
                 if self.store is not None:
-                    self._apply([*self.requester.recover(self.clock()),
-                                 *self.compute.recover()])
+                    self._apply([*self.requester.recover(self.clock()), *self.compute.recover()])
                 task_status.started()
                 try:
                     await anyio.sleep_forever()
@@ -352,8 +359,12 @@ class Node(TransportHandler):
             feed=self._feed,
         )
         self.strategies = [
-            SupportStrategy(self.plugins.executors, self.plugins.storage,
-                            self.plugins.verifiers, self.plugins.publishers),
+            SupportStrategy(
+                self.plugins.executors,
+                self.plugins.storage,
+                self.plugins.verifiers,
+                self.plugins.publishers,
+            ),
             CapacityStrategy(self.capacity),
         ]
         if compute.data_locality == "local":
@@ -374,8 +385,13 @@ class Node(TransportHandler):
         self.compute.jobs = {j.job_id: j for j in compute_jobs}
         self.requester.reputation = {n: Counter(c) for n, c in reputation.items()}
         if requester_jobs or compute_jobs:
-            log.info("%s: recovered %d jobs and %d executions from %s", self.node_id[-8:],
-                     len(requester_jobs), len(compute_jobs), store.path)
+            log.info(
+                "%s: recovered %d jobs and %d executions from %s",
+                self.node_id[-8:],
+                len(requester_jobs),
+                len(compute_jobs),
+                store.path,
+            )
 
     # --- the public API -------------------------------------------------------------------
 
@@ -454,8 +470,9 @@ class Node(TransportHandler):
         if len(matches) == 1 and len(job_id_or_prefix) >= 3:
             return matches[0]
         if len(matches) > 1:
-            raise JobNotFound(f"job id prefix {job_id_or_prefix!r} is ambiguous "
-                              f"({len(matches)} jobs match)")
+            raise JobNotFound(
+                f"job id prefix {job_id_or_prefix!r} is ambiguous ({len(matches)} jobs match)"
+            )
         raise JobNotFound(f"no job {job_id_or_prefix!r} on this node")
 
     def handle(self, job_id: str) -> JobHandle:
@@ -645,14 +662,16 @@ class Node(TransportHandler):
                         if dest == "*":
                             await self.transport.broadcast(frame)
                         else:
-                            await self.transport.request(dest, pack([EVENT_PROTOCOL, frame]),
-                                                         timeout=SEND_TIMEOUT)
+                            await self.transport.request(
+                                dest, pack([EVENT_PROTOCOL, frame]), timeout=SEND_TIMEOUT
+                            )
                         break
                     except TransportError as exc:
                         if attempt == len(SEND_BACKOFF) - 1:
                             self.stats["send_failed"] += 1
-                            log.info("%s: giving up sending to %s: %s", self.node_id[-8:],
-                                     dest[-8:], exc)
+                            log.info(
+                                "%s: giving up sending to %s: %s", self.node_id[-8:], dest[-8:], exc
+                            )
                         else:
                             self.stats["send_retried"] += 1
                             await anyio.sleep(backoff)
@@ -692,16 +711,22 @@ class Node(TransportHandler):
             return True
         if abs(now - env.sent_at) > self.max_message_age:
             self.stats["dropped_replayed"] += 1
-            log.info("%s: refused %s from %s: sent %.0fs away from now", self.node_id[-8:],
-                     env.kind, env.sender[-8:], now - env.sent_at)
+            log.info(
+                "%s: refused %s from %s: sent %.0fs away from now",
+                self.node_id[-8:],
+                env.kind,
+                env.sender[-8:],
+                now - env.sent_at,
+            )
             return False
         self._remember(env.msg_id, now)
         try:
             message = decode_message(env.kind, env.body)
         except ValidationError as exc:
             self.stats["dropped_invalid"] += 1
-            log.info("%s: refused %s from %s: %s", self.node_id[-8:], env.kind,
-                     env.sender[-8:], exc)
+            log.info(
+                "%s: refused %s from %s: %s", self.node_id[-8:], env.kind, env.sender[-8:], exc
+            )
             return False
         self._feed(self._as_event(env.sender, message))
         return True
@@ -737,4 +762,3 @@ def _version() -> str:
         return version("bacalhau-py")
     except PackageNotFoundError:
         return "0+unknown"
-

@@ -69,7 +69,8 @@ class Plugins:
             self.publishers[plugin.name] = plugin
         else:
             raise TypeError(
-                f"{plugin!r} is not an Executor, StorageProvider, Verifier or Publisher")
+                f"{plugin!r} is not an Executor, StorageProvider, Verifier or Publisher"
+            )
 
     async def start(self, services: NodeServices) -> None:
         if self.blocks is not None and hasattr(self.blocks, "register"):
@@ -88,8 +89,13 @@ class Plugins:
 def default_plugins(services: NodeServices, *, entry_points_too: bool = True) -> Plugins:
     """Every built-in plugin available here, plus installed third-party ones."""
     plugins = Plugins()
-    for plugin in (NoopExecutor(), InlineStorage(), NoopVerifier(), NoopPublisher(),
-                   LocalPublisher(services.data_dir / "published")):
+    for plugin in (
+        NoopExecutor(),
+        InlineStorage(),
+        NoopVerifier(),
+        NoopPublisher(),
+        LocalPublisher(services.data_dir / "published"),
+    ):
         plugins.add(plugin)
     _add_builtin_optional(plugins, services)
     if entry_points_too:
@@ -163,6 +169,10 @@ def _add_builtin_optional(plugins: Plugins, services: NodeServices) -> None:
         local_only = bool(compute and compute.docker_local_images_only)
         return DockerExecutor(node_id=services.node_id, local_images_only=local_only)
 
-    for what, make in (("url storage", url), ("deterministic verifier", deterministic),
-                       ("wasm executor", wasm), ("docker executor", docker)):
+    for what, make in (
+        ("url storage", url),
+        ("deterministic verifier", deterministic),
+        ("wasm executor", wasm),
+        ("docker executor", docker),
+    ):
         _optional(plugins, what, make)

@@ -81,10 +81,14 @@ class StateStore:
             table: self._db.execute(f"SELECT record FROM {table}").fetchall()
             for table in ("requester_jobs", "compute_jobs", "reputation")
         }
-        requester = [_conv.structure(unpack(r[0], max_size=1 << 30), RequesterJob)
-                     for r in rows["requester_jobs"]]
-        compute = [_conv.structure(unpack(r[0], max_size=1 << 30), ComputeJob)
-                   for r in rows["compute_jobs"]]
+        requester = [
+            _conv.structure(unpack(r[0], max_size=1 << 30), RequesterJob)
+            for r in rows["requester_jobs"]
+        ]
+        compute = [
+            _conv.structure(unpack(r[0], max_size=1 << 30), ComputeJob)
+            for r in rows["compute_jobs"]
+        ]
         reputation = {}
         for (raw,) in rows["reputation"]:
             data = unpack(raw)
@@ -125,8 +129,9 @@ class StateStore:
         if self.error is not None:
             raise self.error
 
-    async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
-                  ) -> None:
+    async def run(
+        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
         """The one writer task."""
         task_status.started()
         try:
@@ -176,8 +181,7 @@ class StateStore:
             except sqlite3.Error as exc:
                 with contextlib.suppress(sqlite3.Error):
                     self._db.execute("ROLLBACK")
-                raise StoreError(f"could not save the node's state in {self.path}: {exc}"
-                                 ) from None
+                raise StoreError(f"could not save the node's state in {self.path}: {exc}") from None
 
     def stats(self) -> dict[str, Any]:
         return {"path": str(self.path), "commits": self.writes, "pending": len(self._pending)}

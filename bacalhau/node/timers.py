@@ -41,8 +41,9 @@ class TimerQueue:
         keys = self._by_job.get(job_id)
         if not keys:
             return
-        for key in [k for k in keys if (name is None or k[1] == name)
-                    and (node is None or k[2] == node)]:
+        for key in [
+            k for k in keys if (name is None or k[1] == name) and (node is None or k[2] == node)
+        ]:
             keys.discard(key)
             self._live.pop(key, None)
         if not keys:

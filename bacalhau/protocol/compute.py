@@ -154,13 +154,21 @@ class ComputeState:
         elif isinstance(event, PublishDone) and job.state is C.PUBLISHING:
             self.move(job, C.PUBLISHED)
             job.ref = event.ref
-            out.append(Send(job.requester_id, ResultsPublished(
-                job.job_id, event.ref, job.exit_code, job.stdout, job.stderr)))
+            out.append(
+                Send(
+                    job.requester_id,
+                    ResultsPublished(job.job_id, event.ref, job.exit_code, job.stdout, job.stderr),
+                )
+            )
         elif isinstance(event, PublishErrored) and job.state is C.PUBLISHING:
             self.move(job, C.FAILED)
             job.reason = f"publishing failed: {event.reason}"
-            out.append(Send(job.requester_id, ExecutionFailed(
-                job.job_id, f"publishing failed: {event.reason}")))
+            out.append(
+                Send(
+                    job.requester_id,
+                    ExecutionFailed(job.job_id, f"publishing failed: {event.reason}"),
+                )
+            )
         return out
 
     def _repeat(self, job: ComputeJob) -> list[Command]:
@@ -173,8 +181,9 @@ class ComputeState:
             C.FAILED: Send(to, ExecutionFailed(job_id, job.reason)),
         }
         if job.state is C.PUBLISHED and job.ref is not None:
-            return [Send(to, ResultsPublished(job_id, job.ref, job.exit_code, job.stdout,
-                                              job.stderr))]
+            return [
+                Send(to, ResultsPublished(job_id, job.ref, job.exit_code, job.stdout, job.stderr))
+            ]
         return [repeat[job.state]] if job.state in repeat else []
 
     def recover(self) -> list[Command]:
@@ -200,8 +209,11 @@ class ComputeState:
             if known is not None:
                 if sender == known.requester_id:
                     return [*self._repeat(known), Dropped(f"JobCreated again for {msg.job_id}")]
-                return [Dropped(f"JobCreated for {msg.job_id} from another node", sender=sender,
-                                forged=True)]
+                return [
+                    Dropped(
+                        f"JobCreated for {msg.job_id} from another node", sender=sender, forged=True
+                    )
+                ]
             self.jobs[msg.job_id] = ComputeJob(msg.job_id, msg.spec, sender, msg.seal_key)
             return [EvaluateBid(msg.job_id, msg.spec, sender)]
         kind = type(msg).__name__
@@ -213,8 +225,13 @@ class ComputeState:
         if job is None or target != self.node_id:
             return []
         if sender != job.requester_id:
-            return [Dropped(f"forged {kind} for {job_id}: signed by {sender}, "
-                            f"not the job's requester", sender=sender, forged=True)]
+            return [
+                Dropped(
+                    f"forged {kind} for {job_id}: signed by {sender}, not the job's requester",
+                    sender=sender,
+                    forged=True,
+                )
+            ]
         out: list[Command] = []
         state = job.state
         if isinstance(msg, BidAccepted):
@@ -235,8 +252,7 @@ class ComputeState:
                 self.move(job, C.PUBLISHING)
                 out.append(PublishResults(job_id, job.spec))
             else:
-                out.append(Dropped(f"ResultsAccepted for {job_id} in state {state}",
-                                   sender=sender))
+                out.append(Dropped(f"ResultsAccepted for {job_id} in state {state}", sender=sender))
         else:  # JobCompleted / JobFailed / JobCancelled
             if state is C.ENDED:
                 return []

@@ -174,8 +174,16 @@ KINDS: dict[str, type[Any]] = {
 }
 
 REQUESTER_KINDS = frozenset(
-    {"JobCreated", "BidAccepted", "BidRejected", "ResultsAccepted", "ResultsRejected",
-     "JobCompleted", "JobFailed", "JobCancelled"}
+    {
+        "JobCreated",
+        "BidAccepted",
+        "BidRejected",
+        "ResultsAccepted",
+        "ResultsRejected",
+        "JobCompleted",
+        "JobFailed",
+        "JobCancelled",
+    }
 )
 """Kinds only a job's requester may author."""
 

@@ -156,8 +156,9 @@ class RequesterConfig:
     @selection.validator
     def _check_selection(self, attribute: object, value: str) -> None:
         if value not in ("random", "reputation"):
-            raise ValidationError(f"selection must be 'random' or 'reputation', got {value!r}",
-                                  field="selection")
+            raise ValidationError(
+                f"selection must be 'random' or 'reputation', got {value!r}", field="selection"
+            )
 
     def job_deadline(self, spec: JobSpec) -> float:
         if self.job_timeout is not None:
@@ -280,8 +281,12 @@ class RequesterState:
             if isinstance(event, MessageReceived) and isinstance(
                 event.message, BidPlaced | BidDeclined | ExecutionFailed | ResultsPublished
             ):
-                return [Dropped(f"{type(event.message).__name__} for unknown job {job_id}",
-                                sender=event.sender)]
+                return [
+                    Dropped(
+                        f"{type(event.message).__name__} for unknown job {job_id}",
+                        sender=event.sender,
+                    )
+                ]
             return []
         out: list[Command] = []
         if isinstance(event, CancelJob):
@@ -319,12 +324,22 @@ class RequesterState:
                 job.bidding_closed = False
                 out.append(SetTimer((job_id, "bids", ""), now + self.config.bid_timeout))
             for ex in job.in_state(X.ACCEPTED):
-                out.append(SetTimer((job_id, "execution", ex.node_id),
-                                    now + job.spec.timeout + self.config.execution_grace))
+                out.append(
+                    SetTimer(
+                        (job_id, "execution", ex.node_id),
+                        now + job.spec.timeout + self.config.execution_grace,
+                    )
+                )
             if job.state is S.PUBLISHING:
                 out.append(SetTimer((job_id, "publish", ""), now + self.config.publish_timeout))
-            self._note(job, now, "recovered", self.node_id,
-                       "requester restarted; asking nodes to repeat their state", out)
+            self._note(
+                job,
+                now,
+                "recovered",
+                self.node_id,
+                "requester restarted; asking nodes to repeat their state",
+                out,
+            )
         return out
 
     # --- transitions ----------------------------------------------------------------------
@@ -343,7 +358,12 @@ class RequesterState:
         execution.state = to
 
     def _note(
-        self, job: RequesterJob, now: float, kind: str, node: str | None, detail: str,
+        self,
+        job: RequesterJob,
+        now: float,
+        kind: str,
+        node: str | None,
+        detail: str,
         out: list[Command],
     ) -> None:
         job.history.append(JobEvent(time=now, kind=kind, node_id=node, detail=detail))
@@ -366,9 +386,15 @@ class RequesterState:
         if job.window_open:
             out.append(SetTimer((job.job_id, "window", ""), now + self.config.bid_window))
         deal = event.spec.deal
-        self._note(job, now, "created", self.node_id,
-                   f"concurrency={deal.concurrency} confidence={deal.confidence} "
-                   f"min_bids={deal.min_bids} verifier={event.spec.verifier}", out)
+        self._note(
+            job,
+            now,
+            "created",
+            self.node_id,
+            f"concurrency={deal.concurrency} confidence={deal.confidence} "
+            f"min_bids={deal.min_bids} verifier={event.spec.verifier}",
+            out,
+        )
         return out
 
     def _message(
@@ -384,8 +410,7 @@ class RequesterState:
             if job.state not in _LIVE:  # too late: not part of the job's history
                 out.append(Send(sender, BidRejected(job.job_id, sender, f"job {job.state}")))
                 return
-            job.executions[sender] = Execution(node_id=sender,
-                                               reviewed=not self.config.bid_review)
+            job.executions[sender] = Execution(node_id=sender, reviewed=not self.config.bid_review)
             self._note(job, now, "bid", sender, "", out)
             if self.config.bid_review:
                 out.append(ReviewBid(job.job_id, sender, job.spec))
@@ -397,8 +422,9 @@ class RequesterState:
                 self._note(job, now, "declined", sender, msg.reason[:500], out)
         elif isinstance(msg, ExecutionFailed):
             if ex is None or ex.state not in (X.ACCEPTED, X.PROPOSED, X.RESULTS_ACCEPTED):
-                out.append(Dropped(f"ExecutionFailed from a node not running {job.job_id}",
-                                   sender=sender))
+                out.append(
+                    Dropped(f"ExecutionFailed from a node not running {job.job_id}", sender=sender)
+                )
                 return
             publishing = ex.state is X.RESULTS_ACCEPTED
             self.move_execution(ex, X.FAILED)
@@ -412,8 +438,11 @@ class RequesterState:
                 self._progress(job, now, out)
         elif isinstance(msg, ResultsPublished):
             if ex is None or ex.state is not X.RESULTS_ACCEPTED:
-                out.append(Dropped(f"ResultsPublished from a node not accepted on {job.job_id}",
-                                   sender=sender))
+                out.append(
+                    Dropped(
+                        f"ResultsPublished from a node not accepted on {job.job_id}", sender=sender
+                    )
+                )
                 return
             self.move_execution(ex, X.PUBLISHED)
             ex.published, ex.exit_code = msg.ref, msg.exit_code
@@ -421,20 +450,32 @@ class RequesterState:
             self._note(job, now, "published", sender, str(msg.ref), out)
             self._check_published(job, now, out)
 
-    def _proposal(self, job: RequesterJob, event: ProposalOpened, now: float,
-                  out: list[Command]) -> None:
+    def _proposal(
+        self, job: RequesterJob, event: ProposalOpened, now: float, out: list[Command]
+    ) -> None:
         ex = job.executions.get(event.node_id)
-        if ex is not None and event.error is None and ex.digest == event.digest and ex.state in (
-                X.PROPOSED, X.RESULTS_ACCEPTED):
+        if (
+            ex is not None
+            and event.error is None
+            and ex.digest == event.digest
+            and ex.state in (X.PROPOSED, X.RESULTS_ACCEPTED)
+        ):
             if ex.state is X.RESULTS_ACCEPTED:  # it may have missed our answer: repeat it
                 out.append(Send(ex.node_id, ResultsAccepted(job.job_id, ex.node_id)))
             out.append(Dropped(f"duplicate proposal for {job.job_id}", sender=event.node_id))
             return
         if ex is None or ex.state is not X.ACCEPTED or job.state is not S.RUNNING:
             state = ex.state if ex else "not accepted"
-            out.append(Send(event.node_id, ResultsRejected(
-                job.job_id, event.node_id, f"proposal not expected (execution {state}, "
-                f"job {job.state})")))
+            out.append(
+                Send(
+                    event.node_id,
+                    ResultsRejected(
+                        job.job_id,
+                        event.node_id,
+                        f"proposal not expected (execution {state}, job {job.state})",
+                    ),
+                )
+            )
             out.append(Dropped(f"unexpected proposal for {job.job_id}", sender=event.node_id))
             return
         out.append(CancelTimers(job.job_id, "execution", event.node_id))
@@ -450,14 +491,20 @@ class RequesterState:
             self._note(job, now, "proposed", ex.node_id, "", out)
         self._progress(job, now, out)
 
-    def _timer(self, job: RequesterJob, key: tuple[str, str, str], now: float,
-               out: list[Command]) -> None:
+    def _timer(
+        self, job: RequesterJob, key: tuple[str, str, str], now: float, out: list[Command]
+    ) -> None:
         _, name, node = key
         if job.state not in _LIVE:
             return
         if name == "job":
-            self._finish(job, "fail", f"job did not finish within "
-                         f"{self.config.job_deadline(job.spec):g}s", now, out)
+            self._finish(
+                job,
+                "fail",
+                f"job did not finish within {self.config.job_deadline(job.spec):g}s",
+                now,
+                out,
+            )
         elif name == "window":
             job.window_open = False
             self._progress(job, now, out)
@@ -468,8 +515,14 @@ class RequesterState:
                 want = job.spec.deal.min_bids
                 if bids == 0:
                     why = "; ".join(f"{n[-8:]}: {r}" for n, r in list(job.declined.items())[:5])
-                    self._finish(job, "fail", f"no node bid within {self.config.bid_timeout:g}s"
-                                 + (f" ({why})" if why else ""), now, out)
+                    self._finish(
+                        job,
+                        "fail",
+                        f"no node bid within {self.config.bid_timeout:g}s"
+                        + (f" ({why})" if why else ""),
+                        now,
+                        out,
+                    )
                     return
                 if bids < want:
                     self._finish(job, "fail", f"only {bids} bids for min_bids {want}", now, out)
@@ -480,8 +533,10 @@ class RequesterState:
             if ex is not None and ex.state is X.ACCEPTED:
                 self.move_execution(ex, X.LOST)
                 self._count(node, "failed")
-                ex.reason = (f"no result within {job.spec.timeout + self.config.execution_grace:g}s"
-                             "; replaced")
+                ex.reason = (
+                    f"no result within {job.spec.timeout + self.config.execution_grace:g}s"
+                    "; replaced"
+                )
                 out.append(Send(node, BidRejected(job.job_id, node, ex.reason)))
                 self._note(job, now, "execution_lost", node, ex.reason, out)
                 self._progress(job, now, out)
@@ -503,7 +558,8 @@ class RequesterState:
         reviewed = sum(1 for e in job.executions.values() if e.reviewed)
         only_own_bids = all(e.node_id == self.node_id for e in job.executions.values())
         waiting_for_min_bids = job.state is S.BIDDING and (
-            reviewed < deal.min_bids or (job.window_open and only_own_bids))
+            reviewed < deal.min_bids or (job.window_open and only_own_bids)
+        )
         if needed > 0 and job.acceptances_left > 0 and not waiting_for_min_bids:
             fresh = [e for e in job.in_state(X.BID) if e.reviewed]
             pool = fresh
@@ -527,11 +583,17 @@ class RequesterState:
             self._decide(job, now, out)
         elif job.acceptances or job.bidding_closed:
             reasons = "; ".join(
-                f"{e.node_id[-8:]}: {e.reason}" for e in job.executions.values()
+                f"{e.node_id[-8:]}: {e.reason}"
+                for e in job.executions.values()
                 if e.accepted and e.reason
             )
-            self._finish(job, "fail", "no execution produced results"
-                         + (f" ({reasons})" if reasons else ""), now, out)
+            self._finish(
+                job,
+                "fail",
+                "no execution produced results" + (f" ({reasons})" if reasons else ""),
+                now,
+                out,
+            )
 
     def _choose(self, pool: list[Execution], take: int) -> list[Execution]:
         if take <= 0:
@@ -564,8 +626,10 @@ class RequesterState:
             if tied:
                 why = f"results disagree: {len(ranked)} different results, no majority"
             else:
-                why = (f"only {best} agreeing result{'s' if best != 1 else ''} "
-                       f"of {len(proposals)}; confidence needs {need}")
+                why = (
+                    f"only {best} agreeing result{'s' if best != 1 else ''} "
+                    f"of {len(proposals)}; confidence needs {need}"
+                )
             for ex in proposals:
                 self._reject_results(job, ex, f"job failed: {why}", now, out, blame=False)
             self._finish(job, "fail", why, now, out)
@@ -577,13 +641,20 @@ class RequesterState:
                 out.append(Send(ex.node_id, ResultsAccepted(job.job_id, ex.node_id)))
                 self._note(job, now, "results_accepted", ex.node_id, "", out)
             else:
-                self._reject_results(job, ex, "results differ from the agreeing majority",
-                                     now, out)
+                self._reject_results(job, ex, "results differ from the agreeing majority", now, out)
         self.move(job, "publish")
         out.append(SetTimer((job.job_id, "publish", ""), now + self.config.publish_timeout))
 
-    def _reject_results(self, job: RequesterJob, ex: Execution, why: str, now: float,
-                        out: list[Command], *, blame: bool = True) -> None:
+    def _reject_results(
+        self,
+        job: RequesterJob,
+        ex: Execution,
+        why: str,
+        now: float,
+        out: list[Command],
+        *,
+        blame: bool = True,
+    ) -> None:
         self.move_execution(ex, X.RESULTS_REJECTED)
         if blame:
             self._count(ex.node_id, "rejected")
@@ -600,8 +671,9 @@ class RequesterState:
             reasons = "; ".join(e.reason for e in job.in_state(X.FAILED) if e.reason)
             self._finish(job, "fail", f"publishing failed: {reasons}", now, out)
 
-    def _finish(self, job: RequesterJob, action: str, reason: str, now: float,
-                out: list[Command]) -> None:
+    def _finish(
+        self, job: RequesterJob, action: str, reason: str, now: float, out: list[Command]
+    ) -> None:
         self.move(job, action)
         job.reason = reason
         if job.state is not S.COMPLETED:
@@ -618,4 +690,3 @@ class RequesterState:
             message = JobCancelled(job.job_id, reason)
         out.append(Broadcast(message))
         self._note(job, now, job.state.value, self.node_id, reason, out)
-

@@ -32,8 +32,9 @@ from ..transport.memory import Faults
 
 __all__ = ["ChaosReport", "chaos_run", "check_job"]
 
-CHAOS_REQUESTER = RequesterConfig(bid_timeout=3, bid_window=0.02, execution_grace=3,
-                                  publish_timeout=5)
+CHAOS_REQUESTER = RequesterConfig(
+    bid_timeout=3, bid_window=0.02, execution_grace=3, publish_timeout=5
+)
 
 
 @attrs.define
@@ -70,25 +71,30 @@ def check_job(result: JobResult) -> list[str]:
     # Whose results were accepted, from the history: a node accepted and later unable
     # to publish still counted toward confidence when the requester decided.
     accepted = {e.node_id for e in result.events if e.kind == "results_accepted"}
-    winners = [e for e in result.executions
-               if e.state in (ExecutionState.RESULTS_ACCEPTED, ExecutionState.PUBLISHED)]
+    winners = [
+        e
+        for e in result.executions
+        if e.state in (ExecutionState.RESULTS_ACCEPTED, ExecutionState.PUBLISHED)
+    ]
     if not {e.node_id for e in winners} <= accepted:
         problems.append(f"{result.job_id}: results published without being accepted")
     if len(accepted) > deal.concurrency:
-        problems.append(f"{result.job_id}: {len(accepted)} accepted > concurrency "
-                        f"{deal.concurrency}")
+        problems.append(
+            f"{result.job_id}: {len(accepted)} accepted > concurrency {deal.concurrency}"
+        )
     if accepted and len(accepted) < max(deal.confidence, 1):
-        problems.append(f"{result.job_id}: {len(accepted)} accepted < confidence "
-                        f"{deal.confidence}")
+        problems.append(f"{result.job_id}: {len(accepted)} accepted < confidence {deal.confidence}")
     if result.state is JobState.COMPLETED and not any(
-            e.state is ExecutionState.PUBLISHED for e in result.executions):
+        e.state is ExecutionState.PUBLISHED for e in result.executions
+    ):
         problems.append(f"{result.job_id}: completed without a published result")
     if result.state is JobState.COMPLETED:
         expected = result.spec.engine.params.get("stdout")
         for e in winners:
             if e.stdout != expected:
-                problems.append(f"{result.job_id}: accepted result {e.stdout!r} is not "
-                                f"{expected!r}")
+                problems.append(
+                    f"{result.job_id}: accepted result {e.stdout!r} is not {expected!r}"
+                )
     return problems
 
 
@@ -96,14 +102,19 @@ def _workload(rng: random.Random, jobs: int, nodes: int) -> list[JobSpec]:
     specs = []
     for i in range(jobs):
         concurrency = rng.randint(1, min(3, nodes))
-        specs.append(JobSpec.noop(
-            stdout=f"result {i}",
-            delay=rng.choice([0, 0, 0.05, 0.2]),
-            timeout=5,
-            retries=2,
-            deal=Deal(concurrency=concurrency, confidence=rng.randint(0, concurrency),
-                      min_bids=rng.choice([0, 0, concurrency])),
-        ))
+        specs.append(
+            JobSpec.noop(
+                stdout=f"result {i}",
+                delay=rng.choice([0, 0, 0.05, 0.2]),
+                timeout=5,
+                retries=2,
+                deal=Deal(
+                    concurrency=concurrency,
+                    confidence=rng.randint(0, concurrency),
+                    min_bids=rng.choice([0, 0, concurrency]),
+                ),
+            )
+        )
     return specs
 
 
@@ -127,8 +138,9 @@ async def chaos_run(
     faults = Faults(drop=drop, duplicate=duplicate, delay=delay)
     report = ChaosReport(seed=seed, results=[], problems=[])
     handles: list[tuple[str, str]] = []  # (requester node id, job id)
-    async with Network.in_memory(nodes, seed=seed, faults=faults, durable=True,
-                                 requester=requester, check_on_exit=False) as net:
+    async with Network.in_memory(
+        nodes, seed=seed, faults=faults, durable=True, requester=requester, check_on_exit=False
+    ) as net:
         by_id = {n.node_id: n for n in net.nodes}
         hub = net.hub
         assert hub is not None
@@ -176,5 +188,8 @@ async def chaos_run(
 
 
 def summarize(reports: Sequence[ChaosReport]) -> str:
-    return "; ".join(f"seed {r.seed}: {r.states}, {r.crashes} crashes, {r.partitions} "
-                     f"partitions, {r.dropped} frames dropped" for r in reports)
+    return "; ".join(
+        f"seed {r.seed}: {r.states}, {r.crashes} crashes, {r.partitions} "
+        f"partitions, {r.dropped} frames dropped"
+        for r in reports
+    )

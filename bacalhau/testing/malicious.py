@@ -125,8 +125,11 @@ class Wiretap:
         signed, _signature = unpack(frame)
         _version, msg_kind, public, _msg_id, _sent_at, body = unpack(signed)
         if msg_kind == "ResultsProposed":
-            self.proposals.append(OverheardProposal(
-                body["job_id"], node_id_from_public_key(public), dst, body["proposal"]))
+            self.proposals.append(
+                OverheardProposal(
+                    body["job_id"], node_id_from_public_key(public), dst, body["proposal"]
+                )
+            )
         elif msg_kind == "JobCreated":
             concurrency = int(body["spec"].get("deal", {}).get("concurrency", 1))
             self.jobs[body["job_id"]] = (node_id_from_public_key(public), concurrency)
@@ -175,12 +178,14 @@ class LyingVerifier(_Cheat):
         super().__init__(inner)
         self.collude = collude
 
-    async def propose(self, *, job_id: str, node_id: str, results_dir: Path,
-                      requester_key: bytes) -> bytes:
+    async def propose(
+        self, *, job_id: str, node_id: str, results_dir: Path, requester_key: bytes
+    ) -> bytes:
         _tamper(results_dir, "made up" if self.collude else f"made up by {node_id[-8:]}")
         self.cheated += 1
-        return await self.inner.propose(job_id=job_id, node_id=node_id, results_dir=results_dir,
-                                        requester_key=requester_key)
+        return await self.inner.propose(
+            job_id=job_id, node_id=node_id, results_dir=results_dir, requester_key=requester_key
+        )
 
 
 class CopyingVerifier(_Cheat):
@@ -196,13 +201,16 @@ class CopyingVerifier(_Cheat):
         self.wiretap = wiretap
         self.patience = patience
 
-    async def propose(self, *, job_id: str, node_id: str, results_dir: Path,
-                      requester_key: bytes) -> bytes:
+    async def propose(
+        self, *, job_id: str, node_id: str, results_dir: Path, requester_key: bytes
+    ) -> bytes:
         _tamper(results_dir, "not run: copied")
 
         def victim() -> OverheardProposal | None:
-            return next((p for p in self.wiretap.proposals
-                         if p.job_id == job_id and p.sender != node_id), None)
+            return next(
+                (p for p in self.wiretap.proposals if p.job_id == job_id and p.sender != node_id),
+                None,
+            )
 
         await self.wiretap.wait_for(lambda: victim() is not None, self.patience)
         found = victim()
@@ -219,14 +227,16 @@ class ReplayingVerifier(_Cheat):
         super().__init__(inner)
         self.stash: dict[bytes, tuple[str, bytes]] = {}
 
-    async def propose(self, *, job_id: str, node_id: str, results_dir: Path,
-                      requester_key: bytes) -> bytes:
+    async def propose(
+        self, *, job_id: str, node_id: str, results_dir: Path, requester_key: bytes
+    ) -> bytes:
         if requester_key in self.stash:
             _tamper(results_dir, "not run: replayed")
             self.cheated += 1
             return self.stash[requester_key][1]
-        proposal = await self.inner.propose(job_id=job_id, node_id=node_id,
-                                            results_dir=results_dir, requester_key=requester_key)
+        proposal = await self.inner.propose(
+            job_id=job_id, node_id=node_id, results_dir=results_dir, requester_key=requester_key
+        )
         self.stash[requester_key] = (job_id, proposal)
         return proposal
 
@@ -240,16 +250,18 @@ class ForgingVerifier(_Cheat):
     asked to publish. ``forged`` counts the frames it sent.
     """
 
-    def __init__(self, inner: Verifier, wiretap: Wiretap, services: NodeServices, *,
-                 patience: float = 0.5) -> None:
+    def __init__(
+        self, inner: Verifier, wiretap: Wiretap, services: NodeServices, *, patience: float = 0.5
+    ) -> None:
         super().__init__(inner)
         self.wiretap = wiretap
         self.services = services
         self.patience = patience
         self.forged = 0
 
-    async def propose(self, *, job_id: str, node_id: str, results_dir: Path,
-                      requester_key: bytes) -> bytes:
+    async def propose(
+        self, *, job_id: str, node_id: str, results_dir: Path, requester_key: bytes
+    ) -> bytes:
         _tamper(results_dir, f"made up by forger {node_id[-8:]}")
         tap = self.wiretap
         requester, concurrency = tap.jobs.get(job_id, ("", 1))
@@ -268,8 +280,9 @@ class ForgingVerifier(_Cheat):
             frame, _ = encode_envelope(identity, "ResultsPublished", claim, now=now)
             await self._send(requester, frame)
         self.cheated += 1
-        return await self.inner.propose(job_id=job_id, node_id=node_id, results_dir=results_dir,
-                                        requester_key=requester_key)
+        return await self.inner.propose(
+            job_id=job_id, node_id=node_id, results_dir=results_dir, requester_key=requester_key
+        )
 
     async def _send(self, peer: str, frame: bytes) -> None:
         try:
@@ -281,8 +294,9 @@ class ForgingVerifier(_Cheat):
 
 def _claiming(sender: str, sign: Callable[[bytes], bytes], body: Any, now: float) -> bytes:
     """An envelope that names ``sender``'s key but carries someone else's signature."""
-    signed = pack([1, "ResultsAccepted", public_key_from_node_id(sender), os.urandom(16), now,
-                   body])
+    signed = pack(
+        [1, "ResultsAccepted", public_key_from_node_id(sender), os.urandom(16), now, body]
+    )
     return pack([signed, sign(signed)])
 
 
@@ -317,10 +331,12 @@ class _Audited(Verifier):
     def __init__(self, inner: Verifier, ledger: Ledger) -> None:
         self.inner, self.ledger = inner, ledger
 
-    async def propose(self, *, job_id: str, node_id: str, results_dir: Path,
-                      requester_key: bytes) -> bytes:
-        proposal = await self.inner.propose(job_id=job_id, node_id=node_id,
-                                            results_dir=results_dir, requester_key=requester_key)
+    async def propose(
+        self, *, job_id: str, node_id: str, results_dir: Path, requester_key: bytes
+    ) -> bytes:
+        proposal = await self.inner.propose(
+            job_id=job_id, node_id=node_id, results_dir=results_dir, requester_key=requester_key
+        )
         self.ledger.held[job_id, node_id] = await anyio.to_thread.run_sync(hash_tree, results_dir)
         return proposal
 
@@ -369,8 +385,13 @@ class RiggedPlugins(Plugins):
 BEHAVIOURS = ("honest", "liar", "colluder", "copier", "replayer", "forger")
 
 
-def rigged(behaviour: str, *, wiretap: Wiretap | None = None, ledger: Ledger | None = None,
-           patience: float = 1.0) -> RiggedPlugins:
+def rigged(
+    behaviour: str,
+    *,
+    wiretap: Wiretap | None = None,
+    ledger: Ledger | None = None,
+    patience: float = 1.0,
+) -> RiggedPlugins:
     """Plugins for a node that behaves as ``behaviour`` (one of :data:`BEHAVIOURS`).
 
     ``copier`` and ``forger`` need the ``wiretap`` installed on the hub. With a
@@ -496,27 +517,38 @@ async def run_trial(
         same_output = behaviour == "replayer"
     wiretap, ledger = Wiretap(), Ledger()
     options = [{"plugins": rigged("honest", ledger=ledger)} for _ in range(nodes - malicious)]
-    options += [{"plugins": rigged(behaviour, wiretap=wiretap, ledger=ledger, patience=patience)}
-                for _ in range(malicious)]
+    options += [
+        {"plugins": rigged(behaviour, wiretap=wiretap, ledger=ledger, patience=patience)}
+        for _ in range(malicious)
+    ]
     started = time.perf_counter()
-    async with Network.in_memory(nodes, seed=seed, faults=Faults(filter=wiretap),
-                                 requester=config, per_node_options=options) as net:
+    async with Network.in_memory(
+        nodes, seed=seed, faults=Faults(filter=wiretap), requester=config, per_node_options=options
+    ) as net:
         requester_node = net.nodes[0]
-        cheating = net.nodes[nodes - malicious:] if behaviour != "honest" else []
+        cheating = net.nodes[nodes - malicious :] if behaviour != "honest" else []
         honest = {n.node_id for n in net.nodes} - {n.node_id for n in cheating}
 
         def is_accepted(job_id: str, node_id: str) -> bool:
             job = requester_node.requester.jobs.get(job_id)
             ex = job.executions.get(node_id) if job else None
-            return ex is not None and ex.state in (ExecutionState.RESULTS_ACCEPTED,
-                                                   ExecutionState.PUBLISHED)
+            return ex is not None and ex.state in (
+                ExecutionState.RESULTS_ACCEPTED,
+                ExecutionState.PUBLISHED,
+            )
 
         ledger.is_accepted = is_accepted
 
         def spec(i: int, job_deal: Deal) -> JobSpec:
             out = "the answer is 42\n" if same_output else f"answer to job {i}\n"
-            return JobSpec.noop(stdout=out, verifier="deterministic", publisher="ipfs",
-                                deal=job_deal, retries=retries, timeout=5)
+            return JobSpec.noop(
+                stdout=out,
+                verifier="deterministic",
+                publisher="ipfs",
+                deal=job_deal,
+                retries=retries,
+                timeout=5,
+            )
 
         warm = Deal(concurrency=nodes, confidence=1, min_bids=nodes)
         await requester_node.run_job(spec(-1, warm), timeout=60)
@@ -525,14 +557,23 @@ async def run_trial(
         stats = Counter[str]()
         for node in net.nodes:
             stats.update(node.stats)
-        cheats = [c for c in (cheat_of(n.plugins) for n in net.nodes[nodes - malicious:]) if c]
+        cheats = [c for c in (cheat_of(n.plugins) for n in net.nodes[nodes - malicious :]) if c]
         forged_sent = sum(getattr(c, "forged", 0) for c in cheats)
-    return _judge(behaviour, results, honest, ledger, deal, stats, forged_sent,
-                  time.perf_counter() - started)
+    return _judge(
+        behaviour, results, honest, ledger, deal, stats, forged_sent, time.perf_counter() - started
+    )
 
 
-def _judge(behaviour: str, results: list[Any], honest: set[str], ledger: Ledger, deal: Deal,
-           stats: Counter[str], forged_sent: int, seconds: float) -> TrialReport:
+def _judge(
+    behaviour: str,
+    results: list[Any],
+    honest: set[str],
+    ledger: Ledger,
+    deal: Deal,
+    stats: Counter[str],
+    forged_sent: int,
+    seconds: float,
+) -> TrialReport:
     need = max(deal.confidence, 1)
     failures: Counter[str] = Counter()
     rejections: Counter[str] = Counter()
@@ -542,16 +583,18 @@ def _judge(behaviour: str, results: list[Any], honest: set[str], ledger: Ledger,
     job_ids = {r.job_id for r in results}
     for r in results:
         chosen = [e.node_id for e in r.executions]
-        honest_digests = {ledger.held[r.job_id, n] for n in chosen
-                          if n in honest and (r.job_id, n) in ledger.held}
+        honest_digests = {
+            ledger.held[r.job_id, n] for n in chosen if n in honest and (r.job_id, n) in ledger.held
+        }
         if len(honest_digests) > 1:
             unexpected.append(f"{r.job_id}: honest nodes disagree")
         has_majority = sum(n in honest for n in chosen) >= need
         majority += has_majority
         for e in r.executions:
             if e.state in (ExecutionState.RESULTS_ACCEPTED, ExecutionState.PUBLISHED) and (
-                    e.node_id not in honest
-                    or ledger.held.get((r.job_id, e.node_id)) not in honest_digests):
+                e.node_id not in honest
+                or ledger.held.get((r.job_id, e.node_id)) not in honest_digests
+            ):
                 wrong_accepted += 1
             if e.state is ExecutionState.RESULTS_REJECTED:
                 rejections[_reason_kind(e.reason)] += 1
@@ -563,15 +606,19 @@ def _judge(behaviour: str, results: list[Any], honest: set[str], ledger: Ledger,
         else:
             failures[_reason_kind(r.reason)] += 1
         if (r.state is JobState.COMPLETED) != has_majority:
-            unexpected.append(f"{r.job_id}: {r.state.value} with "
-                              f"{sum(n in honest for n in chosen)} honest of {len(chosen)} "
-                              f"chosen ({r.reason})")
+            unexpected.append(
+                f"{r.job_id}: {r.state.value} with "
+                f"{sum(n in honest for n in chosen)} honest of {len(chosen)} "
+                f"chosen ({r.reason})"
+            )
     counted = [p for p in ledger.published if p.job_id in job_ids]
     honest_of = {(j, n): d for (j, n), d in ledger.held.items() if n in honest}
     wrong_published = sum(
-        1 for p in counted
+        1
+        for p in counted
         if p.node_id not in honest
-        or p.digest not in {d for (j, _), d in honest_of.items() if j == p.job_id})
+        or p.digest not in {d for (j, _), d in honest_of.items() if j == p.job_id}
+    )
     return TrialReport(
         behaviour=behaviour,
         jobs=len(results),

@@ -58,8 +58,11 @@ HEADER = b"bacalhau/results-tree/v1\n"
 """Domain separation and format version of the manifest."""
 
 _CHUNK = 1024 * 1024
-_OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) | getattr(
-    os, "O_CLOEXEC", 0
+_OPEN_FLAGS = (
+    os.O_RDONLY
+    | getattr(os, "O_NOFOLLOW", 0)
+    | getattr(os, "O_NONBLOCK", 0)
+    | getattr(os, "O_CLOEXEC", 0)
 )
 
 
@@ -94,12 +97,14 @@ def _hash_file(path: str, rel: str) -> tuple[int, bytes]:
         fd = os.open(path, _OPEN_FLAGS)
     except OSError as exc:
         raise VerificationError(
-            f"cannot read results file {rel!r}: {exc.strerror or exc}") from None
+            f"cannot read results file {rel!r}: {exc.strerror or exc}"
+        ) from None
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
-            raise VerificationError(f"results entry {rel!r} changed into a special file "
-                                    "while being hashed")
+            raise VerificationError(
+                f"results entry {rel!r} changed into a special file while being hashed"
+            )
         h = hashlib.sha256()
         size = 0
         while chunk := os.read(fd, _CHUNK):
@@ -107,12 +112,15 @@ def _hash_file(path: str, rel: str) -> tuple[int, bytes]:
             h.update(chunk)
     except OSError as exc:
         raise VerificationError(
-            f"cannot read results file {rel!r}: {exc.strerror or exc}") from None
+            f"cannot read results file {rel!r}: {exc.strerror or exc}"
+        ) from None
     finally:
         os.close(fd)
     if size != st.st_size:
-        raise VerificationError(f"results file {rel!r} changed size while being hashed "
-                                f"({st.st_size} -> {size} bytes); is the job still running?")
+        raise VerificationError(
+            f"results file {rel!r} changed size while being hashed "
+            f"({st.st_size} -> {size} bytes); is the job still running?"
+        )
     return size, h.digest()
 
 
@@ -129,8 +137,9 @@ def manifest(root: Path) -> tuple[TreeEntry, ...]:
     try:
         st = os.lstat(root)
     except OSError as exc:
-        raise VerificationError(f"results folder {root} cannot be read: "
-                                f"{exc.strerror or exc}") from None
+        raise VerificationError(
+            f"results folder {root} cannot be read: {exc.strerror or exc}"
+        ) from None
     if not stat.S_ISDIR(st.st_mode):
         what = "a symlink" if stat.S_ISLNK(st.st_mode) else "not a directory"
         raise VerificationError(f"results folder {root} is {what}")
@@ -143,15 +152,17 @@ def manifest(root: Path) -> tuple[TreeEntry, ...]:
                 children = list(it)
         except OSError as exc:
             where = prefix.rstrip("/") or "."
-            raise VerificationError(f"cannot list results folder {where!r}: "
-                                    f"{exc.strerror or exc}") from None
+            raise VerificationError(
+                f"cannot list results folder {where!r}: {exc.strerror or exc}"
+            ) from None
         for child in children:
             rel = prefix + child.name
             try:
                 mode = child.stat(follow_symlinks=False).st_mode
             except OSError as exc:
-                raise VerificationError(f"cannot read results entry {rel!r}: "
-                                        f"{exc.strerror or exc}") from None
+                raise VerificationError(
+                    f"cannot read results entry {rel!r}: {exc.strerror or exc}"
+                ) from None
             if stat.S_ISDIR(mode):
                 entries.append(TreeEntry("D", rel))
                 stack.append((Path(child.path), rel + "/"))
@@ -162,11 +173,13 @@ def manifest(root: Path) -> tuple[TreeEntry, ...]:
             elif stat.S_ISLNK(mode):
                 raise VerificationError(
                     f"results contain a symlink at {rel!r}: symlinks are refused because they "
-                    "can point outside the results; write a regular file instead")
+                    "can point outside the results; write a regular file instead"
+                )
             else:
                 raise VerificationError(
                     f"results contain a special file ({_kind_name(mode)}) at {rel!r}: only "
-                    "regular files and directories can be verified")
+                    "regular files and directories can be verified"
+                )
     entries.sort(key=lambda e: os.fsencode(e.path))
     return tuple(entries)
 
@@ -191,8 +204,12 @@ def hash_tree(root: Path) -> bytes:
 
 
 def _kind_name(mode: int) -> str:
-    for test, name in ((stat.S_ISFIFO, "FIFO"), (stat.S_ISSOCK, "socket"),
-                       (stat.S_ISCHR, "character device"), (stat.S_ISBLK, "block device")):
+    for test, name in (
+        (stat.S_ISFIFO, "FIFO"),
+        (stat.S_ISSOCK, "socket"),
+        (stat.S_ISCHR, "character device"),
+        (stat.S_ISBLK, "block device"),
+    ):
         if test(mode):
             return name
     return f"mode {stat.S_IFMT(mode):o}"

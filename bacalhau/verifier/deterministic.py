@@ -99,12 +99,12 @@ def _lp(value: str) -> bytes:
 def _read_lp(data: bytes, at: int, what: str) -> tuple[str, int]:
     if at + 2 > len(data):
         raise VerificationError(f"proposal is truncated (no {what})")
-    n = int.from_bytes(data[at:at + 2], "big")
+    n = int.from_bytes(data[at : at + 2], "big")
     end = at + 2 + n
     if not 0 < n <= _MAX_ID or end > len(data):
         raise VerificationError(f"proposal is truncated or malformed ({what})")
     try:
-        return data[at + 2:end].decode(), end
+        return data[at + 2 : end].decode(), end
     except UnicodeDecodeError:
         raise VerificationError(f"proposal {what} is not UTF-8") from None
 
@@ -112,8 +112,7 @@ def _read_lp(data: bytes, at: int, what: str) -> tuple[str, int]:
 def _key(shared: bytes, ephemeral: bytes, requester: bytes) -> bytes:
     if shared == bytes(32):
         raise VerificationError("proposal uses a degenerate key")
-    hkdf = HKDF(algorithm=hashes.SHA256(), length=32, salt=None,
-                info=_INFO + ephemeral + requester)
+    hkdf = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=_INFO + ephemeral + requester)
     return hkdf.derive(shared)
 
 
@@ -132,11 +131,13 @@ def seal_proposal(digest: bytes, *, job_id: str, node_id: str, requester_key: by
     if len(digest) != _DIGEST:
         raise VerificationError(f"a digest is {_DIGEST} bytes, got {len(digest)}")
     if len(requester_key) != 32:
-        raise VerificationError(f"the requester's seal key must be 32 bytes, got "
-                                f"{len(requester_key)}")
+        raise VerificationError(
+            f"the requester's seal key must be 32 bytes, got {len(requester_key)}"
+        )
     ephemeral = X25519PrivateKey.generate()
     ephemeral_key = ephemeral.public_key().public_bytes(
-        serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+        serialization.Encoding.Raw, serialization.PublicFormat.Raw
+    )
     try:
         shared = ephemeral.exchange(X25519PublicKey.from_public_bytes(requester_key))
     except ValueError as exc:
@@ -144,7 +145,8 @@ def seal_proposal(digest: bytes, *, job_id: str, node_id: str, requester_key: by
     ids = _lp(job_id) + _lp(node_id)
     header = MAGIC + requester_key + ephemeral_key + ids
     sealed = ChaCha20Poly1305(_key(shared, ephemeral_key, requester_key)).encrypt(
-        _NONCE, ids + digest, header)
+        _NONCE, ids + digest, header
+    )
     return header + sealed
 
 
@@ -159,7 +161,7 @@ def read_header(proposal: bytes) -> ProposalHeader:
     at = len(MAGIC)
     if len(proposal) < at + 64:
         raise VerificationError("proposal is truncated (keys)")
-    requester_key, ephemeral_key = proposal[at:at + 32], proposal[at + 32:at + 64]
+    requester_key, ephemeral_key = proposal[at : at + 32], proposal[at + 32 : at + 64]
     job_id, at = _read_lp(proposal, at + 64, "job id")
     node_id, at = _read_lp(proposal, at, "node id")
     return ProposalHeader(requester_key, ephemeral_key, job_id, node_id, at)
@@ -185,22 +187,26 @@ def open_proposal(identity: Identity, proposal: bytes, *, job_id: str, node_id: 
     try:
         shared = identity.seal_exchange(header.ephemeral_key)
         plain = ChaCha20Poly1305(_key(shared, header.ephemeral_key, header.requester_key)).decrypt(
-            _NONCE, proposal[header.size:], proposal[:header.size])
+            _NONCE, proposal[header.size :], proposal[: header.size]
+        )
     except (InvalidTag, ValueError):
         raise VerificationError(
             f"tampered: the proposal from {node_id} does not open (its clear part was changed, "
-            "or it was not sealed for this requester)") from None
+            "or it was not sealed for this requester)"
+        ) from None
     sealed_job, at = _read_lp(plain, 0, "sealed job id")
     sealed_node, at = _read_lp(plain, at, "sealed node id")
     digest = plain[at:]
     if sealed_job != header.job_id or sealed_node != header.node_id or len(digest) != _DIGEST:
         raise VerificationError("tampered: sealed and clear ids disagree")
     if sealed_job != job_id:
-        raise VerificationError(f"replayed: this proposal was sealed for job {sealed_job}, "
-                                f"not {job_id}")
+        raise VerificationError(
+            f"replayed: this proposal was sealed for job {sealed_job}, not {job_id}"
+        )
     if sealed_node != node_id:
-        raise VerificationError(f"copied: this proposal was sealed by node {sealed_node}, "
-                                f"but sent by {node_id}")
+        raise VerificationError(
+            f"copied: this proposal was sealed by node {sealed_node}, but sent by {node_id}"
+        )
     return digest
 
 
@@ -217,8 +223,7 @@ class DeterministicVerifier(Verifier):
 
     name = "deterministic"
 
-    def __init__(self, services: object | None = None, *, identity: Identity | None = None
-                 ) -> None:
+    def __init__(self, services: object | None = None, *, identity: Identity | None = None) -> None:
         self.identity: Identity | None = identity or getattr(services, "identity", None)
 
     async def propose(
@@ -239,4 +244,3 @@ class DeterministicVerifier(Verifier):
         if self.identity is None:
             raise VerificationError("this node has no identity to open proposals with")
         return open_proposal(self.identity, proposal, job_id=job_id, node_id=node_id)
-

@@ -62,8 +62,10 @@ async def main(installed: bool) -> int:
         executors = net.nodes[0].info().executors
         print(f"node 0 executors: {', '.join(executors)}")
         if "upper" not in executors:
-            print("the upper executor is not installed: pip install ./examples/plugin_executor",
-                  file=sys.stderr)
+            print(
+                "the upper executor is not installed: pip install ./examples/plugin_executor",
+                file=sys.stderr,
+            )
             return 1
         result = await net.nodes[0].run_job(upper_job(), timeout=60)
         print(f"job {result.job_id}: {result.state.value} {result.reason}".rstrip())
@@ -78,8 +80,12 @@ async def main(installed: bool) -> int:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--installed", action="store_true",
-                        help="use the installed package's entry point instead of Plugins.add")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--installed",
+        action="store_true",
+        help="use the installed package's entry point instead of Plugins.add",
+    )
     sys.exit(anyio.run(main, parser.parse_args().installed))

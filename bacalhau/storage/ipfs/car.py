@@ -169,8 +169,9 @@ def iter_car(fh: BinaryIO) -> tuple[list[bytes], Iterator[tuple[bytes, bytes]]]:
         fixed = _read_exact(fh, 40)
         data_offset, data_size = struct.unpack_from("<QQ", fixed, 16)
         if not len(_V2_PRAGMA) + 40 <= data_offset < 2**62 or data_size >= 2**62:
-            raise DecodeError(f"CARv2 header points outside the file (data at "
-                              f"{data_offset}, {data_size} bytes)")
+            raise DecodeError(
+                f"CARv2 header points outside the file (data at {data_offset}, {data_size} bytes)"
+            )
         fh.seek(data_offset)
         limit = data_size
         start = b""

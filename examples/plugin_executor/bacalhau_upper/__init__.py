@@ -47,8 +47,9 @@ class UpperExecutor(Executor):
         params = spec.engine.params
         unknown = set(params) - {"prefix"}
         if unknown:
-            raise ValidationError(f"unknown upper parameter(s): {', '.join(sorted(unknown))}",
-                                  field="engine.params")
+            raise ValidationError(
+                f"unknown upper parameter(s): {', '.join(sorted(unknown))}", field="engine.params"
+            )
         if not isinstance(params.get("prefix", ""), str):
             raise ValidationError("must be text", field="engine.params.prefix")
 
@@ -67,8 +68,10 @@ class UpperExecutor(Executor):
         files = await anyio.to_thread.run_sync(_list_inputs, ctx)
         total = sum(size for _, _, size in files)
         if total > MAX_INPUT_BYTES:
-            raise ExecutorError(f"inputs hold {total} bytes; the upper executor takes at most "
-                                f"{MAX_INPUT_BYTES} (split the job)")
+            raise ExecutorError(
+                f"inputs hold {total} bytes; the upper executor takes at most "
+                f"{MAX_INPUT_BYTES} (split the job)"
+            )
         lines = 0
         for path, name, _ in files:
             text = await anyio.to_thread.run_sync(_read_text, path)
@@ -90,8 +93,11 @@ def _list_inputs(ctx: ExecutionContext) -> list[tuple[Path, str, int]]:
         assert volume.host_path is not None, "storage_mode posix gives host paths"
         root = volume.host_path
         if root.is_dir():
-            files += [(p, str(p.relative_to(root)), p.stat().st_size)
-                      for p in sorted(root.rglob("*")) if p.is_file()]
+            files += [
+                (p, str(p.relative_to(root)), p.stat().st_size)
+                for p in sorted(root.rglob("*"))
+                if p.is_file()
+            ]
         else:
             files.append((root, Path(volume.spec.target).name, root.stat().st_size))
     return files
@@ -101,8 +107,10 @@ def _read_text(path: Path) -> str:
     try:
         return path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
-        raise ExecutorError(f"{path.name} is not UTF-8 text ({exc.reason} at byte "
-                            f"{exc.start}); the upper executor handles text only") from None
+        raise ExecutorError(
+            f"{path.name} is not UTF-8 text ({exc.reason} at byte "
+            f"{exc.start}); the upper executor handles text only"
+        ) from None
 
 
 def _write_text(dest: Path, text: str) -> None:
