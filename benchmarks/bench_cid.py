@@ -155,7 +155,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         warm(data)
 
         # 1. add --only-hash against sha256sum
-        ours_cmd = [sys.executable, "-m", "bacalhau.cli_data", "data", "add", "-n", "-Q", str(data)]
+        ours_cmd = [sys.executable, "-m", "bacalhau.cli.data", "data", "add", "-n", "-Q", str(data)]
         ours, out = timed(ours_cmd, args.runs)
         ref, _ = timed(["sha256sum", str(data)], args.runs)
         lib_s = statistics.median(

@@ -7,8 +7,8 @@ import doctest
 
 import pytest
 
-import bacalhau.cli_docker
-from bacalhau.cli_docker import DEFAULT_OUTPUT, add_docker_parser, build_docker_job, spec_from_args
+import bacalhau.cli.docker
+from bacalhau.cli.docker import DEFAULT_OUTPUT, add_docker_parser, build_docker_job, spec_from_args
 from bacalhau.errors import ValidationError
 from bacalhau.models import InputSpec, OutputSpec, StorageSpec
 
@@ -133,6 +133,6 @@ def test_a_command_is_required_image() -> None:
 
 
 def test_module_docstring_example_runs() -> None:
-    failures, tried = doctest.testmod(bacalhau.cli_docker)
+    failures, tried = doctest.testmod(bacalhau.cli.docker)
     assert tried >= 2
     assert failures == 0

@@ -183,8 +183,8 @@ def test_dagpb_and_unixfs_decoders(block: bytes) -> None:
 
 
 def _valid_car() -> bytes:
+    from bacalhau.cid import encode_varint
     from bacalhau.storage.ipfs.car import encode_header
-    from bacalhau.storage.ipfs.cids import encode_varint
 
     block = b"hello"
     cid = b"\x01\x55\x12\x20" + __import__("hashlib").sha256(block).digest()

@@ -33,8 +33,8 @@ def seeds(target: str) -> list[bytes]:
         return [frame]
     if target == "spec":
         return [json.dumps(to_json_data(spec)).encode()]
+    from bacalhau.cid import encode_varint
     from bacalhau.storage.ipfs.car import encode_header
-    from bacalhau.storage.ipfs.cids import encode_varint
     from bacalhau.storage.ipfs.dagpb import PBLink, PBNode, encode_node
 
     block = encode_node(

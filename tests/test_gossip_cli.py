@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bacalhau.cli_serve import add_serve_parser, build_node
+from bacalhau.cli.serve import add_serve_parser, build_node
 from bacalhau.transport.gossip import GossipTransport
 
 

@@ -18,6 +18,7 @@ import attrs
 import msgpack
 import pytest
 
+from bacalhau.cid import to_cid
 from bacalhau.errors import BlockNotFound, PeerUnreachable
 from bacalhau.models import StorageSpec
 from bacalhau.publisher.ipfs import IpfsPublisher
@@ -31,7 +32,6 @@ from bacalhau.storage.ipfs import (
     export_car,
     import_car,
 )
-from bacalhau.storage.ipfs.cids import to_cid
 
 Handler = Callable[[str, bytes], Awaitable[bytes]]
 

@@ -10,11 +10,11 @@ from pathlib import Path
 import anyio
 import pytest
 
-from bacalhau.cli_data import main as data_main
+from bacalhau.cid import cid_str, make_cid, to_cid
+from bacalhau.cli.data import main as data_main
 from bacalhau.errors import BlockNotFound, CorruptBlock, DecodeError
 from bacalhau.storage.ipfs import BlockStore, add_bytes, add_path, export_car, import_car
 from bacalhau.storage.ipfs.car import encode_header, iter_car, write_car
-from bacalhau.storage.ipfs.cids import cid_str, make_cid, to_cid
 
 
 @pytest.fixture

@@ -16,6 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from bacalhau.cid import cid_str, make_cid, to_cid
 from bacalhau.errors import CorruptBlock, StorageError, ValidationError
 from bacalhau.storage.ipfs import (
     BlockStore,
@@ -28,7 +29,6 @@ from bacalhau.storage.ipfs import (
     read_all,
     resolve,
 )
-from bacalhau.storage.ipfs.cids import cid_str, make_cid, to_cid
 from bacalhau.storage.ipfs.dagpb import PBLink, PBNode, decode_node, encode_node
 from bacalhau.storage.ipfs.exporter import decode_block
 from bacalhau.storage.ipfs.unixfs import DataType, UnixFSData, decode_unixfs, encode_unixfs

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bacalhau.cli_nats import add_nats_options, nats_options_from_args, nats_transport_from_args
+from bacalhau.cli.nats import add_nats_options, nats_options_from_args, nats_transport_from_args
 from bacalhau.errors import ValidationError
 from bacalhau.identity import Identity
 

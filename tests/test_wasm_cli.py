@@ -1,4 +1,4 @@
-"""``bacalhau wasm run`` argument handling (cli_wasm)."""
+"""``bacalhau wasm run`` argument handling (bacalhau.cli.wasm)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bacalhau.cli_wasm import (
+from bacalhau.cli.wasm import (
     DEFAULT_OUTPUT,
     add_wasm_parser,
     build_wasm_job,

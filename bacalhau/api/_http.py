@@ -202,7 +202,7 @@ def bool_param(request: Request, name: str) -> bool:
 
 
 def cid_param(request: Request) -> bytes:
-    from ..storage.ipfs.cids import to_cid
+    from ..cid import to_cid
 
     text = request.path_params["cid"]
     try:

@@ -33,8 +33,7 @@ from pathlib import Path
 
 import attrs
 
-from ...errors import BlockNotFound, CorruptBlock, DecodeError, StorageError
-from .cids import (
+from ...cid import (
     DAG_PB,
     RAW,
     AnyCid,
@@ -44,6 +43,7 @@ from .cids import (
     split_cid,
     to_cid,
 )
+from ...errors import BlockNotFound, CorruptBlock, DecodeError, StorageError
 from .dagpb import decode_node
 
 __all__ = ["BlockStore", "blockstore_path", "links_of"]

@@ -20,9 +20,7 @@ from typing import Any, BinaryIO
 
 import anyio.to_thread
 
-from ...errors import BlockNotFound, CorruptBlock, DecodeError, StorageError
-from .blockstore import BlockStore, links_of
-from .cids import (
+from ...cid import (
     AnyCid,
     block_digest_ok,
     cid_str,
@@ -31,6 +29,8 @@ from .cids import (
     split_cid,
     to_cid,
 )
+from ...errors import BlockNotFound, CorruptBlock, DecodeError, StorageError
+from .blockstore import BlockStore, links_of
 
 __all__ = ["MAX_SECTION", "export_car", "import_car", "iter_car", "write_car"]
 

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import attrs
 
+from ...cid import decode_varint, encode_varint, split_cid
 from ...errors import DecodeError
-from .cids import decode_varint, encode_varint, split_cid
 
 __all__ = ["PBLink", "PBNode", "decode_node", "encode_link", "encode_node"]
 

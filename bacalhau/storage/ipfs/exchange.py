@@ -34,11 +34,11 @@ import anyio.to_thread
 import attrs
 import msgpack
 
+from ...cid import DAG_PB, AnyCid, block_digest_ok, cid_str, split_cid, to_cid
 from ...errors import BlockNotFound, CorruptBlock, DecodeError, PeerUnreachable, TransportError
 from ...node.services import NodeServices
 from ._util import unwrap_group
 from .blockstore import BlockStore
-from .cids import DAG_PB, AnyCid, block_digest_ok, cid_str, split_cid, to_cid
 from .dagpb import decode_node
 
 __all__ = ["PROTOCOL", "BlockService"]

@@ -24,11 +24,11 @@ import anyio
 import anyio.to_thread
 import attrs
 
+from ...cid import DAG_PB, RAW, AnyCid, cid_str, split_cid, to_cid
 from ...errors import DecodeError, StorageError
 from ..base import Reader
 from ._util import unwrap_group
 from .blockstore import BlockStore
-from .cids import DAG_PB, RAW, AnyCid, cid_str, split_cid, to_cid
 from .dagpb import decode_node
 from .unixfs import DataType, decode_unixfs
 

@@ -26,10 +26,10 @@ import anyio
 import anyio.to_thread
 import attrs
 
+from ...cid import DAG_PB, RAW, cid_from_digest, cid_str
 from ...errors import StorageError, ValidationError
 from ._util import unwrap_group
 from .blockstore import BlockStore
-from .cids import DAG_PB, RAW, cid_from_digest, cid_str
 from .dagpb import PBLink, PBNode, encode_node
 from .hamt import SHARDING_THRESHOLD, build_shards, needs_sharding
 from .unixfs import DataType, UnixFSData, encode_unixfs, file_leaf_parts

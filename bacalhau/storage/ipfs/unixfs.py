@@ -21,8 +21,8 @@ import enum
 
 import attrs
 
+from ...cid import decode_varint, encode_varint
 from ...errors import DecodeError
-from .cids import decode_varint, encode_varint
 
 __all__ = [
     "DataType",

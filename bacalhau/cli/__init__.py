@@ -20,14 +20,21 @@ Exit codes, for scripts:
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import os
 import sys
 from collections.abc import Sequence
-from typing import Any
 
-from .cli_jobs import (
+from ..errors import (
+    ApiError,
+    BacalhauError,
+    BlockNotFound,
+    JobFailed,
+    JobNotFound,
+    NodeUnreachable,
+    ValidationError,
+)
+from .jobs import (
     EXIT_BAD_INPUT,
     EXIT_ERROR,
     EXIT_JOB_FAILED,
@@ -37,15 +44,6 @@ from .cli_jobs import (
     add_submit_options,
     client_from_args,
     submit_and_follow,
-)
-from .errors import (
-    ApiError,
-    BacalhauError,
-    BlockNotFound,
-    JobFailed,
-    JobNotFound,
-    NodeUnreachable,
-    ValidationError,
 )
 
 __all__ = [
@@ -86,21 +84,11 @@ def _leaf(exc: BaseException) -> BaseException:
     return exc
 
 
-def _optional(name: str) -> Any:
-    """Another part's CLI module, or None when it is not there."""
-    try:
-        return importlib.import_module(f".{name}", __package__)
-    except ImportError as exc:
-        if exc.name not in (f"{__package__}.{name}", None):
-            log.debug("%s not available: %s", name, exc)
-        return None
-
-
 # --- glue for the engines' run commands --------------------------------------------------
 
 
 async def _docker_run(ns: argparse.Namespace) -> int:
-    from .cli_docker import spec_from_args
+    from .docker import spec_from_args
 
     spec = spec_from_args(ns)
     async with client_from_args(ns) as client:
@@ -110,7 +98,7 @@ async def _docker_run(ns: argparse.Namespace) -> int:
 async def _wasm_run(ns: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from .cli_wasm import spec_from_args
+    from .wasm import spec_from_args
 
     async with client_from_args(ns) as client:
 
@@ -122,8 +110,8 @@ async def _wasm_run(ns: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The whole ``bacalhau`` argument parser (commands of other parts when installed)."""
-    from . import __version__
+    """The whole ``bacalhau`` argument parser."""
+    from .. import __version__
 
     parser = argparse.ArgumentParser(
         prog="bacalhau",
@@ -152,26 +140,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-V", "--version", action="version", version=f"bacalhau-py {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    serve = _optional("cli_serve")
-    if serve is not None and hasattr(serve, "add_serve_parser"):
-        p = serve.add_serve_parser(sub)
-        if p is not None and hasattr(serve, "serve"):
-            p.set_defaults(func=serve.serve)
-    add_job_parsers(sub)
-    for module, adder, run in (
-        ("cli_docker", "add_docker_parser", _docker_run),
-        ("cli_wasm", "add_wasm_parser", _wasm_run),
-    ):
-        mod = _optional(module)
-        if mod is not None and hasattr(mod, adder):
-            p = getattr(mod, adder)(sub)
-            add_submit_options(p)
-            p.set_defaults(func=run)
-    data = _optional("cli_data")
-    if data is not None and hasattr(data, "add_data_parser"):
-        from .cli_node_data import wire_data_parser
+    from .data import add_data_parser
+    from .docker import add_docker_parser
+    from .node_data import wire_data_parser
+    from .serve import add_serve_parser, serve
+    from .wasm import add_wasm_parser
 
-        wire_data_parser(data.add_data_parser(sub))
+    add_serve_parser(sub).set_defaults(func=serve)
+    add_job_parsers(sub)
+    for adder, run in ((add_docker_parser, _docker_run), (add_wasm_parser, _wasm_run)):
+        p = adder(sub)
+        add_submit_options(p)
+        p.set_defaults(func=run)
+    wire_data_parser(add_data_parser(sub))
     return parser
 
 

@@ -24,9 +24,9 @@ import argparse
 from collections.abc import Sequence
 from typing import Any
 
-from .cli_common import DEFAULT_OUTPUT, add_job_options, job_kwargs, job_options_from_args
-from .executor.docker import DockerParams
-from .models import JobSpec
+from ..executor.docker import DockerParams
+from ..models import JobSpec
+from .common import DEFAULT_OUTPUT, add_job_options, job_kwargs, job_options_from_args
 
 __all__ = [
     "DEFAULT_OUTPUT",
@@ -51,7 +51,7 @@ def build_docker_job(
         cmd: the container's command; empty means the image's ``CMD``.
         entrypoint: replaces the image's ``ENTRYPOINT``; a string is one program
             (as ``docker run --entrypoint`` takes it).
-        options: as :func:`~bacalhau.cli_common.job_kwargs` takes them (``volumes``,
+        options: as :func:`~bacalhau.cli.common.job_kwargs` takes them (``volumes``,
             ``outputs``, ``env``, ``timeout``, ``memory``, ``cpu``, the deal, ``verifier``,
             ``publisher``, ``labels``, ``retries``).
 

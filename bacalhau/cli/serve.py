@@ -32,8 +32,8 @@ from typing import Any
 
 import anyio
 
-from .errors import ValidationError
-from .transport.discovery import parse_peer_address
+from ..errors import ValidationError
+from ..transport.discovery import parse_peer_address
 
 __all__ = ["add_serve_parser", "build_node", "build_transport", "serve"]
 
@@ -230,7 +230,7 @@ def add_serve_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="how bidders are chosen (default random)",
     )
     try:
-        nats = importlib.import_module(".cli_nats", __package__)
+        nats = importlib.import_module(".nats", __package__)
     except ImportError:
         pass
     else:
@@ -242,10 +242,10 @@ def build_transport(args: argparse.Namespace, identity: Any) -> Any:
     """The transport the parsed options ask for."""
     secret = args.secret or os.environ.get("BACALHAU_NETWORK_SECRET") or None
     if args.transport == "nats":
-        from .cli_nats import nats_transport_from_args
+        from .nats import nats_transport_from_args
 
         return nats_transport_from_args(args, identity, secret=secret)
-    from .transport.gossip import GossipTransport
+    from ..transport.gossip import GossipTransport
 
     return GossipTransport(
         identity,
@@ -261,10 +261,10 @@ def build_transport(args: argparse.Namespace, identity: Any) -> Any:
 
 def build_node(args: argparse.Namespace) -> Any:
     """The Node the parsed options describe (not started)."""
-    from .compute.capacity import ComputeConfig
-    from .identity import Identity
-    from .node.node import Node
-    from .protocol.requester import RequesterConfig
+    from ..compute.capacity import ComputeConfig
+    from ..identity import Identity
+    from ..node.node import Node
+    from ..protocol.requester import RequesterConfig
 
     data_dir = Path(args.data_dir) if args.data_dir else _default_data_dir()
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -297,8 +297,8 @@ def compute_config_from_args(args: argparse.Namespace) -> Any:
     """The ComputeConfig the ``compute`` options describe; machine defaults otherwise."""
     import attrs
 
-    from .compute.capacity import ComputeConfig, machine_resources
-    from .models import parse_size
+    from ..compute.capacity import ComputeConfig, machine_resources
+    from ..models import parse_size
 
     machine = machine_resources()
     capacity = attrs.evolve(
@@ -332,7 +332,7 @@ def _default_data_dir() -> Path:
 
 async def serve(args: argparse.Namespace) -> int:
     """Run the node until SIGINT or SIGTERM; return the exit code (0 after a clean stop)."""
-    from .api.server import serve_api
+    from ..api.server import serve_api
 
     token = args.serve_api_token or os.environ.get("BACALHAU_API_TOKEN") or None
     node = build_node(args)

@@ -25,10 +25,10 @@ from typing import IO, Any
 import anyio
 import attrs
 
-from .api.client import Client
-from .api.schemas import EventLine
-from .errors import ValidationError
-from .models import JobResult, JobSpec, JobState, from_json_data, to_json_data
+from ..api.client import Client
+from ..api.schemas import EventLine
+from ..errors import ValidationError
+from ..models import JobResult, JobSpec, JobState, from_json_data, to_json_data
 
 __all__ = [
     "EXIT_BAD_INPUT",
@@ -396,8 +396,8 @@ async def cmd_node(ns: argparse.Namespace) -> int:
 
 
 async def cmd_version(ns: argparse.Namespace) -> int:
-    from . import __version__
-    from .errors import ApiError
+    from .. import __version__
+    from ..errors import ApiError
 
     server: str | None = None
     problem = ""
@@ -423,8 +423,8 @@ async def cmd_version(ns: argparse.Namespace) -> int:
 
 async def cmd_devstack(ns: argparse.Namespace) -> int:
     """A whole network in this process, node 0's API on ``--host:--port``, until Ctrl-C."""
-    from .api.server import serve_api
-    from .network import Network
+    from ..api.server import serve_api
+    from ..network import Network
 
     if ns.nodes < 1:
         raise ValidationError(f"--nodes must be at least 1, got {ns.nodes}", field="nodes")

@@ -10,9 +10,9 @@ import argparse
 from collections.abc import Sequence
 from typing import Any
 
-from .cid import validate_cid
-from .errors import ValidationError
-from .models import Deal, InputSpec, OutputSpec, Resources, StorageSpec, parse_size
+from ..cid import validate_cid
+from ..errors import ValidationError
+from ..models import Deal, InputSpec, OutputSpec, Resources, StorageSpec, parse_size
 
 __all__ = [
     "DEFAULT_OUTPUT",

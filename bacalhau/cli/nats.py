@@ -15,9 +15,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .errors import ValidationError
-from .identity import Identity
-from .transport.nats import NatsOptions, NatsTransport, parse_servers
+from ..errors import ValidationError
+from ..identity import Identity
+from ..transport.nats import NatsOptions, NatsTransport, parse_servers
 
 __all__ = ["add_nats_options", "nats_options_from_args", "nats_transport_from_args"]
 

@@ -20,8 +20,10 @@ from typing import Any
 
 import anyio
 
-from .cid import validate_cid
-from .cli_common import (
+from ..cid import validate_cid
+from ..errors import ValidationError
+from ..models import MAX_INLINE_BYTES, JobSpec, StorageSpec
+from .common import (
     DEFAULT_OUTPUT,
     add_job_options,
     job_kwargs,
@@ -30,8 +32,6 @@ from .cli_common import (
     parse_output,
     parse_volume,
 )
-from .errors import ValidationError
-from .models import MAX_INLINE_BYTES, JobSpec, StorageSpec
 
 __all__ = [
     "DEFAULT_OUTPUT",
@@ -83,7 +83,7 @@ def build_wasm_job(
     entry_point: str = "_start",
     **options: Any,
 ) -> JobSpec:
-    """A wasm JobSpec from CLI-style strings; ``options`` as :func:`~bacalhau.cli_common.job_kwargs`
+    """A wasm JobSpec from CLI-style strings; ``options`` as :func:`~bacalhau.cli.common.job_kwargs`
     takes them (``volumes``, ``outputs``, ``env``, ``timeout``, ``memory``, ``cpu``, the deal,
     ``verifier``, ``publisher``, ``labels``, ``retries``).
 

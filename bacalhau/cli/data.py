@@ -22,8 +22,9 @@ from typing import IO, Any
 
 import anyio
 
-from .errors import BacalhauError, StorageError, ValidationError
-from .storage.ipfs import (
+from ..cid import cid_str, to_cid
+from ..errors import BacalhauError, StorageError, ValidationError
+from ..storage.ipfs import (
     BlockStore,
     add_bytes,
     add_path,
@@ -34,7 +35,6 @@ from .storage.ipfs import (
     import_car,
     ls,
 )
-from .storage.ipfs.cids import cid_str, to_cid
 
 __all__ = [
     "add_data_parser",
@@ -353,7 +353,7 @@ def run_data_command(ns: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m bacalhau.cli_data data add ...`` (the ``bacalhau`` CLI wires the same tree)."""
+    """``python -m bacalhau.cli.data data add ...`` (the ``bacalhau`` CLI wires the same tree)."""
     parser = argparse.ArgumentParser(prog="bacalhau")
     add_data_parser(parser.add_subparsers(dest="command", required=True))
     return run_data_command(parser.parse_args(argv))

@@ -1,9 +1,9 @@
 """``bacalhau data ...`` through a node's API (the :class:`~bacalhau.api.client.Client`).
 
-The ``data`` tree is built by :mod:`bacalhau.cli_data`, which works on a local
+The ``data`` tree is built by :mod:`bacalhau.cli.data`, which works on a local
 data directory. :func:`run_data` picks the mode:
 
-* ``--data-dir DIR`` given: the local commands of :mod:`bacalhau.cli_data`
+* ``--data-dir DIR`` given: the local commands of :mod:`bacalhau.cli.data`
   (no node needed; safe beside a node using the same directory);
 * ``add --only-hash``: computed locally, nothing stored, no node needed;
 * otherwise: the node at ``--api`` / ``BACALHAU_API`` / ``127.0.0.1:1234``,
@@ -22,8 +22,8 @@ from typing import Any
 import anyio
 import anyio.to_thread
 
-from .cli_jobs import EXIT_OK, client_from_args
-from .errors import ValidationError
+from ..errors import ValidationError
+from .jobs import EXIT_OK, client_from_args
 
 __all__ = ["is_local", "run_data", "run_data_via_api"]
 
@@ -36,8 +36,8 @@ def is_local(ns: argparse.Namespace) -> bool:
 
 
 def run_data_local(ns: argparse.Namespace) -> int:
-    """The local-directory commands of :mod:`bacalhau.cli_data` (errors propagate)."""
-    from . import cli_data as d
+    """The local-directory commands of :mod:`bacalhau.cli.data` (errors propagate)."""
+    from . import data as d
 
     c, dd = ns.data_command, ns.data_dir
     if c == "add":
