@@ -174,7 +174,8 @@ class FrameReader:
         end = _HEADER + size
         if len(buf) < end:
             await self._fill(end)
-        frame = bytes(buf[_HEADER:end])
+        with memoryview(buf) as view:
+            frame = bytes(view[_HEADER:end])  # one copy (a bytearray slice would be two)
         del buf[:end]  # O(1) at the front of a bytearray
         self.partial_since = monotonic() if buf else None
         return frame
