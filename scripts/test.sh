@@ -6,8 +6,9 @@
 # As root on Debian it installs the system packages the engine tests use (docker.io,
 # busybox-static, nats-server, and clang + wasi-libc for the C-to-WASM example), makes
 # .venv with the project and its test extras, starts a private Docker engine (vfs
-# storage, a private socket, no bridge, no iptables) with a busybox image, runs pytest,
-# and stops the engine it started. Where a service cannot be had, the tests that need it
+# storage, a private socket, no bridge, no iptables) with a busybox image, runs the gates
+# (ruff check, ruff format --check, mypy --strict on bacalhau/ and tests/; any finding
+# fails the run), runs pytest, and stops the engine it started. Where a service cannot be had, the tests that need it
 # skip with the reason; on CI (CI=true) as root they are required and fail instead.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -43,6 +44,21 @@ if [ ! -x .venv/bin/python ]; then
     python3 -m venv .venv
 fi
 .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[dev]' >&2
+
+# The gates before any test: lint, formatting and strict typing of the package and its
+# tests. Every finding fails the run (all three run, so one run shows every finding).
+gates=0
+lint_paths=(bacalhau tests benchmarks examples docs)
+log "gate: ruff check"
+.venv/bin/ruff check --no-cache "${lint_paths[@]}" >&2 || gates=1
+log "gate: ruff format --check"
+.venv/bin/ruff format --check --no-cache "${lint_paths[@]}" >&2 || gates=1
+log "gate: mypy --strict (bacalhau/ and tests/, configured in pyproject.toml)"
+.venv/bin/mypy >&2 || gates=1
+if [ "$gates" != 0 ]; then
+    log "a gate failed (see above): not running the tests"
+    exit 1
+fi
 
 if [ "${CI:-}" = "true" ] && [ "$(id -u)" = 0 ]; then
     # On CI the machine can provide every engine: a missing one is a failure, not a skip.

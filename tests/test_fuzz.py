@@ -160,7 +160,7 @@ def _valid_dagpb() -> bytes:
 
     return encode_node(
         PBNode(
-            links=[PBLink(hash=b"\x12\x20" + b"\x01" * 32, name="a", tsize=3)],
+            links=(PBLink(hash=b"\x12\x20" + b"\x01" * 32, name="a", tsize=3),),
             data=b"\x08\x02\x12\x03abc\x18\x03",
         )
     )
@@ -183,11 +183,13 @@ def test_dagpb_and_unixfs_decoders(block: bytes) -> None:
 
 
 def _valid_car() -> bytes:
+    import hashlib
+
     from bacalhau.cid import encode_varint
     from bacalhau.storage.ipfs.car import encode_header
 
     block = b"hello"
-    cid = b"\x01\x55\x12\x20" + __import__("hashlib").sha256(block).digest()
+    cid = b"\x01\x55\x12\x20" + hashlib.sha256(block).digest()
     header = encode_header([cid])
     section = cid + block
     return encode_varint(len(header)) + header + encode_varint(len(section)) + section

@@ -39,7 +39,7 @@ def seeds(target: str) -> list[bytes]:
 
     block = encode_node(
         PBNode(
-            links=[PBLink(hash=b"\x12\x20" + b"\x01" * 32, name="a", tsize=3)],
+            links=(PBLink(hash=b"\x12\x20" + b"\x01" * 32, name="a", tsize=3),),
             data=b"\x08\x02\x12\x03abc\x18\x03",
         )
     )

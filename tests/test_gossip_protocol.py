@@ -129,8 +129,8 @@ def test_publish_floods_and_forwarding_skips_the_source() -> None:
     mid, targets = s.publish(b"mine", now=0.0)
     assert sorted(targets) == ["a", "b", "c", "d"], "own messages go to every peer"
     assert s.receive(b"mine", now=0.1) is None, "our own message coming back is a duplicate"
-    mid = s.receive(b"theirs", now=0.2)
-    assert mid == message_id(b"theirs")
+    assert s.receive(b"theirs", now=0.2) == message_id(b"theirs")
+    mid = message_id(b"theirs")
     assert s.receive(b"theirs", now=0.3) is None
     assert sorted(s.accept(mid, b"theirs", source="a")) == sorted(s.mesh - {"a"})
     flood_off = GossipState(config=GossipConfig(d=2, d_lo=1, flood_publish=False))

@@ -20,6 +20,7 @@ import pytest
 
 from bacalhau.cid import to_cid
 from bacalhau.errors import BlockNotFound, PeerUnreachable
+from bacalhau.identity import Identity
 from bacalhau.models import StorageSpec
 from bacalhau.publisher.ipfs import IpfsPublisher
 from bacalhau.storage.ipfs import (
@@ -53,6 +54,7 @@ class FakeServices:
     node_id: str
     hub: Hub
     data_dir: Path
+    identity: Identity = attrs.Factory(Identity.generate)
     handlers: dict[str, Handler] = attrs.Factory(dict)
     blocks: Any = None
 

@@ -1,5 +1,7 @@
 """Bad job specs give one clear error each, naming the field."""
 
+from typing import Any
+
 import pytest
 
 from bacalhau.errors import ValidationError
@@ -72,7 +74,7 @@ EMPTY_CID = "QmbFMke1KXqnYyBBWxB74N4c5SBnJMVAiMNRcGu6x1AwQH"
         ({**GOOD, "verifier": "Not A Name"}, "$.verifier", "not a verifier name"),
     ],
 )
-def test_bad_spec_names_the_field(data: dict, field: str, words: str) -> None:
+def test_bad_spec_names_the_field(data: dict[str, Any], field: str, words: str) -> None:
     with pytest.raises(ValidationError) as info:
         from_json_data(data, JobSpec)
     message = str(info.value)
@@ -142,7 +144,7 @@ def test_parse_size_refuses_garbage() -> None:
         ({"k": {1: "a"}}, "keys must be strings"),
     ],
 )
-def test_engine_params_must_travel(params: dict, words: str) -> None:
+def test_engine_params_must_travel(params: dict[str, Any], words: str) -> None:
     from bacalhau.models import EngineSpec
 
     with pytest.raises(ValidationError, match=words):

@@ -47,9 +47,11 @@ def check_result(result: bacalhau.JobResult) -> None:
     assert kinds[0] == "created" and kinds[-1] == result.state.value
 
 
-async def run_all(net: Network, specs: list[JobSpec], timeout: float = 60) -> list:
+async def run_all(
+    net: Network, specs: list[JobSpec], timeout: float = 60
+) -> list[bacalhau.JobResult]:
     handles = [await net.nodes[i % len(net.nodes)].submit(s) for i, s in enumerate(specs)]
-    results = [None] * len(handles)
+    results: dict[int, bacalhau.JobResult] = {}
 
     async def wait(i: int) -> None:
         results[i] = await handles[i].wait(timeout)
@@ -57,7 +59,7 @@ async def run_all(net: Network, specs: list[JobSpec], timeout: float = 60) -> li
     async with anyio.create_task_group() as tg:
         for i in range(len(handles)):
             tg.start_soon(wait, i)
-    return results
+    return [results[i] for i in range(len(handles))]
 
 
 async def test_single_job_end_to_end() -> None:
@@ -135,6 +137,7 @@ async def test_silent_node_is_replaced() -> None:
         def mute(src: str, dst: str, kind: str, frame: bytes) -> bool:
             return src not in victim
 
+        assert net.hub is not None
         net.hub.faults = Faults(filter=mute)
         handle = await net.nodes[0].submit(spec)
         # the requester itself must stay reachable; mute one of the other two
@@ -169,7 +172,7 @@ async def test_hundred_jobs_under_drops_duplicates_and_reordering() -> None:
     async with Network.in_memory(10, seed=8, faults=faults, requester=FAST) as net:
         results = await run_all(net, specs, timeout=120)
         await net.wait_idle(60)
-        assert net.hub.dropped > 0
+        assert net.hub is not None and net.hub.dropped > 0
     for r in results:
         check_result(r)
     completed = sum(r.state is JobState.COMPLETED for r in results)
@@ -181,6 +184,7 @@ async def test_partition_that_heals() -> None:
     specs = mixed_deals(random.Random(9), 40)
     async with Network.in_memory(10, seed=9, requester=FAST) as net:
         ids = [n.node_id for n in net.nodes]
+        assert net.hub is not None
         net.hub.partition(ids[:5], ids[5:])
         during = await run_all(net, specs[:20], timeout=120)
         net.hub.heal()

@@ -249,7 +249,7 @@ class ComputeMachine(RuleBasedStateMachine):
         ),
     )
     def decision(self, sender: str, kind: str) -> None:
-        msg = {
+        table: dict[str, m.Message] = {
             "BidAccepted": m.BidAccepted(JOB, NODES[0]),
             "BidRejected": m.BidRejected(JOB, NODES[0], "no"),
             "ResultsAccepted": m.ResultsAccepted(JOB, NODES[0]),
@@ -257,7 +257,8 @@ class ComputeMachine(RuleBasedStateMachine):
             "JobCompleted": m.JobCompleted(JOB),
             "JobFailed": m.JobFailed(JOB, "x"),
             "JobCancelled": m.JobCancelled(JOB, "x"),
-        }[kind]
+        }
+        msg = table[kind]
         before = (
             self.state.jobs[JOB].state if JOB in self.state.jobs else None,
             self.runs,

@@ -182,7 +182,7 @@ async def test_no_copies_cross_a_full_mesh_beyond_the_first_hop() -> None:
         gossip = [t for t in ts if isinstance(t, GossipTransport)]
         with anyio.fail_after(10):
             while not all(
-                c.peer_peers == ids - {t.node_id, c.peer_id}
+                c.peer_peers == frozenset(ids - {t.node_id, c.peer_id})
                 for t in gossip
                 for c in t._conns.values()
             ):
@@ -193,6 +193,6 @@ async def test_no_copies_cross_a_full_mesh_beyond_the_first_hop() -> None:
             await ts[i % 6].broadcast(frame)
         for i, h in enumerate(hs):
             want = {f for j, f in enumerate(frames) if j % 6 != i}
-            await h.wait_for(lambda h=h, want=want: want <= set(h.heard))
+            await h.wait_heard(want)
         await anyio.sleep(0.3)
         assert sum(t.stats["duplicates"] for t in gossip) == before

@@ -38,7 +38,7 @@ async def test_partition_and_heal() -> None:
         hub.heal()
         await ts[0].broadcast(b"whole")
         for h in hs[1:]:
-            await h.wait_for(lambda h=h: b"whole" in h.heard)
+            await h.wait_heard([b"whole"])
 
 
 async def test_drop_duplicate_delay_are_seeded() -> None:

@@ -17,7 +17,7 @@ handlers and stops them when done.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from contextlib import AbstractAsyncContextManager
 
 import anyio
@@ -58,6 +58,19 @@ class RecordingHandler(TransportHandler):
                 with anyio.move_on_after(0.05):
                     await self.changed.wait()  # woken by each frame heard
 
+    async def wait_heard(self, frames: Collection[bytes], timeout: float = 10.0) -> None:
+        """Wait until every frame in ``frames`` has been heard (any order, duplicates allowed)."""
+        want = set(frames)
+        await self.wait_for(lambda: want <= set(self.heard), timeout)
+
+
+def status_count(transport: Transport, key: str) -> int:
+    """A counter from ``transport.status()`` (``reconnects``, ``refused``, ...)."""
+    value = transport.status()[key]
+    if not isinstance(value, int):
+        raise AssertionError(f"status()[{key!r}] is {value!r}, not a count")
+    return value
+
 
 @contextlib.asynccontextmanager
 async def running(
@@ -79,7 +92,7 @@ async def check_broadcast_reaches_all_others_once(factory: TransportFactory) -> 
     async with running(factory, 4) as (ts, hs):
         await ts[0].broadcast(b"hello")
         for h in hs[1:]:
-            await h.wait_for(lambda h=h: b"hello" in h.heard)  # type: ignore[misc]
+            await h.wait_heard([b"hello"])
         await anyio.sleep(0.2)  # room for a wrong duplicate to show up
         assert [h.heard.count(b"hello") for h in hs[1:]] == [1, 1, 1]
         assert b"hello" not in hs[0].heard, "a broadcast must not come back to its sender"
@@ -92,7 +105,7 @@ async def check_broadcasts_from_everyone(factory: TransportFactory) -> None:
                 await t.broadcast(f"{i}:{j}".encode())
         for i, h in enumerate(hs):
             want = {f"{k}:{j}".encode() for k in range(3) if k != i for j in range(20)}
-            await h.wait_for(lambda h=h, want=want: want <= set(h.heard))  # type: ignore[misc]
+            await h.wait_heard(want)
             assert len(h.heard) == len(set(h.heard))
 
 
