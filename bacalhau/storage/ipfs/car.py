@@ -32,7 +32,7 @@ from ...cid import (
 from ...errors import BlockNotFound, CorruptBlock, DecodeError, StorageError
 from .blockstore import BlockStore, links_of
 
-__all__ = ["MAX_SECTION", "export_car", "import_car", "iter_car", "write_car"]
+__all__ = ["MAX_IMPORT_BLOCKS", "MAX_SECTION", "export_car", "import_car", "iter_car", "write_car"]
 
 MAX_HEADER = 1024 * 1024
 MAX_SECTION = 8 * 1024 * 1024
@@ -263,10 +263,18 @@ def write_car(store: BlockStore, roots: Sequence[AnyCid], fh: BinaryIO) -> int:
     return count
 
 
-def _import(store: BlockStore, path: Path, pin: bool) -> list[str]:
+MAX_IMPORT_BLOCKS = 1_000_000
+"""Most blocks one CAR import stores (a CAR holding more is refused part-way)."""
+
+
+def _import(store: BlockStore, path: Path, pin: bool, max_blocks: int) -> list[str]:
     with store.guard(), open(path, "rb") as fh:
         roots, blocks = iter_car(fh)
-        for cid, data in blocks:
+        for count, (cid, data) in enumerate(blocks, 1):
+            if count > max_blocks:
+                raise StorageError(
+                    f"{path}: the archive holds more than {max_blocks} blocks (the import limit)"
+                )
             if not block_digest_ok(cid, data):
                 raise CorruptBlock(f"{path}: block {cid_str(cid)} does not match its CID")
             store.put_parts(cid, (data,))
@@ -278,14 +286,20 @@ def _import(store: BlockStore, path: Path, pin: bool) -> list[str]:
     return [cid_str(r) for r in roots]
 
 
-async def import_car(store: BlockStore, path: Path, *, pin: bool = True) -> list[str]:
+async def import_car(
+    store: BlockStore, path: Path, *, pin: bool = True, max_blocks: int = MAX_IMPORT_BLOCKS
+) -> list[str]:
     """Import every block of a CAR file (hash-checked) and pin its roots; return the roots.
 
+    Importing stores blocks only; expanding them later (``get``, ``ls``, job inputs)
+    is bounded by :class:`~bacalhau.storage.ipfs.limits.DagLimits`.
+
     Raises:
+        StorageError: more than ``max_blocks`` blocks (those before stay stored, unpinned).
         DecodeError: the file is not a CAR.
         CorruptBlock: a block does not match its CID (blocks before it stay stored, unpinned).
     """
-    return await anyio.to_thread.run_sync(_import, store, Path(path), pin)
+    return await anyio.to_thread.run_sync(_import, store, Path(path), pin, max_blocks)
 
 
 async def export_car(blocks: Any, root: AnyCid, path: Path) -> int:

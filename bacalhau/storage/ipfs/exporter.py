@@ -18,7 +18,7 @@ import os
 import threading
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import anyio
 import anyio.to_thread
@@ -30,6 +30,7 @@ from ..base import Reader
 from ._util import unwrap_group
 from .blockstore import BlockStore
 from .dagpb import decode_node
+from .limits import DEFAULT_DAG_LIMITS, DagBudget, DagLimits
 from .unixfs import DataType, decode_unixfs
 
 __all__ = [
@@ -37,6 +38,7 @@ __all__ = [
     "Entry",
     "LocalBlocks",
     "Node",
+    "SymlinkPolicy",
     "as_source",
     "cat",
     "decode_block",
@@ -149,63 +151,104 @@ def _check_name(name: str, where: bytes) -> None:
         raise StorageError(f"directory {cid_str(where)} has an unsafe entry name {name!r}")
 
 
-async def _entries(src: BlockSource, node: Node) -> list[tuple[str, bytes]]:
-    """``(name, cid)`` of a directory or HAMT shard, names checked and unique."""
+async def _entries(
+    src: BlockSource, node: Node, budget: DagBudget | None = None
+) -> list[tuple[str, bytes]]:
+    """``(name, cid)`` of a directory or HAMT shard, names checked and unique.
+
+    Every entry (and every HAMT sub-shard visited) is counted against ``budget``;
+    a HAMT's fan-out and depth are checked against it too.
+    """
+    budget = budget if budget is not None else DagBudget()
     out: list[tuple[str, bytes]] = []
+    where = cid_str(node.cid)
     if node.kind == DataType.DIRECTORY:
+        budget.entry(where, len(node.links))
         out = [(name, cid) for name, cid, _ in node.links]
     elif node.kind == DataType.HAMT_SHARD:
-        width = len(f"{(node.fanout or 256) - 1:X}")
-        for name, cid, _ in node.links:
-            if len(name) == width:
-                sub = await _node(src, cid)
-                if sub.kind != DataType.HAMT_SHARD:
-                    raise StorageError(f"{cid_str(cid)}: HAMT link to a non-shard node")
-                out.extend(await _entries(src, sub))
-            elif len(name) > width:
-                out.append((name[width:], cid))
-            else:
-                raise StorageError(f"{cid_str(node.cid)}: bad HAMT link name {name!r}")
+        fanout = budget.fanout(node.fanout, where)
+        # each level consumes log2(fanout) bits of a 64-bit hash: deeper is malformed
+        levels = -(-64 // (fanout.bit_length() - 1))
+        await _shard_entries(src, node, fanout, levels, budget, out)
     else:
-        raise StorageError(f"{cid_str(node.cid)} is not a directory")
+        raise StorageError(f"{where} is not a directory")
     seen: set[str] = set()
     for name, _ in out:
         _check_name(name, node.cid)
         if name in seen:
-            raise StorageError(f"directory {cid_str(node.cid)} lists {name!r} twice")
+            raise StorageError(f"directory {where} lists {name!r} twice")
         seen.add(name)
     return out
 
 
-async def resolve(blocks: Any, cid: AnyCid, path: str | None = None) -> bytes:
+async def _shard_entries(
+    src: BlockSource,
+    node: Node,
+    fanout: int,
+    levels: int,
+    budget: DagBudget,
+    out: list[tuple[str, bytes]],
+) -> None:
+    where = cid_str(node.cid)
+    if levels <= 0:
+        raise StorageError(f"{where}: HAMT shards nest deeper than a 64-bit hash allows")
+    if node.fanout is not None and node.fanout != fanout:
+        raise StorageError(f"{where}: HAMT sub-shard fan-out differs from its parent's")
+    if len(node.links) > fanout:
+        raise StorageError(f"{where}: HAMT shard has more links than its fan-out {fanout}")
+    width = len(f"{fanout - 1:X}")
+    for name, cid, _ in node.links:
+        budget.entry(where)
+        if len(name) == width:
+            sub = await _node(src, cid)
+            if sub.kind != DataType.HAMT_SHARD:
+                raise StorageError(f"{cid_str(cid)}: HAMT link to a non-shard node")
+            await _shard_entries(src, sub, fanout, levels - 1, budget, out)
+        elif len(name) > width:
+            out.append((name[width:], cid))
+        else:
+            raise StorageError(f"{where}: bad HAMT link name {name!r}")
+
+
+async def resolve(
+    blocks: Any, cid: AnyCid, path: str | None = None, *, limits: DagLimits = DEFAULT_DAG_LIMITS
+) -> bytes:
     """The CID at ``path`` (``a/b.txt``, leading ``/`` allowed) inside directory ``cid``.
 
     Raises:
-        StorageError: a component is missing or not a directory.
+        StorageError: a component is missing or not a directory, or the folders on
+            the way exceed ``limits``.
     """
     current = to_cid(cid)
     if not path:
         return current
     src = as_source(blocks)
-    for part in [p for p in path.split("/") if p]:
+    budget = DagBudget(limits)
+    parts = [p for p in path.split("/") if p]
+    budget.depth(len(parts), repr(path))
+    for part in parts:
         node = await _node(src, current)
         if node.kind not in (DataType.DIRECTORY, DataType.HAMT_SHARD):
             raise StorageError(f"{path!r}: {cid_str(current)} is not a directory")
-        entries = dict(await _entries(src, node))
+        entries = dict(await _entries(src, node, budget))
         if part not in entries:
             raise StorageError(f"{path!r}: no entry {part!r} in {cid_str(current)}")
         current = entries[part]
     return current
 
 
-async def ls(blocks: Any, cid: AnyCid) -> list[Entry]:
-    """Entries of a directory, or a single entry for a file (name ``""``)."""
+async def ls(blocks: Any, cid: AnyCid, *, limits: DagLimits = DEFAULT_DAG_LIMITS) -> list[Entry]:
+    """Entries of a directory, or a single entry for a file (name ``""``).
+
+    Raises:
+        StorageError: the directory (with its HAMT shards) exceeds ``limits``.
+    """
     src = as_source(blocks)
     node = await _node(src, to_cid(cid))
     if node.kind not in (DataType.DIRECTORY, DataType.HAMT_SHARD):
         return [Entry("", cid_str(node.cid), _type_name(node.kind), node.size)]
     out = []
-    entries = await _entries(src, node)
+    entries = await _entries(src, node, DagBudget(limits))
     for i in range(0, len(entries), 256):
         batch = entries[i : i + 256]
         blocks = await src.get_many([cid for _, cid in batch])
@@ -226,8 +269,20 @@ def _type_name(kind: DataType) -> str:
     }.get(kind, kind.name.lower())
 
 
-async def _file_bytes(src: BlockSource, node: Node, start: int, end: int) -> AsyncIterator[bytes]:
+async def _file_bytes(
+    src: BlockSource,
+    node: Node,
+    start: int,
+    end: int,
+    depth: int = 0,
+    max_depth: int = DEFAULT_DAG_LIMITS.max_depth,
+) -> AsyncIterator[bytes]:
     """Bytes ``[start, end)`` of a file node (offsets relative to the node)."""
+    if depth > max_depth:
+        raise StorageError(
+            f"{cid_str(node.cid)}: file DAG nests deeper than {max_depth} levels "
+            "(the node's limit on DAG depth)"
+        )
     if node.kind == DataType.RAW:
         yield node.data[start:end]
         return
@@ -253,7 +308,9 @@ async def _file_bytes(src: BlockSource, node: Node, start: int, end: int) -> Asy
                     f"{cid_str(child)}: child of {cid_str(node.cid)} is {sub.size} bytes"
                     f" of {_type_name(sub.kind)}, its parent says {size} bytes of file"
                 )
-            async for piece in _file_bytes(src, sub, max(0, start - offset), end - offset):
+            async for piece in _file_bytes(
+                src, sub, max(0, start - offset), end - offset, depth + 1, max_depth
+            ):
                 yield piece
 
 
@@ -291,6 +348,12 @@ async def read_all(blocks: Any, cid: AnyCid, *, max_size: int = 64 * 1024 * 1024
     return b"".join([piece async for piece in cat(src, node.cid)])
 
 
+SymlinkPolicy = Literal["refuse", "contain"]
+"""What :func:`export_to_path` does with a UnixFS symlink: ``refuse`` (the export
+fails, naming it: job inputs) or ``contain`` (written only when it resolves inside
+the export's root folder, else the export fails: ``get`` and ``data get``)."""
+
+
 async def export_to_path(
     blocks: Any,
     cid: AnyCid,
@@ -298,27 +361,60 @@ async def export_to_path(
     *,
     read_only: bool = False,
     max_size: int | None = None,
+    limits: DagLimits = DEFAULT_DAG_LIMITS,
+    symlinks: SymlinkPolicy = "contain",
 ) -> Path:
     """Write the file, directory tree or symlink at ``cid`` to ``dest``.
 
     ``dest`` must not exist, except as an empty directory when ``cid`` is a
     directory. Files are created exclusively (never through a symlink) and
     entry names are checked (no ``/``, ``..`` or duplicates), so a hostile DAG
-    cannot write outside ``dest``.
+    cannot write outside ``dest``. Links are never followed while writing; what
+    is done with them is ``symlinks``: with ``contain``, a link is written only if
+    its target is relative and stays inside ``dest`` lexically, and once the
+    whole tree is written every link is resolved (``realpath``) once more, so a
+    chain of links cannot leave ``dest`` either.
 
     Args:
         read_only: make files 0444 and directories 0555 when done.
         max_size: refuse to write more than this many bytes in total.
+        limits: entries, depth, total size and HAMT fan-out allowed (a shared
+            node counts each time it is reached).
+        symlinks: ``refuse`` or ``contain`` (see :data:`SymlinkPolicy`).
 
     Raises:
         StorageError: ``dest`` exists, a name is unsafe, the DAG is inconsistent,
-            or ``max_size`` would be exceeded.
+            exceeds ``limits`` or ``max_size``, or holds a link ``symlinks`` refuses.
         BlockNotFound: a block could not be had.
     """
     src = as_source(blocks)
     budget = [max_size if max_size is not None else -1]
-    await _export(src, to_cid(cid), Path(dest), read_only, budget, top=True)
-    return Path(dest)
+    root = Path(dest)
+    walk = _Walk(
+        src=src,
+        root=root,
+        read_only=read_only,
+        budget=budget,
+        dag=DagBudget(limits),
+        symlinks=symlinks,
+    )
+    await _export(walk, to_cid(cid), root, 0)
+    if walk.links:
+        await anyio.to_thread.run_sync(_check_links, root, walk.links)
+    return root
+
+
+@attrs.define
+class _Walk:
+    """One export in progress."""
+
+    src: BlockSource
+    root: Path
+    read_only: bool
+    budget: list[int]
+    dag: DagBudget
+    symlinks: SymlinkPolicy
+    links: list[Path] = attrs.Factory(list)
 
 
 def _charge(budget: list[int], size: int, where: bytes) -> None:
@@ -329,12 +425,48 @@ def _charge(budget: list[int], size: int, where: bytes) -> None:
     budget[0] -= size
 
 
-async def _export(
-    src: BlockSource, cid: bytes, dest: Path, read_only: bool, budget: list[int], *, top: bool
-) -> None:
+def _rel(walk: _Walk, path: Path) -> str:
+    return path.relative_to(walk.root).as_posix() if path != walk.root else "."
+
+
+def _link_target(walk: _Walk, node: Node, dest: Path) -> str:
+    """The target to write for a symlink node at ``dest``, or raise."""
+    target = os.fsdecode(node.data)
+    rel = _rel(walk, dest)
+    if walk.symlinks == "refuse":
+        raise StorageError(
+            f"{rel} is a symbolic link (to {target!r}); links are refused in job inputs"
+        )
+    if dest == walk.root:
+        raise StorageError(f"{cid_str(node.cid)} is a symbolic link (to {target!r}), not data")
+    inside = os.path.normpath(os.path.join(os.path.dirname(rel), target))
+    if "\x00" in target or not target or target.startswith("/") or inside.split("/")[0] == "..":
+        raise StorageError(
+            f"{rel} is a symbolic link pointing outside the folder (to {target!r}); refused"
+        )
+    return target
+
+
+def _check_links(root: Path, links: list[Path]) -> None:
+    real_root = os.path.realpath(root)
+    for link in links:
+        real = os.path.realpath(link)
+        if real != real_root and not real.startswith(real_root.rstrip(os.sep) + os.sep):
+            target = os.readlink(link)
+            os.unlink(link)
+            raise StorageError(
+                f"{link.relative_to(root).as_posix()} is a symbolic link that resolves "
+                f"outside the folder (to {target!r}, through other links); refused"
+            )
+
+
+async def _export(walk: _Walk, cid: bytes, dest: Path, depth: int) -> None:
+    src = walk.src
+    walk.dag.depth(depth, _rel(walk, dest))
     node = await _node(src, cid)
     if node.kind in (DataType.DIRECTORY, DataType.HAMT_SHARD):
-        entries = await _entries(src, node)
+        entries = await _entries(src, node, walk.dag)
+        top = dest == walk.root
 
         def make_dir() -> None:
             try:
@@ -353,24 +485,28 @@ async def _export(
             for (name, child), block in zip(batch, blocks, strict=True):
                 sub = decode_block(child, block)
                 if sub.kind in (DataType.FILE, DataType.RAW) and not sub.links:
-                    _charge(budget, sub.size, child)
+                    _charge(walk.budget, sub.size, child)
+                    walk.dag.data(sub.size, _rel(walk, dest / name))
                     small.append((dest / name, sub.data))
                 else:
-                    await _export(src, child, dest / name, read_only, budget, top=False)
+                    await _export(walk, child, dest / name, depth + 1)
             if small:  # single-block files: written together in one worker-thread call
-                await anyio.to_thread.run_sync(_write_small_files, small, read_only)
-        if read_only:
+                await anyio.to_thread.run_sync(_write_small_files, small, walk.read_only)
+        if walk.read_only:
             await anyio.to_thread.run_sync(os.chmod, dest, 0o555)
         return
     if node.kind == DataType.SYMLINK:
+        target = _link_target(walk, node, dest)
         try:
-            await anyio.to_thread.run_sync(os.symlink, os.fsdecode(node.data), dest)
+            await anyio.to_thread.run_sync(os.symlink, target, dest)
         except FileExistsError:
             raise StorageError(f"cannot export to {dest}: it already exists") from None
+        walk.links.append(dest)
         return
     if node.kind not in (DataType.FILE, DataType.RAW):
         raise StorageError(f"{cid_str(cid)}: cannot export a {_type_name(node.kind)}")
-    _charge(budget, node.size, cid)
+    _charge(walk.budget, node.size, cid)
+    walk.dag.data(node.size, _rel(walk, dest))
     try:
         fd = await anyio.to_thread.run_sync(os.open, dest, _CREATE, 0o644)
     except FileExistsError:
@@ -378,12 +514,13 @@ async def _export(
     try:
         # reading and verifying the next blocks overlaps with writing the previous ones
         send, receive = anyio.create_memory_object_stream[list[bytes]](4)
+        max_depth = walk.dag.limits.max_depth
 
         async def produce() -> None:
             async with send:
                 pending: list[bytes] = []
                 held = 0
-                async for piece in _file_bytes(src, node, 0, node.size):
+                async for piece in _file_bytes(src, node, 0, node.size, 0, max_depth):
                     pending.append(piece)
                     held += len(piece)
                     if held >= 1 << 20:
@@ -398,7 +535,7 @@ async def _export(
                 async with receive:
                     async for pieces in receive:
                         await anyio.to_thread.run_sync(_write_all, fd, pieces)
-        if read_only:
+        if walk.read_only:
             os.fchmod(fd, 0o444)
     finally:
         os.close(fd)
@@ -470,13 +607,19 @@ class _FileIndex:
         return bytes(out)
 
 
-def _index_file(store: BlockStore, cid: bytes) -> _FileIndex:
+def _index_file(
+    store: BlockStore, cid: bytes, limits: DagLimits = DEFAULT_DAG_LIMITS
+) -> _FileIndex:
     starts: list[int] = []
     segments: list[tuple[int, bytes, bool]] = []
     pos = 0
+    budget = DagBudget(attrs.evolve(limits, max_entries=8 * limits.max_entries))
+    where = cid_str(cid)
 
-    def visit(node: Node, expect: int | None) -> None:
+    def visit(node: Node, expect: int | None, depth: int) -> None:
         nonlocal pos
+        budget.depth(depth, where)
+        budget.entry(where)
         if expect is not None and (
             node.size != expect or node.kind not in (DataType.FILE, DataType.RAW)
         ):
@@ -492,18 +635,21 @@ def _index_file(store: BlockStore, cid: bytes) -> _FileIndex:
             segments.append((len(node.data), node.cid, False))
             pos += len(node.data)
         for (_, child, _), size in zip(node.links, node.blocksizes, strict=True):
-            visit(decode_block(child, store.get_verified(child)), size)
+            visit(decode_block(child, store.get_verified(child)), size, depth + 1)
 
     root = decode_block(cid, store.get_verified(cid))
     if root.kind not in (DataType.FILE, DataType.RAW):
         raise StorageError(
             f"{cid_str(cid)} is a {_type_name(root.kind)}; library mode reads a single file"
         )
-    visit(root, None)
+    budget.data(root.size, where)
+    visit(root, None, 0)
     return _FileIndex(store, starts, segments, pos)
 
 
-async def open_reader(blocks: Any, cid: AnyCid) -> tuple[Reader, int]:
+async def open_reader(
+    blocks: Any, cid: AnyCid, *, limits: DagLimits = DEFAULT_DAG_LIMITS
+) -> tuple[Reader, int]:
     """A thread-safe ``read(offset, size) -> bytes`` over the file at ``cid``, and its size.
 
     The whole DAG is made local first (fetched from peers when ``blocks`` is a
@@ -520,5 +666,5 @@ async def open_reader(blocks: Any, cid: AnyCid) -> tuple[Reader, int]:
     else:
         store = blocks.store
         await blocks.fetch_dag(raw)
-    index = await anyio.to_thread.run_sync(_index_file, store, raw)
+    index = await anyio.to_thread.run_sync(_index_file, store, raw, limits)
     return index.read, index.size

@@ -19,6 +19,7 @@ from ...models import StorageSpec
 from ..base import Reader, StorageProvider
 from .blockstore import BlockStore
 from .exporter import LocalBlocks, as_source, decode_block, export_to_path, open_reader, resolve
+from .limits import DEFAULT_DAG_LIMITS, DagLimits
 from .unixfs import DataType
 
 __all__ = ["IpfsStorage"]
@@ -30,14 +31,25 @@ class IpfsStorage(StorageProvider):
     Args:
         blocks: the node's BlockService (or a BlockStore, for local-only use).
         max_size: refuse inputs larger than this many bytes (None: no limit).
+        limits: entries, depth, total size and HAMT fan-out one input may expand to.
+
+    Symbolic links in an input are refused (the execution fails naming the link):
+    a job sees only the bytes of its inputs, never a path that leads elsewhere.
     """
 
     type = "ipfs"
 
-    def __init__(self, blocks: Any, *, max_size: int | None = None) -> None:
+    def __init__(
+        self,
+        blocks: Any,
+        *,
+        max_size: int | None = None,
+        limits: DagLimits = DEFAULT_DAG_LIMITS,
+    ) -> None:
         self.blocks = blocks
         self.store: BlockStore = blocks if isinstance(blocks, BlockStore) else blocks.store
         self.max_size = max_size
+        self.limits = limits
 
     def _cid(self, spec: StorageSpec) -> str:
         if spec.type != "ipfs" or not spec.cid:
@@ -47,13 +59,15 @@ class IpfsStorage(StorageProvider):
     async def has_locally(self, spec: StorageSpec) -> bool:
         """True if every block of the (sub-)DAG the spec names is in the local store."""
         try:
-            target = await resolve(LocalBlocks(self.store), self._cid(spec), spec.path)
+            target = await resolve(
+                LocalBlocks(self.store), self._cid(spec), spec.path, limits=self.limits
+            )
         except BlockNotFound:
             return False
         return await anyio.to_thread.run_sync(self.store.has_dag, target)
 
     async def _target(self, spec: StorageSpec) -> bytes:
-        return await resolve(self.blocks, self._cid(spec), spec.path)
+        return await resolve(self.blocks, self._cid(spec), spec.path, limits=self.limits)
 
     async def prepare(self, spec: StorageSpec, dest: Path) -> Path:
         """Materialise the CID (or ``spec.path`` inside it) read-only at ``dest``.
@@ -70,7 +84,13 @@ class IpfsStorage(StorageProvider):
                 await self.blocks.fetch_dag(target)
             await anyio.to_thread.run_sync(lambda: dest.parent.mkdir(parents=True, exist_ok=True))
             return await export_to_path(
-                self.store, target, dest, read_only=True, max_size=self.max_size
+                self.store,
+                target,
+                dest,
+                read_only=True,
+                max_size=self.max_size,
+                limits=self.limits,
+                symlinks="refuse",
             )
         finally:
             guard.__exit__(None, None, None)
@@ -86,4 +106,4 @@ class IpfsStorage(StorageProvider):
             raise StorageError(
                 f"{spec.cid} is {root.size} bytes; this node's limit is {self.max_size}"
             )
-        return await open_reader(self.blocks, target)
+        return await open_reader(self.blocks, target, limits=self.limits)
