@@ -22,6 +22,10 @@
 # On failure it prints nothing on stdout, explains on stderr and exits non-zero, so
 # `eval "$(... start)"` leaves the environment alone and the docker tests skip visibly.
 #
+# The engine listens on a unix socket inside STATE_DIR only (no TCP port, no bridge), and
+# STATE_DIR is private to the caller (scripts/test.sh makes it with mktemp), so two engines
+# can never collide on an address ("address already in use" cannot happen here).
+#
 # `stop` kills the daemon named by the pidfile (and only it), waits for it to exit,
 # unmounts anything left under STATE_DIR and removes STATE_DIR.
 set -euo pipefail

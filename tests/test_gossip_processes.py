@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -29,6 +30,7 @@ from bacalhau.models import (
     JobState,
     StorageSpec,
 )
+from bacalhau.testing.ports import PortClash, free_port, is_port_clash
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
@@ -84,9 +86,10 @@ class ServeProcess:
                     self.proc.stdout.readline, abandon_on_cancel=True
                 )
                 if not line:
-                    raise AssertionError(
-                        f"serve exited with {self.proc.wait()}: {self.log.read_text()[-2000:]}"
-                    )
+                    code, log = self.proc.wait(), self.log.read_text()
+                    if is_port_clash(log):
+                        raise PortClash(f"serve could not bind its port: {log[-500:]}")
+                    raise AssertionError(f"serve exited with {code}: {log[-2000:]}")
                 if line.startswith("Node id: "):
                     self.node_id = line.split()[-1]
                 elif line.startswith("API: "):
@@ -235,3 +238,17 @@ async def test_serve_stops_cleanly_on_sigterm_and_keeps_its_key(
     assert again.node_id == first.node_id, "the node key persists in the data dir"
     again.proc.send_signal(signal.SIGINT)
     assert await anyio.to_thread.run_sync(again.proc.wait, 30) == 0
+
+
+async def test_serve_on_a_taken_port_is_a_port_clash(tmp_path: Path) -> None:
+    """What the harness retries on: ``serve`` exits with "address already in use"."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as held:
+        held.bind(("127.0.0.1", free_port()))
+        held.listen(1)
+        port = str(held.getsockname()[1])
+        proc = ServeProcess(tmp_path / "n", os.urandom(8).hex(), "--port", port)
+        try:
+            with pytest.raises(PortClash):
+                await proc.wait_ready()
+        finally:
+            proc.kill()

@@ -8,11 +8,13 @@ authentication, the network secret, hostile packets, JetStream catch-up.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import anyio
+import anyio.abc
 import nats
 import pytest
 
@@ -20,6 +22,7 @@ from bacalhau.errors import PeerUnreachable, TransportError
 from bacalhau.identity import Identity
 from bacalhau.testing.conformance import CHECKS, RecordingHandler, running, status_count
 from bacalhau.testing.nats import NatsCluster, NatsServer
+from bacalhau.testing.ports import free_port
 from bacalhau.transport.base import Transport
 from bacalhau.transport.nats import NatsOptions, NatsTransport
 from bacalhau.transport.nats_frames import Kind, encode_packets, request_extra
@@ -122,17 +125,38 @@ class CutProxy:
     """A loopback TCP proxy the test can cut (connections closed, port refused) and restore."""
 
     def __init__(self, target: int) -> None:
-        from bacalhau.testing.nats import free_port
-
         self.target = target
-        self.port = free_port()
+        self.port = 0  # chosen at the first start; kept when restored (the client knows it)
         self._scope: anyio.CancelScope | None = None
         self._tg: Any = None
+
+    async def _listen(self) -> anyio.abc.Listener[anyio.abc.SocketStream]:
+        if self.port:  # restoring: the same port, a few tries if someone holds it briefly
+            for attempt in range(5):
+                try:
+                    return await anyio.create_tcp_listener(
+                        local_host="127.0.0.1", local_port=self.port
+                    )
+                except OSError as exc:
+                    if exc.errno != errno.EADDRINUSE or attempt == 4:
+                        raise
+                    await anyio.sleep(0.5)
+        for attempt in range(8):  # first start: a fresh port on a clash
+            port = free_port()
+            try:
+                listener = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=port)
+            except OSError as exc:
+                if exc.errno != errno.EADDRINUSE or attempt == 7:
+                    raise
+                continue
+            self.port = port
+            return listener
+        raise AssertionError("unreachable")
 
     async def _serve(self, *, task_status: Any = anyio.TASK_STATUS_IGNORED) -> None:
         with anyio.CancelScope() as scope:
             self._scope = scope
-            listener = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=self.port)
+            listener = await self._listen()
             async with listener:
                 task_status.started()
                 await listener.serve(self._pipe)
@@ -172,15 +196,19 @@ async def test_bounded_buffer_while_disconnected(
     subject = "bacalhau.buf" + os.urandom(4).hex()
     proxy = CutProxy(nats_server.port)
     opts: dict[str, Any] = {**FAST, "subject": subject}
-    sender = NatsTransport(
-        Identity.generate(),
-        NatsOptions(
-            servers=(f"nats://127.0.0.1:{proxy.port}",), buffer_frames=5, resend_window=0, **opts
-        ),
-    )
     receiver = NatsTransport(Identity.generate(), NatsOptions(servers=(nats_server.url,), **opts))
-    hs, hr = RecordingHandler(sender.node_id), RecordingHandler(receiver.node_id)
+    hr = RecordingHandler(receiver.node_id)
     async with proxy.running(), anyio.create_task_group() as tg:
+        sender = NatsTransport(
+            Identity.generate(),
+            NatsOptions(
+                servers=(f"nats://127.0.0.1:{proxy.port}",),
+                buffer_frames=5,
+                resend_window=0,
+                **opts,
+            ),
+        )
+        hs = RecordingHandler(sender.node_id)
         await tg.start(sender.run, hs)
         await tg.start(receiver.run, hr)
         await sender.broadcast(b"before")  # no wait for peers: a started transport is subscribed

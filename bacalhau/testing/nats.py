@@ -20,7 +20,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -31,6 +30,8 @@ from pathlib import Path
 from typing import Any
 
 import attrs
+
+from .ports import PortClash, free_port, is_port_clash, with_fresh_ports
 
 __all__ = [
     "NatsCluster",
@@ -74,13 +75,6 @@ def require_nats_server() -> str:
     raise AssertionError("unreachable")
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _conf(value: Any) -> str:
     """Render a Python value in nats-server's config syntax (JSON-like)."""
     if isinstance(value, dict):
@@ -99,12 +93,15 @@ class NatsServer:
     """One ``nats-server`` process bound to 127.0.0.1.
 
     ``config`` is extra configuration (``max_payload``, ``authorization``, ``tls``,
-    ...) merged into the generated file.
+    ...) merged into the generated file. ``port`` and ``http_port`` 0 (the default)
+    mean "a free port": chosen by :func:`~bacalhau.testing.ports.free_port`, and chosen
+    afresh if the server finds it taken when it first starts. A restarted server keeps
+    its ports (its clients know them).
     """
 
     directory: Path
-    port: int = attrs.Factory(free_port)
-    http_port: int = attrs.Factory(free_port)
+    port: int = 0
+    http_port: int = 0
     cluster_port: int | None = None
     routes: list[int] = attrs.Factory(list)
     name: str = "n1"
@@ -112,6 +109,20 @@ class NatsServer:
     config: dict[str, Any] = attrs.Factory(dict)
     binary: str | None = None
     process: subprocess.Popen[bytes] | None = None
+    _pick_port: bool = attrs.field(default=False, init=False)
+    _pick_http_port: bool = attrs.field(default=False, init=False)
+    _launched: bool = attrs.field(default=False, init=False)
+    _log_offset: int = attrs.field(default=0, init=False)
+
+    def __attrs_post_init__(self) -> None:
+        self._pick_port, self._pick_http_port = self.port == 0, self.http_port == 0
+        self._choose_ports()
+
+    def _choose_ports(self) -> None:
+        if self._pick_port:
+            self.port = free_port()
+        if self._pick_http_port:
+            self.http_port = free_port()
 
     @property
     def url(self) -> str:
@@ -146,29 +157,76 @@ class NatsServer:
         return path
 
     def start(self, *, wait: float = 20.0) -> None:
-        """Start the process (again) and wait until it answers its health check."""
+        """Start the process (again) and wait until it answers its health check.
+
+        A first start that finds a port taken starts again on fresh ports (see the class
+        docstring); a restart retries its own ports a few times, then raises
+        :class:`~bacalhau.testing.ports.PortClash`.
+        """
         if self.process is not None and self.process.poll() is None:
             return
+        if self._launched:
+            for attempt in range(5):
+                try:
+                    self._start_once(wait)
+                    return
+                except PortClash:
+                    if attempt == 4:
+                        raise
+                    time.sleep(0.5)  # bounded back-off: the port's holder may be leaving
+
+        def fresh() -> None:
+            try:
+                self._start_once(wait)
+            except PortClash:
+                if not (self._pick_port or self._pick_http_port):
+                    raise
+                self._choose_ports()
+                raise
+
+        with_fresh_ports(fresh)
+
+    def _start_once(self, wait: float) -> None:
+        self.spawn()
+        self.wait_healthy(wait)
+
+    def spawn(self) -> None:
+        """Start the process without waiting for it (see :meth:`wait_healthy`)."""
         binary = self.binary or find_nats_server()
         if binary is None:
             raise RuntimeError("no nats-server binary found (see scripts/nats-server.sh)")
         self.directory.mkdir(parents=True, exist_ok=True)
         conf = self.write_config()
         with self.log_path.open("ab") as log:
+            self._log_offset = log.tell()
             self.process = subprocess.Popen(
                 [binary, "-c", str(conf)],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
             )
-        self.wait_healthy(wait)
+        self._launched = True
+
+    def check_alive(self) -> None:
+        """Raise if the process has ended: :class:`PortClash` when it could not bind."""
+        if self.process is not None and self.process.poll() is None:
+            return
+        try:
+            with self.log_path.open("rb") as log:
+                log.seek(self._log_offset)
+                since_start = log.read().decode(errors="replace")
+        except OSError:
+            since_start = ""
+        if is_port_clash(since_start):
+            self.process = None
+            raise PortClash(f"nats-server {self.name}: a port was taken; log:\n{since_start}")
+        raise RuntimeError(f"nats-server {self.name} exited; log:\n{self.tail_log()}")
 
     def wait_healthy(self, wait: float = 20.0) -> None:
         """Block until the server's /healthz says ok (JetStream ready too, when on)."""
         deadline = time.monotonic() + wait
         while True:
-            if self.process is None or self.process.poll() is not None:
-                raise RuntimeError(f"nats-server {self.name} exited; log:\n{self.tail_log()}")
+            self.check_alive()
             if self.get("/healthz").get("status") == "ok":
                 return
             if time.monotonic() > deadline:
@@ -229,6 +287,8 @@ class NatsCluster:
         want = len(self.servers) - 1
         alive = [s for s in self.servers if s.process is not None and s.process.poll() is None]
         while any(s.get("/routez").get("num_routes", 0) < len(alive) - 1 for s in alive):
+            for s in alive:
+                s.check_alive()  # one that could not bind a port ends the wait at once
             if time.monotonic() > deadline:
                 raise RuntimeError(f"cluster routes not up in {wait}s (want {want} each)")
             time.sleep(0.05)
@@ -256,39 +316,41 @@ def start_cluster(
     jetstream: bool = False,
     config: dict[str, Any] | None = None,
 ) -> NatsCluster:
-    """Start ``n`` servers, each routed to all others, and wait until the mesh is up."""
+    """Start ``n`` servers, each routed to all others, and wait until the mesh is up.
+
+    When any server finds one of its ports taken, the whole cluster starts again on
+    fresh ports (routes name each other's ports, so one cannot move alone).
+    """
     base = directory or Path(tempfile.mkdtemp(prefix="bacalhau-nats-cluster-"))
-    cluster_ports = [free_port() for _ in range(n)]
-    servers = [
-        NatsServer(
-            directory=base / f"n{i + 1}",
-            name=f"n{i + 1}",
-            cluster_port=cluster_ports[i],
-            routes=[p for j, p in enumerate(cluster_ports) if j != i],
-            jetstream=jetstream,
-            config=dict(config or {}),
-        )
-        for i in range(n)
-    ]
-    cluster = NatsCluster(servers)
-    try:
-        for s in servers:
-            s.directory.mkdir(parents=True, exist_ok=True)
-            binary = find_nats_server()
-            if binary is None:
-                raise RuntimeError("no nats-server binary found (see scripts/nats-server.sh)")
-            with s.log_path.open("ab") as log:
-                s.process = subprocess.Popen(
-                    [binary, "-c", str(s.write_config())],
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    stdin=subprocess.DEVNULL,
-                )
-        cluster.wait_routed()
-    except BaseException:
-        cluster.stop()
-        raise
-    return cluster
+    attempts = 0
+
+    def attempt() -> NatsCluster:
+        nonlocal attempts
+        attempts += 1
+        suffix = "" if attempts == 1 else f"-retry{attempts - 1}"  # no state from a failed try
+        cluster_ports = [free_port() for _ in range(n)]
+        servers = [
+            NatsServer(
+                directory=base / f"n{i + 1}{suffix}",
+                name=f"n{i + 1}",
+                cluster_port=cluster_ports[i],
+                routes=[p for j, p in enumerate(cluster_ports) if j != i],
+                jetstream=jetstream,
+                config=dict(config or {}),
+            )
+            for i in range(n)
+        ]
+        cluster = NatsCluster(servers)
+        try:
+            for s in servers:
+                s.spawn()
+            cluster.wait_routed()
+        except BaseException:
+            cluster.stop()
+            raise
+        return cluster
+
+    return with_fresh_ports(attempt)
 
 
 def make_tls_files(directory: Path) -> dict[str, str]:
