@@ -228,6 +228,8 @@ async def test_announce_and_find_providers(tmp_path: Path) -> None:
     assert await a.announce(cid) == 2
     hub.requests.clear()
     assert await b.find_providers(cid) == ["node-0"]
+    assert hub.requests == []  # a live provider record: nobody had to be asked
+    assert await b.find_providers(cid, ask=True) == ["node-0"]
     assert ("node-1", "node-2", "have") in hub.requests  # asked the others too
     hub.down.add("node-0")
     assert await b.find_providers(cid) == []

@@ -1,7 +1,9 @@
 """Block exchange: fetch missing blocks from peers over the node's request channel.
 
 A small want/have/block protocol (in the spirit of bitswap) on the node's
-``bitswap`` request protocol. Payloads are msgpack:
+``bitswap`` request protocol, the same on every transport (gossip TCP, NATS,
+in-memory; NATS splits frames larger than the server's ``max_payload``).
+Payloads are msgpack:
 
 * ``["have", [cid, ...]]`` -> ``[bool, ...]``: which of these blocks the peer holds.
 * ``["want", [cid, ...]]`` -> ``{"blocks": [[cid, data], ...], "missing": [cid, ...]}``:
@@ -9,13 +11,25 @@ A small want/have/block protocol (in the spirit of bitswap) on the node's
   those neither sent nor listed missing were cut for size and may be asked again.
 * ``["announce", [cid, ...]]`` -> ``true``: the sender now provides these roots.
 
-Finding providers: peers that announced a root are remembered (bounded); when
-none is known the node asks every peer ``have`` for the CID (a broadcast "who
-has"). Fetching a DAG spreads the wanted blocks over every provider (two
-requests in flight per provider), checks each block's hash on a worker thread
-before storing it, and puts the work of a provider that vanishes, times out or
-sends a corrupt block back in the queue for the others; when all providers are
-gone it looks for providers again before giving up with :class:`BlockNotFound`.
+Keeping the pipe full: every provider gets a window of ``want`` requests in
+flight, sized from its measured round trip and delivery rate
+(:class:`~bacalhau.storage.ipfs.flow.FlowWindow`: about twice the
+bandwidth-delay product, 2 to 16 requests), within a cap of bytes in flight per
+fetch so memory stays flat. Replies are decoded, hashed once and written on a
+worker thread, a reply's blocks in one batch (:meth:`BlockStore.put_many`). The
+sending side does not hash: every block in a store was verified when it was
+stored (the importer computed its hash; the exchange and CAR import checked it),
+and the receiver checks every block anyway.
+
+Finding providers: :class:`~bacalhau.storage.ipfs.records.ProviderRecords`
+(bounded, expiring) of peers that announced a root; a node announces every DAG
+it fetched, pinned or published. When no live record exists the node asks every
+peer ``have`` (a broadcast "who has"). A fetch spreads the wanted blocks over
+every provider at once and puts the work of a provider that vanishes, times out
+or sends a corrupt block back in the queue for the others; when all providers
+are gone it looks for providers again before giving up with
+:class:`BlockNotFound`. Blocks already stored are never asked for again, so a
+fetch that was killed resumes where it stopped.
 
 Everything a peer sends is untrusted: requests are size-limited, every field
 is type-checked, and no block is stored or returned unverified.
@@ -27,6 +41,8 @@ import collections
 import contextlib
 import logging
 from collections.abc import Iterable, Sequence
+from pathlib import Path
+from time import monotonic
 from typing import Any
 
 import anyio
@@ -40,6 +56,8 @@ from ...node.services import NodeServices
 from ._util import unwrap_group
 from .blockstore import BlockStore
 from .dagpb import decode_node
+from .flow import FlowWindow
+from .records import DEFAULT_PROVIDER_TTL, ProviderRecords
 
 __all__ = ["PROTOCOL", "BlockService"]
 
@@ -50,10 +68,14 @@ MAX_REQUEST = 128 * 1024
 MAX_CIDS = 256
 REPLY_BUDGET = 2 * 1024 * 1024
 MAX_REPLY = 4 * 1024 * 1024
-PER_PROVIDER = 2
-"""Requests in flight to one provider at a time."""
+WINDOW_LOW, WINDOW_HIGH = 2, 16
+"""Bounds of the requests in flight to one provider (see FlowWindow)."""
+MAX_INFLIGHT_BYTES = 32 * 1024 * 1024
+"""Bytes asked for and not yet stored, per fetch, over all its providers."""
 MAX_PROVIDER_ROOTS = 4096
 DISCOVERY_ROUNDS = 2
+GUESS_SIZE = 256 * 1024
+"""Assumed size of a block whose size no parent told us."""
 
 
 def _pack(value: Any) -> bytes:
@@ -105,6 +127,10 @@ class _Fetch:
     failed: dict[str, str] = attrs.Factory(dict)
     sizes: dict[bytes, int] = attrs.Factory(dict)
     received: int = 0
+    received_bytes: int = 0
+    windows: dict[str, FlowWindow] = attrs.Factory(dict)
+    peer_in_flight: collections.Counter[str] = attrs.Factory(collections.Counter)
+    bytes_in_flight: int = 0
 
     def notify(self) -> None:
         self.changed.set()
@@ -134,14 +160,17 @@ class BlockService:
     services: NodeServices
     request_timeout: float = attrs.field(default=30.0, kw_only=True)
     discovery_timeout: float = attrs.field(default=5.0, kw_only=True)
+    provider_ttl: float = attrs.field(default=DEFAULT_PROVIDER_TTL, kw_only=True)
     stats: collections.Counter[str] = attrs.field(factory=collections.Counter, init=False)
-    _providers: collections.OrderedDict[bytes, set[str]] = attrs.field(
-        factory=collections.OrderedDict, init=False
-    )
+    records: ProviderRecords = attrs.field(init=False)
+    _arrived: anyio.Event = attrs.field(factory=anyio.Event, init=False)
     _serving: anyio.Semaphore = attrs.field(factory=lambda: anyio.Semaphore(8), init=False)
     _recent: collections.OrderedDict[str, None] = attrs.field(
         factory=collections.OrderedDict, init=False
     )
+
+    def __attrs_post_init__(self) -> None:
+        self.records = ProviderRecords(ttl=self.provider_ttl, max_roots=MAX_PROVIDER_ROOTS)
 
     def register(self) -> None:
         """Serve this node's blocks to peers (called once when the node starts)."""
@@ -172,7 +201,7 @@ class BlockService:
             return _pack(reply)
         if op == "announce":
             for cid in cids[:16]:
-                self._remember(cid, peer_id)
+                self.records.add(cid, peer_id)
             return _pack(True)
         self.stats["refused_requests"] += 1
         return _pack({"error": f"unknown op {op!r}"})
@@ -185,8 +214,8 @@ class BlockService:
             try:
                 if blocks and used + self.store.size(cid) > REPLY_BUDGET:
                     break  # the rest are cut for size; the peer asks again
-                data = self.store.get_verified(cid)
-            except (BlockNotFound, CorruptBlock):
+                data = self.store.get(cid)  # verified when stored; the receiver checks it
+            except BlockNotFound:
                 missing.append(cid)
                 continue
             blocks.append([cid, data])
@@ -194,14 +223,6 @@ class BlockService:
         return {"blocks": blocks, "missing": missing}
 
     # --- providers ----------------------------------------------------------------------
-
-    def _remember(self, cid: bytes, peer: str) -> None:
-        mh = split_cid(cid)[2]
-        peers = self._providers.pop(mh, set())
-        peers.add(peer)
-        self._providers[mh] = peers
-        while len(self._providers) > MAX_PROVIDER_ROOTS:
-            self._providers.popitem(last=False)
 
     async def announce(self, cid: AnyCid) -> int:
         """Tell every peer this node provides ``cid``; return how many heard it."""
@@ -218,24 +239,35 @@ class BlockService:
         async with anyio.create_task_group() as tg:
             for peer in sorted(self.services.peers()):
                 tg.start_soon(tell, peer)
+        self.stats["announced"] += 1
         return heard
 
     async def find_providers(
-        self, cid: AnyCid, *, exclude: Iterable[str] = (), among: Iterable[str] | None = None
+        self,
+        cid: AnyCid,
+        *,
+        exclude: Iterable[str] = (),
+        among: Iterable[str] | None = None,
+        ask: bool = False,
     ) -> list[str]:
-        """Peers that hold the block ``cid``: those that announced it, then every other peer
-        (or only those ``among``) that answers ``have`` with yes."""
+        """Peers that hold the block ``cid``.
+
+        Peers with a live provider record come first; only when there is none (or
+        with ``ask``) is every other peer (or only those ``among``) asked ``have``.
+        """
         raw = to_cid(cid)
         excluded = set(exclude)
         peers = self.services.peers()
         if among is not None:
             peers = peers & frozenset(among)
-        known = self._providers.get(split_cid(raw)[2], set())
-        found = [p for p in sorted(known) if p in peers and p not in excluded]
+        found = [p for p in self.records.providers(raw) if p in peers and p not in excluded]
+        if found and not ask:
+            self.stats["provider_records_used"] += 1
+            return found
         payload = _pack(["have", [raw]])
         answers: list[str] = []
 
-        async def ask(peer: str) -> None:
+        async def ask_peer(peer: str) -> None:
             try:
                 reply = await self.services.request(
                     peer, PROTOCOL, payload, timeout=self.discovery_timeout
@@ -245,13 +277,22 @@ class BlockService:
                 return
             if isinstance(have, list) and have[:1] == [True]:
                 answers.append(peer)
-                self._remember(raw, peer)
+                self.records.add(raw, peer)
 
         async with anyio.create_task_group() as tg:
             for peer in sorted(peers - excluded - set(found)):
-                tg.start_soon(ask, peer)
+                tg.start_soon(ask_peer, peer)
         self.stats["discoveries"] += 1
         return found + sorted(answers)
+
+    def arrival(self) -> anyio.Event:
+        """An event set the next time fetched blocks are stored (or a fetch ends)."""
+        return self._arrived
+
+    def signal_arrival(self) -> None:
+        """Wake everyone waiting on :meth:`arrival`."""
+        self._arrived.set()
+        self._arrived = anyio.Event()
 
     # --- local --------------------------------------------------------------------------
 
@@ -311,9 +352,19 @@ class BlockService:
         """
         raw = to_cid(cid)
         missing = await anyio.to_thread.run_sync(self.store.missing, raw)
-        if not missing:
-            return 0
-        return await self._fetch(missing, dag=True)
+        fetched = await self._fetch(missing, dag=True) if missing else 0
+        if fetched:
+            await self.announce(raw)  # others may fetch it from here now
+        return fetched
+
+    async def export(
+        self, cid: AnyCid, dest: Path, *, read_only: bool = False, max_size: int | None = None
+    ) -> Path:
+        """Fetch the DAG under ``cid`` and write it to ``dest`` while blocks arrive
+        (see :func:`~bacalhau.storage.ipfs.stream.export_streaming`)."""
+        from .stream import export_streaming
+
+        return await export_streaming(self, cid, dest, read_only=read_only, max_size=max_size)
 
     async def pin(self, cid: AnyCid) -> None:
         """Fetch the whole DAG under ``cid`` and pin it recursively."""
@@ -339,16 +390,17 @@ class BlockService:
                     first, exclude=excluded, among=list(self._recent)
                 )
             if not providers:
-                providers = await self.find_providers(first, exclude=excluded)
+                providers = await self.find_providers(first, exclude=excluded, ask=bool(excluded))
             if not providers and state.queue:
                 # the first wanted block may be held by nobody, but others may be
-                providers = await self.find_providers(state.queue[0], exclude=excluded)
+                providers = await self.find_providers(state.queue[0], exclude=excluded, ask=True)
             if not providers:
                 break
             with unwrap_group():
                 async with anyio.create_task_group() as tg:
                     for peer in providers:
-                        for _ in range(PER_PROVIDER):
+                        state.windows.setdefault(peer, FlowWindow(low=WINDOW_LOW, high=WINDOW_HIGH))
+                        for _ in range(WINDOW_HIGH):
                             tg.start_soon(self._worker, state, peer)
             excluded |= set(state.failed)
             if not state.queue:
@@ -362,6 +414,7 @@ class BlockService:
                 f" fetched from any reachable peer" + (f" ({reasons})" if reasons else "")
             )
         self.stats["blocks_fetched"] += state.received
+        self.stats["bytes_fetched"] += state.received_bytes
         return state.received
 
     def _take(self, state: _Fetch, peer: str) -> list[bytes]:
@@ -374,12 +427,21 @@ class BlockService:
                 skipped.append(cid)
             else:
                 batch.append(cid)
-                budget -= state.sizes.get(cid, 256 * 1024)
+                budget -= state.sizes.get(cid, GUESS_SIZE)
         state.queue.extendleft(reversed(skipped))
         return batch
 
     async def _worker(self, state: _Fetch, peer: str) -> None:
+        """One of ``WINDOW_HIGH`` request slots for ``peer``; at most the window's
+        ``limit`` of them have a request out at a time."""
+        window = state.windows[peer]
         while peer not in state.failed:
+            if (
+                state.peer_in_flight[peer] >= window.limit
+                or state.bytes_in_flight >= MAX_INFLIGHT_BYTES
+            ):
+                await state.changed.wait()
+                continue
             batch = self._take(state, peer)
             if not batch:
                 if state.in_flight == 0:
@@ -387,24 +449,74 @@ class BlockService:
                     return
                 await state.changed.wait()
                 continue
+            expect = sum(state.sizes.get(c, GUESS_SIZE) for c in batch)
             state.in_flight += 1
+            state.peer_in_flight[peer] += 1
+            state.bytes_in_flight += expect
+            sent = monotonic()
             try:
-                await self._fetch_batch(state, peer, batch)
+                nbytes = await self._fetch_batch(state, peer, batch)
+                window.on_reply(sent, monotonic(), nbytes)
             except (TransportError, TimeoutError, DecodeError, CorruptBlock) as exc:
+                window.on_failure()
                 state.failed[peer] = str(exc) or type(exc).__name__
                 state.queue.extendleft(reversed(batch))
                 self.stats["provider_failures"] += 1
                 log.info("block exchange: dropping provider %s: %s", peer[-8:], exc)
             finally:
                 state.in_flight -= 1
+                state.peer_in_flight[peer] -= 1
+                state.bytes_in_flight -= expect
+                self.stats["window_max"] = max(self.stats["window_max"], window.limit)
                 state.notify()
 
-    async def _fetch_batch(self, state: _Fetch, peer: str, batch: list[bytes]) -> None:
+    async def _fetch_batch(self, state: _Fetch, peer: str, batch: list[bytes]) -> int:
+        """Ask ``peer`` for ``batch``; store what it sent. Returns the reply's size."""
         payload = _pack(["want", batch])
         with anyio.fail_after(self.request_timeout + 1):
-            reply_bytes = await self.services.request(
+            reply = await self.services.request(
                 peer, PROTOCOL, payload, timeout=self.request_timeout
             )
+        got, missing, children, sizes, bad, nbytes = await anyio.to_thread.run_sync(
+            self._absorb, reply, batch, state.dag
+        )
+        state.received += len(got)
+        state.received_bytes += nbytes
+        if got:
+            self.signal_arrival()
+        if got and not bad:
+            self._recent.pop(peer, None)
+            self._recent[peer] = None
+            while len(self._recent) > 4:
+                self._recent.popitem(last=False)
+        leftover = [c for c in batch if c not in got]
+        for cid in leftover:
+            if cid in missing:
+                state.refused.setdefault(cid, set()).add(peer)
+        state.queue.extendleft(reversed(leftover))
+        if children:
+            state.add(children, sizes)
+        if bad:
+            self.stats["corrupt_received"] += len(bad)
+            raise CorruptBlock(f"sent {len(bad)} block(s) that do not match their CIDs")
+        if all(peer in state.refused.get(c, ()) for c in state.queue) and state.queue:
+            # this provider lacks everything that is left: stop asking it
+            state.failed.setdefault(peer, "does not have the remaining blocks")
+        return len(reply)
+
+    def _absorb(
+        self, reply_bytes: bytes, batch: list[bytes], dag: bool
+    ) -> tuple[set[bytes], set[bytes], list[bytes], dict[bytes, int], set[bytes], int]:
+        """Decode a ``want`` reply, verify its blocks and store the good ones in one
+        batch (worker thread).
+
+        Returns:
+            (CIDs stored, CIDs the peer said it lacks, missing blocks below the stored
+            ones to fetch, their expected sizes, CIDs that were corrupt, block bytes stored).
+
+        Raises:
+            DecodeError / PeerUnreachable: a malformed or refusing reply.
+        """
         reply = _unpack(reply_bytes, MAX_REPLY)
         if not isinstance(reply, dict) or "error" in reply:
             why = reply.get("error") if isinstance(reply, dict) else reply
@@ -424,45 +536,22 @@ class BlockService:
                 raise DecodeError("want reply holds a block we did not ask for")
             blocks.append((pair[0], pair[1]))
         missing = set(_cid_list(reply.get("missing", []), MAX_CIDS)) & wanted
-        children, sizes, bad = await anyio.to_thread.run_sync(self._absorb, blocks, state.dag)
-        state.received += len(blocks) - len(bad)
-        if blocks and not bad:
-            self._recent.pop(peer, None)
-            self._recent[peer] = None
-            while len(self._recent) > 4:
-                self._recent.popitem(last=False)
-        got = {cid for cid, _ in blocks}
-        leftover = [c for c in batch if c not in got or c in bad]
-        for cid in leftover:
-            if cid in missing:
-                state.refused.setdefault(cid, set()).add(peer)
-        state.queue.extendleft(reversed(leftover))
-        if children:
-            state.add(children, sizes)
-        if bad:
-            self.stats["corrupt_received"] += len(bad)
-            raise CorruptBlock(f"sent {len(bad)} block(s) that do not match their CIDs")
-        if all(peer in state.refused.get(c, ()) for c in state.queue) and state.queue:
-            # this provider lacks everything that is left: stop asking it
-            state.failed.setdefault(peer, "does not have the remaining blocks")
-
-    def _absorb(
-        self, blocks: list[tuple[bytes, bytes]], dag: bool
-    ) -> tuple[list[bytes], dict[bytes, int], set[bytes]]:
-        """Verify and store received blocks (worker thread).
-
-        Returns:
-            (missing blocks below them to fetch, their expected sizes, CIDs that were bad).
-        """
+        good: list[tuple[bytes, Sequence[bytes]]] = []
+        bad: set[bytes] = set()
+        nbytes = 0
+        for cid, data in blocks:
+            if block_digest_ok(cid, data):
+                good.append((cid, (data,)))
+                nbytes += len(data)
+            else:
+                bad.add(cid)
+        self.store.put_many(good)
         children: list[bytes] = []
         sizes: dict[bytes, int] = {}
-        bad: set[bytes] = set()
-        for cid, data in blocks:
-            if not block_digest_ok(cid, data):
-                bad.add(cid)
-                continue
-            self.store.put_parts(cid, (data,))
-            if dag and split_cid(cid)[1] == DAG_PB:
+        if dag:
+            for cid, (data,) in good:
+                if split_cid(cid)[1] != DAG_PB:
+                    continue
                 try:
                     links = decode_node(data).links
                 except DecodeError:
@@ -473,5 +562,6 @@ class BlockService:
                     below = self.store.missing(link.hash)
                     children.extend(below)
                     if below == [link.hash] and link.tsize is not None:
-                        sizes[link.hash] = link.tsize
-        return children, sizes, bad
+                        # a leaf's tsize is its size; a subtree's is more than its block
+                        sizes[link.hash] = min(link.tsize, REPLY_BUDGET)
+        return {cid for cid, _ in good}, missing, children, sizes, bad, nbytes

@@ -154,6 +154,7 @@ class _Importer:
         raw = self.opts.leaves_raw
         version = self._node_version
         parts: tuple[bytes, ...]
+        batch: list[tuple[bytes, tuple[bytes, ...]]] = []
         for chunk in chunks:
             if not chunk and not raw:
                 # Kubo's empty file: UnixFS{File, filesize=0}, no Data field
@@ -174,9 +175,10 @@ class _Importer:
                 cid = cid_from_digest(hasher.digest(), codec=DAG_PB, version=version)
                 parts = (head, chunk, tail)
                 size = len(head) + len(chunk) + len(tail)
-            if store is not None:
-                store.put_parts(cid, parts)
+            batch.append((cid, parts))
             out.append(_Child(cid, size, len(chunk)))
+        if store is not None:
+            store.put_many(batch)  # one batch of writes (and of syncs, when durable)
         return out
 
     def _read_leaves(self, job: tuple[int, int, int, int]) -> list[_Child]:
@@ -316,11 +318,9 @@ class _Importer:
             if self.store is not None:
                 store = self.store
 
-                def put_all() -> None:
-                    for cid, block in blocks:
-                        store.put_parts(cid, (block,))
-
-                await anyio.to_thread.run_sync(put_all)
+                await anyio.to_thread.run_sync(
+                    store.put_many, [(cid, (block,)) for cid, block in blocks]
+                )
             return _Child(root, tsize, 0)
         block = encode_node(
             PBNode(

@@ -1,8 +1,8 @@
 """The ``ipfs`` storage provider: present a CID (or a path inside it) to an executor.
 
 POSIX mode (:meth:`IpfsStorage.prepare`) fetches the DAG's missing blocks from
-peers and materialises it as read-only files, for Docker mounts and WASM
-preopens. Library mode (:meth:`IpfsStorage.open_reader`) gives a thread-safe
+peers and materialises it as read-only files while they arrive, for Docker
+mounts and WASM preopens. Library mode (:meth:`IpfsStorage.open_reader`) gives a thread-safe
 random-access reader over one file, for executors that read through calls.
 Which one a job gets is decided per executor (``Executor.storage_mode``).
 """
@@ -80,9 +80,12 @@ class IpfsStorage(StorageProvider):
         await anyio.to_thread.run_sync(guard.__enter__)
         try:
             target = await self._target(spec)
-            if not isinstance(self.blocks, BlockStore):
-                await self.blocks.fetch_dag(target)
             await anyio.to_thread.run_sync(lambda: dest.parent.mkdir(parents=True, exist_ok=True))
+            if not isinstance(self.blocks, BlockStore):
+                # files are written while their blocks arrive (every provider at once)
+                return await self.blocks.export(  # type: ignore[no-any-return]
+                    target, dest, read_only=True, max_size=self.max_size
+                )
             return await export_to_path(
                 self.store,
                 target,
