@@ -67,6 +67,14 @@ _HASHERS: dict[int, Callable[[], Any]] = {
 }
 
 
+DIGEST_SIZES: dict[int, int] = {0x12: 32, 0x13: 64, 0x16: 32, 0x14: 64, 0xB220: 32}
+"""Full digest length of every hash function this node computes: a CID whose multihash is
+shorter (truncated) would be "verified" without integrity, so it is refused when parsed."""
+
+MAX_IDENTITY_BYTES = 128
+"""Largest inlined (identity-hash) block a CID may carry."""
+
+
 def encode_varint(value: int) -> bytes:
     """Unsigned LEB128, as used by protobuf, multiformats and CAR."""
     if value < 0:
@@ -143,7 +151,13 @@ def split_cid(cid: bytes) -> tuple[int, int, bytes]:
     length, p3 = decode_varint(mh, p2)
     if len(mh) - p3 != length:
         raise ValueError("multihash length does not match its digest")
-    del code
+    expected = DIGEST_SIZES.get(code)
+    if expected is not None and length != expected:
+        raise ValueError(
+            f"a 0x{code:x} multihash has a {expected}-byte digest, this one has {length}"
+        )
+    if code == IDENTITY and length > MAX_IDENTITY_BYTES:
+        raise ValueError(f"identity multihash of {length} bytes (at most {MAX_IDENTITY_BYTES})")
     return 1, codec, mh
 
 
@@ -236,9 +250,11 @@ def block_digest_ok(cid: bytes, data: bytes | memoryview) -> bool:
     factory = _HASHERS.get(code)
     if factory is None:
         raise StorageError(f"block {cid_str(cid)} uses unsupported hash function 0x{code:x}")
+    if length != DIGEST_SIZES.get(code):  # never compare a truncated digest
+        return False
     hasher = factory()
     hasher.update(data)
-    return bool(hasher.digest()[:length] == digest)
+    return bool(hasher.digest() == digest)
 
 
 def verify_block(cid: bytes, data: bytes | memoryview) -> None:

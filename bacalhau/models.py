@@ -573,6 +573,8 @@ def _strict_number(kind: type) -> Any:
             if isinstance(value, float) and not value.is_integer():
                 raise ValidationError(f"expected a whole number, got {value}")
             return int(value)
+        if not math.isfinite(value):
+            raise ValidationError(f"expected a finite number, got {value}")
         return float(value)
 
     return hook

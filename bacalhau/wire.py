@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import math
 import os
 from collections import OrderedDict
 from typing import Any
@@ -32,6 +33,9 @@ __all__ = ["MAX_EVENT_FRAME", "Envelope", "VerifiedCache", "decode_envelope", "e
 VERSION = 1
 MAX_EVENT_FRAME = 2 * 1024 * 1024
 """Largest event frame accepted (a job spec with 1 MiB of inline data fits)."""
+
+MAX_TIME = 2.0**40
+"""Largest absolute ``sent_at`` accepted (seconds; about 35,000 years)."""
 
 _SENDER_IDS: dict[bytes, str] = {}
 
@@ -160,8 +164,13 @@ def decode_envelope(
         raise DecodeError("sender key must be 32 bytes")
     if not (isinstance(msg_id, bytes) and len(msg_id) == 16):
         raise DecodeError("message id must be 16 bytes")
-    if not isinstance(sent_at, float | int) or isinstance(sent_at, bool):
-        raise DecodeError("sent_at must be a number")
+    if (
+        not isinstance(sent_at, float | int)
+        or isinstance(sent_at, bool)
+        or not math.isfinite(sent_at)
+        or abs(sent_at) > MAX_TIME
+    ):
+        raise DecodeError("sent_at must be a finite time in seconds")
     if len(signature) != 64:
         raise WireError("bad signature length")
     sender = _sender_id(public)

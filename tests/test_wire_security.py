@@ -35,7 +35,7 @@ def test_tampered_frame_fails_signature() -> None:
 
 def test_signature_checked_once_per_process() -> None:
     cache = VerifiedCache()
-    frame = frame_of(Identity.generate(), BidAccepted("j-1", "x"))
+    frame = frame_of(Identity.generate(), BidAccepted("j-1", Identity.generate().node_id))
     for _ in range(10):
         decode_envelope(frame, cache=cache)
     assert (cache.verifications, cache.hits) == (1, 9)

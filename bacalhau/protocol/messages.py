@@ -8,14 +8,19 @@ envelope kind to the class.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import attrs
 
+from .. import ids
+from ..errors import ValidationError
 from ..models import JobSpec, StorageRef, from_data, to_data
 
 __all__ = [
     "KINDS",
+    "MAX_PROPOSAL",
+    "MAX_REASON",
     "BidAccepted",
     "BidDeclined",
     "BidPlaced",
@@ -35,107 +40,170 @@ __all__ = [
 ]
 
 
+_Validator = Callable[[Any, "attrs.Attribute[Any]", Any], None]
+
+MAX_REASON = 4096
+"""Longest reason text a message may carry (characters)."""
+MAX_PROPOSAL = 64 * 1024
+"""Largest sealed proposal accepted."""
+MAX_SUMMARY = 64 * 1024
+"""Longest stdout/stderr head in ``ResultsPublished`` (characters)."""
+
+
+def _job_id(_: object, attribute: attrs.Attribute[str], value: str) -> None:
+    ids.check("job_id", value, field=attribute.name)
+
+
+def _node_id(_: object, attribute: attrs.Attribute[str], value: str) -> None:
+    ids.check("node_id", value, field=attribute.name)
+
+
+def _text(limit: int) -> _Validator:
+    def check(_: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+        if not isinstance(value, str):
+            raise ValidationError("expected a string", field=attribute.name)
+        if len(value) > limit:
+            raise ValidationError(
+                f"{len(value)} characters (at most {limit})", field=attribute.name
+            )
+
+    return check
+
+
+def _blob(low: int, high: int) -> _Validator:
+    def check(_: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+        if not isinstance(value, bytes) or not low <= len(value) <= high:
+            raise ValidationError(f"must be {low} to {high} bytes", field=attribute.name)
+
+    return check
+
+
+def _check_ref(_: object, __: object, ref: StorageRef) -> None:
+    if not isinstance(ref, StorageRef):
+        raise ValidationError("expected a storage reference", field="ref")
+    if not isinstance(ref.type, str) or not ids.NAME.fullmatch(ref.type):
+        raise ValidationError("not a publisher name", field="ref.type")
+    if ref.cid is not None:
+        from ..cid import to_cid
+
+        to_cid(ref.cid)
+    if ref.path is not None and (len(ref.path) > 4096 or "\x00" in ref.path):
+        raise ValidationError("not a path", field="ref.path")
+
+
+def _check_exit_code(_: object, __: object, value: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not -(2**31) <= value < 2**31:
+        raise ValidationError("must be a 32-bit integer", field="exit_code")
+
+
+_REASON = _text(MAX_REASON)
+
+
+def _finite(_: object, attribute: attrs.Attribute[float], value: float) -> None:
+    ids.check_finite(value, field=attribute.name)
+
+
 @attrs.frozen
 class JobCreated:
     """Requester -> everyone: a new job. ``seal_key`` is the requester's X25519 key."""
 
-    job_id: str
+    job_id: str = attrs.field(validator=_job_id)
     spec: JobSpec
-    seal_key: bytes
-    created_at: float
+    seal_key: bytes = attrs.field(validator=_blob(32, 32))
+    created_at: float = attrs.field(validator=_finite)
 
 
 @attrs.frozen
 class BidPlaced:
     """Compute -> requester: I will run it."""
 
-    job_id: str
+    job_id: str = attrs.field(validator=_job_id)
 
 
 @attrs.frozen
 class BidDeclined:
     """Compute -> requester: I will not run it, and why."""
 
-    job_id: str
-    reason: str
+    job_id: str = attrs.field(validator=_job_id)
+    reason: str = attrs.field(validator=_REASON)
 
 
 @attrs.frozen
 class BidAccepted:
     """Requester -> compute ``node_id``: run it."""
 
-    job_id: str
-    node_id: str
+    job_id: str = attrs.field(validator=_job_id)
+    node_id: str = attrs.field(validator=_node_id)
 
 
 @attrs.frozen
 class BidRejected:
     """Requester -> compute ``node_id``: do not run it (or stop running it)."""
 
-    job_id: str
-    node_id: str
-    reason: str
+    job_id: str = attrs.field(validator=_job_id)
+    node_id: str = attrs.field(validator=_node_id)
+    reason: str = attrs.field(validator=_REASON)
 
 
 @attrs.frozen
 class ResultsProposed:
     """Compute -> requester: my verification proposal (opaque to everyone else)."""
 
-    job_id: str
-    proposal: bytes
+    job_id: str = attrs.field(validator=_job_id)
+    proposal: bytes = attrs.field(validator=_blob(0, MAX_PROPOSAL))
 
 
 @attrs.frozen
 class ExecutionFailed:
     """Compute -> requester: I could not run (or publish) it, and why."""
 
-    job_id: str
-    reason: str
+    job_id: str = attrs.field(validator=_job_id)
+    reason: str = attrs.field(validator=_REASON)
 
 
 @attrs.frozen
 class ResultsAccepted:
     """Requester -> compute ``node_id``: your results are accepted; publish them."""
 
-    job_id: str
-    node_id: str
+    job_id: str = attrs.field(validator=_job_id)
+    node_id: str = attrs.field(validator=_node_id)
 
 
 @attrs.frozen
 class ResultsRejected:
     """Requester -> compute ``node_id``: your results are rejected; delete them."""
 
-    job_id: str
-    node_id: str
-    reason: str
+    job_id: str = attrs.field(validator=_job_id)
+    node_id: str = attrs.field(validator=_node_id)
+    reason: str = attrs.field(validator=_REASON)
 
 
 @attrs.frozen
 class ResultsPublished:
     """Compute -> requester: the accepted results are published at ``ref``."""
 
-    job_id: str
-    ref: StorageRef
-    exit_code: int
-    stdout: str = ""
-    stderr: str = ""
+    job_id: str = attrs.field(validator=_job_id)
+    ref: StorageRef = attrs.field(validator=_check_ref)
+    exit_code: int = attrs.field(validator=_check_exit_code)
+    stdout: str = attrs.field(default="", validator=_text(MAX_SUMMARY))
+    stderr: str = attrs.field(default="", validator=_text(MAX_SUMMARY))
 
 
 @attrs.frozen
 class JobCompleted:
-    job_id: str
+    job_id: str = attrs.field(validator=_job_id)
 
 
 @attrs.frozen
 class JobFailed:
-    job_id: str
-    reason: str
+    job_id: str = attrs.field(validator=_job_id)
+    reason: str = attrs.field(validator=_REASON)
 
 
 @attrs.frozen
 class JobCancelled:
-    job_id: str
-    reason: str
+    job_id: str = attrs.field(validator=_job_id)
+    reason: str = attrs.field(validator=_REASON)
 
 
 Message = (

@@ -45,6 +45,7 @@ import anyio
 import anyio.to_thread
 import attrs
 
+from ..cid import cid_str, make_cid
 from ..errors import BacalhauError, TransportError, VerificationError
 from ..identity import node_id_from_public_key, public_key_from_node_id
 from ..models import Deal, ExecutionState, JobSpec, JobState, StorageRef, to_data
@@ -275,7 +276,7 @@ class ForgingVerifier(_Cheat):
             if requester:
                 await self._send(other, _claiming(requester, identity.sign, body, now))
         if requester:
-            fake = StorageRef(type="ipfs", cid="QmForgedForgedForgedForgedForgedForgedForged12")
+            fake = StorageRef(type="ipfs", cid=cid_str(make_cid(b"forged results")))
             claim = to_data(ResultsPublished(job_id, fake, 0, "all good", ""))
             frame, _ = encode_envelope(identity, "ResultsPublished", claim, now=now)
             await self._send(requester, frame)
