@@ -17,11 +17,10 @@ import anyio.abc
 import anyio.from_thread
 import hypothesis
 import pytest
+import schemathesis  # in the test extra: a missing one is an error, not a skip
 
-schemathesis = pytest.importorskip("schemathesis")
-
-from bacalhau.api.server import serve_api  # noqa: E402 - after the importorskip
-from bacalhau.network import Network  # noqa: E402
+from bacalhau.api.server import serve_api
+from bacalhau.network import Network
 
 pytestmark = pytest.mark.slow
 

@@ -54,20 +54,11 @@ async def running_container(engine: DockerEngine, job_id: str) -> dict[str, Any]
             await anyio.sleep(0.05)
 
 
-def verifier_name() -> str:
-    try:
-        import bacalhau.verifier.deterministic  # noqa: F401
-    except ImportError:
-        return "noop"
-    return "deterministic"
-
-
 @pytest.mark.anyio
 async def test_architecture_example_on_three_nodes(docker_engine: DockerEngine) -> None:
     """``bacalhau docker run -v $cid:/file.txt -o apples:/output_folder IMAGE
     sh -c 'cat /file.txt > /output_folder/file.txt'``: the input CID is mounted, the output
     volume's file is in the published results CID, with stdout, stderr and exitCode."""
-    verifier = verifier_name()
     async with bacalhau.Network.in_memory(3, seed=7) as net:
         node = net.nodes[0]
         cid = await add_bytes(node.blockstore, b"apples and pears\n")
@@ -76,8 +67,8 @@ async def test_architecture_example_on_three_nodes(docker_engine: DockerEngine) 
             ["sh", "-c", "cat /file.txt > /output_folder/file.txt; echo done; echo note >&2"],
             inputs=[InputSpec(StorageSpec.ipfs(cid), "/file.txt")],
             outputs=[OutputSpec("apples", "/output_folder")],
-            deal=Deal(concurrency=3, confidence=3 if verifier == "deterministic" else 0),
-            verifier=verifier,
+            deal=Deal(concurrency=3, confidence=3),
+            verifier="deterministic",
             publisher="ipfs",
             timeout=60,
         )

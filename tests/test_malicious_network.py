@@ -10,7 +10,6 @@ accepted, and no results leave a node before its requester accepted them.
 
 from __future__ import annotations
 
-import attrs
 import pytest
 
 from bacalhau import Deal, RequesterConfig
@@ -94,10 +93,6 @@ async def test_colluding_majority_is_the_limit_of_voting() -> None:
     assert report.published_unaccepted == 0
 
 
-@pytest.mark.skipif(
-    "selection" not in {f.name for f in attrs.fields(RequesterConfig)},
-    reason="reputation selection not in this build",
-)
 @pytest.mark.parametrize("behaviour", ["liar", "colluder", "copier"])
 async def test_reputation_selection_avoids_exposed_cheats(behaviour: str) -> None:
     config = RequesterConfig(

@@ -480,7 +480,8 @@ def _user_nkey_seed(raw: bytes) -> str:
 
 
 async def test_nkey_authentication(nats_factory: Any, tmp_path: Any) -> None:
-    nkeys = pytest.importorskip("nkeys", reason="nats-py needs the nkeys package for nkey auth")
+    import nkeys  # nats-py[nkeys], in the test extra: nkey auth needs it
+
     seed = _user_nkey_seed(os.urandom(32))
     public = nkeys.from_seed(seed.encode()).public_key.decode()
     server = nats_factory(config={"authorization": {"users": [{"nkey": public}]}})

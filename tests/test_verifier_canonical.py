@@ -90,6 +90,40 @@ def test_hash_is_sha256_of_the_documented_manifest(tree: Path) -> None:
     assert hash_tree(tree) == digest_manifest(entries) == expected
 
 
+# Golden digests, computed once outside this code base and pinned: a short script of
+# hashlib + struct that writes each manifest out record by record from the format table
+# (no bacalhau import), checked for the first two against coreutils:
+#   { printf 'bacalhau/results-tree/v1\n'
+#     printf 'F\x00\x00\x00\x06stdout\x00\x00\x00\x00\x00\x00\x00\x06'
+#     printf 'hello\n' | sha256sum | cut -c1-64 | xxd -r -p; } | sha256sum
+# A change to any of them is a change of the results format: every node of a network must
+# agree on it, so it needs a new HEADER version, not a new golden value.
+GOLDEN: dict[str, tuple[dict[str, bytes | None], str]] = {
+    "empty": ({}, "6093bf57cb2142e1b3359fb6c84ce8eeacec6d50fe1e71e425b831f21a9315db"),
+    "hello": (
+        {"stdout": b"hello\n"},
+        "3de1c92677282adb48dfb22c7773fbdd0039c465dabdaecf6d59ebe68e9d341f",
+    ),
+    "tree with an executable": (
+        {**TREE, "run.sh": b"#!/bin/sh\necho hi\n"},
+        "886fd2d927ae5200c6c7b274724376d033999af5443b0cbe221c440876244f1f",
+    ),
+    "bytewise order of non-ASCII names": (
+        {"\u00e9": b"3", "a": b"2", "B": b"1"},
+        "7edfbd1c41d71ac93622b272570c97a4b2b3e0608295b69ee26a5366077575f5",
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(GOLDEN))
+def test_golden_digests(tmp_path: Path, name: str) -> None:
+    files, digest = GOLDEN[name]
+    root = build(tmp_path / "r", files)
+    if "run.sh" in files:
+        (root / "run.sh").chmod(0o755)
+    assert hash_tree(root).hex() == digest
+
+
 @pytest.mark.parametrize(
     "change",
     [

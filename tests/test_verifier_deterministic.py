@@ -226,7 +226,6 @@ CLOCK_AND_RANDOM = """
 
 @pytest.mark.anyio
 async def test_wasm_jobs_reading_clock_and_random_verify_across_nodes() -> None:
-    pytest.importorskip("wasmtime")
     spec = JobSpec.wasm(
         CLOCK_AND_RANDOM,
         verifier="deterministic",

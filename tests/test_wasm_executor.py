@@ -529,13 +529,14 @@ async def test_missing_module_fails_with_the_reason(tmp_path: Path) -> None:
 
 @pytest.mark.anyio
 async def test_module_by_cid_from_the_block_store(tmp_path: Path) -> None:
-    blockstore = pytest.importorskip("bacalhau.storage.ipfs.blockstore")
-    importer = pytest.importorskip("bacalhau.storage.ipfs.importer")
-    store = blockstore.BlockStore(tmp_path / "blocks")
+    from bacalhau.storage.ipfs.blockstore import BlockStore
+    from bacalhau.storage.ipfs.importer import add_bytes
+
+    store = BlockStore(tmp_path / "blocks")
     wasm_bytes = b"\x00asm\x01\x00\x00\x00" + bytes.fromhex(
         "01040160000003020100070a01065f737461727400000a040102000b"
     )
-    cid = await importer.add_bytes(store, wasm_bytes, chunk_size=16)  # a multi-block DAG
+    cid = await add_bytes(store, wasm_bytes, chunk_size=16)  # a multi-block DAG
     executor = WasmExecutor(blocks=store)
     ctx = make_ctx(tmp_path, JobSpec.wasm(cid))
     assert (await executor.run(ctx)).exit_code == 0
