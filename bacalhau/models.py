@@ -52,6 +52,9 @@ T = TypeVar("T")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
 _ENV_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 _TYPE_RE = re.compile(r"^[a-z][a-z0-9_\-]{0,31}$")
+_LABEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-/]{0,63}(=[A-Za-z0-9_.\-:]{0,63})?$")
+"""A job label: a name (``gpu``) or ``key=value`` (``env=prod``, Bacalhau's label maps)."""
+MAX_NAME = 256
 
 MAX_INLINE_BYTES = 1 << 20
 """Inline volumes and inline modules travel inside the job; keep them small."""
@@ -294,6 +297,8 @@ class JobSpec:
     """Everything a node needs to run a job.
 
     Build one with :meth:`noop`, :meth:`wasm` or :meth:`docker`, or directly.
+    ``labels`` are names or ``key=value`` pairs; ``name`` is a free-text name for
+    people (Bacalhau's job ``Name``), not an identifier.
     """
 
     engine: EngineSpec
@@ -308,6 +313,7 @@ class JobSpec:
     network: str = "none"
     retries: int = 2
     labels: tuple[str, ...] = ()
+    name: str = ""
 
     def __attrs_post_init__(self) -> None:
         object.__setattr__(self, "inputs", tuple(self.inputs))
@@ -338,8 +344,12 @@ class JobSpec:
         if dupes:
             raise _fail("inputs", f"two volumes at the same path: {', '.join(dupes)}")
         for label in self.labels:
-            if not isinstance(label, str) or not _NAME_RE.match(label):
-                raise _fail("labels", f"not a label: {label!r}")
+            if not isinstance(label, str) or not _LABEL_RE.match(label):
+                raise _fail("labels", f"not a label (NAME or KEY=VALUE): {label!r}")
+        if not isinstance(self.name, str) or len(self.name) > MAX_NAME:
+            raise _fail("name", f"must be text of at most {MAX_NAME} characters")
+        if any(ord(c) < 32 for c in self.name):
+            raise _fail("name", "must not contain control characters")
 
     @property
     def min_bids(self) -> int:

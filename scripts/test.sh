@@ -60,6 +60,15 @@ if [ "$gates" != 0 ]; then
     exit 1
 fi
 
+# Bacalhau's official Python client pins versions that clash with ours (cryptography<43,
+# ruff<0.6, pygments==2.17.2): it gets a venv of its own for tests/test_bacalhau_sdk.py.
+sdk_venv=${BACALHAU_SDK_VENV:-.venv-bacalhau-sdk}
+if [ ! -f "$sdk_venv/bacalhau-sdk-pins.txt" ]; then
+    log "creating $sdk_venv (bacalhau-sdk 1.4.2, bacalhau-apiclient 1.4.1)"
+    .venv/bin/python -c 'import sys; sys.path.insert(0, "tests"); import bacalhau_sdk_env as e; p = e.provision(e.sdk_venv()); print(p or "", file=sys.stderr)' \
+        || log "could not create $sdk_venv: the Bacalhau client tests will skip (fail on CI)"
+fi
+
 if [ "${CI:-}" = "true" ] && [ "$(id -u)" = 0 ]; then
     # On CI the machine can provide every engine: a missing one is a failure, not a skip.
     export BACALHAU_REQUIRE_DOCKER=1 BACALHAU_REQUIRE_NATS=1

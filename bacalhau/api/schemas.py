@@ -280,7 +280,13 @@ FIELD_CONSTRAINTS: dict[tuple[str, str], dict[str, Any]] = {
     ("JobSpec", "publisher"): {"pattern": _TYPE},
     ("JobSpec", "network"): {"enum": ["none"]},
     ("JobSpec", "retries"): {"minimum": 0, "maximum": 20},
-    ("JobSpec", "labels"): {"items": {"type": "string", "pattern": _NAME}},
+    ("JobSpec", "labels"): {
+        "items": {
+            "type": "string",
+            "pattern": r"^[A-Za-z0-9][A-Za-z0-9_.\-/]{0,63}(=[A-Za-z0-9_.\-:]{0,63})?$",
+        }
+    },
+    ("JobSpec", "name"): {"maxLength": 256, "pattern": r"^[^\x00-\x1f]*$"},
     ("JobSpec", "env"): {"propertyNames": {"pattern": r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"}},
     ("EngineSpec", "type"): {"pattern": _TYPE},
     ("StorageSpec", "type"): {"pattern": _TYPE},

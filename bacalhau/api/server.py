@@ -46,11 +46,12 @@ from starlette.background import BackgroundTask
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response, StreamingResponse
-from starlette.routing import Route
+from starlette.routing import Mount, Route
 from starlette.types import Receive, Scope, Send
 
 from ..errors import ApiError, BacalhauError, ValidationError
 from ..models import ExecutionResult, ExecutionState, JobSpec, JobState, from_json_data
+from . import bacalhau_v1
 from ._http import (
     Body,
     bool_param,
@@ -101,7 +102,7 @@ NDJSON = "application/x-ndjson"
 CAR = "application/vnd.ipld.car"
 KEEPALIVE = 15.0
 """Seconds between keep-alive blank lines on an idle event or log stream."""
-OPEN_PATHS = frozenset({f"{API_PREFIX}/health", "/openapi.json"})
+OPEN_PATHS = frozenset({f"{API_PREFIX}/health", "/openapi.json"}) | bacalhau_v1.OPEN_PATHS
 """Routes served without the bearer token."""
 
 T = TypeVar("T")
@@ -604,7 +605,7 @@ def create_app(node: Any, *, token: str | None = None, limits: ApiLimits = ApiLi
     def route(path: str, fn: Callable[[Request], Awaitable[Response]], *methods: str) -> Route:
         return Route(path, fn, methods=list(methods))
 
-    routes = [
+    routes: list[Route | Mount] = [
         route("/openapi.json", api.openapi, "GET"),
         route(f"{p}/health", api.health, "GET"),
         route(f"{p}/node", api.node_info, "GET"),
@@ -624,6 +625,7 @@ def create_app(node: Any, *, token: str | None = None, limits: ApiLimits = ApiLi
         route(f"{p}/data/{{cid}}/car", api.export_car, "GET"),
         route(f"{p}/data/{{cid}}/pin", api.pin, "POST"),
         route(f"{p}/data/{{cid}}/pin", api.unpin, "DELETE"),
+        bacalhau_v1.mount(api),  # Bacalhau's v1 API, after ours (same prefix)
     ]
     inner = Starlette(routes=routes, exception_handlers={HTTPException: _http_error})
     return ApiApp(inner=inner, api=api, token=token)
