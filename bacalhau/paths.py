@@ -30,11 +30,12 @@ bacalhau.errors.ValidationError: path: '../etc' leaves /srv/data (component '..'
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 
 from bacalhau.errors import ValidationError
 
-__all__ = ["MAX_NAME_BYTES", "check_name", "is_within", "safe_join"]
+__all__ = ["MAX_NAME_BYTES", "check_name", "is_within", "remove_tree", "safe_join"]
 
 MAX_NAME_BYTES = 255
 """The longest one path component may be, in UTF-8 bytes (the POSIX NAME_MAX)."""
@@ -135,3 +136,76 @@ def safe_join(
     if not allow_symlink and os.path.islink(result):
         raise ValidationError(f"{'/'.join(components)!r} is a symbolic link", field=field)
     return result
+
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def remove_tree(path: str | os.PathLike[str]) -> None:
+    """Remove ``path`` and everything under it, however deep or wide; gone is fine.
+
+    Unlike :func:`shutil.rmtree` it never recurses (no ``RecursionError`` at any
+    depth) and works relative to open directory descriptors, so paths longer than
+    ``PATH_MAX`` are no obstacle; at most two descriptors are open at a time. Links
+    are removed, never followed. Read-only folders (inputs are made 0555) are made
+    writable first.
+
+    Raises:
+        OSError: something could not be removed (permissions, another owner).
+    """
+    top = Path(path)
+    try:
+        mode = os.lstat(top).st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISDIR(mode):
+        top.unlink(missing_ok=True)
+        return
+    parent = os.open(top.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        fd = os.open(top.name, _DIR_FLAGS, dir_fd=parent)
+    except BaseException:
+        os.close(parent)
+        raise
+    names: list[str] = []  # the path from ``top`` down to the folder ``fd`` is open on
+    try:
+        while True:
+            _make_writable(fd)
+            child = None
+            for name in os.listdir(fd):
+                try:
+                    st = os.lstat(name, dir_fd=fd)
+                except FileNotFoundError:
+                    continue
+                if stat.S_ISDIR(st.st_mode):
+                    child = name
+                    break
+                os.unlink(name, dir_fd=fd)
+            if child is not None:
+                inner = os.open(child, _DIR_FLAGS, dir_fd=fd)
+                os.close(fd)
+                fd = inner
+                names.append(child)
+                continue
+            if not names:
+                break
+            up = os.open("..", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=fd)
+            os.close(fd)
+            fd = up
+            os.rmdir(names.pop(), dir_fd=fd)
+        os.close(fd)
+        fd = -1
+        os.rmdir(top.name, dir_fd=parent)
+    finally:
+        if fd >= 0:
+            os.close(fd)
+        os.close(parent)
+
+
+def _make_writable(fd: int) -> None:
+    try:
+        mode = os.fstat(fd).st_mode
+        if mode & 0o700 != 0o700:
+            os.fchmod(fd, stat.S_IMODE(mode) | 0o700)
+    except OSError:
+        pass  # not ours: removing will say so

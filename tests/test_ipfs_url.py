@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from bacalhau.compute.limits import JobLimits
 from bacalhau.errors import StorageError
 from bacalhau.models import StorageSpec
 from bacalhau.storage.url import UrlStorage
@@ -36,7 +37,15 @@ def mock(request: httpx.Request) -> httpx.Response:
 
 
 def provider(**kwargs: object) -> UrlStorage:
-    return UrlStorage(transport=httpx.MockTransport(mock), **kwargs)  # type: ignore[arg-type]
+    limits = JobLimits(url_allow_domains=("example.test",))
+    return UrlStorage(
+        transport=httpx.MockTransport(mock),
+        limits=limits,
+        **kwargs,  # type: ignore[arg-type]
+    )
+
+
+LOOPBACK = JobLimits(url_allow_networks=("127.0.0.0/8",))
 
 
 @pytest.mark.anyio
@@ -97,7 +106,9 @@ def server() -> Iterator[str]:
 
 @pytest.mark.anyio
 async def test_real_http_server_on_loopback(tmp_path: Path, server: str) -> None:
-    dest = await UrlStorage().prepare(StorageSpec.from_url(server + "/x"), tmp_path / "f")
+    dest = await UrlStorage(limits=LOOPBACK).prepare(
+        StorageSpec.from_url(server + "/x"), tmp_path / "f"
+    )
     assert dest.read_bytes() == BODY
 
 
@@ -107,6 +118,6 @@ async def test_connection_refused(tmp_path: Path) -> None:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     with pytest.raises(StorageError, match="failed"):
-        await UrlStorage(timeout=5).prepare(
+        await UrlStorage(timeout=5, limits=LOOPBACK).prepare(
             StorageSpec.from_url(f"http://127.0.0.1:{port}/"), tmp_path / "f"
         )

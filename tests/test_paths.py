@@ -88,3 +88,38 @@ def test_check_name_and_is_within(tmp_path: Path) -> None:
     assert is_within(tmp_path, tmp_path)
     assert not is_within(tmp_path, tmp_path / "out")
     assert not is_within(tmp_path / "in", tmp_path / "inx")
+
+
+def test_remove_tree_deep_wide_readonly_and_links(tmp_path: Path) -> None:
+    from bacalhau.paths import remove_tree
+
+    top = tmp_path / "top"
+    fd = os.open(tmp_path, os.O_RDONLY)
+    try:
+        os.mkdir("top", dir_fd=fd)
+    finally:
+        os.close(fd)
+    # 1,500 nested folders: deeper than Python's recursion limit and than PATH_MAX
+    cur = os.open(top, os.O_RDONLY)
+    for _ in range(1500):
+        os.mkdir("dd", dir_fd=cur)
+        nxt = os.open("dd", os.O_RDONLY, dir_fd=cur)
+        os.close(cur)
+        cur = nxt
+    os.close(cur)
+    wide = top / "wide"
+    wide.mkdir()
+    for i in range(200):
+        (wide / f"f{i}").write_bytes(b"x")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "keep").write_bytes(b"keep")
+    (wide / "link").symlink_to(outside, target_is_directory=True)
+    wide.chmod(0o555)
+    remove_tree(top)
+    assert not top.exists()
+    assert (outside / "keep").read_bytes() == b"keep"
+    remove_tree(top)  # gone is fine
+    (tmp_path / "file").write_bytes(b"x")
+    remove_tree(tmp_path / "file")
+    assert not (tmp_path / "file").exists()

@@ -9,6 +9,7 @@ import anyio
 import attrs
 
 from ..models import Resources
+from .limits import DEFAULT_JOB_LIMITS, JobLimits
 
 __all__ = ["Capacity", "ComputeConfig", "machine_resources"]
 
@@ -37,6 +38,8 @@ class ComputeConfig:
             here (never pull).
         probe_http / probe_exec / probe_timeout: external bid hooks, see
             :mod:`bacalhau.compute.hooks`.
+        limits: the host-side limits on every job (URL policy, DAG, WASM, Docker,
+            disk): :class:`~bacalhau.compute.limits.JobLimits`.
     """
 
     capacity: Resources = attrs.Factory(machine_resources)
@@ -48,6 +51,7 @@ class ComputeConfig:
     probe_exec: str | None = None
     probe_timeout: float = 5.0
     reject_stateless: bool = False
+    limits: JobLimits = DEFAULT_JOB_LIMITS
 
 
 @attrs.define(eq=False)

@@ -5,14 +5,20 @@ Each execution lives in its own folder ``<data_dir>/executions/<job_id>/``:
 ``exitCode`` and one folder per named output) and ``work/`` (executor scratch).
 The folder is removed when the results are published, rejected or the
 execution ends otherwise; nothing leaves the node before acceptance.
+
+A job can fail, never the node: every per-job step (prepare, run, hash, publish,
+clean-up) runs under one guard that turns any exception into that execution's
+failure (or, for clean-up, a logged warning). Input preparation is bounded by the
+job's timeout; the disk the job fills (inputs and results) is bounded by
+``resources.disk`` (or the node's ``JobLimits.default_disk``) while it runs, and
+folders count as entries of the results.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import shutil
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -22,8 +28,9 @@ import anyio.to_thread
 import attrs
 
 from ..errors import BacalhauError, ExecutorError, StorageError
-from ..executor.base import ExecutionContext, PreparedVolume, make_layout
+from ..executor.base import ExecutionContext, PreparedVolume, RunResult, make_layout
 from ..models import InputSpec, JobSpec
+from ..paths import remove_tree, safe_join
 from ..protocol.events import (
     Event,
     ExecutionDone,
@@ -31,7 +38,9 @@ from ..protocol.events import (
     PublishDone,
     PublishErrored,
 )
+from ..storage.ipfs._util import unwrap_group
 from .capacity import Capacity
+from .limits import DEFAULT_JOB_LIMITS, JobLimits
 
 if TYPE_CHECKING:
     from ..executor.base import Executor
@@ -39,7 +48,7 @@ if TYPE_CHECKING:
     from ..storage.base import StorageProvider
     from ..verifier.base import Verifier
 
-__all__ = ["ExecutionRunner"]
+__all__ = ["ExecutionRunner", "check_results", "tree_usage"]
 
 log = logging.getLogger("bacalhau.compute")
 
@@ -47,29 +56,68 @@ SUMMARY_BYTES = 16 * 1024
 """How much of stdout/stderr travels in ``ResultsPublished`` (the rest is in the results)."""
 
 TIMEOUT_GRACE = 5.0
+"""Seconds past ``spec.timeout`` before the runner itself stops an executor."""
 
 MAX_RESULT_FILES = 10_000
 MAX_RESULT_BYTES = 4 * 1024**3
-"""A results folder with more files or bytes than this is refused (the execution fails)."""
+MAX_RESULT_DEPTH = 128
+"""A results folder with more entries (files and folders), bytes or levels of folders than
+this is refused (the execution fails)."""
+
+
+def tree_usage(
+    root: Path, *, max_entries: int | None = None, max_bytes: int | None = None
+) -> tuple[int, int]:
+    """``(entries, bytes)`` under ``root`` (files and folders count as entries),
+    without following links; stops early once a limit is passed."""
+    entries = total = 0
+    stack = [root]
+    while stack:
+        folder = stack.pop()
+        try:
+            with os.scandir(folder) as it:
+                for entry in it:
+                    entries += 1
+                    if entry.is_dir(follow_symlinks=False):
+                        stack.append(Path(entry.path))
+                    else:
+                        total += entry.stat(follow_symlinks=False).st_size
+                    if (max_entries is not None and entries > max_entries) or (
+                        max_bytes is not None and total > max_bytes
+                    ):
+                        return entries, total
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+    return entries, total
 
 
 def check_results(
-    results: Path, *, max_files: int = MAX_RESULT_FILES, max_bytes: int = MAX_RESULT_BYTES
+    results: Path,
+    *,
+    max_files: int = MAX_RESULT_FILES,
+    max_bytes: int = MAX_RESULT_BYTES,
+    max_depth: int = MAX_RESULT_DEPTH,
 ) -> None:
     """Refuse a results folder holding links, devices, pipes or too much.
 
     Nothing is followed: a job could have left a symlink to the host's files in an
-    output volume, and publishing must never read through it.
+    output volume, and publishing must never read through it. Files and folders
+    both count toward ``max_files``.
 
     Raises:
         ExecutorError: naming the first offending path.
     """
-    files = total = 0
-    stack = [results]
+    entries = total = 0
+    stack = [(results, 0)]
     while stack:
-        folder = stack.pop()
-        with os.scandir(folder) as entries:
-            for entry in entries:
+        folder, depth = stack.pop()
+        if depth > max_depth:
+            raise ExecutorError(
+                f"results refused: folders nest deeper than {max_depth} levels "
+                f"(at {folder.relative_to(results)})"
+            )
+        with os.scandir(folder) as it:
+            for entry in it:
                 rel = Path(entry.path).relative_to(results)
                 if entry.is_symlink():
                     raise ExecutorError(
@@ -77,20 +125,21 @@ def check_results(
                         f"(to {os.readlink(entry.path)!r}); outputs must "
                         "hold plain files and folders"
                     )
+                entries += 1
                 if entry.is_dir(follow_symlinks=False):
-                    stack.append(Path(entry.path))
+                    stack.append((Path(entry.path), depth + 1))
                 elif entry.is_file(follow_symlinks=False):
-                    files += 1
                     total += entry.stat(follow_symlinks=False).st_size
                 else:
                     raise ExecutorError(f"results refused: {rel} is not a regular file")
-                if files > max_files:
-                    raise ExecutorError(f"results refused: more than {max_files} files")
+                if entries > max_files:
+                    raise ExecutorError(f"results refused: more than {max_files} files and folders")
                 if total > max_bytes:
                     raise ExecutorError(f"results refused: more than {max_bytes} bytes")
 
 
-"""Seconds past ``spec.timeout`` before the runner itself stops an executor."""
+DISK_POLL = 0.5
+"""Seconds between two looks at the disk a running job fills."""
 
 
 def _head(path: Path) -> str:
@@ -103,7 +152,13 @@ def _head(path: Path) -> str:
 
 @attrs.define(eq=False)
 class ExecutionRunner:
-    """Carries out RunExecution / CancelExecution / PublishResults / DiscardResults."""
+    """Carries out RunExecution / CancelExecution / PublishResults / DiscardResults.
+
+    None of its commands ever raises into the caller (the node's driver): a failure
+    of one job's step becomes that job's ``ExecutionErrored`` / ``PublishErrored``,
+    and a clean-up that fails is logged and skipped, so neither a running node nor a
+    restarting one (recovery discards what it finds) can be brought down by a job.
+    """
 
     node_id: str
     root: Path
@@ -113,6 +168,7 @@ class ExecutionRunner:
     publishers: Mapping[str, Publisher]
     capacity: Capacity
     feed: Callable[[Event], None]
+    limits: JobLimits = DEFAULT_JOB_LIMITS
     _tg: anyio.abc.TaskGroup | None = None
     _scopes: dict[str, anyio.CancelScope] = attrs.Factory(dict)
     _stopping: dict[str, anyio.CancelScope] = attrs.Factory(dict)
@@ -126,7 +182,8 @@ class ExecutionRunner:
         return len(self._scopes) + len(self._stopping)
 
     def folder(self, job_id: str) -> Path:
-        return self.root / job_id
+        """The execution folder of ``job_id`` (a job id is never a path: it is checked)."""
+        return safe_join(self.root, job_id, field="job_id")
 
     # --- commands -------------------------------------------------------------------------
 
@@ -145,14 +202,35 @@ class ExecutionRunner:
         self.discard(job_id)
 
     def discard(self, job_id: str) -> None:
-        if job_id not in self._scopes and job_id not in self._stopping:
-            shutil.rmtree(self.folder(job_id), ignore_errors=True)
+        """Remove the execution's folder (on a worker thread when the runner is bound)."""
+        if job_id in self._scopes or job_id in self._stopping:
+            return
+        if self._tg is not None:
+            self._tg.start_soon(self._remove_async, job_id)
+        else:
+            self._remove(job_id)
 
     def publish(self, job_id: str, spec: JobSpec) -> None:
         assert self._tg is not None, "runner not bound to a task group"
         self._tg.start_soon(self._publish, job_id, spec)
 
     # --- work -----------------------------------------------------------------------------
+
+    async def _guard(
+        self, job_id: str, step: Callable[[], Awaitable[Event]], failed: Callable[[str], Event]
+    ) -> Event:
+        """Run one job's ``step``; any exception becomes ``failed(reason)``."""
+        try:
+            with unwrap_group():
+                return await step()
+        except BacalhauError as exc:
+            return failed(str(exc))
+        except OSError as exc:
+            where = f" ({exc.filename})" if exc.filename else ""
+            return failed(f"node storage error: {exc.strerror or exc}{where}")
+        except Exception as exc:
+            log.exception("job %s failed unexpectedly", job_id)
+            return failed(f"internal error: {type(exc).__name__}: {exc}"[:1000])
 
     async def _run(
         self, job_id: str, spec: JobSpec, seal_key: bytes, scope: anyio.CancelScope
@@ -165,31 +243,35 @@ class ExecutionRunner:
                 return
             await self.capacity.acquire(spec.resources)
             try:
-                outcome = await self._execute(job_id, spec, seal_key)
-            except BacalhauError as exc:
-                outcome = ExecutionErrored(job_id, str(exc))
-            except OSError as exc:
-                where = f" ({exc.filename})" if exc.filename else ""
-                outcome = ExecutionErrored(
-                    job_id, f"node storage error: {exc.strerror or exc}{where}"
+                outcome = await self._guard(
+                    job_id,
+                    lambda: self._execute(job_id, spec, seal_key),
+                    lambda reason: ExecutionErrored(job_id, reason),
                 )
-            except Exception as exc:
-                log.exception("execution of %s failed unexpectedly", job_id)
-                outcome = ExecutionErrored(job_id, f"internal error: {exc!r}")
             finally:
                 self.capacity.release(spec.resources)
         if self._scopes.get(job_id) is scope:
             del self._scopes[job_id]
         if outcome is None or scope.cancel_called or isinstance(outcome, ExecutionErrored):
             with anyio.CancelScope(shield=True):
-                await anyio.to_thread.run_sync(self._remove, job_id)
+                await self._remove_async(job_id)
         if self._stopping.get(job_id) is scope:
             del self._stopping[job_id]
         if outcome is not None and not scope.cancel_called:
             self.feed(outcome)
 
+    async def _remove_async(self, job_id: str) -> None:
+        await anyio.to_thread.run_sync(self._remove, job_id)
+
     def _remove(self, job_id: str) -> None:
-        shutil.rmtree(self.folder(job_id), ignore_errors=True)
+        """Remove the execution folder; never raises (a failure is logged)."""
+        try:
+            remove_tree(self.folder(job_id))
+        except Exception as exc:
+            log.warning("could not remove the folder of execution %s: %r", job_id, exc)
+
+    def _disk(self, spec: JobSpec) -> int:
+        return spec.resources.disk or self.limits.default_disk
 
     async def _execute(self, job_id: str, spec: JobSpec, seal_key: bytes) -> Event:
         executor = self.executors.get(spec.engine.type)
@@ -198,7 +280,8 @@ class ExecutionRunner:
         verifier = self.verifiers.get(spec.verifier)
         if verifier is None:
             raise ExecutorError(f"no {spec.verifier!r} verifier on this node")
-        layout = await anyio.to_thread.run_sync(make_layout, self.folder(job_id), spec)
+        folder = self.folder(job_id)
+        layout = await anyio.to_thread.run_sync(make_layout, folder, spec)
         results, work, inputs, outputs = (
             layout.results,
             layout.work,
@@ -206,8 +289,22 @@ class ExecutionRunner:
             layout.outputs,
         )
         volumes = []
-        for i, volume in enumerate(spec.inputs):
-            volumes.append(await self._prepare(executor, volume, inputs / str(i)))
+        guards = self.limits.guards
+        with anyio.move_on_after(spec.timeout if guards else None) as preparing:
+            for i, volume in enumerate(spec.inputs):
+                volumes.append(await self._prepare(executor, volume, inputs / str(i)))
+        if preparing.cancelled_caught:
+            raise StorageError(
+                f"preparing the inputs took longer than the job's timeout of {spec.timeout:g}s"
+            )
+        disk = self._disk(spec)
+        if guards:
+            used = (await anyio.to_thread.run_sync(tree_usage, inputs))[1]
+            if used > disk:
+                raise StorageError(
+                    f"the inputs take {used} bytes, more than the job's disk of {disk} bytes "
+                    "(resources.disk)"
+                )
         ctx = ExecutionContext(
             job_id=job_id,
             execution_id=f"{job_id}/{self.node_id}",
@@ -219,7 +316,10 @@ class ExecutionRunner:
             node_id=self.node_id,
         )
         with anyio.move_on_after(spec.timeout + TIMEOUT_GRACE) as deadline:
-            result = await executor.run(ctx)
+            if guards:
+                result = await self._run_watched(executor, ctx, folder, disk)
+            else:
+                result = await executor.run(ctx)
         if deadline.cancelled_caught:
             raise ExecutorError(f"job timed out after {spec.timeout:g}s")
 
@@ -228,9 +328,11 @@ class ExecutionRunner:
                 if not (results / name).exists():
                     (results / name).write_bytes(b"")
             (results / "exitCode").write_text(str(result.exit_code))
-            shutil.rmtree(work, ignore_errors=True)
-            shutil.rmtree(inputs, ignore_errors=True)
-            check_results(results)
+            remove_tree(work)
+            remove_tree(inputs)
+            check_results(
+                results, max_bytes=min(disk, MAX_RESULT_BYTES) if guards else MAX_RESULT_BYTES
+            )
             return _head(results / "stdout"), _head(results / "stderr")
 
         stdout, stderr = await anyio.to_thread.run_sync(finish)
@@ -238,6 +340,39 @@ class ExecutionRunner:
             job_id=job_id, node_id=self.node_id, results_dir=results, requester_key=seal_key
         )
         return ExecutionDone(job_id, proposal, result.exit_code, stdout, stderr)
+
+    async def _run_watched(
+        self, executor: Executor, ctx: ExecutionContext, folder: Path, disk: int
+    ) -> RunResult:
+        """Run the executor while watching the disk its execution folder fills."""
+        over: list[str] = []
+        result: RunResult | None = None
+        with unwrap_group():
+            async with anyio.create_task_group() as tg:
+
+                async def watch() -> None:
+                    while True:
+                        await anyio.sleep(DISK_POLL)
+                        entries, used = await anyio.to_thread.run_sync(
+                            lambda: tree_usage(
+                                folder, max_entries=2 * MAX_RESULT_FILES, max_bytes=disk
+                            )
+                        )
+                        if used > disk:
+                            over.append(f"more than its disk of {disk} bytes (resources.disk)")
+                        elif entries > 2 * MAX_RESULT_FILES:
+                            over.append(f"more than {2 * MAX_RESULT_FILES} files and folders")
+                        if over:
+                            tg.cancel_scope.cancel()
+                            return
+
+                tg.start_soon(watch)
+                result = await executor.run(ctx)
+                tg.cancel_scope.cancel()
+        if over:
+            raise ExecutorError(f"the job was stopped: it wrote {over[0]}")
+        assert result is not None
+        return result
 
     async def _prepare(self, executor: Executor, volume: InputSpec, dest: Path) -> PreparedVolume:
         provider = self.storage.get(volume.source.type)
@@ -254,23 +389,19 @@ class ExecutionRunner:
         return PreparedVolume(spec=volume, host_path=path)
 
     async def _publish(self, job_id: str, spec: JobSpec) -> None:
-        publisher = self.publishers.get(spec.publisher)
-        results = self.folder(job_id) / "results"
-        outcome: Event
-        try:
+        async def step() -> Event:
+            publisher = self.publishers.get(spec.publisher)
             if publisher is None:
                 raise BacalhauError(f"no {spec.publisher!r} publisher on this node")
-            if not results.is_dir():
+            results = self.folder(job_id) / "results"
+            if not await anyio.to_thread.run_sync(results.is_dir):
                 raise BacalhauError("results folder is gone (node restarted?)")
             ref = await publisher.publish(job_id, f"{job_id}/{self.node_id}", results)
-        except BacalhauError as exc:
-            outcome = PublishErrored(job_id, str(exc))
-        except Exception as exc:
-            log.exception("publishing %s failed unexpectedly", job_id)
-            outcome = PublishErrored(job_id, f"internal error: {exc!r}")
-        else:
-            outcome = PublishDone(job_id, ref)
+            return PublishDone(job_id, ref)
+
+        try:
+            outcome = await self._guard(job_id, step, lambda reason: PublishErrored(job_id, reason))
         finally:
             with anyio.CancelScope(shield=True):
-                await anyio.to_thread.run_sync(self._remove, job_id)
+                await self._remove_async(job_id)
         self.feed(outcome)

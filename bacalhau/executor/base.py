@@ -12,13 +12,13 @@ A non-zero exit is a result, not an error; an executor raises
 from __future__ import annotations
 
 import abc
-import shutil
 from pathlib import Path
 from typing import ClassVar, Literal
 
 import attrs
 
 from ..models import InputSpec, JobSpec
+from ..paths import remove_tree
 from ..storage.base import Reader
 
 __all__ = [
@@ -125,7 +125,7 @@ def make_layout(folder: Path, spec: JobSpec) -> ExecutionLayout:
         inputs=folder / "inputs",
         outputs={out.name: folder / "results" / out.name for out in spec.outputs},
     )
-    shutil.rmtree(folder, ignore_errors=True)
+    remove_tree(folder)
     for d in (layout.results, layout.work, layout.inputs, *layout.outputs.values()):
         d.mkdir(parents=True)
     return layout

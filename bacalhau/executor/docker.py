@@ -7,8 +7,15 @@ The engine is the one ``DOCKER_HOST`` names (or the default socket), or
   params, environment from ``spec.env``;
 * every input volume's ``host_path`` bind-mounted **read-only** at its target,
   every output volume's host dir (``ctx.outputs[name]``) bind-mounted writable
-  at its path;
+  at its path; a volume is bound only after its real path (``realpath``) is
+  proven to lie inside the execution folder and it is not itself a link;
 * ``network_mode="none"``: the job sees only a loopback interface;
+* hardened: every capability dropped, ``no-new-privileges``, a pids limit
+  (``JobLimits.docker_pids_limit``), a read-only root filesystem with a tmpfs
+  ``/tmp`` (counted in the job's memory), and a non-root user: ``JobLimits.docker_user``
+  (``serve --docker-user``), by default the node's own user (``nobody`` when the
+  node runs as root). Output folders are never world-writable: owned by that
+  user (node as root), or the node's and shared through the node's group;
 * memory (no swap) and CPU limits from ``spec.resources``;
 * ``spec.timeout`` kills the container; cancelling the run kills it too;
 * ``stdout`` and ``stderr`` written to ``ctx.results_dir``, each capped at
@@ -31,6 +38,7 @@ import os
 import re
 import secrets
 import socket
+import stat
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -40,8 +48,10 @@ import anyio
 import anyio.to_thread
 import attrs
 
+from ..compute.limits import DEFAULT_JOB_LIMITS, JobLimits
 from ..errors import ExecutorError, ExecutorUnavailable, ValidationError
 from ..models import JobSpec, check_abs_path
+from ..paths import is_within
 from .base import MAX_LOG_BYTES, ExecutionContext, Executor, RunResult, write_capped
 
 __all__ = [
@@ -50,6 +60,7 @@ __all__ = [
     "LABEL_NODE",
     "DockerExecutor",
     "DockerParams",
+    "container_user",
 ]
 
 LABEL_PREFIX = "io.bacalhau-py"
@@ -398,6 +409,62 @@ class _Engine:
         return [str(c["Id"]) for c in found]
 
 
+def container_user(option: str | None) -> tuple[int, int, list[str] | None]:
+    """``(uid, gid, extra groups)`` a container runs as.
+
+    ``option`` is ``UID[:GID]`` (numeric) or None: the node's own user, or
+    ``65534:65534`` (nobody) when the node runs as root. When the container's user
+    is not the node's and the node is not root, the container also joins the node's
+    group, through which it may write its output folders.
+
+    Raises:
+        ExecutorError: ``option`` is not ``UID[:GID]``.
+    """
+    me, my_group = os.getuid(), os.getgid()
+    if option is None:
+        if me == 0:
+            return 65534, 65534, None
+        return me, my_group, None
+    uid_text, _, gid_text = option.partition(":")
+    if not uid_text.isdigit() or (gid_text and not gid_text.isdigit()):
+        raise ExecutorError(f"docker user must be UID[:GID] in numbers, got {option!r}")
+    uid = int(uid_text)
+    gid = int(gid_text) if gid_text else uid
+    extra = None if me in (0, uid) else [str(my_group)]
+    return uid, gid, extra
+
+
+def _bind_source(path: Path, root: Path, target: str, guards: bool) -> str:
+    """The real path to bind for ``path``, proven inside the execution folder ``root``."""
+    if not guards:
+        return str(Path(path).resolve())
+    try:
+        is_link = os.path.islink(path)
+        exists = os.path.lexists(path)
+    except OSError:
+        exists, is_link = False, False
+    if not exists:
+        raise ExecutorError(f"volume at {target}: {path} is missing")
+    if is_link:
+        raise ExecutorError(f"volume at {target} is a symbolic link on the host; refused")
+    real = os.path.realpath(path)
+    if not is_within(root, real):
+        raise ExecutorError(f"volume at {target} lies outside the execution folder; refused")
+    return real
+
+
+def _share_output(host_dir: Path, uid: int, gid: int) -> None:
+    """Make ``host_dir`` writable by the container's user, never by everyone."""
+    me = os.getuid()
+    if me == 0:
+        os.chown(host_dir, uid, gid)
+        host_dir.chmod(0o700)
+    elif uid == me:
+        host_dir.chmod(0o700)
+    else:
+        host_dir.chmod(0o770 | stat.S_ISGID)
+
+
 def _close_stream(stream: Any) -> None:
     """Close a docker ``CancellableStream`` and its HTTP response (its own ``close``
     leaves the socket's file object open, which leaks the descriptor)."""
@@ -430,6 +497,7 @@ class DockerExecutor(Executor):
             means ``DOCKER_HOST`` or the default socket.
         api_timeout: seconds an engine call may take (not the job's own run).
         pull_timeout: seconds an image pull may take.
+        limits: the node's job limits (``docker_user``, ``docker_pids_limit``, ``guards``).
     """
 
     name: ClassVar[str] = "docker"
@@ -440,6 +508,7 @@ class DockerExecutor(Executor):
     base_url: str | None = None
     api_timeout: float = 60.0
     pull_timeout: float = 600.0
+    limits: JobLimits = DEFAULT_JOB_LIMITS
     _engine: _Engine | None = attrs.field(default=None, init=False)
     _lock: anyio.Lock = attrs.field(factory=anyio.Lock, init=False)
 
@@ -578,6 +647,9 @@ class DockerExecutor(Executor):
         self, ctx: ExecutionContext, params: DockerParams, ncpu: int
     ) -> tuple[dict[str, Any], dict[str, Any]]:
         spec = ctx.spec
+        guards = self.limits.guards
+        root = ctx.work_dir.parent
+        uid, gid, group_add = container_user(self.limits.docker_user) if guards else (0, 0, None)
         mounts: list[dict[str, Any]] = []
         for volume in ctx.volumes:
             if volume.host_path is None:
@@ -585,13 +657,11 @@ class DockerExecutor(Executor):
                     f"input volume at {volume.spec.target} was not prepared as a host path;"
                     " the docker executor needs posix volumes"
                 )
-            source = Path(volume.host_path).resolve()
-            if not source.exists():
-                raise ExecutorError(f"input volume at {volume.spec.target}: {source} is missing")
+            source = _bind_source(volume.host_path, root, volume.spec.target, guards)
             mounts.append(
                 {
                     "target": volume.spec.target,
-                    "source": str(source),
+                    "source": source,
                     "type": "bind",
                     "read_only": True,
                 }
@@ -601,11 +671,14 @@ class DockerExecutor(Executor):
             if host_dir is None:
                 raise ExecutorError(f"the runner gave no host dir for output {output.name!r}")
             host_dir.mkdir(parents=True, exist_ok=True)
-            host_dir.chmod(0o777)  # writable whatever user the image runs as
+            if guards:
+                _share_output(host_dir, uid, gid)
+            else:
+                host_dir.chmod(0o777)
             mounts.append(
                 {
                     "target": output.path,
-                    "source": str(host_dir.resolve()),
+                    "source": _bind_source(host_dir, root, output.path, guards),
                     "type": "bind",
                     "read_only": False,
                 }
@@ -636,6 +709,19 @@ class DockerExecutor(Executor):
             "nano_cpus": int(cpus * 1e9),
             "security_opt": ["no-new-privileges"],
         }
+        if guards:
+            config["user"] = f"{uid}:{gid}"
+            tmp_size = max(1024 * 1024, spec.resources.memory // 2)
+            host.update(
+                {
+                    "pids_limit": self.limits.docker_pids_limit,
+                    "cap_drop": ["ALL"],
+                    "read_only": True,
+                    "tmpfs": {"/tmp": f"rw,nosuid,nodev,size={tmp_size},mode=1777"},
+                }
+            )
+            if group_add:
+                host["group_add"] = group_add
         return config, host
 
     async def _run_container(

@@ -20,10 +20,19 @@ What a module sees:
   produce byte-identical results folders.
 
 Limits: linear memory is capped at ``resources.memory`` (``memory.grow``
-returns -1 past it); the run is stopped at ``timeout`` seconds, or promptly when
-the calling task is cancelled, by epoch interruption driven from a watchdog
-task in the event loop. The module runs on a worker thread, so the event loop
-never blocks. Compiled modules are cached by the SHA-256 of their bytes.
+returns -1 past it); tables, instances and memories are capped on the host side
+too (``Store.set_limits``: at most 4 tables whose elements together take at most a
+quarter of ``resources.memory`` more, 2 instances, 1 memory), so a module cannot
+grow the node's memory through them; the run is stopped at ``timeout`` seconds, or
+promptly when the calling task is cancelled, by epoch interruption driven from a
+watchdog task in the event loop. The module runs on a worker thread, so the event
+loop never blocks.
+
+A module larger than ``JobLimits.wasm_max_module_bytes`` is refused. A module not
+yet compiled is compiled in a child process bounded by the job's timeout and
+memory (:mod:`bacalhau.executor.wasm_compile`), so compiling a hostile module
+costs the job, never the node. Compiled modules are cached by the SHA-256 of
+their bytes.
 """
 
 from __future__ import annotations
@@ -34,6 +43,7 @@ import os
 import posixpath
 import re
 import shutil
+import stat
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
@@ -46,8 +56,10 @@ import anyio.to_thread
 import attrs
 import wasmtime
 
+from ..compute.limits import DEFAULT_JOB_LIMITS, JobLimits
 from ..errors import BacalhauError, ExecutorError, ValidationError
 from ..models import JobSpec, StorageSpec, from_data
+from ..paths import is_within
 from .base import (
     MAX_LOG_BYTES,
     ExecutionContext,
@@ -55,6 +67,12 @@ from .base import (
     PreparedVolume,
     RunResult,
     write_capped,
+)
+from .wasm_compile import (
+    COMPILE_MEMORY_FLOOR,
+    INPROCESS_COMPILE_BYTES,
+    compile_isolated,
+    engine_config,
 )
 from .wasm_host import (
     Determinism,
@@ -75,7 +93,9 @@ ModuleLoader = Callable[[StorageSpec], Awaitable[bytes]]
 
 ARGV0 = "module.wasm"
 _PAGE = 65536
-_TABLE_ELEMENTS_LIMIT = 10_000_000
+_TABLES = 4
+_TABLE_ELEMENT_BYTES = 16
+_MIN_TABLE_ELEMENTS = 10_000
 _MAX_NAME_LEN = 255
 MAX_MODULE_BYTES = 256 * 1024 * 1024
 """The largest module fetched by CID."""
@@ -126,21 +146,6 @@ class WasmParams:
         return cls(module=module, entry_point=entry, args=tuple(args))
 
 
-def engine_config() -> wasmtime.Config:
-    """The wasmtime configuration every WASM execution uses.
-
-    NaN canonicalisation and deterministic relaxed SIMD make floating point
-    bit-identical across CPUs; threads (shared memory) are off; epoch
-    interruption lets the watchdog stop a running module.
-    """
-    config = wasmtime.Config()
-    config.cranelift_nan_canonicalization = True
-    config.wasm_relaxed_simd_deterministic = True
-    config.wasm_threads = False
-    config.epoch_interruption = True
-    return config
-
-
 @attrs.frozen
 class _Plan:
     """Everything the worker thread needs for one run (built in the event loop)."""
@@ -159,6 +164,8 @@ class _Plan:
     memory_limit: int
     timeout: float
     interrupt: Interrupt
+    guards: bool = True
+    run_timeout: float | None = None  # what is left of ``timeout`` after compiling
 
 
 class _Capture:
@@ -180,15 +187,42 @@ class _Capture:
         return self.total > self.limit
 
 
+def _host_kind(path: Path, root: Path, target: str) -> bool:
+    """True if the input volume at ``path`` is a folder, False if a file; refuse
+    links, special files and anything whose real path is outside ``root`` (the
+    execution folder)."""
+    try:
+        mode = os.lstat(path).st_mode
+    except OSError as exc:
+        raise ExecutorError(f"input volume {target}: {path} is missing ({exc.strerror})") from None
+    if stat.S_ISLNK(mode):
+        raise ExecutorError(f"input volume {target} is a symbolic link on the host; refused")
+    if not is_within(root, path):
+        raise ExecutorError(f"input volume {target} lies outside the execution folder; refused")
+    if stat.S_ISDIR(mode):
+        return True
+    if stat.S_ISREG(mode):
+        return False
+    raise ExecutorError(f"input volume {target} is not a regular file or folder; refused")
+
+
 def _layout_preopens(plan: _Plan) -> tuple[list[tuple[Path, str, bool]], list[HostVolume]]:
     """Host directories to preopen (host, guest path, writable) and the import-module volumes.
 
     A single-file volume is hard-linked (or copied, across file systems) into a
-    private directory preopened read-only at the file's parent path.
+    private directory preopened read-only at the file's parent path. No path is
+    followed through a link: each volume is ``lstat``-ed and proven to lie inside
+    the execution folder first.
     """
     preopens: list[tuple[Path, str, bool]] = []
     host_volumes: list[HostVolume] = []
-    dir_targets = {v.spec.target for v in plan.volumes if v.host_path and v.host_path.is_dir()}
+    root = plan.work_dir.parent
+    kinds = {
+        id(v): _host_kind(v.host_path, root, v.spec.target) if plan.guards else v.host_path.is_dir()
+        for v in plan.volumes
+        if v.host_path is not None
+    }
+    dir_targets = {v.spec.target for v in plan.volumes if v.host_path and kinds[id(v)]}
     out_paths = {guest for _, guest in plan.outputs}
     file_dirs: dict[str, Path] = {}
     for volume in plan.volumes:
@@ -202,7 +236,7 @@ def _layout_preopens(plan: _Plan) -> tuple[list[tuple[Path, str, bool]], list[Ho
             host_volumes.append(HostVolume(target=target, size=volume.size, reader=reader))
             continue
         host_volumes.append(HostVolume(target=target, size=volume.size, host_path=volume.host_path))
-        if volume.host_path.is_dir():
+        if kinds[id(volume)]:
             preopens.append((volume.host_path, target, False))
             continue
         parent, name = posixpath.split(target)
@@ -218,9 +252,9 @@ def _layout_preopens(plan: _Plan) -> tuple[list[tuple[Path, str, bool]], list[Ho
             file_dirs[parent] = holder
             preopens.append((holder, parent, False))
         try:
-            os.link(volume.host_path, holder / name)
+            os.link(volume.host_path, holder / name, follow_symlinks=False)
         except OSError:
-            shutil.copyfile(volume.host_path, holder / name)
+            shutil.copyfile(volume.host_path, holder / name, follow_symlinks=False)
     for host, guest in plan.outputs:
         host.mkdir(parents=True, exist_ok=True)
         preopens.append((host, guest, True))
@@ -240,6 +274,13 @@ def _trap_reason(exc: wasmtime.WasmtimeError | wasmtime.Trap) -> str:
     cause = match.group(1).splitlines()[-1].strip() if match else text.splitlines()[0]
     frames = [ln.strip() for ln in text.splitlines() if re.match(r"\s+\d+:\s", ln)][:3]
     return cause + (f" (backtrace: {'; '.join(frames)})" if frames else "")
+
+
+def _error_text_reason(text: str) -> str:
+    match = _CAUSE_RE.search(text.strip())
+    if match:
+        return match.group(1).splitlines()[-1].strip()
+    return (text.strip().splitlines() or ["unknown error"])[0]
 
 
 def _tail(data: bytes, limit: int = 300) -> str:
@@ -305,9 +346,9 @@ def _execute(plan: _Plan) -> RunResult:
     store = wasmtime.Store(plan.engine)
     store.set_limits(
         memory_size=plan.memory_limit,
-        table_elements=_TABLE_ELEMENTS_LIMIT,
+        table_elements=table_elements_limit(plan.memory_limit),
         instances=2,  # the module and the WASI adapter (see wasm_host)
-        tables=16,
+        tables=_TABLES,
         memories=1,
     )
     wasi = wasmtime.WasiConfig()
@@ -328,7 +369,8 @@ def _execute(plan: _Plan) -> RunResult:
         volumes=host_volumes,
         interrupt=plan.interrupt,
     )
-    plan.interrupt.deadline = time.monotonic() + plan.timeout
+    budget = plan.timeout if plan.run_timeout is None else plan.run_timeout
+    plan.interrupt.deadline = time.monotonic() + budget
     instance: wasmtime.Instance | None = None
     try:
         try:
@@ -384,6 +426,12 @@ def _execute(plan: _Plan) -> RunResult:
         del keep_alive
 
 
+def table_elements_limit(memory_limit: int) -> int:
+    """Elements one table may hold: all tables together take at most a quarter of
+    the job's memory on the host (at least 10,000 elements each)."""
+    return max(_MIN_TABLE_ELEMENTS, memory_limit // (4 * _TABLES * _TABLE_ELEMENT_BYTES))
+
+
 def _compile(engine: wasmtime.Engine, data: bytes) -> wasmtime.Module:
     try:
         if data.startswith(b"\x00asm"):
@@ -412,12 +460,14 @@ class WasmExecutor(Executor):
         tick: seconds between watchdog epoch ticks: how soon a timeout or a
             cancellation stops a running module.
         max_concurrent: how many modules run at once (worker threads); more wait.
+        limits: the node's job limits (``wasm_max_module_bytes``; ``guards``).
     """
 
     name: ClassVar[str] = "wasm"
     storage_mode: ClassVar[Literal["posix", "library", "any"]] = "any"
 
     blocks: BlockGetter | BlockStore | None = None
+    limits: JobLimits = DEFAULT_JOB_LIMITS
     module_loader: ModuleLoader | None = None
     cache_size: int = 32
     tick: float = 0.01
@@ -461,11 +511,18 @@ class WasmExecutor(Executor):
         self._modules.clear()
         self._cid_digests.clear()
 
-    async def load_module(self, source: StorageSpec) -> wasmtime.Module:
+    async def load_module(
+        self, source: StorageSpec, *, timeout: float | None = None, memory: int | None = None
+    ) -> wasmtime.Module:
         """The compiled module for ``source``, from the cache or fetched and compiled.
 
+        With ``timeout`` (and ``memory``), compiling happens in a child process bounded
+        by them (a job's own limits); without, on a worker thread.
+
         Raises:
-            ExecutorError: the module could not be fetched or is not valid WebAssembly.
+            ExecutorError: the module could not be fetched, is larger than
+                ``limits.wasm_max_module_bytes``, is not valid WebAssembly, or
+                compiling it needed more than ``timeout`` or ``memory``.
         """
         key = f"{source.cid}:{source.path or ''}" if source.type == "ipfs" else None
         digest = self._cid_digests.get(key) if key else None
@@ -473,6 +530,12 @@ class WasmExecutor(Executor):
             self._modules.move_to_end(digest)
             return self._modules[digest]
         data = await self._fetch(source)
+        most = self.limits.wasm_max_module_bytes
+        if len(data) > most:
+            raise ExecutorError(
+                f"the wasm module is {len(data)} bytes; this node accepts modules of at most "
+                f"{most} bytes (wasm_max_module_bytes)"
+            )
         digest = hashlib.sha256(data).hexdigest()
         if key:
             self._cid_digests[key] = digest
@@ -480,7 +543,16 @@ class WasmExecutor(Executor):
         if cached is not None:
             self._modules.move_to_end(digest)
             return cached
-        module = await anyio.to_thread.run_sync(_compile, self._engine, data)
+        if timeout is not None and self.limits.guards and len(data) > INPROCESS_COMPILE_BYTES:
+            module = await compile_isolated(
+                self._engine,
+                data,
+                timeout=timeout,
+                memory=memory or COMPILE_MEMORY_FLOOR,
+                describe=_error_text_reason,
+            )
+        else:
+            module = await anyio.to_thread.run_sync(_compile, self._engine, data)
         self._modules[digest] = module
         while len(self._modules) > self.cache_size:
             self._modules.popitem(last=False)
@@ -496,7 +568,9 @@ class WasmExecutor(Executor):
                 return await self.module_loader(source)
             if source.type == "ipfs" and self.blocks is not None:
                 assert source.cid is not None
-                return await _cat(self.blocks, source.cid, source.path)
+                return await _cat(
+                    self.blocks, source.cid, source.path, self.limits.wasm_max_module_bytes
+                )
         except (BacalhauError, OSError) as exc:
             raise ExecutorError(f"could not fetch the wasm module {what}: {exc}") from exc
         raise ExecutorError(
@@ -511,7 +585,11 @@ class WasmExecutor(Executor):
                 instantiated, trapped, ran out of memory, or hit the timeout.
         """
         params = WasmParams.from_spec(ctx.spec)
-        module = await self.load_module(params.module)
+        spec = ctx.spec
+        started = time.monotonic()
+        module = await self.load_module(
+            params.module, timeout=spec.timeout, memory=spec.resources.memory
+        )
         spec = ctx.spec
         outputs = []
         for output in spec.outputs:
@@ -532,7 +610,9 @@ class WasmExecutor(Executor):
             work_dir=ctx.work_dir,
             memory_limit=spec.resources.memory,
             timeout=spec.timeout,
+            run_timeout=max(0.0, spec.timeout - (time.monotonic() - started)),
             interrupt=Interrupt(),
+            guards=self.limits.guards,
         )
         if self._limiter is None:
             self._limiter = anyio.CapacityLimiter(self.max_concurrent)
@@ -568,11 +648,13 @@ class WasmExecutor(Executor):
             self._engine.increment_epoch()
 
 
-async def _cat(blocks: BlockGetter | BlockStore, cid: str, path: str | None) -> bytes:
+async def _cat(
+    blocks: BlockGetter | BlockStore, cid: str, path: str | None, max_size: int = MAX_MODULE_BYTES
+) -> bytes:
     """A whole module file by CID (and optional path inside it) through the block service."""
     from ..storage.ipfs import exporter
 
     root: str | bytes = cid
     if path:
         root = await exporter.resolve(blocks, cid, path)
-    return await exporter.read_all(blocks, root, max_size=MAX_MODULE_BYTES)
+    return await exporter.read_all(blocks, root, max_size=max_size)

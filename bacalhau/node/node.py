@@ -357,6 +357,7 @@ class Node(TransportHandler):
             publishers=self.plugins.publishers,
             capacity=self.capacity,
             feed=self._feed,
+            limits=compute.limits,
         )
         self.strategies = [
             SupportStrategy(

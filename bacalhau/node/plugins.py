@@ -120,8 +120,16 @@ def _optional(plugins: Plugins, what: str, make: Any) -> Any:
     return plugin
 
 
+def _limits(services: NodeServices) -> Any:
+    from ..compute.limits import DEFAULT_JOB_LIMITS
+
+    compute = getattr(services, "compute_config", None)
+    return getattr(compute, "limits", None) or DEFAULT_JOB_LIMITS
+
+
 def _add_builtin_optional(plugins: Plugins, services: NodeServices) -> None:
     """Built-ins with heavier dependencies, each optional."""
+    limits = _limits(services)
 
     def blocks() -> tuple[Any, Any]:
         from ..storage.ipfs.blockstore import BlockStore
@@ -137,7 +145,7 @@ def _add_builtin_optional(plugins: Plugins, services: NodeServices) -> None:
         def ipfs_storage() -> Any:
             from ..storage.ipfs.provider import IpfsStorage
 
-            return IpfsStorage(plugins.blocks)
+            return IpfsStorage(plugins.blocks, limits=limits.dag)
 
         def ipfs_publisher() -> Any:
             from ..publisher.ipfs import IpfsPublisher
@@ -150,7 +158,7 @@ def _add_builtin_optional(plugins: Plugins, services: NodeServices) -> None:
     def url() -> Any:
         from ..storage.url import UrlStorage
 
-        return UrlStorage()
+        return UrlStorage(limits=limits)
 
     def deterministic() -> Any:
         from ..verifier.deterministic import DeterministicVerifier
@@ -160,14 +168,14 @@ def _add_builtin_optional(plugins: Plugins, services: NodeServices) -> None:
     def wasm() -> Any:
         from ..executor.wasm import WasmExecutor
 
-        return WasmExecutor(blocks=plugins.blocks)
+        return WasmExecutor(blocks=plugins.blocks, limits=limits)
 
     def docker() -> Any:
         from ..executor.docker import DockerExecutor
 
         compute = getattr(services, "compute_config", None)
         local_only = bool(compute and compute.docker_local_images_only)
-        return DockerExecutor(node_id=services.node_id, local_images_only=local_only)
+        return DockerExecutor(node_id=services.node_id, local_images_only=local_only, limits=limits)
 
     for what, make in (
         ("url storage", url),
