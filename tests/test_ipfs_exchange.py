@@ -7,6 +7,7 @@ resumes from other providers and that a corrupt block is never stored or returne
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -18,7 +19,7 @@ import attrs
 import msgpack
 import pytest
 
-from bacalhau.cid import to_cid
+from bacalhau.cid import cid_str, split_cid, to_cid
 from bacalhau.errors import BlockNotFound, PeerUnreachable
 from bacalhau.identity import Identity
 from bacalhau.models import StorageSpec
@@ -33,6 +34,9 @@ from bacalhau.storage.ipfs import (
     export_car,
     import_car,
 )
+from bacalhau.storage.ipfs.exchange import pack_want_reply
+from bacalhau.storage.ipfs.flow import FlowWindow
+from bacalhau.storage.ipfs.records import ProviderRecords
 
 Handler = Callable[[str, bytes], Awaitable[bytes]]
 
@@ -45,6 +49,10 @@ class Hub:
     vanish_after: dict[str, int] = attrs.Factory(dict)
     tamper: set[str] = attrs.Factory(set)
     requests: list[tuple[str, str, str]] = attrs.Factory(list)
+    # every CID asked for in a "want", by the asking node
+    wanted: dict[str, list[bytes]] = attrs.Factory(dict)
+    # cancel this scope once that many "want" replies have been delivered (a killed fetch)
+    kill_after: tuple[int, anyio.CancelScope] | None = None
 
 
 @attrs.define
@@ -79,8 +87,10 @@ class FakeServices:
         hub = self.hub
         if peer_id in hub.down or peer_id not in hub.nodes:
             raise PeerUnreachable(f"{peer_id} is unreachable")
-        op = msgpack.unpackb(payload)[0]
+        op, cids = msgpack.unpackb(payload)
         hub.requests.append((self.node_id, peer_id, op))
+        if op == "want":
+            hub.wanted.setdefault(self.node_id, []).extend(cids)
         with anyio.fail_after(timeout):
             reply = await hub.nodes[peer_id].handlers[protocol](self.node_id, payload)
         await anyio.lowlevel.checkpoint()
@@ -95,6 +105,11 @@ class FakeServices:
             for pair in message["blocks"]:
                 pair[1] = b"X" + pair[1][1:]
             reply = msgpack.packb(message)
+        if op == "want" and hub.kill_after is not None:
+            left, scope = hub.kill_after
+            hub.kill_after = (left - 1, scope)
+            if left <= 1:
+                scope.cancel()
         return reply
 
 
@@ -338,3 +353,151 @@ async def test_streaming_a_remote_file_asks_the_peer_that_served_it(tmp_path: Pa
     # only the first lookups go to everyone; later windows ask the peer that served us
     assert asked.count("node-2") <= 2
     assert asked.count("node-3") <= 2
+
+
+@pytest.mark.anyio
+async def test_three_providers_one_drops_out_one_corrupt(tmp_path: Path) -> None:
+    hub, (a, b, c, d) = make_nodes(tmp_path, 4)
+    data = payload_bytes(16 * 1024 * 1024)
+    cid = await add_bytes(a.store, data, chunk_size=65536)
+    for holder in (b, c):
+        await import_copy(a, holder, cid, tmp_path)
+    for holder in (a, b, c):
+        await holder.announce(cid)
+    hub.vanish_after["node-0"] = 0  # drops out while serving its first reply
+    hub.tamper.add("node-1")  # every block it sends is corrupt
+    await d.fetch_dag(cid)
+    assert await read(d.store, cid) == data
+    assert "node-0" in hub.down and a.stats["blocks_served"] > 0
+    assert d.stats["corrupt_received"] >= 1
+    assert d.stats["provider_failures"] >= 2
+    assert d.stats["provider_records_used"] >= 1  # no who-has broadcast was needed
+    for key in d.store.all_cids():
+        d.store.get_verified(key)  # nothing corrupt was stored
+
+
+@pytest.mark.anyio
+async def test_a_killed_fetch_resumes_without_refetching(tmp_path: Path) -> None:
+    hub, (a, b) = make_nodes(tmp_path, 2)
+    data = payload_bytes(4 * 1024 * 1024)
+    cid = await add_bytes(a.store, data, chunk_size=65536)
+    total = len(list(a.store.all_cids()))
+    with anyio.CancelScope() as scope:
+        hub.kill_after = (3, scope)
+        await b.fetch_dag(cid)
+    assert scope.cancelled_caught
+    hub.kill_after = None
+    had = {split_cid(k)[2] for k in b.store.all_cids()}
+    assert 0 < len(had) < total
+    hub.wanted.clear()
+    fetched = await b.fetch_dag(cid)
+    assert fetched == total - len(had)
+    again = {split_cid(k)[2] for k in hub.wanted["node-1"]}
+    assert again.isdisjoint(had), "a block the node already had was asked for again"
+    assert await read(b.store, cid) == data
+
+
+@pytest.mark.anyio
+async def test_a_fetched_dag_is_announced_and_records_expire(tmp_path: Path) -> None:
+    hub, (a, b, c) = make_nodes(tmp_path, 3)
+    now = [1000.0]
+    for service in (a, b, c):
+        service.records.clock = lambda: now[0]
+    cid = await add_bytes(a.store, payload_bytes(600_000))
+    await b.fetch_dag(cid)  # found a by asking; b now announces it holds the DAG
+    assert c.records.providers(cid) == ["node-1"]
+    hub.requests.clear()
+    assert await c.find_providers(cid) == ["node-1"]
+    assert hub.requests == []  # answered from the record
+    now[0] += c.records.ttl + 1
+    assert c.records.providers(cid) == []
+    assert await c.find_providers(cid) == ["node-0", "node-1"]  # asked everyone again
+    assert ("node-2", "node-0", "have") in hub.requests
+
+
+def test_provider_records_are_bounded_and_expire() -> None:
+    now = [0.0]
+    records = ProviderRecords(ttl=10.0, max_roots=2, max_per_root=2, clock=lambda: now[0])
+    roots = [to_cid(add_bytes_sync(bytes([i]))) for i in range(3)]
+    records.add(roots[0], "p1")
+    now[0] = 1.0
+    records.add(roots[0], "p2")
+    now[0] = 2.0
+    records.add(roots[0], "p3")  # the stalest (p1) goes
+    assert records.providers(roots[0]) == ["p3", "p2"]
+    records.add(roots[1], "p1")
+    records.add(roots[2], "p1")  # the least recently announced root (0) goes
+    assert records.providers(roots[0]) == []
+    assert len(records) == 2
+    now[0] = 11.5  # roots 1 and 2 were announced at 2.0: still live
+    assert records.providers(roots[1]) == ["p1"]
+    now[0] = 12.0
+    assert records.expire() == 2
+    assert len(records) == 0
+    with pytest.raises(ValueError, match="positive"):
+        ProviderRecords(ttl=0)
+
+
+def add_bytes_sync(data: bytes) -> str:
+    from bacalhau.cid import cid_from_digest
+
+    return cid_str(cid_from_digest(hashlib.sha256(data).digest(), codec=0x55, version=1))
+
+
+def test_flow_window_grows_to_the_bandwidth_delay_product_and_halves_on_failure() -> None:
+    window = FlowWindow(low=2, high=16, start=2)
+    # a 10 ms path delivering 1 MiB replies back to back: throughput follows the window
+    now = 0.0
+    for _ in range(40):
+        interval = 0.010 / window.limit  # w replies per round trip
+        now += interval
+        window.on_reply(now - 0.010, now, 1 << 20)
+    assert window.limit == 16  # grew until the bound
+    window.on_failure()
+    assert window.limit == 8
+    # a path whose round trip grows with the load (a full pipe) stops growing
+    full = FlowWindow(low=2, high=64, start=4)
+    now = 0.0
+    for _ in range(200):
+        rtt = 0.002 * full.limit  # queueing: each extra request waits its turn
+        now += 0.002
+        full.on_reply(now - rtt, now, 1 << 20)
+    assert full.limit < 64
+    with pytest.raises(ValueError, match="bounds"):
+        FlowWindow(low=4, high=2)
+
+
+@pytest.mark.parametrize("count", [0, 1, 15, 16, 300])
+@pytest.mark.parametrize("size", [0, 255, 256, 65535, 65536, 300_000])
+def test_want_reply_encoding_is_msgpack(count: int, size: int) -> None:
+    blocks = [(os.urandom(34), os.urandom(size)) for _ in range(min(count, 2))]
+    blocks = (blocks * count)[:count]
+    missing = [os.urandom(36) for _ in range(count % 17)]
+    expected = msgpack.packb(
+        {"blocks": [list(b) for b in blocks], "missing": missing}, use_bin_type=True
+    )
+    assert pack_want_reply(blocks, missing) == expected
+
+
+@pytest.mark.anyio
+async def test_streaming_export_from_two_providers(tmp_path: Path) -> None:
+    _, (a, b, c) = make_nodes(tmp_path, 3)
+    data = payload_bytes(3 * 1024 * 1024 + 11)
+    cid = await add_bytes(a.store, data, chunk_size=65536)
+    await import_copy(a, b, cid, tmp_path)
+    dest = await c.export(cid, tmp_path / "out.bin")
+    assert dest.read_bytes() == data
+    assert a.stats["blocks_served"] + b.stats["blocks_served"] == c.stats["blocks_fetched"]
+    nobody = await add_bytes(None, b"stored nowhere")
+    with pytest.raises(BlockNotFound):
+        await c.export(nobody, tmp_path / "nothing")
+
+
+def test_put_many_durable_batch(tmp_path: Path) -> None:
+    store = BlockStore(tmp_path / "s", fsync=True)
+    blocks = [os.urandom(1000 + i) for i in range(20)]
+    cids = [to_cid(add_bytes_sync(b)) for b in blocks]
+    assert store.put_many([(c, (b[:10], b[10:])) for c, b in zip(cids, blocks, strict=True)]) == 20
+    assert store.put_many([(cids[0], (blocks[0],))]) == 0  # already there
+    assert [store.get_verified(c) for c in cids] == blocks
+    assert os.listdir(tmp_path / "s" / "tmp") == []
