@@ -156,6 +156,29 @@ def test_plugin_executor_found_by_entry_point(tmp_path: Path) -> None:
     assert out.endswith(UPPER_POEM)
 
 
+def test_plugin_executor_passes_the_executor_conformance_suite() -> None:
+    """The plugin's own test module (what a third party ships) runs bacalhau's suite."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(PLUGIN)],
+        cwd=PLUGIN,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    from bacalhau.testing.conformance import executor as suite
+
+    sys.path.insert(0, str(PLUGIN))
+    try:
+        import test_upper
+    finally:
+        sys.path.remove(str(PLUGIN))
+    applicable = suite.checks_for(test_upper.UpperHarness)
+    assert {"success", "a_job_that_cannot_run_raises_executor_error"} <= set(applicable)
+    assert f"{len(applicable)} passed" in proc.stdout
+
+
 def test_plugin_executor_not_installed_says_how() -> None:
     proc = run(PLUGIN / "run_upper.py", "--installed", expect=1)
     assert "pip install ./examples/plugin_executor" in proc.stderr

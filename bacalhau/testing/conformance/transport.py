@@ -2,7 +2,7 @@
 
 Use it from a test module of any transport::
 
-    from bacalhau.testing.conformance import CHECKS, TransportFactory
+    from bacalhau.testing.conformance.transport import CHECKS, TransportFactory
 
     @pytest.mark.parametrize("check", sorted(CHECKS))
     async def test_conformance(check):
@@ -23,10 +23,10 @@ from contextlib import AbstractAsyncContextManager
 import anyio
 import attrs
 
-from ..errors import TransportError
-from ..transport.base import Transport, TransportHandler
+from ...errors import TransportError
+from ...transport.base import Transport, TransportHandler
 
-__all__ = ["CHECKS", "RecordingHandler", "TransportFactory", "running"]
+__all__ = ["CHECKS", "RecordingHandler", "TransportFactory", "running", "status_count"]
 
 TransportFactory = Callable[[int], AbstractAsyncContextManager[list[Transport]]]
 
