@@ -14,6 +14,7 @@ import anyio.to_thread
 import httpx
 import pytest
 
+from bacalhau.compute.limits import JobLimits
 from bacalhau.identity import Identity
 from bacalhau.models import StorageRef, StorageSpec
 from bacalhau.publisher.base import Publisher
@@ -80,7 +81,10 @@ class UrlHarness(storage.StorageHarness):
         return httpx.Response(404) if body is None else httpx.Response(200, content=body)
 
     async def make(self, folder: Path) -> StorageProvider:
-        return UrlStorage(transport=httpx.MockTransport(self._serve))
+        return UrlStorage(
+            transport=httpx.MockTransport(self._serve),
+            limits=JobLimits(url_allow_domains=("data.example",)),
+        )
 
     async def source(self, data: bytes) -> StorageSpec:
         path = f"/files/{len(self.pages)}"
