@@ -57,7 +57,7 @@ def test_bad_options_are_refused_with_a_reason(
 
 def test_build_node_persists_its_key_and_wires_the_gossip_transport(tmp_path: Path) -> None:
     argv = ("--data-dir", str(tmp_path), "--node-type", "compute", "--peer", "127.0.0.1:9")
-    first = build_node(parse(*argv, "--secret", "x", "--port", "0"))
+    first = build_node(parse(*argv, "--secret", "correct horse battery staple", "--port", "0"))
     again = build_node(parse(*argv))
     assert first.node_id == again.node_id, "the key file in the data dir is reused"
     assert (tmp_path / "node.key").stat().st_mode & 0o777 == 0o600

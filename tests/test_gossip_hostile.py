@@ -24,9 +24,8 @@ from bacalhau.transport.gossip_conn import (
     WIRE_MAX,
     FrameReader,
     encode,
-    handshake,
-    network_key,
 )
+from bacalhau.transport.gossip_handshake import PROTOCOL, handshake, network_key
 
 pytestmark = pytest.mark.anyio
 
@@ -161,7 +160,7 @@ async def test_garbage_after_the_handshake(caplog: pytest.LogCaptureFixture) -> 
 async def test_slow_loris_in_the_handshake(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.WARNING, "bacalhau.transport.gossip")
     async with pair() as (a, b, hs), await anyio.connect_tcp(*a.address) as s:
-        hello = encode(["bacalhau-gossip/1", os.urandom(32), os.urandom(32), 0, None])
+        hello = encode([PROTOCOL, os.urandom(32), os.urandom(32), 0, None, None])
         with contextlib.suppress(anyio.BrokenResourceError, OSError):
             for i in range(len(hello)):  # one byte per 0.1 s: 8 s in all, far past the limit
                 await s.send(hello[i : i + 1])
@@ -203,7 +202,7 @@ async def test_a_forged_node_key_is_refused(caplog: pytest.LogCaptureFixture) ->
     caplog.set_level(logging.WARNING, "bacalhau.transport.gossip")
     async with pair() as (a, b, hs), await anyio.connect_tcp(*a.address) as s:
         victim = Identity.generate()
-        await s.send(encode(["bacalhau-gossip/1", victim.public_key, os.urandom(32), 0, None]))
+        await s.send(encode([PROTOCOL, victim.public_key, os.urandom(32), 0, None, None]))
         reader = FrameReader(s)
         await reader.read(max_size=4096)  # a's HELLO
         await s.send(encode([os.urandom(64), b""]))  # cannot sign as the victim
@@ -212,12 +211,12 @@ async def test_a_forged_node_key_is_refused(caplog: pytest.LogCaptureFixture) ->
         await still_serving(a, b, hs)
 
 
-@pytest.mark.parametrize("intruder_secret", [None, "wrong"])
+@pytest.mark.parametrize("intruder_secret", [None, "the wrong passphrase"])
 async def test_a_node_without_the_secret_is_refused(
     caplog: pytest.LogCaptureFixture, intruder_secret: str | None
 ) -> None:
     caplog.set_level(logging.WARNING, "bacalhau.transport.gossip")
-    async with pair(secret="right") as (a, b, hs), anyio.create_task_group() as tg:
+    async with pair(secret="the right passphrase") as (a, b, hs), anyio.create_task_group() as tg:
         intruder = GossipTransport(
             Identity.generate(), secret=intruder_secret, options=OPTS, peers=[a.address]
         )

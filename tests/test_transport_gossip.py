@@ -60,7 +60,7 @@ async def test_conformance(check: str) -> None:
 
 async def test_conformance_with_a_network_secret() -> None:
     await CHECKS["broadcast_reaches_all_others_once"](
-        lambda n: gossip_transports(n, secret="s3cret")
+        lambda n: gossip_transports(n, secret="correct horse battery staple")
     )
 
 

@@ -268,7 +268,13 @@ async def test_network_secret(nats_server: NatsServer) -> None:
     """Members hear members only; a node without (or with another) secret is refused both ways."""
     subject = "bacalhau.sec" + os.urandom(4).hex()
     opts = NatsOptions(servers=(nats_server.url,), subject=subject, **FAST)
-    secrets = [b"s3cret", b"s3cret", b"s3cret", None, b"other"]
+    secrets = [
+        b"correct horse battery staple",
+        b"correct horse battery staple",
+        b"correct horse battery staple",
+        None,
+        b"another long passphrase",
+    ]
     ts = [NatsTransport(Identity.generate(), opts, secret=s) for s in secrets]
     hs = [RecordingHandler(t.node_id) for t in ts]
     members = {t.node_id for t in ts[:3]}

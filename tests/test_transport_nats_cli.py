@@ -95,9 +95,12 @@ def test_mistakes_are_named(argv: list[str], problem: str) -> None:
 
 def test_transport_takes_the_network_secret() -> None:
     ident = Identity.generate()
-    t = nats_transport_from_args(parse("--network-secret", "s3cret"), ident)
+    t = nats_transport_from_args(parse("--network-secret", "correct horse battery staple"), ident)
     assert t.node_id == ident.node_id
-    assert t.secret == b"s3cret"
+    assert t.secret == b"correct horse battery staple"
     assert t.status()["private"] is True
     assert nats_transport_from_args(parse(), ident).secret is None
-    assert nats_transport_from_args(parse(), ident, secret="x").secret == b"x"
+    assert (
+        nats_transport_from_args(parse(), ident, secret="long enough secret").secret
+        == b"long enough secret"
+    )

@@ -176,7 +176,14 @@ async def test_nodes_without_the_network_secret_are_refused(nats_server: NatsSer
     from bacalhau import RequesterConfig
 
     subject = "bacalhau.priv" + os.urandom(4).hex()
-    secrets = iter([b"s3cret", b"s3cret", b"s3cret", None])
+    secrets = iter(
+        [
+            b"correct horse battery staple",
+            b"correct horse battery staple",
+            b"correct horse battery staple",
+            None,
+        ]
+    )
 
     def factory(identity: Identity) -> NatsTransport:
         opts = NatsOptions(servers=(nats_server.url,), subject=subject, **FAST)

@@ -143,6 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .data import add_data_parser
     from .docker import add_docker_parser
     from .node_data import wire_data_parser
+    from .secret import add_secret_parser
     from .serve import add_serve_parser, serve
     from .wasm import add_wasm_parser
 
@@ -153,6 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
         add_submit_options(p)
         p.set_defaults(func=run)
     wire_data_parser(add_data_parser(sub))
+    add_secret_parser(sub)
     return parser
 
 

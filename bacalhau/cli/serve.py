@@ -122,7 +122,13 @@ def add_serve_parser(subparsers: Any) -> argparse.ArgumentParser:
         default=None,
         metavar="SECRET",
         help="network secret: only nodes with the same one can connect "
-        "(or $BACALHAU_NETWORK_SECRET)",
+        "(or $BACALHAU_NETWORK_SECRET); make one with `bacalhau secret new`",
+    )
+    net.add_argument(
+        "--network-name",
+        default=os.environ.get("BACALHAU_NETWORK_NAME", "bacalhau"),
+        metavar="NAME",
+        help="the network's name: salts a passphrase secret (or $BACALHAU_NETWORK_NAME)",
     )
     net.add_argument(
         "--mdns",
@@ -253,6 +259,7 @@ def build_transport(args: argparse.Namespace, identity: Any) -> Any:
         port=args.port,
         peers=list(args.peers),
         secret=secret,
+        network=args.network_name,
         mdns=args.mdns,
         mdns_interfaces=args.mdns_interfaces,
         advertise_host=args.advertise,

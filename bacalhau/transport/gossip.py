@@ -70,14 +70,12 @@ from .gossip_conn import (
     WIRE_MAX,
     Connection,
     FrameReader,
-    SelfConnection,
     decode,
     encode,
-    handshake,
-    network_key,
-    network_tag,
 )
+from .gossip_handshake import SelfConnection, handshake
 from .gossip_options import GossipOptions
+from .secret import DEFAULT_NETWORK, parse_secret
 
 __all__ = ["GossipOptions", "GossipTransport", "gossip_transport_factory"]
 
@@ -94,7 +92,10 @@ class GossipTransport(Transport):
         port: TCP port to listen on; 0 picks a free one (see :attr:`address`).
         peers: static peers, as ``"HOST:PORT"`` strings or ``(host, port)``
             pairs; dialed at start and redialed with backoff forever.
-        secret: the network secret; nodes without the same one cannot connect.
+        secret: the network secret; nodes without the same one cannot connect
+            (a key from ``bacalhau secret new``, or a passphrase of at least 12
+            characters; see :mod:`bacalhau.transport.secret`).
+        network: the network's name (salts passphrases).
         mdns: announce and discover nodes by mDNS.
         mdns_interfaces: interface addresses for mDNS (None: all).
         advertise_host: the host other nodes should dial (default: the address
@@ -113,6 +114,7 @@ class GossipTransport(Transport):
         port: int = 0,
         peers: Sequence[str | tuple[str, int]] = (),
         secret: str | bytes | None = None,
+        network: str = DEFAULT_NETWORK,
         mdns: bool = False,
         mdns_interfaces: Sequence[str] | None = None,
         advertise_host: str | None = None,
@@ -123,8 +125,9 @@ class GossipTransport(Transport):
         self.identity = identity
         self.host, self.port = host, port
         self.static_peers = [parse_peer_address(p) if isinstance(p, str) else p for p in peers]
-        self._secret_key = network_key(secret) if secret is not None else None
-        self.network_tag = network_tag(secret)
+        parsed = parse_secret(secret, network=network) if secret is not None else None
+        self._secret_key = parsed.key if parsed is not None else None
+        self.network_tag = parsed.tag if parsed is not None else "public"
         self.mdns, self.mdns_interfaces = mdns, mdns_interfaces
         self.advertise_host = advertise_host
         self.options = options or GossipOptions()
@@ -333,6 +336,7 @@ class GossipTransport(Transport):
                 reader,
                 self.identity,
                 secret_key=self._secret_key,
+                outbound=outbound,
                 listen_port=self._bound[1] if self._bound else None,
                 advertise_host=self.advertise_host,
                 expected_id=expected_id,

@@ -5,18 +5,7 @@ bytes of msgpack. Before the handshake completes a frame may hold at most
 :data:`HANDSHAKE_MAX` bytes; after it, at most :data:`WIRE_MAX` (a transport
 frame of :data:`~bacalhau.transport.base.MAX_FRAME` plus its header).
 
-Handshake (both sides at once, one round trip)::
-
-    HELLO = [PROTOCOL, public_key(32), nonce(32), listen_port, advertise_host | nil]
-    AUTH  = [signature(64), mac(32) | b""]
-
-Each side signs ``AUTH_CONTEXT + peer_nonce + own_nonce + own_key + peer_key``
-with its node key; the peer checks the signature against the key in HELLO (the
-node id is derived from that key, so the id is proven). With a network secret,
-``mac`` is HMAC-SHA256 of the same bytes under a key derived from the secret;
-a side with a secret refuses a peer whose mac does not match, and a side
-without one refuses a peer that sends one. Either side may send
-``[BYE, reason]`` instead, to say why it refuses.
+The handshake that comes first is in :mod:`bacalhau.transport.gossip_handshake`.
 
 After the handshake every frame is ``[type, ...]``::
 
@@ -35,10 +24,7 @@ After the handshake every frame is ``[type, ...]``::
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import logging
-import os
 from collections import deque
 from time import monotonic
 from typing import Any
@@ -49,27 +35,18 @@ import attrs
 import msgpack
 
 from ..errors import DecodeError, PeerUnreachable, WireError
-from ..identity import Identity, node_id_from_public_key, verify_signature
 from .base import MAX_FRAME
 
 __all__ = [
-    "HANDSHAKE_MAX",
-    "PROTOCOL",
     "WIRE_MAX",
     "Connection",
     "FrameReader",
-    "Hello",
-    "SelfConnection",
+    "decode",
     "encode",
-    "handshake",
-    "network_key",
-    "network_tag",
 ]
 
 log = logging.getLogger("bacalhau.transport.gossip")
 
-PROTOCOL = "bacalhau-gossip/1"
-AUTH_CONTEXT = b"bacalhau-gossip/1 auth\x00"
 HANDSHAKE_MAX = 4096
 WIRE_MAX = MAX_FRAME + 64
 """Largest frame after the handshake: a MAX_FRAME payload plus the message header."""
@@ -101,26 +78,6 @@ def decode(frame: bytes) -> list[Any]:
     if not (isinstance(msg, list) and msg and type(msg[0]) is int and msg[0] in MESSAGE_TYPES):
         raise DecodeError("frame is not a [type, ...] array of a known message type")
     return msg
-
-
-def network_key(secret: str | bytes) -> bytes:
-    """The 32-byte HMAC key derived from a network secret."""
-    raw = secret.encode() if isinstance(secret, str) else secret
-    return hashlib.sha256(b"bacalhau-gossip network secret\x00" + raw).digest()
-
-
-def network_tag(secret: str | bytes | None) -> str:
-    """A short public tag of the network (``public`` without a secret), for discovery.
-
-    It lets nodes skip mDNS records of other networks without trying a handshake.
-    """
-    if secret is None:
-        return "public"
-    return hashlib.sha256(b"bacalhau-gossip tag\x00" + network_key(secret)).hexdigest()[:16]
-
-
-class SelfConnection(WireError):
-    """The peer at the other end is this node (a static or advertised address of our own)."""
 
 
 class ConnectionClosed(WireError):
@@ -189,95 +146,6 @@ class FrameReader:
                 f"({len(self._buf)} bytes of it received)"
             )
         return None
-
-
-@attrs.frozen
-class Hello:
-    """What the handshake proved about the peer."""
-
-    node_id: str
-    listen_port: int | None
-    advertise_host: str | None
-
-
-def _transcript(
-    signer_key: bytes, other_key: bytes, signer_nonce: bytes, other_nonce: bytes
-) -> bytes:
-    return AUTH_CONTEXT + other_nonce + signer_nonce + signer_key + other_key
-
-
-async def handshake(
-    stream: anyio.abc.ByteStream,
-    reader: FrameReader,
-    identity: Identity,
-    *,
-    secret_key: bytes | None,
-    listen_port: int | None,
-    advertise_host: str | None = None,
-    expected_id: str | None = None,
-    time_limit: float,
-) -> Hello:
-    """Run the handshake on a fresh connection (the same code on both ends).
-
-    Raises:
-        SelfConnection: the peer is this node.
-        WireError: the peer is not who ``expected_id`` says, fails to prove its
-            key or the network secret, speaks another protocol, or is too slow.
-    """
-    nonce = os.urandom(32)
-
-    async def read() -> list[Any]:
-        frame = await reader.read(max_size=HANDSHAKE_MAX)
-        try:
-            msg = msgpack.unpackb(frame, raw=False, strict_map_key=True)
-        except Exception as exc:
-            raise DecodeError(f"malformed handshake frame ({type(exc).__name__})") from None
-        if not isinstance(msg, list):
-            raise DecodeError("handshake frame is not an array")
-        if len(msg) == 2 and msg[0] == BYE and isinstance(msg[1], str):
-            raise WireError(f"peer refused the connection: {msg[1][:200]}")
-        return msg
-
-    try:
-        with anyio.fail_after(time_limit):
-            await stream.send(
-                encode([PROTOCOL, identity.public_key, nonce, listen_port or 0, advertise_host])
-            )
-            hello = await read()
-            if not (len(hello) == 5 and hello[0] == PROTOCOL):
-                raise DecodeError(f"peer does not speak {PROTOCOL}")
-            _, peer_key, peer_nonce, port, host = hello
-            if not (isinstance(peer_key, bytes) and len(peer_key) == 32):
-                raise DecodeError("peer key must be 32 bytes")
-            if not (isinstance(peer_nonce, bytes) and len(peer_nonce) == 32):
-                raise DecodeError("peer nonce must be 32 bytes")
-            if not (type(port) is int and 0 <= port <= 65535):
-                raise DecodeError("peer listen port is not a port number")
-            if not (host is None or (isinstance(host, str) and 0 < len(host) <= 255)):
-                raise DecodeError("peer advertised host is not a host name")
-            peer_id = node_id_from_public_key(peer_key)
-            if peer_id == identity.node_id:
-                raise SelfConnection("connected to this node itself")
-            if expected_id is not None and peer_id != expected_id:
-                raise WireError(f"expected node {expected_id} at this address, found {peer_id}")
-            mine = _transcript(identity.public_key, peer_key, nonce, peer_nonce)
-            mac = hmac.digest(secret_key, mine, "sha256") if secret_key is not None else b""
-            await stream.send(encode([identity.sign(mine), mac]))
-            auth = await read()
-    except TimeoutError:
-        raise WireError(f"handshake did not finish within {time_limit:g}s") from None
-    if not (len(auth) == 2 and isinstance(auth[0], bytes) and isinstance(auth[1], bytes)):
-        raise DecodeError("malformed handshake AUTH")
-    theirs = _transcript(peer_key, identity.public_key, peer_nonce, nonce)
-    if not verify_signature(peer_id, auth[0], theirs):
-        raise WireError(f"peer {peer_id} failed to prove its node key")
-    if secret_key is not None:
-        if not hmac.compare_digest(auth[1], hmac.digest(secret_key, theirs, "sha256")):
-            reason = "has no network secret" if not auth[1] else "has another network secret"
-            raise WireError(f"peer {peer_id} {reason}: refused (private network)")
-    elif auth[1]:
-        raise WireError(f"peer {peer_id} is on a private network; this node has no --secret")
-    return Hello(node_id=peer_id, listen_port=port or None, advertise_host=host)
 
 
 @attrs.define(eq=False)

@@ -116,7 +116,8 @@ class NatsTransport(Transport):
         identity: the node's keys; the node id is the transport's.
         options: servers, credentials, TLS, JetStream and buffering.
         secret: the network secret of a private network (None: an open network);
-            text is taken as its UTF-8 bytes.
+            a key from ``bacalhau secret new`` or a passphrase (see
+            :mod:`bacalhau.transport.secret`; on NATS prefer a key).
     """
 
     identity: Identity
@@ -168,7 +169,7 @@ class NatsTransport(Transport):
         if self.secret is not None:
             if not self.secret:
                 raise ValidationError("the network secret must not be empty", field="secret")
-            self._key = mac_key(self.secret)
+            self._key = mac_key(self.secret, network=self.options.subject)
         self._presence_sig = self.identity.sign(
             self._presence_bytes(self.identity.public_key, self._boot)
         )

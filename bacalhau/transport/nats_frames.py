@@ -100,9 +100,16 @@ class Packet:
         return self.extra[SIG_SIZE + 1 :].decode("ascii")
 
 
-def mac_key(secret: bytes) -> bytes:
-    """The HMAC key derived from a network secret (never the secret itself on the wire)."""
-    return hashlib.sha256(b"bacalhau/nats/mac/v1\x00" + secret).digest()
+def mac_key(secret: bytes | str, *, network: str = "bacalhau.default") -> bytes:
+    """The HMAC key derived from a network secret (never the secret itself on the wire).
+
+    The secret becomes a network key first (:func:`~bacalhau.transport.secret.parse_secret`:
+    a generated 256-bit key as it is, a passphrase stretched by scrypt salted with the
+    ``network`` name), because anyone who can subscribe on the NATS server sees the tags.
+    """
+    from .secret import parse_secret
+
+    return parse_secret(secret, network=network).derive("nats-mac/v1")
 
 
 def request_signing_bytes(dst_key: bytes, msg_id: bytes, reply: str, frame: bytes) -> bytes:
