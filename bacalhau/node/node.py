@@ -449,10 +449,14 @@ class Node(TransportHandler):
 
     async def get_data(self, cid: str, dest: Path) -> Path:
         """Write the file or directory at ``cid`` to ``dest`` (fetched from peers when
-        needed, every block verified against its hash)."""
+        needed from every provider at once, every block verified against its hash; files
+        are written while their blocks arrive)."""
         from ..storage.ipfs.exporter import export_to_path
 
-        return await export_to_path(self._need_blocks(), cid, Path(dest))
+        blocks = self._need_blocks()
+        if hasattr(blocks, "export"):
+            return await blocks.export(cid, Path(dest))  # type: ignore[no-any-return]
+        return await export_to_path(blocks, cid, Path(dest))
 
     async def cat(self, cid: str, *, max_size: int = 64 * 1024 * 1024) -> bytes:
         """The bytes of the file at ``cid`` (a path inside a directory CID: ``CID/a/b``)."""
