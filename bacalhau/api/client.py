@@ -40,10 +40,13 @@ from ..errors import (
     ApiError,
     BacalhauError,
     BlockNotFound,
+    DecodeError,
     JobNotFound,
     NodeUnreachable,
     ValidationError,
 )
+from ..live.events import NodeEvent
+from ..live.node import LogRecord
 from ..models import JobResult, JobSpec, JobState, NodeInfo, from_json_data, to_json_data
 from .schemas import (
     API_PREFIX,
@@ -289,6 +292,53 @@ class Client:
             params["stream"] = stream
         async for chunk in self._lines(f"/jobs/{_quote(job_id)}/logs", LogChunk, params):
             yield chunk
+
+    async def log_stream(
+        self,
+        job_id: str,
+        *,
+        follow: bool = True,
+        tail: int | None = None,
+        execution: str | None = None,
+    ) -> AsyncIterator[LogRecord]:
+        """The live output of the job's executions, line by line as it is written: what
+        each execution's node still keeps (the last ``tail`` lines when given), then with
+        ``follow`` new lines until the job ends. ``execution`` keeps only executions on
+        nodes whose id starts with it. Notes come as records with ``skipped`` (lines
+        this reader missed) or ``end`` (an execution's output is complete)."""
+        params: dict[str, Any] = {"follow": "true" if follow else "false"}
+        if tail is not None:
+            params["tail"] = tail
+        if execution:
+            params["execution"] = execution
+        path = f"/jobs/{_quote(job_id)}/logs/stream"
+        async for record in self._lines(path, LogRecord, params):
+            yield record
+
+    async def node_events(
+        self, *, follow: bool = True, tail: int | None = None, after: int | None = None
+    ) -> AsyncIterator[NodeEvent]:
+        """The node's event stream (every job's events, peers joining and leaving): the
+        events it keeps (the last ``tail``, or those after sequence number ``after``),
+        then with ``follow`` new ones as they happen."""
+        params: dict[str, Any] = {"follow": "true" if follow else "false"}
+        if tail is not None:
+            params["tail"] = tail
+        if after is not None:
+            params["after"] = after
+        async with self._stream("GET", "/events", params=params) as response:
+            async for line in response.aiter_lines():
+                if line.strip():
+                    data = json.loads(line)
+                    if "seq" in data:
+                        yield from_json_data(data, NodeEvent, what="event")
+
+    async def network(self) -> list[NodeInfo]:
+        """This node's info and that of each peer that answered."""
+        data = (await self._request("GET", "/network")).json()
+        if not isinstance(data, list):
+            raise DecodeError("the network view must be a list")
+        return [from_json_data(d, NodeInfo, what="network") for d in data]
 
     async def wait(
         self,
@@ -591,6 +641,15 @@ class SyncClient:
 
     def logs(self, job_id: str, **options: Any) -> Iterator[LogChunk]:
         return self._iterate(self._client.logs(job_id, **options))
+
+    def log_stream(self, job_id: str, **options: Any) -> Iterator[LogRecord]:
+        return self._iterate(self._client.log_stream(job_id, **options))
+
+    def node_events(self, **options: Any) -> Iterator[NodeEvent]:
+        return self._iterate(self._client.node_events(**options))
+
+    def network(self) -> list[NodeInfo]:
+        return self._call(self._client.network)
 
     def wait(self, job_id: str, *, timeout: float | None = None) -> JobResult:
         return self._call(self._client.wait, job_id, timeout=timeout)

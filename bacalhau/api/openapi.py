@@ -71,6 +71,12 @@ _PATH = _query(
     "path", {"type": "string", "maxLength": 4096}, "A path inside the CID's directory tree."
 )
 
+_TAIL = _query(
+    "tail",
+    {"type": "integer", "minimum": 0, "maximum": 1_000_000},
+    "Start with the last N kept (default: all kept).",
+)
+
 _COMMON_ERRORS = {
     "401": _error("A bearer token is required, or the one given is wrong."),
     "404": _error("No such job, CID or route."),
@@ -217,6 +223,32 @@ def _paths() -> dict[str, Any]:
                 op_id="jobLogs",
             ),
         },
+        f"{_P}/jobs/{{job_id}}/logs/stream": {
+            "get": _op(
+                "Stream the executions' output live, line by line (NDJSON, one LogRecord per line)",
+                {
+                    "200": _stream(
+                        _NDJSON,
+                        "LogRecord",
+                        "Lines as they are written, and notes (skipped, end); blank lines "
+                        "are keep-alives.",
+                    ),
+                    "400": _error("A parameter is malformed."),
+                    **_COMMON_ERRORS,
+                },
+                params=[
+                    _JOB_ID,
+                    _FOLLOW,
+                    _TAIL,
+                    _query(
+                        "execution",
+                        {"type": "string", "maxLength": 200},
+                        "Only executions on nodes whose id starts with this.",
+                    ),
+                ],
+                op_id="jobLogStream",
+            ),
+        },
         f"{_P}/jobs/{{job_id}}/results": {
             "get": _op(
                 "Where the job's accepted results were published",
@@ -243,6 +275,49 @@ def _paths() -> dict[str, Any]:
                     },
                 },
                 op_id="cancelJob",
+            ),
+        },
+        f"{_P}/events": {
+            "get": _op(
+                "Stream the node's events: every job's events, peers joining and leaving "
+                "(NDJSON of NodeEvent; text/event-stream when asked for)",
+                {
+                    "200": _stream(
+                        _NDJSON, "NodeEvent", "Events in order; blank lines are keep-alives."
+                    ),
+                    "400": _error("A parameter is malformed."),
+                    **_COMMON_ERRORS,
+                },
+                params=[
+                    _FOLLOW,
+                    _TAIL,
+                    _query(
+                        "after",
+                        {"type": "integer", "minimum": -1, "maximum": 2**62},
+                        "Only events after this sequence number (to resume a stream).",
+                    ),
+                ],
+                op_id="nodeEvents",
+            ),
+        },
+        f"{_P}/network": {
+            "get": _op(
+                "This node's info and that of each peer that answers within 2 s",
+                {
+                    "200": {
+                        "description": "One NodeInfo per node, this node first.",
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "type": "array",
+                                    "items": {"$ref": "#/components/schemas/NodeInfo"},
+                                }
+                            }
+                        },
+                    },
+                    **_COMMON_ERRORS,
+                },
+                op_id="network",
             ),
         },
         f"{_P}/data": {

@@ -16,6 +16,8 @@ from typing import Any, Union
 
 import attrs
 
+from ..live.events import NodeEvent
+from ..live.node import LogRecord
 from ..models import (
     JobEvent,
     JobResult,
@@ -364,4 +366,6 @@ API_MODELS: list[type] = [
     Health,
     NodeInfo,
     ErrorBody,
+    LogRecord,
+    NodeEvent,
 ]

@@ -63,6 +63,7 @@ from ._http import (
     parse_json,
     require_type,
 )
+from .live import live_routes, token_of
 from .openapi import openapi_document
 from .schemas import (
     API_PREFIX,
@@ -557,9 +558,8 @@ class ApiApp:
             return None
         if scope.get("path") in OPEN_PATHS:
             return None
-        given = headers.get(b"authorization", b"")
-        scheme, _, value = given.partition(b" ")
-        if scheme.lower() != b"bearer" or not value:
+        value = token_of(scope)
+        if not value:
             return error_response(
                 401,
                 "unauthorized",
@@ -625,6 +625,7 @@ def create_app(node: Any, *, token: str | None = None, limits: ApiLimits = ApiLi
         route(f"{p}/data/{{cid}}/car", api.export_car, "GET"),
         route(f"{p}/data/{{cid}}/pin", api.pin, "POST"),
         route(f"{p}/data/{{cid}}/pin", api.unpin, "DELETE"),
+        *live_routes(api),
         bacalhau_v1.mount(api),  # Bacalhau's v1 API, after ours (same prefix)
     ]
     inner = Starlette(routes=routes, exception_handlers={HTTPException: _http_error})

@@ -40,6 +40,7 @@ from .jobs import (
     EXIT_JOB_FAILED,
     EXIT_OK,
     EXIT_UNREACHABLE,
+    add_api_options,
     add_job_parsers,
     add_submit_options,
     client_from_args,
@@ -155,6 +156,11 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=run)
     wire_data_parser(add_data_parser(sub))
     add_secret_parser(sub)
+    from .watch import add_watch_parsers
+
+    api = argparse.ArgumentParser(add_help=False)
+    add_api_options(api)
+    add_watch_parsers(sub, api)
     return parser
 
 

@@ -127,6 +127,12 @@ def add_submit_options(parser: argparse.ArgumentParser) -> None:
         "--id-only", action="store_true", help="print only the job id (progress is not shown)"
     )
     parser.add_argument(
+        "-f",
+        "--follow",
+        action="store_true",
+        help="print the job's output live as it runs (progress goes to stderr)",
+    )
+    parser.add_argument(
         "--output",
         dest="format",
         choices=FORMATS,
@@ -222,15 +228,25 @@ async def submit_and_follow(client: Client, spec: JobSpec, ns: argparse.Namespac
             print(f"  follow it:  bacalhau describe {short(job_id)}", file=_out())
         return EXIT_OK
     show = not id_only and fmt == "text"
+    follow = getattr(ns, "follow", False)
+    talk = sys.stderr if follow else _out()  # with --follow, stdout is the job's output
     if show:
-        print(f"Job {job_id}", file=_out())
-        _out().flush()
+        print(f"Job {job_id}", file=talk)
+        talk.flush()
 
     def on_event(line: EventLine) -> None:
         if show:
-            print(progress_line(line), file=_out(), flush=True)
+            print(progress_line(line), file=talk, flush=True)
 
-    result = await client.wait(job_id, timeout=getattr(ns, "wait_timeout", None), on_event=on_event)
+    timeout = getattr(ns, "wait_timeout", None)
+    if follow:
+        from .watch import follow_logs
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(functools.partial(follow_logs, client, job_id))
+            result = await client.wait(job_id, timeout=timeout, on_event=on_event)
+    else:
+        result = await client.wait(job_id, timeout=timeout, on_event=on_event)
     if id_only:
         print(job_id, file=_out())
     elif fmt != "text":
@@ -336,6 +352,10 @@ async def cmd_describe(ns: argparse.Namespace) -> int:
 
 
 async def cmd_logs(ns: argparse.Namespace) -> int:
+    if ns.follow or ns.tail is not None or ns.execution:
+        from .watch import cmd_logs_live
+
+        return await cmd_logs_live(ns)
     async with client_from_args(ns) as client:
         async for chunk in client.logs(ns.job, follow=ns.follow, node=ns.node, stream=ns.stream):
             sink = sys.stdout if chunk.stream == "stdout" else sys.stderr
@@ -493,7 +513,25 @@ def add_job_parsers(sub: Any) -> None:
 
     p = command("logs", cmd_logs, "print a job's stdout (and stderr, to stderr)")
     p.add_argument("job", metavar="JOB", help="job id or unique prefix")
-    p.add_argument("-f", "--follow", action="store_true", help="wait for executions to finish")
+    p.add_argument(
+        "-f",
+        "--follow",
+        action="store_true",
+        help="print the output live, line by line, until the job ends",
+    )
+    p.add_argument(
+        "--tail",
+        type=int,
+        default=None,
+        metavar="N",
+        help="start with the last N lines of each execution",
+    )
+    p.add_argument(
+        "--execution",
+        default=None,
+        metavar="NODE",
+        help="only the execution on the node whose id starts with this",
+    )
     p.add_argument("--node", default=None, help="only executions on nodes starting with this")
     p.add_argument("--stream", choices=("stdout", "stderr"), default=None)
 

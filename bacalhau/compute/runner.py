@@ -20,7 +20,7 @@ import logging
 import os
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import anyio
 import anyio.abc
@@ -29,6 +29,7 @@ import attrs
 
 from ..errors import BacalhauError, ExecutorError, StorageError
 from ..executor.base import ExecutionContext, PreparedVolume, RunResult, make_layout
+from ..live.logs import LogHub
 from ..models import InputSpec, JobSpec
 from ..paths import remove_tree, safe_join
 from ..protocol.events import (
@@ -142,6 +143,15 @@ DISK_POLL = 0.5
 """Seconds between two looks at the disk a running job fills."""
 
 
+STREAMS: tuple[Literal["stdout", "stderr"], ...] = ("stdout", "stderr")
+
+
+def _tail(path: Path, size: int) -> bytes:
+    with path.open("rb") as f:
+        f.seek(max(0, path.stat().st_size - size))
+        return f.read(size)
+
+
 def _head(path: Path) -> str:
     try:
         with path.open("rb") as f:
@@ -169,6 +179,8 @@ class ExecutionRunner:
     capacity: Capacity
     feed: Callable[[Event], None]
     limits: JobLimits = DEFAULT_JOB_LIMITS
+    logs: LogHub = attrs.Factory(LogHub)
+    """Live output of this node's executions (``bacalhau logs -f``)."""
     _tg: anyio.abc.TaskGroup | None = None
     _scopes: dict[str, anyio.CancelScope] = attrs.Factory(dict)
     _stopping: dict[str, anyio.CancelScope] = attrs.Factory(dict)
@@ -305,28 +317,42 @@ class ExecutionRunner:
                     f"the inputs take {used} bytes, more than the job's disk of {disk} bytes "
                     "(resources.disk)"
                 )
+        execution_id = f"{job_id}/{self.node_id}"
+        live = self.logs.open(job_id, execution_id)
         ctx = ExecutionContext(
             job_id=job_id,
-            execution_id=f"{job_id}/{self.node_id}",
+            execution_id=execution_id,
             spec=spec,
             volumes=tuple(volumes),
             outputs=outputs,
             results_dir=results,
             work_dir=work,
             node_id=self.node_id,
+            output=live.write,
         )
-        with anyio.move_on_after(spec.timeout + TIMEOUT_GRACE) as deadline:
-            if guards:
-                result = await self._run_watched(executor, ctx, folder, disk)
-            else:
-                result = await executor.run(ctx)
+        try:
+            with anyio.move_on_after(spec.timeout + TIMEOUT_GRACE) as deadline:
+                if guards:
+                    result = await self._run_watched(executor, ctx, folder, disk)
+                else:
+                    result = await executor.run(ctx)
+        except BaseException:
+            live.close()
+            raise
         if deadline.cancelled_caught:
+            live.close()
             raise ExecutorError(f"job timed out after {spec.timeout:g}s")
+        streamed = live.written > 0
 
         def finish() -> tuple[str, str]:
-            for name in ("stdout", "stderr"):
-                if not (results / name).exists():
-                    (results / name).write_bytes(b"")
+            try:
+                for name in STREAMS:
+                    if not (results / name).exists():
+                        (results / name).write_bytes(b"")
+                    elif not streamed:  # an executor without live output: show its files
+                        live.write(name, _tail(results / name, live.max_bytes))
+            finally:
+                live.close()
             (results / "exitCode").write_text(str(result.exit_code))
             remove_tree(work)
             remove_tree(inputs)

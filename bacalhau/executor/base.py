@@ -12,6 +12,7 @@ A non-zero exit is a result, not an error; an executor raises
 from __future__ import annotations
 
 import abc
+from collections.abc import Callable
 from pathlib import Path
 from typing import ClassVar, Literal
 
@@ -26,6 +27,7 @@ __all__ = [
     "ExecutionContext",
     "ExecutionLayout",
     "Executor",
+    "OutputSink",
     "PreparedVolume",
     "RunResult",
     "make_layout",
@@ -51,9 +53,18 @@ class PreparedVolume:
     read: Reader | None = None  # thread-safe; library mode
 
 
+OutputSink = Callable[[Literal["stdout", "stderr"], bytes], None]
+"""Takes the job's output as it is written (``sink("stdout", b"...")``), from any thread,
+without blocking: the node's live log buffer (:class:`bacalhau.live.LogBuffer`)."""
+
+
 @attrs.frozen
 class ExecutionContext:
-    """Everything one run needs; built by the node's execution runner."""
+    """Everything one run needs; built by the node's execution runner.
+
+    ``output``, when set, is given the job's stdout and stderr bytes while the job runs
+    (live logs); the ``stdout``/``stderr`` files in ``results_dir`` stay the record.
+    """
 
     job_id: str
     execution_id: str
@@ -63,6 +74,7 @@ class ExecutionContext:
     results_dir: Path
     work_dir: Path
     node_id: str = ""
+    output: OutputSink | None = attrs.field(default=None, eq=False)
 
 
 @attrs.frozen

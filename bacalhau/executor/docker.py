@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal, TypeVar
 
 import anyio
+import anyio.abc
 import anyio.to_thread
 import attrs
 
@@ -53,6 +54,7 @@ from ..errors import ExecutorError, ExecutorUnavailable, ValidationError
 from ..models import JobSpec, check_abs_path
 from ..paths import is_within
 from .base import MAX_LOG_BYTES, ExecutionContext, Executor, RunResult, write_capped
+from .docker_output import follow_output
 
 __all__ = [
     "LABEL_EXECUTION",
@@ -729,9 +731,21 @@ class DockerExecutor(Executor):
     ) -> RunResult:
         timeout = ctx.spec.timeout
         await self._call(engine.start, container)
-        with anyio.move_on_after(timeout) as scope:
-            # Abandoned on cancel: removing the container (finally, in run) ends the wait.
-            reply = await anyio.to_thread.run_sync(engine.wait, container, abandon_on_cancel=True)
+        failure: ExecutorError | None = None
+        async with anyio.create_task_group() as tg:
+            following = follow_output(tg, engine.client, container, ctx.output)
+            try:
+                with anyio.move_on_after(timeout) as scope:
+                    # Abandoned on cancel: removing the container (in run) ends the wait.
+                    reply = await anyio.to_thread.run_sync(
+                        engine.wait, container, abandon_on_cancel=True
+                    )
+            except ExecutorError as exc:
+                failure = exc
+            finally:
+                await following.stop()
+        if failure is not None:
+            raise failure
         if scope.cancelled_caught:
             with anyio.CancelScope(shield=True):
                 await self._call(engine.kill, container)

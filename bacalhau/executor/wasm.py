@@ -64,6 +64,7 @@ from .base import (
     MAX_LOG_BYTES,
     ExecutionContext,
     Executor,
+    OutputSink,
     PreparedVolume,
     RunResult,
     write_capped,
@@ -166,21 +167,26 @@ class _Plan:
     interrupt: Interrupt
     guards: bool = True
     run_timeout: float | None = None  # what is left of ``timeout`` after compiling
+    output: OutputSink | None = None
 
 
 class _Capture:
-    """A WASI output stream kept in memory up to ``limit`` bytes."""
+    """A WASI output stream kept in memory up to ``limit`` bytes, and handed to the
+    live output sink (when there is one) as the module writes it."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, live: Callable[[bytes], None] | None = None) -> None:
         self.limit = limit
         self.data = bytearray()
         self.total = 0
+        self.live = live
 
     def __call__(self, chunk: bytes) -> None:
         room = self.limit - len(self.data)
         if room > 0:
             self.data += chunk[:room]
         self.total += len(chunk)
+        if self.live is not None:
+            self.live(chunk)
 
     @property
     def truncated(self) -> bool:
@@ -342,7 +348,9 @@ def _instantiate_error(plan: _Plan, exc: wasmtime.WasmtimeError | wasmtime.Trap)
 def _execute(plan: _Plan) -> RunResult:
     """Run one module to completion on the current (worker) thread."""
     preopens, host_volumes = _layout_preopens(plan)
-    stdout, stderr = _Capture(MAX_LOG_BYTES), _Capture(MAX_LOG_BYTES)
+    sink = plan.output
+    stdout = _Capture(MAX_LOG_BYTES, functools.partial(sink, "stdout") if sink else None)
+    stderr = _Capture(MAX_LOG_BYTES, functools.partial(sink, "stderr") if sink else None)
     store = wasmtime.Store(plan.engine)
     store.set_limits(
         memory_size=plan.memory_limit,
@@ -613,6 +621,7 @@ class WasmExecutor(Executor):
             run_timeout=max(0.0, spec.timeout - (time.monotonic() - started)),
             interrupt=Interrupt(),
             guards=self.limits.guards,
+            output=ctx.output,
         )
         if self._limiter is None:
             self._limiter = anyio.CapacityLimiter(self.max_concurrent)

@@ -243,6 +243,10 @@ class Node(TransportHandler):
         self.capacity: Capacity
         self.strategies: list[BidStrategy] = []
         self.started = anyio.Event()
+        from ..live.node import NodeWatch
+
+        self.watch = NodeWatch(self)
+        """Live logs, the event stream and network info (:mod:`bacalhau.live`)."""
 
     def __repr__(self) -> str:
         return f"Node({self.node_id})"
@@ -317,7 +321,9 @@ class Node(TransportHandler):
                     await tg.start(self.store.run)
                 await self.plugins.start(self)
                 tg.start_soon(self._timers.run)
+                self.watch.register()
                 await tg.start(self.transport.run, self)
+                await tg.start(self.watch.run)
                 self.started.set()
                 if self.store is not None:
                     self._apply([*self.requester.recover(self.clock()), *self.compute.recover()])
@@ -588,6 +594,7 @@ class Node(TransportHandler):
                 for node_id in job.executions:
                     if node_id in self.requester.reputation:
                         self.store.save_reputation(node_id, self.requester.reputation[node_id])
+            self.watch.job_changed(cmd.job_id)
             event = self._changes.pop(cmd.job_id, None)
             if event is not None:
                 event.set()

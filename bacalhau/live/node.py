@@ -1,0 +1,348 @@
+"""What a node adds so people can watch it: live logs of its executions (served to the
+job's requester over the transport), its event stream, and its info for network views.
+
+:class:`NodeWatch` is created by the node; the API follows a job's logs through
+:meth:`NodeWatch.follow_logs`, wherever the job's executions run.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import anyio
+import anyio.abc
+import attrs
+
+from ..errors import BacalhauError, DecodeError, TransportError, ValidationError
+from ..models import from_json_data, to_json_data
+from ..wire import pack, unpack
+from .events import EventHub
+from .logs import LogBatch, LogBuffer, LogHub, LogLine
+
+__all__ = ["INFO_PROTOCOL", "LOGS_PROTOCOL", "LogRecord", "NodeWatch", "encode_records"]
+
+log = logging.getLogger("bacalhau.live")
+
+LOGS_PROTOCOL = "logs/1"
+INFO_PROTOCOL = "info/1"
+LINGER = 0.05
+"""After new output wakes a follower, it waits this long so lines come in batches (a
+job printing fast costs a follower a few reads a second, not one per line)."""
+MAX_WAIT = 5.0
+"""Longest a remote log read waits for new lines before answering."""
+REPLY_BYTES = 256 * 1024
+PEER_POLL = 1.0
+"""Seconds between looks at the peer set (for NodeJoined / NodeLeft)."""
+MAX_INFO_PEERS = 200
+"""At most this many peers are asked for their info per network view."""
+
+
+@attrs.frozen
+class LogRecord:
+    """One line of the live log stream of a job (NDJSON on the API).
+
+    A log line has ``seq``, ``stream`` and ``text``; a note has ``skipped`` (lines of
+    that execution evicted before this follower read them) or ``end`` (the execution's
+    output is complete; ``detail`` says why when no live output could be had).
+    """
+
+    node_id: str
+    seq: int = -1
+    stream: str = ""
+    text: str = ""
+    time: float = 0.0
+    partial: bool = False
+    skipped: int = 0
+    end: bool = False
+    detail: str = ""
+
+
+def encode_records(records: list[LogRecord]) -> bytes:
+    """NDJSON of ``records``, fast (a job may print a million lines): the same fields as
+    :func:`~bacalhau.models.to_json_data` gives, without its per-object cost."""
+    dumps = json.dumps
+    out = []
+    for r in records:
+        if r.seq >= 0:
+            out.append(
+                f'{{"node_id":{dumps(r.node_id)},"seq":{r.seq},"stream":"{r.stream}",'
+                f'"text":{dumps(r.text)},"time":{r.time!r},'
+                f'"partial":{"true" if r.partial else "false"}}}\n'
+            )
+        else:
+            out.append(dumps(to_json_data(r), separators=(",", ":")) + "\n")
+    return "".join(out).encode()
+
+
+def _records(node_id: str, batch: LogBatch) -> list[LogRecord]:
+    out = []
+    if batch.skipped:
+        out.append(LogRecord(node_id, skipped=batch.skipped))
+    out.extend(LogRecord(node_id, x.seq, x.stream, x.text, x.time, x.partial) for x in batch.lines)
+    if batch.closed:
+        out.append(LogRecord(node_id, end=True))
+    return out
+
+
+def _encode_batch(batch: LogBatch) -> bytes:
+    lines = [[x.seq, x.stream, x.text, x.time, x.partial] for x in batch.lines]
+    return pack(
+        {
+            "found": True,
+            "lines": lines,
+            "next": batch.next,
+            "skipped": batch.skipped,
+            "closed": batch.closed,
+        }
+    )
+
+
+def _decode_batch(raw: bytes) -> LogBatch | None:
+    data = unpack(raw)
+    if not isinstance(data, dict):
+        raise DecodeError("log reply must be a map")
+    if not data.get("found"):
+        return None
+    lines = []
+    try:
+        for seq, stream, text, at, partial in data["lines"]:
+            if stream not in ("stdout", "stderr") or not isinstance(text, str):
+                raise DecodeError("bad log line")
+            lines.append(LogLine(int(seq), stream, text, float(at), bool(partial)))
+        return LogBatch(
+            tuple(lines), int(data["next"]), max(0, int(data["skipped"])), bool(data["closed"])
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise DecodeError(f"malformed log reply: {exc!r}") from None
+
+
+async def _linger(buffer: LogBuffer) -> None:
+    if not buffer.closed:
+        await anyio.sleep(LINGER)
+
+
+@attrs.define(eq=False)
+class NodeWatch:
+    """Live logs, events and info of one node (``node.watch``)."""
+
+    node: Any
+    events: EventHub = attrs.Factory(EventHub)
+    _info_cache: tuple[float, list[Any]] | None = None
+    _registered: bool = False
+
+    @property
+    def logs(self) -> LogHub:
+        hub: LogHub = self.node.runner.logs
+        return hub
+
+    # --- node hooks -----------------------------------------------------------------------
+
+    def register(self) -> None:
+        """Serve remote log reads and info requests (before the transport starts)."""
+        if self._registered:
+            return
+        self._registered = True
+        self.node.register_protocol(LOGS_PROTOCOL, self._serve_logs)
+        self.node.register_protocol(INFO_PROTOCOL, self._serve_info)
+
+    def job_changed(self, job_id: str) -> None:
+        job = self.node.requester.jobs.get(job_id)
+        if job is not None:
+            self.events.job_changed(job_id, job.history, job.state.value)
+
+    async def run(
+        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Watch the peer set for joins and leaves, until cancelled."""
+        self.events.peers_now(self.node.peers())
+        task_status.started()
+        while True:
+            await anyio.sleep(PEER_POLL)
+            self.events.peers_now(self.node.peers())
+
+    # --- serving peers --------------------------------------------------------------------
+
+    async def _serve_logs(self, peer_id: str, payload: bytes) -> bytes:
+        """A remote follower (only the job's requester) reads from a cursor, waiting up to
+        ``wait`` seconds for lines when there are none yet."""
+        req = unpack(payload)
+        if not isinstance(req, dict):
+            raise DecodeError("log request must be a map")
+        job_id, cursor, tail, wait = req.get("job"), req.get("cursor"), req.get("tail"), 0.0
+        if not isinstance(job_id, str) or len(job_id) > 200:
+            raise DecodeError("log request: job must be a job id")
+        if cursor is not None and (not isinstance(cursor, int) or cursor < 0):
+            raise DecodeError("log request: cursor must be a non-negative integer")
+        if tail is not None and (not isinstance(tail, int) or tail < 0):
+            raise DecodeError("log request: tail must be a non-negative integer")
+        raw_wait = req.get("wait", 0)
+        if isinstance(raw_wait, int | float) and math.isfinite(raw_wait):
+            wait = min(max(0.0, float(raw_wait)), MAX_WAIT)
+        job = self.node.compute.jobs.get(job_id)
+        if job is None or job.requester_id != peer_id:
+            return pack({"found": False, "reason": "no execution of that job for you here"})
+        buffer = self.logs.get(job_id)
+        if buffer is None and wait:
+            with anyio.move_on_after(wait):
+                while buffer is None:
+                    await self.logs.wait_opened()
+                    buffer = self.logs.get(job_id)
+        if buffer is None:
+            return pack({"found": False, "reason": "no output yet"})
+        if cursor is None:
+            cursor = buffer.tail_cursor(tail) if tail is not None else 0
+        if wait and buffer.next_seq <= cursor and not buffer.closed:
+            with anyio.move_on_after(wait):
+                await buffer.wait(cursor)
+                await _linger(buffer)
+        return _encode_batch(buffer.read(cursor, limit=5000, max_bytes=REPLY_BYTES))
+
+    async def _serve_info(self, peer_id: str, payload: bytes) -> bytes:
+        return pack(to_json_data(self.node.info()))
+
+    async def network(self) -> list[Any]:
+        """This node's info and its peers' (those that answer within 2 s), cached 2 s."""
+        from ..models import NodeInfo
+
+        now = anyio.current_time()
+        if self._info_cache is not None and now - self._info_cache[0] < 2.0:
+            return self._info_cache[1]
+        peers = sorted(self.node.peers())[:MAX_INFO_PEERS]
+        found: dict[str, Any] = {}
+
+        async def ask(peer: str) -> None:
+            try:
+                raw = await self.node.request(peer, INFO_PROTOCOL, b"", timeout=2.0)
+                info = from_json_data(unpack(raw), NodeInfo)
+            except (BacalhauError, TransportError, ValidationError, TimeoutError) as exc:
+                log.debug("no info from %s: %s", peer[-8:], exc)
+                return
+            if info.node_id == peer:
+                found[peer] = info
+
+        with anyio.move_on_after(3.0):
+            async with anyio.create_task_group() as tg:
+                for peer in peers:
+                    tg.start_soon(ask, peer)
+        infos = [self.node.info(), *(found[p] for p in peers if p in found)]
+        self._info_cache = (now, infos)
+        return infos
+
+    # --- following a job's logs -----------------------------------------------------------
+
+    async def follow_logs(
+        self,
+        job_id: str,
+        emit: Callable[[list[LogRecord]], Awaitable[None]],
+        *,
+        node_prefix: str = "",
+        tail: int | None = None,
+        follow: bool = True,
+    ) -> None:
+        """Hand ``emit`` the live output of every execution of ``job_id`` (a job this node
+        requested) whose node id starts with ``node_prefix``: what is kept so far (the
+        last ``tail`` lines of each when given), then, with ``follow``, new lines as they
+        are written, until the job is terminal and every execution's output has ended.
+
+        A slow ``emit`` delays only this follower: the executions' buffers drop what it
+        has not read in time (it then gets a ``skipped`` record), never the job.
+        """
+        started: set[str] = set()
+        lock = anyio.Lock()
+
+        async def send(records: list[LogRecord]) -> None:
+            async with lock:  # records of one batch stay together
+                await emit(records)
+
+        async def one(node_id: str) -> None:
+            try:
+                await self._follow_execution(job_id, node_id, tail, follow, send)
+            except (BacalhauError, TransportError) as exc:
+                await send([LogRecord(node_id, end=True, detail=f"live output: {exc}")])
+
+        async with anyio.create_task_group() as tg:
+            while True:
+                result = self.node.describe(job_id)
+                for ex in result.executions:
+                    if ex.node_id.startswith(node_prefix) and ex.node_id not in started:
+                        started.add(ex.node_id)
+                        tg.start_soon(one, ex.node_id)
+                if not follow or result.state.terminal:
+                    break
+                await self.node.changed(job_id).wait()
+
+    async def _follow_execution(
+        self,
+        job_id: str,
+        node_id: str,
+        tail: int | None,
+        follow: bool,
+        out: Callable[[list[LogRecord]], Awaitable[None]],
+    ) -> None:
+        if node_id == self.node.node_id:
+            await self._follow_local(job_id, tail, follow, out)
+            return
+        cursor: int | None = None
+        while True:
+            request = {"job": job_id, "cursor": cursor, "tail": tail, "wait": MAX_WAIT * follow}
+            raw = await self.node.request(
+                node_id, LOGS_PROTOCOL, pack(request), timeout=MAX_WAIT + 10
+            )
+            batch = _decode_batch(raw)
+            if batch is None:
+                if not follow or self._execution_over(job_id, node_id):
+                    await out([LogRecord(node_id, end=True, detail="no live output kept")])
+                    return
+                with anyio.move_on_after(1.0):  # refused at once: look again on a change
+                    await self.node.changed(job_id).wait()
+                continue
+            records = _records(node_id, batch)
+            if records:
+                await out(records)
+            if batch.closed or (not follow and not batch.lines):
+                if not batch.closed:
+                    await out([LogRecord(node_id, end=True, detail="still running")])
+                return
+            cursor = batch.next
+
+    def _execution_over(self, job_id: str, node_id: str) -> bool:
+        result = self.node.describe(job_id)
+        if result.state.terminal:
+            return True
+        return any(e.node_id == node_id and e.state.terminal for e in result.executions)
+
+    async def _follow_local(
+        self,
+        job_id: str,
+        tail: int | None,
+        follow: bool,
+        out: Callable[[list[LogRecord]], Awaitable[None]],
+    ) -> None:
+        node_id = self.node.node_id
+        buffer: LogBuffer | None = self.logs.get(job_id)
+        while buffer is None:
+            if not follow or self._execution_over(job_id, node_id):
+                await out([LogRecord(node_id, end=True, detail="no live output kept")])
+                return
+            with anyio.move_on_after(MAX_WAIT):
+                await self.logs.wait_opened()
+            buffer = self.logs.get(job_id)
+        cursor = buffer.tail_cursor(tail) if tail is not None else 0
+        while True:
+            batch = buffer.read(cursor, limit=5000, max_bytes=REPLY_BYTES)
+            records = _records(node_id, batch)
+            if records:
+                await out(records)
+            if batch.closed:
+                return
+            if not follow and not batch.lines:
+                await out([LogRecord(node_id, end=True, detail="still running")])
+                return
+            cursor = batch.next
+            if follow:
+                await buffer.wait(cursor)
+                await _linger(buffer)

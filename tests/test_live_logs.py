@@ -1,0 +1,219 @@
+"""Live logs and the event stream over the API, from a job running on another node.
+
+The jobs print a first line, then wait for a file the test creates in their output
+folder, then print more: the tests see the first line while the job is still waiting
+(synchronised on the line arriving, never on time).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import socket
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.abc
+import httpx
+import pytest
+
+from bacalhau.api.client import Client
+from bacalhau.api.server import ApiAddress, serve_api
+from bacalhau.models import JobSpec, JobState, OutputSpec
+from bacalhau.network import Network
+from bacalhau.node.node import Node
+
+pytestmark = pytest.mark.anyio
+
+GATE_WAT = """
+(module
+  (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "path_open"
+    (func $path_open (param i32 i32 i32 i32 i32 i64 i64 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 100) "first line\\n")
+  (data (i32.const 120) "second line\\n")
+  (data (i32.const 140) "to stderr\\n")
+  (data (i32.const 160) "go")
+  (func $say (param $fd i32) (param $at i32) (param $n i32)
+    (i32.store (i32.const 0) (local.get $at))
+    (i32.store (i32.const 4) (local.get $n))
+    (drop (call $fd_write (local.get $fd) (i32.const 0) (i32.const 1) (i32.const 8))))
+  ;; print, wait until /outputs/go exists (fd 3 is /outputs), print again
+  (func (export "_start")
+    (call $say (i32.const 1) (i32.const 100) (i32.const 11))
+    (loop $wait
+      (br_if $wait (call $path_open (i32.const 3) (i32.const 0) (i32.const 160) (i32.const 2)
+                      (i32.const 0) (i64.const 2) (i64.const 0) (i32.const 0) (i32.const 64))))
+    (call $say (i32.const 2) (i32.const 140) (i32.const 10))
+    (call $say (i32.const 1) (i32.const 120) (i32.const 12))))
+"""
+
+OUTPUTS = [OutputSpec("outputs", "/outputs")]
+
+
+def lines_wat(n: int, width: int = 12) -> str:
+    """A module printing ``n`` lines of ``width`` characters (one write per line)."""
+    text = "x" * (width - 1) + "\\n"
+    return f"""
+(module
+  (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 64) "{text}")
+  (func (export "_start") (local $i i32)
+    (i32.store (i32.const 0) (i32.const 64))
+    (i32.store (i32.const 4) (i32.const {width}))
+    (loop $l
+      (drop (call $fd_write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))
+      (local.set $i (i32.add (local.get $i) (i32.const 1)))
+      (br_if $l (i32.lt_u (local.get $i) (i32.const {n}))))))
+"""
+
+
+class Stack:
+    """Node 0 (requester only, with the API) and node 1 (compute only): every log line
+    crosses the transport."""
+
+    def __init__(self, net: Network, address: ApiAddress) -> None:
+        self.net = net
+        self.address = address
+        self.requester: Node = net.nodes[0]
+        self.compute: Node = net.nodes[1]
+
+    def gate(self, job_id: str) -> Path:
+        return self.compute.runner.folder(job_id) / "results" / "outputs" / "go"
+
+
+@pytest.fixture
+async def stack() -> AsyncIterator[Stack]:
+    options: list[dict[str, Any]] = [{"compute": None}, {"requester": None}]
+    async with (
+        Network.in_memory(2, seed=3, per_node_options=options) as net,
+        anyio.create_task_group() as tg,
+    ):
+        address = await tg.start(functools.partial(serve_api, net.nodes[0], port=0))
+        yield Stack(net, address)
+        tg.cancel_scope.cancel()
+
+
+async def records(
+    http: httpx.AsyncClient, path: str, **params: Any
+) -> AsyncIterator[dict[str, Any]]:
+    async with http.stream("GET", path, params=params) as response:
+        assert response.status_code == 200, await response.aread()
+        async for line in response.aiter_lines():
+            if line.strip():
+                yield json.loads(line)
+
+
+async def test_wasm_lines_arrive_while_the_job_runs_and_stay_for_late_followers(
+    stack: Stack,
+) -> None:
+    handle = await stack.requester.submit(JobSpec.wasm(GATE_WAT, outputs=OUTPUTS, timeout=60))
+    seen: list[tuple[str, str]] = []
+    ended = False
+    with anyio.fail_after(60):
+        async with httpx.AsyncClient(base_url=stack.address.url, timeout=30) as http:
+            path = f"/api/v1/jobs/{handle.job_id}/logs/stream"
+            async for record in records(http, path, follow="true"):
+                if record.get("end"):
+                    ended = True
+                    assert record["node_id"] == stack.compute.node_id
+                    continue
+                seen.append((record["stream"], record["text"]))
+                if record["text"] == "first line":
+                    assert seen == [("stdout", "first line")]  # nothing after it yet
+                    assert not handle.result().state.terminal
+                    stack.gate(handle.job_id).write_bytes(b"")
+        result = await handle.wait(30)
+    assert result.state is JobState.COMPLETED, result.reason
+    assert ended
+    assert seen == [("stdout", "first line"), ("stderr", "to stderr"), ("stdout", "second line")]
+
+    async with Client(str(stack.address)) as client:  # a late reader, with --tail
+        late = [r async for r in client.log_stream(handle.job_id, follow=False)]
+        assert [r.text for r in late if not r.end] == ["first line", "to stderr", "second line"]
+        last = [r async for r in client.log_stream(handle.job_id, follow=False, tail=1)]
+        assert [r.text for r in last if not r.end] == ["second line"]
+        none = [r async for r in client.log_stream(handle.job_id, execution="zzz")]
+        assert none == []
+
+
+async def test_a_follower_that_never_reads_does_not_stall_the_job(stack: Stack) -> None:
+    # 20,000 lines of 1,000 characters: 20 MB of NDJSON, far beyond the socket buffers
+    # of loopback (a few MB) and the node's 1 MiB buffer. The follower asks, then reads
+    # nothing until the job has ended.
+    spec = JobSpec.wasm(lines_wat(20_000, 1000), publisher="noop", timeout=120)
+    handle = await stack.requester.submit(spec)
+    sock = socket.create_connection((stack.address.host, stack.address.port))
+    try:
+        sock.sendall(
+            f"GET /api/v1/jobs/{handle.job_id}/logs/stream?follow=true HTTP/1.1\r\n"
+            f"Host: {stack.address}\r\n\r\n".encode()
+        )
+        result = await handle.wait(120)
+        assert result.state is JobState.COMPLETED, result.reason
+        # Now read it all: the follower missed lines (they were dropped for it, the job
+        # never waited), was told so, and still got the end of the output.
+        sock.setblocking(False)
+        data = bytearray()
+        with anyio.fail_after(60):
+            while b'"end":true' not in data[-4096:]:
+                await anyio.wait_readable(sock)
+                chunk = sock.recv(1 << 20)
+                assert chunk, "the server closed the stream early"
+                data += chunk
+    finally:
+        sock.close()
+    text = data.decode("utf-8", "replace")
+    assert '"skipped":' in text
+    assert '"seq":19999' in text
+
+
+async def test_the_event_stream_shows_a_job_and_a_node_joining(stack: Stack) -> None:
+    kinds: list[tuple[str, str | None]] = []
+    with anyio.fail_after(60):
+        async with Client(str(stack.address)) as client:
+            handle = await stack.requester.submit(JobSpec.noop(publisher="noop"))
+            async for event in client.node_events(follow=True):
+                if event.job_id == handle.job_id:
+                    kinds.append((event.kind, event.state))
+                    if event.state == "completed":
+                        break
+            assert kinds[0] == ("created", "bidding")
+            assert {"bid", "bid_accepted"} <= {k for k, _ in kinds}
+
+            newcomer = await stack.net.add_node()
+            async for event in client.node_events(follow=True, tail=0):
+                if event.kind == "NodeJoined" and event.node_id == newcomer.node_id:
+                    break
+            network = await client.network()
+            assert {i.node_id for i in network} >= {
+                stack.requester.node_id,
+                stack.compute.node_id,
+            }
+
+
+async def test_cli_logs_follow_shows_lines_before_the_job_ends(stack: Stack) -> None:
+    handle = await stack.requester.submit(JobSpec.wasm(GATE_WAT, outputs=OUTPUTS, timeout=60))
+    command = [sys.executable, "-m", "bacalhau", "logs", "-f", handle.job_id[:12]]
+    command += ["--api", str(stack.address)]
+    with anyio.fail_after(60):
+        async with await anyio.open_process(command) as proc:
+            assert proc.stdout is not None and proc.stderr is not None
+            out = b""
+            while b"first line\n" not in out:
+                chunk = await proc.stdout.receive()
+                out += chunk
+            assert b"second line" not in out
+            assert not handle.result().state.terminal
+            stack.gate(handle.job_id).write_bytes(b"")
+            async for chunk in proc.stdout:
+                out += chunk
+            err = b"".join([c async for c in proc.stderr])
+            assert await proc.wait() == 0, err
+    assert out == b"first line\nsecond line\n"
+    assert b"to stderr" in err
