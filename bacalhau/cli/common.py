@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..cid import validate_cid
+from ..compat.units import parse_cpu
 from ..errors import ValidationError
 from ..models import Deal, InputSpec, OutputSpec, Resources, StorageSpec, parse_size
 
@@ -20,9 +21,14 @@ __all__ = [
     "job_kwargs",
     "job_options_from_args",
     "parse_env",
+    "parse_input",
     "parse_output",
+    "parse_url_input",
     "parse_volume",
 ]
+
+DEFAULT_INPUT_PATH = "/inputs"
+"""Where ``-i URI`` mounts its source when no path is given (as Bacalhau does)."""
 
 DEFAULT_OUTPUT = OutputSpec("outputs", "/outputs")
 """The output volume a job gets when no ``-o`` is given (as Bacalhau does)."""
@@ -40,6 +46,91 @@ def parse_volume(text: str) -> InputSpec:
     cid, _, inner = source.partition("/")
     validate_cid(cid, field="volume")
     return InputSpec(StorageSpec.ipfs(cid, path=inner or None), target)
+
+
+def _split_url(text: str) -> tuple[str, str | None]:
+    """``https://host:port/file[:/path]`` -> (url, path or None)."""
+    url, sep, rest = text.rpartition(":/")
+    if sep and "://" in url and not rest.startswith("/"):
+        return url, "/" + rest
+    return text, None
+
+
+def _url_target(url: str) -> str:
+    """``/inputs/NAME`` for a URL's last path segment (Bacalhau keeps the file's name)."""
+    from urllib.parse import urlsplit
+
+    name = urlsplit(url).path.rstrip("/").rsplit("/", 1)[-1]
+    safe = name if name and name not in (".", "..") and "\x00" not in name else "input"
+    return f"{DEFAULT_INPUT_PATH}/{safe}"
+
+
+def parse_url_input(text: str, *, field: str = "input_urls") -> InputSpec:
+    """``-u URL[:/path]`` -> a url input at ``/path`` (default ``/inputs/FILENAME``).
+
+    Raises:
+        ValidationError: not an http(s) URL, or a bad path.
+    """
+    url, target = _split_url(text.strip())
+    if not url.startswith(("http://", "https://")):
+        raise ValidationError(f"{text!r} is not an http(s) URL", field=field)
+    try:
+        return InputSpec(StorageSpec.from_url(url), target or _url_target(url))
+    except ValidationError as exc:
+        raise ValidationError(f"{text!r}: {exc}", field=field) from None
+
+
+def parse_input(text: str) -> InputSpec:
+    """One ``-i`` value, in any of Bacalhau's forms:
+
+    - ``ipfs://CID[/inner/path][:/path]``, or a bare ``CID[:/path]``;
+    - ``https://host/file[:/path]`` (default ``/inputs/file``);
+    - ``src=URI,dst=/path`` (``opt=...`` options have no counterpart and are refused).
+
+    Without a path an IPFS source is mounted at ``/inputs``.
+
+    >>> parse_input("ipfs://QmWATWQ7fVPP2EFGu71UkfnqhYXDYH566qy47CnJDgvs8u").target
+    '/inputs'
+    >>> parse_input("src=https://example.org/a.csv,dst=/data/a.csv").source.url
+    'https://example.org/a.csv'
+
+    Raises:
+        ValidationError: naming the input and what is wrong with it.
+    """
+    raw = text.strip()
+    target: str | None = None
+    if raw.startswith(("src=", "dst=")) or ",dst=" in raw:
+        fields: dict[str, str] = {}
+        for part in raw.split(","):
+            key, sep, value = part.partition("=")
+            if not sep or key not in ("src", "dst"):
+                raise ValidationError(
+                    f"{text!r}: {key!r} is not src= or dst= (options have no counterpart here)",
+                    field="input",
+                )
+            fields[key] = value
+        if not fields.get("src"):
+            raise ValidationError(f"{text!r} needs src=URI", field="input")
+        raw, target = fields["src"], fields.get("dst") or None
+    scheme = raw.split("://", 1)[0].lower() if "://" in raw else ""
+    if scheme in ("http", "https"):
+        url, path = _split_url(raw)
+        return parse_url_input(f"{url}:{target or path}" if target or path else url, field="input")
+    if scheme not in ("", "ipfs"):
+        raise ValidationError(
+            f"{text!r}: {scheme}:// sources have no counterpart here (ipfs://, https://)",
+            field="input",
+        )
+    body = raw.split("://", 1)[1] if scheme else raw
+    source, sep, path = body.partition(":")
+    if sep and target is None:
+        target = path
+    cid, _, inner = source.strip("/").partition("/")
+    validate_cid(cid, field="input")
+    try:
+        return InputSpec(StorageSpec.ipfs(cid, path=inner or None), target or DEFAULT_INPUT_PATH)
+    except ValidationError as exc:
+        raise ValidationError(f"{text!r}: {exc}", field="input") from None
 
 
 def parse_output(text: str) -> OutputSpec:
@@ -69,11 +160,13 @@ def parse_env(text: str) -> tuple[str, str]:
 def job_kwargs(
     *,
     volumes: Sequence[str] = (),
+    inputs: Sequence[str] = (),
+    urls: Sequence[str] = (),
     outputs: Sequence[str] = (),
     env: Sequence[str] = (),
     timeout: float | None = None,
     memory: str | int | None = None,
-    cpu: float | None = None,
+    cpu: float | str | None = None,
     concurrency: int = 1,
     confidence: int = 0,
     min_bids: int = 0,
@@ -91,16 +184,18 @@ def job_kwargs(
         ValidationError: naming the argument that is wrong.
     """
     defaults = Resources()
-    inputs = [parse_volume(v) for v in volumes]
+    mounted = [parse_volume(v) for v in volumes]
+    mounted += [parse_input(i) for i in inputs]
+    mounted += [parse_url_input(u) for u in urls]
     out = [parse_output(o) for o in outputs]
-    if not out and all(i.target != DEFAULT_OUTPUT.path for i in inputs):
+    if not out and all(i.target != DEFAULT_OUTPUT.path for i in mounted):
         out = [DEFAULT_OUTPUT]
     kwargs: dict[str, Any] = {
-        "inputs": inputs,
+        "inputs": mounted,
         "outputs": out,
         "env": dict(parse_env(e) for e in env),
         "resources": Resources(
-            cpu=defaults.cpu if cpu is None else cpu,
+            cpu=defaults.cpu if cpu is None else parse_cpu(cpu, field="cpu"),
             memory=defaults.memory if memory is None else parse_size(memory),
         ),
         "deal": Deal(concurrency=concurrency, confidence=confidence, min_bids=min_bids),
@@ -117,6 +212,8 @@ def job_kwargs(
 
 _OPTION_NAMES = (
     "volumes",
+    "inputs",
+    "urls",
     "outputs",
     "env",
     "timeout",
@@ -141,13 +238,32 @@ def job_options_from_args(ns: argparse.Namespace) -> dict[str, Any]:
 def add_job_options(run: argparse.ArgumentParser) -> None:
     """Register the options every ``... run`` command takes, named as Bacalhau names them."""
     run.add_argument(
-        "-v",
+        "-i",
         "--input",
+        dest="inputs",
+        action="append",
+        default=[],
+        metavar="URI",
+        help="mount an input (repeatable): ipfs://CID[:/path], https://URL[:/path], "
+        "src=URI,dst=/path or CID:/path; default path /inputs",
+    )
+    run.add_argument(
+        "-v",
+        "--input-volumes",
         dest="volumes",
         action="append",
         default=[],
         metavar="CID:/path",
         help="mount a CID read-only at /path (repeatable)",
+    )
+    run.add_argument(
+        "-u",
+        "--input-urls",
+        dest="urls",
+        action="append",
+        default=[],
+        metavar="URL[:/path]",
+        help="download a URL as an input file (default /inputs/FILENAME; repeatable)",
     )
     run.add_argument(
         "-o",
@@ -168,7 +284,9 @@ def add_job_options(run: argparse.ArgumentParser) -> None:
     )
     run.add_argument("--timeout", type=float, default=None, metavar="SECONDS")
     run.add_argument("--memory", default=None, metavar="SIZE", help="memory limit, e.g. 512Mi")
-    run.add_argument("--cpu", type=float, default=None, metavar="CORES", help="CPU limit")
+    run.add_argument(
+        "--cpu", default=None, metavar="CORES", help="CPU limit: cores or millicores (500m)"
+    )
     run.add_argument("--concurrency", type=int, default=1, help="how many nodes run it")
     run.add_argument("--confidence", type=int, default=0, help="how many must agree")
     run.add_argument(
@@ -181,5 +299,5 @@ def add_job_options(run: argparse.ArgumentParser) -> None:
         help="replacements for failed or silent nodes (default 2)",
     )
     run.add_argument("--verifier", default="noop", help="noop or deterministic")
-    run.add_argument("--publisher", default="ipfs", help="ipfs, local or noop")
+    run.add_argument("-p", "--publisher", default="ipfs", help="ipfs, local or noop")
     run.add_argument("-l", "--label", dest="labels", action="append", default=[])

@@ -3,8 +3,9 @@
 The functions here know nothing of argparse except :func:`add_docker_parser`, so
 the CLI, the HTTP client and tests can share them::
 
-    bacalhau docker run [-v CID:/path]... [-o name:/path]... [--env K=V]...
-                        [--cpu N] [--memory SIZE] [--timeout S]
+    bacalhau docker run [-i URI]... [-v CID:/path]... [-u URL]... [-o name:/path]...
+                        [--env K=V]... [--cpu N|500m] [--memory SIZE] [--timeout S]
+                        [--dry-run] [--download]
                         [--entrypoint CMD] [-w DIR] IMAGE [CMD...]
 
 Options go before ``IMAGE``; everything after it is the container's command,

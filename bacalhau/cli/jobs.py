@@ -27,8 +27,9 @@ import attrs
 
 from ..api.client import Client
 from ..api.schemas import EventLine
+from ..compat.v1 import Translated
 from ..errors import ValidationError
-from ..models import JobResult, JobSpec, JobState, from_json_data, to_json_data
+from ..models import JobResult, JobSpec, JobState, to_json_data
 
 __all__ = [
     "EXIT_BAD_INPUT",
@@ -87,9 +88,27 @@ def emit(value: Any, fmt: str, out: IO[str] | None = None) -> None:
         out.write(json.dumps(data, indent=2) + "\n")
 
 
+def api_address(ns: argparse.Namespace) -> str | None:
+    """``--api``, else ``BACALHAU_API``, else Bacalhau's ``BACALHAU_API_HOST`` and
+    ``BACALHAU_API_PORT`` (either may be alone), else None (the default address)."""
+    import os
+
+    given = getattr(ns, "api", None) or os.environ.get("BACALHAU_API")
+    if given:
+        return str(given)
+    host = os.environ.get("BACALHAU_API_HOST", "").strip()
+    port = os.environ.get("BACALHAU_API_PORT", "").strip()
+    if not host and not port:
+        return None
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"  # an IPv6 address
+    return f"{host or '127.0.0.1'}:{port or '1234'}"
+
+
 def client_from_args(ns: argparse.Namespace) -> Client:
-    """The Client for ``--api``/``BACALHAU_API`` and ``--api-token``/``BACALHAU_API_TOKEN``."""
-    return Client(getattr(ns, "api", None), token=getattr(ns, "api_token", None))
+    """The Client for ``--api``/``BACALHAU_API`` (or ``BACALHAU_API_HOST`` and
+    ``BACALHAU_API_PORT``) and ``--api-token``/``BACALHAU_API_TOKEN``."""
+    return Client(api_address(ns), token=getattr(ns, "api_token", None))
 
 
 def add_api_options(parser: argparse.ArgumentParser) -> None:
@@ -131,6 +150,22 @@ def add_submit_options(parser: argparse.ArgumentParser) -> None:
         "--follow",
         action="store_true",
         help="print the job's output live as it runs (progress goes to stderr)",
+    )
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the job spec (YAML, as job run reads it) and submit nothing",
+    )
+    parser.add_argument(
+        "--download",
+        action="store_true",
+        help="download the results when the job ends (into --output-dir)",
+    )
+    parser.add_argument(
+        "--output-dir",
+        default=None,
+        metavar="DIR",
+        help="where --download writes the results (default ./job-ID; must be new or empty)",
     )
     parser.add_argument(
         "--output",
@@ -213,10 +248,26 @@ def print_outcome(result: JobResult, out: IO[str]) -> None:
             print(f"Results: {', '.join(published)}", file=out)
 
 
+def print_dry_run(spec: JobSpec, out: IO[str] | None = None) -> None:
+    """``--dry-run``: the spec as YAML, in the form ``job run`` reads back."""
+    emit(spec, "yaml", out)
+
+
 async def submit_and_follow(client: Client, spec: JobSpec, ns: argparse.Namespace) -> int:
-    """Submit ``spec``; unless ``--no-wait``, follow it to the end. Returns the exit code."""
+    """Submit ``spec``; unless ``--no-wait``, follow it to the end. Returns the exit code.
+
+    ``--dry-run`` prints the spec and submits nothing; ``--download`` fetches the
+    results once the job has completed."""
     fmt = getattr(ns, "format", "text")
     id_only = getattr(ns, "id_only", False)
+    if getattr(ns, "dry_run", False):
+        print_dry_run(spec)
+        return EXIT_OK
+    download = getattr(ns, "download", False)
+    if download and not getattr(ns, "wait", True):
+        raise ValidationError(
+            "--download needs to wait for the job (drop --no-wait)", field="download"
+        )
     job_id = await client.submit(spec)
     if not getattr(ns, "wait", True):
         if id_only:
@@ -253,6 +304,12 @@ async def submit_and_follow(client: Client, spec: JobSpec, ns: argparse.Namespac
         emit(result, fmt)
     else:
         print_outcome(result, _out())
+    if download and result.ok:
+        dest = (
+            Path(ns.output_dir) if getattr(ns, "output_dir", None) else Path(f"job-{short(job_id)}")
+        )
+        cid, path = await client.get_results(job_id, dest)
+        print(f"Results {cid} downloaded to {path}", file=sys.stderr)
     return EXIT_OK if result.ok else EXIT_JOB_FAILED
 
 
@@ -260,17 +317,32 @@ async def submit_and_follow(client: Client, spec: JobSpec, ns: argparse.Namespac
 
 
 def load_spec(path: str) -> JobSpec:
-    """A JobSpec from a YAML or JSON file (``-`` reads stdin).
-
-    The file holds the spec's fields (``engine``, ``inputs``, ``outputs``,
-    ``deal``, ...) as ``GET /api/v1/jobs/ID`` shows them under ``spec``, or the
-    same under a top-level ``spec`` key.
+    """A JobSpec from a YAML or JSON file (``-`` reads stdin); see :func:`load_job`.
 
     Raises:
         ValidationError: unreadable, not YAML/JSON, or an invalid spec (the message
             names the field, e.g. ``$.deal.concurrency``).
     """
+    return load_job(path).spec
+
+
+def load_job(path: str) -> Translated:
+    """A JobSpec, and what could not be kept, from a YAML or JSON file (``-`` is stdin).
+
+    Three shapes are read, told apart by their keys (:func:`bacalhau.compat.detect`):
+    ours (the spec's fields as ``GET /api/v1/jobs/ID`` shows them under ``spec``, bare,
+    under a ``spec`` key, or a whole ``bacalhau describe`` output), Bacalhau 1.x jobs
+    (``Type: batch``, ``Count``, ``Tasks``) and Bacalhau 0.3 specs (``APIVersion:
+    V1beta1``, ``Spec``).
+
+    Raises:
+        ValidationError: unreadable, not YAML/JSON, or an invalid job (the message
+            names the offending key, e.g. ``$.deal.concurrency`` or
+            ``Tasks[0].Engine.Params.Image``).
+    """
     import yaml
+
+    from ..compat import detect, translate
 
     try:
         text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
@@ -282,31 +354,46 @@ def load_spec(path: str) -> JobSpec:
         data = yaml.safe_load(text)  # YAML is a superset of JSON
     except yaml.YAMLError as exc:
         raise ValidationError(f"{path} is neither YAML nor JSON: {exc}", field="file") from None
-    if isinstance(data, dict) and set(data) == {"spec"}:
-        data = data["spec"]
     if not isinstance(data, dict):
         raise ValidationError(
             f"{path} must hold a mapping (a job spec), got {type(data).__name__}", field="file"
         )
-    return from_json_data(data, JobSpec, what="$")
+    translated = translate(data)
+    return attrs.evolve(translated, source=detect(data))
+
+
+def _warn(path: str, translated: Translated) -> None:
+    for warning in translated.warnings:
+        print(f"warning: {path}: {warning}", file=_err())
 
 
 async def cmd_validate(ns: argparse.Namespace) -> int:
-    spec = load_spec(ns.file)
+    translated = load_job(ns.file)
+    _warn(ns.file, translated)
+    spec = translated.spec
     if ns.format != "text":
         emit(spec, ns.format)
     else:
-        print(f"{ns.file}: a valid {spec.engine.type} job spec", file=_out())
+        shape = {"bacalhau-v1": " (a Bacalhau 1.x job)", "bacalhau-v0.3": " (a Bacalhau 0.3 spec)"}
+        kind = shape.get(translated.source, "")
+        print(f"{ns.file}: a valid {spec.engine.type} job spec{kind}", file=_out())
     return EXIT_OK
 
 
 async def cmd_job_run(ns: argparse.Namespace) -> int:
-    spec = load_spec(ns.file)
+    translated = load_job(ns.file)
+    _warn(ns.file, translated)
+    if getattr(ns, "dry_run", False):
+        print_dry_run(translated.spec)
+        return EXIT_OK
     async with client_from_args(ns) as client:
-        return await submit_and_follow(client, spec, ns)
+        return await submit_and_follow(client, translated.spec, ns)
 
 
 # --- queries -----------------------------------------------------------------------------
+
+
+SORT_KEYS = ("created_at", "id", "state", "engine")
 
 
 async def cmd_list(ns: argparse.Namespace) -> int:
@@ -315,9 +402,28 @@ async def cmd_list(ns: argparse.Namespace) -> int:
             state=ns.state or None,
             label=ns.label,
             engine=ns.engine,
-            limit=ns.limit,
+            limit=1000 if ns.all else ns.limit,
             offset=ns.offset,
         )
+        jobs = list(page.jobs)
+        while ns.all and page.jobs and page.offset + len(page.jobs) < page.total:
+            page = await client.list_jobs(
+                state=ns.state or None,
+                label=ns.label,
+                engine=ns.engine,
+                limit=1000,
+                offset=page.offset + len(page.jobs),
+            )
+            jobs.extend(page.jobs)
+    key = {
+        "created_at": lambda j: (j.created_at, j.job_id),
+        "id": lambda j: (j.job_id,),
+        "state": lambda j: (j.state.value, j.created_at),
+        "engine": lambda j: (j.engine, j.created_at),
+    }[ns.sort_by]
+    # newest first by default (as before); --reverse flips whichever order was asked for
+    jobs.sort(key=key, reverse=(ns.sort_by == "created_at") != ns.reverse)
+    page = attrs.evolve(page, jobs=tuple(jobs), offset=ns.offset if not ns.all else 0)
     if ns.id_only:
         for job in page.jobs:
             print(job.job_id, file=_out())
@@ -376,9 +482,26 @@ async def cmd_get(ns: argparse.Namespace) -> int:
     async with client_from_args(ns) as client:
         result = await client.describe(ns.job)
         dest = Path(ns.output_dir) if ns.output_dir else Path(f"job-{short(result.job_id)}")
+        if ns.raw:
+            return await _get_raw(client, result, dest)
         cid, path = await client.get_results(result.job_id, dest)
     print(f"Fetched and verified {cid}", file=sys.stderr)
     print(f"Results of {result.job_id} are in {path}", file=_out())
+    return EXIT_OK
+
+
+async def _get_raw(client: Client, result: JobResult, dest: Path) -> int:
+    """``get --raw``: every published result, unmerged, under ``DEST/raw/CID``."""
+    from ..errors import JobFailed
+
+    cids = sorted({e.published.cid for e in result.accepted if e.published and e.published.cid})
+    if not cids:
+        raise JobFailed(f"job {result.job_id} {result.state.value} with no results published")
+    await anyio.Path(dest / "raw").mkdir(parents=True, exist_ok=True)
+    for cid in cids:
+        await client.download(cid, dest / "raw" / cid)
+        print(f"Fetched and verified {cid}", file=sys.stderr)
+    print(f"Results of {result.job_id} are in {dest / 'raw'}", file=_out())
     return EXIT_OK
 
 
@@ -500,7 +623,23 @@ def add_job_parsers(sub: Any) -> None:
     )
     p.add_argument("--label", default=None, help="only jobs with this label")
     p.add_argument("--engine", default=None, help="only jobs for this executor")
-    p.add_argument("--limit", type=int, default=20, help="how many (default 20, at most 1000)")
+    p.add_argument(
+        "-n",
+        "--number",
+        "--limit",
+        dest="limit",
+        type=int,
+        default=20,
+        help="how many (default 20, at most 1000)",
+    )
+    p.add_argument("--all", action="store_true", help="every job (all pages)")
+    p.add_argument(
+        "--sort-by",
+        choices=SORT_KEYS,
+        default="created_at",
+        help="order by this (default created_at, newest first)",
+    )
+    p.add_argument("--reverse", action="store_true", help="reverse the order")
     p.add_argument("--offset", type=int, default=0, help="skip this many")
     p.add_argument("--id-only", action="store_true", help="print full job ids only")
     p.add_argument("--output", dest="format", choices=FORMATS, default="text")
@@ -543,6 +682,11 @@ def add_job_parsers(sub: Any) -> None:
         metavar="DIR",
         help="where to write them (default ./job-ID; must be new or empty)",
     )
+    p.add_argument(
+        "--raw",
+        action="store_true",
+        help="every execution's published results unmerged, under DIR/raw/CID",
+    )
 
     p = command("cancel", cmd_cancel, "cancel a job")
     p.add_argument("job", metavar="JOB", help="job id or unique prefix")
@@ -563,8 +707,34 @@ def add_job_parsers(sub: Any) -> None:
     job_sub = job.add_subparsers(dest="job_command", required=True, metavar="COMMAND")
     p = job_sub.add_parser(
         "run",
-        help="submit a job spec file (YAML or JSON)",
-        description="Submit the job spec in FILE (- for stdin).",
+        help="submit a job file (YAML or JSON: ours, Bacalhau 1.x or Bacalhau 0.3)",
+        description="Submit the job in FILE (- for stdin): our spec, a Bacalhau 1.x job "
+        "(Type, Count, Tasks) or a Bacalhau 0.3 spec (APIVersion: V1beta1), told apart "
+        "by their keys. Fields with no counterpart are refused, naming the key.",
+    )
+    p.add_argument("file", metavar="FILE", nargs="?", default="-", help="default: stdin")
+    add_submit_options(p)
+    p.set_defaults(func=cmd_job_run)
+    p = job_sub.add_parser(
+        "describe",
+        help="show a job (YAML by default), in the form job run reads back",
+        parents=[api],
+    )
+    p.add_argument("job", metavar="JOB", help="job id or unique prefix")
+    p.add_argument("--output", dest="format", choices=("yaml", "json"), default="yaml")
+    p.set_defaults(func=cmd_describe)
+    p = job_sub.add_parser(
+        "validate",
+        help="check a job file (ours, Bacalhau 1.x or 0.3); needs no node",
+    )
+    p.add_argument("file", metavar="FILE", help="the job file, or - for stdin")
+    p.add_argument("--output", dest="format", choices=FORMATS, default="text")
+    p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser(
+        "create",
+        help="submit a job file, as Bacalhau 0.3 named it (same as job run)",
+        description="Submit the job in FILE (ours, Bacalhau 1.x or 0.3; - for stdin).",
     )
     p.add_argument("file", metavar="FILE")
     add_submit_options(p)

@@ -3,7 +3,7 @@
 The functions here know nothing of argparse except :func:`add_wasm_parser`, so
 the CLI, the HTTP client and tests can share them::
 
-    bacalhau wasm run MODULE [ARGS...] [-v CID:/path]... [-o name:/path]...
+    bacalhau wasm run MODULE [ARGS...] [-i URI]... [-v CID:/path]... [-u URL]... [-o name:/path]...
                       [--entry-point NAME] [--env K=V]... [--timeout S] [--memory SIZE]
 
 ``MODULE`` is a local ``.wasm`` (or ``.wat``) file, added to the node's store
@@ -99,6 +99,8 @@ async def spec_from_args(ns: argparse.Namespace, *, add_file: AddFile | None = N
     Raises:
         ValidationError: naming the argument that is wrong.
     """
+    if getattr(ns, "dry_run", False):
+        add_file = None  # a dry run sends nothing to the node: the module goes inline
     module = await resolve_module(ns.module, add_file=add_file)
     return build_wasm_job(module, ns.args, entry_point=ns.entry_point, **job_options_from_args(ns))
 

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import attrs
+
 from ..errors import ValidationError
 from ..models import JobSpec, from_json_data
 from .legacy import spec_from_v03
@@ -80,7 +82,7 @@ def translate(data: Any) -> Translated:
             return job_from_v1(data[keys["job"]], path=keys["job"])
         return job_from_v1(data)
     if kind == "bacalhau-v0.3":
-        return spec_from_v03(data)
+        return attrs.evolve(spec_from_v03(data), source=kind)
     if "spec" in data and ("job_id" in data or set(data) == {"spec"}):
         data = data["spec"]
     elif "spec" in data:
@@ -88,4 +90,4 @@ def translate(data: Any) -> Translated:
             f"unknown field(s) beside spec: {', '.join(sorted(k for k in data if k != 'spec'))}",
             field="file",
         )
-    return Translated(from_json_data(data, JobSpec, what="$"))
+    return Translated(from_json_data(data, JobSpec, what="$"), source=kind)

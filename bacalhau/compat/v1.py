@@ -58,10 +58,13 @@ _OPERATORS = {
 
 @attrs.frozen
 class Translated:
-    """A job translated from Bacalhau's format, with what could not be kept."""
+    """A job translated from Bacalhau's format, with what could not be kept.
+
+    ``source`` is the shape it was read from (see :data:`bacalhau.compat.FORMATS`)."""
 
     spec: JobSpec
     warnings: tuple[str, ...] = ()
+    source: str = "bacalhau-v1"
 
 
 def _has_field(name: str) -> bool:
