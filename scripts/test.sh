@@ -4,7 +4,8 @@
 #   bash scripts/test.sh [PYTEST ARGS...]
 #
 # As root on Debian it installs the system packages the engine tests use (docker.io,
-# busybox-static, nats-server, and clang + wasi-libc for the C-to-WASM example), makes
+# busybox-static, nats-server, clang + wasi-libc for the C-to-WASM example, and
+# chromium + chromium-driver for the dashboard tests), makes
 # .venv with the project and its test extras, starts a private Docker engine (vfs
 # storage, a private socket, no bridge, no iptables) with a busybox image, runs the gates
 # (ruff check, ruff format --check, mypy --strict on bacalhau/ and tests/; any finding
@@ -23,6 +24,8 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     command -v clang >/dev/null 2>&1 || need+=(clang lld wasi-libc)
     [ -d /usr/share/wasi-sysroot ] || [ -d /usr/include/wasm32-wasi ] || need+=(wasi-libc)
     command -v ip >/dev/null 2>&1 || need+=(iproute2)
+    command -v chromium >/dev/null 2>&1 || need+=(chromium)
+    command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
     if [ "${#need[@]}" -gt 0 ]; then
         log "installing ${need[*]}"
         export DEBIAN_FRONTEND=noninteractive
@@ -72,6 +75,7 @@ fi
 if [ "${CI:-}" = "true" ] && [ "$(id -u)" = 0 ]; then
     # On CI the machine can provide every engine: a missing one is a failure, not a skip.
     export BACALHAU_REQUIRE_DOCKER=1 BACALHAU_REQUIRE_NATS=1
+    export BACALHAU_REQUIRE_BROWSER=1  # the dashboard tests' headless Chromium
 fi
 
 if exports=$(scripts/nats-server.sh ensure); then
