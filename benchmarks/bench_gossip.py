@@ -1,4 +1,4 @@
-"""TCP gossip across processes vs the in-memory transport in one process.
+"""TCP gossip across processes vs direct TCP across the same number of processes.
 
 One run measures, for networks of 4, 8 and 16 nodes (each gossip node its own
 process on 127.0.0.1, found through one static peer and peer exchange):
@@ -8,10 +8,18 @@ process on 127.0.0.1, found through one static peer and peer exchange):
 * throughput: messages per second one node pushes to every other node
   (each message delivered to all of them), with 2 and 4 nodes;
 
-and the same figures for the in-memory transport (all nodes in this process),
-then prints both side by side with ratios (gossip / memory) and writes
-``benchmarks/results/gossip.json``. Processes share the machine's monotonic
-clock, so cross-process latencies are direct differences.
+and the same figures for two references:
+
+* **direct TCP** (the headline reference): the same number of processes, the sender
+  holding one plain TCP connection to each other process and writing every frame to
+  each (length-prefixed, no signatures, no peer exchange, no relaying): the fastest
+  honest way to reach every process, so the ratio shows what gossip itself costs;
+* the in-memory transport, all nodes in this process (no process boundary at all;
+  kept as a second row).
+
+It prints them side by side with ratios and writes ``benchmarks/results/gossip.json``.
+Processes share the machine's monotonic clock, so cross-process latencies are direct
+differences.
 
 Run: ``python benchmarks/bench_gossip.py [--quick]``.
 """
@@ -29,7 +37,9 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.abc
 import msgpack
+from anyio.streams.buffered import BufferedByteReceiveStream
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import pct, table, write
@@ -94,6 +104,68 @@ async def worker(peer: str) -> None:
         tg.cancel_scope.cancel()
 
 
+async def tcp_worker() -> None:
+    """A direct-TCP reference process: one connection from the sender; ``F`` frames are
+    recorded like broadcasts, ``C`` frames are requests answered on the same connection."""
+    rec = Recorder()
+    multi = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=0)
+    listener = multi.listeners[0]
+    port = listener.extra(anyio.abc.SocketAttribute.local_port)
+    print(f"READY {port}", flush=True)
+    async with multi, await listener.accept() as stream:
+        pending = bytearray()
+        while True:
+            try:
+                pending += await stream.receive(1 << 20)  # many frames per read
+            except (anyio.EndOfStream, anyio.BrokenResourceError):
+                return
+            at = 0
+            while len(pending) - at >= 4:
+                size = int.from_bytes(pending[at : at + 4], "big")
+                if len(pending) - at - 4 < size:
+                    break
+                body = bytes(pending[at + 4 : at + 4 + size])
+                at += 4 + size
+                if body[:1] == b"F":
+                    await rec.handle_broadcast(body[1:])
+                else:
+                    reply = await rec.handle_request("", body[1:])
+                    await stream.send(len(reply).to_bytes(4, "big") + reply)
+            del pending[:at]
+
+
+class DirectTcp:
+    """The sender's side of the direct-TCP reference: one stream per other process.
+
+    With ``batch`` (throughput runs) frames are coalesced into writes of up to 64 KiB, as
+    a good sender would; without it (latency runs) every frame is written at once.
+    """
+
+    def __init__(self, streams: list[anyio.abc.SocketStream]) -> None:
+        self.streams = streams
+        self.readers = [BufferedByteReceiveStream(s) for s in streams]
+        self.batch = False
+        self.pending = bytearray()
+
+    async def flush(self) -> None:
+        if self.pending:
+            data, self.pending = bytes(self.pending), bytearray()
+            for stream in self.streams:
+                await stream.send(data)
+
+    async def broadcast(self, frame: bytes) -> None:
+        self.pending += (len(frame) + 1).to_bytes(4, "big") + b"F" + frame
+        if not self.batch or len(self.pending) >= 65536:
+            await self.flush()
+
+    async def ask(self, peer: str, what: bytes) -> bytes:
+        await self.flush()
+        i = int(peer)
+        await self.streams[i].send((len(what) + 1).to_bytes(4, "big") + b"C" + what)
+        size = int.from_bytes(await self.readers[i].receive_exactly(4), "big")
+        return await self.readers[i].receive_exactly(size)
+
+
 # --- coordinator ---------------------------------------------------------------------------
 
 
@@ -107,7 +179,7 @@ async def wait_mesh(t: GossipTransport, ids: list[str], n: int) -> None:
 
 
 async def latency_run(
-    t: Transport, ask: Any, others: list[str], messages: int, gap: float
+    t: Transport | DirectTcp, ask: Any, others: list[str], messages: int, gap: float
 ) -> list[float]:
     for peer in others:
         await ask(peer, b"reset")
@@ -124,7 +196,7 @@ async def latency_run(
 
 
 async def throughput_run(
-    t: Transport, ask: Any, others: list[str], messages: int, queued: Any
+    t: Transport | DirectTcp, ask: Any, others: list[str], messages: int, queued: Any
 ) -> float:
     for peer in others:
         await ask(peer, b"reset")
@@ -200,6 +272,49 @@ async def gossip_side(n: int, messages: int, flood: int | None) -> dict[str, Any
     return out
 
 
+async def tcp_side(n: int, messages: int, flood: int | None) -> dict[str, Any]:
+    """The direct-TCP reference with ``n`` processes: this one sends, ``n - 1`` receive."""
+    command = [sys.executable, __file__, "--tcp-worker"]
+    procs: list[subprocess.Popen[str]] = []
+    streams: list[anyio.abc.SocketStream] = []
+    try:
+        for _ in range(n - 1):
+            proc = await anyio.to_thread.run_sync(
+                lambda: subprocess.Popen(
+                    command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True
+                )
+            )
+            procs.append(proc)
+            assert proc.stdout is not None
+            line = await anyio.to_thread.run_sync(proc.stdout.readline)
+            if not line.startswith("READY "):
+                raise RuntimeError(f"tcp worker failed to start: {line!r}")
+            streams.append(await anyio.connect_tcp("127.0.0.1", int(line.split()[1])))
+        direct = DirectTcp(streams)
+        others = [str(i) for i in range(n - 1)]
+        await latency_run(direct, direct.ask, others, 20, 0.01)  # warm up
+        lat = await latency_run(direct, direct.ask, others, messages, 0.01)
+        out: dict[str, Any] = {
+            "nodes": n,
+            "p50_ms": pct(lat, 50) * 1000,
+            "p99_ms": pct(lat, 99) * 1000,
+            "lost": sum(1 for x in lat if x == math.inf),
+        }
+        if flood:
+            direct.batch = True
+            out["msgs_per_s"] = await throughput_run(direct, direct.ask, others, flood, lambda: 0)
+    finally:
+        for stream in streams:
+            await stream.aclose()
+        for p in procs:
+            try:
+                p.wait(5)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+    return out
+
+
 async def memory_side(n: int, messages: int, flood: int | None) -> dict[str, Any]:
     hub = MemoryHub(seed=1)
     ts = [hub.transport(Identity.generate().node_id) for _ in range(n)]
@@ -231,9 +346,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="small run for CI smoke tests")
     ap.add_argument("--worker", metavar="PEER", help=argparse.SUPPRESS)
+    ap.add_argument("--tcp-worker", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.worker:
         anyio.run(worker, args.worker)
+        return {}
+    if args.tcp_worker:
+        anyio.run(tcp_worker)
         return {}
     load = os.getloadavg()  # other work on the machine skews multi-process latency
     sizes = [4, 8] if args.quick else [4, 8, 16]
@@ -242,21 +361,24 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     results: dict[str, Any] = {"latency": [], "throughput": []}
     for n in sizes:
         g = anyio.run(gossip_side, n, messages, None)
+        d = anyio.run(tcp_side, n, messages, None)
         m = anyio.run(memory_side, n, messages, None)
-        results["latency"].append({"nodes": n, "gossip": g, "memory": m})
+        results["latency"].append({"nodes": n, "gossip": g, "tcp": d, "memory": m})
     for n in (2, 4):
         g = anyio.run(gossip_side, n, 20, flood)
+        d = anyio.run(tcp_side, n, 20, flood)
         m = anyio.run(memory_side, n, 20, flood)
-        results["throughput"].append({"nodes": n, "gossip": g, "memory": m})
+        results["throughput"].append({"nodes": n, "gossip": g, "tcp": d, "memory": m})
     rows = [
         (
             str(r["nodes"]),
             f"{r['gossip']['p50_ms']:.2f}",
             f"{r['gossip']['p99_ms']:.2f}",
+            f"{r['tcp']['p50_ms']:.2f}",
+            f"{r['tcp']['p99_ms']:.2f}",
+            f"{r['gossip']['p50_ms'] / r['tcp']['p50_ms']:.1f}x",
             f"{r['memory']['p50_ms']:.3f}",
-            f"{r['memory']['p99_ms']:.3f}",
             f"{r['gossip']['p50_ms'] / r['memory']['p50_ms']:.0f}x",
-            f"{r['gossip']['p99_ms'] / r['memory']['p99_ms']:.0f}x",
             str(r["gossip"]["lost"]),
         )
         for r in results["latency"]
@@ -265,13 +387,25 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         table(
             f"broadcast reaches all nodes ({messages} broadcasts, 10 ms apart; ms)",
             rows,
-            ("nodes", "gossip p50", "gossip p99", "mem p50", "mem p99", "p50 x", "p99 x", "lost"),
+            (
+                "nodes",
+                "gossip p50",
+                "gossip p99",
+                "tcp p50",
+                "tcp p99",
+                "vs tcp",
+                "mem p50",
+                "vs mem",
+                "lost",
+            ),
         )
     )
     rows = [
         (
             str(r["nodes"]),
             f"{r['gossip']['msgs_per_s']:.0f}",
+            f"{r['tcp']['msgs_per_s']:.0f}",
+            f"{r['gossip']['msgs_per_s'] / r['tcp']['msgs_per_s']:.2f}",
             f"{r['memory']['msgs_per_s']:.0f}",
             f"{r['gossip']['msgs_per_s'] / r['memory']['msgs_per_s']:.2f}",
         )
@@ -282,11 +416,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         table(
             f"messages/second from one node to all others ({flood} x {len(frame(0))} B)",
             rows,
-            ("nodes", "gossip msg/s", "memory msg/s", "gossip/memory"),
+            ("nodes", "gossip msg/s", "tcp msg/s", "gossip/tcp", "memory msg/s", "gossip/mem"),
         )
     )
-    sixteen = next(r for r in results["latency"] if r["nodes"] == max(sizes))
-    results["ratio_p50_at_max_nodes"] = sixteen["gossip"]["p50_ms"] / sixteen["memory"]["p50_ms"]
+    most = next(r for r in results["latency"] if r["nodes"] == max(sizes))
+    results["ratio_p50_at_max_nodes"] = most["gossip"]["p50_ms"] / most["tcp"]["p50_ms"]
+    results["ratio_p50_at_max_nodes_vs_memory"] = (
+        most["gossip"]["p50_ms"] / most["memory"]["p50_ms"]
+    )
     results["quick"] = args.quick
     results["cpus"] = os.cpu_count()
     results["load_average_at_start"] = load

@@ -2,9 +2,10 @@
 
 Three parts, each ours beside a reference:
 
-* canonical hash of a results folder (``hash_tree``) vs ``sha256sum`` over the
-  same files (coreutils, C) and a bare ``hashlib`` pass over their bytes (the
-  floor for any Python hashing), on big files and on many small ones;
+* canonical hash of a results folder (``hash_tree``) vs a bare ``hashlib`` pass
+  over the same files' bytes (the headline: the fastest honest reference, and the
+  floor for any Python hashing) and ``sha256sum`` over them (coreutils; slower
+  than hashlib here, kept as a second row), on big files and on many small ones;
 * sealing and opening a proposal (X25519 + HKDF + ChaCha20-Poly1305) vs
   libsodium's sealed box (PyNaCl, if installed) and vs the Ed25519 sign + verify
   every envelope already costs;
@@ -216,14 +217,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     r["case"],
                     f"{r['ours_s'] * 1e3:.1f} ms",
                     f"{r['ours_MBps']:.0f} MB/s",
-                    f"{r['sha256sum_s'] * 1e3:.1f} ms",
-                    f"{r['ratio_vs_sha256sum']:.2f}",
                     f"{r['hashlib_s'] * 1e3:.1f} ms",
                     f"{r['ratio_vs_hashlib']:.2f}",
+                    f"{r['sha256sum_s'] * 1e3:.1f} ms",
+                    f"{r['ratio_vs_sha256sum']:.2f}",
                 )
                 for r in hash_rows
             ],
-            ("case", "ours", "ours rate", "sha256sum", "ratio", "bare hashlib", "ratio"),
+            ("case", "ours", "ours rate", "bare hashlib", "ratio", "sha256sum", "ratio"),
         )
     )
     print()
