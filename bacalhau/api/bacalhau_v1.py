@@ -102,11 +102,11 @@ class _Compat:
         require_type(request, "application/json")
         doc = Doc.of(parse_json(await body.read()), "")
         job = doc.raw("Job")
-        if job is None:
-            raise ValidationError("the body needs a Job", field="Job")
         token = doc.text("IdempotencyToken")
         doc.skip("Namespace", "Credential")
         doc.done()
+        if job is None:
+            raise ValidationError("the body needs a Job", field="Job")
         translated = job_from_v1(job, path="Job")
         self.api._validate_engine(translated.spec)
         handle = await self.node.submit(translated.spec)
