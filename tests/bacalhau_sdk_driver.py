@@ -71,6 +71,15 @@ def main() -> None:
         # how a token-protected node is used with the client: one default header
         client.set_default_header("Authorization", f"Bearer {inputs['token']}")
     report: dict[str, Any] = {}
+    if inputs.get("mode") == "token":
+        task = Task(name="main", engine=SpecConfig(type="noop"), publisher=SpecConfig(type="noop"))
+        put = jobs.put(ApiPutJobRequest(job=Job(type="batch", count=1, tasks=[task])))
+        assert put is not None, "put with the token returned nothing"
+        report["state"] = wait(jobs, put.job_id)
+        report["listed"] = [j.id for j in jobs.list(limit=10).items]
+        report["job_id"] = put.job_id
+        print(json.dumps(report))
+        return
     ops = OpsApi(client)
     report["alive"] = ops.agentalive()
     report["version"] = plain(ops.agentversion())

@@ -142,3 +142,14 @@ async def test_the_official_client_drives_a_node(
     assert report["stop"] == {"evaluation_id": ""}
     assert report["stopped_state"] == "Stopped"
     assert report["stopped_get"]["job"]["state"]["message"] == "enough"
+
+
+@pytest.mark.anyio
+async def test_the_official_client_with_a_token(sdk_python: Path, tmp_path: Path) -> None:
+    """A token-protected node, used as docs/bacalhau-users.md says: one default header."""
+    async with Network.in_memory(1) as net, anyio.create_task_group() as tg:
+        address = await tg.start(functools.partial(serve_api, net.nodes[0], port=0, token="tok"))
+        report = await run_driver(sdk_python, address, tmp_path, {"mode": "token", "token": "tok"})
+        assert report["state"] == "Completed"
+        assert report["listed"] == [report["job_id"]]
+        tg.cancel_scope.cancel()
