@@ -491,6 +491,8 @@ class ExecutionResult:
     stderr: str = ""
     published: StorageRef | None = None
     reason: str = ""
+    verified: bool = False
+    """The publication matched what the node committed to in its accepted proposal."""
 
 
 @attrs.frozen

@@ -150,7 +150,9 @@ class Network:
         problems: list[str] = []
         if et is None and self.check_on_exit:
             with anyio.move_on_after(10):  # let cancelled executions finish cleaning up
-                while any(node.runner._stopping for node in self.nodes):  # noqa: ASYNC110
+                while any(  # noqa: ASYNC110
+                    node.runner._stopping or node.runner.removing for node in self.nodes
+                ):
                     await anyio.sleep(0.01)
             problems = self.check_invariants()
         self._tg.cancel_scope.cancel()

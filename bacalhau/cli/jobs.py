@@ -485,7 +485,17 @@ async def cmd_get(ns: argparse.Namespace) -> int:
         if ns.raw:
             return await _get_raw(client, result, dest)
         cid, path = await client.get_results(result.job_id, dest)
-    print(f"Fetched and verified {cid}", file=sys.stderr)
+    vouched = any(
+        e.verified and e.published is not None and e.published.cid == cid for e in result.accepted
+    )
+    if vouched:  # the requester checked the publication against the accepted commitment
+        print(f"Fetched and verified {cid}", file=sys.stderr)
+    else:
+        print(
+            f"Fetched {cid} (every block checked against the CID; no accepted commitment "
+            "vouches for it)",
+            file=sys.stderr,
+        )
     print(f"Results of {result.job_id} are in {path}", file=_out())
     return EXIT_OK
 

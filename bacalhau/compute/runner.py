@@ -40,6 +40,7 @@ from ..protocol.events import (
     PublishErrored,
 )
 from ..storage.ipfs._util import unwrap_group
+from ..verifier.commitment import Commitment
 from .capacity import Capacity
 from .limits import DEFAULT_JOB_LIMITS, JobLimits
 
@@ -184,6 +185,8 @@ class ExecutionRunner:
     _tg: anyio.abc.TaskGroup | None = None
     _scopes: dict[str, anyio.CancelScope] = attrs.Factory(dict)
     _stopping: dict[str, anyio.CancelScope] = attrs.Factory(dict)
+    removing: set[str] = attrs.Factory(set)
+    """Execution folders being removed on a worker thread right now."""
 
     def bind(self, tg: anyio.abc.TaskGroup) -> None:
         self._tg = tg
@@ -218,6 +221,7 @@ class ExecutionRunner:
         if job_id in self._scopes or job_id in self._stopping:
             return
         if self._tg is not None:
+            self.removing.add(job_id)  # from now, so a waiter sees it before the task starts
             self._tg.start_soon(self._remove_async, job_id)
         else:
             self._remove(job_id)
@@ -273,7 +277,11 @@ class ExecutionRunner:
             self.feed(outcome)
 
     async def _remove_async(self, job_id: str) -> None:
-        await anyio.to_thread.run_sync(self._remove, job_id)
+        self.removing.add(job_id)
+        try:
+            await anyio.to_thread.run_sync(self._remove, job_id)
+        finally:
+            self.removing.discard(job_id)
 
     def _remove(self, job_id: str) -> None:
         """Remove the execution folder; never raises (a failure is logged)."""
@@ -365,7 +373,23 @@ class ExecutionRunner:
         proposal = await verifier.propose(
             job_id=job_id, node_id=self.node_id, results_dir=results, requester_key=seal_key
         )
-        return ExecutionDone(job_id, proposal, result.exit_code, stdout, stderr)
+        commitment = await self._commit(job_id, spec, results, result.exit_code, stdout, stderr)
+        sealed = commitment.seal(job_id=job_id, node_id=self.node_id, requester_key=seal_key)
+        return ExecutionDone(job_id, proposal, result.exit_code, stdout, stderr, sealed)
+
+    async def _commit(
+        self, job_id: str, spec: JobSpec, results: Path, exit_code: int, stdout: str, stderr: str
+    ) -> Commitment:
+        """What this node will publish, committed before the requester accepts it
+        (:mod:`bacalhau.verifier.commitment`)."""
+        from ..verifier.canonical import hash_tree
+
+        digest = await anyio.to_thread.run_sync(hash_tree, results)
+        publisher = self.publishers.get(spec.publisher)
+        cid = await publisher.predict(results) if publisher is not None else None
+        return Commitment.of(
+            results_digest=digest, exit_code=exit_code, stdout=stdout, stderr=stderr, cid=cid
+        )
 
     async def _run_watched(
         self, executor: Executor, ctx: ExecutionContext, folder: Path, disk: int

@@ -74,6 +74,7 @@ from ..protocol.messages import (
 )
 from ..protocol.requester import RequesterConfig, RequesterState
 from ..transport.base import Transport, TransportHandler
+from ..verifier.commitment import Commitment
 from ..wire import VerifiedCache, decode_envelope, encode_envelope, pack, unpack
 from .plugins import Plugins, default_plugins
 from .services import ProtocolHandler
@@ -761,10 +762,13 @@ class Node(TransportHandler):
             return ProposalOpened(msg.job_id, sender, None, f"no {job.spec.verifier} verifier")
         try:
             digest = verifier.open(job_id=msg.job_id, node_id=sender, proposal=msg.proposal)
+            commitment = Commitment.unseal(
+                self.identity, msg.commitment, job_id=msg.job_id, node_id=sender
+            )
         except VerificationError as exc:
             self.stats["proposals_refused"] += 1
             return ProposalOpened(msg.job_id, sender, None, str(exc))
-        return ProposalOpened(msg.job_id, sender, digest)
+        return ProposalOpened(msg.job_id, sender, digest, commitment=commitment)
 
 
 def _version() -> str:

@@ -103,6 +103,7 @@ class ComputeJob:
     reason: str = ""
     proposal: bytes = b""
     ref: StorageRef | None = None
+    commitment: bytes = b""
 
 
 class ComputeState:
@@ -143,8 +144,13 @@ class ComputeState:
             if job.state is C.RUNNING:
                 self.move(job, C.PROPOSED)
                 job.exit_code, job.stdout, job.stderr = event.exit_code, event.stdout, event.stderr
-                job.proposal = event.proposal
-                out.append(Send(job.requester_id, ResultsProposed(job.job_id, event.proposal)))
+                job.proposal, job.commitment = event.proposal, event.commitment
+                out.append(
+                    Send(
+                        job.requester_id,
+                        ResultsProposed(job.job_id, event.proposal, event.commitment),
+                    )
+                )
             else:
                 out.append(DiscardResults(job.job_id))
         elif isinstance(event, ExecutionErrored) and job.state is C.RUNNING:
@@ -177,7 +183,7 @@ class ComputeState:
         repeat: dict[ComputeJobState, Command] = {
             C.BID: Send(to, BidPlaced(job_id)),
             C.DECLINED: Send(to, BidDeclined(job_id, job.reason)),
-            C.PROPOSED: Send(to, ResultsProposed(job_id, job.proposal)),
+            C.PROPOSED: Send(to, ResultsProposed(job_id, job.proposal, job.commitment)),
             C.FAILED: Send(to, ExecutionFailed(job_id, job.reason)),
         }
         if job.state is C.PUBLISHED and job.ref is not None:

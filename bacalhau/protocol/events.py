@@ -5,6 +5,7 @@ from __future__ import annotations
 import attrs
 
 from ..models import JobSpec, StorageRef
+from ..verifier.commitment import Commitment
 from .messages import Message
 
 __all__ = [
@@ -56,6 +57,8 @@ class ProposalOpened:
     node_id: str
     digest: bytes | None
     error: str | None = None
+    commitment: Commitment | None = None
+    """What the node committed to publish (None: no commitment to bind it)."""
 
 
 @attrs.frozen
@@ -93,6 +96,8 @@ class ExecutionDone:
     exit_code: int
     stdout: str = ""
     stderr: str = ""
+    commitment: bytes = b""
+    """The sealed :class:`~bacalhau.verifier.commitment.Commitment` for the requester."""
 
 
 @attrs.frozen

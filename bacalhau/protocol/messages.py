@@ -147,10 +147,13 @@ class BidRejected:
 
 @attrs.frozen
 class ResultsProposed:
-    """Compute -> requester: my verification proposal (opaque to everyone else)."""
+    """Compute -> requester: my verification proposal and my commitment to what I will
+    publish (both sealed for the requester: opaque to everyone else)."""
 
     job_id: str = attrs.field(validator=_job_id)
     proposal: bytes = attrs.field(validator=_blob(0, MAX_PROPOSAL))
+    commitment: bytes = attrs.field(default=b"", validator=_blob(0, 4096))
+    """The sealed results commitment (:mod:`bacalhau.verifier.commitment`)."""
 
 
 @attrs.frozen

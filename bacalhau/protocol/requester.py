@@ -40,6 +40,7 @@ from ..models import (
     JobState,
     StorageRef,
 )
+from ..verifier.commitment import Commitment
 from .commands import (
     Broadcast,
     CancelTimers,
@@ -179,6 +180,8 @@ class Execution:
     published: StorageRef | None = None
     reason: str = ""
     reviewed: bool = True
+    commitment: Commitment | None = None
+    verified: bool = False
 
 
 @attrs.define
@@ -258,6 +261,7 @@ class RequesterState:
                     stderr=e.stderr,
                     published=e.published,
                     reason=e.reason,
+                    verified=e.verified,
                 )
                 for e in job.executions.values()
                 if e.accepted
@@ -444,9 +448,26 @@ class RequesterState:
                     )
                 )
                 return
+            differs = (
+                ex.commitment.mismatch(
+                    ref=msg.ref, exit_code=msg.exit_code, stdout=msg.stdout, stderr=msg.stderr
+                )
+                if ex.commitment is not None
+                else None
+            )
+            if differs is not None:  # published other than it committed to: refuse it
+                self.move_execution(ex, X.FAILED)
+                self._count(sender, "rejected")
+                ex.reason = f"publication refused: differs from its commitment ({differs})"
+                out.append(CancelTimers(job.job_id, "execution", sender))
+                out.append(Send(sender, ResultsRejected(job.job_id, sender, ex.reason)))
+                self._note(job, now, "publication_refused", sender, ex.reason, out)
+                self._check_published(job, now, out)
+                return
             self.move_execution(ex, X.PUBLISHED)
             ex.published, ex.exit_code = msg.ref, msg.exit_code
             ex.stdout, ex.stderr = msg.stdout, msg.stderr
+            ex.verified = ex.commitment is not None
             self._note(job, now, "published", sender, str(msg.ref), out)
             self._check_published(job, now, out)
 
@@ -487,7 +508,7 @@ class RequesterState:
             self._note(job, now, "results_rejected", ex.node_id, ex.reason, out)
         else:
             self.move_execution(ex, X.PROPOSED)
-            ex.digest = event.digest
+            ex.digest, ex.commitment = event.digest, event.commitment
             self._note(job, now, "proposed", ex.node_id, "", out)
         self._progress(job, now, out)
 
@@ -618,7 +639,7 @@ class RequesterState:
         self.move(job, "verify")
         proposals = job.in_state(X.PROPOSED)
         need = max(job.spec.deal.confidence, 1)
-        sizes = Counter(e.digest for e in proposals)
+        sizes = Counter(_agreement(e) for e in proposals)
         ranked = sizes.most_common()
         best_digest, best = ranked[0]
         tied = len(ranked) > 1 and ranked[1][1] == best
@@ -635,7 +656,7 @@ class RequesterState:
             self._finish(job, "fail", why, now, out)
             return
         for ex in proposals:
-            if ex.digest == best_digest:
+            if _agreement(ex) == best_digest:
                 self.move_execution(ex, X.RESULTS_ACCEPTED)
                 self._count(ex.node_id, "accepted")
                 out.append(Send(ex.node_id, ResultsAccepted(job.job_id, ex.node_id)))
@@ -690,3 +711,13 @@ class RequesterState:
             message = JobCancelled(job.job_id, reason)
         out.append(Broadcast(message))
         self._note(job, now, job.state.value, self.node_id, reason, out)
+
+
+def _agreement(ex: Execution) -> object:
+    """What agreeing proposals share: the verifier's digest and, when the verifier
+    compares results, the whole commitment (the same results make the same one, so a
+    node that proposes the agreed digest but commits to publishing other values does
+    not agree). Verifiers that do not compare (digest None) all agree."""
+    if ex.digest is None:
+        return None
+    return (ex.digest, ex.commitment)

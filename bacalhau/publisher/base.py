@@ -21,3 +21,8 @@ class Publisher(abc.ABC):
         Raises:
             PublishError: with the reason.
         """
+
+    async def predict(self, results_dir: Path) -> str | None:
+        """The CID ``results_dir`` will be published at, if this publisher can say before
+        publishing (the compute node commits to it in its proposal); None otherwise."""
+        return None

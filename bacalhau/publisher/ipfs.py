@@ -33,6 +33,13 @@ class IpfsPublisher(Publisher):
         self.store: BlockStore = blocks if isinstance(blocks, BlockStore) else blocks.store
         self.cid_version = cid_version
 
+    async def predict(self, results_dir: Path) -> str | None:
+        """The CID :meth:`publish` will return for ``results_dir`` (computed, not stored)."""
+        try:
+            return await add_path(None, results_dir, cid_version=self.cid_version, hidden=True)
+        except (StorageError, OSError) as exc:
+            raise PublishError(f"could not compute the CID of the results: {exc}") from exc
+
     async def publish(self, job_id: str, execution_id: str, results_dir: Path) -> StorageRef:
         """Add, pin and announce ``results_dir``; hidden files are included, symlinks kept
         as symlinks (never followed).

@@ -60,7 +60,9 @@ __all__ = [
     "ProposalHeader",
     "open_proposal",
     "read_header",
+    "seal",
     "seal_proposal",
+    "unseal",
 ]
 
 log = logging.getLogger("bacalhau.verifier")
@@ -130,6 +132,15 @@ def seal_proposal(digest: bytes, *, job_id: str, node_id: str, requester_key: by
     """
     if len(digest) != _DIGEST:
         raise VerificationError(f"a digest is {_DIGEST} bytes, got {len(digest)}")
+    return seal(MAGIC, digest, job_id=job_id, node_id=node_id, requester_key=requester_key)
+
+
+def seal(magic: bytes, payload: bytes, *, job_id: str, node_id: str, requester_key: bytes) -> bytes:
+    """Seal ``payload`` (format ``magic``) for one requester, bound to the job and the node.
+
+    The construction of :func:`seal_proposal`, for any payload: the commitment of
+    :mod:`bacalhau.verifier.commitment` travels the same way.
+    """
     if len(requester_key) != 32:
         raise VerificationError(
             f"the requester's seal key must be 32 bytes, got {len(requester_key)}"
@@ -143,22 +154,22 @@ def seal_proposal(digest: bytes, *, job_id: str, node_id: str, requester_key: by
     except ValueError as exc:
         raise VerificationError(f"the requester's seal key is unusable: {exc}") from None
     ids = _lp(job_id) + _lp(node_id)
-    header = MAGIC + requester_key + ephemeral_key + ids
+    header = magic + requester_key + ephemeral_key + ids
     sealed = ChaCha20Poly1305(_key(shared, ephemeral_key, requester_key)).encrypt(
-        _NONCE, ids + digest, header
+        _NONCE, ids + payload, header
     )
     return header + sealed
 
 
-def read_header(proposal: bytes) -> ProposalHeader:
+def read_header(proposal: bytes, *, magic: bytes = MAGIC) -> ProposalHeader:
     """Parse the clear header of a sealed proposal (nothing is authenticated yet).
 
     Raises:
         VerificationError: not a version-1 proposal, or truncated.
     """
-    if not isinstance(proposal, bytes) or not proposal.startswith(MAGIC):
+    if not isinstance(proposal, bytes) or not proposal.startswith(magic):
         raise VerificationError("not a deterministic proposal (unknown format or version)")
-    at = len(MAGIC)
+    at = len(magic)
     if len(proposal) < at + 64:
         raise VerificationError("proposal is truncated (keys)")
     requester_key, ephemeral_key = proposal[at : at + 32], proposal[at + 32 : at + 64]
@@ -181,13 +192,21 @@ def open_proposal(identity: Identity, proposal: bytes, *, job_id: str, node_id: 
             ``tampered``, ``sealed for another requester`` or naming the format
             problem.
     """
-    header = read_header(proposal)
+    digest = unseal(MAGIC, identity, proposal, job_id=job_id, node_id=node_id)
+    if len(digest) != _DIGEST:
+        raise VerificationError("tampered: sealed and clear ids disagree")
+    return digest
+
+
+def unseal(magic: bytes, identity: Identity, sealed: bytes, *, job_id: str, node_id: str) -> bytes:
+    """The payload of :func:`seal`, checked as :func:`open_proposal` checks a proposal."""
+    header = read_header(sealed, magic=magic)
     if header.requester_key != identity.seal_public_key:
         raise VerificationError("sealed for another requester (not this node's seal key)")
     try:
         shared = identity.seal_exchange(header.ephemeral_key)
         plain = ChaCha20Poly1305(_key(shared, header.ephemeral_key, header.requester_key)).decrypt(
-            _NONCE, proposal[header.size :], proposal[: header.size]
+            _NONCE, sealed[header.size :], sealed[: header.size]
         )
     except (InvalidTag, ValueError):
         raise VerificationError(
@@ -196,8 +215,7 @@ def open_proposal(identity: Identity, proposal: bytes, *, job_id: str, node_id: 
         ) from None
     sealed_job, at = _read_lp(plain, 0, "sealed job id")
     sealed_node, at = _read_lp(plain, at, "sealed node id")
-    digest = plain[at:]
-    if sealed_job != header.job_id or sealed_node != header.node_id or len(digest) != _DIGEST:
+    if sealed_job != header.job_id or sealed_node != header.node_id:
         raise VerificationError("tampered: sealed and clear ids disagree")
     if sealed_job != job_id:
         raise VerificationError(
@@ -207,7 +225,7 @@ def open_proposal(identity: Identity, proposal: bytes, *, job_id: str, node_id: 
         raise VerificationError(
             f"copied: this proposal was sealed by node {sealed_node}, but sent by {node_id}"
         )
-    return digest
+    return plain[at:]
 
 
 class DeterministicVerifier(Verifier):
