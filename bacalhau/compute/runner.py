@@ -27,6 +27,7 @@ import anyio.abc
 import anyio.to_thread
 import attrs
 
+from ..commitment import Commitment
 from ..errors import BacalhauError, ExecutorError, StorageError
 from ..executor.base import ExecutionContext, PreparedVolume, RunResult, make_layout
 from ..live.logs import LogHub
@@ -40,7 +41,7 @@ from ..protocol.events import (
     PublishErrored,
 )
 from ..storage.ipfs._util import unwrap_group
-from ..verifier.commitment import Commitment
+from ..verifier.commitment import seal_commitment
 from .capacity import Capacity
 from .limits import DEFAULT_JOB_LIMITS, JobLimits
 
@@ -374,7 +375,9 @@ class ExecutionRunner:
             job_id=job_id, node_id=self.node_id, results_dir=results, requester_key=seal_key
         )
         commitment = await self._commit(job_id, spec, results, result.exit_code, stdout, stderr)
-        sealed = commitment.seal(job_id=job_id, node_id=self.node_id, requester_key=seal_key)
+        sealed = seal_commitment(
+            commitment, job_id=job_id, node_id=self.node_id, requester_key=seal_key
+        )
         return ExecutionDone(job_id, proposal, result.exit_code, stdout, stderr, sealed)
 
     async def _commit(

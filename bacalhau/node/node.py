@@ -74,7 +74,7 @@ from ..protocol.messages import (
 )
 from ..protocol.requester import RequesterConfig, RequesterState
 from ..transport.base import Transport, TransportHandler
-from ..verifier.commitment import Commitment
+from ..verifier.commitment import unseal_commitment
 from ..wire import VerifiedCache, decode_envelope, encode_envelope, pack, unpack
 from .plugins import Plugins, default_plugins
 from .services import ProtocolHandler
@@ -762,7 +762,7 @@ class Node(TransportHandler):
             return ProposalOpened(msg.job_id, sender, None, f"no {job.spec.verifier} verifier")
         try:
             digest = verifier.open(job_id=msg.job_id, node_id=sender, proposal=msg.proposal)
-            commitment = Commitment.unseal(
+            commitment = unseal_commitment(
                 self.identity, msg.commitment, job_id=msg.job_id, node_id=sender
             )
         except VerificationError as exc:

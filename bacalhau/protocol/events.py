@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import attrs
 
+from ..commitment import Commitment
 from ..models import JobSpec, StorageRef
-from ..verifier.commitment import Commitment
 from .messages import Message
 
 __all__ = [

@@ -30,6 +30,7 @@ from collections import Counter
 
 import attrs
 
+from ..commitment import Commitment
 from ..errors import IllegalTransition, ValidationError
 from ..models import (
     ExecutionResult,
@@ -40,7 +41,6 @@ from ..models import (
     JobState,
     StorageRef,
 )
-from ..verifier.commitment import Commitment
 from .commands import (
     Broadcast,
     CancelTimers,

@@ -8,6 +8,7 @@ import pytest
 
 from bacalhau import Deal, JobSpec, JobState, Network, RequesterConfig
 from bacalhau.cid import cid_str, make_cid
+from bacalhau.commitment import Commitment
 from bacalhau.identity import Identity
 from bacalhau.models import ExecutionState, StorageRef
 from bacalhau.protocol.commands import Send
@@ -15,7 +16,7 @@ from bacalhau.protocol.events import MessageReceived, ProposalOpened, SubmitJob
 from bacalhau.protocol.messages import BidPlaced, ResultsPublished, ResultsRejected
 from bacalhau.protocol.requester import RequesterState
 from bacalhau.testing.hostile_peer import switching_plugins
-from bacalhau.verifier.commitment import Commitment
+from bacalhau.verifier.commitment import seal_commitment, unseal_commitment
 
 pytestmark = pytest.mark.anyio
 
@@ -119,14 +120,16 @@ def test_a_commitment_round_trips_sealed_and_only_for_its_requester() -> None:
     commitment = Commitment.of(
         results_digest=b"d" * 32, exit_code=-3, stdout="ä", stderr="", cid=CID
     )
-    sealed = commitment.seal(job_id="j-1", node_id=NODE, requester_key=requester.seal_public_key)
-    assert Commitment.unseal(requester, sealed, job_id="j-1", node_id=NODE) == commitment
+    sealed = seal_commitment(
+        commitment, job_id="j-1", node_id=NODE, requester_key=requester.seal_public_key
+    )
+    assert unseal_commitment(requester, sealed, job_id="j-1", node_id=NODE) == commitment
     from bacalhau.errors import VerificationError
 
     with pytest.raises(VerificationError, match="another requester"):
-        Commitment.unseal(other, sealed, job_id="j-1", node_id=NODE)
+        unseal_commitment(other, sealed, job_id="j-1", node_id=NODE)
     with pytest.raises(VerificationError, match="copied"):
-        Commitment.unseal(requester, sealed, job_id="j-1", node_id=REQ)
+        unseal_commitment(requester, sealed, job_id="j-1", node_id=REQ)
     with pytest.raises(VerificationError, match="replayed"):
-        Commitment.unseal(requester, sealed, job_id="j-2", node_id=NODE)
+        unseal_commitment(requester, sealed, job_id="j-2", node_id=NODE)
     assert Commitment.decode(commitment.encode()) == commitment
