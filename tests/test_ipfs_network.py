@@ -15,6 +15,7 @@ from pathlib import Path
 
 import anyio
 import anyio.to_thread
+import attrs
 import pytest
 
 from bacalhau import ComputeConfig, Deal, JobSpec, Network
@@ -104,4 +105,26 @@ async def test_data_locality_local_bids_only_where_the_dag_is() -> None:
         assert result.ok, result.reason
         assert [e.node_id for e in result.accepted] == [holder.node_id]
         assert any("data not local" in e.detail for e in result.events if e.kind == "declined")
+        await net.wait_idle()
+
+
+async def test_data_locality_nearby_bids_where_a_provider_is_known() -> None:
+    nearby = ComputeConfig(data_locality="nearby")
+    async with Network.in_memory(3, seed=5, compute=nearby) as net:
+        holder = net.nodes[2]
+        cid = await add_bytes(holder.blockstore, os.urandom(600_000), pin=True)
+        other = await add_bytes(None, b"held by no node")
+        spec = JobSpec.noop(
+            stdout="ran",
+            inputs=(InputSpec(StorageSpec.ipfs(other), "/in"),),
+            deal=Deal(concurrency=1),
+            timeout=30,
+        )
+        result = await net.nodes[0].run_job(spec, timeout=30)
+        assert not result.ok  # nobody holds it or knows a provider: nobody bids
+        assert any("data not nearby" in e.detail for e in result.events if e.kind == "declined")
+        assert await holder.blocks.announce(cid) == 2  # now every node has a record
+        spec = attrs.evolve(spec, inputs=(InputSpec(StorageSpec.ipfs(cid), "/in"),))
+        result = await net.nodes[0].run_job(spec, timeout=30)
+        assert result.ok, result.reason
         await net.wait_idle()

@@ -158,9 +158,10 @@ def add_serve_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--data-locality",
         "--job-selection-data-locality",
         dest="data_locality",
-        choices=("anywhere", "local"),
+        choices=("anywhere", "local", "nearby"),
         default="anywhere",
-        help="local: bid only on jobs whose inputs are in this node's block store",
+        help="local: bid only on jobs whose inputs are in this node's block store;"
+        " nearby: or that a peer announced it holds (a live provider record)",
     )
     compute.add_argument(
         "--queue-size",

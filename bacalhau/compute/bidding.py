@@ -109,16 +109,24 @@ class CapacityStrategy:
 
 @attrs.define
 class DataLocalityStrategy:
-    """With ``local`` locality, bid only when every input is already on this node."""
+    """With ``local`` locality, bid only when every input is already on this node; with
+    ``nearby``, also when a peer is known to hold it (a live provider record)."""
 
     storage: Mapping[str, StorageProvider]
+    mode: str = "local"
 
     async def decide(self, request: BidRequest) -> BidResponse:
         for volume in request.spec.inputs:
             provider = self.storage.get(volume.source.type)
-            if provider is None or not await provider.has_locally(volume.source):
+            if provider is None:
+                here = False
+            elif self.mode == "nearby":
+                here = await provider.has_nearby(volume.source)
+            else:
+                here = await provider.has_locally(volume.source)
+            if not here:
                 what = volume.source.cid or volume.source.url or volume.source.type
-                return BidResponse(False, f"data not local: {what}")
+                return BidResponse(False, f"data not {self.mode}: {what}")
         return YES
 
 

@@ -32,8 +32,9 @@ class ComputeConfig:
         max_executions: most jobs running at once.
         queue_size: accepted jobs that may wait for capacity; a node whose queue is
             full does not bid.
-        data_locality: ``anywhere`` (bid regardless) or ``local`` (bid only when every
-            input CID is already in this node's block store).
+        data_locality: ``anywhere`` (bid regardless), ``local`` (bid only when every
+            input CID is already in this node's block store) or ``nearby`` (also when
+            a peer announced it and the provider record is live).
         docker_local_images_only: bid on docker jobs only when their image is present
             here (never pull).
         probe_http / probe_exec / probe_timeout: external bid hooks, see

@@ -375,8 +375,10 @@ class Node(TransportHandler):
             ),
             CapacityStrategy(self.capacity),
         ]
-        if compute.data_locality == "local":
-            self.strategies.append(DataLocalityStrategy(self.plugins.storage))
+        if compute.data_locality in ("local", "nearby"):
+            self.strategies.append(
+                DataLocalityStrategy(self.plugins.storage, mode=compute.data_locality)
+            )
         from ..compute.hooks import hook_strategies
 
         self.strategies.extend(hook_strategies(compute))

@@ -28,6 +28,11 @@ class StorageProvider(abc.ABC):
         """True if the data is on this node without fetching (data locality)."""
         return True
 
+    async def has_nearby(self, spec: StorageSpec) -> bool:
+        """True if the data is here or a peer is known to hold it (a provider record),
+        so fetching it needs no search (``nearby`` data locality)."""
+        return await self.has_locally(spec)
+
     @abc.abstractmethod
     async def prepare(self, spec: StorageSpec, dest: Path) -> Path:
         """Materialise ``spec`` at ``dest`` (a file or directory), read-only; return it.

@@ -66,6 +66,15 @@ class IpfsStorage(StorageProvider):
             return False
         return await anyio.to_thread.run_sync(self.store.has_dag, target)
 
+    async def has_nearby(self, spec: StorageSpec) -> bool:
+        """True if the DAG is here, or a peer announced it and its record is still live."""
+        if await self.has_locally(spec):
+            return True
+        if isinstance(self.blocks, BlockStore):
+            return False
+        live = set(self.blocks.records.providers(self._cid(spec)))
+        return bool(live & self.blocks.services.peers())
+
     async def _target(self, spec: StorageSpec) -> bytes:
         return await resolve(self.blocks, self._cid(spec), spec.path, limits=self.limits)
 
