@@ -70,7 +70,7 @@ REPLY_BUDGET = 2 * 1024 * 1024
 MAX_REPLY = 4 * 1024 * 1024
 WINDOW_LOW, WINDOW_HIGH = 2, 16
 """Bounds of the requests in flight to one provider (see FlowWindow)."""
-MAX_INFLIGHT_BYTES = 32 * 1024 * 1024
+MAX_INFLIGHT_BYTES = 16 * 1024 * 1024
 """Bytes asked for and not yet stored, per fetch, over all its providers."""
 MAX_PROVIDER_ROOTS = 4096
 DISCOVERY_ROUNDS = 2
