@@ -79,9 +79,10 @@ def fetch(infos: list[dict[str, Any]], workdir: Path, mode: str) -> dict[str, An
     return json.loads(out.strip().splitlines()[-1])  # type: ignore[no-any-return]
 
 
-def raw_copy(path: Path, out: Path | None) -> float:
+def raw_copy(path: Path, out: Path | None) -> tuple[float, float]:
     """Seconds to send ``path`` over loopback TCP from one process to another, which
-    keeps it in memory (``out`` None) or writes it to ``out``."""
+    keeps it in memory (``out`` None) or writes it to ``out``; and the CPU seconds
+    the receiving process spent."""
     server = _spawn("rawserve", str(path))
     try:
         assert server.stdout is not None
@@ -96,7 +97,8 @@ def raw_copy(path: Path, out: Path | None) -> float:
         server.wait(timeout=60)
     if out is not None:
         out.unlink()
-    return float(result.strip())
+    seconds, cpu = result.split()
+    return float(seconds), float(cpu)
 
 
 # --- the processes ------------------------------------------------------------------------
@@ -148,11 +150,13 @@ def _fetch(workdir: Path, mode: str, cid: str, peers: list[str]) -> None:
             else:
                 raise SystemExit("could not connect to every provider")
             start = time.perf_counter()
+            cpu = time.process_time()
             if mode == "fetch":
                 result["blocks"] = await node.blocks.fetch_dag(cid)
             else:
                 await node.blocks.export(cid, workdir / "out.bin")
             result["seconds"] = time.perf_counter() - start
+            result["cpu_s"] = time.process_time() - cpu
             result["stats"] = dict(node.blocks.stats)
 
     anyio.run(main)
@@ -174,6 +178,7 @@ def _rawrecv(port: int, out: str) -> None:
     view = memoryview(buf)
     with socket.create_connection(("127.0.0.1", port)) as conn:
         start = time.perf_counter()
+        cpu = time.process_time()
         fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644) if out != "-" else -1
         try:
             while n := conn.recv_into(view):
@@ -182,7 +187,7 @@ def _rawrecv(port: int, out: str) -> None:
         finally:
             if fd >= 0:
                 os.close(fd)
-        print(time.perf_counter() - start, flush=True)
+        print(time.perf_counter() - start, time.process_time() - cpu, flush=True)
 
 
 if __name__ == "__main__":

@@ -155,19 +155,26 @@ def peer_fetch(data: Path, root: Path, runs: int) -> dict[str, Any]:
 
     size = data.stat().st_size
     times: dict[str, list[float]] = {k: [] for k in ("raw", "raw_disk", "f1", "g1", "f3")}
+    cpu: dict[str, list[float]] = {k: [] for k in ("raw", "raw_disk", "f1", "g1")}
     rss: list[float] = []
     identical = True
     stats: dict[str, Any] = {}
     with fp.providers(data, root / "p1", 1) as one:
         for i in range(runs):
-            times["raw"].append(fp.raw_copy(data, None))
+            seconds, used = fp.raw_copy(data, None)
+            times["raw"].append(seconds)
+            cpu["raw"].append(used)
             got = fp.fetch(one, root / f"f1-{i}", "fetch")
             times["f1"].append(got["seconds"])
+            cpu["f1"].append(got["cpu_s"])
             stats = got["stats"]
             shutil.rmtree(root / f"f1-{i}")
-            times["raw_disk"].append(fp.raw_copy(data, root / "raw.bin"))
+            seconds, used = fp.raw_copy(data, root / "raw.bin")
+            times["raw_disk"].append(seconds)
+            cpu["raw_disk"].append(used)
             got = fp.fetch(one, root / f"g1-{i}", "get")
             times["g1"].append(got["seconds"])
+            cpu["g1"].append(got["cpu_s"])
             rss.append(got["max_rss_mib"])
             identical = identical and file_digest(root / f"g1-{i}" / "out.bin") == file_digest(data)
             shutil.rmtree(root / f"g1-{i}")
@@ -179,6 +186,7 @@ def peer_fetch(data: Path, root: Path, runs: int) -> dict[str, Any]:
             shutil.rmtree(root / f"f3-{i}")
     shutil.rmtree(root / "p3")
     med = {k: statistics.median(v) for k, v in times.items()}
+    cpu_med = {k: statistics.median(v) for k, v in cpu.items()}
     return {
         "bytes": size,
         "runs": runs,
@@ -192,6 +200,14 @@ def peer_fetch(data: Path, root: Path, runs: int) -> dict[str, Any]:
         "three_vs_one_provider": med["f1"] / med["f3"],
         "fetch_mib_per_s": size / MIB / med["f1"],
         "raw_copy_mib_per_s": size / MIB / med["raw"],
+        "goal_fetch_vs_raw_copy": 0.5,
+        "goal_fetch_and_write_vs_raw_copy_to_file": 0.4,
+        "receiver_cpu_s": {
+            "raw_tcp_copy": cpu_med["raw"],
+            "raw_tcp_copy_to_file": cpu_med["raw_disk"],
+            "fetch": cpu_med["f1"],
+            "fetch_and_write": cpu_med["g1"],
+        },
         "fetch_and_write_max_rss_mib": max(rss),
         "identical": identical,
         "fetcher_stats": stats,
@@ -312,6 +328,16 @@ def print_table(r: dict[str, Any]) -> None:
     print(
         f"{'  fetch from 3 providers vs from 1':48} {f['fetch_3_providers_s']:9.3f}s "
         f"{f['fetch_1_provider_s']:9.3f}s {f['three_vs_one_provider']:6.2f}x"
+    )
+    c = f["receiver_cpu_s"]
+    print(
+        f"{'  receiving process CPU: fetch vs raw copy':48} {c['fetch']:9.3f}s "
+        f"{c['raw_tcp_copy']:9.3f}s {c['raw_tcp_copy'] / max(c['fetch'], 1e-9):6.2f}x"
+    )
+    print(
+        f"{'  ... fetch + write vs raw copy to a file':48} {c['fetch_and_write']:9.3f}s "
+        f"{c['raw_tcp_copy_to_file']:9.3f}s "
+        f"{c['raw_tcp_copy_to_file'] / max(c['fetch_and_write'], 1e-9):6.2f}x"
     )
     s, lg = m["small"], m["large"]
     sm, lm = s["bytes"] // MIB, lg["bytes"] // MIB
