@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
+import attrs
 import httpx
 import pytest
 
@@ -213,6 +214,30 @@ def test_our_spec_round_trips_through_bacalhau_shape() -> None:
     assert back.warnings == ()
     wasm = JobSpec.wasm(StorageSpec.inline(b"\0asm\1\0\0\0"), args=["x"], entry_point="main")
     assert job_from_v1(spec_to_v1(wasm)).spec == wasm
+
+
+def test_constraints_become_selectors_where_the_node_has_them() -> None:
+    job = v1_job()
+    job["Constraints"] = [
+        {"Key": "region", "Operator": "=", "Values": ["eu"]},
+        {"Key": "zone", "Operator": "in", "Values": ["a", "b"]},
+        {"Key": "spot", "Operator": "!"},
+        {"Key": "mem", "Operator": "gt", "Values": ["16"]},
+    ]
+    if not any(f.name == "selectors" for f in attrs.fields(JobSpec)):
+        with pytest.raises(ValidationError) as caught:
+            job_from_v1(job)
+        assert caught.value.field == "Constraints[0]"
+        return
+    spec = job_from_v1(job).spec
+    selectors = spec.selectors  # type: ignore[attr-defined,unused-ignore]
+    assert [str(s) for s in selectors] == ["region=eu", "zone in (a,b)", "!spot", "mem>16"]
+    assert job_from_v1(spec_to_v1(spec)).spec == spec
+    assert spec_to_v1(spec)["Constraints"][2] == {"Key": "spot", "Operator": "!", "Values": []}
+    job["Constraints"][0]["Operator"] = "near"
+    with pytest.raises(ValidationError) as caught:
+        job_from_v1(job)
+    assert caught.value.field == "Constraints[0].Operator"
 
 
 def test_a_v03_spec() -> None:

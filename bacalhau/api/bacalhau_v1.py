@@ -262,9 +262,11 @@ class _Compat:
     def _nodes(self) -> list[dict[str, Any]]:
         self.api._check_started()
         version = _version()
-        known: dict[str, Any] = dict(getattr(self.node, "known_nodes", dict)() or {})
+        # the requester's node table where the node keeps one (announced infos), else peers
+        table = getattr(self.node, "known_nodes", None)
+        known: dict[str, Any] = {i.node_id: i for i in (table() if callable(table) else [])}
         out = [render.node_to_v1(self.node.info(), self.node.node_id, version)]
-        for peer in sorted(self.node.peers()):
+        for peer in sorted(set(self.node.peers()) | set(known)):
             if peer != self.node.node_id:
                 out.append(render.node_to_v1(known.get(peer), peer, version))
         return out

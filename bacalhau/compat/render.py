@@ -95,6 +95,8 @@ _JOB_EVENTS = {
     "failed": "Failed",
     "cancelled": "Stopped",
 }
+_OPERATOR_NAMES = {"!exists": "!", ">": "gt", "<": "lt"}
+"""Our selector operators Bacalhau (Kubernetes) spells differently."""
 _NS = uuid.UUID("6f1c7c52-4d0b-4bde-9a55-2f1f0c0a7e11")
 
 
@@ -151,7 +153,11 @@ def spec_to_v1(spec: JobSpec) -> dict[str, Any]:
         key, _, value = label.partition("=")
         labels[key] = value
     constraints = [
-        {"Key": s.key, "Operator": s.operator, "Values": list(s.values)}
+        {
+            "Key": s.key,
+            "Operator": _OPERATOR_NAMES.get(s.operator, s.operator),
+            "Values": list(s.values),
+        }
         for s in getattr(spec, "selectors", ())
     ]
     r = spec.resources
