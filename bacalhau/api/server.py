@@ -52,6 +52,7 @@ from starlette.types import Receive, Scope, Send
 from ..errors import ApiError, BacalhauError, ValidationError
 from ..models import ExecutionResult, ExecutionState, JobSpec, JobState, from_json_data
 from . import bacalhau_v1
+from ._guard import ConnectionGuard, guarded_protocol
 from ._http import (
     Body,
     bool_param,
@@ -117,11 +118,20 @@ class ApiLimits:
         max_json_bytes: largest JSON body (a job spec with 1 MiB of inline data fits).
         max_upload_bytes: largest data upload (``POST /api/v1/data`` and ``/data/car``).
         max_page: largest ``limit`` of ``GET /api/v1/jobs``.
+        max_connections: most open connections; past it the oldest idle one is closed
+            (see :mod:`bacalhau.api._guard`).
+        header_timeout: seconds a connection has to send complete request headers.
+        body_timeout: seconds a request body has to arrive after its headers.
+        keep_alive: seconds an idle keep-alive connection stays open.
     """
 
     max_json_bytes: int = 4 * 1024 * 1024
     max_upload_bytes: int = 4 * 1024 * 1024 * 1024
     max_page: int = 1000
+    max_connections: int = 1024
+    header_timeout: float = 10.0
+    body_timeout: float = 300.0
+    keep_alive: float = 5.0
 
 
 @attrs.frozen
@@ -710,6 +720,14 @@ async def serve_api(
         proxy_headers=False,
         timeout_graceful_shutdown=max(1, graceful),
         h11_max_incomplete_event_size=64 * 1024,
+        http=guarded_protocol(
+            ConnectionGuard(
+                max_connections=limits.max_connections,
+                header_timeout=limits.header_timeout,
+                body_timeout=limits.body_timeout,
+            )
+        ),
+        timeout_keep_alive=max(1, int(limits.keep_alive)),
     )
     server = _Server(config)
     stopped = anyio.Event()

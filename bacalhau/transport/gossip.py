@@ -28,7 +28,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import random
-import socket
 from collections import deque
 from collections.abc import Callable, Sequence
 from time import monotonic
@@ -74,7 +73,8 @@ from .gossip_conn import (
     encode,
 )
 from .gossip_handshake import SelfConnection, handshake
-from .gossip_options import GossipOptions
+from .gossip_limits import HandshakeSlots, LogBudget, should_cut
+from .gossip_options import GossipOptions, gossip_transport_factory
 from .secret import DEFAULT_NETWORK, parse_secret
 
 __all__ = ["GossipOptions", "GossipTransport", "gossip_transport_factory"]
@@ -149,7 +149,11 @@ class GossipTransport(Transport):
         self._pex_dirty = False
         self._inbox_bytes = 0
         self._inbox_wake = anyio.Event()
-        self._handshakes = 0
+        self._slots = HandshakeSlots(
+            max_total=self.options.max_handshakes,
+            max_per_address=self.options.max_handshakes_per_address,
+        )
+        self._log_budget = LogBudget()
         self._handler: TransportHandler | None = None
         self._tg: anyio.abc.TaskGroup | None = None
         self._bound: tuple[str, int] | None = None
@@ -302,12 +306,6 @@ class GossipTransport(Transport):
 
     async def _accept(self, stream: anyio.abc.SocketStream) -> None:
         try:
-            if self._handshakes >= self.options.max_handshakes:
-                remote = stream.extra(SocketAttribute.remote_address)
-                log.warning("gossip: refused %s:%d: too many connections in handshake", *remote[:2])
-                self.stats["refused"] += 1
-                await stream.aclose()
-                return
             await self._session(stream, outbound=False, expected_id=None)
         except Exception:  # a bug of ours in one connection must not take the node down
             log.exception("gossip: unexpected error serving an incoming connection")
@@ -329,32 +327,38 @@ class GossipTransport(Transport):
         remote = stream.extra(SocketAttribute.remote_address)
         where = f"{remote[0]}:{remote[1]}"
         reader = FrameReader(stream)
-        self._handshakes += 1
+        # incoming handshakes hold a slot; the oldest are evicted when slots run out
+        slot = None if outbound else self._slots.open(str(remote[0]))
         try:
-            hello = await handshake(
-                stream,
-                reader,
-                self.identity,
-                secret_key=self._secret_key,
-                outbound=outbound,
-                listen_port=self._bound[1] if self._bound else None,
-                advertise_host=self.advertise_host,
-                expected_id=expected_id,
-                time_limit=opts.handshake_timeout,
-            )
+            with slot.scope if slot is not None else contextlib.nullcontext():
+                hello = await handshake(
+                    stream,
+                    reader,
+                    self.identity,
+                    secret_key=self._secret_key,
+                    outbound=outbound,
+                    listen_port=self._bound[1] if self._bound else None,
+                    advertise_host=self.advertise_host,
+                    expected_id=expected_id,
+                    time_limit=opts.handshake_timeout,
+                )
+            if slot is not None and slot.evicted:
+                raise WireError("evicted: too many connections in handshake")
         except SelfConnection:
             await stream.aclose()
             return "self", None
         except (WireError, OSError, anyio.BrokenResourceError, anyio.ClosedResourceError) as exc:
-            log.warning("gossip: cut off %s during handshake: %s", where, exc)
+            if self._log_budget.allow():
+                log.warning("gossip: cut off %s during handshake: %s", where, exc)
             self.stats["cut_off"] += 1
-            await stream.aclose()
+            await anyio.aclose_forcefully(stream)
             return "failed", None
         except BaseException:  # cancelled mid-handshake: still close the socket
             await anyio.aclose_forcefully(stream)
             raise
         finally:
-            self._handshakes -= 1
+            if slot is not None:
+                self._slots.close(slot)
         listen_host = hello.advertise_host or str(remote[0])
         conn = Connection(
             peer_id=hello.node_id,
@@ -673,9 +677,20 @@ class GossipTransport(Transport):
             except Exception:
                 log.exception("gossip: the node's broadcast handler failed; frame not forwarded")
                 valid = False
+            conn = self._conns.get(source)
             if not valid:
                 self.stats["invalid"] += 1
+                if conn is not None:
+                    conn.invalid += 1
+                    if should_cut(
+                        invalid=conn.invalid, valid=conn.valid, max_invalid=self.options.max_invalid
+                    ):
+                        self.stats["cut_off"] += 1
+                        log.warning("gossip: cut off %s: %d invalid frames", source, conn.invalid)
+                        self._drop(conn, f"sent {conn.invalid} invalid frames")
                 continue
+            if conn is not None:
+                conn.valid += 1
             self.stats["delivered"] += 1
             targets = self.state.accept(mid, frame, source)
             origin = self._conns.get(source) if first_hop else None
@@ -752,44 +767,3 @@ class GossipTransport(Transport):
                 if pex:
                     conn.send_control(self._peers_message(conn))
             self._maybe_dial()
-
-
-def gossip_transport_factory(
-    *,
-    host: str = "127.0.0.1",
-    secret: str | bytes | None = None,
-    options: GossipOptions | None = None,
-    mdns: bool = False,
-    mdns_interfaces: Sequence[str] | None = None,
-) -> Callable[[Identity], GossipTransport]:
-    """A ``transport_factory`` for :class:`~bacalhau.Network`: nodes of one process over TCP.
-
-    Each transport listens on a free port of ``host`` (bound when it is made,
-    so its address is known before it runs) and knows the addresses of the
-    (up to four) transports made before it; peer exchange introduces the rest.
-    """
-    made: list[tuple[str, int]] = []
-
-    def make(identity: Identity) -> GossipTransport:
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind((host, 0))
-            sock.listen(128)
-        except OSError:
-            sock.close()
-            raise
-        transport = GossipTransport(
-            identity,
-            listen_socket=sock,
-            peers=made[-4:],
-            secret=secret,
-            options=options,
-            mdns=mdns,
-            mdns_interfaces=mdns_interfaces,
-        )
-        made.append((host, int(sock.getsockname()[1])))
-        return transport
-
-    return make

@@ -179,6 +179,9 @@ class Connection:
     last_sent: float = 0.0
     dropped: int = 0
     inflight: int = 0
+    valid: int = 0
+    """Broadcasts from this peer the node found valid, and invalid (a score)."""
+    invalid: int = 0
     close_reason: str | None = None
     peer_peers: frozenset[str] | None = None
     """The peer's own peers, from its latest complete PEERS message (else None)."""

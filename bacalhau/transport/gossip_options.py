@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import socket
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
+
 import attrs
 
 from ..protocol.gossip import GossipConfig
 
-__all__ = ["GossipOptions"]
+if TYPE_CHECKING:
+    from ..identity import Identity
+    from .gossip import GossipTransport
+
+__all__ = ["GossipOptions", "gossip_transport_factory"]
 
 
 @attrs.frozen(kw_only=True)
@@ -23,7 +31,11 @@ class GossipOptions:
         max_peers: most connections; more are refused (after telling the other
             side this node's peers, so it can go elsewhere).
         target_peers: dial known addresses until this many peers are connected.
-        max_handshakes: most connections in handshake at once.
+        max_handshakes: most incoming connections in handshake at once; past it the
+            oldest is cut off to make room (:mod:`bacalhau.transport.gossip_limits`).
+        max_handshakes_per_address: the same, per remote address.
+        max_invalid: a peer that sent more invalid broadcasts than this, and more
+            invalid than valid ones, is cut off.
         max_dials: most outgoing dials at once.
         backoff_min, backoff_max: reconnect delay range (doubling, with jitter).
         max_dial_failures: a discovered address is forgotten after this many
@@ -48,6 +60,8 @@ class GossipOptions:
     max_peers: int = 64
     target_peers: int = 32
     max_handshakes: int = 64
+    max_handshakes_per_address: int = 16
+    max_invalid: int = 64
     max_dials: int = 8
     backoff_min: float = 0.25
     backoff_max: float = 30.0
@@ -60,3 +74,46 @@ class GossipOptions:
     pex_max: int = 32
     address_book: int = 1024
     gossip: GossipConfig = attrs.Factory(GossipConfig)
+
+
+def gossip_transport_factory(
+    *,
+    host: str = "127.0.0.1",
+    secret: str | bytes | None = None,
+    options: GossipOptions | None = None,
+    mdns: bool = False,
+    mdns_interfaces: Sequence[str] | None = None,
+) -> Callable[[Identity], GossipTransport]:
+    """A ``transport_factory`` for :class:`~bacalhau.Network`: nodes of one process over TCP.
+
+    Each transport listens on a free port of ``host`` (bound when it is made,
+    so its address is known before it runs) and knows the addresses of the
+    (up to four) transports made before it; peer exchange introduces the rest.
+    """
+    made: list[tuple[str, int]] = []
+
+    def make(identity: Identity) -> GossipTransport:
+        from .gossip import GossipTransport
+
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((host, 0))
+            sock.listen(128)
+        except OSError:
+            sock.close()
+            raise
+        transport = GossipTransport(
+            identity,
+            listen_socket=sock,
+            peers=made[-4:],
+            secret=secret,
+            options=options,
+            mdns=mdns,
+            mdns_interfaces=mdns_interfaces,
+        )
+        made.append((host, int(sock.getsockname()[1])))
+        return transport
+
+    return make
