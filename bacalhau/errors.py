@@ -52,7 +52,16 @@ class IllegalTransition(BacalhauError):
         self.machine = machine
         self.state = state
         self.event = event
-        super().__init__(f"{machine}: event {event!r} is not allowed in state {state!r}")
+        super().__init__(
+            f"{machine}: event {_name(event)!r} is not allowed in state {_name(state)!r}"
+        )
+
+
+def _name(value: object) -> object:
+    """An enum member's value (``'fail'``, not ``<JobAction.FAIL: 'fail'>``)."""
+    import enum
+
+    return value.value if isinstance(value, enum.Enum) else value
 
 
 class WireError(BacalhauError):

@@ -7,7 +7,8 @@
 
 All nodes share one :class:`~bacalhau.wire.VerifiedCache`, so each event's
 signature is checked once for the whole process. When the network closes it
-checks that no node left an execution running or a results folder behind.
+checks that no node left an execution running or a results folder behind, and
+that no node's state machines hit an internal error (a bug) while it ran.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import anyio.abc
 
 from .errors import BacalhauError
 from .identity import Identity
+from .node.driver import Fault
 from .node.node import Node
 from .transport.base import Transport
 from .transport.memory import Faults, MemoryHub
@@ -88,6 +90,7 @@ class Network:
         self._counter = 0
         self._options: dict[str, dict[str, Any]] = {}
         self._stopped: dict[str, anyio.Event] = {}
+        self._faults: list[Fault] = []
 
     @classmethod
     def in_memory(
@@ -151,10 +154,12 @@ class Network:
         if et is None and self.check_on_exit:
             with anyio.move_on_after(10):  # let cancelled executions finish cleaning up
                 while any(  # noqa: ASYNC110
-                    node.runner._stopping or node.runner.removing for node in self.nodes
+                    node.runner.stopping or node.runner.removing for node in self.nodes
                 ):
                     await anyio.sleep(0.01)
             problems = self.check_invariants()
+        if et is None:
+            problems += self.check_faults()
         self._tg.cancel_scope.cancel()
         try:
             result = await self._tg.__aexit__(et, e, tb)
@@ -218,6 +223,7 @@ class Network:
             await self._stopped.pop(node.node_id).wait()
         with contextlib.suppress(ValueError):
             self.nodes.remove(node)
+            self._faults.extend(node.faults)
 
     # --- checks ---------------------------------------------------------------------------
 
@@ -235,7 +241,7 @@ class Network:
                     problems.append(f"{job.job_id}: {accepted} accepted results > concurrency")
             folders = node.data_dir / "executions"
             live = {"running", "proposed", "publishing"}
-            for job_id in list(node.runner._scopes):
+            for job_id in node.runner.running:
                 cj = node.compute.jobs.get(job_id)
                 if cj is None or cj.state.value not in live:
                     problems.append(
@@ -250,6 +256,11 @@ class Network:
                             f"{node.node_id}: results folder of {folder.name} left behind"
                         )
         return problems
+
+    def check_faults(self) -> list[str]:
+        """Internal errors any node's state machines hit (bugs), stopped nodes included."""
+        faults = [*self._faults, *(f for node in self.nodes for f in node.faults)]
+        return [f"internal error on job {f.job_id} ({f.side}): {f.error}" for f in faults]
 
     async def wait_idle(self, timeout: float = 30.0) -> None:
         """Wait until no node has an execution running (after all jobs ended)."""

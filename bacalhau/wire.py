@@ -117,9 +117,13 @@ def pack(data: Any) -> bytes:
 
 class _MessageIds:
     """16-byte message ids: 8 random bytes per process, then a counter (one syscall per
-    process instead of one per message; unique across restarts)."""
+    process instead of one per message; unique across restarts). A forked child draws a
+    fresh prefix, so parent and child never produce the same id."""
 
     def __init__(self) -> None:
+        self.reseed()
+
+    def reseed(self) -> None:
         self._prefix = os.urandom(8)
         self._counter = itertools.count()
 
@@ -128,6 +132,8 @@ class _MessageIds:
 
 
 _IDS = _MessageIds()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_IDS.reseed)
 
 
 def encode_envelope(identity: Identity, kind: str, body: Any, *, now: float) -> tuple[bytes, bytes]:

@@ -55,7 +55,7 @@ async def test_compute_restart_after_acceptance_is_rescheduled() -> None:
         await wait_for(lambda: any(e.kind == "bid_accepted" for e in handle.result().events))
         first = next(e.node_id for e in handle.result().events if e.kind == "bid_accepted")
         worker = next(n for n in net.nodes if n.node_id == first)
-        await wait_for(lambda: handle.job_id in worker.runner._scopes)
+        await wait_for(lambda: handle.job_id in worker.runner.running)
         assert worker.store is not None
         await worker.store.flush()  # the crash comes after the node recorded the execution
         await net.restart_node(worker)

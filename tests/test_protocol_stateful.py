@@ -41,6 +41,7 @@ from bacalhau.protocol.requester import (
     RequesterConfig,
     RequesterState,
 )
+from bacalhau.protocol.timers import JobAction, RequesterTimer
 
 NODES = [Identity.from_seed(bytes([i]) * 32).node_id for i in range(1, 7)]
 REQ = Identity.from_seed(b"\x99" * 32).node_id
@@ -102,9 +103,9 @@ class RequesterMachine(RuleBasedStateMachine):
                 for key in [
                     k
                     for k in self.timers
-                    if k[0] == cmd.job_id
-                    and (cmd.name is None or k[1] == cmd.name)
-                    and (cmd.node is None or k[2] == cmd.node)
+                    if k.job_id == cmd.job_id
+                    and (cmd.name is None or k.name is cmd.name)
+                    and (cmd.node is None or k.node == cmd.node)
                 ]:
                     del self.timers[key]
 
@@ -144,10 +145,12 @@ class RequesterMachine(RuleBasedStateMachine):
     def publish(self, node: str) -> None:
         self.feed(MessageReceived(node, m.ResultsPublished(JOB, StorageRef("noop"), 0)))
 
-    @precondition(lambda self: any(k[1] != "job" for k in self.timers))
+    @precondition(lambda self: any(k.name is not RequesterTimer.JOB for k in self.timers))
     @rule(data=st.data())
     def fire_timer(self, data: st.DataObject) -> None:
-        key = data.draw(st.sampled_from(sorted(k for k in self.timers if k[1] != "job")))
+        key = data.draw(
+            st.sampled_from(sorted(k for k in self.timers if k.name is not RequesterTimer.JOB))
+        )
         self.now = max(self.now, self.timers.pop(key))
         self.feed(TimerFired(key))
 
@@ -181,7 +184,9 @@ class RequesterMachine(RuleBasedStateMachine):
         # The nodes go silent. Firing the pending timers in time order must end the job
         # without the overall job timer.
         for _ in range(200):
-            pending = sorted((at, k) for k, at in self.timers.items() if k[1] != "job")
+            pending = sorted(
+                (at, k) for k, at in self.timers.items() if k.name is not RequesterTimer.JOB
+            )
             if not pending or self.job.state.terminal:
                 break
             at, key = pending[0]
@@ -297,14 +302,14 @@ def test_illegal_job_transitions_raise_a_named_error() -> None:
     state = RequesterState(REQ, b"k" * 32)
     state.handle(SubmitJob(JOB, JobSpec.noop()), 0.0)
     job = state.jobs[JOB]
-    for s, action in [(JobState.BIDDING, "complete"), (JobState.BIDDING, "verify")]:
+    for s, action in [(JobState.BIDDING, JobAction.COMPLETE), (JobState.BIDDING, JobAction.VERIFY)]:
         assert (s, action) not in JOB_TRANSITIONS
         job.state = s
         with pytest.raises(IllegalTransition, match=f"event '{action}' is not allowed"):
             state.move(job, action)
     job.state = JobState.COMPLETED
     with pytest.raises(IllegalTransition):
-        state.move(job, "cancel")
+        state.move(job, JobAction.CANCEL)
 
 
 def test_illegal_execution_transitions_raise_a_named_error() -> None:

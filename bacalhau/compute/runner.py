@@ -197,6 +197,16 @@ class ExecutionRunner:
         """Executions running or still cleaning up after a cancel."""
         return len(self._scopes) + len(self._stopping)
 
+    @property
+    def running(self) -> frozenset[str]:
+        """Ids of the jobs whose execution runs (not counting ones being stopped)."""
+        return frozenset(self._scopes)
+
+    @property
+    def stopping(self) -> int:
+        """Executions cancelled but still cleaning up."""
+        return len(self._stopping)
+
     def folder(self, job_id: str) -> Path:
         """The execution folder of ``job_id`` (a job id is never a path: it is checked)."""
         return safe_join(self.root, job_id, field="job_id")

@@ -1,18 +1,18 @@
-"""The Node: one transport, a requester, a compute side and their plugins.
+"""The Node: the public facade over a node's parts.
 
-The node is the I/O driver around the sans-IO state machines. Every input (a
-frame from the transport, a client's submit, a timer, an execution's outcome)
-becomes an event; the node feeds it to the state machines and carries out the
-commands they return. Feeding is synchronous and never re-entered, so the
-state machines see one event at a time without locks.
+A node is built from small parts with one job each:
 
-Frames are checked in this order: size and msgpack shape, the Ed25519
-signature (once per process, through a shared :class:`~bacalhau.wire.VerifiedCache`,
-so a frame heard by many nodes or from many peers is verified once), the
-message id against a replay cache and the send time against
-``max_message_age``, the message's fields, and finally (in the state machines)
-the sender's role for that job. The replay check comes after the signature so
-that a forged frame cannot burn a genuine message's id.
+- the inbound gate (:mod:`bacalhau.node.gate`): decode, signature, replay, age;
+- the driver (:mod:`bacalhau.node.driver`): routes events to the sans-IO state
+  machines by type, carries out their commands, runs the timers on an injectable
+  clock, and turns a state machine's internal error into a failed job;
+- the outbox (:mod:`bacalhau.node.outbox`): signs messages and sends them, one
+  ordered queue per destination;
+- the execution runner (:mod:`bacalhau.compute.runner`) and the plugins;
+- the state store (:mod:`bacalhau.node.store`) when durable.
+
+:class:`Node` wires them, starts and stops them, and offers the public API
+(submit, describe, list, cancel, data).
 """
 
 from __future__ import annotations
@@ -20,9 +20,8 @@ from __future__ import annotations
 import logging
 import random
 import tempfile
-import time
 import uuid
-from collections import Counter, OrderedDict, deque
+from collections import Counter
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -33,12 +32,10 @@ import anyio.abc
 import attrs
 
 from ..compute.bidding import (
-    BidRequest,
     BidStrategy,
     CapacityStrategy,
     DataLocalityStrategy,
     SupportStrategy,
-    decide,
 )
 from ..compute.capacity import Capacity, ComputeConfig
 from ..compute.runner import ExecutionRunner
@@ -46,52 +43,27 @@ from ..errors import (
     BacalhauError,
     JobNotFound,
     PeerUnreachable,
-    TransportError,
     ValidationError,
-    VerificationError,
     WireError,
 )
 from ..identity import Identity
 from ..models import JobEvent, JobResult, JobSpec, NodeInfo
-from ..protocol import commands as c
 from ..protocol.compute import ComputeState
-from ..protocol.events import (
-    BidDecided,
-    BidReviewed,
-    CancelJob,
-    Event,
-    MessageReceived,
-    ProposalOpened,
-    SubmitJob,
-    TimerFired,
-)
-from ..protocol.messages import (
-    REQUESTER_KINDS,
-    Message,
-    ResultsProposed,
-    decode_message,
-    encode_message,
-)
+from ..protocol.events import CancelJob, SubmitJob
 from ..protocol.requester import RequesterConfig, RequesterState
 from ..transport.base import Transport, TransportHandler
-from ..verifier.commitment import unseal_commitment
-from ..wire import VerifiedCache, decode_envelope, encode_envelope, pack, unpack
+from ..wire import VerifiedCache, pack, unpack
+from .clock import Clock, SystemClock
+from .driver import Driver, Fault
+from .gate import Admitted, InboundGate, Turned
+from .outbox import EVENT_PROTOCOL, Outbox
 from .plugins import Plugins, default_plugins
 from .services import ProtocolHandler
 from .store import StateStore, StoreError
-from .timers import TimerQueue
 
 __all__ = ["JobHandle", "Node"]
 
 log = logging.getLogger("bacalhau.node")
-
-EVENT_PROTOCOL = "event"
-SEND_BACKOFF = (0.05, 0.25, 1.0, 0.0)
-"""Pauses between the (at most four) attempts of a direct send."""
-SEND_TIMEOUT = 10.0
-OUTBOX_LIMIT = 10_000
-"""Messages queued for one peer before new ones are dropped (the protocol's timers cover loss)."""
-
 
 _DEFAULT_REQUESTER = RequesterConfig()
 _DEFAULT_COMPUTE = ComputeConfig()
@@ -170,6 +142,8 @@ class Node(TransportHandler):
         max_message_age: envelopes older than this many seconds are refused as replays.
         durable: keep jobs, executions and reputation in SQLite in ``data_dir`` and
             recover them on restart; default: on when ``data_dir`` is given.
+        clock: the node's time (default: the wall clock); pass a
+            :class:`~bacalhau.node.clock.VirtualClock` to run the protocol on virtual time.
     """
 
     def __init__(
@@ -187,7 +161,7 @@ class Node(TransportHandler):
         seed: int | None = None,
         max_message_age: float = 600.0,
         durable: bool | None = None,
-        clock: Callable[[], float] = time.time,
+        clock: Clock | None = None,
     ) -> None:
         if transport.node_id != identity.node_id:
             raise ValidationError("transport and identity belong to different nodes")
@@ -204,7 +178,7 @@ class Node(TransportHandler):
         self._plugins = plugins
         self._extra_strategies = tuple(bid_strategies)
         self.verify_cache = verify_cache or VerifiedCache()
-        self.clock = clock
+        self.clock: Clock = clock or SystemClock()
         self.max_message_age = max_message_age
         from ..compute.hooks import ExecHook, HttpHook
 
@@ -229,14 +203,33 @@ class Node(TransportHandler):
         )
         self.compute = ComputeState(self.node_id)
         self.stats: Counter[str] = Counter()
+        self.gate = InboundGate(
+            node_id=self.node_id,
+            clock=self.clock.now,
+            verify_cache=self.verify_cache,
+            stats=self.stats,
+            max_message_age=max_message_age,
+        )
+        self.outbox = Outbox(
+            identity=identity,
+            transport=transport,
+            clock=self.clock,
+            verify_cache=self.verify_cache,
+            stats=self.stats,
+        )
+        self.driver = Driver(
+            node_id=self.node_id,
+            requester=self.requester,
+            compute=self.compute,
+            serve_requester=requester is not None,
+            serve_compute=compute is not None,
+            clock=self.clock,
+            post=self.outbox.post,
+            identity=identity,
+            stats=self.stats,
+            acceptance=self.acceptance,
+        )
         self._protocols: dict[str, ProtocolHandler] = {}
-        self._seen: OrderedDict[bytes, float] = OrderedDict()
-        self._inbox: deque[Event] = deque()
-        self._pumping = False
-        self._changes: dict[str, anyio.Event] = {}
-        self._outboxes: dict[str, Any] = {}
-        self._tg: anyio.abc.TaskGroup | None = None
-        self._timers = TimerQueue(clock=clock, fire=lambda key: self._feed(TimerFired(key)))
         self._ctx_tg: anyio.abc.TaskGroup | None = None
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         self.plugins: Plugins
@@ -248,9 +241,15 @@ class Node(TransportHandler):
 
         self.watch = NodeWatch(self)
         """Live logs, the event stream and network info (:mod:`bacalhau.live`)."""
+        self.driver.on_job_changed = self.watch.job_changed
 
     def __repr__(self) -> str:
         return f"Node({self.node_id})"
+
+    @property
+    def faults(self) -> list[Fault]:
+        """Internal errors of the state machines (bugs); each failed its job."""
+        return self.driver.faults
 
     # --- NodeServices ---------------------------------------------------------------------
 
@@ -316,18 +315,19 @@ class Node(TransportHandler):
                     f"{exc.strerror or exc} ({exc.filename})"
                 ) from None
             async with anyio.create_task_group() as tg:
-                self._tg = tg
+                self.driver.bind(tg)
+                self.outbox.bind(tg)
                 self.runner.bind(tg)
                 if self.store is not None:
                     await tg.start(self.store.run)
                 await self.plugins.start(self)
-                tg.start_soon(self._timers.run)
+                tg.start_soon(self.driver.timers.run)
                 self.watch.register()
                 await tg.start(self.transport.run, self)
                 await tg.start(self.watch.run)
                 self.started.set()
                 if self.store is not None:
-                    self._apply([*self.requester.recover(self.clock()), *self.compute.recover()])
+                    self.driver.recover()
                 task_status.started()
                 try:
                     await anyio.sleep_forever()
@@ -335,10 +335,8 @@ class Node(TransportHandler):
                     with anyio.CancelScope(shield=True):
                         await self.plugins.close()
         finally:
-            self._tg = None
-            for box in self._outboxes.values():
-                box.close()
-            self._outboxes.clear()
+            self.driver.bind(None)
+            self.outbox.close()
             if self._tmp is not None:
                 self._tmp.cleanup()
                 self._tmp = None
@@ -363,7 +361,7 @@ class Node(TransportHandler):
             verifiers=self.plugins.verifiers,
             publishers=self.plugins.publishers,
             capacity=self.capacity,
-            feed=self._feed,
+            feed=self.driver.feed,
             limits=compute.limits,
         )
         self.strategies = [
@@ -383,13 +381,15 @@ class Node(TransportHandler):
 
         self.strategies.extend(hook_strategies(compute))
         self.strategies.extend(self._extra_strategies)
+        self.driver.runner = self.runner
+        self.driver.verifiers = self.plugins.verifiers
+        self.driver.strategies = self.strategies
         if self.durable:
             self.store = StateStore(self.data_dir / "state.db")
+            self.driver.store = self.store
             self._restore(self.store)
 
     def _restore(self, store: StateStore) -> None:
-        from collections import Counter
-
         requester_jobs, compute_jobs, reputation = store.load()
         self.requester.jobs = {j.job_id: j for j in requester_jobs}
         self.compute.jobs = {j.job_id: j for j in compute_jobs}
@@ -425,12 +425,12 @@ class Node(TransportHandler):
         if self.store is not None and self.store.error is not None:
             raise self.store.error
         job_id = f"j-{uuid.uuid4()}"
-        self._feed(SubmitJob(job_id, spec, peers=len(self.peers())))
+        self.driver.feed(SubmitJob(job_id, spec, peers=len(self.peers())))
         if self.store is not None:
             try:
                 await self.store.flush()  # the job is on disk before we say it is accepted
             except StoreError:
-                self._feed(CancelJob(job_id, "the node could not record the job"))
+                self.driver.feed(CancelJob(job_id, "the node could not record the job"))
                 raise
         return JobHandle(self, job_id)
 
@@ -499,7 +499,7 @@ class Node(TransportHandler):
         return [self.requester.result(j) for j in self.requester.jobs]
 
     async def cancel(self, job_id: str, reason: str = "cancelled by the user") -> None:
-        self._feed(CancelJob(self.resolve(job_id), reason))
+        self.driver.feed(CancelJob(self.resolve(job_id), reason))
 
     def info(self) -> NodeInfo:
         p = self.plugins
@@ -518,178 +518,7 @@ class Node(TransportHandler):
 
     def changed(self, job_id: str) -> anyio.Event:
         """An event set the next time the job's record changes (then replaced)."""
-        event = self._changes.get(job_id)
-        if event is None:
-            event = self._changes[job_id] = anyio.Event()
-        return event
-
-    # --- the driver: feed events, carry out commands --------------------------------------
-
-    def _feed(self, event: Event) -> None:
-        self._inbox.append(event)
-        self._pump()
-
-    def _apply(self, commands: list[c.Command]) -> None:
-        """Carry out commands produced outside ``_feed`` (recovery), then pump."""
-        for command in commands:
-            self._execute(command)
-        self._pump()
-
-    def _pump(self) -> None:
-        if self._pumping:
-            return
-        self._pumping = True
-        try:
-            while self._inbox:
-                ev = self._inbox.popleft()
-                now = self.clock()
-                try:
-                    commands = self._dispatch(ev, now)
-                except Exception:
-                    log.exception("%s: state machine failed on %r", self.node_id[-8:], ev)
-                    self.stats["internal_errors"] += 1
-                    continue
-                for command in commands:
-                    self._execute(command)
-        finally:
-            self._pumping = False
-
-    def _dispatch(self, event: Event, now: float) -> list[c.Command]:
-        if isinstance(event, MessageReceived):
-            if type(event.message).__name__ in REQUESTER_KINDS:
-                return self._compute(event, now) if self.compute_config else []
-            return self.requester.handle(event, now) if self.requester_config else []
-        if isinstance(event, TimerFired) and event.key[1] == "forget":
-            return self._compute(event, now)
-        if isinstance(event, SubmitJob | CancelJob | ProposalOpened | TimerFired | BidReviewed):
-            return self.requester.handle(event, now)
-        return self._compute(event, now)
-
-    def _compute(self, event: Event, now: float) -> list[c.Command]:
-        commands = self.compute.handle(event, now)
-        if self.store is not None:
-            if isinstance(event, MessageReceived):
-                job_id = event.message.job_id
-            elif isinstance(event, TimerFired):
-                job_id = event.key[0]
-            else:
-                job_id = getattr(event, "job_id", "")
-            job = self.compute.jobs.get(job_id)
-            if job is not None:
-                self.store.save_compute(job)
-            elif isinstance(event, TimerFired):
-                self.store.forget_compute(job_id)
-        return commands
-
-    def _execute(self, cmd: c.Command) -> None:
-        if isinstance(cmd, c.Broadcast):
-            self._send_message(None, cmd.message)
-        elif isinstance(cmd, c.Send):
-            self._send_message(cmd.to, cmd.message)
-        elif isinstance(cmd, c.SetTimer):
-            self._timers.set(cmd.key, cmd.at)
-        elif isinstance(cmd, c.CancelTimers):
-            self._timers.cancel(cmd.job_id, cmd.name, cmd.node)
-        elif isinstance(cmd, c.JobChanged):
-            if self.store is not None:
-                job = self.requester.jobs[cmd.job_id]
-                self.store.save_requester(job)
-                for node_id in job.executions:
-                    if node_id in self.requester.reputation:
-                        self.store.save_reputation(node_id, self.requester.reputation[node_id])
-            self.watch.job_changed(cmd.job_id)
-            event = self._changes.pop(cmd.job_id, None)
-            if event is not None:
-                event.set()
-        elif isinstance(cmd, c.EvaluateBid):
-            self._spawn(self._evaluate_bid, cmd)
-        elif isinstance(cmd, c.ReviewBid):
-            self._spawn(self._review_bid, cmd)
-        elif isinstance(cmd, c.RunExecution):
-            self.runner.start(cmd.job_id, cmd.spec, cmd.seal_key)
-        elif isinstance(cmd, c.CancelExecution):
-            self.runner.cancel(cmd.job_id)
-        elif isinstance(cmd, c.DiscardResults):
-            self.runner.discard(cmd.job_id)
-        elif isinstance(cmd, c.PublishResults):
-            self.runner.publish(cmd.job_id, cmd.spec)
-        elif isinstance(cmd, c.Dropped):
-            self.stats["dropped_forged" if cmd.forged else "dropped"] += 1
-            level = logging.WARNING if cmd.forged else logging.DEBUG
-            log.log(level, "%s: dropped: %s", self.node_id[-8:], cmd.reason)
-
-    def _spawn(self, fn: Callable[..., Any], *args: Any) -> None:
-        if self._tg is not None:
-            self._tg.start_soon(fn, *args)
-
-    async def _evaluate_bid(self, cmd: c.EvaluateBid) -> None:
-        if self.compute_config is None:
-            return
-        request = BidRequest(cmd.job_id, cmd.spec, cmd.requester_id, self.node_id)
-        answer = await decide(self.strategies, request)
-        self._feed(BidDecided(cmd.job_id, answer.bid, answer.reason))
-
-    async def _review_bid(self, cmd: c.ReviewBid) -> None:
-        request = BidRequest(cmd.job_id, cmd.spec, self.node_id, cmd.node_id)
-        answer = await decide(self.acceptance, request)
-        self._feed(BidReviewed(cmd.job_id, cmd.node_id, answer.bid, answer.reason))
-
-    # --- outgoing -------------------------------------------------------------------------
-
-    def _send_message(self, to: str | None, message: Message) -> None:
-        if to == self.node_id:
-            self._inbox.append(self._as_event(self.node_id, message))
-            return
-        kind, body = encode_message(message)
-        frame, _ = encode_envelope(self.identity, kind, body, now=self.clock())
-        self.verify_cache.add(frame)  # nodes of this process need not check our signature
-        if to is None:  # broadcast: hear it ourselves, then tell everyone
-            self._inbox.append(self._as_event(self.node_id, message))
-        self._enqueue(to or "*", frame)
-
-    def _as_event(self, sender: str, message: Message) -> Event:
-        if isinstance(message, ResultsProposed):
-            return self._open_proposal(sender, message)
-        return MessageReceived(sender, message)
-
-    def _enqueue(self, dest: str, frame: bytes) -> None:
-        box = self._outboxes.get(dest)
-        if box is None:
-            if self._tg is None:
-                return
-            send, receive = anyio.create_memory_object_stream[bytes](OUTBOX_LIMIT)
-            self._outboxes[dest] = box = send
-            self._tg.start_soon(self._sender, dest, receive)
-        try:
-            box.send_nowait(frame)
-        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
-            return  # the node is stopping
-        except anyio.WouldBlock:
-            self.stats["outbox_full"] += 1
-            log.warning("%s: outbox to %s full; message dropped", self.node_id[-8:], dest[-8:])
-
-    async def _sender(self, dest: str, receive: Any) -> None:
-        """Deliver one destination's frames in order; retry direct sends a few times."""
-        async with receive:
-            async for frame in receive:
-                for attempt, backoff in enumerate(SEND_BACKOFF):
-                    try:
-                        if dest == "*":
-                            await self.transport.broadcast(frame)
-                        else:
-                            await self.transport.request(
-                                dest, pack([EVENT_PROTOCOL, frame]), timeout=SEND_TIMEOUT
-                            )
-                        break
-                    except TransportError as exc:
-                        if attempt == len(SEND_BACKOFF) - 1:
-                            self.stats["send_failed"] += 1
-                            log.info(
-                                "%s: giving up sending to %s: %s", self.node_id[-8:], dest[-8:], exc
-                            )
-                        else:
-                            self.stats["send_retried"] += 1
-                            await anyio.sleep(backoff)
+        return self.driver.changed(job_id)
 
     # --- incoming (TransportHandler) ------------------------------------------------------
 
@@ -713,64 +542,12 @@ class Node(TransportHandler):
         return await handler(peer_id, payload)
 
     def _receive(self, frame: bytes) -> bool:
-        """Check one event frame and feed it. Returns False if invalid."""
-        try:
-            env = decode_envelope(frame, cache=self.verify_cache)
-        except WireError as exc:
-            self.stats["dropped_invalid"] += 1
-            log.info("%s: refused frame: %s", self.node_id[-8:], exc)
-            return False
-        now = self.clock()
-        if env.msg_id in self._seen:
-            self.stats["dropped_replayed"] += 1
+        """Pass one event frame through the gate and feed it. False if it was refused."""
+        verdict = self.gate.admit(frame)
+        if isinstance(verdict, Admitted):
+            self.driver.deliver(verdict.sender, verdict.message)
             return True
-        if abs(now - env.sent_at) > self.max_message_age:
-            self.stats["dropped_replayed"] += 1
-            log.info(
-                "%s: refused %s from %s: sent %.0fs away from now",
-                self.node_id[-8:],
-                env.kind,
-                env.sender[-8:],
-                now - env.sent_at,
-            )
-            return False
-        self._remember(env.msg_id, now)
-        try:
-            message = decode_message(env.kind, env.body)
-        except ValidationError as exc:
-            self.stats["dropped_invalid"] += 1
-            log.info(
-                "%s: refused %s from %s: %s", self.node_id[-8:], env.kind, env.sender[-8:], exc
-            )
-            return False
-        self._feed(self._as_event(env.sender, message))
-        return True
-
-    def _remember(self, msg_id: bytes, now: float) -> None:
-        seen = self._seen
-        seen[msg_id] = now
-        while seen:
-            oldest_id, at = next(iter(seen.items()))
-            if now - at <= self.max_message_age and len(seen) <= 500_000:
-                break
-            del seen[oldest_id]
-
-    def _open_proposal(self, sender: str, msg: ResultsProposed) -> ProposalOpened:
-        job = self.requester.jobs.get(msg.job_id)
-        if job is None:
-            return ProposalOpened(msg.job_id, sender, None, "unknown job")
-        verifier = self.plugins.verifiers.get(job.spec.verifier)
-        if verifier is None:
-            return ProposalOpened(msg.job_id, sender, None, f"no {job.spec.verifier} verifier")
-        try:
-            digest = verifier.open(job_id=msg.job_id, node_id=sender, proposal=msg.proposal)
-            commitment = unseal_commitment(
-                self.identity, msg.commitment, job_id=msg.job_id, node_id=sender
-            )
-        except VerificationError as exc:
-            self.stats["proposals_refused"] += 1
-            return ProposalOpened(msg.job_id, sender, None, str(exc))
-        return ProposalOpened(msg.job_id, sender, digest, commitment=commitment)
+        return verdict is Turned.DUPLICATE
 
 
 def _version() -> str:

@@ -4,45 +4,49 @@ from __future__ import annotations
 
 import heapq
 import itertools
-import time
 from collections.abc import Callable
 
 import anyio
 
-__all__ = ["TimerQueue"]
+from ..protocol.timers import TimerKey, TimerName
+from .clock import Clock, SystemClock
 
-Key = tuple[str, str, str]
+__all__ = ["TimerQueue"]
 
 
 class TimerQueue:
-    """``set(key, at)`` replaces any timer with the same key; ``cancel`` forgets by job."""
+    """``set(key, at)`` replaces any timer with the same key; ``cancel`` forgets by job.
 
-    def __init__(self, *, fire: Callable[[Key], None], clock: Callable[[], float] = time.time):
+    Due timers are handed to ``fire`` one at a time, from the queue's own task, in
+    the order of their due times.
+    """
+
+    def __init__(self, *, fire: Callable[[TimerKey], None], clock: Clock | None = None) -> None:
         self._fire = fire
-        self._clock = clock
-        self._heap: list[tuple[float, int, Key]] = []
-        self._live: dict[Key, int] = {}
-        self._by_job: dict[str, set[Key]] = {}
+        self._clock = clock or SystemClock()
+        self._heap: list[tuple[float, int, TimerKey]] = []
+        self._live: dict[TimerKey, int] = {}
+        self._by_job: dict[str, set[TimerKey]] = {}
         self._seq = itertools.count()
         self._wake = anyio.Event()
 
     def __len__(self) -> int:
         return len(self._live)
 
-    def set(self, key: Key, at: float) -> None:
+    def set(self, key: TimerKey, at: float) -> None:
         seq = next(self._seq)
         self._live[key] = seq
-        self._by_job.setdefault(key[0], set()).add(key)
+        self._by_job.setdefault(key.job_id, set()).add(key)
         heapq.heappush(self._heap, (at, seq, key))
         if self._heap[0][1] == seq:
             self._wake.set()
 
-    def cancel(self, job_id: str, name: str | None = None, node: str | None = None) -> None:
+    def cancel(self, job_id: str, name: TimerName | None = None, node: str | None = None) -> None:
         keys = self._by_job.get(job_id)
         if not keys:
             return
         for key in [
-            k for k in keys if (name is None or k[1] == name) and (node is None or k[2] == node)
+            k for k in keys if (name is None or k.name is name) and (node is None or k.node == node)
         ]:
             keys.discard(key)
             self._live.pop(key, None)
@@ -58,17 +62,16 @@ class TimerQueue:
                 self._wake = anyio.Event()
                 continue
             at, _, key = self._heap[0]
-            delay = at - self._clock()
-            if delay > 0:
-                with anyio.move_on_after(delay):
+            if self._clock.now() < at:
+                with self._clock.wake_at(at):
                     await self._wake.wait()
                 self._wake = anyio.Event()
                 continue
             heapq.heappop(self._heap)
             del self._live[key]
-            jobs = self._by_job.get(key[0])
+            jobs = self._by_job.get(key.job_id)
             if jobs is not None:
                 jobs.discard(key)
                 if not jobs:
-                    del self._by_job[key[0]]
+                    del self._by_job[key.job_id]
             self._fire(key)

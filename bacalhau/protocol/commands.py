@@ -10,6 +10,7 @@ import attrs
 
 from ..models import JobSpec
 from .messages import Message
+from .timers import TimerKey, TimerName
 
 __all__ = [
     "Broadcast",
@@ -47,7 +48,7 @@ class Send:
 class SetTimer:
     """Fire ``TimerFired(key)`` at time ``at`` (replaces a timer with the same key)."""
 
-    key: tuple[str, str, str]
+    key: TimerKey
     at: float
 
 
@@ -56,7 +57,7 @@ class CancelTimers:
     """Forget every timer of ``job_id`` (or only ``name`` / ``node`` ones when given)."""
 
     job_id: str
-    name: str | None = None
+    name: TimerName | None = None
     node: str | None = None
 
 

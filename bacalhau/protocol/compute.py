@@ -38,7 +38,7 @@ from .events import (
     TimerFired,
 )
 from .messages import (
-    REQUESTER_KINDS,
+    REQUESTER_MESSAGES,
     BidAccepted,
     BidDeclined,
     BidPlaced,
@@ -50,6 +50,7 @@ from .messages import (
     ResultsPublished,
     ResultsRejected,
 )
+from .timers import ComputeTimer, TimerKey
 
 __all__ = ["COMPUTE_TRANSITIONS", "ComputeJob", "ComputeJobState", "ComputeState"]
 
@@ -72,6 +73,8 @@ COMPUTE_TRANSITIONS: frozenset[tuple[ComputeJobState, ComputeJobState]] = frozen
     {
         (C.EVALUATING, C.BID),
         (C.EVALUATING, C.DECLINED),
+        (C.EVALUATING, C.FAILED),  # an internal error
+        (C.BID, C.FAILED),  # an internal error
         (C.BID, C.RUNNING),
         (C.BID, C.REJECTED),
         (C.REJECTED, C.RUNNING),  # accepted later, as a replacement
@@ -80,6 +83,7 @@ COMPUTE_TRANSITIONS: frozenset[tuple[ComputeJobState, ComputeJobState]] = frozen
         (C.RUNNING, C.REJECTED),
         (C.PROPOSED, C.PUBLISHING),
         (C.PROPOSED, C.REJECTED),
+        (C.PROPOSED, C.FAILED),  # the node restarted and lost its results
         (C.PUBLISHING, C.PUBLISHED),
         (C.PUBLISHING, C.FAILED),
         *((s, C.ENDED) for s in C if s is not C.ENDED),
@@ -123,10 +127,9 @@ class ComputeState:
         if isinstance(event, MessageReceived):
             return self._message(event.sender, event.message, now)
         if isinstance(event, TimerFired):
-            job_id, name, _ = event.key
-            job = self.jobs.get(job_id)
-            if name == "forget" and job is not None and job.state is C.ENDED:
-                del self.jobs[job_id]
+            job = self.jobs.get(event.key.job_id)
+            if event.key.name is ComputeTimer.FORGET and job is not None and job.state is C.ENDED:
+                del self.jobs[event.key.job_id]
             return []
         job = self.jobs.get(getattr(event, "job_id", ""))
         if job is None:
@@ -197,7 +200,7 @@ class ComputeState:
         out: list[Command] = []
         for job in self.jobs.values():
             if job.state in (C.RUNNING, C.PROPOSED, C.PUBLISHING):
-                job.state = C.FAILED
+                self.move(job, C.FAILED)
                 job.reason = "node restarted"
                 out.append(Send(job.requester_id, ExecutionFailed(job.job_id, job.reason)))
                 out.append(DiscardResults(job.job_id))
@@ -207,6 +210,25 @@ class ComputeState:
                 # An acceptance may have arrived before the crash without being saved:
                 # bid again; a requester that accepted us repeats its acceptance.
                 out.append(Send(job.requester_id, BidPlaced(job.job_id)))
+        return out
+
+    def internal_error(self, job_id: str, error: str) -> list[Command]:
+        """This machine raised while handling an event of ``job_id`` (a bug): fail the
+        job with the error recorded and tell its requester, so nothing waits on it."""
+        job = self.jobs.get(job_id)
+        if job is None:
+            return []
+        job.reason = f"internal error: {error}"[:1000]
+        state = job.state
+        if (state, C.FAILED) not in COMPUTE_TRANSITIONS:
+            return []  # already over: the record keeps the error
+        self.move(job, C.FAILED)
+        out: list[Command] = []
+        if state is C.RUNNING:
+            out.append(CancelExecution(job_id))
+        elif state is C.PROPOSED:
+            out.append(DiscardResults(job_id))
+        out.append(Send(job.requester_id, ExecutionFailed(job_id, job.reason)))
         return out
 
     def _message(self, sender: str, msg: object, now: float) -> list[Command]:
@@ -222,10 +244,10 @@ class ComputeState:
                 ]
             self.jobs[msg.job_id] = ComputeJob(msg.job_id, msg.spec, sender, msg.seal_key)
             return [EvaluateBid(msg.job_id, msg.spec, sender)]
-        kind = type(msg).__name__
-        if kind not in REQUESTER_KINDS:
+        if not isinstance(msg, REQUESTER_MESSAGES):
             return []  # a compute node's message: the requester side handles it
-        job_id: str = msg.job_id  # type: ignore[attr-defined]
+        kind = type(msg).__name__
+        job_id: str = msg.job_id
         target = getattr(msg, "node_id", self.node_id)
         job = self.jobs.get(job_id)
         if job is None or target != self.node_id:
@@ -269,5 +291,5 @@ class ComputeState:
             if state is not C.PUBLISHING:  # let a publish in flight finish and report
                 self.move(job, C.ENDED)
                 out.append(CancelTimers(job_id))
-                out.append(SetTimer((job_id, "forget", ""), now + FORGET_AFTER))
+                out.append(SetTimer(TimerKey(job_id, ComputeTimer.FORGET), now + FORGET_AFTER))
         return out

@@ -7,6 +7,7 @@ import attrs
 from ..commitment import Commitment
 from ..models import JobSpec, StorageRef
 from .messages import Message
+from .timers import TimerKey
 
 __all__ = [
     "BidDecided",
@@ -63,9 +64,9 @@ class ProposalOpened:
 
 @attrs.frozen
 class TimerFired:
-    """A timer set with ``SetTimer(key, at)`` is due. ``key`` is (job_id, name, node)."""
+    """A timer set with ``SetTimer(key, at)`` is due."""
 
-    key: tuple[str, str, str]
+    key: TimerKey
 
 
 @attrs.frozen

@@ -244,18 +244,19 @@ KINDS: dict[str, type[Any]] = {
     )
 }
 
-REQUESTER_KINDS = frozenset(
-    {
-        "JobCreated",
-        "BidAccepted",
-        "BidRejected",
-        "ResultsAccepted",
-        "ResultsRejected",
-        "JobCompleted",
-        "JobFailed",
-        "JobCancelled",
-    }
+REQUESTER_MESSAGES: tuple[type[Any], ...] = (
+    JobCreated,
+    BidAccepted,
+    BidRejected,
+    ResultsAccepted,
+    ResultsRejected,
+    JobCompleted,
+    JobFailed,
+    JobCancelled,
 )
+"""Messages only a job's requester may author (the compute side handles them)."""
+
+REQUESTER_KINDS = frozenset(cls.__name__ for cls in REQUESTER_MESSAGES)
 """Kinds only a job's requester may author."""
 
 

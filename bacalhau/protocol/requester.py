@@ -74,6 +74,7 @@ from .messages import (
     ResultsPublished,
     ResultsRejected,
 )
+from .timers import JobAction, RequesterTimer, TimerKey
 
 __all__ = [
     "EXECUTION_TRANSITIONS",
@@ -86,14 +87,14 @@ __all__ = [
 S, X = JobState, ExecutionState
 _LIVE = (S.BIDDING, S.RUNNING, S.VERIFYING, S.PUBLISHING)
 
-JOB_TRANSITIONS: dict[tuple[JobState, str], JobState] = {
-    (S.BIDDING, "accept"): S.RUNNING,
-    (S.RUNNING, "accept"): S.RUNNING,
-    (S.RUNNING, "verify"): S.VERIFYING,
-    (S.VERIFYING, "publish"): S.PUBLISHING,
-    (S.PUBLISHING, "complete"): S.COMPLETED,
-    **{(s, "fail"): S.FAILED for s in _LIVE},
-    **{(s, "cancel"): S.CANCELLED for s in _LIVE},
+JOB_TRANSITIONS: dict[tuple[JobState, JobAction], JobState] = {
+    (S.BIDDING, JobAction.ACCEPT): S.RUNNING,
+    (S.RUNNING, JobAction.ACCEPT): S.RUNNING,
+    (S.RUNNING, JobAction.VERIFY): S.VERIFYING,
+    (S.VERIFYING, JobAction.PUBLISH): S.PUBLISHING,
+    (S.PUBLISHING, JobAction.COMPLETE): S.COMPLETED,
+    **{(s, JobAction.FAIL): S.FAILED for s in _LIVE},
+    **{(s, JobAction.CANCEL): S.CANCELLED for s in _LIVE},
 }
 """(job state, action) -> next job state. Anything else is illegal."""
 
@@ -279,7 +280,7 @@ class RequesterState:
         if isinstance(event, MessageReceived):
             job_id = event.message.job_id
         elif isinstance(event, TimerFired):
-            job_id = event.key[0]
+            job_id = event.key.job_id
         job = self.jobs.get(job_id) if isinstance(job_id, str) else None
         if job is None:
             if isinstance(event, MessageReceived) and isinstance(
@@ -295,7 +296,7 @@ class RequesterState:
         out: list[Command] = []
         if isinstance(event, CancelJob):
             if job.state in _LIVE:
-                self._finish(job, "cancel", event.reason, now, out)
+                self._finish(job, JobAction.CANCEL, event.reason, now, out)
         elif isinstance(event, TimerFired):
             self._timer(job, event.key, now, out)
         elif isinstance(event, ProposalOpened):
@@ -323,19 +324,29 @@ class RequesterState:
                 continue
             job_id = job.job_id
             out.append(Broadcast(JobCreated(job_id, job.spec, self.seal_key, job.created_at)))
-            out.append(SetTimer((job_id, "job", ""), now + self.config.job_deadline(job.spec)))
+            out.append(
+                SetTimer(
+                    TimerKey(job_id, RequesterTimer.JOB), now + self.config.job_deadline(job.spec)
+                )
+            )
             if job.state is S.BIDDING or job.state is S.RUNNING:
                 job.bidding_closed = False
-                out.append(SetTimer((job_id, "bids", ""), now + self.config.bid_timeout))
+                out.append(
+                    SetTimer(TimerKey(job_id, RequesterTimer.BIDS), now + self.config.bid_timeout)
+                )
             for ex in job.in_state(X.ACCEPTED):
                 out.append(
                     SetTimer(
-                        (job_id, "execution", ex.node_id),
+                        TimerKey(job_id, RequesterTimer.EXECUTION, ex.node_id),
                         now + job.spec.timeout + self.config.execution_grace,
                     )
                 )
             if job.state is S.PUBLISHING:
-                out.append(SetTimer((job_id, "publish", ""), now + self.config.publish_timeout))
+                out.append(
+                    SetTimer(
+                        TimerKey(job_id, RequesterTimer.PUBLISH), now + self.config.publish_timeout
+                    )
+                )
             self._note(
                 job,
                 now,
@@ -346,9 +357,25 @@ class RequesterState:
             )
         return out
 
+    def internal_error(self, job_id: str, error: str, now: float) -> list[Command]:
+        """This machine raised while handling an event of ``job_id`` (a bug): fail the
+        job with the error recorded, so its watchers and compute nodes hear the end."""
+        job = self.jobs.get(job_id)
+        if job is None or job.state not in _LIVE:
+            return []
+        reason = f"internal error: {error}"[:1000]
+        out: list[Command] = []
+        try:
+            self._finish(job, JobAction.FAIL, reason, now, out)
+        except IllegalTransition:  # the record itself is inconsistent: end it plainly
+            job.state, job.reason = S.FAILED, reason
+            out = [CancelTimers(job_id), Broadcast(JobFailed(job_id, reason))]
+            self._note(job, now, job.state.value, self.node_id, reason, out)
+        return out
+
     # --- transitions ----------------------------------------------------------------------
 
-    def move(self, job: RequesterJob, action: str) -> None:
+    def move(self, job: RequesterJob, action: JobAction) -> None:
         """Apply ``action`` to the job's state by :data:`JOB_TRANSITIONS`."""
         nxt = JOB_TRANSITIONS.get((job.state, action))
         if nxt is None:
@@ -384,11 +411,15 @@ class RequesterState:
             job.window_open = True
         out: list[Command] = [
             Broadcast(JobCreated(job.job_id, event.spec, self.seal_key, now)),
-            SetTimer((job.job_id, "bids", ""), now + self.config.bid_timeout),
-            SetTimer((job.job_id, "job", ""), now + self.config.job_deadline(event.spec)),
+            SetTimer(TimerKey(job.job_id, RequesterTimer.BIDS), now + self.config.bid_timeout),
+            SetTimer(
+                TimerKey(job.job_id, RequesterTimer.JOB), now + self.config.job_deadline(event.spec)
+            ),
         ]
         if job.window_open:
-            out.append(SetTimer((job.job_id, "window", ""), now + self.config.bid_window))
+            out.append(
+                SetTimer(TimerKey(job.job_id, RequesterTimer.WINDOW), now + self.config.bid_window)
+            )
         deal = event.spec.deal
         self._note(
             job,
@@ -434,7 +465,7 @@ class RequesterState:
             self.move_execution(ex, X.FAILED)
             self._count(sender, "failed")
             ex.reason = msg.reason[:1000]
-            out.append(CancelTimers(job.job_id, "execution", sender))
+            out.append(CancelTimers(job.job_id, RequesterTimer.EXECUTION, sender))
             self._note(job, now, "execution_failed", sender, ex.reason, out)
             if publishing:
                 self._check_published(job, now, out)
@@ -499,7 +530,7 @@ class RequesterState:
             )
             out.append(Dropped(f"unexpected proposal for {job.job_id}", sender=event.node_id))
             return
-        out.append(CancelTimers(job.job_id, "execution", event.node_id))
+        out.append(CancelTimers(job.job_id, RequesterTimer.EXECUTION, event.node_id))
         if event.error is not None:
             self.move_execution(ex, X.RESULTS_REJECTED)
             self._count(ex.node_id, "rejected")
@@ -512,24 +543,22 @@ class RequesterState:
             self._note(job, now, "proposed", ex.node_id, "", out)
         self._progress(job, now, out)
 
-    def _timer(
-        self, job: RequesterJob, key: tuple[str, str, str], now: float, out: list[Command]
-    ) -> None:
-        _, name, node = key
+    def _timer(self, job: RequesterJob, key: TimerKey, now: float, out: list[Command]) -> None:
+        name, node = key.name, key.node
         if job.state not in _LIVE:
             return
-        if name == "job":
+        if name is RequesterTimer.JOB:
             self._finish(
                 job,
-                "fail",
+                JobAction.FAIL,
                 f"job did not finish within {self.config.job_deadline(job.spec):g}s",
                 now,
                 out,
             )
-        elif name == "window":
+        elif name is RequesterTimer.WINDOW:
             job.window_open = False
             self._progress(job, now, out)
-        elif name == "bids":
+        elif name is RequesterTimer.BIDS:
             job.bidding_closed, job.window_open = True, False
             if job.state is S.BIDDING:
                 bids = len(job.executions)
@@ -538,7 +567,7 @@ class RequesterState:
                     why = "; ".join(f"{n[-8:]}: {r}" for n, r in list(job.declined.items())[:5])
                     self._finish(
                         job,
-                        "fail",
+                        JobAction.FAIL,
                         f"no node bid within {self.config.bid_timeout:g}s"
                         + (f" ({why})" if why else ""),
                         now,
@@ -546,10 +575,12 @@ class RequesterState:
                     )
                     return
                 if bids < want:
-                    self._finish(job, "fail", f"only {bids} bids for min_bids {want}", now, out)
+                    self._finish(
+                        job, JobAction.FAIL, f"only {bids} bids for min_bids {want}", now, out
+                    )
                     return
             self._progress(job, now, out)
-        elif name == "execution":
+        elif name is RequesterTimer.EXECUTION:
             ex = job.executions.get(node)
             if ex is not None and ex.state is X.ACCEPTED:
                 self.move_execution(ex, X.LOST)
@@ -561,7 +592,7 @@ class RequesterState:
                 out.append(Send(node, BidRejected(job.job_id, node, ex.reason)))
                 self._note(job, now, "execution_lost", node, ex.reason, out)
                 self._progress(job, now, out)
-        elif name == "publish" and job.state is S.PUBLISHING:
+        elif name is RequesterTimer.PUBLISH and job.state is S.PUBLISHING:
             for ex in job.in_state(X.RESULTS_ACCEPTED):
                 self.move_execution(ex, X.FAILED)
                 ex.reason = f"did not publish within {self.config.publish_timeout:g}s"
@@ -610,7 +641,7 @@ class RequesterState:
             )
             self._finish(
                 job,
-                "fail",
+                JobAction.FAIL,
                 "no execution produced results" + (f" ({reasons})" if reasons else ""),
                 now,
                 out,
@@ -629,14 +660,14 @@ class RequesterState:
         ex.accepted, ex.reason = True, ""
         job.acceptances += 1
         if job.state is S.BIDDING:
-            self.move(job, "accept")
+            self.move(job, JobAction.ACCEPT)
         deadline = now + job.spec.timeout + self.config.execution_grace
         out.append(Send(ex.node_id, BidAccepted(job.job_id, ex.node_id)))
-        out.append(SetTimer((job.job_id, "execution", ex.node_id), deadline))
+        out.append(SetTimer(TimerKey(job.job_id, RequesterTimer.EXECUTION, ex.node_id), deadline))
         self._note(job, now, "bid_accepted", ex.node_id, "", out)
 
     def _decide(self, job: RequesterJob, now: float, out: list[Command]) -> None:
-        self.move(job, "verify")
+        self.move(job, JobAction.VERIFY)
         proposals = job.in_state(X.PROPOSED)
         need = max(job.spec.deal.confidence, 1)
         sizes = Counter(_agreement(e) for e in proposals)
@@ -653,7 +684,7 @@ class RequesterState:
                 )
             for ex in proposals:
                 self._reject_results(job, ex, f"job failed: {why}", now, out, blame=False)
-            self._finish(job, "fail", why, now, out)
+            self._finish(job, JobAction.FAIL, why, now, out)
             return
         for ex in proposals:
             if _agreement(ex) == best_digest:
@@ -663,8 +694,12 @@ class RequesterState:
                 self._note(job, now, "results_accepted", ex.node_id, "", out)
             else:
                 self._reject_results(job, ex, "results differ from the agreeing majority", now, out)
-        self.move(job, "publish")
-        out.append(SetTimer((job.job_id, "publish", ""), now + self.config.publish_timeout))
+        self.move(job, JobAction.PUBLISH)
+        out.append(
+            SetTimer(
+                TimerKey(job.job_id, RequesterTimer.PUBLISH), now + self.config.publish_timeout
+            )
+        )
 
     def _reject_results(
         self,
@@ -687,13 +722,13 @@ class RequesterState:
         if job.state is not S.PUBLISHING or job.count(X.RESULTS_ACCEPTED):
             return
         if job.count(X.PUBLISHED):
-            self._finish(job, "complete", "", now, out)
+            self._finish(job, JobAction.COMPLETE, "", now, out)
         else:
             reasons = "; ".join(e.reason for e in job.in_state(X.FAILED) if e.reason)
-            self._finish(job, "fail", f"publishing failed: {reasons}", now, out)
+            self._finish(job, JobAction.FAIL, f"publishing failed: {reasons}", now, out)
 
     def _finish(
-        self, job: RequesterJob, action: str, reason: str, now: float, out: list[Command]
+        self, job: RequesterJob, action: JobAction, reason: str, now: float, out: list[Command]
     ) -> None:
         self.move(job, action)
         job.reason = reason

@@ -1,0 +1,325 @@
+"""The driver: routes events to the sans-IO state machines by type and carries out
+the commands they return.
+
+Every input of a node (a message that passed the inbound gate, a client's submit,
+a timer, an execution's outcome) becomes an event. :meth:`Driver.feed` queues it
+and pumps the queue synchronously, never re-entered, so the state machines see one
+event at a time without locks. Routing is by type: requester-authored messages
+(:data:`~bacalhau.protocol.messages.REQUESTER_MESSAGES`) and
+:class:`~bacalhau.protocol.timers.ComputeTimer` timers go to the compute side,
+everything else of a job's lifecycle to the requester.
+
+Time comes from an injectable :class:`~bacalhau.node.clock.Clock`; with a
+:class:`~bacalhau.node.clock.VirtualClock` protocol tests run on virtual time.
+
+A state machine that raises is a bug, never the peer's fault: the driver logs it,
+records it in :attr:`Driver.faults`, and moves that job to a failed state with the
+error as its reason (so nothing waits on it). Test harnesses fail on any fault.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter, deque
+from collections.abc import Callable, Coroutine, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import anyio.abc
+import attrs
+
+from ..compute.bidding import BidRequest, BidStrategy, decide
+from ..errors import VerificationError
+from ..identity import Identity
+from ..protocol import commands as c
+from ..protocol.compute import ComputeState
+from ..protocol.events import (
+    BidDecided,
+    BidReviewed,
+    CancelJob,
+    Event,
+    ExecutionDone,
+    ExecutionErrored,
+    MessageReceived,
+    ProposalOpened,
+    PublishDone,
+    PublishErrored,
+    SubmitJob,
+    TimerFired,
+)
+from ..protocol.messages import REQUESTER_MESSAGES, Message, ResultsProposed
+from ..protocol.requester import RequesterState
+from ..protocol.timers import ComputeTimer, TimerKey
+from ..verifier.commitment import unseal_commitment
+from .clock import Clock
+from .timers import TimerQueue
+
+if TYPE_CHECKING:
+    from ..compute.runner import ExecutionRunner
+    from ..verifier.base import Verifier
+    from .store import StateStore
+
+__all__ = ["COMPUTE_EVENTS", "REQUESTER_EVENTS", "Driver", "Fault"]
+
+log = logging.getLogger("bacalhau.node")
+
+REQUESTER_EVENTS = (SubmitJob, CancelJob, ProposalOpened, BidReviewed)
+"""Local events for the requester side."""
+COMPUTE_EVENTS = (BidDecided, ExecutionDone, ExecutionErrored, PublishDone, PublishErrored)
+"""Local events for the compute side."""
+
+
+@attrs.frozen(kw_only=True)
+class Fault:
+    """A state machine raised while handling an event (a bug in this package)."""
+
+    job_id: str
+    side: str
+    """``requester`` or ``compute``."""
+    event: str
+    error: str
+
+
+def job_of(event: Event) -> str:
+    """The job an event is about."""
+    if isinstance(event, MessageReceived):
+        return event.message.job_id
+    if isinstance(event, TimerFired):
+        return event.key.job_id
+    return event.job_id
+
+
+@attrs.define(eq=False, kw_only=True)
+class Driver:
+    """Feeds events to a node's two state machines and carries out their commands.
+
+    Args:
+        node_id: the node's id (a message to it is delivered locally).
+        requester / compute: the state machines.
+        serve_requester / serve_compute: whether this node plays that role (a
+            compute-only node ignores events for the requester, and the reverse).
+        clock: the time given to the state machines and the timer queue.
+        post: signs ``message`` and queues it for ``to`` (``None``: every peer).
+        stats: counters shared with the node.
+    """
+
+    node_id: str
+    requester: RequesterState
+    compute: ComputeState
+    serve_requester: bool
+    serve_compute: bool
+    clock: Clock
+    post: Callable[[str | None, Message], None]
+    identity: Identity
+    """The node's keys (to open the results commitments sealed to it)."""
+    stats: Counter[str]
+    store: StateStore | None = None
+    runner: ExecutionRunner | None = None
+    verifiers: Mapping[str, Verifier] = attrs.Factory(dict)
+    strategies: Sequence[BidStrategy] = ()
+    acceptance: Sequence[BidStrategy] = ()
+    on_job_changed: Callable[[str], None] | None = None
+    """Called with the job id after a requester's job changed (and was saved)."""
+    faults: list[Fault] = attrs.Factory(list)
+    timers: TimerQueue = attrs.field(init=False)
+    _inbox: deque[Event] = attrs.Factory(deque)
+    _pumping: bool = False
+    _changes: dict[str, anyio.Event] = attrs.Factory(dict)
+    _tg: anyio.abc.TaskGroup | None = None
+
+    def __attrs_post_init__(self) -> None:
+        self.timers = TimerQueue(clock=self.clock, fire=self._timer_fired)
+
+    def _timer_fired(self, key: TimerKey) -> None:
+        self.feed(TimerFired(key))
+
+    def bind(self, tg: anyio.abc.TaskGroup | None) -> None:
+        """Run background work (bid evaluation) in ``tg``; ``None`` when stopping."""
+        self._tg = tg
+
+    # --- inputs ---------------------------------------------------------------------------
+
+    def feed(self, event: Event) -> None:
+        """Handle ``event`` and everything it causes, now."""
+        self._inbox.append(event)
+        self._pump()
+
+    def deliver(self, sender: str, message: Message) -> None:
+        """A message that passed the inbound gate (or one this node sent itself)."""
+        self.feed(self._as_event(sender, message))
+
+    def recover(self) -> None:
+        """After a restart from the store: carry out both sides' recovery commands."""
+        now = self.clock.now()
+        commands = [*self.requester.recover(now), *self.compute.recover()]
+        if self.store is not None:  # recovery moved executions that died to failed
+            for job in self.compute.jobs.values():
+                self.store.save_compute(job)
+        for command in commands:
+            self._execute(command)
+        self._pump()
+
+    def changed(self, job_id: str) -> anyio.Event:
+        """An event set the next time the job's record changes (then replaced)."""
+        event = self._changes.get(job_id)
+        if event is None:
+            event = self._changes[job_id] = anyio.Event()
+        return event
+
+    # --- the pump -------------------------------------------------------------------------
+
+    def _pump(self) -> None:
+        if self._pumping:
+            return
+        self._pumping = True
+        try:
+            while self._inbox:
+                event = self._inbox.popleft()
+                now = self.clock.now()
+                for command in self._dispatch(event, now):
+                    self._execute(command)
+        finally:
+            self._pumping = False
+
+    def _dispatch(self, event: Event, now: float) -> list[c.Command]:
+        if isinstance(event, MessageReceived):
+            to_compute = isinstance(event.message, REQUESTER_MESSAGES)
+        elif isinstance(event, TimerFired):
+            to_compute = isinstance(event.key.name, ComputeTimer)
+        elif isinstance(event, REQUESTER_EVENTS):
+            to_compute = False
+        else:
+            assert isinstance(event, COMPUTE_EVENTS), event
+            to_compute = True
+        if to_compute:
+            return self._to_compute(event, now) if self.serve_compute else []
+        if not self.serve_requester:
+            return []
+        try:
+            return self.requester.handle(event, now)
+        except Exception as exc:
+            return self._fault("requester", event, exc, now)
+
+    def _to_compute(self, event: Event, now: float) -> list[c.Command]:
+        try:
+            commands = self.compute.handle(event, now)
+        except Exception as exc:
+            commands = self._fault("compute", event, exc, now)
+        if self.store is not None:
+            job_id = job_of(event)
+            job = self.compute.jobs.get(job_id)
+            if job is not None:
+                self.store.save_compute(job)
+            elif isinstance(event, TimerFired):
+                self.store.forget_compute(job_id)
+        return commands
+
+    def _fault(self, side: str, event: Event, exc: Exception, now: float) -> list[c.Command]:
+        """A state machine raised: record it, log it, and fail that job."""
+        job_id = job_of(event)
+        error = f"{type(exc).__name__}: {exc}"
+        log.error("%s: %s state machine failed on %r", self.node_id[-8:], side, event, exc_info=exc)
+        self.faults.append(Fault(job_id=job_id, side=side, event=repr(event)[:500], error=error))
+        self.stats["internal_errors"] += 1
+        try:
+            if side == "requester":
+                return self.requester.internal_error(job_id, error, now)
+            return self.compute.internal_error(job_id, error)
+        except Exception:
+            log.exception("%s: could not fail job %s after an internal error", self.node_id, job_id)
+            return []
+
+    # --- carrying out commands ------------------------------------------------------------
+
+    def _execute(self, cmd: c.Command) -> None:
+        if isinstance(cmd, c.Broadcast):
+            self._send(None, cmd.message)
+        elif isinstance(cmd, c.Send):
+            self._send(cmd.to, cmd.message)
+        elif isinstance(cmd, c.SetTimer):
+            self.timers.set(cmd.key, cmd.at)
+        elif isinstance(cmd, c.CancelTimers):
+            self.timers.cancel(cmd.job_id, cmd.name, cmd.node)
+        elif isinstance(cmd, c.JobChanged):
+            self._job_changed(cmd.job_id)
+        elif isinstance(cmd, c.EvaluateBid):
+            self._spawn(self._evaluate_bid, cmd)
+        elif isinstance(cmd, c.ReviewBid):
+            self._spawn(self._review_bid, cmd)
+        elif isinstance(cmd, c.RunExecution):
+            self._runner().start(cmd.job_id, cmd.spec, cmd.seal_key)
+        elif isinstance(cmd, c.CancelExecution):
+            self._runner().cancel(cmd.job_id)
+        elif isinstance(cmd, c.DiscardResults):
+            self._runner().discard(cmd.job_id)
+        elif isinstance(cmd, c.PublishResults):
+            self._runner().publish(cmd.job_id, cmd.spec)
+        elif isinstance(cmd, c.Dropped):
+            self.stats["dropped_forged" if cmd.forged else "dropped"] += 1
+            level = logging.WARNING if cmd.forged else logging.DEBUG
+            log.log(level, "%s: dropped: %s", self.node_id[-8:], cmd.reason)
+
+    def _runner(self) -> ExecutionRunner:
+        assert self.runner is not None, "the node has not started"
+        return self.runner
+
+    def _job_changed(self, job_id: str) -> None:
+        if self.store is not None:
+            job = self.requester.jobs[job_id]
+            self.store.save_requester(job)
+            for node_id in job.executions:
+                if node_id in self.requester.reputation:
+                    self.store.save_reputation(node_id, self.requester.reputation[node_id])
+        if self.on_job_changed is not None:
+            self.on_job_changed(job_id)
+        event = self._changes.pop(job_id, None)
+        if event is not None:
+            event.set()
+
+    def _send(self, to: str | None, message: Message) -> None:
+        if to == self.node_id:
+            self._inbox.append(self._as_event(self.node_id, message))
+            return
+        if to is None:  # broadcast: hear it ourselves, then tell everyone
+            self._inbox.append(self._as_event(self.node_id, message))
+        self.post(to, message)
+
+    def _spawn(self, fn: Callable[[Any], Coroutine[Any, Any, None]], cmd: c.Command) -> None:
+        if self._tg is not None:
+            self._tg.start_soon(fn, cmd)
+
+    async def _evaluate_bid(self, cmd: c.EvaluateBid) -> None:
+        if not self.serve_compute:
+            return
+        request = BidRequest(cmd.job_id, cmd.spec, cmd.requester_id, self.node_id)
+        answer = await decide(self.strategies, request)
+        self.feed(BidDecided(cmd.job_id, answer.bid, answer.reason))
+
+    async def _review_bid(self, cmd: c.ReviewBid) -> None:
+        request = BidRequest(cmd.job_id, cmd.spec, self.node_id, cmd.node_id)
+        answer = await decide(self.acceptance, request)
+        self.feed(BidReviewed(cmd.job_id, cmd.node_id, answer.bid, answer.reason))
+
+    # --- proposals ------------------------------------------------------------------------
+
+    def _as_event(self, sender: str, message: Message) -> Event:
+        if isinstance(message, ResultsProposed):
+            return self._open_proposal(sender, message)
+        return MessageReceived(sender, message)
+
+    def _open_proposal(self, sender: str, msg: ResultsProposed) -> ProposalOpened:
+        job = self.requester.jobs.get(msg.job_id)
+        if job is None:
+            return ProposalOpened(msg.job_id, sender, None, "unknown job")
+        verifier = self.verifiers.get(job.spec.verifier)
+        if verifier is None:
+            return ProposalOpened(msg.job_id, sender, None, f"no {job.spec.verifier} verifier")
+        try:
+            digest = verifier.open(job_id=msg.job_id, node_id=sender, proposal=msg.proposal)
+            commitment = unseal_commitment(
+                self.identity, msg.commitment, job_id=msg.job_id, node_id=sender
+            )
+        except VerificationError as exc:
+            self.stats["proposals_refused"] += 1
+            return ProposalOpened(msg.job_id, sender, None, str(exc))
+        return ProposalOpened(msg.job_id, sender, digest, commitment=commitment)

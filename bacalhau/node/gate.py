@@ -1,0 +1,106 @@
+"""The inbound gate: every frame from a peer passes here before any state machine sees it.
+
+Checks, in order: size and msgpack shape, the Ed25519 signature (once per process,
+through a shared :class:`~bacalhau.wire.VerifiedCache`, so a frame heard by many
+nodes or from many peers is verified once), the message id against a replay cache
+keyed by ``(sender, message id)`` and the send time against ``max_message_age``,
+then the message's fields. The sender's *role* for the job (only a job's requester
+may accept bids, end the job, ...) is checked by the state machines, which know the
+job; a forged role becomes a ``Dropped(forged=True)`` command there.
+
+The replay check comes after the signature so that a forged frame cannot burn a
+genuine message's id; keying the cache by sender as well means two nodes (in forked
+processes, say) that happen to produce the same id never drop each other's messages.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from collections import Counter, OrderedDict
+from collections.abc import Callable
+
+import attrs
+
+from ..errors import ValidationError, WireError
+from ..protocol.messages import Message, decode_message
+from ..wire import VerifiedCache, decode_envelope
+
+__all__ = ["Admitted", "InboundGate", "Turned"]
+
+log = logging.getLogger("bacalhau.node")
+
+REPLAY_CACHE_LIMIT = 500_000
+"""Message ids remembered at most (older ones also leave after ``max_message_age``)."""
+
+
+@attrs.frozen
+class Admitted:
+    """A frame that passed the gate: who signed it and what it says."""
+
+    sender: str
+    message: Message
+
+
+class Turned(enum.Enum):
+    """Why a frame did not pass."""
+
+    DUPLICATE = "duplicate"
+    """Valid, but already seen (relaying it on is harmless)."""
+    REFUSED = "refused"
+    """Invalid: malformed, badly signed, too old, or not a message."""
+
+
+@attrs.define(eq=False)
+class InboundGate:
+    """Decode, authenticate and de-duplicate frames; count what is refused in ``stats``."""
+
+    node_id: str
+    clock: Callable[[], float]
+    verify_cache: VerifiedCache
+    stats: Counter[str]
+    max_message_age: float = 600.0
+    _seen: OrderedDict[tuple[str, bytes], float] = attrs.Factory(OrderedDict)
+
+    def admit(self, frame: bytes) -> Admitted | Turned:
+        """The message in ``frame`` if it is new and valid, else why not."""
+        try:
+            env = decode_envelope(frame, cache=self.verify_cache)
+        except WireError as exc:
+            self.stats["dropped_invalid"] += 1
+            log.info("%s: refused frame: %s", self.node_id[-8:], exc)
+            return Turned.REFUSED
+        now = self.clock()
+        key = (env.sender, env.msg_id)
+        if key in self._seen:
+            self.stats["dropped_replayed"] += 1
+            return Turned.DUPLICATE
+        if abs(now - env.sent_at) > self.max_message_age:
+            self.stats["dropped_replayed"] += 1
+            log.info(
+                "%s: refused %s from %s: sent %.0fs away from now",
+                self.node_id[-8:],
+                env.kind,
+                env.sender[-8:],
+                now - env.sent_at,
+            )
+            return Turned.REFUSED
+        self._remember(key, now)
+        try:
+            message = decode_message(env.kind, env.body)
+        except ValidationError as exc:
+            self.stats["dropped_invalid"] += 1
+            log.info(
+                "%s: refused %s from %s: %s", self.node_id[-8:], env.kind, env.sender[-8:], exc
+            )
+            return Turned.REFUSED
+        return Admitted(env.sender, message)
+
+    def _remember(self, key: tuple[str, bytes], now: float) -> None:
+        seen = self._seen
+        seen[key] = now
+        while seen:
+            oldest, at = next(iter(seen.items()))
+            if now - at <= self.max_message_age and len(seen) <= REPLAY_CACHE_LIMIT:
+                break
+            del seen[oldest]

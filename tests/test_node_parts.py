@@ -1,0 +1,136 @@
+"""The node's parts: the driver's routing and fault handling, the gate's replay cache,
+compute recovery, and the protocol on virtual time."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import anyio
+import anyio.lowlevel
+import pytest
+
+from bacalhau import JobSpec, JobState, Network, RequesterConfig
+from bacalhau.identity import Identity
+from bacalhau.network import NetworkInvariantError
+from bacalhau.node.clock import VirtualClock
+from bacalhau.node.gate import Admitted, InboundGate, Turned
+from bacalhau.protocol import commands as c
+from bacalhau.protocol import messages as m
+from bacalhau.protocol.compute import ComputeJob, ComputeJobState, ComputeState
+from bacalhau.protocol.events import Event, MessageReceived
+from bacalhau.protocol.requester import RequesterState
+from bacalhau.wire import VerifiedCache, encode_envelope
+
+REQ = "requester-node"
+ME = "compute-node"
+
+
+def _job(job_id: str, state: ComputeJobState) -> ComputeJob:
+    return ComputeJob(job_id, JobSpec.noop(), REQ, b"k" * 32, state=state)
+
+
+def test_compute_recover_fails_lost_work_through_the_transition_table() -> None:
+    state = ComputeState(ME)
+    for s in ComputeJobState:
+        state.jobs[s.value] = _job(s.value, s)
+    out = state.recover()
+    for lost in ("running", "proposed", "publishing"):
+        job = state.jobs[lost]
+        assert job.state is ComputeJobState.FAILED and job.reason == "node restarted"
+        assert c.Send(REQ, m.ExecutionFailed(lost, "node restarted")) in out
+        assert c.DiscardResults(lost) in out
+    assert c.EvaluateBid("evaluating", state.jobs["evaluating"].spec, REQ) in out
+    assert c.Send(REQ, m.BidPlaced("bid")) in out
+    for kept in ("declined", "rejected", "published", "failed", "ended"):
+        assert state.jobs[kept].state is ComputeJobState(kept)
+    assert len(out) == 3 * 2 + 2
+
+
+def test_gate_keys_replays_by_sender_and_message_id(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two nodes whose ids collide (forked processes, say) do not drop each other's messages;
+    the same sender's id twice is a replay."""
+    import bacalhau.wire as wire
+
+    monkeypatch.setattr(wire._IDS, "next", lambda: b"\x01" * 16)
+    a, b = Identity.generate(), Identity.generate()
+    gate = InboundGate(
+        node_id=ME, clock=lambda: 100.0, verify_cache=VerifiedCache(), stats=Counter()
+    )
+    frame_a, id_a = encode_envelope(a, "BidPlaced", {"job_id": "j-1"}, now=100.0)
+    frame_b, id_b = encode_envelope(b, "BidPlaced", {"job_id": "j-1"}, now=100.0)
+    assert id_a == id_b
+    assert gate.admit(frame_a) == Admitted(a.node_id, m.BidPlaced("j-1"))
+    assert gate.admit(frame_b) == Admitted(b.node_id, m.BidPlaced("j-1"))
+    assert gate.admit(frame_a) is Turned.DUPLICATE
+    assert gate.admit(b"not a frame") is Turned.REFUSED
+    assert gate.stats["dropped_replayed"] == 1 and gate.stats["dropped_invalid"] == 1
+
+
+FORK_IDS = """
+import os
+from bacalhau import wire
+read, write = os.pipe()
+pid = os.fork()
+if pid == 0:
+    os.write(write, wire._IDS.next())
+    os._exit(0)
+os.close(write)
+child = os.read(read, 16)
+os.waitpid(pid, 0)
+print(child.hex(), wire._IDS.next().hex())
+"""
+
+
+def test_message_ids_differ_in_a_forked_child() -> None:
+    """Run in a fresh single-threaded interpreter (forking a threaded one is unsafe)."""
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-c", FORK_IDS], capture_output=True, text=True, check=True, timeout=60
+    )
+    child, parent = out.stdout.split()
+    assert len(child) == 32 and child != parent
+
+
+@pytest.mark.anyio
+async def test_a_state_machine_bug_fails_the_job_and_the_network_teardown() -> None:
+    with pytest.raises(NetworkInvariantError, match=r"internal error on job .*RuntimeError: bug"):
+        async with Network.in_memory(2, seed=5) as net:
+            requester = net.nodes[0]
+            real = requester.requester.handle
+
+            def buggy(event: Event, now: float) -> list[c.Command]:
+                if isinstance(event, MessageReceived) and isinstance(event.message, m.BidPlaced):
+                    raise RuntimeError("bug")
+                return real(event, now)
+
+            requester.requester.handle = buggy  # type: ignore[method-assign]
+            result = await requester.run_job(JobSpec.noop(), timeout=10)
+            assert result.state is JobState.FAILED
+            assert result.reason == "internal error: RuntimeError: bug"
+            assert [f.side for f in requester.faults][:1] == ["requester"]
+            await net.wait_idle()
+
+
+@pytest.mark.anyio
+async def test_protocol_deadlines_run_on_virtual_time() -> None:
+    """A 600-second bid timeout passes at once when the clock is told so."""
+    clock = VirtualClock()
+    config = RequesterConfig(bid_timeout=600)
+    async with Network.in_memory(1, clock=clock, requester=config, compute=None) as net:
+        node = net.nodes[0]
+        handle = await node.submit(JobSpec.noop())
+        with anyio.fail_after(10):
+            while not node.driver.timers:
+                await anyio.lowlevel.checkpoint()
+        assert not handle.result().state.terminal
+        clock.advance(601)
+        result = await handle.wait(10)
+    assert result.state is JobState.FAILED
+    assert "no node bid within 600s" in result.reason
+
+
+def test_requester_internal_error_on_an_unknown_or_ended_job_does_nothing() -> None:
+    state = RequesterState(REQ, b"k" * 32)
+    assert state.internal_error("j-none", "x", 0.0) == []
