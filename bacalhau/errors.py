@@ -18,10 +18,12 @@ __all__ = [
     "IllegalTransition",
     "JobFailed",
     "JobNotFound",
+    "NetworkInvariantError",
     "NodeUnreachable",
     "PeerUnreachable",
     "PublishError",
     "StorageError",
+    "StoreError",
     "TransportError",
     "ValidationError",
     "VerificationError",
@@ -120,6 +122,15 @@ class PublishError(BacalhauError):
 
 class VerificationError(BacalhauError):
     """A proposal could not be produced or opened."""
+
+
+class StoreError(BacalhauError):
+    """The node's state could not be written (disk full, read-only, damaged)."""
+
+
+class NetworkInvariantError(BacalhauError):
+    """A network closed in a state that should be impossible (leaked work, lost jobs,
+    a state machine's internal error)."""
 
 
 class ApiError(BacalhauError):

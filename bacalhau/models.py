@@ -16,6 +16,7 @@ import enum
 import math
 import re
 from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any, TypeVar
 
 import attrs
@@ -304,7 +305,8 @@ class JobSpec:
     engine: EngineSpec
     inputs: tuple[InputSpec, ...] = ()
     outputs: tuple[OutputSpec, ...] = ()
-    env: dict[str, str] = attrs.field(factory=dict, hash=False)
+    env: Mapping[str, str] = attrs.field(factory=dict, hash=False)
+    """Environment variables; read-only once the spec is built."""
     resources: Resources = Resources()
     timeout: float = 300.0
     deal: Deal = Deal()
@@ -328,8 +330,9 @@ class JobSpec:
             raise _fail("network", f"jobs run without network access, got {self.network!r}")
         if not isinstance(self.retries, int) or not 0 <= self.retries <= 20:
             raise _fail("retries", f"must be an integer from 0 to 20, got {self.retries!r}")
-        if not isinstance(self.env, dict):
+        if not isinstance(self.env, Mapping):
             raise _fail("env", "must be a mapping of names to strings")
+        object.__setattr__(self, "env", MappingProxyType(dict(self.env)))
         for key, value in self.env.items():
             if not isinstance(key, str) or not _ENV_RE.match(key):
                 raise _fail("env", f"not an environment variable name: {key!r}")

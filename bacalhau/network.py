@@ -25,7 +25,7 @@ from typing import Any
 import anyio
 import anyio.abc
 
-from .errors import BacalhauError
+from .errors import BacalhauError, NetworkInvariantError
 from .identity import Identity
 from .node.driver import Fault
 from .node.node import Node
@@ -49,10 +49,6 @@ def scratch_dir() -> str | None:
         return chosen
     shm = Path("/dev/shm")
     return str(shm) if shm.is_dir() and os.access(shm, os.W_OK) else None
-
-
-class NetworkInvariantError(BacalhauError):
-    """A network closed in a state that should be impossible (leaked work, lost jobs)."""
 
 
 class Network:

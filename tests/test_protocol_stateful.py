@@ -260,7 +260,7 @@ class ComputeMachine(RuleBasedStateMachine):
             "ResultsAccepted": m.ResultsAccepted(JOB, NODES[0]),
             "ResultsRejected": m.ResultsRejected(JOB, NODES[0], "no"),
             "JobCompleted": m.JobCompleted(JOB),
-            "JobFailed": m.JobFailed(JOB, "x"),
+            "JobFailed": m.JobFailure(JOB, "x"),
             "JobCancelled": m.JobCancelled(JOB, "x"),
         }
         msg = table[kind]

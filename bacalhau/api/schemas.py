@@ -9,6 +9,7 @@ schemas are generated from the same classes (:func:`schema_for`).
 
 from __future__ import annotations
 
+import collections.abc
 import enum
 import types
 import typing
@@ -252,7 +253,7 @@ def _type_schema(tp: Any, found: dict[str, type]) -> dict[str, Any]:
     if origin in (tuple, list):
         item = args[0] if args else Any
         return {"type": "array", "items": _type_schema(item, found)}
-    if origin is dict:
+    if origin in (dict, collections.abc.Mapping):
         value = args[1] if len(args) == 2 else Any
         return {"type": "object", "additionalProperties": _type_schema(value, found)}
     if isinstance(tp, type) and issubclass(tp, enum.Enum):

@@ -34,7 +34,7 @@ import socket
 import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 import anyio.abc
@@ -84,6 +84,9 @@ from .schemas import (
     SubmitResponse,
     summarize,
 )
+
+if TYPE_CHECKING:
+    from ..storage.base import DataServices
 
 __all__ = [
     "DEFAULT_HOST",
@@ -199,11 +202,16 @@ class _Api:
         self._check_started()
         return str(self.node.resolve(request.path_params["job_id"]))
 
-    def _store(self) -> Any:
+    def _data(self) -> DataServices:
+        """The node's data services (409 when it has none)."""
         self._check_started()
-        if self.node.blockstore is None or self.node.blocks is None:
+        data: DataServices | None = self.node.data
+        if data is None:
             raise ApiError("this node has no block store", status=409, code="no_block_store")
-        return self.node.blockstore
+        return data
+
+    def _store(self) -> Any:
+        return self._data().blockstore
 
     def _json(self, value: Any, status: int = 200) -> Response:
         return Response(dumps(value), status_code=status, media_type="application/json")
@@ -385,14 +393,15 @@ class _Api:
             ex.state is ExecutionState.PUBLISHED
             and ref is not None
             and ref.cid
-            and self.node.blocks is not None
+            and self.node.data is not None
         ):
             from ..storage.ipfs.exporter import read_all, resolve
 
+            blocks = self.node.data.blocks
             try:
                 with anyio.fail_after(30):
-                    cid = await resolve(self.node.blocks, ref.cid, stream)
-                    data = await read_all(self.node.blocks, cid, max_size=MAX_LOG_BYTES)
+                    cid = await resolve(blocks, ref.cid, stream)
+                    data = await read_all(blocks, cid, max_size=MAX_LOG_BYTES)
                 return LogChunk(ex.node_id, stream, data.decode("utf-8", "replace"))
             except (BacalhauError, TimeoutError) as exc:
                 log.info(
@@ -447,8 +456,10 @@ class _Api:
         from ..storage.ipfs.exporter import cat, resolve
 
         self._store()
-        cid = await resolve(self.node.blocks, cid_param(request), request.query_params.get("path"))
-        pieces = cat(self.node.blocks, cid)
+        cid = await resolve(
+            self._data().blocks, cid_param(request), request.query_params.get("path")
+        )
+        pieces = cat(self._data().blocks, cid)
         try:
             first = await pieces.__anext__()  # errors before the status line is sent
         except StopAsyncIteration:
@@ -467,8 +478,10 @@ class _Api:
         from ..storage.ipfs.exporter import ls, resolve
 
         self._store()
-        cid = await resolve(self.node.blocks, cid_param(request), request.query_params.get("path"))
-        found = await ls(self.node.blocks, cid)
+        cid = await resolve(
+            self._data().blocks, cid_param(request), request.query_params.get("path")
+        )
+        found = await ls(self._data().blocks, cid)
         entries = [DataEntry(e.name, e.cid, e.type, e.size) for e in found]
         return self._json(entries)
 
@@ -479,7 +492,7 @@ class _Api:
         self._store()
         cid = cid_param(request)
         with self._tempfile(".car") as path:
-            await export_car(self.node.blocks, cid, path)
+            await export_car(self._data().blocks, cid, path)
             kept = path.with_suffix(".out")
             path.replace(kept)
         return FileResponse(
@@ -494,7 +507,7 @@ class _Api:
     @endpoint
     async def pin(self, request: Request) -> Response:
         store = self._store()
-        await self.node.blocks.pin(cid_param(request))
+        await self._data().blocks.pin(cid_param(request))
         return self._json(PinList(await anyio.to_thread.run_sync(store.pins)))
 
     @endpoint

@@ -25,7 +25,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.abc
@@ -59,6 +59,11 @@ from .gate import Admitted, InboundGate, Turned
 from .outbox import EVENT_PROTOCOL, Outbox
 from .plugins import Plugins, default_plugins
 from .services import ProtocolHandler
+
+if TYPE_CHECKING:
+    from ..storage.base import DataServices
+    from ..storage.ipfs.blockstore import BlockStore
+    from ..storage.ipfs.exchange import BlockService
 from .store import StateStore, StoreError
 
 __all__ = ["JobHandle", "Node"]
@@ -251,7 +256,7 @@ class Node(TransportHandler):
         """Internal errors of the state machines (bugs); each failed its job."""
         return self.driver.faults
 
-    # --- NodeServices ---------------------------------------------------------------------
+    # --- NodeServices (what plugins see) ------------------------------------------------
 
     @property
     def data_dir(self) -> Path:
@@ -259,11 +264,16 @@ class Node(TransportHandler):
         return self._data_dir
 
     @property
-    def blockstore(self) -> Any:
+    def data(self) -> DataServices | None:
+        """The node's data services (block store and exchange); None without them."""
+        return self.plugins.data
+
+    @property
+    def blockstore(self) -> BlockStore | None:
         return self.plugins.blockstore
 
     @property
-    def blocks(self) -> Any:
+    def blocks(self) -> BlockService | None:
         return self.plugins.blocks
 
     def peers(self) -> frozenset[str]:
@@ -440,41 +450,26 @@ class Node(TransportHandler):
 
     # --- data -----------------------------------------------------------------------------
 
-    def _need_blocks(self) -> Any:
-        if self.plugins.blocks is None:
+    def _need_data(self) -> DataServices:
+        if self.plugins.data is None:
             raise BacalhauError("this node has no block store (bacalhau.storage.ipfs missing)")
-        return self.plugins.blocks
+        return self.plugins.data
 
     async def add_data(self, data: bytes | str | Path, *, cid_version: int = 0) -> str:
         """Store a file, a directory (recursively) or bytes in this node's block store,
         pinned, and return its CID (the one ``ipfs add`` prints for the same data).
         Other nodes fetch it from here by block exchange."""
-        from ..storage.ipfs.importer import add_bytes, add_path
-
-        self._need_blocks()
-        if isinstance(data, bytes):
-            return await add_bytes(self.blockstore, data, cid_version=cid_version, pin=True)
-        return await add_path(self.blockstore, Path(data), cid_version=cid_version, pin=True)
+        return await self._need_data().add(data, cid_version=cid_version)
 
     async def get_data(self, cid: str, dest: Path) -> Path:
         """Write the file or directory at ``cid`` to ``dest`` (fetched from peers when
         needed from every provider at once, every block verified against its hash; files
         are written while their blocks arrive)."""
-        from ..storage.ipfs.exporter import export_to_path
-
-        blocks = self._need_blocks()
-        if hasattr(blocks, "export"):
-            return await blocks.export(cid, Path(dest))  # type: ignore[no-any-return]
-        return await export_to_path(blocks, cid, Path(dest))
+        return await self._need_data().get(cid, dest)
 
     async def cat(self, cid: str, *, max_size: int = 64 * 1024 * 1024) -> bytes:
         """The bytes of the file at ``cid`` (a path inside a directory CID: ``CID/a/b``)."""
-        from ..storage.ipfs.exporter import read_all, resolve
-
-        blocks = self._need_blocks()
-        root, _, path = cid.partition("/")
-        target = await resolve(blocks, root, path) if path else root
-        return await read_all(blocks, target, max_size=max_size)
+        return await self._need_data().cat(cid, max_size=max_size)
 
     def resolve(self, job_id_or_prefix: str) -> str:
         """The full id of a job this node requested, given its id or a unique prefix."""

@@ -25,7 +25,9 @@ from ..verifier.noop import NoopVerifier
 if TYPE_CHECKING:
     from ..executor.base import Executor
     from ..publisher.base import Publisher
-    from ..storage.base import StorageProvider
+    from ..storage.base import DataServices, StorageProvider
+    from ..storage.ipfs.blockstore import BlockStore
+    from ..storage.ipfs.exchange import BlockService
     from ..verifier.base import Verifier
     from .services import NodeServices
 
@@ -49,8 +51,16 @@ class Plugins:
     storage: dict[str, StorageProvider] = attrs.Factory(dict)
     verifiers: dict[str, Verifier] = attrs.Factory(dict)
     publishers: dict[str, Publisher] = attrs.Factory(dict)
-    blockstore: Any = None
-    blocks: Any = None
+    data: DataServices | None = None
+    """The node's data services (block store and exchange), when available."""
+
+    @property
+    def blockstore(self) -> BlockStore | None:
+        return None if self.data is None else self.data.blockstore
+
+    @property
+    def blocks(self) -> BlockService | None:
+        return None if self.data is None else self.data.blocks
 
     def add(self, plugin: Any) -> None:
         """Register ``plugin`` in the registry its base class belongs to."""
@@ -73,8 +83,8 @@ class Plugins:
             )
 
     async def start(self, services: NodeServices) -> None:
-        if self.blocks is not None and hasattr(self.blocks, "register"):
-            self.blocks.register()
+        if self.data is not None:
+            self.data.start()
         for executor in self.executors.values():
             await executor.start()
 
@@ -131,16 +141,14 @@ def _add_builtin_optional(plugins: Plugins, services: NodeServices) -> None:
     """Built-ins with heavier dependencies, each optional."""
     limits = _limits(services)
 
-    def blocks() -> tuple[Any, Any]:
-        from ..storage.ipfs.blockstore import BlockStore
-        from ..storage.ipfs.exchange import BlockService
+    def data() -> tuple[DataServices]:
+        from ..storage.ipfs.data import IpfsData
 
-        store = BlockStore(services.data_dir / "blocks")
-        return store, BlockService(store, services)
+        return (IpfsData(services.data_dir / "blocks", services),)
 
-    made = _optional(plugins, "block store", blocks)
+    made = _optional(plugins, "block store", data)
     if made is not None:
-        plugins.blockstore, plugins.blocks = made
+        (plugins.data,) = made
 
         def ipfs_storage() -> Any:
             from ..storage.ipfs.provider import IpfsStorage

@@ -1,31 +1,26 @@
-"""What a node offers to its plugins (executors, storage, publishers, block exchange).
+"""What a node offers to its plugins (executors, storage, publishers, verifiers).
 
-Plugins receive a :class:`NodeServices` when they are built, never the Node
-itself, so they can be tested against :class:`bacalhau.testing.FakeServices`.
+Plugin factories receive a :class:`NodeServices` when they are built, never the
+Node itself: its id, data dir and keys, its data services (block store and
+exchange), and its peers. A test can hand them any object with these attributes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
+from ..transport.services import PeerServices, ProtocolHandler
+
 if TYPE_CHECKING:
     from ..identity import Identity
-    from ..storage.ipfs.blockstore import BlockStore
-    from ..storage.ipfs.exchange import BlockService
+    from ..storage.base import DataServices
 
 __all__ = ["NodeServices", "ProtocolHandler"]
 
-ProtocolHandler = Callable[[str, bytes], Awaitable[bytes]]
-"""(peer id, request payload) -> reply payload."""
 
-
-class NodeServices(Protocol):
+class NodeServices(PeerServices, Protocol):
     """The node, as its plugins see it."""
-
-    @property
-    def node_id(self) -> str: ...
 
     @property
     def data_dir(self) -> Path: ...
@@ -36,21 +31,6 @@ class NodeServices(Protocol):
         ...
 
     @property
-    def blockstore(self) -> BlockStore: ...
-
-    @property
-    def blocks(self) -> BlockService:
-        """Block store plus fetching of missing blocks from peers."""
-        ...
-
-    def peers(self) -> frozenset[str]: ...
-
-    async def request(
-        self, peer_id: str, protocol: str, payload: bytes, *, timeout: float = 10.0
-    ) -> bytes:
-        """Send ``payload`` to the ``protocol`` handler of ``peer_id``; return its reply."""
-        ...
-
-    def register_protocol(self, protocol: str, handler: ProtocolHandler) -> None:
-        """Serve direct requests for ``protocol`` with ``handler``."""
+    def data(self) -> DataServices | None:
+        """Content-addressed data (None when the block store is not installed)."""
         ...

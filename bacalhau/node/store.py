@@ -11,6 +11,11 @@ never lost.
 
 A full or read-only disk makes :meth:`flush` raise
 :class:`~bacalhau.errors.StoreError`; what was committed before stays intact.
+
+The schema carries a version (SQLite's ``user_version``). Opening a database
+written by an older release runs the migrations from its version up to
+:data:`SCHEMA_VERSION`, in one transaction; a database from a newer release is
+refused with a clear error rather than misread.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import contextlib
 import logging
 import sqlite3
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,28 +33,68 @@ import anyio.abc
 import anyio.to_thread
 import cattrs
 
-from ..errors import BacalhauError
+from ..errors import StoreError
 from ..protocol.compute import ComputeJob
 from ..protocol.requester import RequesterJob
 from ..wire import pack, unpack
 
-__all__ = ["StateStore", "StoreError"]
+__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "StateStore", "StoreError", "migrate"]
 
 log = logging.getLogger("bacalhau.store")
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS requester_jobs (job_id TEXT PRIMARY KEY, record BLOB NOT NULL);
-CREATE TABLE IF NOT EXISTS compute_jobs (job_id TEXT PRIMARY KEY, record BLOB NOT NULL);
-CREATE TABLE IF NOT EXISTS reputation (node_id TEXT PRIMARY KEY, record BLOB NOT NULL);
-"""
+SCHEMA_VERSION = 1
+"""The version this release writes. Version 0 is a database from before versioning."""
+
+
+def _migrate_to_1(db: sqlite3.Connection) -> None:
+    """The first versioned schema: one snapshot per requester job, compute job and node
+    (version 0 had the same tables, or none in a new database)."""
+    db.execute(
+        "CREATE TABLE IF NOT EXISTS requester_jobs (job_id TEXT PRIMARY KEY, record BLOB NOT NULL)"
+    )
+    db.execute(
+        "CREATE TABLE IF NOT EXISTS compute_jobs (job_id TEXT PRIMARY KEY, record BLOB NOT NULL)"
+    )
+    db.execute(
+        "CREATE TABLE IF NOT EXISTS reputation (node_id TEXT PRIMARY KEY, record BLOB NOT NULL)"
+    )
+
+
+MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _migrate_to_1}
+"""``MIGRATIONS[n]`` takes a database from version ``n - 1`` to ``n``."""
+
+
+def migrate(db: sqlite3.Connection, path: Path) -> int:
+    """Bring the database up to :data:`SCHEMA_VERSION`; return the version it had.
+
+    Raises:
+        StoreError: the database was written by a newer release.
+    """
+    (found,) = db.execute("PRAGMA user_version").fetchone()
+    if found > SCHEMA_VERSION:
+        raise StoreError(
+            f"the node's state at {path} has schema version {found}, newer than this "
+            f"release's {SCHEMA_VERSION}: upgrade bacalhau-py or use another --data-dir"
+        )
+    if found == SCHEMA_VERSION:
+        return int(found)
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        for version in range(found + 1, SCHEMA_VERSION + 1):
+            MIGRATIONS[version](db)
+        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION:d}")
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    if found:
+        log.info("migrated %s from schema version %d to %d", path, found, SCHEMA_VERSION)
+    return int(found)
+
 
 _conv = cattrs.Converter()
 _conv.register_unstructure_hook(bytes, lambda b: b)
 _conv.register_structure_hook(bytes, lambda b, _: bytes(b))
-
-
-class StoreError(BacalhauError):
-    """The node's state could not be written (disk full, read-only, damaged)."""
 
 
 class StateStore:
@@ -61,7 +107,10 @@ class StateStore:
             self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
-            self._db.executescript(SCHEMA)
+            self.migrated_from = migrate(self._db, path)
+        except StoreError:
+            self._db.close()
+            raise
         except (sqlite3.Error, OSError) as exc:
             raise StoreError(f"cannot open the node's state at {path}: {exc}") from None
         self._lock = threading.Lock()
@@ -182,6 +231,10 @@ class StateStore:
                 with contextlib.suppress(sqlite3.Error):
                     self._db.execute("ROLLBACK")
                 raise StoreError(f"could not save the node's state in {self.path}: {exc}") from None
+
+    def close(self) -> None:
+        """Close the database now (:meth:`run` closes it when it stops)."""
+        self._db.close()
 
     def stats(self) -> dict[str, Any]:
         return {"path": str(self.path), "commits": self.writes, "pending": len(self._pending)}

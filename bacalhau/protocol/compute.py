@@ -281,7 +281,7 @@ class ComputeState:
                 out.append(PublishResults(job_id, job.spec))
             else:
                 out.append(Dropped(f"ResultsAccepted for {job_id} in state {state}", sender=sender))
-        else:  # JobCompleted / JobFailed / JobCancelled
+        else:  # JobCompleted / JobFailure / JobCancelled
             if state is C.ENDED:
                 return []
             if state is C.RUNNING:

@@ -29,7 +29,7 @@ __all__ = [
     "JobCancelled",
     "JobCompleted",
     "JobCreated",
-    "JobFailed",
+    "JobFailure",
     "Message",
     "ResultsAccepted",
     "ResultsProposed",
@@ -198,7 +198,10 @@ class JobCompleted:
 
 
 @attrs.frozen
-class JobFailed:
+class JobFailure:
+    """The job failed (on the wire: kind ``JobFailed``; named so here to not clash with
+    :class:`bacalhau.errors.JobFailed`, the exception)."""
+
     job_id: str = attrs.field(validator=_job_id)
     reason: str = attrs.field(validator=_REASON)
 
@@ -221,12 +224,18 @@ Message = (
     | ResultsRejected
     | ResultsPublished
     | JobCompleted
-    | JobFailed
+    | JobFailure
     | JobCancelled
 )
 
+
+def _kind(cls: type[Any]) -> str:
+    """A message's kind on the wire: its class name (``JobFailure`` keeps ``JobFailed``)."""
+    return "JobFailed" if cls is JobFailure else cls.__name__
+
+
 KINDS: dict[str, type[Any]] = {
-    cls.__name__: cls
+    _kind(cls): cls
     for cls in (
         JobCreated,
         BidPlaced,
@@ -239,7 +248,7 @@ KINDS: dict[str, type[Any]] = {
         ResultsRejected,
         ResultsPublished,
         JobCompleted,
-        JobFailed,
+        JobFailure,
         JobCancelled,
     )
 }
@@ -251,18 +260,18 @@ REQUESTER_MESSAGES: tuple[type[Any], ...] = (
     ResultsAccepted,
     ResultsRejected,
     JobCompleted,
-    JobFailed,
+    JobFailure,
     JobCancelled,
 )
 """Messages only a job's requester may author (the compute side handles them)."""
 
-REQUESTER_KINDS = frozenset(cls.__name__ for cls in REQUESTER_MESSAGES)
+REQUESTER_KINDS = frozenset(_kind(cls) for cls in REQUESTER_MESSAGES)
 """Kinds only a job's requester may author."""
 
 
 def encode_message(message: Message) -> tuple[str, Any]:
     """(kind, plain body) for an envelope."""
-    return type(message).__name__, to_data(message)
+    return _kind(type(message)), to_data(message)
 
 
 def decode_message(kind: str, body: Any) -> Message:

@@ -69,7 +69,7 @@ from .messages import (
     JobCancelled,
     JobCompleted,
     JobCreated,
-    JobFailed,
+    JobFailure,
     ResultsAccepted,
     ResultsPublished,
     ResultsRejected,
@@ -369,7 +369,7 @@ class RequesterState:
             self._finish(job, JobAction.FAIL, reason, now, out)
         except IllegalTransition:  # the record itself is inconsistent: end it plainly
             job.state, job.reason = S.FAILED, reason
-            out = [CancelTimers(job_id), Broadcast(JobFailed(job_id, reason))]
+            out = [CancelTimers(job_id), Broadcast(JobFailure(job_id, reason))]
             self._note(job, now, job.state.value, self.node_id, reason, out)
         return out
 
@@ -737,11 +737,11 @@ class RequesterState:
                 self.move_execution(ex, X.CANCELLED)
                 ex.reason = ex.reason or f"job {job.state}"
         out.append(CancelTimers(job.job_id))
-        message: JobCompleted | JobFailed | JobCancelled
+        message: JobCompleted | JobFailure | JobCancelled
         if job.state is S.COMPLETED:
             message = JobCompleted(job.job_id)
         elif job.state is S.FAILED:
-            message = JobFailed(job.job_id, reason)
+            message = JobFailure(job.job_id, reason)
         else:
             message = JobCancelled(job.job_id, reason)
         out.append(Broadcast(message))

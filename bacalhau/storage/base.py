@@ -11,14 +11,48 @@ from __future__ import annotations
 import abc
 from collections.abc import Callable
 from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar, Protocol
 
 from ..models import StorageSpec
 
-__all__ = ["Reader", "StorageProvider"]
+if TYPE_CHECKING:
+    from .ipfs.blockstore import BlockStore
+    from .ipfs.exchange import BlockService
+
+__all__ = ["DataServices", "Reader", "StorageProvider"]
 
 Reader = Callable[[int, int], bytes]
 """``read(offset, size) -> bytes``: thread-safe random access to one file's bytes."""
+
+
+class DataServices(Protocol):
+    """A node's content-addressed data: what the node, its API and executors are handed."""
+
+    @property
+    def blockstore(self) -> BlockStore:
+        """The local blocks only."""
+        ...
+
+    @property
+    def blocks(self) -> BlockService:
+        """The local blocks plus fetching of missing ones from peers."""
+        ...
+
+    def start(self) -> None:
+        """Begin serving blocks to peers."""
+        ...
+
+    async def add(self, data: bytes | str | Path, *, cid_version: int = 0) -> str:
+        """Store bytes, a file or a directory, pinned; return the CID."""
+        ...
+
+    async def get(self, cid: str, dest: Path) -> Path:
+        """Write the content at ``cid`` to ``dest``."""
+        ...
+
+    async def cat(self, cid: str, *, max_size: int = 64 * 1024 * 1024) -> bytes:
+        """The bytes of the file at ``cid`` (or ``CID/path``)."""
+        ...
 
 
 class StorageProvider(abc.ABC):

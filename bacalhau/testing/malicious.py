@@ -377,7 +377,7 @@ class RiggedPlugins(Plugins):
         base = default_plugins(services)
         for name in ("executors", "storage", "verifiers", "publishers"):
             getattr(self, name).update(getattr(base, name))
-        self.blockstore, self.blocks = base.blockstore, base.blocks
+        self.data = base.data
         if self.rig is not None:
             self.rig(self, services)
         await super().start(services)

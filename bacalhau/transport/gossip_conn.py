@@ -36,6 +36,7 @@ import msgpack
 
 from ..errors import DecodeError, PeerUnreachable, WireError
 from .base import MAX_FRAME
+from .errors import ConnectionClosed
 
 __all__ = [
     "WIRE_MAX",
@@ -80,8 +81,6 @@ def decode(frame: bytes) -> list[Any]:
     return msg
 
 
-class ConnectionClosed(WireError):
-    """The peer closed the connection (cleanly between frames, or mid-frame)."""
 
 
 @attrs.define(eq=False)

@@ -52,6 +52,7 @@ from spake2 import SPAKE2_Symmetric  # type: ignore[import-untyped]
 
 from ..errors import DecodeError, WireError
 from ..identity import Identity, node_id_from_public_key, verify_signature
+from .errors import SelfConnection
 from .gossip_conn import BYE, HANDSHAKE_MAX, FrameReader, encode
 from .secret import NetworkSecret, parse_secret
 
@@ -71,9 +72,6 @@ AUTH_CONTEXT = b"bacalhau-gossip/2 auth\x00"
 _PAKE_ID = b"bacalhau-gossip/2 spake2"
 _PAKE_SIZE = 33
 
-
-class SelfConnection(WireError):
-    """The peer at the other end is this node (a static or advertised address of our own)."""
 
 
 @attrs.frozen

@@ -33,6 +33,7 @@ import attrs
 
 from ..errors import DecodeError, WireError
 from .base import MAX_FRAME
+from .errors import Refused
 
 __all__ = [
     "HEADER_SIZE",
@@ -70,10 +71,6 @@ class Kind(IntEnum):
     HELLO = 5
     HERE = 6
     BYE = 7
-
-
-class Refused(WireError):
-    """A packet failed the network-secret check (missing, wrong, or not expected)."""
 
 
 @attrs.frozen

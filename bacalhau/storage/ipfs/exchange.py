@@ -52,7 +52,7 @@ import msgpack
 
 from ...cid import DAG_PB, AnyCid, block_digest_ok, cid_str, split_cid, to_cid
 from ...errors import BlockNotFound, CorruptBlock, DecodeError, PeerUnreachable, TransportError
-from ...node.services import NodeServices
+from ...transport.services import PeerServices
 from ._util import unwrap_group
 from .blockstore import BlockStore
 from .dagpb import decode_node
@@ -180,12 +180,12 @@ class BlockService:
 
     Args:
         store: the node's :class:`BlockStore`.
-        services: the node (peers, requests, protocol registration).
+        services: peers, direct requests and protocol registration (the node).
         request_timeout: seconds to wait for one ``want`` reply.
     """
 
     store: BlockStore
-    services: NodeServices
+    services: PeerServices
     request_timeout: float = attrs.field(default=30.0, kw_only=True)
     discovery_timeout: float = attrs.field(default=5.0, kw_only=True)
     provider_ttl: float = attrs.field(default=DEFAULT_PROVIDER_TTL, kw_only=True)
