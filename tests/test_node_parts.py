@@ -21,8 +21,8 @@ from bacalhau.protocol.events import Event, MessageReceived
 from bacalhau.protocol.requester import RequesterState
 from bacalhau.wire import VerifiedCache, encode_envelope
 
-REQ = "requester-node"
-ME = "compute-node"
+REQ = Identity.generate().node_id
+ME = Identity.generate().node_id
 
 
 def _job(job_id: str, state: ComputeJobState) -> ComputeJob:
@@ -32,17 +32,17 @@ def _job(job_id: str, state: ComputeJobState) -> ComputeJob:
 def test_compute_recover_fails_lost_work_through_the_transition_table() -> None:
     state = ComputeState(ME)
     for s in ComputeJobState:
-        state.jobs[s.value] = _job(s.value, s)
+        state.jobs[f"j-{s.value}"] = _job(f"j-{s.value}", s)
     out = state.recover()
-    for lost in ("running", "proposed", "publishing"):
+    for lost in ("j-running", "j-proposed", "j-publishing"):
         job = state.jobs[lost]
         assert job.state is ComputeJobState.FAILED and job.reason == "node restarted"
         assert c.Send(REQ, m.ExecutionFailed(lost, "node restarted")) in out
         assert c.DiscardResults(lost) in out
-    assert c.EvaluateBid("evaluating", state.jobs["evaluating"].spec, REQ) in out
-    assert c.Send(REQ, m.BidPlaced("bid")) in out
+    assert c.EvaluateBid("j-evaluating", state.jobs["j-evaluating"].spec, REQ) in out
+    assert c.Send(REQ, m.BidPlaced("j-bid")) in out
     for kept in ("declined", "rejected", "published", "failed", "ended"):
-        assert state.jobs[kept].state is ComputeJobState(kept)
+        assert state.jobs[f"j-{kept}"].state is ComputeJobState(kept)
     assert len(out) == 3 * 2 + 2
 
 
