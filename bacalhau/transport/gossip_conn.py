@@ -81,8 +81,6 @@ def decode(frame: bytes) -> list[Any]:
     return msg
 
 
-
-
 @attrs.define(eq=False)
 class FrameReader:
     """Reads length-prefixed frames from a byte stream, with a size limit.
