@@ -46,7 +46,7 @@ class TimerQueue:
         if not keys:
             return
         for key in [
-            k for k in keys if (name is None or k.name is name) and (node is None or k.node == node)
+            k for k in keys if (name is None or k.name == name) and (node is None or k.node == node)
         ]:
             keys.discard(key)
             self._live.pop(key, None)

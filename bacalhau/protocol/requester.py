@@ -490,7 +490,7 @@ class RequesterState:
                 self.move_execution(ex, X.FAILED)
                 self._count(sender, "rejected")
                 ex.reason = f"publication refused: differs from its commitment ({differs})"
-                out.append(CancelTimers(job.job_id, "execution", sender))
+                out.append(CancelTimers(job.job_id, RequesterTimer.EXECUTION, sender))
                 out.append(Send(sender, ResultsRejected(job.job_id, sender, ex.reason)))
                 self._note(job, now, "publication_refused", sender, ex.reason, out)
                 self._check_published(job, now, out)
