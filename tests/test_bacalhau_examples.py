@@ -120,8 +120,19 @@ def test_readme_hello_world(bac: Bac, docker_engine: DockerEngine) -> None:
     code, out, err = bac(f"bacalhau docker run {docker_engine.image} echo Hello World")
     assert code == 0, out + err
     assert "completed" in out
-    code, logs, _ = bac(f"bacalhau logs {job_id_in(out)}")
+    code, logs, _ = bac(f"bacalhau job logs {job_id_in(out)}")  # 1.x nests it under job
     assert (code, logs) == (0, "Hello World\n")
+    code, listed, _ = bac("bacalhau job list -n 1 --id-only")
+    assert (code, listed) == (0, job_id_in(out) + "\n")
+
+
+def test_job_stop(bac: Bac, docker_engine: DockerEngine) -> None:
+    """``bacalhau docker run --wait=false ...`` then ``bacalhau job stop ID``."""
+    code, out, err = bac(f"bacalhau docker run --wait=false {docker_engine.image} sleep 60")
+    assert code == 0, err
+    job_id = job_id_in(out)
+    code, out, err = bac(f"bacalhau job stop {job_id} --reason enough")
+    assert (code, out) == (0, f"Job {job_id} cancelled\n"), err
 
 
 def test_docker_run_help_example_with_an_ipfs_input(

@@ -133,8 +133,12 @@ def add_submit_options(parser: argparse.ArgumentParser) -> None:
         "--wait",
         action=argparse.BooleanOptionalAction,
         default=True,
-        help="follow the job until it ends (default); --no-wait returns at once",
+        help="follow the job until it ends (default); --no-wait (or Bacalhau's "
+        "--wait=false) returns at once",
     )
+    # Bacalhau's spelling; exact option strings, so "--wait IMAGE" still reads IMAGE
+    parser.add_argument("--wait=false", dest="wait", action="store_false", help=argparse.SUPPRESS)
+    parser.add_argument("--wait=true", dest="wait", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument(
         "--wait-timeout",
         type=float,
@@ -616,11 +620,14 @@ def add_job_parsers(sub: Any) -> None:
     api = argparse.ArgumentParser(add_help=False)
     add_api_options(api)
 
+    made: dict[str, argparse.ArgumentParser] = {}
+
     def command(name: str, fn: Any, help_: str, **kw: Any) -> argparse.ArgumentParser:
         parser: argparse.ArgumentParser = sub.add_parser(
             name, help=help_, description=help_, parents=[api], **kw
         )
         parser.set_defaults(func=fn)
+        made[name] = parser
         return parser
 
     p = command("list", cmd_list, "list the node's jobs, newest first")
@@ -725,6 +732,15 @@ def add_job_parsers(sub: Any) -> None:
     p.add_argument("file", metavar="FILE", nargs="?", default="-", help="default: stdin")
     add_submit_options(p)
     p.set_defaults(func=cmd_job_run)
+    # Bacalhau 1.x nests the job commands under "job": the same parsers, there too
+    for ours, theirs in (("list", "list"), ("logs", "logs"), ("get", "get"), ("cancel", "stop")):
+        job_sub.add_parser(
+            theirs,
+            parents=[made[ours]],
+            add_help=False,
+            help=f"as bacalhau {ours}",
+            description=made[ours].description,
+        )
     p = job_sub.add_parser(
         "describe",
         help="show a job (YAML by default), in the form job run reads back",
