@@ -31,6 +31,7 @@ from bacalhau.compat.render import execution_id
 from bacalhau.errors import ValidationError
 from bacalhau.models import (
     Deal,
+    EngineSpec,
     InputSpec,
     JobSpec,
     OutputSpec,
@@ -214,6 +215,12 @@ def test_our_spec_round_trips_through_bacalhau_shape() -> None:
     assert back.warnings == ()
     wasm = JobSpec.wasm(StorageSpec.inline(b"\0asm\1\0\0\0"), args=["x"], entry_point="main")
     assert job_from_v1(spec_to_v1(wasm)).spec == wasm
+    # params a plugin or an old client wrote are shown as they are, never a failed GET
+    odd = JobSpec(engine=EngineSpec("wasm", {"module": "not a source"}))
+    assert spec_to_v1(odd)["Tasks"][0]["Engine"] == {
+        "Type": "wasm",
+        "Params": {"module": "not a source"},
+    }
 
 
 def test_constraints_become_selectors_where_the_node_has_them() -> None:

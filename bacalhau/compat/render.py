@@ -25,6 +25,7 @@ import datetime
 import uuid
 from typing import Any
 
+from ..errors import ValidationError
 from ..models import (
     ExecutionResult,
     ExecutionState,
@@ -113,6 +114,14 @@ def _rfc3339(t: float) -> str:
     return datetime.datetime.fromtimestamp(t, datetime.UTC).isoformat().replace("+00:00", "Z")
 
 
+def _module(params: dict[str, Any]) -> StorageSpec | None:
+    """The wasm module's source, or None when the params do not hold one (shown as they are)."""
+    try:
+        return from_data(params.get("module"), StorageSpec)
+    except ValidationError:
+        return None
+
+
 def spec_to_v1(spec: JobSpec) -> dict[str, Any]:
     """The ``Task`` and job-level fields of ``spec`` (without server-set fields)."""
     params = dict(spec.engine.params)
@@ -126,8 +135,9 @@ def spec_to_v1(spec: JobSpec) -> dict[str, Any]:
             engine["Entrypoint"] = list(params["entrypoint"])
         if params.get("workdir"):
             engine["WorkingDirectory"] = params["workdir"]
-    elif spec.engine.type == "wasm":
-        module = from_data(params.get("module"), StorageSpec)
+    elif spec.engine.type == "wasm" and _module(params) is not None:
+        module = _module(params)
+        assert module is not None
         engine = {
             "EntryModule": {"Source": source_to_v1(module), "Target": "", "Alias": ""},
             "EntryPoint": params.get("entry_point", "_start"),
