@@ -209,7 +209,8 @@ class Driver:
             job_id = job_of(event)
             job = self.compute.jobs.get(job_id)
             if job is not None:
-                self.store.save_compute(job)
+                if self.compute.keeps(job):  # not jobs merely heard of
+                    self.store.save_compute(job)
             elif isinstance(event, TimerFired):
                 self.store.forget_compute(job_id)
         return commands

@@ -10,11 +10,13 @@ job must come from that job's requester, who is the signer of its
 from __future__ import annotations
 
 import enum
+from collections import OrderedDict
 
 import attrs
+import msgpack
 
 from ..errors import IllegalTransition
-from ..models import JobSpec, StorageRef
+from ..models import JobSpec, StorageRef, to_data
 from .commands import (
     CancelExecution,
     CancelTimers,
@@ -92,6 +94,15 @@ COMPUTE_TRANSITIONS: frozenset[tuple[ComputeJobState, ComputeJobState]] = frozen
 
 FORGET_AFTER = 600.0
 """Seconds an ended job's tombstone is kept (duplicates of its messages are dropped)."""
+MAX_HEARD = 1024
+"""Most jobs kept that this node merely heard of (not bid on); the oldest are forgotten."""
+MAX_HEARD_BYTES = 64 * 1024 * 1024
+"""Most bytes of job specs kept for jobs merely heard of."""
+
+
+def spec_weight(spec: JobSpec) -> int:
+    """About how many bytes a heard job's record holds (its spec, as it travels)."""
+    return 512 + len(msgpack.packb(to_data(spec), use_bin_type=True))
 
 
 @attrs.define
@@ -113,9 +124,51 @@ class ComputeJob:
 class ComputeState:
     """Every job this node has heard of, from the compute side."""
 
-    def __init__(self, node_id: str) -> None:
+    def __init__(
+        self,
+        node_id: str,
+        *,
+        max_heard: int = MAX_HEARD,
+        max_heard_bytes: int = MAX_HEARD_BYTES,
+        heard_ttl: float = FORGET_AFTER,
+    ) -> None:
         self.node_id = node_id
         self.jobs: dict[str, ComputeJob] = {}
+        self.max_heard, self.max_heard_bytes, self.heard_ttl = max_heard, max_heard_bytes, heard_ttl
+        self.heard: OrderedDict[str, int] = OrderedDict()
+        """Jobs merely heard of (evaluating or declined), oldest first, with their size."""
+        self.heard_bytes = 0
+        self.evicted = 0
+
+    def keeps(self, job: ComputeJob) -> bool:
+        """Whether ``job`` is worth keeping across a restart: jobs this node bid on are;
+        jobs it merely heard of are not (a restarted requester announces them again)."""
+        return job.job_id not in self.heard
+
+    def _forget_heard(self, job_id: str) -> None:
+        weight = self.heard.pop(job_id, None)
+        if weight is not None:
+            self.heard_bytes -= weight
+
+    def _hear(self, msg: JobCreated, sender: str, now: float) -> list[Command]:
+        """Keep a heard job within the bounds, evicting the oldest heard ones."""
+        weight = spec_weight(msg.spec)
+        out: list[Command] = []
+        while self.heard and (
+            len(self.heard) >= self.max_heard or self.heard_bytes + weight > self.max_heard_bytes
+        ):
+            old_id = next(iter(self.heard))
+            self._forget_heard(old_id)
+            self.jobs.pop(old_id, None)
+            self.evicted += 1
+            out.append(CancelTimers(old_id))
+            out.append(Dropped(f"forgot job {old_id}, only heard of: too many heard jobs"))
+        self.jobs[msg.job_id] = ComputeJob(msg.job_id, msg.spec, sender, msg.seal_key)
+        self.heard[msg.job_id] = weight
+        self.heard_bytes += weight
+        out.append(SetTimer(TimerKey(msg.job_id, ComputeTimer.FORGET), now + self.heard_ttl))
+        out.append(EvaluateBid(msg.job_id, msg.spec, sender))
+        return out
 
     def move(self, job: ComputeJob, to: ComputeJobState) -> None:
         if (job.state, to) not in COMPUTE_TRANSITIONS:
@@ -127,9 +180,16 @@ class ComputeState:
         if isinstance(event, MessageReceived):
             return self._message(event.sender, event.message, now)
         if isinstance(event, TimerFired):
-            job = self.jobs.get(event.key.job_id)
-            if event.key.name is ComputeTimer.FORGET and job is not None and job.state is C.ENDED:
-                del self.jobs[event.key.job_id]
+            job_id = event.key.job_id
+            job = self.jobs.get(job_id)
+            merely_heard = job_id in self.heard
+            if (
+                event.key.name is ComputeTimer.FORGET
+                and job is not None
+                and (job.state is C.ENDED or merely_heard)
+            ):
+                del self.jobs[job_id]
+                self._forget_heard(job_id)
             return []
         job = self.jobs.get(getattr(event, "job_id", ""))
         if job is None:
@@ -137,6 +197,7 @@ class ComputeState:
         out: list[Command] = []
         if isinstance(event, BidDecided) and job.state is C.EVALUATING:
             if event.bid:
+                self._forget_heard(job.job_id)  # bid on: full state from now on
                 self.move(job, C.BID)
                 out.append(Send(job.requester_id, BidPlaced(job.job_id)))
             else:
@@ -242,8 +303,7 @@ class ComputeState:
                         f"JobCreated for {msg.job_id} from another node", sender=sender, forged=True
                     )
                 ]
-            self.jobs[msg.job_id] = ComputeJob(msg.job_id, msg.spec, sender, msg.seal_key)
-            return [EvaluateBid(msg.job_id, msg.spec, sender)]
+            return self._hear(msg, sender, now)
         if not isinstance(msg, REQUESTER_MESSAGES):
             return []  # a compute node's message: the requester side handles it
         kind = type(msg).__name__

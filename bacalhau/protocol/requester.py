@@ -85,6 +85,16 @@ __all__ = [
 ]
 
 S, X = JobState, ExecutionState
+MAX_BIDS = 512
+"""Most bids (and declines) a job records beyond twice what it can use
+(``min_bids`` plus ``concurrency`` plus ``retries``); more are dropped."""
+
+
+def _max_bids(spec: JobSpec) -> int:
+    deal = spec.deal
+    return MAX_BIDS + 2 * (deal.min_bids + deal.concurrency + spec.retries)
+
+
 _LIVE = (S.BIDDING, S.RUNNING, S.VERIFYING, S.PUBLISHING)
 
 JOB_TRANSITIONS: dict[tuple[JobState, JobAction], JobState] = {
@@ -445,6 +455,9 @@ class RequesterState:
             if job.state not in _LIVE:  # too late: not part of the job's history
                 out.append(Send(sender, BidRejected(job.job_id, sender, f"job {job.state}")))
                 return
+            if len(job.executions) >= _max_bids(job.spec):  # node ids cost nothing to make
+                out.append(Dropped(f"bid on {job.job_id} past the bid limit", sender=sender))
+                return
             job.executions[sender] = Execution(node_id=sender, reviewed=not self.config.bid_review)
             self._note(job, now, "bid", sender, "", out)
             if self.config.bid_review:
@@ -452,7 +465,12 @@ class RequesterState:
             else:
                 self._progress(job, now, out)
         elif isinstance(msg, BidDeclined):
-            if sender not in job.declined and ex is None and job.state in _LIVE:
+            if (
+                sender not in job.declined
+                and ex is None
+                and job.state in _LIVE
+                and len(job.declined) < _max_bids(job.spec)
+            ):
                 job.declined[sender] = msg.reason[:500]
                 self._note(job, now, "declined", sender, msg.reason[:500], out)
         elif isinstance(msg, ExecutionFailed):

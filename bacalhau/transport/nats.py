@@ -79,6 +79,8 @@ __all__ = ["NatsOptions", "NatsTransport", "nats_transport_factory", "parse_serv
 log = logging.getLogger(__name__)
 
 _PRESENCE_CONTEXT = b"bacalhau/nats/presence/v1\x00"
+MAX_PEERS = 4096
+"""Most peers remembered from presence announcements."""
 
 
 def _as_bytes(value: str | bytes | None) -> bytes | None:
@@ -485,6 +487,9 @@ class NatsTransport(Transport):
             if peer is not None and peer.nonce == nonce:
                 del self._peers[sender]
             return
+        if sender not in self._peers and len(self._peers) >= MAX_PEERS:
+            # keys cost nothing to make: forget the peer heard from longest ago
+            del self._peers[min(self._peers, key=lambda p: self._peers[p].seen)]
         self._peers[sender] = _Peer(nonce, now)
         if packet.kind is Kind.HELLO and self._tg is not None:
             self._tg.start_soon(
