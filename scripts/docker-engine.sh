@@ -14,7 +14,8 @@
 # dockerd or busybox is missing, starts dockerd on unix://STATE_DIR/docker.sock, waits
 # until it answers, and imports a tiny busybox image (bacalhau-test/busybox:latest, or
 # $BACALHAU_TEST_IMAGE) built from /bin/busybox and its applet symlinks. If the engine
-# is already running it is reused. Not root: an engine already answering at DOCKER_HOST
+# is already running it is reused. The image is also tagged busybox:latest (when no busybox
+# image is there), the name the docs' examples use. Not root: an engine already answering at DOCKER_HOST
 # (or the default socket) is used instead, with the image imported into it.
 #
 # On success stdout holds only `export NAME=value` lines (DOCKER_HOST, BACALHAU_TEST_IMAGE,
@@ -84,10 +85,21 @@ file_is_static() {
     esac
 }
 
+tag_busybox() {
+    # The docs' examples name `busybox`, as Docker's own do: give the imported image that
+    # name too (unless a real busybox image is there), so they run without a registry.
+    local host="$1"
+    if ! DOCKER_HOST="$host" docker image inspect busybox:latest >/dev/null 2>&1; then
+        DOCKER_HOST="$host" docker tag "$IMAGE" busybox:latest >&2 \
+            && log "tagged $IMAGE as busybox:latest"
+    fi
+}
+
 build_image() {
     local host="$1" state="$2"
     if DOCKER_HOST="$host" docker image inspect "$IMAGE" >/dev/null 2>&1; then
         log "image $IMAGE already present"
+        tag_busybox "$host"
         return 0
     fi
     local bb rootfs
@@ -109,6 +121,7 @@ build_image() {
         --change 'ENV PATH=/bin' --change 'CMD ["/bin/sh"]' - "$IMAGE" >&2 \
         || die "docker import of $IMAGE failed"
     rm -rf "$rootfs"
+    tag_busybox "$host"
 }
 
 print_exports() {

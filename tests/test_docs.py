@@ -17,6 +17,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
 PAGES = [
+    "../README.md",
     "index.md",
     "architecture.md",
     "concepts.md",

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import anyio
+import anyio.to_thread
 import attrs
 
 from ..api.client import Client
@@ -30,6 +31,7 @@ from ..api.schemas import EventLine
 from ..compat.v1 import Translated
 from ..errors import ValidationError
 from ..models import JobResult, JobSpec, JobState, to_json_data
+from ..paths import remove_tree
 
 __all__ = [
     "EXIT_BAD_INPUT",
@@ -482,10 +484,34 @@ async def cmd_logs(ns: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _clear_destination(dest: Path, *, force: bool) -> None:
+    """``get`` writes into a new or empty folder; ``--force`` first removes what is there.
+
+    Raises:
+        ValidationError: ``dest`` holds something and ``force`` is not set (the message
+            says how to go on).
+    """
+    if not (dest.exists() or dest.is_symlink()):
+        return
+    if dest.is_dir() and not dest.is_symlink() and not any(dest.iterdir()):
+        return
+    if not force:
+        raise ValidationError(
+            f"{dest} already exists and is not empty; pass --force to replace it "
+            "(its contents are deleted first), or pick another --output-dir",
+            field="--output-dir",
+        )
+    if dest.is_dir() and not dest.is_symlink():
+        remove_tree(dest)
+    else:
+        dest.unlink()
+
+
 async def cmd_get(ns: argparse.Namespace) -> int:
     async with client_from_args(ns) as client:
         result = await client.describe(ns.job)
         dest = Path(ns.output_dir) if ns.output_dir else Path(f"job-{short(result.job_id)}")
+        await anyio.to_thread.run_sync(functools.partial(_clear_destination, dest, force=ns.force))
         if ns.raw:
             return await _get_raw(client, result, dest)
         cid, path = await client.get_results(result.job_id, dest)
@@ -697,7 +723,12 @@ def add_job_parsers(sub: Any) -> None:
         "--output-dir",
         default=None,
         metavar="DIR",
-        help="where to write them (default ./job-ID; must be new or empty)",
+        help="where to write them (default ./job-ID; must be new or empty, or use --force)",
+    )
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="replace the output folder if it exists (what is in it is deleted first)",
     )
     p.add_argument(
         "--raw",
