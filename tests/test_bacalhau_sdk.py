@@ -24,7 +24,7 @@ from bacalhau.storage.ipfs import exporter
 from bacalhau.storage.ipfs.importer import add_bytes
 from bacalhau.testing.docker import DockerEngine, require_docker_engine
 
-pytestmark = [pytest.mark.docker, pytest.mark.slow]
+pytestmark = pytest.mark.slow
 
 HELLO_WAT = """
 (module
@@ -75,6 +75,7 @@ async def node_api() -> AsyncIterator[tuple[Network, ApiAddress]]:
         tg.cancel_scope.cancel()
 
 
+@pytest.mark.docker
 @pytest.mark.anyio
 async def test_the_official_client_drives_a_node(
     sdk_python: Path,
