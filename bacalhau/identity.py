@@ -9,7 +9,9 @@ directory. The X25519 key lets others seal data that only this node can open
 
 from __future__ import annotations
 
+import logging
 import os
+import stat
 from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature
@@ -21,6 +23,8 @@ from multiformats import multibase
 from .errors import BacalhauError, ValidationError
 
 __all__ = ["Identity", "node_id_from_public_key", "public_key_from_node_id", "verify_signature"]
+
+log = logging.getLogger("bacalhau.identity")
 
 # protobuf PublicKey{Type: Ed25519 (1), Data: 32 bytes}, then identity multihash (0x00, len 36)
 _KEY_PREFIX = b"\x08\x01\x12\x20"
@@ -97,7 +101,38 @@ class Identity:
 
     @classmethod
     def load_or_create(cls, path: Path) -> Identity:
-        """Load the 64-byte key file at ``path``, creating it (mode 0600) if absent."""
+        """Load the 64-byte key file at ``path``, creating it (mode 0600) if absent.
+
+        An existing key file readable or writable by anyone but its owner is made
+        0600, with a warning (its key may already have leaked: consider a new one);
+        a key file that is a symbolic link, or not a regular file, is refused.
+
+        Raises:
+            BacalhauError: the file is damaged, a link, or its mode cannot be fixed.
+        """
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            st = None
+        if st is not None:
+            if not stat.S_ISREG(st.st_mode):
+                raise BacalhauError(
+                    f"node key file {path} is not a regular file (a link or a device); refused"
+                )
+            if st.st_mode & 0o077:
+                try:
+                    os.chmod(path, 0o600)
+                except OSError as exc:
+                    raise BacalhauError(
+                        f"node key file {path} has mode {stat.S_IMODE(st.st_mode):04o} and "
+                        f"cannot be made 0600: {exc.strerror}"
+                    ) from None
+                log.warning(
+                    "node key file %s had mode %04o (readable by others); made it 0600. "
+                    "If others could read it, replace the key.",
+                    path,
+                    stat.S_IMODE(st.st_mode),
+                )
         try:
             raw = path.read_bytes()
         except FileNotFoundError:

@@ -35,7 +35,15 @@ from pathlib import Path
 
 from bacalhau.errors import ValidationError
 
-__all__ = ["MAX_NAME_BYTES", "check_name", "is_within", "remove_tree", "safe_join"]
+__all__ = [
+    "MAX_NAME_BYTES",
+    "check_name",
+    "is_within",
+    "private_dir",
+    "private_files",
+    "remove_tree",
+    "safe_join",
+]
 
 MAX_NAME_BYTES = 255
 """The longest one path component may be, in UTF-8 bytes (the POSIX NAME_MAX)."""
@@ -209,3 +217,26 @@ def _make_writable(fd: int) -> None:
             os.fchmod(fd, stat.S_IMODE(mode) | 0o700)
     except OSError:
         pass  # not ours: removing will say so
+
+
+def private_dir(path: str | os.PathLike[str]) -> None:
+    """Make the folder ``path`` 0700 when this process owns it (a node's data dir:
+    keys, job env values in ``state.db``, inputs and results are nobody else's)."""
+    try:
+        st = os.stat(path)
+        if st.st_uid == os.getuid() and stat.S_IMODE(st.st_mode) & 0o077:
+            os.chmod(path, stat.S_IMODE(st.st_mode) & 0o700)
+    except OSError:
+        pass
+
+
+def private_files(folder: str | os.PathLike[str], *names: str) -> None:
+    """Make each existing file ``folder/name`` 0600 (not following links)."""
+    for name in names:
+        path = os.path.join(folder, name)
+        try:
+            st = os.lstat(path)
+            if stat.S_ISREG(st.st_mode) and stat.S_IMODE(st.st_mode) & 0o077:
+                os.chmod(path, 0o600)
+        except OSError:
+            continue

@@ -13,9 +13,10 @@ and addresses, one per line::
     export BACALHAU_API=127.0.0.1:1234
     Ready.
 
-Secrets may come from the environment instead of the command line (where other
-users of the machine could read them): ``BACALHAU_NETWORK_SECRET`` and
-``BACALHAU_API_TOKEN``.
+Secrets belong in a file or the environment, not on the command line (where
+other users of the machine can read them in ``ps``): ``--token-file`` /
+``BACALHAU_API_TOKEN`` and ``--secret-file`` / ``BACALHAU_NETWORK_SECRET``.
+``--token`` and ``--secret`` still work, with a warning.
 """
 
 from __future__ import annotations
@@ -35,7 +36,14 @@ import anyio
 from ..errors import ValidationError
 from ..transport.discovery import parse_peer_address
 
-__all__ = ["add_serve_parser", "build_node", "build_transport", "serve"]
+__all__ = [
+    "add_serve_parser",
+    "build_node",
+    "build_transport",
+    "limits_from_args",
+    "read_secret",
+    "serve",
+]
 
 log = logging.getLogger("bacalhau.serve")
 
@@ -89,8 +97,15 @@ def add_serve_parser(subparsers: Any) -> argparse.ArgumentParser:
         dest="serve_api_token",
         default=None,
         metavar="TOKEN",
-        help="require this bearer token on the API (or $BACALHAU_API_TOKEN; needed when "
-        "--api-host is beyond loopback)",
+        help="require this bearer token on the API (needed when --api-host is beyond "
+        "loopback); visible in ps: prefer --token-file or $BACALHAU_API_TOKEN",
+    )
+    api.add_argument(
+        "--token-file",
+        dest="serve_api_token_file",
+        default=None,
+        metavar="FILE",
+        help="read the API token from FILE (its first line)",
     )
     net = p.add_argument_group("network", "how this node reaches the others")
     net.add_argument(
@@ -121,8 +136,14 @@ def add_serve_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--secret",
         default=None,
         metavar="SECRET",
-        help="network secret: only nodes with the same one can connect "
-        "(or $BACALHAU_NETWORK_SECRET); make one with `bacalhau secret new`",
+        help="network secret: only nodes with the same one can connect; visible in ps: "
+        "prefer --secret-file or $BACALHAU_NETWORK_SECRET; make one with `bacalhau secret new`",
+    )
+    net.add_argument(
+        "--secret-file",
+        default=None,
+        metavar="FILE",
+        help="read the network secret from FILE (its first line)",
     )
     net.add_argument(
         "--network-name",
@@ -210,6 +231,7 @@ def add_serve_parser(subparsers: Any) -> argparse.ArgumentParser:
         action="store_true",
         help="bid on docker jobs only when the image is already here",
     )
+    _add_limit_options(p)
     requester = p.add_argument_group("requester", "how this node hands out its jobs")
     requester.add_argument(
         "--bid-acceptance-probe-http",
@@ -245,9 +267,152 @@ def add_serve_parser(subparsers: Any) -> argparse.ArgumentParser:
     return p
 
 
+def _add_limit_options(p: argparse.ArgumentParser) -> None:
+    limits = p.add_argument_group(
+        "job limits", "what one job may reach and use on this node (see docs/security.md)"
+    )
+    limits.add_argument(
+        "--allow-url-network",
+        dest="allow_url_networks",
+        action="append",
+        default=[],
+        metavar="CIDR",
+        help="let URL inputs reach this non-public network, e.g. 10.1.0.0/16 (repeatable; "
+        "loopback, link-local, private and multicast addresses are refused otherwise)",
+    )
+    limits.add_argument(
+        "--allow-url-domain",
+        dest="allow_url_domains",
+        action="append",
+        default=[],
+        metavar="DOMAIN",
+        help="let URL inputs reach this host and its subdomains whatever they resolve to "
+        "(repeatable)",
+    )
+    limits.add_argument("--max-url-size", default=None, metavar="SIZE", help="default 1Gi")
+    limits.add_argument(
+        "--max-dag-entries",
+        type=int,
+        default=None,
+        help="entries one DAG may expand to (default 100000)",
+    )
+    limits.add_argument(
+        "--max-dag-depth", type=int, default=None, help="folder/file DAG depth (default 128)"
+    )
+    limits.add_argument(
+        "--max-dag-size",
+        default=None,
+        metavar="SIZE",
+        help="bytes one DAG may expand to (default 64Gi)",
+    )
+    limits.add_argument(
+        "--max-hamt-fanout", type=int, default=None, help="largest HAMT fan-out (default 1024)"
+    )
+    limits.add_argument("--wasm-max-module-size", default=None, metavar="SIZE", help="default 64Mi")
+    limits.add_argument(
+        "--docker-user",
+        default=None,
+        metavar="UID[:GID]",
+        help="containers run as this user (default: the node's own; nobody when root)",
+    )
+    limits.add_argument(
+        "--docker-pids-limit", type=int, default=None, help="processes per container (default 1024)"
+    )
+    limits.add_argument(
+        "--default-job-disk",
+        default=None,
+        metavar="SIZE",
+        help="disk a job may fill when it asks for none (default 4Gi)",
+    )
+
+
+def limits_from_args(args: argparse.Namespace) -> Any:
+    """The JobLimits the ``job limits`` options describe.
+
+    Raises:
+        ValidationError: naming the option at fault.
+    """
+    from ..compute.limits import JobLimits
+    from ..models import parse_size
+    from ..storage.ipfs.limits import DagLimits
+
+    def size(flag: str, value: str | None) -> int | None:
+        if value is None:
+            return None
+        try:
+            return parse_size(value)
+        except (ValidationError, ValueError) as exc:
+            raise ValidationError(f"{flag}: {exc}") from None
+
+    dag: dict[str, Any] = {}
+    for key, value in (
+        ("max_entries", args.max_dag_entries),
+        ("max_depth", args.max_dag_depth),
+        ("max_size", size("--max-dag-size", args.max_dag_size)),
+        ("max_fanout", args.max_hamt_fanout),
+    ):
+        if value is not None:
+            dag[key] = value
+    options: dict[str, Any] = {
+        "url_allow_networks": tuple(args.allow_url_networks),
+        "url_allow_domains": tuple(args.allow_url_domains),
+        "dag": DagLimits(**dag),
+        "docker_user": args.docker_user,
+    }
+    for key, value in (
+        ("url_max_size", size("--max-url-size", args.max_url_size)),
+        ("wasm_max_module_bytes", size("--wasm-max-module-size", args.wasm_max_module_size)),
+        ("docker_pids_limit", args.docker_pids_limit),
+        ("default_disk", size("--default-job-disk", args.default_job_disk)),
+    ):
+        if value is not None:
+            options[key] = value
+    if args.docker_user is not None:
+        from ..executor.docker import container_user
+
+        try:
+            container_user(args.docker_user)
+        except Exception as exc:
+            raise ValidationError(f"--docker-user: {exc}") from None
+    return JobLimits(**options)
+
+
+def read_secret(
+    args: argparse.Namespace, *, flag: str, value: str | None, file: str | None, env: str
+) -> str | None:
+    """A secret from ``--X-file`` (first line), the command line (with a warning), or ``env``.
+
+    Raises:
+        ValidationError: the file cannot be read or is empty.
+    """
+    if file is not None:
+        try:
+            with open(file, encoding="utf-8") as fh:
+                text = fh.readline().strip()
+        except OSError as exc:
+            raise ValidationError(f"{flag}-file: cannot read {file}: {exc.strerror}") from None
+        if not text:
+            raise ValidationError(f"{flag}-file: {file} is empty")
+        return text
+    if value:
+        print(
+            f"warning: {flag} on the command line is visible to every user of this machine "
+            f"(ps); use {flag}-file or ${env} instead",
+            file=sys.stderr,
+        )
+        return value
+    return os.environ.get(env) or None
+
+
 def build_transport(args: argparse.Namespace, identity: Any) -> Any:
     """The transport the parsed options ask for."""
-    secret = args.secret or os.environ.get("BACALHAU_NETWORK_SECRET") or None
+    secret = read_secret(
+        args,
+        flag="--secret",
+        value=args.secret,
+        file=getattr(args, "secret_file", None),
+        env="BACALHAU_NETWORK_SECRET",
+    )
     if args.transport == "nats":
         from .nats import nats_transport_from_args
 
@@ -323,6 +488,7 @@ def compute_config_from_args(args: argparse.Namespace) -> Any:
         "probe_exec": args.job_selection_probe_exec,
         "probe_timeout": args.job_selection_probe_timeout,
         "docker_local_images_only": args.job_selection_local_images_only,
+        "limits": limits_from_args(args),
     }
     for name, least in (("max_executions", 1), ("queue_size", 0)):
         value = getattr(args, name)
@@ -342,7 +508,13 @@ async def serve(args: argparse.Namespace) -> int:
     """Run the node until SIGINT or SIGTERM; return the exit code (0 after a clean stop)."""
     from ..api.server import serve_api
 
-    token = args.serve_api_token or os.environ.get("BACALHAU_API_TOKEN") or None
+    token = read_secret(
+        args,
+        flag="--token",
+        value=args.serve_api_token,
+        file=args.serve_api_token_file,
+        env="BACALHAU_API_TOKEN",
+    )
     node = build_node(args)
     out = sys.stdout
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:

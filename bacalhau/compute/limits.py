@@ -80,6 +80,7 @@ class JobLimits:
         docker_pids_limit: most processes one container may hold.
         default_disk: the disk (inputs and results, bytes) a job may fill when it asks
             for no ``resources.disk``.
+        max_result_entries: files and folders a job's results may hold.
         guards: internal, for benchmarks only: False turns the per-job guards off to
             measure what they cost. Never turn it off on a node.
     """
@@ -95,6 +96,7 @@ class JobLimits:
     docker_user: str | None = None
     docker_pids_limit: int = attrs.field(default=1024, validator=_at_least(1))
     default_disk: int = attrs.field(default=4 * 1024**3, validator=_at_least(1))
+    max_result_entries: int = attrs.field(default=10_000, validator=_at_least(1))
     guards: bool = True
 
 

@@ -69,20 +69,30 @@ this is refused (the execution fails)."""
 
 
 def tree_usage(
-    root: Path, *, max_entries: int | None = None, max_bytes: int | None = None
+    root: Path,
+    *,
+    max_entries: int | None = None,
+    max_bytes: int | None = None,
+    max_depth: int | None = None,
 ) -> tuple[int, int]:
     """``(entries, bytes)`` under ``root`` (files and folders count as entries),
-    without following links; stops early once a limit is passed."""
+    without following links; stops early once a limit is passed.
+
+    Raises:
+        ExecutorError: folders nest deeper than ``max_depth``.
+    """
     entries = total = 0
-    stack = [root]
+    stack = [(root, 0)]
     while stack:
-        folder = stack.pop()
+        folder, depth = stack.pop()
+        if max_depth is not None and depth > max_depth:
+            raise ExecutorError(f"folders nest deeper than {max_depth} levels")
         try:
             with os.scandir(folder) as it:
                 for entry in it:
                     entries += 1
                     if entry.is_dir(follow_symlinks=False):
-                        stack.append(Path(entry.path))
+                        stack.append((Path(entry.path), depth + 1))
                     else:
                         total += entry.stat(follow_symlinks=False).st_size
                     if (max_entries is not None and entries > max_entries) or (
@@ -92,6 +102,11 @@ def tree_usage(
         except (FileNotFoundError, NotADirectoryError):
             continue
     return entries, total
+
+
+def _short(reason: str, limit: int = 1000) -> str:
+    """``reason`` cut to ``limit`` characters (a reason travels in a signed message)."""
+    return reason if len(reason) <= limit else reason[: limit - 3] + "..."
 
 
 def check_results(
@@ -190,7 +205,22 @@ class ExecutionRunner:
     """Execution folders being removed on a worker thread right now."""
 
     def bind(self, tg: anyio.abc.TaskGroup) -> None:
+        """Start serving in ``tg``; leftovers of a previous run (a crash, a restart)
+        are removed in the background: no execution survives its node."""
         self._tg = tg
+        tg.start_soon(self._sweep)
+
+    async def _sweep(self) -> None:
+        def names() -> list[str]:
+            try:
+                return [e.name for e in os.scandir(self.root) if e.name not in self._scopes]
+            except OSError:
+                return []
+
+        for name in await anyio.to_thread.run_sync(names):
+            busy = name in self._scopes or name in self._stopping or name in self.removing
+            if not busy:
+                await self._remove_async(name)
 
     @property
     def active(self) -> int:
@@ -251,13 +281,13 @@ class ExecutionRunner:
             with unwrap_group():
                 return await step()
         except BacalhauError as exc:
-            return failed(str(exc))
+            return failed(_short(str(exc)))
         except OSError as exc:
             where = f" ({exc.filename})" if exc.filename else ""
-            return failed(f"node storage error: {exc.strerror or exc}{where}")
+            return failed(_short(f"node storage error: {exc.strerror or exc}{where}"))
         except Exception as exc:
             log.exception("job %s failed unexpectedly", job_id)
-            return failed(f"internal error: {type(exc).__name__}: {exc}"[:1000])
+            return failed(_short(f"internal error: {type(exc).__name__}: {exc}"))
 
     async def _run(
         self, job_id: str, spec: JobSpec, seal_key: bytes, scope: anyio.CancelScope
@@ -376,7 +406,9 @@ class ExecutionRunner:
             remove_tree(work)
             remove_tree(inputs)
             check_results(
-                results, max_bytes=min(disk, MAX_RESULT_BYTES) if guards else MAX_RESULT_BYTES
+                results,
+                max_files=self.limits.max_result_entries if guards else MAX_RESULT_FILES,
+                max_bytes=min(disk, MAX_RESULT_BYTES) if guards else MAX_RESULT_BYTES,
             )
             return _head(results / "stdout"), _head(results / "stderr")
 
@@ -416,15 +448,24 @@ class ExecutionRunner:
                 async def watch() -> None:
                     while True:
                         await anyio.sleep(DISK_POLL)
-                        entries, used = await anyio.to_thread.run_sync(
-                            lambda: tree_usage(
-                                folder, max_entries=2 * MAX_RESULT_FILES, max_bytes=disk
+                        try:
+                            entries, used = await anyio.to_thread.run_sync(
+                                lambda: tree_usage(
+                                    folder,
+                                    max_entries=2 * self.limits.max_result_entries,
+                                    max_bytes=disk,
+                                    max_depth=MAX_RESULT_DEPTH + 2,
+                                )
                             )
-                        )
+                        except ExecutorError:
+                            entries = used = 0
+                            over.append(f"folders that nest deeper than {MAX_RESULT_DEPTH} levels")
                         if used > disk:
                             over.append(f"more than its disk of {disk} bytes (resources.disk)")
-                        elif entries > 2 * MAX_RESULT_FILES:
-                            over.append(f"more than {2 * MAX_RESULT_FILES} files and folders")
+                        elif entries > 2 * self.limits.max_result_entries:
+                            over.append(
+                                f"more than {2 * self.limits.max_result_entries} files and folders"
+                            )
                         if over:
                             tg.cancel_scope.cancel()
                             return

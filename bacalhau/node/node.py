@@ -48,6 +48,7 @@ from ..errors import (
 )
 from ..identity import Identity
 from ..models import JobEvent, JobResult, JobSpec, NodeInfo
+from ..paths import private_dir, private_files
 from ..protocol.compute import ComputeState
 from ..protocol.events import CancelJob, SubmitJob
 from ..protocol.requester import RequesterConfig, RequesterState
@@ -354,7 +355,8 @@ class Node(TransportHandler):
 
     def _setup(self) -> None:
         """Open the data dir, plugins, runner, strategies and store (blocking, at start)."""
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        private_dir(self.data_dir)
         if self._plugins is None:
             self.plugins = default_plugins(self)
         elif isinstance(self._plugins, Plugins):
@@ -397,6 +399,7 @@ class Node(TransportHandler):
         if self.durable:
             self.store = StateStore(self.data_dir / "state.db")
             self.driver.store = self.store
+            private_files(self.data_dir, "state.db", "state.db-wal", "state.db-shm")
             self._restore(self.store)
 
     def _restore(self, store: StateStore) -> None:

@@ -90,7 +90,7 @@ def destination_refusal(
             candidates.append(ip.sixtofour)
     if any(c in net for c in candidates for net in limits.url_allow_networks):
         return None
-    for candidate in candidates:
+    for candidate in reversed(candidates):  # an embedded IPv4 address names the risk best
         why = _category(candidate)
         if why is not None:
             shown = f"{ip} ({candidate})" if candidate != ip else str(ip)

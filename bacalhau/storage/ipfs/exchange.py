@@ -389,13 +389,22 @@ class BlockService:
         return fetched
 
     async def export(
-        self, cid: AnyCid, dest: Path, *, read_only: bool = False, max_size: int | None = None
+        self,
+        cid: AnyCid,
+        dest: Path,
+        *,
+        read_only: bool = False,
+        max_size: int | None = None,
+        **options: Any,
     ) -> Path:
         """Fetch the DAG under ``cid`` and write it to ``dest`` while blocks arrive
-        (see :func:`~bacalhau.storage.ipfs.stream.export_streaming`)."""
+        (see :func:`~bacalhau.storage.ipfs.stream.export_streaming`; ``options`` are its
+        ``limits`` and ``symlinks``)."""
         from .stream import export_streaming
 
-        return await export_streaming(self, cid, dest, read_only=read_only, max_size=max_size)
+        return await export_streaming(
+            self, cid, dest, read_only=read_only, max_size=max_size, **options
+        )
 
     async def pin(self, cid: AnyCid) -> None:
         """Fetch the whole DAG under ``cid`` and pin it recursively."""

@@ -93,7 +93,12 @@ class IpfsStorage(StorageProvider):
             if not isinstance(self.blocks, BlockStore):
                 # files are written while their blocks arrive (every provider at once)
                 return await self.blocks.export(  # type: ignore[no-any-return]
-                    target, dest, read_only=True, max_size=self.max_size
+                    target,
+                    dest,
+                    read_only=True,
+                    max_size=self.max_size,
+                    limits=self.limits,
+                    symlinks="refuse",
                 )
             return await export_to_path(
                 self.store,

@@ -24,7 +24,8 @@ import attrs
 from ...cid import AnyCid, to_cid
 from ...errors import BlockNotFound, CorruptBlock
 from ._util import unwrap_group
-from .exporter import export_to_path
+from .exporter import SymlinkPolicy, export_to_path
+from .limits import DEFAULT_DAG_LIMITS, DagLimits
 
 if TYPE_CHECKING:
     from .exchange import BlockService
@@ -81,6 +82,8 @@ async def export_streaming(
     *,
     read_only: bool = False,
     max_size: int | None = None,
+    limits: DagLimits = DEFAULT_DAG_LIMITS,
+    symlinks: SymlinkPolicy = "contain",
 ) -> Path:
     """Fetch the DAG under ``cid`` from peers and write it to ``dest`` as it arrives.
 
@@ -107,7 +110,15 @@ async def export_streaming(
         async with anyio.create_task_group() as tg:
             tg.start_soon(fetch)
             try:
-                await export_to_path(source, raw, dest, read_only=read_only, max_size=max_size)
+                await export_to_path(
+                    source,
+                    raw,
+                    dest,
+                    read_only=read_only,
+                    max_size=max_size,
+                    limits=limits,
+                    symlinks=symlinks,
+                )
             except BaseException:
                 tg.cancel_scope.cancel()
                 raise
