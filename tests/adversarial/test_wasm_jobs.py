@@ -26,6 +26,7 @@ from bacalhau.network import Network
 from bacalhau.node.node import Node
 from bacalhau.paths import remove_tree
 from bacalhau.protocol.requester import RequesterConfig
+from bacalhau.storage.ipfs.blockstore import BlockStore
 from bacalhau.storage.ipfs.limits import DagLimits
 from bacalhau.testing import hostile
 
@@ -56,6 +57,12 @@ def attack(module: bytes, *args: str, **kwargs: object) -> JobSpec:
     return JobSpec.wasm(module, args=list(args), **kwargs)  # type: ignore[arg-type]
 
 
+def store_of(node: Node) -> BlockStore:
+    store = node.blockstore
+    assert store is not None
+    return store
+
+
 async def still_serving(node: Node, module: bytes) -> None:
     """An honest job on ``node`` completes, with its output."""
     spec = attack(module, "wide", "/out", "3", outputs=[OutputSpec("out", "/out")])
@@ -68,7 +75,7 @@ async def still_serving(node: Node, module: bytes) -> None:
 
 async def test_symlink_to_root_in_an_input_is_refused(network: Network, attack_wasm: bytes) -> None:
     node = network.nodes[0]
-    cid = hostile.symlink_dir(node.blockstore, "/")
+    cid = hostile.symlink_dir(store_of(node), "/")
     spec = attack(
         attack_wasm,
         "cat",
@@ -98,7 +105,7 @@ async def test_absolute_paths_outside_the_preopens_are_not_readable(
 
 async def test_shared_folder_bomb_as_an_input(network: Network, attack_wasm: bytes) -> None:
     node = network.nodes[0]
-    cid = hostile.shared_dir_bomb(node.blockstore, 14)  # 16,384 files from 1 KB of blocks
+    cid = hostile.shared_dir_bomb(store_of(node), 14)  # 16,384 files from 1 KB of blocks
     spec = attack(attack_wasm, "cat", "/in/a/a/x", inputs=[InputSpec(StorageSpec.ipfs(cid), "/in")])
     result = await node.run_job(spec, timeout=60)
     assert_refused(result, "more than 500 entries")
@@ -107,7 +114,7 @@ async def test_shared_folder_bomb_as_an_input(network: Network, attack_wasm: byt
 
 async def test_hamt_bomb_as_an_input(network: Network, attack_wasm: bytes) -> None:
     node = network.nodes[0]
-    cid = hostile.hamt_bomb(node.blockstore, fanout=256, levels=4)
+    cid = hostile.hamt_bomb(store_of(node), fanout=256, levels=4)
     spec = attack(attack_wasm, "cat", "/in/x", inputs=[InputSpec(StorageSpec.ipfs(cid), "/in")])
     result = await node.run_job(spec, timeout=60)
     assert_refused(result, "entries")
