@@ -25,11 +25,18 @@ from bacalhau.errors import (
 )
 from bacalhau.models import JobSpec, JobState, from_json_data, to_json_data
 from bacalhau.network import Network
+from bacalhau.node.node import Node
 from bacalhau.storage.ipfs.blockstore import BlockStore
 from bacalhau.storage.ipfs.car import export_car
 from bacalhau.storage.ipfs.importer import add_bytes
 
 HELLO_CID = "QmT78zSuBmuS4z925WZfrqQ1qHaJ56DQaTfyMUF7F8ff5o"  # "hello world\n", as ipfs add
+
+
+def store_of(node: Node) -> BlockStore:
+    """The node's block store (every node in these tests has one)."""
+    assert node.blockstore is not None
+    return node.blockstore
 
 
 class Api:
@@ -218,11 +225,11 @@ async def test_files_move_through_the_node_by_block_exchange(api: Api, tmp_path:
     # The data lives only on node 1; the API of node 0 fetches it from its peer.
     other = api.net.nodes[1]
     cid = await add_bytes(other.blockstore, b"remote bytes " * 50_000, pin=True)
-    assert not api.net.nodes[0].blockstore.has(cid)
+    assert not store_of(api.net.nodes[0]).has(cid)
     data = b"".join([p async for p in api.client.cat(cid)])
     assert data == b"remote bytes " * 50_000
     await api.client.pin(cid)
-    assert api.net.nodes[0].blockstore.is_pinned(cid)
+    assert store_of(api.net.nodes[0]).is_pinned(cid)
     dest = await api.client.download(cid, tmp_path / "file")
     assert dest.read_bytes() == data
 

@@ -21,9 +21,16 @@ import pytest
 from bacalhau import ComputeConfig, Deal, JobSpec, Network
 from bacalhau.executor.base import ExecutionContext, Executor, RunResult
 from bacalhau.models import EngineSpec, InputSpec, OutputSpec, StorageSpec
-from bacalhau.storage.ipfs import add_bytes, export_to_path, read_all, resolve
+from bacalhau.node.node import Node
+from bacalhau.storage.ipfs import BlockService, add_bytes, export_to_path, read_all, resolve
 
 pytestmark = pytest.mark.anyio
+
+
+def blocks_of(node: Node) -> BlockService:
+    """The node's block service (every node in these tests has one)."""
+    assert node.blocks is not None
+    return node.blocks
 
 
 class DigestExecutor(Executor):
@@ -57,7 +64,7 @@ async def test_input_moves_by_block_exchange_and_results_are_fetched_elsewhere(
             node.plugins.add(DigestExecutor())
         cid = await add_bytes(holder.blockstore, data, pin=True)
         for node in net.nodes[1:]:
-            assert not await node.blocks.has_locally(cid)
+            assert not await blocks_of(node).has_locally(cid)
         spec = JobSpec(
             engine=EngineSpec("digest"),
             inputs=(InputSpec(StorageSpec.ipfs(cid), "/inputs/data.bin"),),
@@ -73,13 +80,13 @@ async def test_input_moves_by_block_exchange_and_results_are_fetched_elsewhere(
         expected = f"0 {hashlib.sha256(data).hexdigest()} {len(data)}\n"
         assert {e.stdout for e in result.accepted} == {expected}
         # the input reached the node that lacked it by block exchange, from the only holder
-        assert lacker.blocks.stats["blocks_fetched"] == 14
-        assert holder.blocks.stats["blocks_served"] >= 14
+        assert blocks_of(lacker).stats["blocks_fetched"] == 14
+        assert blocks_of(holder).stats["blocks_served"] >= 14
         # both published the same results folder, so one CID
         cids = {e.published.cid for e in result.accepted if e.published}
         assert cids == {result.cid}
         assert result.cid is not None
-        assert not await third.blocks.has_locally(result.cid)
+        assert not await blocks_of(third).has_locally(result.cid)
         out = tmp_path / "results"
         await export_to_path(third.blocks, result.cid, out)
         assert (out / "stdout").read_text() == expected
@@ -123,7 +130,7 @@ async def test_data_locality_nearby_bids_where_a_provider_is_known() -> None:
         result = await net.nodes[0].run_job(spec, timeout=30)
         assert not result.ok  # nobody holds it or knows a provider: nobody bids
         assert any("data not nearby" in e.detail for e in result.events if e.kind == "declined")
-        assert await holder.blocks.announce(cid) == 2  # now every node has a record
+        assert await blocks_of(holder).announce(cid) == 2  # now every node has a record
         spec = attrs.evolve(spec, inputs=(InputSpec(StorageSpec.ipfs(cid), "/in"),))
         result = await net.nodes[0].run_job(spec, timeout=30)
         assert result.ok, result.reason

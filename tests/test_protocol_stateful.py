@@ -41,7 +41,7 @@ from bacalhau.protocol.requester import (
     RequesterConfig,
     RequesterState,
 )
-from bacalhau.protocol.timers import JobAction, RequesterTimer
+from bacalhau.protocol.timers import JobAction, RequesterTimer, TimerKey
 
 NODES = [Identity.from_seed(bytes([i]) * 32).node_id for i in range(1, 7)]
 REQ = Identity.from_seed(b"\x99" * 32).node_id
@@ -54,7 +54,7 @@ class RequesterMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.now = 1000.0
-        self.timers: dict[tuple[str, str, str], float] = {}
+        self.timers: dict[TimerKey, float] = {}
         self.sent: list[c.Command] = []
 
     @initialize(

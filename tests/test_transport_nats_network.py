@@ -21,7 +21,8 @@ from bacalhau import Deal, JobSpec, Network
 from bacalhau.executor.base import ExecutionContext, Executor, RunResult
 from bacalhau.identity import Identity
 from bacalhau.models import EngineSpec, InputSpec, JobState, OutputSpec, StorageSpec
-from bacalhau.storage.ipfs import add_bytes
+from bacalhau.node.node import Node
+from bacalhau.storage.ipfs import BlockService, add_bytes
 from bacalhau.testing.conformance import status_count
 from bacalhau.testing.nats import NatsCluster, NatsServer
 from bacalhau.transport.nats import NatsOptions, NatsTransport
@@ -30,6 +31,12 @@ pytestmark = [pytest.mark.anyio, pytest.mark.nats]
 pytest_plugins = ["bacalhau.testing.nats"]
 
 FAST: dict[str, Any] = {"heartbeat": 1.0, "reconnect_wait": 0.1}
+
+
+def blocks_of(node: Node) -> BlockService:
+    """The node's block service (every node in these tests has one)."""
+    assert node.blocks is not None
+    return node.blocks
 
 
 def spread_over(urls: list[str], **options: Any) -> Callable[[Identity], NatsTransport]:
@@ -111,8 +118,8 @@ async def test_jobs_over_a_three_server_cluster(nats_cluster: NatsCluster) -> No
         assert digest.ok, digest.reason
         assert digest.accepted[0].node_id == runner.node_id
         assert digest.accepted[0].stdout == hashlib.sha256(data).hexdigest()
-        assert runner.blocks.stats["blocks_fetched"] == 6
-        assert holder.blocks.stats["blocks_served"] >= 6
+        assert blocks_of(runner).stats["blocks_fetched"] == 6
+        assert blocks_of(holder).stats["blocks_served"] >= 6
 
 
 @pytest.mark.slow
