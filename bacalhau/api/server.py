@@ -715,7 +715,8 @@ async def serve_api(
     if token is None and not is_loopback(host):
         raise ValidationError(
             f"the API would listen on {host}, beyond loopback, without a token; give one "
-            "(--api-token or BACALHAU_API_TOKEN) or listen on 127.0.0.1",
+            "(serve --token-file FILE, --api-token TOKEN or BACALHAU_API_TOKEN) or listen "
+            "on 127.0.0.1",
             field="token",
         )
     if token is not None and not token.strip():

@@ -13,11 +13,29 @@ from __future__ import annotations
 import argparse
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ValidationError
 from ..identity import Identity
-from ..transport.nats import NatsOptions, NatsTransport, parse_servers
+
+if TYPE_CHECKING:
+    from ..transport.nats import NatsOptions, NatsTransport
+
+NATS_EXTRA_HINT = "pip install 'bacalhau-py[nats]'"
+
+
+def _nats_transport_module() -> Any:
+    """``bacalhau.transport.nats``, or a clear error naming the extra it needs."""
+    try:
+        from ..transport import nats
+    except ImportError as exc:
+        raise ValidationError(
+            f"the NATS transport needs the 'nats' extra ({exc.name or 'nats-py'} is not "
+            f"installed): {NATS_EXTRA_HINT}",
+            field="--transport",
+        ) from None
+    return nats
+
 
 __all__ = ["add_nats_options", "nats_options_from_args", "nats_transport_from_args"]
 
@@ -113,8 +131,9 @@ def nats_options_from_args(args: argparse.Namespace) -> NatsOptions:
         if path is not None and not Path(path).is_file():
             flag = "--" + name.replace("_", "-")
             raise ValidationError(f"{flag}: no file at {path}", field=flag)
-    return NatsOptions(
-        servers=parse_servers(urls),
+    nats = _nats_transport_module()
+    return nats.NatsOptions(  # type: ignore[no-any-return]
+        servers=nats.parse_servers(urls),
         subject=args.nats_subject,
         token=args.nats_token or env.get("BACALHAU_NATS_TOKEN") or None,
         user=args.nats_user,
@@ -142,4 +161,6 @@ def nats_transport_from_args(
         secret = getattr(args, "network_secret", None) or getattr(args, "secret", None)
     if isinstance(secret, str):
         secret = secret.encode()
-    return NatsTransport(identity, nats_options_from_args(args), secret=secret or None)
+    options = nats_options_from_args(args)
+    nats = _nats_transport_module()
+    return nats.NatsTransport(identity, options, secret=secret or None)  # type: ignore[no-any-return]

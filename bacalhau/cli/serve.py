@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import importlib
 import logging
 import os
 import signal
@@ -93,6 +92,7 @@ def add_serve_parser(subparsers: Any) -> argparse.ArgumentParser:
     api.add_argument("--api-host", default="127.0.0.1", help="default 127.0.0.1")
     api.add_argument("--api-port", type=int, default=1234, help="default 1234 (0: any free port)")
     api.add_argument(
+        "--api-token",
         "--token",
         dest="serve_api_token",
         default=None,
@@ -258,12 +258,9 @@ def add_serve_parser(subparsers: Any) -> argparse.ArgumentParser:
         default="random",
         help="how bidders are chosen (default random)",
     )
-    try:
-        nats = importlib.import_module(".nats", __package__)
-    except ImportError:
-        pass
-    else:
-        nats.add_nats_options(p)
+    from .nats import add_nats_options  # the options exist with or without the nats extra
+
+    add_nats_options(p)
     return p
 
 
@@ -510,7 +507,7 @@ async def serve(args: argparse.Namespace) -> int:
 
     token = read_secret(
         args,
-        flag="--token",
+        flag="--api-token",
         value=args.serve_api_token,
         file=args.serve_api_token_file,
         env="BACALHAU_API_TOKEN",
