@@ -26,6 +26,7 @@ PAGES = [
     "howto-testing.md",
     "durability.md",
     "security.md",
+    "watching.md",
 ]
 FENCE = re.compile(r"^```python\n(.*?)^```", re.DOTALL | re.MULTILINE)
 

@@ -400,9 +400,16 @@ class Client:
         )
         return from_json_data(response.json(), DataAdded, what="response")
 
-    async def add_file(self, path: str | os.PathLike[str], *, cid_version: int = 0) -> DataAdded:
-        """Stream a local file to the node (pinned); its CID is what ``ipfs add FILE`` prints."""
-        return await self.add_bytes(_read_file(Path(path)), cid_version=cid_version)
+    async def add_file(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        cid_version: int = 0,
+        progress: Progress | None = None,
+    ) -> DataAdded:
+        """Stream a local file to the node (pinned); its CID is what ``ipfs add FILE`` prints.
+        ``progress(sent, total)`` is called as the bytes go."""
+        return await self.add_bytes(_read_file(Path(path), progress), cid_version=cid_version)
 
     async def add_path(
         self,
@@ -414,6 +421,7 @@ class Client:
         wrap_with_directory: bool = False,
         chunk_size: int = 262144,
         on_entry: Callable[[str, str], None] | None = None,
+        progress: Progress | None = None,
     ) -> str:
         """Add a file or a whole directory tree; return the root CID (``ipfs add -r``'s).
 
@@ -440,7 +448,7 @@ class Client:
             )
             car = Path(tmp) / "upload.car"
             await export_car(store, cid, car)
-            roots = await self.import_car(car)
+            roots = await self.import_car(car, progress=progress)
         if cid not in roots:
             raise ApiError(f"the node imported {roots}, not {cid}", code="unexpected_answer")
         if on_entry is not None:
@@ -448,12 +456,14 @@ class Client:
                 on_entry(rel, entry_cid)
         return cid
 
-    async def import_car(self, path: str | os.PathLike[str]) -> tuple[str, ...]:
+    async def import_car(
+        self, path: str | os.PathLike[str], *, progress: Progress | None = None
+    ) -> tuple[str, ...]:
         """Upload a CARv1 file; the node checks every block and pins the roots."""
         response = await self._request(
             "POST",
             "/data/car",
-            content=_read_file(Path(path)),
+            content=_read_file(Path(path), progress),
             headers={"content-type": "application/vnd.ipld.car"},
         )
         return from_json_data(response.json(), CarImported, what="response").roots
@@ -471,8 +481,11 @@ class Client:
         response = await self._request("GET", f"/data/{_quote(cid)}/ls", params=params)
         return [from_json_data(e, DataEntry, what="entry") for e in response.json()]
 
-    async def export_car(self, cid: str, dest: str | os.PathLike[str]) -> Path:
-        """Save the whole DAG under ``cid`` as a CARv1 file at ``dest``."""
+    async def export_car(
+        self, cid: str, dest: str | os.PathLike[str], *, progress: Progress | None = None
+    ) -> Path:
+        """Save the whole DAG under ``cid`` as a CARv1 file at ``dest`` (``progress(received,
+        total)`` is called as the bytes arrive)."""
         dest = Path(dest)
         part = dest.with_name(f".{dest.name}.part")
         try:
@@ -480,14 +493,22 @@ class Client:
                 self._stream("GET", f"/data/{_quote(cid)}/car") as response,
                 await anyio.open_file(part, "wb") as fh,
             ):
+                length = response.headers.get("content-length", "")
+                total = int(length) if length.isdigit() else None
+                done = 0
                 async for piece in response.aiter_bytes():
                     await fh.write(piece)
+                    done += len(piece)
+                    if progress is not None:
+                        progress(done, total)
             await anyio.Path(part).replace(dest)
         finally:
             await anyio.Path(part).unlink(missing_ok=True)
         return dest
 
-    async def download(self, cid: str, dest: str | os.PathLike[str]) -> Path:
+    async def download(
+        self, cid: str, dest: str | os.PathLike[str], *, progress: Progress | None = None
+    ) -> Path:
         """Fetch the DAG under ``cid`` and write its files to ``dest``, verified.
 
         Every block is hash-checked against its CID and the tree is walked from
@@ -502,13 +523,15 @@ class Client:
         from ..storage.ipfs.exporter import export_to_path
 
         with tempfile.TemporaryDirectory(prefix="bacalhau-get-") as tmp:
-            car = await self.export_car(cid, Path(tmp) / "download.car")
+            car = await self.export_car(cid, Path(tmp) / "download.car", progress=progress)
             store = BlockStore(Path(tmp) / "blocks")
             await import_car(store, car, pin=False)
             await anyio.Path(car).unlink()
             return await export_to_path(store, cid, Path(dest))
 
-    async def get_results(self, job_id: str, dest: str | os.PathLike[str]) -> tuple[str, Path]:
+    async def get_results(
+        self, job_id: str, dest: str | os.PathLike[str], *, progress: Progress | None = None
+    ) -> tuple[str, Path]:
         """Download and verify the job's published results to ``dest``; return (CID, dest).
 
         Raises:
@@ -528,7 +551,7 @@ class Client:
                 f"job {result.job_id} {result.state.value} with no results "
                 f"published to a CID: {result.reason or 'see bacalhau describe'}"
             )
-        return cid, await self.download(cid, dest)
+        return cid, await self.download(cid, dest, progress=progress)
 
     async def pins(self) -> dict[str, str]:
         return (await self._get("/data/pins", PinList)).pins
@@ -554,10 +577,19 @@ def _quote(segment: str) -> str:
     return quote(segment, safe="")
 
 
-async def _read_file(path: Path) -> AsyncIterator[bytes]:
+Progress = Callable[[int, int | None], None]
+"""Told ``(bytes so far, total bytes or None)`` as a transfer goes (a CLI progress bar)."""
+
+
+async def _read_file(path: Path, progress: Progress | None = None) -> AsyncIterator[bytes]:
     try:
         async with await anyio.open_file(path, "rb") as fh:
+            total = (await anyio.Path(path).stat()).st_size if progress else None
+            done = 0
             while chunk := await fh.read(UPLOAD_CHUNK):
+                done += len(chunk)
+                if progress is not None:
+                    progress(done, total)
                 yield chunk
     except OSError as exc:
         raise ValidationError(f"cannot read {path}: {exc.strerror or exc}", field="path") from None

@@ -28,7 +28,6 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from ..errors import ApiError
-from ..live.node import LogRecord, encode_records
 from ._http import bool_param, dumps, endpoint, int_param
 from .schemas import API_PREFIX
 
@@ -250,8 +249,8 @@ class _Routes:
         watch = self.node.watch
 
         async def produce(write: Callable[[bytes], Awaitable[None]]) -> None:
-            async def emit(records: list[LogRecord]) -> None:
-                await write(encode_records(records))
+            async def emit(records: bytes) -> None:
+                await write(records)
 
             await watch.follow_logs(
                 job_id,

@@ -514,7 +514,10 @@ async def cmd_get(ns: argparse.Namespace) -> int:
         await anyio.to_thread.run_sync(functools.partial(_clear_destination, dest, force=ns.force))
         if ns.raw:
             return await _get_raw(client, result, dest)
-        cid, path = await client.get_results(result.job_id, dest)
+        from .progress import transfer_progress
+
+        with transfer_progress(f"getting {short(result.job_id)}") as progress:
+            cid, path = await client.get_results(result.job_id, dest, progress=progress)
     vouched = any(
         e.verified and e.published is not None and e.published.cid == cid for e in result.accepted
     )

@@ -24,6 +24,7 @@ import anyio.to_thread
 
 from ..errors import ValidationError
 from .jobs import EXIT_OK, client_from_args
+from .progress import transfer_progress
 
 __all__ = ["is_local", "run_data", "run_data_via_api"]
 
@@ -123,30 +124,37 @@ async def run_data_via_api(ns: argparse.Namespace) -> int:
                     root = (await client.add_bytes(_stdin(), cid_version=ns.cid_version)).cid
                     name = "-"
                 elif _plain_file_add(ns, path):
-                    root = (await client.add_file(path, cid_version=ns.cid_version)).cid
                     name = Path(path).name
+                    with transfer_progress(f"adding {name}") as progress:
+                        added = await client.add_file(
+                            path, cid_version=ns.cid_version, progress=progress
+                        )
+                    root = added.cid
                 else:
 
                     def entry(rel: str, cid: str) -> None:
                         if not ns.quiet:
                             print(f"added {cid} {rel}".rstrip(), file=out)
 
-                    root = await client.add_path(
-                        path,
-                        cid_version=ns.cid_version,
-                        raw_leaves=ns.raw_leaves,
-                        hidden=ns.hidden,
-                        wrap_with_directory=ns.wrap_with_directory,
-                        chunk_size=ns.chunk_size,
-                        on_entry=entry,
-                    )
+                    with transfer_progress(f"adding {Path(path).name}") as progress:
+                        root = await client.add_path(
+                            path,
+                            cid_version=ns.cid_version,
+                            raw_leaves=ns.raw_leaves,
+                            hidden=ns.hidden,
+                            wrap_with_directory=ns.wrap_with_directory,
+                            chunk_size=ns.chunk_size,
+                            on_entry=entry,
+                            progress=progress,
+                        )
                     continue
                 if not ns.quiet:
                     print(f"added {root} {name}", file=out)
             print(root, file=out)
         elif c == "get":
             dest = Path(ns.output) if ns.output else Path(ns.cid)
-            await client.download(ns.cid, dest)
+            with transfer_progress(f"getting {ns.cid[:12]}") as progress:
+                await client.download(ns.cid, dest, progress=progress)
             print(f"Saved {ns.cid} to {dest}", file=out)
         elif c == "cat":
             out.flush()

@@ -17,11 +17,12 @@ and none is pending.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import threading
 import time
 from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Callable
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import anyio
 import attrs
@@ -48,13 +49,13 @@ LINE_OVERHEAD = 64
 """Bytes counted per kept line beyond its text (so a flood of empty lines is bounded too)."""
 
 
-@attrs.frozen
-class LogLine:
+class LogLine(NamedTuple):
     """One line of an execution's output (without its newline).
 
     ``seq`` numbers the lines of one execution from 0 across both streams, in the order
     the buffer received them. ``partial`` is True for a piece of an over-long line or
-    an unterminated last line.
+    an unterminated last line. (A named tuple rather than an attrs value: a job may
+    print millions of lines, and each costs one of these on the job's own thread.)
     """
 
     seq: int
@@ -157,13 +158,17 @@ class LogBuffer:
             if self._closed:
                 return
             self.written += len(data)
-            pending = self._partial[stream] + data
-            pieces = pending.split(b"\n")
+            partial = self._partial[stream]
+            pieces = (partial + data if partial else data).split(b"\n")
             rest = pieces.pop()
+            limit = self.max_line
             for piece in pieces:
-                self._add_cut(stream, piece, now, partial=False)
+                if len(piece) > limit:
+                    self._add_cut(stream, piece, now, partial=False)
+                else:
+                    self._add(stream, piece, now, False)
             while len(rest) > self.max_line:
-                self._add(stream, rest[: self.max_line], now, partial=True)
+                self._add(stream, rest[: self.max_line], now, True)
                 rest = rest[self.max_line :]
             self._partial[stream] = rest
             self._wake()
@@ -176,24 +181,26 @@ class LogBuffer:
                 return
             for stream in STREAMS:
                 if self._partial[stream]:
-                    self._add(stream, self._partial[stream], now, partial=True)
+                    self._add(stream, self._partial[stream], now, True)
                     self._partial[stream] = b""
             self._closed = True
             self._wake()
 
     def _add_cut(self, stream: LogStream, piece: bytes, now: float, *, partial: bool) -> None:
         while len(piece) > self.max_line:
-            self._add(stream, piece[: self.max_line], now, partial=True)
+            self._add(stream, piece[: self.max_line], now, True)
             piece = piece[self.max_line :]
-        self._add(stream, piece, now, partial=partial)
+        self._add(stream, piece, now, partial)
 
-    def _add(self, stream: LogStream, piece: bytes, now: float, *, partial: bool) -> None:
-        if piece.endswith(b"\r"):
+    def _add(self, stream: LogStream, piece: bytes, now: float, partial: bool) -> None:
+        if piece[-1:] == b"\r":
             piece = piece[:-1]
         text = piece.decode("utf-8", "replace")
         self._lines.append(LogLine(self._next, stream, text, now, partial))
         self._next += 1
         self._size += len(text) + LINE_OVERHEAD  # characters: close enough to bytes
+        if self._size <= self.max_bytes:
+            return
         while self._size > self.max_bytes and len(self._lines) > 1:
             old = self._lines.popleft()
             self._size -= len(old.text) + LINE_OVERHEAD
@@ -238,16 +245,13 @@ class LogBuffer:
                 skipped, cursor = first - cursor, first
             cursor = min(cursor, self._next)
             start = cursor - first
-            out: list[LogLine] = []
-            size = 0
-            for i in range(start, min(len(self._lines), start + max(1, limit))):
-                line = self._lines[i]
-                size += len(line.text) + LINE_OVERHEAD
-                if out and size > max_bytes:
-                    break
-                out.append(line)
+            out = tuple(itertools.islice(self._lines, start, start + max(1, limit)))
+            size = sum(len(line[2]) for line in out) + LINE_OVERHEAD * len(out)
+            while size > max_bytes and len(out) > 1:  # rare: very long lines
+                out = out[: len(out) // 2]
+                size = sum(len(line[2]) for line in out) + LINE_OVERHEAD * len(out)
             nxt = cursor + len(out)
-            return LogBatch(tuple(out), nxt, skipped, self._closed and nxt >= self._next)
+            return LogBatch(out, nxt, skipped, self._closed and nxt >= self._next)
 
     async def wait(self, cursor: int) -> None:
         """Return once a line at or after ``cursor`` exists or the buffer is closed."""

@@ -11,7 +11,8 @@ import json
 import logging
 import math
 from collections.abc import Awaitable, Callable
-from typing import Any
+from json.encoder import encode_basestring_ascii as _quote
+from typing import Any, cast
 
 import anyio
 import anyio.abc
@@ -21,9 +22,9 @@ from ..errors import BacalhauError, DecodeError, TransportError, ValidationError
 from ..models import from_json_data, to_json_data
 from ..wire import pack, unpack
 from .events import EventHub
-from .logs import LogBatch, LogBuffer, LogHub, LogLine
+from .logs import STREAMS, LogBatch, LogBuffer, LogHub, LogLine
 
-__all__ = ["INFO_PROTOCOL", "LOGS_PROTOCOL", "LogRecord", "NodeWatch", "encode_records"]
+__all__ = ["INFO_PROTOCOL", "LOGS_PROTOCOL", "LogRecord", "NodeWatch", "encode_batch", "note"]
 
 log = logging.getLogger("bacalhau.live")
 
@@ -61,35 +62,31 @@ class LogRecord:
     detail: str = ""
 
 
-def encode_records(records: list[LogRecord]) -> bytes:
-    """NDJSON of ``records``, fast (a job may print a million lines): the same fields as
-    :func:`~bacalhau.models.to_json_data` gives, without its per-object cost."""
-    dumps = json.dumps
+def encode_batch(node_id: str, batch: LogBatch) -> bytes:
+    """NDJSON of one read: a ``skipped`` note, a :class:`LogRecord` per line, an ``end``
+    note when the output is complete. Built directly (a job may print a million lines;
+    this runs on the event loop the job's output thread also needs)."""
+    head = '{"node_id":' + _quote(node_id) + ',"seq":'
     out = []
-    for r in records:
-        if r.seq >= 0:
-            out.append(
-                f'{{"node_id":{dumps(r.node_id)},"seq":{r.seq},"stream":"{r.stream}",'
-                f'"text":{dumps(r.text)},"time":{r.time!r},'
-                f'"partial":{"true" if r.partial else "false"}}}\n'
-            )
-        else:
-            out.append(dumps(to_json_data(r), separators=(",", ":")) + "\n")
+    if batch.skipped:
+        out.append(note(node_id, skipped=batch.skipped))
+    for seq, stream, text, at, partial in batch.lines:
+        out.append(
+            f'{head}{seq},"stream":"{stream}","text":{_quote(text)},"time":{at!r},'
+            f'"partial":{"true" if partial else "false"}}}\n'
+        )
+    if batch.closed:
+        out.append(note(node_id, end=True))
     return "".join(out).encode()
 
 
-def _records(node_id: str, batch: LogBatch) -> list[LogRecord]:
-    out = []
-    if batch.skipped:
-        out.append(LogRecord(node_id, skipped=batch.skipped))
-    out.extend(LogRecord(node_id, x.seq, x.stream, x.text, x.time, x.partial) for x in batch.lines)
-    if batch.closed:
-        out.append(LogRecord(node_id, end=True))
-    return out
+def note(node_id: str, **fields: Any) -> str:
+    """One NDJSON note line (``skipped``, ``end`` with its ``detail``)."""
+    return json.dumps(to_json_data(LogRecord(node_id, **fields)), separators=(",", ":")) + "\n"
 
 
 def _encode_batch(batch: LogBatch) -> bytes:
-    lines = [[x.seq, x.stream, x.text, x.time, x.partial] for x in batch.lines]
+    lines = list(batch.lines)  # named tuples: msgpack arrays as they are
     return pack(
         {
             "found": True,
@@ -107,14 +104,28 @@ def _decode_batch(raw: bytes) -> LogBatch | None:
         raise DecodeError("log reply must be a map")
     if not data.get("found"):
         return None
-    lines = []
     try:
-        for seq, stream, text, at, partial in data["lines"]:
-            if stream not in ("stdout", "stderr") or not isinstance(text, str):
-                raise DecodeError("bad log line")
-            lines.append(LogLine(int(seq), stream, text, float(at), bool(partial)))
+        rows = data["lines"]
+        if not isinstance(rows, list):
+            raise DecodeError("log reply: lines must be a list")
+        for seq, stream, text, at, partial in rows:
+            if (
+                type(seq) is not int
+                or stream not in STREAMS
+                or type(text) is not str
+                or type(at) not in (int, float)
+                or not math.isfinite(at)
+            ):
+                raise DecodeError("log reply: a malformed line")
+            if type(partial) is not bool:
+                raise DecodeError("log reply: a malformed line")
+        # Checked rows stand in for LogLine tuples (same fields, same order): making a
+        # named tuple per line would cost the event loop a Python call per line.
         return LogBatch(
-            tuple(lines), int(data["next"]), max(0, int(data["skipped"])), bool(data["closed"])
+            cast(tuple[LogLine, ...], tuple(rows)),
+            int(data["next"]),
+            max(0, int(data["skipped"])),
+            bool(data["closed"]),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise DecodeError(f"malformed log reply: {exc!r}") from None
@@ -237,7 +248,7 @@ class NodeWatch:
     async def follow_logs(
         self,
         job_id: str,
-        emit: Callable[[list[LogRecord]], Awaitable[None]],
+        emit: Callable[[bytes], Awaitable[None]],
         *,
         node_prefix: str = "",
         tail: int | None = None,
@@ -254,15 +265,15 @@ class NodeWatch:
         started: set[str] = set()
         lock = anyio.Lock()
 
-        async def send(records: list[LogRecord]) -> None:
-            async with lock:  # records of one batch stay together
+        async def send(records: bytes) -> None:
+            async with lock:  # the lines of one read stay together
                 await emit(records)
 
         async def one(node_id: str) -> None:
             try:
                 await self._follow_execution(job_id, node_id, tail, follow, send)
             except (BacalhauError, TransportError) as exc:
-                await send([LogRecord(node_id, end=True, detail=f"live output: {exc}")])
+                await send(note(node_id, end=True, detail=f"live output: {exc}").encode())
 
         async with anyio.create_task_group() as tg:
             while True:
@@ -281,7 +292,7 @@ class NodeWatch:
         node_id: str,
         tail: int | None,
         follow: bool,
-        out: Callable[[list[LogRecord]], Awaitable[None]],
+        out: Callable[[bytes], Awaitable[None]],
     ) -> None:
         if node_id == self.node.node_id:
             await self._follow_local(job_id, tail, follow, out)
@@ -295,17 +306,16 @@ class NodeWatch:
             batch = _decode_batch(raw)
             if batch is None:
                 if not follow or self._execution_over(job_id, node_id):
-                    await out([LogRecord(node_id, end=True, detail="no live output kept")])
+                    await out(note(node_id, end=True, detail="no live output kept").encode())
                     return
                 with anyio.move_on_after(1.0):  # refused at once: look again on a change
                     await self.node.changed(job_id).wait()
                 continue
-            records = _records(node_id, batch)
-            if records:
-                await out(records)
+            if batch.lines or batch.skipped or batch.closed:
+                await out(encode_batch(node_id, batch))
             if batch.closed or (not follow and not batch.lines):
                 if not batch.closed:
-                    await out([LogRecord(node_id, end=True, detail="still running")])
+                    await out(note(node_id, end=True, detail="still running").encode())
                 return
             cursor = batch.next
 
@@ -320,13 +330,13 @@ class NodeWatch:
         job_id: str,
         tail: int | None,
         follow: bool,
-        out: Callable[[list[LogRecord]], Awaitable[None]],
+        out: Callable[[bytes], Awaitable[None]],
     ) -> None:
         node_id = self.node.node_id
         buffer: LogBuffer | None = self.logs.get(job_id)
         while buffer is None:
             if not follow or self._execution_over(job_id, node_id):
-                await out([LogRecord(node_id, end=True, detail="no live output kept")])
+                await out(note(node_id, end=True, detail="no live output kept").encode())
                 return
             with anyio.move_on_after(MAX_WAIT):
                 await self.logs.wait_opened()
@@ -334,13 +344,12 @@ class NodeWatch:
         cursor = buffer.tail_cursor(tail) if tail is not None else 0
         while True:
             batch = buffer.read(cursor, limit=5000, max_bytes=REPLY_BYTES)
-            records = _records(node_id, batch)
-            if records:
-                await out(records)
+            if batch.lines or batch.skipped or batch.closed:
+                await out(encode_batch(node_id, batch))
             if batch.closed:
                 return
             if not follow and not batch.lines:
-                await out([LogRecord(node_id, end=True, detail="still running")])
+                await out(note(node_id, end=True, detail="still running").encode())
                 return
             cursor = batch.next
             if follow:
