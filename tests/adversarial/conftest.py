@@ -43,8 +43,10 @@ def attack_wasm(tmp_path_factory: pytest.TempPathFactory) -> bytes:
 
 
 def why(result: JobResult) -> str:
-    """The job's reason and every event detail, in one string to search."""
-    return " | ".join([result.reason, *(e.detail for e in result.events)])
+    """The job's reason, every event detail and what each execution printed, in one
+    string to search."""
+    printed = [f"{e.reason} {e.stdout} {e.stderr}" for e in result.executions]
+    return " | ".join([result.reason, *(e.detail for e in result.events), *printed])
 
 
 def assert_refused(result: JobResult, *needles: str) -> None:
