@@ -74,6 +74,8 @@ MAX_INFLIGHT_BYTES = 16 * 1024 * 1024
 """Bytes asked for and not yet stored, per fetch, over all its providers."""
 MAX_PROVIDER_ROOTS = 4096
 DISCOVERY_ROUNDS = 2
+ANNOUNCE_WAIT = 2.0
+"""Seconds a fetch waits for its announcement to reach the peers."""
 ABSORB_THREADS = 2
 """Worker threads verifying and storing received replies at once (hashing releases the
 GIL, so two keep two cores busy; more only contend)."""
@@ -385,7 +387,10 @@ class BlockService:
         missing = await anyio.to_thread.run_sync(self.store.missing, raw)
         fetched = await self._fetch(missing, dag=True) if missing else 0
         if fetched:
-            await self.announce(raw)  # others may fetch it from here now
+            # others may fetch it from here now; best effort, and never holding up the
+            # caller for long behind an unresponsive peer
+            with anyio.move_on_after(ANNOUNCE_WAIT):
+                await self.announce(raw)
         return fetched
 
     async def export(
