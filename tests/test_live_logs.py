@@ -148,7 +148,11 @@ async def test_a_follower_that_never_reads_does_not_stall_the_job(stack: Stack) 
     # nothing until the job has ended.
     spec = JobSpec.wasm(lines_wat(20_000, 1000), publisher="noop", timeout=120)
     handle = await stack.requester.submit(spec)
-    sock = socket.create_connection((stack.address.host, stack.address.port))
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    # A fixed receive buffer (no autotuning): whatever the machine's TCP settings, far
+    # less than the 20 MB the job prints is in flight.
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 256 * 1024)
+    sock.connect((stack.address.host, stack.address.port))
     try:
         sock.sendall(
             f"GET /api/v1/jobs/{handle.job_id}/logs/stream?follow=true HTTP/1.1\r\n"
@@ -178,7 +182,9 @@ async def test_the_event_stream_shows_a_job_and_a_node_joining(stack: Stack) -> 
     with anyio.fail_after(60):
         async with Client(str(stack.address)) as client:
             handle = await stack.requester.submit(JobSpec.noop(publisher="noop"))
+            last = -1
             async for event in client.node_events(follow=True):
+                last = event.seq
                 if event.job_id == handle.job_id:
                     kinds.append((event.kind, event.state))
                     if event.state == "completed":
@@ -187,7 +193,7 @@ async def test_the_event_stream_shows_a_job_and_a_node_joining(stack: Stack) -> 
             assert {"bid", "bid_accepted"} <= {k for k, _ in kinds}
 
             newcomer = await stack.net.add_node()
-            async for event in client.node_events(follow=True, tail=0):
+            async for event in client.node_events(follow=True, after=last):  # no gap
                 if event.kind == "NodeJoined" and event.node_id == newcomer.node_id:
                     break
             network = await client.network()
