@@ -223,3 +223,33 @@ async def test_cli_logs_follow_shows_lines_before_the_job_ends(stack: Stack) -> 
             assert await proc.wait() == 0, err
     assert out == b"first line\nsecond line\n"
     assert b"to stderr" in err
+
+
+async def test_the_dashboard_is_behind_the_token_and_the_cookie_only_reads() -> None:
+    async with Network.in_memory(1) as net, anyio.create_task_group() as tg:
+        address = await tg.start(
+            functools.partial(serve_api, net.nodes[0], port=0, token="s3cret-token")
+        )
+        async with httpx.AsyncClient(base_url=address.url, timeout=30) as http:
+            assert (await http.get("/")).status_code == 401
+            assert (await http.get("/", params={"token": "wrong"})).status_code == 401
+            login = await http.get("/", params={"token": "s3cret-token"})
+            assert login.status_code == 303
+            assert login.headers["location"] == "/"
+            cookie = login.headers["set-cookie"].lower()
+            assert "bacalhau_token=s3cret-token" in cookie
+            assert "httponly" in cookie
+            assert "samesite=strict" in cookie
+            jar = {"cookie": "bacalhau_token=s3cret-token"}
+            page = await http.get("/", headers=jar)
+            assert page.status_code == 200
+            assert "default-src 'none'" in page.headers["content-security-policy"]
+            assert (await http.get("/dashboard/app.js", headers=jar)).status_code == 200
+            events = await http.get("/api/v1/events", params={"tail": 0}, headers=jar)
+            assert events.status_code == 200
+            submit = await http.post(
+                "/api/v1/jobs", json={"spec": {"engine": {"type": "noop"}}}, headers=jar
+            )
+            assert submit.status_code == 401  # the cookie reads, never writes
+            assert (await http.get("/dashboard/nope.js", headers=jar)).status_code == 404
+        tg.cancel_scope.cancel()

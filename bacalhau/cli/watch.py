@@ -53,13 +53,16 @@ async def follow_logs(
     follow: bool = True,
     tail: int | None = None,
     execution: str | None = None,
+    stream: str | None = None,
 ) -> set[str]:
-    """Print the job's live output; return the nodes whose live output was not kept
-    (their published logs are the place to look)."""
+    """Print the job's live output (only ``stream`` when given); return the nodes whose
+    live output was not kept (their published logs are the place to look)."""
     missing: set[str] = set()
     async for record in client.log_stream(job_id, follow=follow, tail=tail, execution=execution):
         if record.end and record.detail == "no live output kept":
             missing.add(record.node_id)
+            continue
+        if stream and record.stream and record.stream != stream:
             continue
         print_record(record)
     return missing
@@ -74,7 +77,7 @@ async def cmd_logs_live(ns: argparse.Namespace) -> int:
     async with client_from_args(ns) as client:
         job_id = (await client.describe(ns.job)).job_id
         missing = await follow_logs(
-            client, job_id, follow=ns.follow, tail=ns.tail, execution=execution
+            client, job_id, follow=ns.follow, tail=ns.tail, execution=execution, stream=ns.stream
         )
         for node_id in sorted(missing):
             async for chunk in client.logs(job_id, node=node_id, stream=ns.stream):
