@@ -359,7 +359,7 @@ class ExecutionRunner:
                 f"preparing the inputs took longer than the job's timeout of {spec.timeout:g}s"
             )
         disk = self._disk(spec)
-        if guards:
+        if guards and spec.inputs:
             used = (await anyio.to_thread.run_sync(tree_usage, inputs))[1]
             if used > disk:
                 raise StorageError(
