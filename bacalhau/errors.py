@@ -151,3 +151,19 @@ class NodeUnreachable(ApiError):
 
     def __init__(self, message: str) -> None:
         super().__init__(message, status=0, code="node_unreachable")
+
+
+def sole_error(group: BaseExceptionGroup[BaseException], body: BaseException | None) -> bool:
+    """True when every exception inside ``group`` is ``body``, the error raised in the body
+    of an ``async with`` block: the task group of a context manager wrapped it, and the
+    caller should see that one error, not a group (``raise body``)."""
+    if body is None:
+        return False
+    pending: list[BaseException] = [group]
+    while pending:
+        exc = pending.pop()
+        if isinstance(exc, BaseExceptionGroup):
+            pending.extend(exc.exceptions)
+        elif exc is not body:
+            return False
+    return True

@@ -25,7 +25,7 @@ from typing import Any
 import anyio
 import anyio.abc
 
-from .errors import BacalhauError, NetworkInvariantError
+from .errors import BacalhauError, NetworkInvariantError, sole_error
 from .identity import Identity
 from .node.driver import Fault
 from .node.node import Node
@@ -159,6 +159,11 @@ class Network:
         self._tg.cancel_scope.cancel()
         try:
             result = await self._tg.__aexit__(et, e, tb)
+        except BaseExceptionGroup as group:
+            if not sole_error(group, e):
+                raise
+            assert e is not None
+            raise e.with_traceback(tb) from e.__cause__  # the body's own error, alone
         finally:
             self._cleanup()
         if problems:

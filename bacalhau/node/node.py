@@ -45,6 +45,7 @@ from ..errors import (
     PeerUnreachable,
     ValidationError,
     WireError,
+    sole_error,
 )
 from ..identity import Identity
 from ..models import JobEvent, JobResult, JobSpec, NodeInfo
@@ -308,7 +309,13 @@ class Node(TransportHandler):
     ) -> bool | None:
         assert self._ctx_tg is not None
         self._ctx_tg.cancel_scope.cancel()
-        return await self._ctx_tg.__aexit__(et, e, tb)
+        try:
+            return await self._ctx_tg.__aexit__(et, e, tb)
+        except BaseExceptionGroup as group:
+            if not sole_error(group, e):
+                raise
+            assert e is not None
+            raise e.with_traceback(tb) from e.__cause__  # the body's own error, alone
 
     async def run(
         self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
