@@ -676,8 +676,13 @@ def _structure(conv: cattrs.Converter, data: Any, cls: type[T], what: str) -> T:
     except ValidationError:
         raise
     except (cattrs.BaseValidationError, cattrs.ForbiddenExtraKeysError) as exc:
-        messages = cattrs.transform_error(exc, path=what, format_exception=_format_error)
-        raise ValidationError("; ".join(_path_first(m) for m in messages)) from None
+        messages = [
+            _path_first(m)
+            for m in cattrs.transform_error(exc, path=what, format_exception=_format_error)
+        ]
+        error = ValidationError("; ".join(messages))
+        error.field = _field_of(messages[0]) if messages else None  # the first one at fault
+        raise error from None
     except (ValueError, TypeError, KeyError, AttributeError) as exc:
         raise ValidationError(f"{what}: {exc}") from None
 
@@ -692,6 +697,14 @@ def _path_first(message: str) -> str:
         return f"{m.group(3)}.{m.group(1)}: {m.group(2)}"
     body, _, path = message.rpartition(" @ ")
     return f"{path}: {body}" if body else message
+
+
+def _field_of(message: str) -> str | None:
+    """``$.spec.deal.confidence: must not be negative`` -> ``spec.deal.confidence``."""
+    path, sep, _ = message.partition(": ")
+    if not sep or not path.startswith("$"):
+        return None
+    return path.removeprefix("$").removeprefix(".") or None
 
 
 def to_data(value: Any) -> Any:
