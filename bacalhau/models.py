@@ -215,17 +215,25 @@ class Deal:
         confidence: how many agreeing proposals accept the result; 0 means the
             verifier's own rule (for ``noop``, every proposal is accepted).
         min_bids: how many bids to wait for before choosing among them.
+        audit: with the ``audit`` verifier, the probability (0 to 1) that another
+            node, chosen at random after the worker has committed to its results,
+            re-runs the job to check them (see docs/verification.md). The requester
+            audits at least as often as its own setting and always a node's first jobs.
     """
 
     concurrency: int = 1
     confidence: int = 0
     min_bids: int = 0
+    audit: float = 0.0
 
     def __attrs_post_init__(self) -> None:
         for name in ("concurrency", "confidence", "min_bids"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool):
                 raise _fail(name, f"must be an integer, got {value!r}")
+        audit = self.audit
+        if isinstance(audit, bool) or not isinstance(audit, int | float) or not 0 <= audit <= 1:
+            raise _fail("audit", f"must be a probability from 0 to 1, got {audit!r}")
         if self.concurrency < 1:
             raise _fail("concurrency", f"must be at least 1, got {self.concurrency}")
         if self.concurrency > 100:
@@ -316,6 +324,10 @@ class JobSpec:
     retries: int = 2
     labels: tuple[str, ...] = ()
     name: str = ""
+    deterministic: bool = False
+    """The submitter's promise that the job's results depend only on its spec and inputs
+    (the same results folder on every run), so that it can be audited by re-running it.
+    WASM jobs are deterministic by construction; a Docker job is only when marked so."""
 
     def __attrs_post_init__(self) -> None:
         object.__setattr__(self, "inputs", tuple(self.inputs))
@@ -353,6 +365,32 @@ class JobSpec:
             raise _fail("name", f"must be text of at most {MAX_NAME} characters")
         if any(ord(c) < 32 for c in self.name):
             raise _fail("name", "must not contain control characters")
+        if not isinstance(self.deterministic, bool):
+            raise _fail("deterministic", f"must be true or false, got {self.deterministic!r}")
+        if self.verifier == "audit" and not self.rerunnable:
+            raise _fail(
+                "verifier",
+                f"an audit re-runs the job and compares results, so it needs a job that re-runs "
+                f"to the same results: WASM jobs, or jobs marked deterministic (the submitter's "
+                f"promise); this {self.engine.type} job is not marked deterministic",
+            )
+        if self.verifier == "audit" and self.deal.concurrency != 1:
+            raise _fail(
+                "deal.concurrency",
+                f"the audit verifier runs the job on one node (and re-runs it only to "
+                f"audit it), so concurrency must be 1, got {self.deal.concurrency}",
+            )
+        if self.deal.audit and self.verifier != "audit":
+            raise _fail(
+                "deal.audit",
+                f"an audit probability needs verifier 'audit', not {self.verifier!r}",
+            )
+
+    @property
+    def rerunnable(self) -> bool:
+        """Whether re-running the job gives the same results (WASM, noop, or marked
+        ``deterministic`` by the submitter): only such jobs can be audited."""
+        return self.deterministic or self.engine.type in ("wasm", "noop")
 
     @property
     def min_bids(self) -> int:

@@ -341,7 +341,26 @@ class ExecutionRunner:
         verifier = self.verifiers.get(spec.verifier)
         if verifier is None:
             raise ExecutorError(f"no {spec.verifier!r} verifier on this node")
-        folder = self.folder(job_id)
+        results, exit_code, stdout, stderr = await self.produce(job_id, spec, self.folder(job_id))
+        proposal = await verifier.propose(
+            job_id=job_id, node_id=self.node_id, results_dir=results, requester_key=seal_key
+        )
+        commitment = await self._commit(job_id, spec, results, exit_code, stdout, stderr)
+        sealed = seal_commitment(
+            commitment, job_id=job_id, node_id=self.node_id, requester_key=seal_key
+        )
+        return ExecutionDone(job_id, proposal, exit_code, stdout, stderr, sealed)
+
+    async def produce(self, job_id: str, spec: JobSpec, folder: Path) -> tuple[Path, int, str, str]:
+        """Run the job in ``folder``: its checked results folder, exit code, stdout and
+        stderr heads. Also how a node re-runs a job to check an audit or a fraud proof.
+
+        Raises:
+            ExecutorError, StorageError: the job could not run.
+        """
+        executor = self.executors.get(spec.engine.type)
+        if executor is None:
+            raise ExecutorError(f"no {spec.engine.type!r} executor on this node")
         layout = await anyio.to_thread.run_sync(make_layout, folder, spec)
         results, work, inputs, outputs = (
             layout.results,
@@ -413,14 +432,7 @@ class ExecutionRunner:
             return _head(results / "stdout"), _head(results / "stderr")
 
         stdout, stderr = await anyio.to_thread.run_sync(finish)
-        proposal = await verifier.propose(
-            job_id=job_id, node_id=self.node_id, results_dir=results, requester_key=seal_key
-        )
-        commitment = await self._commit(job_id, spec, results, result.exit_code, stdout, stderr)
-        sealed = seal_commitment(
-            commitment, job_id=job_id, node_id=self.node_id, requester_key=seal_key
-        )
-        return ExecutionDone(job_id, proposal, result.exit_code, stdout, stderr, sealed)
+        return results, result.exit_code, stdout, stderr
 
     async def _commit(
         self, job_id: str, spec: JobSpec, results: Path, exit_code: int, stdout: str, stderr: str

@@ -173,6 +173,11 @@ def _add_builtin_optional(plugins: Plugins, services: NodeServices) -> None:
 
         return DeterministicVerifier(services)
 
+    def audit() -> Any:
+        from ..verifier.audit import AuditVerifier
+
+        return AuditVerifier(services)
+
     def wasm() -> Any:
         from ..executor.wasm import WasmExecutor
 
@@ -188,6 +193,7 @@ def _add_builtin_optional(plugins: Plugins, services: NodeServices) -> None:
     for what, make in (
         ("url storage", url),
         ("deterministic verifier", deterministic),
+        ("audit verifier", audit),
         ("wasm executor", wasm),
         ("docker executor", docker),
     ):

@@ -128,6 +128,17 @@ class Dropped:
     forged: bool = False
 
 
+@attrs.frozen
+class FraudFound:
+    """Requester: an audit caught ``cheater`` (``witnesses`` re-ran the job and agreed on
+    other results). The node builds, signs and gossips a fraud proof
+    (:mod:`bacalhau.verifier.fraud`)."""
+
+    job_id: str
+    cheater: str
+    witnesses: tuple[str, ...]
+
+
 Command = (
     Broadcast
     | Send
@@ -141,4 +152,5 @@ Command = (
     | DiscardResults
     | JobChanged
     | Dropped
+    | FraudFound
 )

@@ -41,6 +41,7 @@ from ..models import (
     JobState,
     StorageRef,
 )
+from . import audit
 from .commands import (
     Broadcast,
     CancelTimers,
@@ -152,6 +153,8 @@ class RequesterConfig:
             acceptance hooks) before they can be chosen. Set by the node when it has
             acceptance hooks, such as ``acceptance_probe_http`` / ``acceptance_probe_exec``
             (same protocol as the compute side's probes, see ``bacalhau.compute.hooks``).
+        audit: the least audit probability of ``audit`` jobs (a job may ask for more).
+        audit_first: how many of a node's first ``audit`` jobs are always audited.
     """
 
     bid_timeout: float = 10.0
@@ -164,6 +167,8 @@ class RequesterConfig:
     acceptance_probe_http: str | None = None
     acceptance_probe_exec: str | None = None
     acceptance_probe_timeout: float = 5.0
+    audit: float = 0.0
+    audit_first: int = 3
 
     @selection.validator
     def _check_selection(self, attribute: object, value: str) -> None:
@@ -210,6 +215,7 @@ class RequesterJob:
     acceptances: int = 0
     bidding_closed: bool = False
     window_open: bool = False
+    audit: audit.AuditRecord | None = None
 
     def count(self, *states: ExecutionState) -> int:
         return sum(1 for e in self.executions.values() if e.state in states)
@@ -455,6 +461,9 @@ class RequesterState:
             if job.state not in _LIVE:  # too late: not part of the job's history
                 out.append(Send(sender, BidRejected(job.job_id, sender, f"job {job.state}")))
                 return
+            if audit.is_cheater(self, sender):  # caught by an audit or a fraud proof
+                out.append(Send(sender, BidRejected(job.job_id, sender, "fraud on record")))
+                return
             if len(job.executions) >= _max_bids(job.spec):  # node ids cost nothing to make
                 out.append(Dropped(f"bid on {job.job_id} past the bid limit", sender=sender))
                 return
@@ -685,6 +694,9 @@ class RequesterState:
         self._note(job, now, "bid_accepted", ex.node_id, "", out)
 
     def _decide(self, job: RequesterJob, now: float, out: list[Command]) -> None:
+        if job.spec.verifier == audit.AUDIT:
+            audit.decide(self, job, now, out)
+            return
         self.move(job, JobAction.VERIFY)
         proposals = job.in_state(X.PROPOSED)
         need = max(job.spec.deal.confidence, 1)

@@ -421,6 +421,7 @@ def rigged(
             for name, publisher in list(plugins.publishers.items()):
                 plugins.publishers[name] = _AuditedPublisher(publisher, ledger, services.node_id)
         plugins.verifiers["deterministic"] = verifier
+        plugins.verifiers["audit"] = verifier  # the same proposals; audits decide
 
     return RiggedPlugins(rig=rig)
 

@@ -1,0 +1,223 @@
+"""The ``audit`` verifier's decisions, on the requester's side (pure, like the requester).
+
+The job runs on one node, the *worker*. Its sealed proposal commits to its results
+(the verifier digest and the results commitment). Only then, with the job's audit
+probability (at least the requester's own, and always for a node's first
+``audit_first`` jobs with this requester), the requester draws from its ``rng`` one
+*auditor* among the job's other bidders, never the worker, and asks it to run the
+job. The worker cannot know in advance whether, or by whom, it will be audited: the
+draw happens after its commitment arrived, and passed-over bidders are told "not
+selected" exactly as they are without an audit.
+
+- The auditor's proposal agrees with the worker's: the worker's results are accepted
+  and it alone publishes them; the auditor is released without blame.
+- They disagree: a third node (again drawn at random, neither of the two) re-runs the
+  job. The two that agree win and publish; the odd one out is rejected and recorded
+  as a fraud (``reputation[node]["fraud"]``), and a :class:`FraudFound` command tells
+  the node to build, sign and gossip a fraud proof. A node with a recorded fraud is
+  never chosen again by this requester. Three different results fail the job.
+- No node left to audit: the worker's results stand, unaudited (the history says so).
+  No node left to break a tie: the job fails, blaming no one.
+
+Auditable jobs are those :attr:`~bacalhau.models.JobSpec.rerunnable` (WASM, noop, or
+marked deterministic by the submitter); the spec refuses an audit of any other job.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import attrs
+
+from ..models import ExecutionState
+from ..models import JobState as S
+from .commands import Command, FraudFound, Send, SetTimer
+from .messages import ResultsAccepted, ResultsRejected
+from .timers import JobAction, RequesterTimer, TimerKey
+
+if TYPE_CHECKING:
+    import random
+
+    from .requester import Execution, RequesterJob, RequesterState
+
+__all__ = ["AUDIT", "AuditRecord", "decide", "is_cheater", "wants_audit"]
+
+X = ExecutionState
+AUDIT = "audit"
+"""The verifier name that asks for audits."""
+
+
+@attrs.define
+class AuditRecord:
+    """What the requester decided about one audited job."""
+
+    worker: str = ""
+    audited: bool = False
+    checkers: list[str] = attrs.Factory(list)
+    """Nodes asked to re-run the job (the auditor, then a tie-breaker), in order."""
+    outcome: str = ""
+    """``""`` until decided; then ``unaudited``, ``matched``, ``fraud`` or ``undecided``."""
+    cheater: str = ""
+
+
+def wants_audit(
+    *, job_p: float, requester_p: float, first_jobs: int, audited_before: int, rng: random.Random
+) -> bool:
+    """Whether to audit this job: always while the worker has had fewer than
+    ``first_jobs`` audits here; otherwise with probability ``max(job_p, requester_p)``.
+    The draw uses ``rng`` only (the state machine's), so runs replay exactly."""
+    if audited_before < first_jobs:
+        return True
+    p = max(job_p, requester_p)
+    return p > 0 and rng.random() < p
+
+
+def is_cheater(req: RequesterState, node_id: str) -> bool:
+    """A node this requester holds a fraud against (its own audit, or a proof it accepted)."""
+    record = req.reputation.get(node_id)
+    return bool(record and record["fraud"])
+
+
+def _agree(a: Execution, b: Execution) -> bool:
+    return a.digest == b.digest and a.commitment == b.commitment
+
+
+def _draw(req: RequesterState, job: RequesterJob, record: AuditRecord) -> Execution | None:
+    taken = {record.worker, *record.checkers}
+    pool = [
+        e
+        for e in job.executions.values()
+        if e.node_id not in taken
+        and not is_cheater(req, e.node_id)
+        and e.reviewed
+        and (e.state is X.BID or (e.state is X.BID_REJECTED and e.reason == "not selected"))
+    ]
+    if not pool:
+        return None
+    return pool[req.rng.randrange(len(pool))]
+
+
+def _recheck(
+    req: RequesterState, job: RequesterJob, record: AuditRecord, now: float, out: list[Command]
+) -> bool:
+    """Ask one more node to re-run the job; False when none is left."""
+    ex = _draw(req, job, record)
+    if ex is None:
+        return False
+    record.checkers.append(ex.node_id)
+    req._accept(job, ex, now, out)
+    role = "auditor" if len(record.checkers) == 1 else "tie-breaker"
+    req._note(job, now, "audit_started", ex.node_id, f"{role} for {record.worker}", out)
+    return True
+
+
+def decide(req: RequesterState, job: RequesterJob, now: float, out: list[Command]) -> None:
+    """The requester's decision for an ``audit`` job once nothing is running (in place of
+    grouping proposals by majority)."""
+    record = job.audit
+    proposals = job.in_state(X.PROPOSED)
+    if record is None or not record.worker:
+        record = job.audit = AuditRecord(worker=proposals[0].node_id)
+        seen = req.reputation.get(record.worker)
+        record.audited = wants_audit(
+            job_p=job.spec.deal.audit,
+            requester_p=req.config.audit,
+            first_jobs=req.config.audit_first,
+            audited_before=seen["audited"] if seen else 0,
+            rng=req.rng,
+        )
+        if record.audited:
+            req._count(record.worker, "audited")
+            if _recheck(req, job, record, now, out):
+                return
+            req._note(job, now, "audit_skipped", record.worker, "no other node to audit", out)
+        _conclude(req, job, winners=[job.executions[record.worker]], now=now, out=out)
+        record.outcome = "matched" if record.audited and len(record.checkers) else "unaudited"
+        return
+    worker = job.executions[record.worker]
+    if worker.state is not X.PROPOSED:  # cannot happen while RUNNING; fail safe
+        req._finish(job, JobAction.FAIL, "audit: the worker's results are gone", now, out)
+        return
+    others = [e for e in proposals if e is not worker]
+    if not others:  # every checker failed: try another, else the results stand unaudited
+        if _recheck(req, job, record, now, out):
+            return
+        req._note(job, now, "audit_skipped", record.worker, "no node completed the audit", out)
+        record.outcome = "unaudited"
+        _conclude(req, job, winners=[worker], now=now, out=out)
+        return
+    with_worker = [e for e in others if _agree(e, worker)]
+    against = [e for e in others if not _agree(e, worker)]
+    if not against:
+        record.outcome = "matched"
+        req._note(job, now, "audit_passed", record.worker, "", out)
+        _conclude(req, job, winners=[worker], released=others, now=now, out=out)
+        return
+    if len(others) == 1:  # one against one: a third run decides
+        if _recheck(req, job, record, now, out):
+            return
+        record.outcome = "undecided"
+        why = "audit: the auditor's results differ from the worker's and no node is left to decide"
+        _fail(req, job, why, now, out)
+        return
+    if with_worker:  # the worker and one checker agree: the other checker lied
+        cheaters, winners = against, [worker]
+        released = with_worker
+    elif len(against) >= 2 and all(_agree(against[0], e) for e in against[1:]):
+        cheaters, winners, released = [worker], against, []
+    else:
+        record.outcome = "undecided"
+        _fail(req, job, "audit: three different results, no majority", now, out)
+        return
+    record.outcome = "fraud"
+    for ex in cheaters:
+        record.cheater = record.cheater or ex.node_id
+        req._count(ex.node_id, "fraud")
+        why = "audit: results differ from those of the nodes that re-ran the job (fraud recorded)"
+        req._reject_results(job, ex, why, now, out)
+        req._note(job, now, "fraud", ex.node_id, why, out)
+        witnesses = [w.node_id for w in winners]
+        witnesses.sort(
+            key=lambda n: (
+                n != record.worker,
+                record.checkers.index(n) if n in record.checkers else 0,
+            )
+        )
+        out.append(FraudFound(job.job_id, ex.node_id, tuple(witnesses)))
+    _conclude(req, job, winners=winners, released=released, now=now, out=out)
+
+
+def _fail(req: RequesterState, job: RequesterJob, why: str, now: float, out: list[Command]) -> None:
+    req.move(job, JobAction.VERIFY)
+    for ex in job.in_state(X.PROPOSED):
+        req._reject_results(job, ex, f"job failed: {why}", now, out, blame=False)
+    req._finish(job, JobAction.FAIL, why, now, out)
+
+
+def _conclude(
+    req: RequesterState,
+    job: RequesterJob,
+    *,
+    winners: list[Execution],
+    released: Sequence[Execution] = (),
+    now: float,
+    out: list[Command],
+) -> None:
+    """Accept ``winners`` (they publish), release ``released`` without blame."""
+    if job.state is S.RUNNING:
+        req.move(job, JobAction.VERIFY)
+    for ex in winners:
+        req.move_execution(ex, X.RESULTS_ACCEPTED)
+        req._count(ex.node_id, "accepted")
+        out.append(Send(ex.node_id, ResultsAccepted(job.job_id, ex.node_id)))
+        req._note(job, now, "results_accepted", ex.node_id, "", out)
+    for ex in released:
+        req.move_execution(ex, X.RESULTS_REJECTED)
+        ex.reason = "audit: matched; the worker's results stand"
+        out.append(Send(ex.node_id, ResultsRejected(job.job_id, ex.node_id, ex.reason)))
+        req._note(job, now, "audit_released", ex.node_id, ex.reason, out)
+    req.move(job, JobAction.PUBLISH)
+    out.append(
+        SetTimer(TimerKey(job.job_id, RequesterTimer.PUBLISH), now + req.config.publish_timeout)
+    )
