@@ -75,7 +75,7 @@ def test_a_lying_worker_is_caught_and_its_result_never_accepted() -> None:
     assert job.state is JobState.PUBLISHING
     assert job.executions[worker].state is X.RESULTS_REJECTED
     assert "fraud" in job.executions[worker].reason
-    assert {e.node_id for e in job.in_state(X.RESULTS_ACCEPTED)} == {auditor, breaker}
+    assert [e.node_id for e in job.in_state(X.RESULTS_ACCEPTED)] == [auditor]  # one publishes
     assert FraudFound("j-1", worker, (auditor, breaker)) in out
     assert h.state.reputation[worker]["fraud"] == 1
     assert job.audit is not None and job.audit.outcome == "fraud"

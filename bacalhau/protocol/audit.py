@@ -140,6 +140,9 @@ def decide(req: RequesterState, job: RequesterJob, now: float, out: list[Command
         req._finish(job, JobAction.FAIL, "audit: the worker's results are gone", now, out)
         return
     others = [e for e in proposals if e is not worker]
+    others.sort(
+        key=lambda e: record.checkers.index(e.node_id) if e.node_id in record.checkers else 9
+    )
     if not others:  # every checker failed: try another, else the results stand unaudited
         if _recheck(req, job, record, now, out):
             return
@@ -165,7 +168,8 @@ def decide(req: RequesterState, job: RequesterJob, now: float, out: list[Command
         cheaters, winners = against, [worker]
         released = with_worker
     elif len(against) >= 2 and all(_agree(against[0], e) for e in against[1:]):
-        cheaters, winners, released = [worker], against, []
+        # one publishes (concurrency stays 1): the auditor; the tie-breaker is released
+        cheaters, winners, released = [worker], against[:1], against[1:]
     else:
         record.outcome = "undecided"
         _fail(req, job, "audit: three different results, no majority", now, out)
@@ -177,13 +181,7 @@ def decide(req: RequesterState, job: RequesterJob, now: float, out: list[Command
         why = "audit: results differ from those of the nodes that re-ran the job (fraud recorded)"
         req._reject_results(job, ex, why, now, out)
         req._note(job, now, "fraud", ex.node_id, why, out)
-        witnesses = [w.node_id for w in winners]
-        witnesses.sort(
-            key=lambda n: (
-                n != record.worker,
-                record.checkers.index(n) if n in record.checkers else 0,
-            )
-        )
+        witnesses = [w.node_id for w in (*winners, *released)]
         out.append(FraudFound(job.job_id, ex.node_id, tuple(witnesses)))
     _conclude(req, job, winners=winners, released=released, now=now, out=out)
 
@@ -214,7 +212,7 @@ def _conclude(
         req._note(job, now, "results_accepted", ex.node_id, "", out)
     for ex in released:
         req.move_execution(ex, X.RESULTS_REJECTED)
-        ex.reason = "audit: matched; the worker's results stand"
+        ex.reason = "audit: matched; other results stand"
         out.append(Send(ex.node_id, ResultsRejected(job.job_id, ex.node_id, ex.reason)))
         req._note(job, now, "audit_released", ex.node_id, ex.reason, out)
     req.move(job, JobAction.PUBLISH)
