@@ -469,14 +469,20 @@ class Client:
         return from_json_data(response.json(), CarImported, what="response").roots
 
     async def cat(self, cid: str, *, path: str | None = None) -> AsyncIterator[bytes]:
-        """Stream a file's bytes through the node (which fetches missing blocks from peers)."""
+        """Stream a file's bytes through the node (which fetches missing blocks from peers).
+
+        ``cid`` may carry a path (``CID/stdout``, ``/ipfs/CID/a/b``), as ``path`` does.
+        """
+        cid, path = split_cid_path(cid, path)
         params = {"path": path} if path else None
         async with self._stream("GET", f"/data/{_quote(cid)}/cat", params=params) as response:
             async for piece in response.aiter_bytes():
                 yield piece
 
     async def ls(self, cid: str, *, path: str | None = None) -> list[DataEntry]:
-        """A directory's entries (a file lists itself with name ``""``)."""
+        """A directory's entries (a file lists itself with name ``""``); ``cid`` may carry
+        a path (``CID/outputs``)."""
+        cid, path = split_cid_path(cid, path)
         params = {"path": path} if path else None
         response = await self._request("GET", f"/data/{_quote(cid)}/ls", params=params)
         return [from_json_data(e, DataEntry, what="entry") for e in response.json()]
@@ -513,11 +519,15 @@ class Client:
 
         Every block is hash-checked against its CID and the tree is walked from
         ``cid`` itself, so what lands on disk is exactly what ``cid`` names.
-        ``dest`` must not exist, or be an empty directory.
+        ``dest`` must not exist, or be an empty directory. ``cid`` may carry a path
+        (``CID/outputs/file.txt``): that file or folder is fetched.
 
         Raises:
             StorageError / CorruptBlock / BlockNotFound: the data is damaged or incomplete.
         """
+        root, path = split_cid_path(cid, None)
+        if path:
+            cid = await self._resolve(root, path)
         from ..storage.ipfs.blockstore import BlockStore
         from ..storage.ipfs.car import import_car
         from ..storage.ipfs.exporter import export_to_path
@@ -528,6 +538,16 @@ class Client:
             await import_car(store, car, pin=False)
             await anyio.Path(car).unlink()
             return await export_to_path(store, cid, Path(dest))
+
+    async def _resolve(self, cid: str, path: str) -> str:
+        """The CID of the file or folder at ``path`` under ``cid``."""
+        from ..errors import BlockNotFound
+
+        parent, _, name = path.rpartition("/")
+        for entry in await self.ls(cid, path=parent or None):
+            if entry.name == name:
+                return entry.cid
+        raise BlockNotFound(f"{cid}/{path}: no such file or folder")
 
     async def get_results(
         self, job_id: str, dest: str | os.PathLike[str], *, progress: Progress | None = None
@@ -567,6 +587,13 @@ class Client:
     async def gc(self) -> int:
         """Remove unpinned blocks from the node; return how many."""
         return (await self._post("/data/gc", GcResult)).removed
+
+
+def split_cid_path(ref: str, path: str | None) -> tuple[str, str | None]:
+    """``CID/a/b`` (or ``/ipfs/CID/a/b``) -> ``(CID, "a/b")``; ``path`` is appended."""
+    cid, _, rest = ref.removeprefix("/ipfs/").partition("/")
+    parts = [p for p in (rest.strip("/"), (path or "").strip("/")) if p]
+    return cid, "/".join(parts) or None
 
 
 def _quote(segment: str) -> str:
