@@ -281,13 +281,19 @@ class ExecutionRunner:
             with unwrap_group():
                 return await step()
         except BacalhauError as exc:
-            return failed(_short(str(exc)))
+            return failed(self._public(str(exc)))
         except OSError as exc:
             where = f" ({exc.filename})" if exc.filename else ""
-            return failed(_short(f"node storage error: {exc.strerror or exc}{where}"))
+            return failed(self._public(f"node storage error: {exc.strerror or exc}{where}"))
         except Exception as exc:
             log.exception("job %s failed unexpectedly", job_id)
-            return failed(_short(f"internal error: {type(exc).__name__}: {exc}"))
+            return failed(self._public(f"internal error: {type(exc).__name__}: {exc}"))
+
+    def _public(self, reason: str) -> str:
+        """``reason`` as a peer may read it: shortened, and without this node's paths."""
+        root = str(self.root)
+        reason = reason.replace(root, "<executions>").replace(str(self.root.parent), "<data>")
+        return _short(reason)
 
     async def _run(
         self, job_id: str, spec: JobSpec, seal_key: bytes, scope: anyio.CancelScope

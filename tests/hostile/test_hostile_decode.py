@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 import msgpack
@@ -144,3 +145,23 @@ def test_envelope_with_nan_inside_msgpack_float_is_refused() -> None:
     frame = msgpack.packb([signed, ident.sign(signed)])
     with pytest.raises(DecodeError, match="sent_at"):
         decode_envelope(frame)
+
+
+def test_reasons_sent_to_peers_carry_no_server_paths(tmp_path: Path) -> None:
+    from bacalhau.compute.capacity import Capacity
+    from bacalhau.compute.runner import ExecutionRunner
+    from bacalhau.models import Resources
+
+    runner = ExecutionRunner(
+        node_id=NODE,
+        root=tmp_path / "data" / "executions",
+        executors={},
+        storage={},
+        verifiers={},
+        publishers={},
+        capacity=Capacity(Resources(cpu=1, memory=1 << 30), 1, 1),
+        feed=lambda event: None,
+    )
+    reason = runner._public(f"node storage error: No space left ({tmp_path}/data/executions/j-1/x)")
+    assert str(tmp_path) not in reason
+    assert "<executions>/j-1/x" in reason
