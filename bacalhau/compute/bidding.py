@@ -8,7 +8,8 @@ queue has room, data locality, and external hooks (``bacalhau.compute.hooks``).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Protocol
 
 import attrs
@@ -55,15 +56,35 @@ class BidStrategy(Protocol):
 YES = BidResponse(True)
 
 
+ENGINE_RECHECK_SECONDS = 5.0
+"""How long an engine's ``is_installed`` answer is trusted before a job asks again."""
+
+
 @attrs.define
 class SupportStrategy:
-    """Bid only on jobs whose engine, storage, verifier and publisher this node has."""
+    """Bid only on jobs whose engine, storage, verifier and publisher this node has.
+
+    Whether an engine is installed is asked when a job needs it, and the answer is kept
+    for ``recheck_after`` seconds: a Docker engine started (or stopped) after the node is
+    seen by the next job after that, not only when the node starts.
+    """
 
     executors: Mapping[str, Executor]
     storage: Mapping[str, StorageProvider]
     verifiers: Mapping[str, Verifier]
     publishers: Mapping[str, Publisher]
-    _installed: dict[str, bool] = attrs.Factory(dict)
+    recheck_after: float = ENGINE_RECHECK_SECONDS
+    clock: Callable[[], float] = time.monotonic
+    _installed: dict[str, tuple[bool, float]] = attrs.Factory(dict)
+
+    async def engine_installed(self, engine: str, executor: Executor) -> bool:
+        """``executor.is_installed()``, asked again once the last answer is too old."""
+        now = self.clock()
+        known = self._installed.get(engine)
+        if known is None or now - known[1] >= self.recheck_after:
+            known = (await executor.is_installed(), now)
+            self._installed[engine] = known
+        return known[0]
 
     async def decide(self, request: BidRequest) -> BidResponse:
         spec = request.spec
@@ -71,9 +92,7 @@ class SupportStrategy:
         executor = self.executors.get(engine)
         if executor is None:
             return BidResponse(False, f"no {engine!r} executor on this node")
-        if engine not in self._installed:
-            self._installed[engine] = await executor.is_installed()
-        if not self._installed[engine]:
+        if not await self.engine_installed(engine, executor):
             return BidResponse(False, f"the {engine} engine is not available on this node")
         try:
             executor.validate(spec)
