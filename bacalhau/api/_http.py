@@ -36,6 +36,7 @@ __all__ = [
     "int_param",
     "parse_json",
     "require_type",
+    "without_paths",
 ]
 
 log = logging.getLogger("bacalhau.api")
@@ -216,6 +217,21 @@ def cid_param(request: Request) -> bytes:
 Handler = Callable[[Any, Request], Awaitable[Response]]
 
 
+def without_paths(message: str, api: Any) -> str:
+    """``message`` without the node's data dir or the temp dir in it (a client needs
+    to know what was wrong, not where the node keeps its files)."""
+    import tempfile
+
+    try:
+        data_dir = str(api.node.data_dir)
+    except Exception:  # no node, or not started
+        data_dir = ""
+    for root, name in ((data_dir, "<data>"), (tempfile.gettempdir(), "<tmp>")):
+        if root and root != "/":
+            message = message.replace(root, name)
+    return message
+
+
 def endpoint(fn: Handler) -> Handler:
     """Turn any exception into a JSON error response (draining an unread body first)."""
 
@@ -230,7 +246,7 @@ def endpoint(fn: Handler) -> Handler:
                 log.error("internal error on %s %s", request.method, request.url.path, exc_info=raw)
                 message = f"internal error ({type(exc).__name__}); see the node's log"
             else:
-                message = str(exc)
+                message = without_paths(str(exc), api)
             body = request.scope.get("bacalhau.body")
             if isinstance(body, Body) and not body.complete:
                 await body.drain()

@@ -165,3 +165,14 @@ def test_reasons_sent_to_peers_carry_no_server_paths(tmp_path: Path) -> None:
     reason = runner._public(f"node storage error: No space left ({tmp_path}/data/executions/j-1/x)")
     assert str(tmp_path) not in reason
     assert "<executions>/j-1/x" in reason
+
+
+def test_api_error_messages_carry_no_server_paths(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from bacalhau.api._http import without_paths
+
+    api = SimpleNamespace(node=SimpleNamespace(data_dir=tmp_path / "node"))
+    message = f"cannot add {tmp_path}/node/blocks/x: No space left on device"
+    assert without_paths(message, api) == "cannot add <data>/blocks/x: No space left on device"
+    assert without_paths("plain", object()) == "plain"
