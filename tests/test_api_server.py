@@ -446,7 +446,9 @@ async def test_openapi_document_lists_every_route(api: Api) -> None:
     assert dashboard <= routes
     routes -= dashboard
     documented = {(path, method.upper()) for path, ops in doc["paths"].items() for method in ops}
-    assert routes - {("/openapi.json", "GET")} == documented
+    assert routes - {("/openapi.json", "GET"), ("/api/v1/openapi.json", "GET")} == documented
+    async with api.raw() as raw:
+        assert (await raw.get("/api/v1/openapi.json")).json() == doc
     spec = doc["components"]["schemas"]["JobSpec"]
     assert spec["additionalProperties"] is False
     assert spec["required"] == ["engine"]

@@ -107,7 +107,10 @@ NDJSON = "application/x-ndjson"
 CAR = "application/vnd.ipld.car"
 KEEPALIVE = 15.0
 """Seconds between keep-alive blank lines on an idle event or log stream."""
-OPEN_PATHS = frozenset({f"{API_PREFIX}/health", "/openapi.json"}) | bacalhau_v1.OPEN_PATHS
+OPEN_PATHS = (
+    frozenset({f"{API_PREFIX}/health", "/openapi.json", f"{API_PREFIX}/openapi.json"})
+    | bacalhau_v1.OPEN_PATHS
+)
 """Routes served without the bearer token."""
 
 T = TypeVar("T")
@@ -630,6 +633,7 @@ def create_app(node: Any, *, token: str | None = None, limits: ApiLimits = ApiLi
 
     routes: list[Route | Mount] = [
         route("/openapi.json", api.openapi, "GET"),
+        route(f"{API_PREFIX}/openapi.json", api.openapi, "GET"),  # where clients look first
         route(f"{p}/health", api.health, "GET"),
         route(f"{p}/node", api.node_info, "GET"),
         route(f"{p}/jobs", api.list_jobs, "GET"),
