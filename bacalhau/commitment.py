@@ -36,6 +36,7 @@ Later work (audits, #24) can check a published DAG against ``results_digest``.
 from __future__ import annotations
 
 import hashlib
+import json
 from typing import TYPE_CHECKING
 
 import attrs
@@ -43,9 +44,9 @@ import attrs
 from .errors import VerificationError
 
 if TYPE_CHECKING:
-    from .models import StorageRef
+    from .models import JobSpec, StorageRef
 
-__all__ = ["MAGIC", "Commitment"]
+__all__ = ["MAGIC", "Commitment", "spec_cid", "spec_digest", "statement"]
 
 MAGIC = b"BCM1"
 _MAX_CID = 512
@@ -130,3 +131,30 @@ class Commitment:
         if _sha(stderr) != self.stderr_sha256:
             return "stderr differs from the committed stderr"
         return None
+
+
+_STATEMENT = b"bacalhau/commitment/v1\n"
+
+
+def spec_digest(spec: JobSpec) -> bytes:
+    """sha256 of the spec's canonical JSON (sorted keys, no spaces): the same on every
+    node whatever order its fields travelled in."""
+    from .models import to_json_data
+
+    text = json.dumps(to_json_data(spec), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).digest()
+
+
+def spec_cid(spec: JobSpec) -> str:
+    """The spec's content id (a raw-codec CIDv1 over its canonical JSON digest)."""
+    from .cid import RAW, cid_from_digest, cid_str
+
+    return cid_str(cid_from_digest(spec_digest(spec), codec=RAW, version=1))
+
+
+def statement(commitment: Commitment, *, job_id: str, node_id: str, spec: JobSpec) -> bytes:
+    """What a compute node signs inside its sealed commitment: the job, itself, the spec
+    it ran and the commitment. Shown to third parties in a fraud proof or a receipt, the
+    signature proves the node promised these results for this exact job."""
+    ids = b"".join(len(v.encode()).to_bytes(2, "big") + v.encode() for v in (job_id, node_id))
+    return _STATEMENT + ids + spec_digest(spec) + commitment.encode()

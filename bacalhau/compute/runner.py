@@ -196,6 +196,8 @@ class ExecutionRunner:
     capacity: Capacity
     feed: Callable[[Event], None]
     limits: JobLimits = DEFAULT_JOB_LIMITS
+    sign: Callable[[bytes], bytes] | None = None
+    """The node's signing key: signs the results commitment (fraud proofs, receipts)."""
     logs: LogHub = attrs.Factory(LogHub)
     """Live output of this node's executions (``bacalhau logs -f``)."""
     _tg: anyio.abc.TaskGroup | None = None
@@ -353,7 +355,12 @@ class ExecutionRunner:
         )
         commitment = await self._commit(job_id, spec, results, exit_code, stdout, stderr)
         sealed = seal_commitment(
-            commitment, job_id=job_id, node_id=self.node_id, requester_key=seal_key
+            commitment,
+            job_id=job_id,
+            node_id=self.node_id,
+            requester_key=seal_key,
+            sign=self.sign,
+            spec=spec,
         )
         return ExecutionDone(job_id, proposal, exit_code, stdout, stderr, sealed)
 

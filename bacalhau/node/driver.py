@@ -47,16 +47,17 @@ from ..protocol.events import (
     SubmitJob,
     TimerFired,
 )
-from ..protocol.messages import REQUESTER_MESSAGES, Message, ResultsProposed
+from ..protocol.messages import REQUESTER_MESSAGES, FraudReport, Message, ResultsProposed
 from ..protocol.requester import RequesterState
 from ..protocol.timers import ComputeTimer, TimerKey
-from ..verifier.commitment import unseal_commitment
+from ..verifier.commitment import unseal_signed
 from .clock import Clock
 from .timers import TimerQueue
 
 if TYPE_CHECKING:
     from ..compute.runner import ExecutionRunner
     from ..verifier.base import Verifier
+    from .fraud import FraudDesk
     from .store import StateStore
 
 __all__ = ["COMPUTE_EVENTS", "REQUESTER_EVENTS", "Driver", "Fault"]
@@ -119,6 +120,8 @@ class Driver:
     strategies: Sequence[BidStrategy] = ()
     acceptance: Sequence[BidStrategy] = ()
     on_job_changed: Callable[[str], None] | None = None
+    fraud: FraudDesk | None = None
+    """Sends and checks fraud proofs (set when the node starts)."""
     """Called with the job id after a requester's job changed (and was saved)."""
     faults: list[Fault] = attrs.Factory(list)
     timers: TimerQueue = attrs.field(init=False)
@@ -146,6 +149,10 @@ class Driver:
 
     def deliver(self, sender: str, message: Message) -> None:
         """A message that passed the inbound gate (or one this node sent itself)."""
+        if isinstance(message, FraudReport):  # checked off the state machines
+            if self.fraud is not None and self._tg is not None:
+                self._tg.start_soon(self.fraud.receive, sender, message)
+            return
         self.feed(self._as_event(sender, message))
 
     def recover(self) -> None:
@@ -255,6 +262,9 @@ class Driver:
             self._runner().discard(cmd.job_id)
         elif isinstance(cmd, c.PublishResults):
             self._runner().publish(cmd.job_id, cmd.spec)
+        elif isinstance(cmd, c.FraudFound):
+            if self.fraud is not None:
+                self._spawn(self.fraud.report, cmd)
         elif isinstance(cmd, c.Dropped):
             self.stats["dropped_forged" if cmd.forged else "dropped"] += 1
             level = logging.WARNING if cmd.forged else logging.DEBUG
@@ -278,6 +288,9 @@ class Driver:
             event.set()
 
     def _send(self, to: str | None, message: Message) -> None:
+        if isinstance(message, FraudReport):
+            self.post(to, message)
+            return
         if to == self.node_id:
             self._inbox.append(self._as_event(self.node_id, message))
             return
@@ -317,10 +330,12 @@ class Driver:
             return ProposalOpened(msg.job_id, sender, None, f"no {job.spec.verifier} verifier")
         try:
             digest = verifier.open(job_id=msg.job_id, node_id=sender, proposal=msg.proposal)
-            commitment = unseal_commitment(
+            commitment, signature = unseal_signed(
                 self.identity, msg.commitment, job_id=msg.job_id, node_id=sender
             )
         except VerificationError as exc:
             self.stats["proposals_refused"] += 1
             return ProposalOpened(msg.job_id, sender, None, str(exc))
+        if signature is not None and self.fraud is not None:
+            self.fraud.remember(msg.job_id, sender, commitment.encode(), signature)
         return ProposalOpened(msg.job_id, sender, digest, commitment=commitment)

@@ -57,6 +57,7 @@ from ..transport.base import Transport, TransportHandler
 from ..wire import VerifiedCache, pack, unpack
 from .clock import Clock, SystemClock
 from .driver import Driver, Fault
+from .fraud import FraudDesk
 from .gate import Admitted, InboundGate, Turned
 from .outbox import EVENT_PROTOCOL, Outbox
 from .plugins import Plugins, default_plugins
@@ -382,6 +383,7 @@ class Node(TransportHandler):
             capacity=self.capacity,
             feed=self.driver.feed,
             limits=compute.limits,
+            sign=self.identity.sign,
         )
         self.strategies = [
             SupportStrategy(
@@ -401,11 +403,20 @@ class Node(TransportHandler):
         self.strategies.extend(hook_strategies(compute))
         self.strategies.extend(self._extra_strategies)
         self.driver.runner = self.runner
+        self.driver.fraud = FraudDesk(
+            node_id=self.node_id,
+            identity=self.identity,
+            requester=self.requester,
+            post=self.outbox.post,
+            stats=self.stats,
+            runner=self.runner,
+        )
         self.driver.verifiers = self.plugins.verifiers
         self.driver.strategies = self.strategies
         if self.durable:
             self.store = StateStore(self.data_dir / "state.db")
             self.driver.store = self.store
+            self.driver.fraud.store = self.store
             private_files(self.data_dir, "state.db", "state.db-wal", "state.db-shm")
             self._restore(self.store)
 

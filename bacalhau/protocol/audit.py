@@ -76,7 +76,7 @@ def wants_audit(
 def is_cheater(req: RequesterState, node_id: str) -> bool:
     """A node this requester holds a fraud against (its own audit, or a proof it accepted)."""
     record = req.reputation.get(node_id)
-    return bool(record and record["fraud"])
+    return bool(record and (record["fraud"] or record["false_proof"] or record["forged_proof"]))
 
 
 def _agree(a: Execution, b: Execution) -> bool:

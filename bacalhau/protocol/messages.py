@@ -26,6 +26,7 @@ __all__ = [
     "BidPlaced",
     "BidRejected",
     "ExecutionFailed",
+    "FraudReport",
     "JobCancelled",
     "JobCompleted",
     "JobCreated",
@@ -212,6 +213,15 @@ class JobCancelled:
     reason: str = attrs.field(validator=_REASON)
 
 
+@attrs.frozen
+class FraudReport:
+    """Any node -> every node: a signed fraud proof (:mod:`bacalhau.verifier.fraud`),
+    checked by re-running the job before anyone believes it."""
+
+    job_id: str = attrs.field(validator=_job_id)
+    proof: bytes = attrs.field(validator=_blob(1, 1 << 20))
+
+
 Message = (
     JobCreated
     | BidPlaced
@@ -226,6 +236,7 @@ Message = (
     | JobCompleted
     | JobFailure
     | JobCancelled
+    | FraudReport
 )
 
 
@@ -250,6 +261,7 @@ KINDS: dict[str, type[Any]] = {
         JobCompleted,
         JobFailure,
         JobCancelled,
+        FraudReport,
     )
 }
 

@@ -7,30 +7,73 @@ commitment cannot be read, copied or replayed by another node.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from ..commitment import Commitment
+from ..commitment import Commitment, statement
+from ..errors import VerificationError
 from .deterministic import seal, unseal
 
 if TYPE_CHECKING:
     from ..identity import Identity
+    from ..models import JobSpec
 
-__all__ = ["SEALED_MAGIC", "Commitment", "seal_commitment", "unseal_commitment"]
+__all__ = [
+    "SEALED_MAGIC",
+    "SIGNED_MAGIC",
+    "Commitment",
+    "seal_commitment",
+    "unseal_commitment",
+    "unseal_signed",
+]
 
 SEALED_MAGIC = b"BCS1"
+SIGNED_MAGIC = b"BCS2"
+"""A sealed commitment followed by the node's Ed25519 signature over its
+:func:`~bacalhau.commitment.statement` (64 bytes)."""
+_SIG = 64
 
 
 def seal_commitment(
-    commitment: Commitment, *, job_id: str, node_id: str, requester_key: bytes
+    commitment: Commitment,
+    *,
+    job_id: str,
+    node_id: str,
+    requester_key: bytes,
+    sign: Callable[[bytes], bytes] | None = None,
+    spec: JobSpec | None = None,
 ) -> bytes:
-    """Seal for the requester (X25519 key ``requester_key``), bound to job and node."""
-    return seal(
-        SEALED_MAGIC,
-        commitment.encode(),
-        job_id=job_id,
-        node_id=node_id,
-        requester_key=requester_key,
-    )
+    """Seal for the requester (X25519 key ``requester_key``), bound to job and node.
+
+    With ``sign`` (the node's key) and ``spec``, the node's signature over the
+    :func:`~bacalhau.commitment.statement` goes inside the seal (format ``BCS2``): the
+    requester can then show a third party what the node promised (fraud proofs,
+    receipts), which the seal alone cannot prove.
+    """
+    payload, magic = commitment.encode(), SEALED_MAGIC
+    if sign is not None and spec is not None:
+        signature = sign(statement(commitment, job_id=job_id, node_id=node_id, spec=spec))
+        payload, magic = payload + signature, SIGNED_MAGIC
+    return seal(magic, payload, job_id=job_id, node_id=node_id, requester_key=requester_key)
+
+
+def unseal_signed(
+    identity: Identity, sealed: bytes, *, job_id: str, node_id: str
+) -> tuple[Commitment, bytes | None]:
+    """Open a sealed commitment: the commitment and the node's signature (None: ``BCS1``).
+
+    The signature is not checked here (the requester trusts the seal); whoever shows it
+    to a third party checks it against the statement.
+
+    Raises:
+        VerificationError: as :func:`unseal_commitment`.
+    """
+    if sealed.startswith(SIGNED_MAGIC):
+        plain = unseal(SIGNED_MAGIC, identity, sealed, job_id=job_id, node_id=node_id)
+        if len(plain) < _SIG:
+            raise VerificationError("results commitment: signature missing")
+        return Commitment.decode(plain[:-_SIG]), plain[-_SIG:]
+    return unseal_commitment(identity, sealed, job_id=job_id, node_id=node_id), None
 
 
 def unseal_commitment(

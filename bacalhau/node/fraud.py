@@ -1,0 +1,156 @@
+"""The node's fraud desk: it sends fraud proofs for audits it caught, and checks others'.
+
+- :meth:`FraudDesk.remember` keeps the signed commitments of the proposals this node
+  opened as a requester (bounded, oldest forgotten).
+- :meth:`FraudDesk.report` (on the requester's ``FraudFound``) builds the proof from
+  them, signs it and broadcasts a ``FraudReport``.
+- :meth:`FraudDesk.receive` checks a proof: signatures first (a forged or empty proof
+  is refused and counted against the node that sent it, ``forged_proof``), then a
+  local re-run of the job, one at a time. A proof that holds records a fraud against
+  the cheater, so this node's requester stops choosing it; a false one (the accused
+  node's results reproduce) is counted against its sender (``false_proof``), which
+  this node then stops choosing too.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from collections import Counter, OrderedDict
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import anyio
+import anyio.to_thread
+import attrs
+
+from ..errors import BacalhauError, VerificationError
+from ..protocol.messages import FraudReport, Message
+from ..verifier.fraud import FraudProof, SignedCommitment, check_signatures, judge, proof_id
+
+if TYPE_CHECKING:
+    from ..compute.runner import ExecutionRunner
+    from ..identity import Identity
+    from ..protocol.commands import FraudFound
+    from ..protocol.requester import RequesterState
+    from .store import StateStore
+
+__all__ = ["FraudDesk", "rerun_digest"]
+
+log = logging.getLogger("bacalhau.fraud")
+KEEP = 4096
+"""Signed commitments kept for proofs (per job and node)."""
+MAX_PENDING = 16
+"""Proofs waiting for a re-run beyond this are dropped (counted)."""
+
+
+async def rerun_digest(runner: ExecutionRunner, job_id: str, spec: object) -> bytes:
+    """Run ``spec`` again under ``job_id`` in a scratch folder; its canonical results digest."""
+    from ..models import JobSpec
+    from ..paths import remove_tree
+    from ..verifier.canonical import hash_tree
+
+    assert isinstance(spec, JobSpec)
+    runner.root.mkdir(parents=True, exist_ok=True)
+    folder = Path(tempfile.mkdtemp(prefix="recheck-", dir=runner.root))
+    try:
+        results, *_ = await runner.produce(job_id, spec, folder)
+        return await anyio.to_thread.run_sync(hash_tree, results)
+    finally:
+        await anyio.to_thread.run_sync(remove_tree, folder)
+
+
+@attrs.define
+class FraudDesk:
+    node_id: str
+    identity: Identity
+    requester: RequesterState
+    post: Callable[[str | None, Message], None]
+    stats: Counter[str]
+    runner: ExecutionRunner | None = None
+    store: StateStore | None = None
+    signed: OrderedDict[tuple[str, str], SignedCommitment] = attrs.Factory(OrderedDict)
+    verdicts: dict[str, str] = attrs.Factory(dict)
+    """Proof id -> verdict (``fraud``, ``false``, ``inconclusive``, ``forged: ...``)."""
+    _pending: int = 0
+    _lock: anyio.Lock = attrs.Factory(anyio.Lock)
+
+    def remember(self, job_id: str, node_id: str, commitment: bytes, signature: bytes) -> None:
+        self.signed[(job_id, node_id)] = SignedCommitment(
+            node_id=node_id, commitment=commitment, signature=signature
+        )
+        while len(self.signed) > KEEP:
+            self.signed.popitem(last=False)
+
+    def _count(self, node_id: str, outcome: str) -> None:
+        record = self.requester.reputation.setdefault(node_id, Counter())
+        record[outcome] += 1
+        if self.store is not None:
+            self.store.save_reputation(node_id, record)
+
+    def build(self, cmd: FraudFound) -> FraudProof | None:
+        """The signed proof for ``cmd``, or None when a signed commitment is missing
+        (a node that sent the unsigned ``BCS1`` format)."""
+        job = self.requester.jobs.get(cmd.job_id)
+        cheater = self.signed.get((cmd.job_id, cmd.cheater))
+        witnesses = [self.signed.get((cmd.job_id, w)) for w in cmd.witnesses]
+        if job is None or cheater is None or not all(witnesses):
+            return None
+        proof = FraudProof(
+            job_id=cmd.job_id,
+            spec=job.spec,
+            cheater=cheater,
+            witnesses=tuple(w for w in witnesses if w is not None),
+            sender=self.node_id,
+        )
+        return proof.signed(self.identity.sign)
+
+    async def report(self, cmd: FraudFound) -> None:
+        proof = self.build(cmd)
+        if proof is None:
+            self.stats["fraud_proofs_unbuildable"] += 1
+            log.warning("%s: no signed commitments to prove %s", self.node_id[-8:], cmd)
+            return
+        self.verdicts[proof_id(proof)] = "fraud"
+        self.stats["fraud_proofs_sent"] += 1
+        self.post(None, FraudReport(cmd.job_id, proof.encode()))
+
+    async def receive(self, sender: str, message: FraudReport) -> str:
+        """Check a proof from ``sender``; returns the verdict (also in :attr:`verdicts`)."""
+        try:
+            proof = FraudProof.decode(message.proof)
+            if proof.job_id != message.job_id:
+                raise VerificationError("forged: the proof is for another job")
+            pid = proof_id(proof)
+            if pid in self.verdicts:
+                return self.verdicts[pid]
+            cheated, witnessed = check_signatures(proof, sender=sender)
+        except VerificationError as exc:
+            self.stats["fraud_proofs_refused"] += 1
+            self._count(sender, "forged_proof")
+            log.warning("%s: refused a fraud proof from %s: %s", self.node_id[-8:], sender, exc)
+            return f"refused: {exc}"
+        if self.runner is None or self._pending >= MAX_PENDING:
+            self.stats["fraud_proofs_unchecked"] += 1
+            return "unchecked"
+        self._pending += 1
+        try:
+            async with self._lock:
+                try:
+                    digest = await rerun_digest(self.runner, proof.job_id, proof.spec)
+                except BacalhauError as exc:
+                    self.stats["fraud_proofs_unchecked"] += 1
+                    log.info("%s: cannot re-run %s: %s", self.node_id[-8:], proof.job_id, exc)
+                    return "unchecked"
+        finally:
+            self._pending -= 1
+        verdict = judge(cheated, witnessed, digest)
+        self.verdicts[pid] = verdict
+        self.stats[f"fraud_proofs_{verdict}"] += 1
+        if verdict == "fraud":
+            self._count(proof.cheater.node_id, "fraud")
+        elif verdict == "false":
+            self._count(sender, "false_proof")
+        log.info("%s: fraud proof %s from %s: %s", self.node_id[-8:], pid, sender, verdict)
+        return verdict
