@@ -44,3 +44,19 @@ async def test_cat_ls_and_download_a_path_inside_a_cid(tmp_path: Path) -> None:
             assert one.read_text() == "hello\n"
             with pytest.raises(BlockNotFound, match="no such file or folder"):
                 await client.download(f"{cid}/outputs/nope", tmp_path / "nope")
+
+
+async def test_upload_with_a_name_says_both_cids() -> None:
+    """``POST /api/v1/data?name=`` wraps the file in a folder (as ``ipfs add -w``) and says so:
+    the folder's CID and the file's own, which is the CID of the same upload without a name."""
+    async with Network.in_memory(1) as net:
+        transport = httpx.ASGITransport(app=create_app(net.nodes[0]))
+        headers = {"content-type": "application/octet-stream"}
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as c:
+            plain = (await c.post("/api/v1/data", content=b"poem\n", headers=headers)).json()
+            named = await c.post("/api/v1/data?name=poem.txt", content=b"poem\n", headers=headers)
+    assert named.status_code == 201
+    body = named.json()
+    assert plain["file_cid"] is None
+    assert body["file_cid"] == plain["cid"]
+    assert body["cid"] != plain["cid"]

@@ -143,10 +143,15 @@ class ResultsList:
 
 @attrs.frozen
 class DataAdded:
-    """``POST /api/v1/data``: the root CID of what was stored (pinned) and its size."""
+    """``POST /api/v1/data``: the root CID of what was stored (pinned) and its size.
+
+    With ``?name=`` the file is wrapped in a folder under that name (as ``ipfs add -w``):
+    ``cid`` is then the folder's CID and ``file_cid`` the file's own.
+    """
 
     cid: str
     size: int
+    file_cid: str | None = None
 
 
 @attrs.frozen

@@ -425,7 +425,15 @@ class _Api:
         name = request.query_params.get("name")
         body = self._body(request, self.limits.max_upload_bytes)
         cid = await add_bytes(store, body.chunks(), cid_version=version, name=name, pin=True)
-        return self._json(DataAdded(cid, body.size), 201)
+        if not name:
+            return self._json(DataAdded(cid, body.size), 201)
+        # With a name the file is wrapped in a folder under that name (``ipfs add -w``):
+        # ``cid`` is the folder, ``file_cid`` the file itself, so neither is a surprise.
+        from ..cid import cid_str
+        from ..storage.ipfs.exporter import LocalBlocks, resolve
+
+        file_cid = cid_str(await resolve(LocalBlocks(store), cid, name))
+        return self._json(DataAdded(cid, body.size, file_cid=file_cid), 201)
 
     @endpoint
     async def import_car(self, request: Request) -> Response:
