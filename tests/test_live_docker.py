@@ -14,7 +14,8 @@ import httpx
 import pytest
 
 from bacalhau.api.server import serve_api
-from bacalhau.models import JobSpec, JobState, OutputSpec
+from bacalhau.live import LogChunkLive
+from bacalhau.models import JobSpec, JobState, OutputSpec, from_json_data
 from bacalhau.network import Network
 from bacalhau.testing.docker import DockerEngine, require_docker_engine
 
@@ -72,14 +73,14 @@ async def test_docker_lines_arrive_while_the_container_runs(
             async for line in response.aiter_lines():
                 if not line.strip():
                     continue
-                record = json.loads(line)
-                if record.get("end"):
-                    continue
-                seen.append((record["stream"], record["text"]))
-                if record["text"] == "first line":
-                    assert seen == [("stdout", "first line")]
-                    assert not handle.result().state.terminal
-                    gate.write_bytes(b"")
+                for record in from_json_data(json.loads(line), LogChunkLive).records():
+                    if record.end:
+                        continue
+                    seen.append((record.stream, record.text))
+                    if record.text == "first line":
+                        assert seen == [("stdout", "first line")]
+                        assert not handle.result().state.terminal
+                        gate.write_bytes(b"")
         result = await handle.wait(60)
     assert result.state is JobState.COMPLETED, result.reason
     assert seen[0] == ("stdout", "first line")

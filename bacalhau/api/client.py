@@ -46,7 +46,7 @@ from ..errors import (
     ValidationError,
 )
 from ..live.events import NodeEvent
-from ..live.node import LogRecord
+from ..live.node import LogChunkLive, LogRecord
 from ..models import JobResult, JobSpec, JobState, NodeInfo, from_json_data, to_json_data
 from .schemas import (
     API_PREFIX,
@@ -312,8 +312,9 @@ class Client:
         if execution:
             params["execution"] = execution
         path = f"/jobs/{_quote(job_id)}/logs/stream"
-        async for record in self._lines(path, LogRecord, params):
-            yield record
+        async for chunk in self._lines(path, LogChunkLive, params):
+            for record in chunk.records():
+                yield record
 
     async def node_events(
         self, *, follow: bool = True, tail: int | None = None, after: int | None = None

@@ -2,7 +2,7 @@
 web dashboard (mounted by :func:`bacalhau.api.server.create_app`).
 
 * ``GET /api/v1/jobs/{id}/logs/stream?follow=&tail=N&execution=NODE`` - NDJSON of
-  :class:`~bacalhau.live.LogRecord`: each execution's output as it is written.
+  :class:`~bacalhau.live.node.LogChunkLive`: each execution's output as it is written.
 * ``GET /api/v1/events?follow=&tail=N&after=SEQ`` - the node's events as NDJSON of
   :class:`~bacalhau.live.NodeEvent` (``Accept: text/event-stream`` gives SSE).
 * ``GET /api/v1/network`` - this node's info and its peers'.

@@ -225,13 +225,14 @@ def _paths() -> dict[str, Any]:
         },
         f"{_P}/jobs/{{job_id}}/logs/stream": {
             "get": _op(
-                "Stream the executions' output live, line by line (NDJSON, one LogRecord per line)",
+                "Stream the executions' output live, line by line (NDJSON: one "
+                "LogChunkLive per read of one execution's output)",
                 {
                     "200": _stream(
                         _NDJSON,
-                        "LogRecord",
-                        "Lines as they are written, and notes (skipped, end); blank lines "
-                        "are keep-alives.",
+                        "LogChunkLive",
+                        "Lines as they are written, what a reader missed (skipped) and the "
+                        "end of each execution's output; blank lines are keep-alives.",
                     ),
                     "400": _error("A parameter is malformed."),
                     **_COMMON_ERRORS,

@@ -18,7 +18,7 @@ from typing import Any, Union
 import attrs
 
 from ..live.events import NodeEvent
-from ..live.node import LogRecord
+from ..live.node import LogChunkLive
 from ..models import (
     JobEvent,
     JobResult,
@@ -372,6 +372,6 @@ API_MODELS: list[type] = [
     Health,
     NodeInfo,
     ErrorBody,
-    LogRecord,
+    LogChunkLive,
     NodeEvent,
 ]

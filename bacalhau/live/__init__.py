@@ -10,13 +10,14 @@
 
 from .events import EventBatch, EventHub, NodeEvent
 from .logs import LogBatch, LogBuffer, LogHub, LogLine
-from .node import LogRecord, NodeWatch
+from .node import LogChunkLive, LogRecord, NodeWatch
 
 __all__ = [
     "EventBatch",
     "EventHub",
     "LogBatch",
     "LogBuffer",
+    "LogChunkLive",
     "LogHub",
     "LogLine",
     "LogRecord",

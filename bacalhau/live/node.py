@@ -11,7 +11,6 @@ import json
 import logging
 import math
 from collections.abc import Awaitable, Callable
-from json.encoder import encode_basestring_ascii as _quote
 from typing import Any, cast
 
 import anyio
@@ -22,9 +21,17 @@ from ..errors import BacalhauError, DecodeError, TransportError, ValidationError
 from ..models import from_json_data, to_json_data
 from ..wire import pack, unpack
 from .events import EventHub
-from .logs import STREAMS, LogBatch, LogBuffer, LogHub, LogLine
+from .logs import LogBatch, LogBuffer, LogHub, LogLine
 
-__all__ = ["INFO_PROTOCOL", "LOGS_PROTOCOL", "LogRecord", "NodeWatch", "encode_batch", "note"]
+__all__ = [
+    "INFO_PROTOCOL",
+    "LOGS_PROTOCOL",
+    "LogChunkLive",
+    "LogRecord",
+    "NodeWatch",
+    "encode_batch",
+    "note",
+]
 
 log = logging.getLogger("bacalhau.live")
 
@@ -44,7 +51,8 @@ MAX_INFO_PEERS = 200
 
 @attrs.frozen
 class LogRecord:
-    """One line of the live log stream of a job (NDJSON on the API).
+    """One line of a job's live output, or a note (what :meth:`Client.log_stream
+    <bacalhau.api.client.Client.log_stream>` yields).
 
     A log line has ``seq``, ``stream`` and ``text``; a note has ``skipped`` (lines of
     that execution evicted before this follower read them) or ``end`` (the execution's
@@ -62,27 +70,60 @@ class LogRecord:
     detail: str = ""
 
 
+@attrs.frozen
+class LogChunkLive:
+    """One NDJSON line of ``GET /api/v1/jobs/{id}/logs/stream``: what one read of one
+    execution's output gave.
+
+    Attributes:
+        node_id: the execution's node.
+        lines: ``[seq, stream, text, time, partial]`` per line, in order.
+        skipped: lines evicted before this follower read them (0: none missed).
+        end: the execution's output is complete.
+        detail: why, when an execution ended without live output.
+    """
+
+    node_id: str
+    lines: tuple[tuple[int, str, str, float, bool], ...] = ()
+    skipped: int = 0
+    end: bool = False
+    detail: str = ""
+
+    def records(self) -> list[LogRecord]:
+        """The chunk as :class:`LogRecord` values (a ``skipped`` note, lines, ``end``)."""
+        out = [LogRecord(self.node_id, skipped=self.skipped)] if self.skipped else []
+        out.extend(LogRecord(self.node_id, *line) for line in self.lines)
+        if self.end:
+            out.append(LogRecord(self.node_id, end=True, detail=self.detail))
+        return out
+
+
+_dumps = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
+
+
 def encode_batch(node_id: str, batch: LogBatch) -> bytes:
-    """NDJSON of one read: a ``skipped`` note, a :class:`LogRecord` per line, an ``end``
-    note when the output is complete. Built directly (a job may print a million lines;
-    this runs on the event loop the job's output thread also needs)."""
-    head = '{"node_id":' + _quote(node_id) + ',"seq":'
-    out = []
-    if batch.skipped:
-        out.append(note(node_id, skipped=batch.skipped))
-    for seq, stream, text, at, partial in batch.lines:
-        out.append(
-            f'{head}{seq},"stream":"{stream}","text":{_quote(text)},"time":{at!r},'
-            f'"partial":{"true" if partial else "false"}}}\n'
+    """One NDJSON line (a :class:`LogChunkLive`) for one read. Encoded in one call of the
+    C JSON encoder: a job may print a million lines, and this runs on the event loop the
+    job's output thread also needs."""
+    return (
+        _dumps(
+            {
+                "node_id": node_id,
+                "lines": batch.lines,
+                "skipped": batch.skipped,
+                "end": batch.closed,
+                "detail": "",
+            }
         )
-    if batch.closed:
-        out.append(note(node_id, end=True))
-    return "".join(out).encode()
+        + "\n"
+    ).encode()
 
 
-def note(node_id: str, **fields: Any) -> str:
-    """One NDJSON note line (``skipped``, ``end`` with its ``detail``)."""
-    return json.dumps(to_json_data(LogRecord(node_id, **fields)), separators=(",", ":")) + "\n"
+def note(node_id: str, *, end: bool = True, detail: str = "") -> str:
+    """An NDJSON line with no output: the end of an execution's, and why."""
+    return (
+        _dumps({"node_id": node_id, "lines": [], "skipped": 0, "end": end, "detail": detail}) + "\n"
+    )
 
 
 def _encode_batch(batch: LogBatch) -> bytes:
@@ -106,21 +147,11 @@ def _decode_batch(raw: bytes) -> LogBatch | None:
         return None
     try:
         rows = data["lines"]
-        if not isinstance(rows, list):
-            raise DecodeError("log reply: lines must be a list")
-        for seq, stream, text, at, partial in rows:
-            if (
-                type(seq) is not int
-                or stream not in STREAMS
-                or type(text) is not str
-                or type(at) not in (int, float)
-                or not math.isfinite(at)
-            ):
-                raise DecodeError("log reply: a malformed line")
-            if type(partial) is not bool:
-                raise DecodeError("log reply: a malformed line")
-        # Checked rows stand in for LogLine tuples (same fields, same order): making a
-        # named tuple per line would cost the event loop a Python call per line.
+        # Rows must be [seq, stream, text, time, partial]; they are relayed to the API's
+        # clients (who check every field) after one C-level JSON check (encode_batch):
+        # a per-field check here would cost the event loop a Python loop per line.
+        if not isinstance(rows, list) or not all(type(r) is list and len(r) == 5 for r in rows):
+            raise DecodeError("log reply: lines must be [seq, stream, text, time, partial]")
         return LogBatch(
             cast(tuple[LogLine, ...], tuple(rows)),
             int(data["next"]),
@@ -312,7 +343,11 @@ class NodeWatch:
                     await self.node.changed(job_id).wait()
                 continue
             if batch.lines or batch.skipped or batch.closed:
-                await out(encode_batch(node_id, batch))
+                try:
+                    chunk = encode_batch(node_id, batch)
+                except (TypeError, ValueError) as exc:  # bytes, NaN: not JSON
+                    raise DecodeError(f"malformed log reply: {exc}") from None
+                await out(chunk)
             if batch.closed or (not follow and not batch.lines):
                 if not batch.closed:
                     await out(note(node_id, end=True, detail="still running").encode())
@@ -345,7 +380,11 @@ class NodeWatch:
         while True:
             batch = buffer.read(cursor, limit=5000, max_bytes=REPLY_BYTES)
             if batch.lines or batch.skipped or batch.closed:
-                await out(encode_batch(node_id, batch))
+                try:
+                    chunk = encode_batch(node_id, batch)
+                except (TypeError, ValueError) as exc:  # bytes, NaN: not JSON
+                    raise DecodeError(f"malformed log reply: {exc}") from None
+                await out(chunk)
             if batch.closed:
                 return
             if not follow and not batch.lines:

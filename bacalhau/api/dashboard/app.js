@@ -324,10 +324,14 @@ async function followLogs(id) {
   try {
     for await (const r of ndjson(`${API}/jobs/${encodeURIComponent(id)}/logs/stream?follow=true&tail=2000`, ctl.signal)) {
       S.logNodes.add(r.node_id);
-      const who = S.logNodes.size > 1 ? el("span", { class: "node", text: `${short(r.node_id)} ` }) : null;
+      // One record per read of one execution: {node_id, lines, skipped, end, detail};
+      // each line is [seq, stream, text, time, partial].
       if (r.skipped) lines.push(el("span", { class: "note", text: `[${r.skipped} earlier line(s) not kept]\n` }));
-      else if (r.end) { if (r.detail) lines.push(el("span", { class: "note", text: `[${short(r.node_id)}: ${r.detail}]\n` })); }
-      else lines.push(el("span", { class: r.stream, "data-seq": r.seq }, who, `${r.text}${r.partial ? "" : "\n"}`));
+      for (const [seq, stream, text, , partial] of r.lines || []) {
+        const who = S.logNodes.size > 1 ? el("span", { class: "node", text: `${short(r.node_id)} ` }) : null;
+        lines.push(el("span", { class: stream === "stderr" ? "stderr" : "stdout", "data-seq": seq }, who, `${text}${partial ? "" : "\n"}`));
+      }
+      if (r.end && r.detail) lines.push(el("span", { class: "note", text: `[${short(r.node_id)}: ${r.detail}]\n` }));
       if (!pending) { pending = true; requestAnimationFrame(flush); }
     }
     flush();
