@@ -156,6 +156,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=run)
     wire_data_parser(add_data_parser(sub))
     add_secret_parser(sub)
+    from .verify import add_verify_parser
+
+    add_verify_parser(sub)
     from .watch import add_watch_parsers
 
     api = argparse.ArgumentParser(add_help=False)

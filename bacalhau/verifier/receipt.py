@@ -1,0 +1,181 @@
+"""Receipts: what a completed job was, signed by its requester, checkable offline.
+
+A receipt names the spec (whole, and its CID), the input CIDs, the executor and the
+version that ran it, the results CID and canonical results digest, the nodes involved
+and, when the worker sent one, the worker's own signed commitment. Its requester
+signs the canonical JSON of all of that. ``bacalhau verify RECEIPT`` (or
+:func:`verify_receipt`) checks the signatures and re-runs the job locally, comparing
+results digests: a match means these are the results the spec gives; a mismatch
+means the receipt (or the results it vouches for) is false.
+
+Only jobs that re-run to the same results can be checked this way (WASM and noop
+jobs, with inline inputs and module offline; a Docker job marked deterministic
+needs an engine).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import attrs
+
+from .. import __version__
+from ..commitment import spec_cid
+from ..errors import BacalhauError, ValidationError, VerificationError
+from ..identity import verify_signature
+from ..models import JobSpec, JobState, from_json_data, to_json_data
+from .fraud import SignedCommitment
+
+if TYPE_CHECKING:
+    from ..node.node import Node
+
+__all__ = ["Receipt", "receipt_of", "rerun_offline", "verify_receipt"]
+
+_DOMAIN = "bacalhau/receipt/v1"
+
+
+@attrs.frozen(kw_only=True)
+class Receipt:
+    """See the module docs. Build with :func:`receipt_of`; read with :meth:`from_json`."""
+
+    job_id: str
+    spec: JobSpec
+    spec_cid: str
+    inputs: tuple[str, ...]
+    executor: str
+    version: str
+    results_cid: str | None
+    results_digest: str
+    """Hex sha256 of the canonical results folder (``bacalhau.verifier.canonical``)."""
+    nodes: tuple[str, ...]
+    worker: SignedCommitment | None
+    requester: str
+    signature: bytes = b""
+
+    def body(self) -> bytes:
+        data = to_json_data(attrs.evolve(self, signature=b""))
+        data.pop("signature")
+        return (_DOMAIN + json.dumps(data, sort_keys=True, separators=(",", ":"))).encode()
+
+    def to_json(self) -> str:
+        return json.dumps(to_json_data(self), indent=2, sort_keys=True) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str) -> Receipt:
+        """Raises: ValidationError naming the field that is wrong."""
+        try:
+            data = json.loads(text)
+        except ValueError as exc:
+            raise ValidationError(f"not JSON: {exc}", field="receipt") from None
+        return from_json_data(data, cls, what="receipt")
+
+
+def receipt_of(node: Node, job_id: str) -> Receipt:
+    """The signed receipt of a completed job this node requested.
+
+    Raises:
+        BacalhauError: the job is unknown, not completed, or its results carry no
+            commitment (an unverified ``noop`` verifier job).
+    """
+    job = node.requester.jobs.get(job_id)
+    if job is None or job.state is not JobState.COMPLETED:
+        raise BacalhauError(f"job {job_id} is not a completed job of this node")
+    published = [e for e in job.executions.values() if e.published and e.commitment]
+    if not published:
+        raise BacalhauError(f"job {job_id} has no committed results to vouch for")
+    ex = published[0]
+    assert ex.commitment is not None
+    assert ex.published is not None
+    fraud = node.driver.fraud
+    worker = fraud.signed.get((job_id, ex.node_id)) if fraud is not None else None
+    spec = job.spec
+    receipt = Receipt(
+        job_id=job_id,
+        spec=spec,
+        spec_cid=spec_cid(spec),
+        inputs=tuple(_input_id(i.source) for i in spec.inputs),
+        executor=spec.engine.type,
+        version=f"bacalhau-py {__version__}",
+        results_cid=ex.published.cid,
+        results_digest=ex.commitment.results_digest.hex(),
+        nodes=tuple(e.node_id for e in job.executions.values() if e.accepted),
+        worker=worker,
+        requester=node.node_id,
+    )
+    return attrs.evolve(receipt, signature=node.identity.sign(receipt.body()))
+
+
+def _input_id(source: Any) -> str:
+    if source.cid:
+        return str(source.cid)
+    if source.data is not None:
+        return "inline:sha256:" + hashlib.sha256(source.data).hexdigest()
+    return str(source.url or source.type)
+
+
+def check_signatures(receipt: Receipt) -> None:
+    """Raises: VerificationError when the receipt was changed or is inconsistent."""
+    if not verify_signature(receipt.requester, receipt.signature, receipt.body()):
+        raise VerificationError("tampered: the requester's signature does not hold")
+    if receipt.spec_cid != spec_cid(receipt.spec):
+        raise VerificationError("tampered: the spec does not have the receipt's spec CID")
+    if receipt.worker is not None:
+        committed = receipt.worker.check(job_id=receipt.job_id, spec=receipt.spec)
+        if committed.results_digest.hex() != receipt.results_digest:
+            raise VerificationError("tampered: the worker committed to other results")
+
+
+async def rerun_offline(job_id: str, spec: JobSpec, root: Path) -> bytes:
+    """Run ``spec`` here, with no network: its canonical results digest.
+
+    Raises:
+        BacalhauError: the job cannot run offline (its executor or an input needs more).
+    """
+    from ..compute.capacity import Capacity, ComputeConfig
+    from ..compute.runner import ExecutionRunner
+    from ..executor.noop import NoopExecutor
+    from ..executor.wasm import WasmExecutor
+    from ..node.fraud import rerun_digest
+    from ..storage.inline import InlineStorage
+
+    if not spec.rerunnable:
+        raise BacalhauError(f"a {spec.engine.type} job not marked deterministic cannot be re-run")
+    compute = ComputeConfig()
+
+    def feed(_: Any) -> None:
+        return None
+
+    runner = ExecutionRunner(
+        node_id="local",
+        root=root,
+        executors={"wasm": WasmExecutor(), "noop": NoopExecutor()},
+        storage={"inline": InlineStorage()},
+        verifiers={},
+        publishers={},
+        capacity=Capacity(compute.capacity, compute.max_executions, compute.queue_size),
+        feed=feed,
+    )
+    return await rerun_digest(runner, job_id, spec)
+
+
+async def verify_receipt(receipt: Receipt) -> tuple[bool, str]:
+    """(match, what was found): signatures, then a local re-run compared by digest.
+
+    Raises:
+        BacalhauError: the job cannot be re-run here (neither match nor mismatch).
+    """
+    try:
+        check_signatures(receipt)
+    except VerificationError as exc:
+        return False, str(exc)
+    with tempfile.TemporaryDirectory(prefix="bacalhau-verify-") as tmp:
+        digest = await rerun_offline(receipt.job_id, receipt.spec, Path(tmp))
+    if digest.hex() != receipt.results_digest:
+        return False, f"mismatch: re-running gives {digest.hex()}, the receipt says " + (
+            receipt.results_digest
+        )
+    return True, f"match: re-running gives the receipt's results ({digest.hex()[:16]}...)"
