@@ -19,6 +19,7 @@ __all__ = [
     "JobFailed",
     "JobNotFound",
     "NetworkInvariantError",
+    "NodeNotFound",
     "NodeUnreachable",
     "PeerUnreachable",
     "PublishError",
@@ -80,6 +81,13 @@ class TransportError(BacalhauError):
 
 class PeerUnreachable(TransportError):
     """A direct request to a peer failed: unknown peer, closed or timed out."""
+
+
+class NodeNotFound(BacalhauError, KeyError):
+    """No live node with that id (or id prefix) is known to this requester."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else "node not found"
 
 
 class JobNotFound(BacalhauError, KeyError):

@@ -25,12 +25,14 @@ from cattrs.gen import make_dict_structure_fn
 from cattrs.preconf.json import make_converter as _make_json_converter
 
 from .errors import ValidationError
+from .selectors import Selector, check_labels, matches
 
 __all__ = [
     "Deal",
     "EngineSpec",
     "ExecutionResult",
     "ExecutionState",
+    "GpuInfo",
     "InputSpec",
     "JobEvent",
     "JobResult",
@@ -39,10 +41,12 @@ __all__ = [
     "NodeInfo",
     "OutputSpec",
     "Resources",
+    "Selector",
     "StorageRef",
     "StorageSpec",
     "from_data",
     "from_json_data",
+    "matches",
     "parse_size",
     "to_data",
     "to_json_data",
@@ -56,6 +60,9 @@ _TYPE_RE = re.compile(r"^[a-z][a-z0-9_\-]{0,31}$")
 _LABEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-/]{0,63}(=[A-Za-z0-9_.\-:]{0,63})?$")
 """A job label: a name (``gpu``) or ``key=value`` (``env=prod``, Bacalhau's label maps)."""
 MAX_NAME = 256
+
+DEFAULT_QUEUE_TIMEOUT = 600.0
+"""Seconds a job may wait for a node to take it (busy network, no matching node yet)."""
 
 MAX_INLINE_BYTES = 1 << 20
 """Inline volumes and inline modules travel inside the job; keep them small."""
@@ -328,8 +335,21 @@ class JobSpec:
     """The submitter's promise that the job's results depend only on its spec and inputs
     (the same results folder on every run), so that it can be audited by re-running it.
     WASM jobs are deterministic by construction; a Docker job is only when marked so."""
+    selectors: tuple[Selector, ...] = ()
+    queue_timeout: float = DEFAULT_QUEUE_TIMEOUT
+    target: str = "any"
 
     def __attrs_post_init__(self) -> None:
+        object.__setattr__(self, "selectors", tuple(self.selectors))
+        if not all(isinstance(s, Selector) for s in self.selectors):
+            raise _fail("selectors", "must be Selector values (see bacalhau.parse_selectors)")
+        if len(self.selectors) > 32:
+            raise _fail("selectors", "at most 32 selectors")
+        qt = self.queue_timeout
+        if isinstance(qt, bool) or not isinstance(qt, int | float) or not 0 <= qt <= 7 * 86400:
+            raise _fail("queue_timeout", f"must be from 0 to 7 days in seconds, got {qt!r}")
+        if self.target not in ("any", "all"):
+            raise _fail("target", f"must be 'any' or 'all', got {self.target!r}")
         object.__setattr__(self, "inputs", tuple(self.inputs))
         object.__setattr__(self, "outputs", tuple(self.outputs))
         object.__setattr__(self, "labels", tuple(self.labels))
@@ -458,9 +478,14 @@ class JobSpec:
 
 
 class JobState(enum.StrEnum):
-    """Where a job is in its lifecycle, as its requester sees it."""
+    """Where a job is in its lifecycle, as its requester sees it.
+
+    ``queued``: no node can take it right now (busy, or none matches yet); it waits
+    for capacity until its ``queue_timeout``. ``bidding``: nodes have been asked.
+    """
 
     BIDDING = "bidding"
+    QUEUED = "queued"
     RUNNING = "running"
     VERIFYING = "verifying"
     PUBLISHING = "publishing"
@@ -575,8 +600,24 @@ class JobResult:
 
 
 @attrs.frozen
+class GpuInfo:
+    """One GPU a node offers (vendor and model where known)."""
+
+    vendor: str = ""
+    model: str = ""
+    memory: int = 0
+
+
+@attrs.frozen
 class NodeInfo:
-    """What a node tells about itself."""
+    """What a node tells about itself (``GET /node``, ``node describe``, and signed on the
+    wire to every requester as its announcement).
+
+    ``capacity`` is the total offered to jobs; ``free_cpu`` / ``free_memory`` /
+    ``free_gpu`` what is not in use; ``free_slots`` how many more jobs it would take
+    now (bids reserve one each); ``queued`` its queue depth. ``labels`` are matched by
+    job selectors. ``seq`` orders one node's announcements.
+    """
 
     node_id: str
     executors: tuple[str, ...]
@@ -588,6 +629,21 @@ class NodeInfo:
     running: int = 0
     version: str = ""
     transport: dict[str, Any] = attrs.field(factory=dict, hash=False)
+    labels: dict[str, str] = attrs.field(factory=dict, hash=False)
+    free_cpu: float = 0.0
+    free_memory: int = 0
+    free_gpu: int = 0
+    free_slots: int = 0
+    queued: int = 0
+    max_executions: int = 0
+    gpus: tuple[GpuInfo, ...] = ()
+    compute: bool = True
+    seq: int = 0
+    data: tuple[str, ...] = ()
+    """Root CIDs this node holds (a bounded sample), for data-locality ranking."""
+
+    def __attrs_post_init__(self) -> None:
+        check_labels(self.labels)
 
 
 # --- plain data <-> values -------------------------------------------------------------------
@@ -685,6 +741,33 @@ def _mapping_first(conv: cattrs.Converter) -> None:
 
 for _conv in (_wire, _json):
     _mapping_first(_conv)
+
+
+def _selector_hook(value: Any, _: Any) -> Selector:
+    """A selector in a spec: its text (``region=eu``) or its fields as a mapping."""
+    if isinstance(value, str):
+        from .selectors import parse_selectors
+
+        parsed = parse_selectors(value)
+        if len(parsed) != 1:
+            raise ValidationError(f"expected one selector, got {value!r}")
+        return parsed[0]
+    if not isinstance(value, dict):
+        raise ValidationError(f"a selector is text or a mapping, got {type(value).__name__}")
+    extra = set(value) - {"key", "operator", "values"}
+    if extra:
+        raise ValidationError(f"unknown field(s): {', '.join(sorted(extra))}")
+    values = value.get("values", ())
+    if not isinstance(values, list | tuple) or not all(isinstance(v, str) for v in values):
+        raise ValidationError("selector values must be a list of strings")
+    key, operator = value.get("key"), value.get("operator", "exists")
+    if not isinstance(key, str) or not isinstance(operator, str):
+        raise ValidationError("a selector needs a text key and operator")
+    return Selector(key, operator, tuple(values))
+
+
+for _conv in (_wire, _json):
+    _conv.register_structure_hook(Selector, _selector_hook)
 
 
 def _expect_dict(value: Any) -> dict[str, Any]:

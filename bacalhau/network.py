@@ -238,7 +238,11 @@ class Network:
                     for e in job.executions.values()
                     if e.state.value in ("results_accepted", "published")
                 )
-                if accepted > job.spec.deal.concurrency:
+                if job.spec.target == "all":  # an ops job: at most once per target node
+                    extra = [e for e in job.executions if e not in job.targets]
+                    if extra and accepted:
+                        problems.append(f"{job.job_id}: ran on {len(extra)} non-target nodes")
+                elif accepted > job.spec.deal.concurrency:
                     problems.append(f"{job.job_id}: {accepted} accepted results > concurrency")
             folders = node.data_dir / "executions"
             live = {"running", "proposed", "publishing"}

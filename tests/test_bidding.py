@@ -273,19 +273,26 @@ async def test_twenty_jobs_on_nodes_that_run_two_at_once() -> None:
     assert sum(peaks) > 2, "work spread over more than one node"
 
 
-async def test_full_queue_means_no_bid() -> None:
+async def test_full_node_queues_the_job_until_it_has_room() -> None:
     tiny = ComputeConfig(max_executions=1, queue_size=0)
     async with Network.in_memory(
         1, compute=tiny, requester=RequesterConfig(bid_timeout=0.5)
     ) as net:
         node = net.nodes[0]
-        first = await node.submit(JobSpec.noop(delay=2, timeout=10))
+        first = await node.submit(JobSpec.noop(delay=1, timeout=10))
         while node.capacity.running == 0:
             await anyio.sleep(0.01)
-        second = await node.run_job(JobSpec.noop(), timeout=10)
-        await first.cancel()
-    assert second.state is JobState.FAILED
-    assert "queue is full" in second.reason
+        second = await node.submit(JobSpec.noop())
+        async for event in second.events():
+            if event.kind == "queued":
+                break
+        assert second.result().state is JobState.QUEUED
+        done = await second.wait(20)
+        assert (await first.wait(20)).ok
+    assert done.ok, done.reason
+    kinds = [e.kind for e in done.events]
+    assert "queued" in kinds and "execution_failed" not in kinds
+    assert len(done.executions) == 1
 
 
 async def test_heterogeneous_network_places_jobs_where_they_can_run() -> None:

@@ -103,18 +103,24 @@ async def test_min_bids_waits_then_chooses_at_random() -> None:
 
 async def test_too_few_bids_fails_with_reason() -> None:
     async with Network.in_memory(2, requester=RequesterConfig(bid_timeout=0.5)) as net:
-        r = await net.nodes[0].run_job(JobSpec.noop(deal=Deal(min_bids=5)), timeout=10)
+        spec = JobSpec.noop(deal=Deal(min_bids=5), queue_timeout=1.5)
+        r = await net.nodes[0].run_job(spec, timeout=10)
     assert r.state is JobState.FAILED
-    assert r.reason == "only 2 bids for min_bids 5"
+    assert "queue timeout (1.5s)" in r.reason and "only 2 bids for min_bids 5" in r.reason
+    assert "queued" in {e.kind for e in r.events}
 
 
 async def test_nobody_can_run_it() -> None:
     async with Network.in_memory(2, requester=RequesterConfig(bid_timeout=0.5)) as net:
-        spec = JobSpec(engine=bacalhau.EngineSpec("nosuchengine"), publisher="noop")
+        spec = JobSpec(
+            engine=bacalhau.EngineSpec("nosuchengine"), publisher="noop", queue_timeout=1
+        )
         r = await net.nodes[0].run_job(spec, timeout=10)
     assert r.state is JobState.FAILED
-    assert "no node bid" in r.reason and "no 'nosuchengine' executor" in r.reason
-    assert {e.kind for e in r.events} >= {"declined"}
+    assert "no 'nosuchengine' executor" in r.reason, r.reason
+    assert "queue timeout" in r.reason
+    queued = [e for e in r.events if e.kind == "queued"]
+    assert queued and "no 'nosuchengine' executor" in queued[0].detail
 
 
 async def test_failed_execution_is_replaced_then_fails_with_reason() -> None:

@@ -64,10 +64,11 @@ def test_oversized_frame_refused_before_parsing() -> None:
 
 
 async def test_forged_replayed_and_garbage_events_are_dropped_and_counted() -> None:
-    captured: list[bytes] = []
+    captured: list[tuple[str, bytes]] = []
 
     def tap(src: str, dst: str, kind: str, frame: bytes) -> bool:
-        captured.append(frame)
+        if kind == "broadcast":
+            captured.append((dst, frame))
         return True
 
     async with Network.in_memory(3, seed=11, faults=Faults(filter=tap)) as net:
@@ -106,7 +107,7 @@ async def test_forged_replayed_and_garbage_events_are_dropped_and_counted() -> N
         assert worker.stats["dropped_invalid"] >= 1
 
         # 3. Replays: an envelope heard before, and an old one.
-        replayed = captured[0]
+        replayed = next(frame for dst, frame in captured if dst == worker.node_id)
         before = worker.stats["dropped_replayed"]
         await worker.handle_broadcast(replayed)
         stale = frame_of(

@@ -20,6 +20,7 @@ from ..errors import (
     CorruptBlock,
     DecodeError,
     JobNotFound,
+    NodeNotFound,
     StorageError,
     ValidationError,
 )
@@ -72,6 +73,8 @@ def _status_of(exc: BaseException) -> tuple[int, str, str | None]:
         return 404, "job_not_found", None
     if isinstance(exc, BlockNotFound):
         return 404, "block_not_found", None
+    if isinstance(exc, NodeNotFound):
+        return 404, "node_not_found", None
     if isinstance(exc, DecodeError):
         return 400, "malformed_data", None
     if isinstance(exc, CorruptBlock | StorageError):

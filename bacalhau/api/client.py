@@ -42,6 +42,7 @@ from ..errors import (
     BlockNotFound,
     DecodeError,
     JobNotFound,
+    NodeNotFound,
     NodeUnreachable,
     ValidationError,
 )
@@ -60,6 +61,7 @@ from .schemas import (
     Health,
     JobList,
     LogChunk,
+    NodeList,
     PinList,
     ResultsList,
     SubmitRequest,
@@ -113,6 +115,8 @@ def _raise_for(response: httpx.Response, body: bytes) -> None:
         raise JobNotFound(message)
     if code == "block_not_found":
         raise BlockNotFound(message)
+    if code == "node_not_found":
+        raise NodeNotFound(message)
     if code == "validation_error":
         error = ValidationError(message)
         error.field = field
@@ -232,6 +236,14 @@ class Client:
         return await self._get("/node", NodeInfo)
 
     # --- jobs -----------------------------------------------------------------------------
+
+    async def list_nodes(self) -> NodeList:
+        """The nodes the API's node knows from their signed announcements."""
+        return await self._get("/nodes", NodeList)
+
+    async def describe_node(self, node_id: str) -> NodeInfo:
+        """One known node's announcement, by id or unique prefix."""
+        return await self._get(f"/nodes/{_quote(node_id)}", NodeInfo)
 
     async def submit(self, spec: JobSpec) -> str:
         """Submit ``spec`` (the node becomes its requester); return the job id at once."""
@@ -680,6 +692,12 @@ class SyncClient:
 
     def node_info(self) -> NodeInfo:
         return self._call(self._client.node_info)
+
+    def list_nodes(self) -> NodeList:
+        return self._call(self._client.list_nodes)
+
+    def describe_node(self, node_id: str) -> NodeInfo:
+        return self._call(self._client.describe_node, node_id)
 
     def submit(self, spec: JobSpec) -> str:
         return self._call(self._client.submit, spec)

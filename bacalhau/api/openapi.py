@@ -125,6 +125,32 @@ def _paths() -> dict[str, Any]:
                 op_id="nodeInfo",
             ),
         },
+        f"{_P}/nodes": {
+            "get": _op(
+                "The nodes this requester knows (from their signed announcements)",
+                {
+                    "200": _json("NodeList", "Live nodes, with when each was last heard."),
+                    **_COMMON_ERRORS,
+                },
+                op_id="listNodes",
+            ),
+        },
+        f"{_P}/nodes/{{node_id}}": {
+            "get": _op(
+                "One known node's announcement, by id or unique prefix",
+                {"200": _json("NodeInfo", "What the node announced."), **_COMMON_ERRORS},
+                params=[
+                    {
+                        "name": "node_id",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "string", "maxLength": 200},
+                        "description": "A node id or a unique prefix of one.",
+                    }
+                ],
+                op_id="describeNode",
+            ),
+        },
         f"{_P}/jobs": {
             "get": _op(
                 "List jobs, newest first",

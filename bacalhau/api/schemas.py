@@ -42,6 +42,7 @@ __all__ = [
     "JobList",
     "JobSummary",
     "LogChunk",
+    "NodeList",
     "PinList",
     "PublishedResult",
     "ResultsList",
@@ -89,6 +90,15 @@ class JobSummary:
     labels: tuple[str, ...]
     executions: int
     cid: str | None = None
+
+
+@attrs.frozen
+class NodeList:
+    """``GET /api/v1/nodes``: the nodes this requester knows from their signed
+    announcements, each with ``last_seen`` (unix seconds)."""
+
+    nodes: tuple[NodeInfo, ...]
+    last_seen: dict[str, float]
 
 
 @attrs.frozen
@@ -371,6 +381,7 @@ API_MODELS: list[type] = [
     GcResult,
     Health,
     NodeInfo,
+    NodeList,
     ErrorBody,
     LogChunkLive,
     NodeEvent,

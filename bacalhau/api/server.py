@@ -77,6 +77,7 @@ from .schemas import (
     Health,
     JobList,
     LogChunk,
+    NodeList,
     PinList,
     PublishedResult,
     ResultsList,
@@ -245,6 +246,22 @@ class _Api:
         self._check_started()
         return self._json(self.node.info())
 
+    @endpoint
+    async def list_nodes(self, request: Request) -> Response:
+        self._check_started()
+        known = self.node.requester.nodes.live(self.node.clock.now())
+        return self._json(
+            NodeList(
+                tuple(k.info for k in sorted(known, key=lambda k: k.info.node_id)),
+                {k.info.node_id: k.seen for k in known},
+            )
+        )
+
+    @endpoint
+    async def describe_node(self, request: Request) -> Response:
+        self._check_started()
+        return self._json(self.node.known_node(request.path_params["node_id"]))
+
     async def openapi(self, request: Request) -> Response:
         doc = openapi_document(version=_version(), token_required=self.token_required)
         return Response(json.dumps(doc).encode(), media_type="application/json")
@@ -257,7 +274,7 @@ class _Api:
         req = await self._json_body(request, SubmitRequest)
         self._validate_engine(req.spec)
         handle = await self.node.submit(req.spec)
-        return self._json(SubmitResponse(handle.job_id, JobState.BIDDING), 201)
+        return self._json(SubmitResponse(handle.job_id, handle.result().state), 201)
 
     def _validate_engine(self, spec: JobSpec) -> None:
         """Check the engine's params here when this node has that executor, so a bad spec
@@ -644,6 +661,8 @@ def create_app(node: Any, *, token: str | None = None, limits: ApiLimits = ApiLi
         route(f"{API_PREFIX}/openapi.json", api.openapi, "GET"),  # where clients look first
         route(f"{p}/health", api.health, "GET"),
         route(f"{p}/node", api.node_info, "GET"),
+        route(f"{p}/nodes", api.list_nodes, "GET"),
+        route(f"{p}/nodes/{{node_id}}", api.describe_node, "GET"),
         route(f"{p}/jobs", api.list_jobs, "GET"),
         route(f"{p}/jobs", api.submit, "POST"),
         route(f"{p}/jobs/{{job_id}}", api.describe, "GET"),

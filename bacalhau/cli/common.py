@@ -14,6 +14,7 @@ from ..cid import validate_cid
 from ..compat.units import parse_cpu
 from ..errors import ValidationError
 from ..models import Deal, InputSpec, OutputSpec, Resources, StorageSpec, parse_size
+from ..selectors import parse_selectors
 
 __all__ = [
     "DEFAULT_OUTPUT",
@@ -174,6 +175,10 @@ def job_kwargs(
     publisher: str = "ipfs",
     labels: Sequence[str] = (),
     retries: int | None = None,
+    selectors: Sequence[str] = (),
+    queue_timeout: float | None = None,
+    target: str = "any",
+    gpu: int | None = None,
 ) -> dict[str, Any]:
     """Keyword arguments for :class:`~bacalhau.models.JobSpec` (and its engine
     constructors) from CLI-style strings: ``-v``, ``-o`` and ``--env`` values, sizes
@@ -197,7 +202,10 @@ def job_kwargs(
         "resources": Resources(
             cpu=defaults.cpu if cpu is None else parse_cpu(cpu, field="cpu"),
             memory=defaults.memory if memory is None else parse_size(memory),
+            gpu=0 if gpu is None else gpu,
         ),
+        "selectors": parse_selectors(selectors),
+        "target": target,
         "deal": Deal(concurrency=concurrency, confidence=confidence, min_bids=min_bids),
         "verifier": verifier,
         "publisher": publisher,
@@ -207,6 +215,8 @@ def job_kwargs(
         kwargs["timeout"] = timeout
     if retries is not None:
         kwargs["retries"] = retries
+    if queue_timeout is not None:
+        kwargs["queue_timeout"] = queue_timeout
     return kwargs
 
 
@@ -226,6 +236,10 @@ _OPTION_NAMES = (
     "publisher",
     "labels",
     "retries",
+    "selectors",
+    "queue_timeout",
+    "target",
+    "gpu",
 )
 
 
@@ -301,3 +315,26 @@ def add_job_options(run: argparse.ArgumentParser) -> None:
     run.add_argument("--verifier", default="noop", help="noop or deterministic")
     run.add_argument("-p", "--publisher", default="ipfs", help="ipfs, local or noop")
     run.add_argument("-l", "--label", dest="labels", action="append", default=[])
+    run.add_argument(
+        "-s",
+        "--selector",
+        dest="selectors",
+        action="append",
+        default=[],
+        metavar="EXPR",
+        help="run only on nodes whose labels match, e.g. 'region=eu,tier in (1,2),!spot'"
+        " (=, !=, in, notin, exists, !exists, <, >; repeatable)",
+    )
+    run.add_argument(
+        "--queue-timeout",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="how long the job may wait for a node to take it (default 600)",
+    )
+    run.add_argument(
+        "--target",
+        choices=("any", "all"),
+        default="any",
+        help="all: run once on every node that matches the selectors (an ops job)",
+    )

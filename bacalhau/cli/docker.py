@@ -103,5 +103,12 @@ def add_docker_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     run.add_argument("--entrypoint", default=None, metavar="CMD", help="replace ENTRYPOINT")
     run.add_argument("-w", "--workdir", default=None, metavar="DIR", help="working directory")
+    run.add_argument(
+        "--gpu",
+        type=int,
+        default=None,
+        metavar="N",
+        help="GPUs the container gets (only nodes offering that many are asked)",
+    )
     add_job_options(run)
     return run

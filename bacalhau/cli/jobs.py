@@ -188,6 +188,8 @@ def add_submit_options(parser: argparse.ArgumentParser) -> None:
 
 _PHASE_TEXT: dict[str, Callable[[EventLine], str]] = {
     "created": lambda e: f"submitted ({e.event.detail})",
+    "queued": lambda e: f"queued: {e.event.detail}",
+    "targets": lambda e: f"ops job: runs on {e.event.detail}",
     "bid": lambda e: f"bid from {short_node(e.event.node_id)}",
     "declined": lambda e: f"{short_node(e.event.node_id)} declined: {e.event.detail}",
     "bid_accepted": lambda e: f"running on {short_node(e.event.node_id)}",
@@ -212,6 +214,7 @@ _PHASE_TEXT: dict[str, Callable[[EventLine], str]] = {
 
 _PHASE = {
     "created": "submitted",
+    "queued": "queued",
     "bid": "bidding",
     "declined": "bidding",
     "bid_rejected": "bidding",
@@ -556,7 +559,46 @@ async def cmd_cancel(ns: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+async def cmd_node_list(ns: argparse.Namespace) -> int:
+    async with client_from_args(ns) as client:
+        page = await client.list_nodes()
+    if ns.format != "text":
+        emit(page, ns.format)
+        return EXIT_OK
+    rows = [("ID", "LABELS", "EXECUTORS", "FREE", "GPU", "QUEUED", "SEEN")]
+    now = time.time()
+    for info in page.nodes:
+        cpu = f"{info.free_cpu:g}/{info.capacity.cpu:g} CPU" if info.capacity else "-"
+        gpus = f"{info.free_gpu}/{info.capacity.gpu}" if info.capacity else "-"
+        rows.append(
+            (
+                short_node(info.node_id),
+                ",".join(f"{k}={v}" for k, v in sorted(info.labels.items())) or "-",
+                ",".join(info.executors) if info.compute else "(requester only)",
+                f"{cpu}, {info.free_slots} slots",
+                gpus,
+                str(info.queued),
+                f"{max(0.0, now - page.last_seen.get(info.node_id, now)):.0f}s ago",
+            )
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip(), file=_out())
+    return EXIT_OK
+
+
+async def cmd_node_describe(ns: argparse.Namespace) -> int:
+    async with client_from_args(ns) as client:
+        info = await client.describe_node(ns.node_id)
+    emit(info, "json" if ns.format == "json" else "yaml")
+    return EXIT_OK
+
+
 async def cmd_node(ns: argparse.Namespace) -> int:
+    if getattr(ns, "node_command", None) == "list":
+        return await cmd_node_list(ns)
+    if getattr(ns, "node_command", None) == "describe":
+        return await cmd_node_describe(ns)
     async with client_from_args(ns) as client:
         info = await client.node_info()
     if ns.format != "text":
@@ -800,8 +842,23 @@ def add_job_parsers(sub: Any) -> None:
     add_submit_options(p)
     p.set_defaults(func=cmd_job_run)
 
-    p = command("node", cmd_node, "show the node: id, peers, capacity, executors")
+    p = command(
+        "node",
+        cmd_node,
+        "show the node (id, peers, capacity, executors); 'node list' and 'node describe ID' "
+        "show the nodes it knows from their announcements",
+    )
     p.add_argument("--output", dest="format", choices=FORMATS, default="text")
+    nodes = p.add_subparsers(dest="node_command", required=False, metavar="COMMAND")
+    q = nodes.add_parser(
+        "list", help="the nodes this node knows: labels, executors, free capacity", parents=[api]
+    )
+    q.add_argument("--output", dest="format", choices=FORMATS, default="text")
+    q = nodes.add_parser(
+        "describe", help="one known node's announcement (id or unique prefix)", parents=[api]
+    )
+    q.add_argument("node_id", metavar="ID")
+    q.add_argument("--output", dest="format", choices=("yaml", "json"), default="yaml")
 
     p = command("version", cmd_version, "print the client's and the node's versions")
     p.add_argument("--client-only", action="store_true", help="do not ask the node")

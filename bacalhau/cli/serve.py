@@ -206,7 +206,19 @@ def add_serve_parser(subparsers: Any) -> argparse.ArgumentParser:
     compute.add_argument(
         "--disk", default=None, metavar="SIZE", help="disk offered to jobs (default: unlimited)"
     )
-    compute.add_argument("--gpu", type=int, default=None, help="GPUs offered (default 0)")
+    compute.add_argument(
+        "--gpu",
+        type=int,
+        default=None,
+        help="GPUs offered (default: the NVIDIA GPUs nvidia-smi lists, else 0)",
+    )
+    compute.add_argument(
+        "--labels",
+        action="append",
+        default=[],
+        metavar="K=V,...",
+        help="labels job selectors match, e.g. region=eu,tier=2 (repeatable)",
+    )
     compute.add_argument(
         "--job-selection-probe-http",
         default=None,
@@ -254,9 +266,11 @@ def add_serve_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     requester.add_argument(
         "--selection",
-        choices=("random", "reputation"),
+        choices=("random", "reputation", "broadcast"),
         default="random",
-        help="how bidders are chosen (default random)",
+        help="how bidders are chosen (default random); broadcast: offer every job to "
+        "every node and choose at random (the original protocol) instead of asking only "
+        "the best-ranked known nodes",
     )
     from .nats import add_nats_options  # the options exist with or without the nats extra
 
@@ -447,7 +461,8 @@ def build_node(args: argparse.Namespace) -> Any:
         r_options: dict[str, Any] = {
             "acceptance_probe_http": args.bid_acceptance_probe_http,
             "acceptance_probe_exec": args.bid_acceptance_probe_exec,
-            "selection": args.selection,
+            "selection": "random" if args.selection == "broadcast" else args.selection,
+            "offers": "broadcast" if args.selection == "broadcast" else "targeted",
         }
         if args.bid_timeout is not None:
             if args.bid_timeout <= 0:
@@ -467,17 +482,21 @@ def compute_config_from_args(args: argparse.Namespace) -> Any:
     """The ComputeConfig the ``compute`` options describe; machine defaults otherwise."""
     import attrs
 
-    from ..compute.capacity import ComputeConfig, machine_resources
+    from ..compute.capacity import ComputeConfig, detect_gpus, machine_resources
     from ..models import parse_size
+    from ..selectors import parse_labels
 
     machine = machine_resources()
+    gpus = detect_gpus() if args.gpu is None else ()
     capacity = attrs.evolve(
         machine,
         cpu=machine.cpu if args.cpu is None else args.cpu,
         memory=machine.memory if args.memory is None else parse_size(args.memory),
         disk=0 if args.disk is None else parse_size(args.disk),
-        gpu=0 if args.gpu is None else args.gpu,
+        gpu=len(gpus) if args.gpu is None else args.gpu,
     )
+    if args.gpu is not None and args.gpu < 0:
+        raise ValidationError("--gpu must not be negative", field="gpu")
     options: dict[str, Any] = {
         "capacity": capacity,
         "data_locality": args.data_locality,
@@ -486,6 +505,8 @@ def compute_config_from_args(args: argparse.Namespace) -> Any:
         "probe_timeout": args.job_selection_probe_timeout,
         "docker_local_images_only": args.job_selection_local_images_only,
         "limits": limits_from_args(args),
+        "labels": parse_labels(args.labels),
+        "gpus": gpus,
     }
     for name, least in (("max_executions", 1), ("queue_size", 0)):
         value = getattr(args, name)

@@ -47,6 +47,8 @@ class BidRequest:
 class BidResponse:
     bid: bool
     reason: str = ""
+    busy: bool = False
+    """A no for now only (no room): the requester keeps the job queued, not failed."""
 
 
 class BidStrategy(Protocol):
@@ -122,7 +124,7 @@ class CapacityStrategy:
         if why:
             return BidResponse(False, f"too big for this node: {why}")
         if self.capacity.queue_full():
-            return BidResponse(False, "busy: execution queue is full")
+            return BidResponse(False, "busy: execution queue is full", busy=True)
         return YES
 
 

@@ -8,10 +8,11 @@ from collections import deque
 import anyio
 import attrs
 
-from ..models import Resources
+from ..models import GpuInfo, Resources
+from ..selectors import check_labels
 from .limits import DEFAULT_JOB_LIMITS, JobLimits
 
-__all__ = ["Capacity", "ComputeConfig", "machine_resources"]
+__all__ = ["Capacity", "ComputeConfig", "detect_gpus", "machine_resources"]
 
 
 def machine_resources() -> Resources:
@@ -21,6 +22,32 @@ def machine_resources() -> Resources:
     except (ValueError, OSError, AttributeError):
         memory = 4 * 1024**3
     return Resources(cpu=float(os.cpu_count() or 1), memory=int(memory), disk=0, gpu=0)
+
+
+def detect_gpus(timeout: float = 5.0) -> tuple[GpuInfo, ...]:
+    """The NVIDIA GPUs ``nvidia-smi`` lists (vendor, model, memory); none without it."""
+    import shutil
+    import subprocess
+
+    smi = shutil.which("nvidia-smi")
+    if smi is None:
+        return ()
+    try:
+        out = subprocess.run(
+            [smi, "--query-gpu=name,memory.total", "--format=csv,noheader,nounits"],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=True,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return ()
+    gpus = []
+    for line in out.splitlines()[:64]:
+        name, _, mib = line.partition(",")
+        memory = int(mib.strip()) * 2**20 if mib.strip().isdigit() else 0
+        gpus.append(GpuInfo(vendor="nvidia", model=name.strip()[:128], memory=memory))
+    return tuple(gpus)
 
 
 @attrs.frozen
@@ -39,6 +66,9 @@ class ComputeConfig:
             here (never pull).
         probe_http / probe_exec / probe_timeout: external bid hooks, see
             :mod:`bacalhau.compute.hooks`.
+        labels: ``key=value`` pairs announced to requesters; job selectors match them.
+        gpus: the GPUs offered, announced with vendor and model (``capacity.gpu`` is
+            how many jobs may use).
         limits: the host-side limits on every job (URL policy, DAG, WASM, Docker,
             disk): :class:`~bacalhau.compute.limits.JobLimits`.
     """
@@ -53,6 +83,9 @@ class ComputeConfig:
     probe_timeout: float = 5.0
     reject_stateless: bool = False
     limits: JobLimits = DEFAULT_JOB_LIMITS
+    labels: dict[str, str] = attrs.field(factory=dict, hash=False, converter=check_labels)
+    gpus: tuple[GpuInfo, ...] = ()
+    """The GPUs offered (``capacity.gpu`` counts them); vendor and model where known."""
 
 
 @attrs.define(eq=False)
@@ -68,10 +101,30 @@ class Capacity:
     gpu: int = 0
     _waiting: deque[tuple[Resources, anyio.Event]] = attrs.Factory(deque)
     peak_running: int = 0
+    reserved: set[str] = attrs.Factory(set)
+    """Jobs we bid on and hold room for until the requester answers."""
 
     @property
     def queued(self) -> int:
         return len(self._waiting)
+
+    @property
+    def free_slots(self) -> int:
+        """How many more jobs this node takes now (running, queued and bids count)."""
+        used = self.running + self.queued + len(self.reserved)
+        return max(0, self.max_executions + self.queue_size - used)
+
+    def reserve(self, job_id: str) -> bool:
+        """Hold a slot for a bid. False: no room (the node is busy)."""
+        if job_id in self.reserved:
+            return True
+        if self.free_slots <= 0:
+            return False
+        self.reserved.add(job_id)
+        return True
+
+    def unreserve(self, job_id: str) -> None:
+        self.reserved.discard(job_id)
 
     def fits_ever(self, want: Resources) -> str | None:
         """Why a job could never run here, or None."""
@@ -87,7 +140,7 @@ class Capacity:
         return None
 
     def queue_full(self) -> bool:
-        return self.running >= self.max_executions and self.queued >= self.queue_size
+        return self.free_slots <= 0
 
     def _fits_now(self, want: Resources) -> bool:
         t = self.total

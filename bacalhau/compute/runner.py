@@ -302,10 +302,9 @@ class ExecutionRunner:
     ) -> None:
         outcome: Event | None = None
         with scope:
-            if self.capacity.queue_full():
-                self._scopes.pop(job_id, None)
-                self.feed(ExecutionErrored(job_id, "busy: execution queue is full"))
-                return
+            # The bid held this job's room (Capacity.reserve): it now waits its turn in the
+            # queue (never fails for being busy).
+            self.capacity.unreserve(job_id)
             await self.capacity.acquire(spec.resources)
             try:
                 outcome = await self._guard(

@@ -32,7 +32,7 @@ from ..compute.bidding import BidRequest, BidStrategy, decide
 from ..errors import VerificationError
 from ..identity import Identity
 from ..protocol import commands as c
-from ..protocol.compute import ComputeState
+from ..protocol.compute import ComputeJobState, ComputeState
 from ..protocol.events import (
     BidDecided,
     BidReviewed,
@@ -47,7 +47,14 @@ from ..protocol.events import (
     SubmitJob,
     TimerFired,
 )
-from ..protocol.messages import REQUESTER_MESSAGES, FraudReport, Message, ResultsProposed
+from ..protocol.messages import (
+    REQUESTER_MESSAGES,
+    FraudReport,
+    Message,
+    NodeAnnounced,
+    ResultsProposed,
+)
+from ..protocol.nodes import Announcer
 from ..protocol.requester import RequesterState
 from ..protocol.timers import ComputeTimer, TimerKey
 from ..verifier.commitment import unseal_signed
@@ -55,6 +62,7 @@ from .clock import Clock
 from .timers import TimerQueue
 
 if TYPE_CHECKING:
+    from ..compute.capacity import Capacity
     from ..compute.runner import ExecutionRunner
     from ..verifier.base import Verifier
     from .fraud import FraudDesk
@@ -124,6 +132,12 @@ class Driver:
     """Sends and checks fraud proofs (set when the node starts)."""
     """Called with the job id after a requester's job changed (and was saved)."""
     faults: list[Fault] = attrs.Factory(list)
+    capacity: Capacity | None = None
+    """The compute side's room: a bid reserves a slot (released when the job leaves the
+    bid state other than to run)."""
+    announcer: Announcer | None = None
+    on_compute: Callable[[], None] | None = None
+    """Called after every compute-side event (what the node offers may have changed)."""
     timers: TimerQueue = attrs.field(init=False)
     _inbox: deque[Event] = attrs.Factory(deque)
     _pumping: bool = False
@@ -154,6 +168,11 @@ class Driver:
                 self._tg.start_soon(self.fraud.receive, sender, message)
             return
         self.feed(self._as_event(sender, message))
+
+    def broadcast(self, message: Message) -> None:
+        """Send ``message`` to every node (this one included) and handle what follows."""
+        self._send(None, message)
+        self._pump()
 
     def recover(self) -> None:
         """After a restart from the store: carry out both sides' recovery commands."""
@@ -189,6 +208,8 @@ class Driver:
             self._pumping = False
 
     def _dispatch(self, event: Event, now: float) -> list[c.Command]:
+        if isinstance(event, MessageReceived) and isinstance(event.message, NodeAnnounced):
+            return self._announced(event, now)
         if isinstance(event, MessageReceived):
             to_compute = isinstance(event.message, REQUESTER_MESSAGES)
         elif isinstance(event, TimerFired):
@@ -207,18 +228,39 @@ class Driver:
         except Exception as exc:
             return self._fault("requester", event, exc, now)
 
+    def _announced(self, event: MessageReceived, now: float) -> list[c.Command]:
+        """A node's announcement: into the requester's table; a newcomer is told about us
+        directly (it missed our last announcement)."""
+        if not self.serve_requester:
+            return []
+        sender, table = event.sender, self.requester.nodes.nodes
+        new = sender != self.node_id and sender not in table
+        commands = self.requester.handle(event, now)
+        sent = self.announcer.sent if self.announcer is not None else None
+        if new and sent is not None and sender in table:
+            commands.append(c.Send(sender, NodeAnnounced(sent)))
+        return commands
+
     def _to_compute(self, event: Event, now: float) -> list[c.Command]:
         try:
             commands = self.compute.handle(event, now)
         except Exception as exc:
             commands = self._fault("compute", event, exc, now)
+        if self.capacity is not None and self.capacity.reserved:
+            job_id = job_of(event)
+            if job_id in self.capacity.reserved:
+                cj = self.compute.jobs.get(job_id)
+                if cj is None or cj.state not in (ComputeJobState.BID, ComputeJobState.RUNNING):
+                    self.capacity.unreserve(job_id)
+        if self.on_compute is not None:
+            self.on_compute()
         if self.store is not None:
             job_id = job_of(event)
             job = self.compute.jobs.get(job_id)
             if job is not None:
                 if self.compute.keeps(job):  # not jobs merely heard of
                     self.store.save_compute(job)
-            elif isinstance(event, TimerFired):
+            elif isinstance(event, TimerFired | BidDecided):
                 self.store.forget_compute(job_id)
         return commands
 
@@ -288,6 +330,8 @@ class Driver:
             event.set()
 
     def _send(self, to: str | None, message: Message) -> None:
+        kind = "announce" if isinstance(message, NodeAnnounced) else "job"
+        self.stats[f"{kind}_{'sent' if to else 'broadcast'}"] += 1
         if isinstance(message, FraudReport):
             self.post(to, message)
             return
@@ -307,7 +351,10 @@ class Driver:
             return
         request = BidRequest(cmd.job_id, cmd.spec, cmd.requester_id, self.node_id)
         answer = await decide(self.strategies, request)
-        self.feed(BidDecided(cmd.job_id, answer.bid, answer.reason))
+        if answer.bid and self.capacity is not None and not self.capacity.reserve(cmd.job_id):
+            self.feed(BidDecided(cmd.job_id, False, "busy: execution queue is full", busy=True))
+            return
+        self.feed(BidDecided(cmd.job_id, answer.bid, answer.reason, busy=answer.busy))
 
     async def _review_bid(self, cmd: c.ReviewBid) -> None:
         request = BidRequest(cmd.job_id, cmd.spec, self.node_id, cmd.node_id)

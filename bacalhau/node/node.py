@@ -52,6 +52,8 @@ from ..models import JobEvent, JobResult, JobSpec, NodeInfo
 from ..paths import private_dir, private_files
 from ..protocol.compute import ComputeState
 from ..protocol.events import CancelJob, SubmitJob
+from ..protocol.messages import NodeAnnounced
+from ..protocol.nodes import HEARTBEAT, MIN_GAP, Announcer
 from ..protocol.requester import RequesterConfig, RequesterState
 from ..transport.base import Transport, TransportHandler
 from ..wire import VerifiedCache, pack, unpack
@@ -152,6 +154,9 @@ class Node(TransportHandler):
             recover them on restart; default: on when ``data_dir`` is given.
         clock: the node's time (default: the wall clock); pass a
             :class:`~bacalhau.node.clock.VirtualClock` to run the protocol on virtual time.
+        heartbeat: seconds between the node's announcements of itself (it also
+            announces when it joins and, at most every ``MIN_GAP``, when what it offers
+            changes); requesters forget a node silent for their ``node_ttl``.
     """
 
     def __init__(
@@ -170,6 +175,7 @@ class Node(TransportHandler):
         max_message_age: float = 600.0,
         durable: bool | None = None,
         clock: Clock | None = None,
+        heartbeat: float = HEARTBEAT,
     ) -> None:
         if transport.node_id != identity.node_id:
             raise ValidationError("transport and identity belong to different nodes")
@@ -250,6 +256,10 @@ class Node(TransportHandler):
         self.watch = NodeWatch(self)
         """Live logs, the event stream and network info (:mod:`bacalhau.live`)."""
         self.driver.on_job_changed = self.watch.job_changed
+        self.announcer = Announcer(heartbeat=heartbeat)
+        self._dirty = anyio.Event()
+        self.driver.announcer = self.announcer
+        self.driver.on_compute = self._mark_dirty
 
     def __repr__(self) -> str:
         return f"Node({self.node_id})"
@@ -344,6 +354,7 @@ class Node(TransportHandler):
                 self.watch.register()
                 await tg.start(self.transport.run, self)
                 await tg.start(self.watch.run)
+                tg.start_soon(self._announce_loop)
                 self.started.set()
                 if self.store is not None:
                     self.driver.recover()
@@ -411,6 +422,7 @@ class Node(TransportHandler):
             stats=self.stats,
             runner=self.runner,
         )
+        self.driver.capacity = self.capacity
         self.driver.verifiers = self.plugins.verifiers
         self.driver.strategies = self.strategies
         if self.durable:
@@ -531,6 +543,70 @@ class Node(TransportHandler):
             version=_version(),
             transport=dict(self.transport.status()),
         )
+
+    def announcement(self) -> NodeInfo:
+        """What this node tells every requester about itself (signed on the wire)."""
+        p, cap = self.plugins, self.capacity
+        total = cap.total
+        compute = self.compute_config
+        return NodeInfo(
+            node_id=self.node_id,
+            executors=tuple(sorted(p.executors)),
+            verifiers=tuple(sorted(p.verifiers)),
+            publishers=tuple(sorted(p.publishers)),
+            storage=tuple(sorted(p.storage)),
+            capacity=total,
+            running=cap.running,
+            version=_version(),
+            labels=dict(compute.labels) if compute else {},
+            free_cpu=max(0.0, total.cpu - cap.cpu),
+            free_memory=max(0, total.memory - cap.memory),
+            free_gpu=max(0, total.gpu - cap.gpu),
+            free_slots=cap.free_slots,
+            queued=cap.queued,
+            max_executions=cap.max_executions,
+            gpus=compute.gpus if compute else (),
+            compute=compute is not None,
+        )
+
+    def known_nodes(self) -> list[NodeInfo]:
+        """The nodes this requester knows from their announcements (live ones only)."""
+        return [k.info for k in self.requester.nodes.live(self.clock.now())]
+
+    def known_node(self, node_id_or_prefix: str) -> NodeInfo:
+        """A known node's announcement by id or unique prefix (3+ characters).
+
+        Raises:
+            NodeNotFound: no live node matches, or the prefix is ambiguous.
+        """
+        from ..errors import NodeNotFound
+
+        known = {i.node_id: i for i in self.known_nodes()}
+        if node_id_or_prefix in known:
+            return known[node_id_or_prefix]
+        matches = [n for n in known if n.startswith(node_id_or_prefix)]
+        if len(matches) == 1 and len(node_id_or_prefix) >= 3:
+            return known[matches[0]]
+        if len(matches) > 1:
+            raise NodeNotFound(f"node id prefix {node_id_or_prefix!r} is ambiguous")
+        raise NodeNotFound(f"no live node {node_id_or_prefix!r} known to this node")
+
+    def _mark_dirty(self) -> None:
+        self._dirty.set()
+
+    async def _announce_loop(self) -> None:
+        """Announce on start, when what we offer changes (at most every MIN_GAP), and on
+        the heartbeat."""
+        while True:
+            now = self.clock.now()
+            info = self.announcer.due(self.announcement(), now)
+            if info is not None:
+                self.driver.broadcast(NodeAnnounced(info))
+            self._dirty = anyio.Event()
+            with self.clock.wake_at(now + self.announcer.heartbeat):
+                await self._dirty.wait()
+            with self.clock.wake_at(self.clock.now() + MIN_GAP):
+                await anyio.sleep_forever()
 
     def changed(self, job_id: str) -> anyio.Event:
         """An event set the next time the job's record changes (then replaced)."""

@@ -92,6 +92,9 @@ COMPUTE_TRANSITIONS: frozenset[tuple[ComputeJobState, ComputeJobState]] = frozen
     }
 )
 
+BID_HOLD = 60.0
+"""Seconds a bid holds its room on this node while the requester has not answered."""
+
 FORGET_AFTER = 600.0
 """Seconds an ended job's tombstone is kept (duplicates of its messages are dropped)."""
 MAX_HEARD = 1024
@@ -190,6 +193,11 @@ class ComputeState:
             ):
                 del self.jobs[job_id]
                 self._forget_heard(job_id)
+            elif event.key.name is ComputeTimer.BID_HOLD and job is not None and job.state is C.BID:
+                # The requester never answered: stop holding room for it. It may still
+                # accept us later (REJECTED -> RUNNING), then we run if there is room.
+                self.move(job, C.REJECTED)
+                job.reason = "no answer to our bid"
             return []
         job = self.jobs.get(getattr(event, "job_id", ""))
         if job is None:
@@ -200,10 +208,16 @@ class ComputeState:
                 self._forget_heard(job.job_id)  # bid on: full state from now on
                 self.move(job, C.BID)
                 out.append(Send(job.requester_id, BidPlaced(job.job_id)))
+                out.append(SetTimer(TimerKey(job.job_id, ComputeTimer.BID_HOLD), now + BID_HOLD))
             else:
                 self.move(job, C.DECLINED)
                 job.reason = event.reason
-                out.append(Send(job.requester_id, BidDeclined(job.job_id, event.reason)))
+                out.append(
+                    Send(job.requester_id, BidDeclined(job.job_id, event.reason, event.busy))
+                )
+                if event.busy:  # forget it: a busy node may be asked again, and take it then
+                    del self.jobs[job.job_id]
+                    self._forget_heard(job.job_id)
         elif isinstance(event, ExecutionDone):
             if job.state is C.RUNNING:
                 self.move(job, C.PROPOSED)

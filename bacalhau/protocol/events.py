@@ -76,6 +76,8 @@ class BidDecided:
     job_id: str
     bid: bool
     reason: str = ""
+    busy: bool = False
+    """No for now only: the node has no room (the requester queues the job)."""
 
 
 @attrs.frozen

@@ -9,13 +9,13 @@ envelope kind to the class.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 import attrs
 
 from .. import ids
 from ..errors import ValidationError
-from ..models import JobSpec, StorageRef, from_data, to_data
+from ..models import JobSpec, NodeInfo, StorageRef, from_data, to_data
 
 __all__ = [
     "KINDS",
@@ -32,6 +32,7 @@ __all__ = [
     "JobCreated",
     "JobFailure",
     "Message",
+    "NodeAnnounced",
     "ResultsAccepted",
     "ResultsProposed",
     "ResultsPublished",
@@ -123,10 +124,12 @@ class BidPlaced:
 
 @attrs.frozen
 class BidDeclined:
-    """Compute -> requester: I will not run it, and why."""
+    """Compute -> requester: I will not run it, and why. ``busy``: only for now (no room);
+    the job waits for capacity instead of counting this node out."""
 
     job_id: str = attrs.field(validator=_job_id)
     reason: str = attrs.field(validator=_REASON)
+    busy: bool = False
 
 
 @attrs.frozen
@@ -222,8 +225,25 @@ class FraudReport:
     proof: bytes = attrs.field(validator=_blob(1, 1 << 20))
 
 
+@attrs.frozen
+class NodeAnnounced:
+    """A node -> everyone: what it offers now (on join, on change, on a heartbeat).
+    The envelope's signer must be ``info.node_id``."""
+
+    info: NodeInfo = attrs.field()
+    job_id: ClassVar[str] = ""
+
+    @info.validator
+    def _check_info(self, attribute: attrs.Attribute[NodeInfo], value: NodeInfo) -> None:
+        from .nodes import check_announced
+
+        ids.check("node_id", value.node_id, field="info.node_id")
+        check_announced(value, value.node_id)
+
+
 Message = (
-    JobCreated
+    NodeAnnounced
+    | JobCreated
     | BidPlaced
     | BidDeclined
     | BidAccepted
@@ -248,6 +268,7 @@ def _kind(cls: type[Any]) -> str:
 KINDS: dict[str, type[Any]] = {
     _kind(cls): cls
     for cls in (
+        NodeAnnounced,
         JobCreated,
         BidPlaced,
         BidDeclined,

@@ -11,10 +11,14 @@ rejection.
 
 The lifecycle of one job:
 
-1. ``SubmitJob`` -> broadcast ``JobCreated``; timers for the bid window and the job.
-2. ``BidPlaced`` -> once ``deal.min_bids`` bids are in, accept ``deal.concurrency`` of
-   them at random and reject the rest (late bids too). With ``min_bids`` 0 bids are
-   accepted as they come.
+1. ``SubmitJob`` -> offer ``JobCreated`` to the best-ranked nodes this requester knows
+   from their announcements (:mod:`bacalhau.protocol.scheduling`), or broadcast it
+   (``offers="broadcast"``, or too few nodes known). A job no node can take now waits
+   ``queued`` until capacity frees up or ``spec.queue_timeout`` passes; a busy node's
+   decline is never a failure.
+2. ``BidPlaced`` -> once ``deal.min_bids`` bids are in (and, for targeted offers, every
+   asked node has answered), accept ``deal.concurrency`` of them at random and reject
+   the rest (late bids too). Broadcast with ``min_bids`` 0 accepts bids as they come.
 3. An accepted node that fails, or stays silent past ``spec.timeout`` plus a grace,
    is replaced by another bidder while ``spec.retries`` allows.
 4. Once no accepted execution is still running, proposals are grouped by digest;
@@ -71,10 +75,13 @@ from .messages import (
     JobCompleted,
     JobCreated,
     JobFailure,
+    NodeAnnounced,
     ResultsAccepted,
     ResultsPublished,
     ResultsRejected,
 )
+from .requester_config import RequesterConfig
+from .scheduling import Scheduling
 from .timers import JobAction, RequesterTimer, TimerKey
 
 __all__ = [
@@ -96,9 +103,14 @@ def _max_bids(spec: JobSpec) -> int:
     return MAX_BIDS + 2 * (deal.min_bids + deal.concurrency + spec.retries)
 
 
-_LIVE = (S.BIDDING, S.RUNNING, S.VERIFYING, S.PUBLISHING)
+_LIVE = (S.QUEUED, S.BIDDING, S.RUNNING, S.VERIFYING, S.PUBLISHING)
 
 JOB_TRANSITIONS: dict[tuple[JobState, JobAction], JobState] = {
+    (S.QUEUED, JobAction.OFFER): S.BIDDING,
+    (S.BIDDING, JobAction.OFFER): S.BIDDING,
+    (S.BIDDING, JobAction.QUEUE): S.QUEUED,
+    (S.QUEUED, JobAction.QUEUE): S.QUEUED,
+    (S.QUEUED, JobAction.ACCEPT): S.RUNNING,  # bids held while waiting for min_bids
     (S.BIDDING, JobAction.ACCEPT): S.RUNNING,
     (S.RUNNING, JobAction.ACCEPT): S.RUNNING,
     (S.RUNNING, JobAction.VERIFY): S.VERIFYING,
@@ -131,59 +143,6 @@ EXECUTION_TRANSITIONS: frozenset[tuple[ExecutionState, ExecutionState]] = frozen
 """Allowed (from, to) moves of one node's execution, as the requester records it."""
 
 
-@attrs.frozen
-class RequesterConfig:
-    """Deadlines of the requester, in seconds.
-
-    Args:
-        bid_timeout: how long bids are collected (``min_bids`` must be met by then).
-        bid_window: with ``min_bids`` 0, how long the requester's own bid waits for a
-            bid from another node before it is taken alone. Its own compute side always
-            hears the job first; without the window it would win every job. As soon as
-            another node bids, the choice is made at random among the bids in hand. Nodes
-            with no peers skip the window. 0 takes bids as they come.
-        execution_grace: how long past ``spec.timeout`` an accepted node may stay
-            silent before it is replaced.
-        publish_timeout: how long accepted nodes have to publish.
-        job_timeout: an overall limit; None derives one from the others.
-        selection: ``random`` (the architecture's default: any bidder is as good) or
-            ``reputation`` (prefer nodes whose results were accepted before and never
-            rejected; ties broken at random).
-        bid_review: bids wait for ``ReviewBid`` / ``BidReviewed`` (the node's bid
-            acceptance hooks) before they can be chosen. Set by the node when it has
-            acceptance hooks, such as ``acceptance_probe_http`` / ``acceptance_probe_exec``
-            (same protocol as the compute side's probes, see ``bacalhau.compute.hooks``).
-        audit: the least audit probability of ``audit`` jobs (a job may ask for more).
-        audit_first: how many of a node's first ``audit`` jobs are always audited.
-    """
-
-    bid_timeout: float = 10.0
-    bid_window: float = 0.05
-    execution_grace: float = 30.0
-    publish_timeout: float = 120.0
-    job_timeout: float | None = None
-    selection: str = attrs.field(default="random")
-    bid_review: bool = False
-    acceptance_probe_http: str | None = None
-    acceptance_probe_exec: str | None = None
-    acceptance_probe_timeout: float = 5.0
-    audit: float = 0.0
-    audit_first: int = 3
-
-    @selection.validator
-    def _check_selection(self, attribute: object, value: str) -> None:
-        if value not in ("random", "reputation"):
-            raise ValidationError(
-                f"selection must be 'random' or 'reputation', got {value!r}", field="selection"
-            )
-
-    def job_deadline(self, spec: JobSpec) -> float:
-        if self.job_timeout is not None:
-            return self.job_timeout
-        per_run = spec.timeout + self.execution_grace
-        return self.bid_timeout + per_run * (spec.retries + 1) + self.publish_timeout
-
-
 @attrs.define
 class Execution:
     node_id: str
@@ -207,7 +166,7 @@ class RequesterJob:
     job_id: str
     spec: JobSpec
     created_at: float
-    state: JobState = S.BIDDING
+    state: JobState = S.QUEUED
     reason: str = ""
     executions: dict[str, Execution] = attrs.Factory(dict)
     declined: dict[str, str] = attrs.Factory(dict)
@@ -216,6 +175,13 @@ class RequesterJob:
     bidding_closed: bool = False
     window_open: bool = False
     audit: audit.AuditRecord | None = None
+    asked: dict[str, bool] = attrs.Factory(dict)
+    """Nodes offered the job -> whether they answered."""
+    broadcast: bool = False
+    targets: list[str] = attrs.Factory(list)
+    """``target="all"``: the nodes it must run on."""
+    waiting: str = ""
+    """Why it is queued (shown in its history once per change)."""
 
     def count(self, *states: ExecutionState) -> int:
         return sum(1 for e in self.executions.values() if e.state in states)
@@ -229,7 +195,7 @@ class RequesterJob:
         return self.spec.deal.concurrency + self.spec.retries - self.acceptances
 
 
-class RequesterState:
+class RequesterState(Scheduling):
     """All jobs this node is requester of. Drive it with :meth:`handle`."""
 
     def __init__(
@@ -247,6 +213,7 @@ class RequesterState:
         self.jobs: dict[str, RequesterJob] = {}
         self.reputation: dict[str, Counter[str]] = {}
         """Per node: how many of its executions were ``accepted``, ``rejected`` or ``failed``."""
+        self._init_scheduling()
 
     def score(self, node_id: str) -> float:
         """A node's record: accepted results count for it; rejected ones far more against."""
@@ -292,6 +259,17 @@ class RequesterState:
         """Feed one event; return what to do. Never raises on untrusted input."""
         if isinstance(event, SubmitJob):
             return self._submit(event, now)
+        out: list[Command] = []
+        if isinstance(event, MessageReceived) and isinstance(event.message, NodeAnnounced):
+            try:
+                self._announced(event.sender, event.message, now, out)
+            except ValidationError as exc:
+                out.append(Dropped(f"bad announcement: {exc}", sender=event.sender))
+            return out
+        if isinstance(event, TimerFired) and event.key.job_id == "":
+            if event.key.name is RequesterTimer.REQUEUE:
+                self._requeue_timer(now, out)
+            return out
         job_id = getattr(event, "job_id", None)
         if isinstance(event, MessageReceived):
             job_id = event.message.job_id
@@ -309,7 +287,6 @@ class RequesterState:
                     )
                 ]
             return []
-        out: list[Command] = []
         if isinstance(event, CancelJob):
             if job.state in _LIVE:
                 self._finish(job, JobAction.CANCEL, event.reason, now, out)
@@ -339,13 +316,19 @@ class RequesterState:
             if job.state not in _LIVE:
                 continue
             job_id = job.job_id
-            out.append(Broadcast(JobCreated(job_id, job.spec, self.seal_key, job.created_at)))
             out.append(
-                SetTimer(
-                    TimerKey(job_id, RequesterTimer.JOB), now + self.config.job_deadline(job.spec)
-                )
+                SetTimer(TimerKey(job_id, RequesterTimer.JOB), now + self._deadline(job.spec))
             )
-            if job.state is S.BIDDING or job.state is S.RUNNING:
+            out.append(
+                SetTimer(TimerKey(job_id, RequesterTimer.QUEUE), now + job.spec.queue_timeout)
+            )
+            if job.state is S.QUEUED and not job.executions:
+                self.queue[job_id] = None
+                self._arm(now, out)
+                continue
+            job.broadcast = True
+            out.append(Broadcast(JobCreated(job_id, job.spec, self.seal_key, job.created_at)))
+            if job.state in (S.QUEUED, S.BIDDING, S.RUNNING):
                 job.bidding_closed = False
                 out.append(
                     SetTimer(TimerKey(job_id, RequesterTimer.BIDS), now + self.config.bid_timeout)
@@ -426,16 +409,9 @@ class RequesterState:
         if event.spec.deal.min_bids == 0 and self.config.bid_window > 0 and event.peers != 0:
             job.window_open = True
         out: list[Command] = [
-            Broadcast(JobCreated(job.job_id, event.spec, self.seal_key, now)),
-            SetTimer(TimerKey(job.job_id, RequesterTimer.BIDS), now + self.config.bid_timeout),
-            SetTimer(
-                TimerKey(job.job_id, RequesterTimer.JOB), now + self.config.job_deadline(event.spec)
-            ),
+            SetTimer(TimerKey(job.job_id, RequesterTimer.JOB), now + self._deadline(event.spec)),
+            SetTimer(TimerKey(job.job_id, RequesterTimer.QUEUE), now + event.spec.queue_timeout),
         ]
-        if job.window_open:
-            out.append(
-                SetTimer(TimerKey(job.job_id, RequesterTimer.WINDOW), now + self.config.bid_window)
-            )
         deal = event.spec.deal
         self._note(
             job,
@@ -443,10 +419,18 @@ class RequesterState:
             "created",
             self.node_id,
             f"concurrency={deal.concurrency} confidence={deal.confidence} "
-            f"min_bids={deal.min_bids} verifier={event.spec.verifier}",
+            f"min_bids={deal.min_bids} verifier={event.spec.verifier}"
+            + (" target=all" if event.spec.target == "all" else ""),
             out,
         )
+        self._schedule(job, now, out)
+        self._progress(job, now, out)
         return out
+
+    def _deadline(self, spec: JobSpec) -> float:
+        if self.config.job_timeout is not None:
+            return self.config.job_timeout
+        return spec.queue_timeout + self.config.job_deadline(spec)
 
     def _message(
         self, job: RequesterJob, sender: str, msg: object, now: float, out: list[Command]
@@ -467,6 +451,12 @@ class RequesterState:
             if len(job.executions) >= _max_bids(job.spec):  # node ids cost nothing to make
                 out.append(Dropped(f"bid on {job.job_id} past the bid limit", sender=sender))
                 return
+            if not job.broadcast and sender not in job.asked:
+                out.append(Send(sender, BidRejected(job.job_id, sender, "not offered")))
+                return
+            if sender in job.asked:
+                job.asked[sender] = True
+                self.nodes.answered(sender, bid=True, busy=False, now=now)
             job.executions[sender] = Execution(node_id=sender, reviewed=not self.config.bid_review)
             self._note(job, now, "bid", sender, "", out)
             if self.config.bid_review:
@@ -474,14 +464,23 @@ class RequesterState:
             else:
                 self._progress(job, now, out)
         elif isinstance(msg, BidDeclined):
+            if ex is not None or job.state not in _LIVE:
+                return
+            if sender in job.asked:
+                self.nodes.answered(sender, bid=False, busy=msg.busy, now=now)
+                job.asked[sender] = True
+                if msg.busy:  # it may be asked again once it has room
+                    del job.asked[sender]
             if (
-                sender not in job.declined
-                and ex is None
-                and job.state in _LIVE
+                not msg.busy
+                and sender not in job.declined
                 and len(job.declined) < _max_bids(job.spec)
             ):
                 job.declined[sender] = msg.reason[:500]
                 self._note(job, now, "declined", sender, msg.reason[:500], out)
+            if not job.broadcast:
+                self._schedule(job, now, out)
+                self._progress(job, now, out)
         elif isinstance(msg, ExecutionFailed):
             if ex is None or ex.state not in (X.ACCEPTED, X.PROPOSED, X.RESULTS_ACCEPTED):
                 out.append(
@@ -497,7 +496,9 @@ class RequesterState:
             if publishing:
                 self._check_published(job, now, out)
             else:
+                self._schedule(job, now, out)
                 self._progress(job, now, out)
+            self._freed(sender, now, out)
         elif isinstance(msg, ResultsPublished):
             if ex is None or ex.state is not X.RESULTS_ACCEPTED:
                 out.append(
@@ -521,6 +522,7 @@ class RequesterState:
                 out.append(Send(sender, ResultsRejected(job.job_id, sender, ex.reason)))
                 self._note(job, now, "publication_refused", sender, ex.reason, out)
                 self._check_published(job, now, out)
+                self._freed(sender, now, out)
                 return
             self.move_execution(ex, X.PUBLISHED)
             ex.published, ex.exit_code = msg.ref, msg.exit_code
@@ -528,6 +530,7 @@ class RequesterState:
             ex.verified = ex.commitment is not None
             self._note(job, now, "published", sender, str(msg.ref), out)
             self._check_published(job, now, out)
+            self._freed(sender, now, out)
 
     def _proposal(
         self, job: RequesterJob, event: ProposalOpened, now: float, out: list[Command]
@@ -578,35 +581,17 @@ class RequesterState:
             self._finish(
                 job,
                 JobAction.FAIL,
-                f"job did not finish within {self.config.job_deadline(job.spec):g}s",
+                f"job did not finish within {self._deadline(job.spec):g}s",
                 now,
                 out,
             )
+        elif name is RequesterTimer.QUEUE:
+            self._queue_timeout(job, now, out)
         elif name is RequesterTimer.WINDOW:
             job.window_open = False
             self._progress(job, now, out)
         elif name is RequesterTimer.BIDS:
-            job.bidding_closed, job.window_open = True, False
-            if job.state is S.BIDDING:
-                bids = len(job.executions)
-                want = job.spec.deal.min_bids
-                if bids == 0:
-                    why = "; ".join(f"{n[-8:]}: {r}" for n, r in list(job.declined.items())[:5])
-                    self._finish(
-                        job,
-                        JobAction.FAIL,
-                        f"no node bid within {self.config.bid_timeout:g}s"
-                        + (f" ({why})" if why else ""),
-                        now,
-                        out,
-                    )
-                    return
-                if bids < want:
-                    self._finish(
-                        job, JobAction.FAIL, f"only {bids} bids for min_bids {want}", now, out
-                    )
-                    return
-            self._progress(job, now, out)
+            self._bids_closed(job, now, out)
         elif name is RequesterTimer.EXECUTION:
             ex = job.executions.get(node)
             if ex is not None and ex.state is X.ACCEPTED:
@@ -618,7 +603,9 @@ class RequesterState:
                 )
                 out.append(Send(node, BidRejected(job.job_id, node, ex.reason)))
                 self._note(job, now, "execution_lost", node, ex.reason, out)
+                self._schedule(job, now, out)
                 self._progress(job, now, out)
+                self._freed(node, now, out)
         elif name is RequesterTimer.PUBLISH and job.state is S.PUBLISHING:
             for ex in job.in_state(X.RESULTS_ACCEPTED):
                 self.move_execution(ex, X.FAILED)
@@ -630,14 +617,21 @@ class RequesterState:
 
     def _progress(self, job: RequesterJob, now: float, out: list[Command]) -> None:
         """Accept bids, reject leftovers, or decide, as the job's record allows."""
-        if job.state not in (S.BIDDING, S.RUNNING):
+        if job.state not in (S.QUEUED, S.BIDDING, S.RUNNING):
+            return
+        if job.spec.target == "all":
+            self._progress_all(job, now, out)
             return
         deal = job.spec.deal
         needed = deal.concurrency - job.count(X.ACCEPTED, X.PROPOSED)
         reviewed = sum(1 for e in job.executions.values() if e.reviewed)
         only_own_bids = all(e.node_id == self.node_id for e in job.executions.values())
-        waiting_for_min_bids = job.state is S.BIDDING and (
-            reviewed < deal.min_bids or (job.window_open and only_own_bids)
+        pending = not job.broadcast and not all(job.asked.values())
+        waiting_for_min_bids = job.state in (S.QUEUED, S.BIDDING) and (
+            reviewed < deal.min_bids
+            or (job.window_open and only_own_bids)
+            or pending
+            or reviewed == 0
         )
         if needed > 0 and job.acceptances_left > 0 and not waiting_for_min_bids:
             fresh = [e for e in job.in_state(X.BID) if e.reviewed]
@@ -654,10 +648,11 @@ class RequesterState:
                 ex.reason = "not selected"
                 out.append(Send(ex.node_id, BidRejected(job.job_id, ex.node_id, ex.reason)))
                 self._note(job, now, "bid_rejected", ex.node_id, ex.reason, out)
+                self.nodes.released(ex.node_id)
         if job.count(X.ACCEPTED):
             return  # still running somewhere
         if needed > 0 and job.acceptances_left > 0 and not job.bidding_closed:
-            return  # more bids may come while the bid window is open
+            return  # more bids may come (offers out, queued, or the bid window open)
         if job.count(X.PROPOSED):
             self._decide(job, now, out)
         elif job.acceptances or job.bidding_closed:
@@ -686,8 +681,9 @@ class RequesterState:
         self.move_execution(ex, X.ACCEPTED)
         ex.accepted, ex.reason = True, ""
         job.acceptances += 1
-        if job.state is S.BIDDING:
+        if job.state in (S.QUEUED, S.BIDDING):
             self.move(job, JobAction.ACCEPT)
+            self.queue.pop(job.job_id, None)
         deadline = now + job.spec.timeout + self.config.execution_grace
         out.append(Send(ex.node_id, BidAccepted(job.job_id, ex.node_id)))
         out.append(SetTimer(TimerKey(job.job_id, RequesterTimer.EXECUTION, ex.node_id), deadline))
@@ -699,6 +695,9 @@ class RequesterState:
             return
         self.move(job, JobAction.VERIFY)
         proposals = job.in_state(X.PROPOSED)
+        if job.spec.target == "all":
+            self._accept_all_results(job, now, out)
+            return
         need = max(job.spec.deal.confidence, 1)
         sizes = Counter(_agreement(e) for e in proposals)
         ranked = sizes.most_common()
@@ -751,7 +750,14 @@ class RequesterState:
     def _check_published(self, job: RequesterJob, now: float, out: list[Command]) -> None:
         if job.state is not S.PUBLISHING or job.count(X.RESULTS_ACCEPTED):
             return
-        if job.count(X.PUBLISHED):
+        failed = [e for e in job.executions.values() if e.accepted and e.state is X.FAILED]
+        if job.spec.target == "all" and job.count(X.PUBLISHED) and (failed or job.declined):
+            why = "; ".join(
+                f"{n[-8:]}: {r}"
+                for n, r in [*((e.node_id, e.reason) for e in failed), *job.declined.items()]
+            )
+            self._finish(job, JobAction.FAIL, f"not every target node ran it ({why})", now, out)
+        elif job.count(X.PUBLISHED):
             self._finish(job, JobAction.COMPLETE, "", now, out)
         else:
             reasons = "; ".join(e.reason for e in job.in_state(X.FAILED) if e.reason)
@@ -762,9 +768,11 @@ class RequesterState:
     ) -> None:
         self.move(job, action)
         job.reason = reason
+        self._unqueue(job, now, out)
         if job.state is not S.COMPLETED:
-            for ex in job.in_state(X.ACCEPTED, X.PROPOSED, X.RESULTS_ACCEPTED):
-                self.move_execution(ex, X.CANCELLED)
+            for ex in job.in_state(X.ACCEPTED, X.PROPOSED, X.RESULTS_ACCEPTED, X.BID):
+                self.move_execution(ex, X.BID_REJECTED if ex.state is X.BID else X.CANCELLED)
+                self.nodes.released(ex.node_id)
                 ex.reason = ex.reason or f"job {job.state}"
         out.append(CancelTimers(job.job_id))
         message: JobCompleted | JobFailure | JobCancelled
@@ -774,7 +782,11 @@ class RequesterState:
             message = JobFailure(job.job_id, reason)
         else:
             message = JobCancelled(job.job_id, reason)
-        out.append(Broadcast(message))
+        if job.broadcast:
+            out.append(Broadcast(message))
+        else:  # only the nodes that heard of the job
+            for node in sorted({*job.asked, *job.executions}):
+                out.append(Send(node, message))
         self._note(job, now, job.state.value, self.node_id, reason, out)
 
 

@@ -27,6 +27,10 @@ class RequesterTimer(enum.StrEnum):
     """One accepted node's deadline (the key's ``node`` names it)."""
     PUBLISH = "publish"
     """Winners must have published by now."""
+    QUEUE = "queue"
+    """The job's queue timeout: no node took it by now."""
+    REQUEUE = "requeue"
+    """Offer queued jobs again (one timer for the whole queue: its key's job id is "")."""
 
 
 class ComputeTimer(enum.StrEnum):
@@ -34,6 +38,8 @@ class ComputeTimer(enum.StrEnum):
 
     FORGET = "forget"
     """An ended job's tombstone is dropped."""
+    BID_HOLD = "bid_hold"
+    """A bid the requester never answered stops holding room."""
 
 
 TimerName = RequesterTimer | ComputeTimer
@@ -51,6 +57,8 @@ class TimerKey:
 class JobAction(enum.StrEnum):
     """What moves a requester's job along :data:`~bacalhau.protocol.requester.JOB_TRANSITIONS`."""
 
+    OFFER = "offer"
+    QUEUE = "queue"
     ACCEPT = "accept"
     VERIFY = "verify"
     PUBLISH = "publish"

@@ -108,6 +108,7 @@ def _workload(rng: random.Random, jobs: int, nodes: int) -> list[JobSpec]:
                 delay=rng.choice([0, 0, 0.05, 0.2]),
                 timeout=5,
                 retries=2,
+                queue_timeout=10,  # a job no node can take (partitioned away) ends, queued
                 deal=Deal(
                     concurrency=concurrency,
                     confidence=rng.randint(0, concurrency),

@@ -12,6 +12,7 @@ each other from their handlers). Direct requests run in the caller's task.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
 from collections.abc import Callable, Iterable
@@ -180,12 +181,16 @@ class MemoryTransport(Transport):
         if delay:
             self._tg.start_soon(self._deliver_later, frame, delay)
         else:
-            self._send.send_nowait(frame)
+            self._put(frame)
+
+    def _put(self, frame: bytes) -> None:
+        if self._send is not None:
+            with contextlib.suppress(anyio.ClosedResourceError, anyio.BrokenResourceError):
+                self._send.send_nowait(frame)  # a node stopping drops what arrives late
 
     async def _deliver_later(self, frame: bytes, delay: float) -> None:
         await anyio.sleep(delay)
-        if self._send is not None:
-            self._send.send_nowait(frame)
+        self._put(frame)
 
     async def broadcast(self, frame: bytes) -> None:
         if len(frame) > MAX_FRAME:

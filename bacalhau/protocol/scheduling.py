@@ -1,0 +1,342 @@
+"""The requester's scheduling: whom to offer a job, and the queue of jobs waiting for room.
+
+Pure, part of :class:`~bacalhau.protocol.requester.RequesterState` (a mixin, kept
+apart so each file stays small). The requester keeps a :class:`NodeTable` from the
+nodes' signed announcements. For a job it asks only as many nodes as the deal needs
+(``max(min_bids, concurrency + offer_headroom)``, every matching node for
+``target="all"``), best-ranked first (:func:`~bacalhau.protocol.nodes.rank`); nodes not
+chosen hear nothing of the job. It falls back to a broadcast while it knows fewer
+nodes than that, and always broadcasts with ``offers="broadcast"``.
+
+A job that finds no room waits in the queue (state ``queued``, with the reason in its
+history) and is offered again when a node announces room, when one of this
+requester's executions ends, and every ``retry_interval`` seconds, until its
+``queue_timeout``. A node that is busy declines with ``busy``: it is skipped for a
+moment and the job asks another node or waits; it never costs the job a retry.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import OrderedDict
+from typing import TYPE_CHECKING
+
+from ..models import ExecutionState, JobState
+from .commands import Broadcast, CancelTimers, Command, JobChanged, Send, SetTimer
+from .messages import JobCreated, NodeAnnounced, ResultsAccepted
+from .nodes import NodeTable, check_announced, rank
+from .timers import JobAction, RequesterTimer, TimerKey
+
+if TYPE_CHECKING:
+    from .requester import Execution, RequesterConfig, RequesterJob
+
+__all__ = ["Scheduling"]
+
+S, X = JobState, ExecutionState
+REQUEUE_KEY = TimerKey("", RequesterTimer.REQUEUE)
+DRAIN_MISSES = 16
+"""A drain stops after this many queued jobs in a row found no node (the rest would not)."""
+
+
+class Scheduling:
+    """Offers, the node table and the queue. Mixed into the requester's state."""
+
+    node_id: str
+    seal_key: bytes
+    config: RequesterConfig
+    rng: random.Random
+    jobs: dict[str, RequesterJob]
+    nodes: NodeTable
+    queue: OrderedDict[str, None]
+    _requeue_at: float | None
+
+    def _init_scheduling(self) -> None:
+        self.nodes = NodeTable(ttl=self.config.node_ttl)
+        self.queue = OrderedDict()
+        self._requeue_at = None
+
+    # hooks the requester provides
+    def score(self, node_id: str) -> float:
+        raise NotImplementedError
+
+    def move(self, job: RequesterJob, action: JobAction) -> None:
+        raise NotImplementedError
+
+    def _finish(
+        self, job: RequesterJob, action: JobAction, reason: str, now: float, out: list[Command]
+    ) -> None:
+        raise NotImplementedError
+
+    def _decide(self, job: RequesterJob, now: float, out: list[Command]) -> None:
+        raise NotImplementedError
+
+    def _accept(self, job: RequesterJob, ex: Execution, now: float, out: list[Command]) -> None:
+        raise NotImplementedError
+
+    @staticmethod
+    def move_execution(execution: Execution, to: ExecutionState) -> None:
+        raise NotImplementedError
+
+    def _count(self, node_id: str, outcome: str) -> None:
+        raise NotImplementedError
+
+    def _note(
+        self,
+        job: RequesterJob,
+        now: float,
+        kind: str,
+        node: str | None,
+        detail: str,
+        out: list[Command],
+    ) -> None:
+        raise NotImplementedError
+
+    def _progress(self, job: RequesterJob, now: float, out: list[Command]) -> None:
+        raise NotImplementedError
+
+    # --- announcements -------------------------------------------------------------------
+
+    def _announced(self, sender: str, msg: NodeAnnounced, now: float, out: list[Command]) -> None:
+        check_announced(msg.info, sender)
+        if self.nodes.update(msg.info, now) and self.queue:
+            self._drain(now, out)
+
+    # --- offers --------------------------------------------------------------------------
+
+    def wanted(self, job: RequesterJob) -> int:
+        """How many nodes a round of offers asks."""
+        deal = job.spec.deal
+        return max(deal.min_bids, deal.concurrency + self.config.offer_headroom)
+
+    def _schedule(self, job: RequesterJob, now: float, out: list[Command]) -> bool:
+        """Offer the job to more nodes if it needs them. False: nobody to ask (queued)."""
+        if job.state not in (S.QUEUED, S.BIDDING, S.RUNNING):
+            return True
+        if job.broadcast:
+            return True
+        live = self.nodes.live(now)
+        ops = job.spec.target == "all"
+        if self.config.offers == "broadcast" or (
+            not job.asked and (not live if ops else len(live) < self.wanted(job))
+        ):
+            return self._broadcast(job, now, out)
+        if ops:
+            return self._offer_all(job, now, out)
+        deal = job.spec.deal
+        bids = job.count(X.BID)
+        running = job.count(X.ACCEPTED, X.PROPOSED)
+        pending = sum(1 for answered in job.asked.values() if not answered)
+        need_nodes = deal.concurrency - running
+        if need_nodes <= 0 or job.acceptances_left <= 0:
+            return True
+        target = need_nodes if job.state is S.RUNNING else max(deal.min_bids, need_nodes)
+        if job.asked and bids + pending >= target:
+            return True  # enough answers are in or on their way
+        headroom = 0 if job.asked else self.config.offer_headroom  # the first round only
+        more = target + headroom - bids - pending
+        asked = [*job.asked, *job.executions]
+        ranking = rank(live, job.spec, now, self.rng, exclude=asked, score=self.score)
+        chosen = ranking.ready[:more]
+        for node in chosen:
+            self._offer(job, node, now, out)
+        if chosen or pending:
+            return True
+        if bids and bids >= deal.min_bids:
+            return True
+        reason = ranking.reason
+        if bids:
+            reason = f"waiting for min_bids: {bids} of {deal.min_bids} bids ({reason})"
+        elif job.declined and not ranking.full:
+            why = "; ".join(f"{n[-8:]}: {r}" for n, r in list(job.declined.items())[:3])
+            reason = f"no node would take it ({why})"
+        self._wait(job, reason, now, out)
+        return False
+
+    def _offer(self, job: RequesterJob, node: str, now: float, out: list[Command]) -> None:
+        job.asked[node] = False
+        job.window_open = False  # targeted offers give no node a head start: no window
+        self.nodes.offered(node)
+        self.queue.pop(job.job_id, None)
+        if job.state is S.QUEUED:
+            self.move(job, JobAction.OFFER)
+            out.append(JobChanged(job.job_id))
+        if len(job.asked) == 1 or not job.bidding_closed:
+            out.append(
+                SetTimer(TimerKey(job.job_id, RequesterTimer.BIDS), now + self.config.bid_timeout)
+            )
+        job.bidding_closed = False
+        out.append(Send(node, JobCreated(job.job_id, job.spec, self.seal_key, job.created_at)))
+
+    def _offer_all(self, job: RequesterJob, now: float, out: list[Command]) -> bool:
+        """Ops job: every matching node, each once (busy ones again when they have room)."""
+        if not job.targets:
+            ranking = rank(self.nodes.live(now), job.spec, now, self.rng)
+            job.targets = sorted([*ranking.ready, *ranking.full])
+            if not job.targets:
+                self._wait(job, ranking.reason, now, out)
+                return False
+            self._note(job, now, "targets", self.node_id, f"{len(job.targets)} nodes", out)
+        todo = [n for n in job.targets if n not in job.asked and n not in job.executions]
+        offered = False
+        for node in todo:
+            known = self.nodes.get(node)
+            if known is not None and known.room(now) <= 0:
+                continue
+            self._offer(job, node, now, out)
+            offered = True
+        if todo and not offered and not any(not a for a in job.asked.values()):
+            self._wait(job, f"waiting for capacity on {len(todo)} target nodes", now, out)
+            return False
+        return True
+
+    def _broadcast(self, job: RequesterJob, now: float, out: list[Command]) -> bool:
+        job.broadcast = True
+        self.queue.pop(job.job_id, None)
+        if job.state is S.QUEUED:
+            self.move(job, JobAction.OFFER)
+        job.bidding_closed = False
+        out.append(Broadcast(JobCreated(job.job_id, job.spec, self.seal_key, job.created_at)))
+        out.append(
+            SetTimer(TimerKey(job.job_id, RequesterTimer.BIDS), now + self.config.bid_timeout)
+        )
+        if job.window_open:
+            key = TimerKey(job.job_id, RequesterTimer.WINDOW)
+            out.append(SetTimer(key, now + self.config.bid_window))
+        return True
+
+    # --- the queue -----------------------------------------------------------------------
+
+    def _wait(self, job: RequesterJob, reason: str, now: float, out: list[Command]) -> None:
+        """Put the job in the queue (it keeps any bids it holds)."""
+        if job.state in (S.QUEUED, S.BIDDING):
+            self.move(job, JobAction.QUEUE)
+        self.queue[job.job_id] = None
+        if reason != job.waiting:
+            job.waiting = reason
+            self._note(job, now, "queued", self.node_id, reason, out)
+        self._arm(now, out)
+
+    def _arm(self, now: float, out: list[Command]) -> None:
+        at = now + self.config.retry_interval
+        if self.queue and (self._requeue_at is None or self._requeue_at <= now):
+            self._requeue_at = at
+            out.append(SetTimer(REQUEUE_KEY, at))
+
+    def _drain(self, now: float, out: list[Command]) -> None:
+        """Offer queued jobs again, oldest first, while nodes have room."""
+        misses = 0
+        for job_id in list(self.queue):
+            job = self.jobs.get(job_id)
+            if job is None or job.state not in (S.QUEUED, S.BIDDING, S.RUNNING):
+                self.queue.pop(job_id, None)
+                continue
+            if job.broadcast:  # a broadcast that found nobody: start over
+                job.broadcast = False
+                job.asked.clear()
+            if self._schedule(job, now, out):
+                self.queue.pop(job_id, None)
+                misses = 0
+                self._progress(job, now, out)
+            else:
+                misses += 1
+                if misses >= DRAIN_MISSES:
+                    break
+        self._arm(now, out)
+
+    def _freed(self, node: str, now: float, out: list[Command]) -> None:
+        """One of our executions (or a bid we did not take) on ``node`` ended."""
+        self.nodes.released(node)
+        if self.queue:
+            self._drain(now, out)
+
+    def _requeue_timer(self, now: float, out: list[Command]) -> None:
+        self._requeue_at = None
+        if self.queue:
+            self._drain(now, out)
+
+    def _unqueue(self, job: RequesterJob, now: float, out: list[Command]) -> None:
+        """The job ended: out of the queue; offers nobody answered stop counting."""
+        self.queue.pop(job.job_id, None)
+        if not self.queue and self._requeue_at is not None:
+            self._requeue_at = None
+            out.append(CancelTimers("", RequesterTimer.REQUEUE))
+        for node, answered in job.asked.items():
+            if not answered:
+                self.nodes.answered(node, bid=False, busy=False, now=now)
+
+    # --- timers --------------------------------------------------------------------------
+
+    def _queue_timeout(self, job: RequesterJob, now: float, out: list[Command]) -> None:
+        self.queue.pop(job.job_id, None)
+        if job.state in (S.QUEUED, S.BIDDING) and not job.acceptances:
+            why = job.waiting or "no node answered"
+            self._finish(
+                job,
+                JobAction.FAIL,
+                f"no node took the job within its queue timeout "
+                f"({job.spec.queue_timeout:g}s): {why}",
+                now,
+                out,
+            )
+        else:  # running on fewer nodes than asked for: stop looking for more
+            job.bidding_closed, job.window_open = True, False
+            self._progress(job, now, out)
+
+    def _bids_closed(self, job: RequesterJob, now: float, out: list[Command]) -> None:
+        job.window_open = False
+        if not job.broadcast:  # nodes that stayed silent are skipped for a while
+            for asked, answered in list(job.asked.items()):
+                if not answered:
+                    job.asked[asked] = True
+                    self.nodes.answered(asked, bid=False, busy=True, now=now)
+            self._schedule(job, now, out)
+            self._progress(job, now, out)
+            return
+        job.bidding_closed = True
+        if job.state is S.BIDDING or (job.state is S.QUEUED and job.acceptances == 0):
+            bids, want = len(job.executions), job.spec.deal.min_bids
+            if bids == 0 or bids < want:
+                why = "; ".join(f"{n[-8:]}: {r}" for n, r in list(job.declined.items())[:5])
+                if bids:
+                    why = f"only {bids} bids for min_bids {want}"
+                why = f"no node bid within {self.config.bid_timeout:g}s" + (
+                    f" ({why})" if why else ""
+                )
+                self._wait(job, why, now, out)
+                return
+        self._progress(job, now, out)
+
+    # --- ops jobs (target="all") ---------------------------------------------------------
+
+    def _progress_all(self, job: RequesterJob, now: float, out: list[Command]) -> None:
+        """Accept every bid from a target node; decide once each has ended."""
+        for ex in job.in_state(X.BID):
+            if ex.reviewed:
+                self._accept(job, ex, now, out)
+        if job.count(X.ACCEPTED, X.BID):
+            return
+        open_targets = [n for n in job.targets if n not in job.executions and n not in job.declined]
+        if (open_targets or not job.targets) and not job.bidding_closed:
+            return
+        if job.count(X.PROPOSED):
+            self._decide(job, now, out)
+        else:
+            reasons = "; ".join(
+                f"{n[-8:]}: {r}"
+                for n, r in [
+                    *((e.node_id, e.reason) for e in job.executions.values() if e.reason),
+                    *job.declined.items(),
+                ]
+            )
+            self._finish(job, JobAction.FAIL, f"no node produced results ({reasons})", now, out)
+
+    def _accept_all_results(self, job: RequesterJob, now: float, out: list[Command]) -> None:
+        """Ops job: each node's result stands for that node; all are published."""
+        for ex in job.in_state(X.PROPOSED):
+            self.move_execution(ex, X.RESULTS_ACCEPTED)
+            self._count(ex.node_id, "accepted")
+            out.append(Send(ex.node_id, ResultsAccepted(job.job_id, ex.node_id)))
+            self._note(job, now, "results_accepted", ex.node_id, "", out)
+        self.move(job, JobAction.PUBLISH)
+        key = TimerKey(job.job_id, RequesterTimer.PUBLISH)
+        out.append(SetTimer(key, now + self.config.publish_timeout))
