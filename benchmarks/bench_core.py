@@ -1,15 +1,25 @@
-"""No-op jobs through a 3-node in-memory network vs the same work on Dask's LocalCluster.
+"""No-op jobs on in-memory networks vs the same work on Dask's LocalCluster, in one run.
 
-Both sides run in this process, one after the other, with the same number of
-jobs in flight: every job is submitted at once and each one's submit-to-result
-latency is recorded. Prints median / p99 latency, jobs per second and the
-ratios (ours / Dask's) and writes ``benchmarks/results/core.json``.
+Three parts, each measured side by side with Dask in this process:
+
+- **burst**: 1,000 and 5,000 no-op jobs in flight on a 3-node network (every job
+  submitted at once, round-robin over the nodes); failures, jobs per second and
+  submit-to-result latency against Dask with the same jobs in flight.
+- **scale**: one job at a time on 3, 100 and 1,000 in-memory nodes: median latency
+  (against Dask's one-at-a-time latency) and the messages each job cost: frames the
+  nodes sent for it, a broadcast counted once per node that hears it. Announcements
+  (node info) are not per job and are counted apart; the scale runs use a long
+  heartbeat so that none falls inside the measured jobs.
+
+Prints tables and writes ``benchmarks/results/core.json`` (``ratios`` is the
+1,000-job burst, the headline ``run.py`` reports).
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import statistics
 import time
 from typing import Any
 
@@ -18,20 +28,26 @@ import anyio
 from _common import summary, table, write
 
 
-async def bacalhau_side(jobs: int, nodes: int) -> dict[str, float]:
+async def burst(jobs: int, nodes: int) -> dict[str, float]:
     import bacalhau
 
     spec = bacalhau.JobSpec.noop(publisher="noop")
     async with bacalhau.Network.in_memory(nodes, seed=1) as net:
+        for _ in range(200):  # until every node knows every other (announcements)
+            if all(len(n.known_nodes()) >= nodes for n in net.nodes):
+                break
+            await anyio.sleep(0.01)
         await net.nodes[0].run_job(spec, timeout=30)  # warm up
         latencies: list[float] = []
+        failed = 0
         start = time.perf_counter()
 
         async def one(i: int) -> None:
+            nonlocal failed
             t0 = time.perf_counter()
             handle = await net.nodes[i % nodes].submit(spec)
-            result = await handle.wait(300)
-            assert result.ok, result.reason
+            result = await handle.wait(600)
+            failed += not result.ok
             latencies.append(time.perf_counter() - t0)
 
         async with anyio.create_task_group() as tg:
@@ -39,12 +55,64 @@ async def bacalhau_side(jobs: int, nodes: int) -> dict[str, float]:
                 tg.start_soon(one, i)
         wall = time.perf_counter() - start
         stats = summary(latencies, wall)
-        stats["signature_verifications"] = net.verify_cache.verifications
-        stats["signature_cache_hits"] = net.verify_cache.hits
+        stats["failed"] = failed
+        stats["queued_events"] = sum(
+            1
+            for n in net.nodes
+            for j in n.requester.jobs.values()
+            for e in j.history
+            if e.kind == "queued"
+        )
     return stats
 
 
-def dask_side(jobs: int) -> dict[str, float]:
+async def one_at_a_time(nodes: int, jobs: int) -> dict[str, float]:
+    import bacalhau
+
+    spec = bacalhau.JobSpec.noop(publisher="noop")
+    started = time.perf_counter()
+    async with bacalhau.Network.in_memory(nodes, seed=2, heartbeat=3600) as net:
+        first = net.nodes[0]
+        with anyio.fail_after(600):
+            while len(first.known_nodes()) < nodes:  # noqa: ASYNC110 (no event for a table)
+                await anyio.sleep(0.05)
+        join_s = time.perf_counter() - started
+        await first.run_job(spec, timeout=60)  # warm up
+        await anyio.sleep(0.3)  # let the warm-up's last frames land before counting
+
+        def counts() -> tuple[int, int, int]:
+            sent = sum(n.stats["job_sent"] for n in net.nodes)
+            broadcast = sum(n.stats["job_broadcast"] for n in net.nodes)
+            announced = sum(
+                n.stats["announce_sent"] + n.stats["announce_broadcast"] for n in net.nodes
+            )
+            return sent, broadcast, announced
+
+        before = counts()
+        latencies = []
+        for i in range(jobs):
+            t0 = time.perf_counter()
+            result = await net.nodes[i % nodes].run_job(spec, timeout=60)
+            latencies.append(time.perf_counter() - t0)
+            assert result.ok, result.reason
+        await anyio.sleep(0.3)  # the last job's completion notices
+        after = counts()
+        sent, broadcast, announced = (a - b for a, b in zip(after, before, strict=True))
+        heard = [sum(1 for n in net.nodes if j in n.compute.jobs) for j in first.requester.jobs]
+    return {
+        "nodes": nodes,
+        "jobs": jobs,
+        "median_ms": statistics.median(latencies) * 1000,
+        "p95_ms": sorted(latencies)[int(0.95 * (len(latencies) - 1))] * 1000,
+        "messages_per_job": (sent + broadcast * (nodes - 1)) / jobs,
+        "broadcasts_per_job": broadcast / jobs,
+        "announcements_during": announced,
+        "nodes_hearing_a_job": statistics.median(heard),
+        "join_s": join_s,
+    }
+
+
+def dask_burst(jobs: int) -> dict[str, float]:
     from dask.distributed import Client, LocalCluster
 
     logging.getLogger("distributed").setLevel(logging.ERROR)
@@ -78,46 +146,106 @@ def dask_side(jobs: int) -> dict[str, float]:
     return summary(latencies, wall)
 
 
+def dask_one_at_a_time(jobs: int) -> float:
+    from dask.distributed import Client, LocalCluster
+
+    logging.getLogger("distributed").setLevel(logging.ERROR)
+
+    def noop(i: int) -> int:
+        return i
+
+    with (
+        LocalCluster(
+            processes=False, n_workers=1, threads_per_worker=2, dashboard_address=None
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        client.gather(client.submit(noop, -1, pure=False))
+        latencies = []
+        for i in range(jobs):
+            t0 = time.perf_counter()
+            client.submit(noop, i, pure=False).result()
+            latencies.append(time.perf_counter() - t0)
+    return statistics.median(latencies) * 1000
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--jobs", type=int, default=1000)
-    parser.add_argument("--nodes", type=int, default=3)
-    parser.add_argument("--quick", action="store_true", help="200 jobs, for CI smoke runs")
+    parser.add_argument("--bursts", type=int, nargs="*", default=[1000, 5000])
+    parser.add_argument("--sizes", type=int, nargs="*", default=[3, 100, 1000])
+    parser.add_argument("--sequential", type=int, default=40, help="jobs per scale point")
+    parser.add_argument("--quick", action="store_true", help="200 jobs, 3 and 30 nodes (CI)")
     args = parser.parse_args(argv)
-    jobs = 200 if args.quick else args.jobs
-    ours = anyio.run(bacalhau_side, jobs, args.nodes)
-    dask = dask_side(jobs)
-    ratios = {
-        "median_latency": ours["median_ms"] / dask["median_ms"],
-        "p99_latency": ours["p99_ms"] / dask["p99_ms"],
-        "throughput": ours["per_second"] / dask["per_second"],
-    }
-    rows = [
-        (
-            f"bacalhau {args.nodes}-node in-memory",
-            f"{ours['median_ms']:.1f}",
-            f"{ours['p99_ms']:.1f}",
-            f"{ours['per_second']:.0f}",
-        ),
-        (
-            "dask LocalCluster(processes=False)",
-            f"{dask['median_ms']:.1f}",
-            f"{dask['p99_ms']:.1f}",
-            f"{dask['per_second']:.0f}",
-        ),
-        (
-            "ratio bacalhau / dask",
-            f"{ratios['median_latency']:.2f}x",
-            f"{ratios['p99_latency']:.2f}x",
-            f"{ratios['throughput']:.2f}x",
-        ),
-    ]
-    print(table(f"no-op jobs, {jobs} in flight", rows, ("system", "median ms", "p99 ms", "jobs/s")))
-    print(
-        f"signature checks: {ours['signature_verifications']} verified, "
-        f"{ours['signature_cache_hits']} served from the shared cache"
-    )
-    data = {"jobs": jobs, "nodes": args.nodes, "bacalhau": ours, "dask": dask, "ratios": ratios}
+    bursts, sizes = args.bursts, args.sizes
+    if args.quick:
+        bursts, sizes, args.sequential = [200], [3, 30], 10
+    data: dict[str, Any] = {"nodes": 3, "burst": {}, "scale": {}}
+    for jobs in bursts:
+        ours = anyio.run(burst, jobs, 3)
+        dask = dask_burst(jobs)
+        ratios = {
+            "median_latency": ours["median_ms"] / dask["median_ms"],
+            "p99_latency": ours["p99_ms"] / dask["p99_ms"],
+            "throughput": ours["per_second"] / dask["per_second"],
+        }
+        data["burst"][str(jobs)] = {"bacalhau": ours, "dask": dask, "ratios": ratios}
+        rows = [
+            (
+                "bacalhau 3-node in-memory",
+                f"{ours['failed']}",
+                f"{ours['median_ms']:.0f}",
+                f"{ours['p99_ms']:.0f}",
+                f"{ours['per_second']:.0f}",
+            ),
+            (
+                "dask LocalCluster",
+                "0",
+                f"{dask['median_ms']:.0f}",
+                f"{dask['p99_ms']:.0f}",
+                f"{dask['per_second']:.0f}",
+            ),
+            (
+                "ratio bacalhau / dask",
+                "",
+                f"{ratios['median_latency']:.2f}x",
+                f"{ratios['p99_latency']:.2f}x",
+                f"{ratios['throughput']:.2f}x",
+            ),
+        ]
+        header = ("system", "failed", "median ms", "p99 ms", "jobs/s")
+        print(table(f"no-op jobs, {jobs} in flight", rows, header))
+    if bursts:
+        first = data["burst"][str(bursts[0])]
+        data.update(jobs=bursts[0], bacalhau=first["bacalhau"], dask=first["dask"])
+        data["ratios"] = first["ratios"]
+    dask_ms = dask_one_at_a_time(args.sequential)
+    data["scale"]["dask_median_ms"] = dask_ms
+    rows = []
+    for n in sizes:
+        point = anyio.run(one_at_a_time, n, args.sequential)
+        data["scale"][str(n)] = point
+        rows.append(
+            (
+                f"{n} nodes",
+                f"{point['median_ms']:.1f}",
+                f"{point['p95_ms']:.1f}",
+                f"{point['median_ms'] / dask_ms:.2f}x",
+                f"{point['messages_per_job']:.1f}",
+                f"{point['nodes_hearing_a_job']:g}",
+                f"{point['join_s']:.1f}",
+            )
+        )
+    if sizes:
+        small, big = data["scale"][str(sizes[0])], data["scale"][str(sizes[-1])]
+        data["scale"]["latency_growth"] = big["median_ms"] / small["median_ms"]
+        data["scale"]["messages_growth"] = big["messages_per_job"] / small["messages_per_job"]
+        header = ("network", "median ms", "p95 ms", "vs dask", "msgs/job", "heard by", "join s")
+        print(table(f"one no-op job at a time (dask: {dask_ms:.1f} ms)", rows, header))
+        print(
+            f"{sizes[-1]}-node latency / {sizes[0]}-node: "
+            f"{data['scale']['latency_growth']:.2f}x; messages per job "
+            f"{data['scale']['messages_growth']:.2f}x"
+        )
     write("core", data)
     return data
 
