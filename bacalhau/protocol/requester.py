@@ -427,11 +427,6 @@ class RequesterState(Scheduling):
         self._progress(job, now, out)
         return out
 
-    def _deadline(self, spec: JobSpec) -> float:
-        if self.config.job_timeout is not None:
-            return self.config.job_timeout
-        return spec.queue_timeout + self.config.job_deadline(spec)
-
     def _message(
         self, job: RequesterJob, sender: str, msg: object, now: float, out: list[Command]
     ) -> None:

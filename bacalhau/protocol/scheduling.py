@@ -21,7 +21,7 @@ import random
 from collections import OrderedDict
 from typing import TYPE_CHECKING
 
-from ..models import ExecutionState, JobState
+from ..models import ExecutionState, JobSpec, JobState
 from .commands import Broadcast, CancelTimers, Command, JobChanged, Send, SetTimer
 from .messages import JobCreated, NodeAnnounced, ResultsAccepted
 from .nodes import NodeTable, check_announced, rank
@@ -93,6 +93,12 @@ class Scheduling:
 
     def _progress(self, job: RequesterJob, now: float, out: list[Command]) -> None:
         raise NotImplementedError
+
+    def _deadline(self, spec: JobSpec) -> float:
+        """The job's overall deadline: its queue timeout plus the time to run it."""
+        if self.config.job_timeout is not None:
+            return self.config.job_timeout
+        return spec.queue_timeout + self.config.job_deadline(spec)
 
     # --- announcements -------------------------------------------------------------------
 
