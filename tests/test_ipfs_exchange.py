@@ -20,7 +20,7 @@ import msgpack
 import pytest
 
 from bacalhau.cid import cid_str, split_cid, to_cid
-from bacalhau.errors import BlockNotFound, PeerUnreachable
+from bacalhau.errors import BlockNotFound, PeerUnreachable, StorageError
 from bacalhau.identity import Identity
 from bacalhau.models import StorageSpec
 from bacalhau.publisher.ipfs import IpfsPublisher
@@ -31,6 +31,7 @@ from bacalhau.storage.ipfs import (
     add_bytes,
     add_path,
     cat,
+    exchange,
     export_car,
     import_car,
 )
@@ -501,3 +502,22 @@ def test_put_many_durable_batch(tmp_path: Path) -> None:
     assert store.put_many([(cids[0], (blocks[0],))]) == 0  # already there
     assert [store.get_verified(c) for c in cids] == blocks
     assert os.listdir(tmp_path / "s" / "tmp") == []
+
+
+@pytest.mark.anyio
+async def test_streaming_export_bounds_what_the_fetch_stores(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(exchange, "MAX_INFLIGHT_BYTES", 2 * 1024 * 1024)
+    _, (a, b) = make_nodes(tmp_path, 2)
+    cid = await add_bytes(a.store, payload_bytes(12 * 1024 * 1024), chunk_size=65536)
+    with pytest.raises(StorageError):
+        await b.export(cid, tmp_path / "out.bin", max_size=1024 * 1024)
+    # the export refused the root's declared size and the fetch behind it stopped
+    assert sum(b.store.size(k) for k in b.store.all_cids()) <= 8 * 1024 * 1024
+    # a fetch's own bound holds even when no exporter checks sizes (a lying root)
+    with pytest.raises(StorageError, match="more than the 100000 allowed"):
+        await b.fetch_dag(cid, max_bytes=100_000)
+    # it stopped near the bound, plus what was in flight, not at the whole 12 MiB
+    assert 100_000 < b.stats["bytes_fetched"] <= 7 * 1024 * 1024
+    assert sum(b.store.size(k) for k in b.store.all_cids()) <= 8 * 1024 * 1024

@@ -51,7 +51,14 @@ import attrs
 import msgpack
 
 from ...cid import DAG_PB, AnyCid, block_digest_ok, cid_str, split_cid, to_cid
-from ...errors import BlockNotFound, CorruptBlock, DecodeError, PeerUnreachable, TransportError
+from ...errors import (
+    BlockNotFound,
+    CorruptBlock,
+    DecodeError,
+    PeerUnreachable,
+    StorageError,
+    TransportError,
+)
 from ...transport.services import PeerServices
 from ._util import unwrap_group
 from .blockstore import BlockStore
@@ -149,6 +156,8 @@ class _Fetch:
     """Shared state of one fetch: what is wanted, in flight, done; who provides it."""
 
     dag: bool
+    max_bytes: int | None = attrs.field(default=None, kw_only=True)
+    exceeded: bool = False
     queue: collections.deque[bytes] = attrs.Factory(collections.deque)
     seen: set[bytes] = attrs.Factory(set)
     in_flight: int = 0
@@ -377,15 +386,20 @@ class BlockService:
             out.append(value)
         return out
 
-    async def fetch_dag(self, cid: AnyCid) -> int:
+    async def fetch_dag(self, cid: AnyCid, *, max_bytes: int | None = None) -> int:
         """Make every block of the DAG under ``cid`` local; return how many were fetched.
+
+        Args:
+            max_bytes: stop with :class:`StorageError` once more block bytes than this
+                have been fetched (a bound on what a hostile DAG can make us store).
 
         Raises:
             BlockNotFound: some blocks could not be had from any reachable peer.
+            StorageError: ``max_bytes`` was exceeded.
         """
         raw = to_cid(cid)
         missing = await anyio.to_thread.run_sync(self.store.missing, raw)
-        fetched = await self._fetch(missing, dag=True) if missing else 0
+        fetched = await self._fetch(missing, dag=True, max_bytes=max_bytes) if missing else 0
         if fetched:
             # others may fetch it from here now; best effort, and never holding up the
             # caller for long behind an unresponsive peer
@@ -422,8 +436,10 @@ class BlockService:
         finally:
             cm.__exit__(None, None, None)
 
-    async def _fetch(self, cids: Sequence[bytes], *, dag: bool) -> int:
-        state = _Fetch(dag)
+    async def _fetch(
+        self, cids: Sequence[bytes], *, dag: bool, max_bytes: int | None = None
+    ) -> int:
+        state = _Fetch(dag, max_bytes=max_bytes)
         state.add(cids)
         first = cids[0]
         excluded: set[str] = set()
@@ -448,6 +464,13 @@ class BlockService:
                         for _ in range(WINDOW_HIGH):
                             tg.start_soon(self._worker, state, peer)
             excluded |= set(state.failed)
+            if state.exceeded:
+                self.stats["blocks_fetched"] += state.received
+                self.stats["bytes_fetched"] += state.received_bytes
+                raise StorageError(
+                    f"fetched {state.received_bytes} bytes of {cid_str(cids[0])},"
+                    f" more than the {state.max_bytes} allowed"
+                )
             if not state.queue:
                 break
             first = state.queue[0]
@@ -527,6 +550,11 @@ class BlockService:
         )
         state.received += len(got)
         state.received_bytes += nbytes
+        if state.max_bytes is not None and state.received_bytes > state.max_bytes:
+            state.exceeded = True  # every worker stops; _fetch reports it
+        if state.exceeded:
+            state.queue.clear()
+            return len(reply)
         if got:
             self.signal_arrival()
         if got and not bad:

@@ -95,10 +95,14 @@ async def export_streaming(
     """
     raw = to_cid(cid)
     source = ArrivingBlocks(service)
+    # the fetch runs ahead of the exporter, so it gets its own bound: the data the
+    # export may write plus room for the DAG's own nodes (about 0.1% of it)
+    cap = limits.max_size if max_size is None else min(max_size, limits.max_size)
+    fetch_bound = cap + cap // 64 + (1 << 20)
 
     async def fetch() -> None:
         try:
-            await service.fetch_dag(raw)
+            await service.fetch_dag(raw, max_bytes=fetch_bound)
         except (BlockNotFound, CorruptBlock):
             pass  # the exporter's own reads report what is missing
         finally:
