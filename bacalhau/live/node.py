@@ -37,7 +37,7 @@ log = logging.getLogger("bacalhau.live")
 
 LOGS_PROTOCOL = "logs/1"
 INFO_PROTOCOL = "info/1"
-LINGER = 0.05
+LINGER = 0.2
 """After new output wakes a follower, it waits this long so lines come in batches (a
 job printing fast costs a follower a few reads a second, not one per line)."""
 MAX_WAIT = 5.0
