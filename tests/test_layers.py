@@ -41,8 +41,9 @@ def test_the_protocol_core_imports_only_values_and_errors() -> None:
 
 @pytest.mark.xfail(
     strict=True,
-    reason="the {compute, executor, node, publisher, storage} cycle is being broken by the "
-    "node split; when this passes, delete this marker so no cycle can come back",
+    reason="a package cycle remains (docs/architecture.md names it; it was {compute, executor, "
+    "node, publisher, storage}, the node split is breaking it): when this passes, delete this "
+    "marker so no cycle can come back",
 )
 def test_no_cycle_between_parts() -> None:
     assert gen.cycles(ARROWS) == []
