@@ -38,6 +38,8 @@ _EXPORTS: dict[str, str] = {
     "JobSpec": "models",
     "JobState": "models",
     "NodeInfo": "models",
+    "Selector": "models",
+    "parse_selectors": "selectors",
     "OutputSpec": "models",
     "Resources": "models",
     "StorageRef": "models",
@@ -86,11 +88,13 @@ __all__ = [
     "Plugins",
     "RequesterConfig",
     "Resources",
+    "Selector",
     "StorageRef",
     "StorageSpec",
     "SyncClient",
     "ValidationError",
     "__version__",
+    "parse_selectors",
 ]
 
 
@@ -125,6 +129,7 @@ if TYPE_CHECKING:
         NodeInfo,
         OutputSpec,
         Resources,
+        Selector,
         StorageRef,
         StorageSpec,
     )
@@ -132,6 +137,7 @@ if TYPE_CHECKING:
     from .node.node import JobHandle, Node
     from .node.plugins import Plugins
     from .protocol.requester import RequesterConfig
+    from .selectors import parse_selectors
     from .transport.gossip import GossipTransport
     from .transport.memory import Faults, MemoryHub
     from .transport.nats import NatsTransport

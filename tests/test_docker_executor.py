@@ -122,8 +122,6 @@ async def test_no_engine_means_unavailable(tmp_path: Path) -> None:
         assert reason is not None
         assert "no Docker engine answers" in reason
         assert str(tmp_path) in reason
-        gpu = JobSpec.docker("busybox", resources=Resources(gpu=1))
-        assert "does not pass GPUs" in (await executor.unsupported_reason(gpu) or "")
         await executor.start()  # nothing to clean, and no error
         with pytest.raises(ExecutorUnavailable, match="no Docker engine answers"):
             await executor.run(make_ctx(tmp_path, JobSpec.docker("busybox")))
@@ -176,6 +174,18 @@ def sweep(docker_engine: DockerEngine) -> Iterator[list[str]]:
 
 
 needs_docker = pytest.mark.docker
+
+
+@needs_docker
+@pytest.mark.anyio
+async def test_a_gpu_job_on_an_engine_without_a_gpu_runtime_fails_clearly(
+    executor: DockerExecutor, image: str, tmp_path: Path
+) -> None:
+    spec = JobSpec.docker(image, ["true"], resources=Resources(gpu=1))
+    assert await executor.unsupported_reason(spec) is None  # the node offers GPUs: it tries
+    with pytest.raises(ExecutorError, match="has no GPU runtime") as err:
+        await executor.run(make_ctx(tmp_path, spec))
+    assert "NVIDIA Container Toolkit" in str(err.value)
 
 
 @needs_docker

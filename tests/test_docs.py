@@ -27,6 +27,7 @@ PAGES = [
     "durability.md",
     "security.md",
     "watching.md",
+    "scheduling.md",
 ]
 FENCE = re.compile(r"^```python\n(.*?)^```", re.DOTALL | re.MULTILINE)
 

@@ -40,11 +40,13 @@ PUBLIC = [
     "Plugins",
     "RequesterConfig",
     "Resources",
+    "Selector",
     "StorageRef",
     "StorageSpec",
     "SyncClient",
     "ValidationError",
     "__version__",
+    "parse_selectors",
 ]
 
 

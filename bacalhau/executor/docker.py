@@ -236,6 +236,12 @@ class _Engine:
         import docker.errors
         import requests.exceptions
 
+        if "could not select device driver" in str(exc):
+            return ExecutorError(
+                f"the job asks for GPUs but the Docker engine at {self.host} has no GPU "
+                f"runtime ({_reason(exc)}); install the NVIDIA Container Toolkit on this "
+                "node, or offer no GPUs (serve --gpu 0)"
+            )
         if isinstance(exc, requests.exceptions.ConnectionError | OSError):
             return ExecutorUnavailable(f"lost the Docker engine at {self.host} while {what}: {exc}")
         if isinstance(exc, docker.errors.DockerException | requests.exceptions.RequestException):
@@ -560,8 +566,6 @@ class DockerExecutor(Executor):
         No engine answering, invalid params, or (with ``local_images_only``) an
         image not present locally are reasons.
         """
-        if spec.resources.gpu:
-            return "the docker executor does not pass GPUs to containers yet"
         try:
             params = DockerParams.from_spec(spec)
             engine = await self._connect()
@@ -711,6 +715,12 @@ class DockerExecutor(Executor):
             "nano_cpus": int(cpus * 1e9),
             "security_opt": ["no-new-privileges"],
         }
+        if spec.resources.gpu:  # passed as a device request (the NVIDIA runtime serves it)
+            from docker.types import DeviceRequest
+
+            host["device_requests"] = [
+                DeviceRequest(count=spec.resources.gpu, capabilities=[["gpu"]])
+            ]
         if guards:
             config["user"] = f"{uid}:{gid}"
             tmp_size = max(1024 * 1024, spec.resources.memory // 2)
