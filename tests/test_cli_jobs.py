@@ -212,8 +212,12 @@ def test_get_downloads_and_verifies_the_results(bac: Bac, tmp_path: Path) -> Non
     assert (tmp_path / "res" / "apples" / "file.txt").read_text() == "an apple\n"
     assert (tmp_path / "res" / "stdout").read_text() == "x\n"
     code, _, err = bac("get", job_id, "--output-dir", tmp_path / "res")
-    assert code == cli.EXIT_ERROR  # the folder is not empty: nothing is overwritten
-    assert "already exists" in err
+    assert code == cli.EXIT_BAD_INPUT  # the folder is not empty: nothing is overwritten
+    assert "already exists" in err and "--force" in err
+    assert (tmp_path / "res" / "stdout").read_text() == "x\n"
+    code, _, err = bac("get", job_id, "--output-dir", tmp_path / "res", "--force")
+    assert code == 0, err
+    assert (tmp_path / "res" / "apples" / "file.txt").read_text() == "an apple\n"
     failed = write_spec(tmp_path / "f.yaml", JobSpec.noop(error="nope", retries=0))
     failed_id = bac("job", "run", "--id-only", failed)[1].strip()
     code, _, err = bac("get", failed_id, "--output-dir", tmp_path / "none")
