@@ -43,14 +43,13 @@ def image() -> str:
 @pytest.fixture
 async def node() -> AsyncIterator[Node]:
     config = ComputeConfig(docker_local_images_only=True, limits=JobLimits(docker_pids_limit=PIDS))
-    async with Network.in_memory(
-        1, compute=config, requester=RequesterConfig(bid_timeout=0.5)
-    ) as net:
+    async with Network.in_memory(1, compute=config, requester=RequesterConfig()) as net:
         yield net.nodes[0]
 
 
 def sh(image: str, script: str, **kwargs: object) -> JobSpec:
     kwargs.setdefault("timeout", 60.0)
+    kwargs.setdefault("retries", 0)
     return JobSpec.docker(image, ["sh", "-c", script], **kwargs)  # type: ignore[arg-type]
 
 

@@ -64,7 +64,7 @@ async def network() -> AsyncIterator[Network]:
         1,
         plugins=plugins,
         compute=ComputeConfig(limits=JobLimits()),
-        requester=RequesterConfig(bid_timeout=0.5),
+        requester=RequesterConfig(),
     ) as net:
         yield net
 
@@ -76,7 +76,9 @@ async def test_a_plugin_that_blows_up_fails_the_job_only(
     network: Network, kind: str, said: str
 ) -> None:
     node = network.nodes[0]
-    spec = JobSpec.wasm(HELLO, inputs=[InputSpec(StorageSpec(type=kind), "/in")], timeout=30)
+    spec = JobSpec.wasm(
+        HELLO, inputs=[InputSpec(StorageSpec(type=kind), "/in")], timeout=30, retries=0
+    )
     result = await node.run_job(spec, timeout=60)
     assert_refused(result, "internal error", said)
     assert len(result.reason) < 2000

@@ -46,7 +46,7 @@ class Serve:
         args = [
             *("serve", "--data-dir", str(data_dir), "--host", "127.0.0.1", "--port", "0"),
             *("--api-port", "0", "--no-mdns", "--token-file", str(token_file)),
-            *("--secret", "on-the-command-line", "--bid-timeout", "0.5"),
+            *("--secret", "on-the-command-line"),
         ]
         env = {k: v for k, v in os.environ.items() if not k.startswith("BACALHAU_")}
         with self.log.open("w") as err:
@@ -98,16 +98,17 @@ async def serve(tmp_path: Path) -> AsyncIterator[Serve]:
 
 
 async def test_serve_process_refuses_url_to_itself_and_keeps_serving(serve: Serve) -> None:
-    client = Client(serve.api, token=TOKEN, timeout=60)
-    attack = JobSpec.wasm(
-        HELLO,
-        inputs=[InputSpec(StorageSpec.from_url(f"{serve.api}/api/v1/jobs"), "/in/jobs")],
-        timeout=30,
-    )
-    result = await client.wait(await client.submit(attack), timeout=120)
-    assert_refused(result, "a loopback address", "--allow-url-network")
-    honest = await client.wait(await client.submit(JobSpec.wasm(HELLO)), timeout=120)
-    assert honest.state is JobState.COMPLETED, why(honest)
+    async with Client(serve.api, token=TOKEN, timeout=60) as client:
+        attack = JobSpec.wasm(
+            HELLO,
+            inputs=[InputSpec(StorageSpec.from_url(f"{serve.api}/api/v1/jobs"), "/in/jobs")],
+            timeout=30,
+            retries=0,
+        )
+        result = await client.wait(await client.submit(attack), timeout=120)
+        assert_refused(result, "a loopback address", "--allow-url-network")
+        honest = await client.wait(await client.submit(JobSpec.wasm(HELLO)), timeout=120)
+        assert honest.state is JobState.COMPLETED, why(honest)
     # Local secrets: the key made private with a warning, the data dir and state private.
     assert mode(serve.data_dir / "node.key") == 0o600
     assert mode(serve.data_dir) == 0o700
@@ -117,7 +118,7 @@ async def test_serve_process_refuses_url_to_itself_and_keeps_serving(serve: Serv
     assert "--secret on the command line is visible" in log
     assert "--token on the command line" not in log
     # Without the token from the file, the API says no.
-    anonymous = Client(serve.api, token="wrong", timeout=10)
-    with pytest.raises(ApiError) as refused:
-        await anonymous.submit(JobSpec.wasm(HELLO))
+    async with Client(serve.api, token="wrong", timeout=10) as anonymous:
+        with pytest.raises(ApiError) as refused:
+            await anonymous.submit(JobSpec.wasm(HELLO))
     assert refused.value.status == 401

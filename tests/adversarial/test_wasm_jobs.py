@@ -41,8 +41,8 @@ def compute(**limits: object) -> ComputeConfig:
     return ComputeConfig(limits=JobLimits(**limits))  # type: ignore[arg-type]
 
 
-# A failed execution makes the requester look for other bidders: keep that short.
-QUICK = RequesterConfig(bid_timeout=0.5)
+# An attack fails for good (retries=0): the requester does not look for other bidders.
+QUICK = RequesterConfig()
 
 
 @pytest.fixture
@@ -54,6 +54,7 @@ async def network() -> AsyncIterator[Network]:
 
 def attack(module: bytes, *args: str, **kwargs: object) -> JobSpec:
     kwargs.setdefault("timeout", 60.0)
+    kwargs.setdefault("retries", 0)
     return JobSpec.wasm(module, args=list(args), **kwargs)  # type: ignore[arg-type]
 
 
@@ -354,7 +355,7 @@ async def test_wasm_tables_instances_memories_are_limited(
     network: Network, attack_wasm: bytes, module: str, said: str
 ) -> None:
     node = network.nodes[0]
-    spec = JobSpec.wasm(module, resources=Resources(memory=MiB), timeout=30)
+    spec = JobSpec.wasm(module, resources=Resources(memory=MiB), timeout=30, retries=0)
     result = await node.run_job(spec, timeout=60)
     assert_refused(result, said)
     await still_serving(node, attack_wasm)
@@ -395,7 +396,9 @@ async def test_compiling_a_hostile_module_costs_the_job_not_the_node(
 ) -> None:
     node = network.nodes[0]
     cid = await node.add_data(_compile_bomb())  # 1 MB: more than a spec may carry inline
-    spec = JobSpec.wasm(StorageSpec.ipfs(cid), resources=Resources(memory=16 * MiB), timeout=60)
+    spec = JobSpec.wasm(
+        StorageSpec.ipfs(cid), resources=Resources(memory=16 * MiB), timeout=60, retries=0
+    )
     result = await node.run_job(spec, timeout=120)
     assert_refused(result, "compiling the wasm module needed more than the job's memory")
     await still_serving(node, attack_wasm)
