@@ -1,5 +1,6 @@
-"""``bacalhau serve`` processes over gossip schedule as in-memory networks do: nodes learn
-each other's labels from announcements, selectors place jobs, ops jobs reach every match."""
+"""``bacalhau serve`` processes over gossip and over NATS schedule as in-memory networks
+do: nodes learn each other's labels from announcements, selectors place jobs, ops jobs
+reach every matching node."""
 
 from __future__ import annotations
 
@@ -11,16 +12,19 @@ from test_gossip_processes import ServeProcess, cluster, wait_connected
 
 from bacalhau.models import JobSpec
 from bacalhau.selectors import parse_selectors
+from bacalhau.testing.nats import NatsServer, nats_server
 from bacalhau.testing.ports import PortClash
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
-__all__ = ["cluster"]  # the fixture, imported for this module's tests
+__all__ = ["cluster", "nats_server"]  # fixtures, imported for this module's tests
 
 
-async def start(tmp: Path, secret: str, name: str, labels: str) -> ServeProcess:
+async def start(
+    tmp: Path, secret: str, name: str, labels: str, extra: tuple[str, ...] = ()
+) -> ServeProcess:
     for attempt in range(3):
-        proc = ServeProcess(tmp / f"{name}-{attempt}", secret, "--labels", labels)
+        proc = ServeProcess(tmp / f"{name}-{attempt}", secret, "--labels", labels, *extra)
         try:
             return await proc.wait_ready()
         except PortClash:
@@ -28,12 +32,7 @@ async def start(tmp: Path, secret: str, name: str, labels: str) -> ServeProcess:
     raise AssertionError("no free port in three tries")
 
 
-async def test_gossip_serve_processes_place_jobs_by_selector(
-    cluster: tuple[list[ServeProcess], Path, str],
-) -> None:
-    procs, tmp, secret = cluster
-    for name, labels in (("a", "region=eu"), ("b", "region=us"), ("c", "region=eu,ssd=nvme")):
-        procs.append(await start(tmp, secret, name, labels))
+async def check_scheduling(procs: list[ServeProcess]) -> None:
     await wait_connected(procs)
     with anyio.fail_after(60):
         for proc in procs:
@@ -51,3 +50,26 @@ async def test_gossip_serve_processes_place_jobs_by_selector(
         result = await c.run(ops, timeout=60)
         assert result.ok, result.reason
         assert {e.node_id for e in result.executions} == {procs[0].node_id, procs[2].node_id}
+
+
+LABELS = (("a", "region=eu"), ("b", "region=us"), ("c", "region=eu,ssd=nvme"))
+
+
+async def test_gossip_serve_processes_place_jobs_by_selector(
+    cluster: tuple[list[ServeProcess], Path, str],
+) -> None:
+    procs, tmp, secret = cluster
+    for name, labels in LABELS:
+        procs.append(await start(tmp, secret, name, labels))
+    await check_scheduling(procs)
+
+
+@pytest.mark.nats
+async def test_nats_serve_processes_place_jobs_by_selector(
+    cluster: tuple[list[ServeProcess], Path, str], nats_server: NatsServer
+) -> None:
+    procs, tmp, secret = cluster
+    extra = ("--transport", "nats", "--nats-url", nats_server.url, "--nats-subject", f"s{secret}")
+    for name, labels in LABELS:
+        procs.append(await start(tmp, secret, name, labels, extra))
+    await check_scheduling(procs)
