@@ -82,7 +82,9 @@ async def test_full_disk_gives_a_clear_error_and_keeps_what_was_saved(tmp_path) 
         db_path = node.store.path
     store = StateStore(db_path)
     requester_jobs, _, _ = store.load()
-    assert kept.job_id in {j.job_id for j in requester_jobs}
+    assert kept.job_id not in {j.job_id for j in requester_jobs}, "finished: not loaded"
+    saved = store.get_job(kept.job_id)
+    assert saved is not None and saved.state is JobState.COMPLETED
     assert store._db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
 
 

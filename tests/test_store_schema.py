@@ -10,6 +10,7 @@ import pytest
 
 from bacalhau import JobSpec
 from bacalhau.errors import StoreError
+from bacalhau.node.history import JobQuery
 from bacalhau.node.store import SCHEMA_VERSION, StateStore, _conv
 from bacalhau.protocol.requester import RequesterJob
 from bacalhau.wire import pack
@@ -51,6 +52,8 @@ def test_a_database_from_before_versioning_opens_and_is_migrated(tmp_path: Path)
     assert [j.job_id for j in requester] == ["j-old"]
     assert requester[0].spec.engine == job.spec.engine
     assert compute == [] and reputation == {"n-1": {"failed": 2}}
+    page = store.query(JobQuery())
+    assert [r.job_id for r in page.rows] == ["j-old"], "the migration indexed the history"
     store.close()
     assert _version(path) == SCHEMA_VERSION
 

@@ -109,6 +109,8 @@ class JobList:
     total: int
     offset: int
     limit: int
+    next: str | None = None
+    """Pass as ``after`` for the next page (None: this is the last page)."""
 
 
 @attrs.frozen

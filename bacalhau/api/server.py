@@ -51,6 +51,7 @@ from starlette.types import Receive, Scope, Send
 
 from ..errors import ApiError, BacalhauError, ValidationError
 from ..models import ExecutionResult, ExecutionState, JobSpec, JobState, from_json_data
+from ..node.history import JobQuery
 from . import bacalhau_v1
 from ._guard import ConnectionGuard, guarded_protocol
 from ._http import (
@@ -76,6 +77,7 @@ from .schemas import (
     GcResult,
     Health,
     JobList,
+    JobSummary,
     LogChunk,
     NodeList,
     PinList,
@@ -83,7 +85,6 @@ from .schemas import (
     ResultsList,
     SubmitRequest,
     SubmitResponse,
-    summarize,
 )
 
 if TYPE_CHECKING:
@@ -303,21 +304,39 @@ class _Api:
                 status=400,
                 code="bad_parameter",
             )
-        label = request.query_params.get("label")
-        engine = request.query_params.get("engine")
+        params = request.query_params
         limit = int_param(request, "limit", min(100, self.limits.max_page), 1, self.limits.max_page)
         offset = int_param(request, "offset", 0, 0, 2**62)
-        jobs = [summarize(r) for r in self.node.list_jobs()]
-        jobs = [
-            j
-            for j in jobs
-            if (not states or j.state.value in states)
-            and (label is None or label in j.labels)
-            and (engine is None or j.engine == engine)
-        ]
-        jobs.sort(key=lambda j: (j.created_at, j.job_id), reverse=True)
-        page = tuple(jobs[offset : offset + limit])
-        return self._json(JobList(page, len(jobs), offset, limit))
+        try:
+            query = JobQuery(
+                states=frozenset(JobState(s) for s in states),
+                label=params.get("label"),
+                engine=params.get("engine"),
+                node=params.get("node"),
+                since=float(params["since"]) if "since" in params else None,
+                until=float(params["until"]) if "until" in params else None,
+                order=params.get("order", "newest"),
+                limit=limit,
+                after=params.get("after"),
+                offset=offset,
+            )
+            found = await self.node.query_jobs(query)
+        except ValueError as exc:  # ValidationError included: it names the parameter
+            raise ApiError(str(exc), status=400, code="bad_parameter") from None
+        page = tuple(
+            JobSummary(
+                job_id=r.job_id,
+                state=r.state,
+                engine=r.engine,
+                created_at=r.created_at,
+                reason=r.reason,
+                labels=r.labels,
+                executions=r.executions,
+                cid=r.cid,
+            )
+            for r in found.rows
+        )
+        return self._json(JobList(page, found.total, offset, limit, found.next))
 
     @endpoint
     async def describe(self, request: Request) -> Response:

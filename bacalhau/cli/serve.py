@@ -258,6 +258,14 @@ def add_serve_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="run CMD with the bid as JSON on stdin; exit 0 accepts",
     )
     requester.add_argument(
+        "--job-retention",
+        type=float,
+        default=30.0,
+        metavar="DAYS",
+        help="finished jobs' records are removed this many days after they ended; asking "
+        "for one then answers 'expired on ...' (default 30; 0 keeps them forever)",
+    )
+    p.add_argument(
         "--bid-timeout",
         type=float,
         default=None,
@@ -469,12 +477,15 @@ def build_node(args: argparse.Namespace) -> Any:
                 raise ValidationError("--bid-timeout must be positive")
             r_options["bid_timeout"] = args.bid_timeout
         requester = RequesterConfig(**r_options)
+    if args.job_retention < 0:
+        raise ValidationError("--job-retention must be 0 (keep forever) or a number of days")
     return Node(
         transport=build_transport(args, identity),
         identity=identity,
         data_dir=data_dir,
         requester=requester,
         compute=compute,
+        job_retention=args.job_retention * 86400 if args.job_retention else None,
     )
 
 

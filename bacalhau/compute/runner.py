@@ -239,6 +239,13 @@ class ExecutionRunner:
         """Executions cancelled but still cleaning up."""
         return len(self._stopping)
 
+    def has_results(self, job_id: str) -> bool:
+        """Whether ``job_id``'s results folder is on disk (it survives a restart)."""
+        try:
+            return (self.folder(job_id) / "results").is_dir()
+        except BacalhauError:
+            return False
+
     def folder(self, job_id: str) -> Path:
         """The execution folder of ``job_id`` (a job id is never a path: it is checked)."""
         return safe_join(self.root, job_id, field="job_id")

@@ -142,6 +142,7 @@ class Driver:
     _inbox: deque[Event] = attrs.Factory(deque)
     _pumping: bool = False
     _changes: dict[str, anyio.Event] = attrs.Factory(dict)
+    _finished: set[str] = attrs.Factory(set)
     _tg: anyio.abc.TaskGroup | None = None
 
     def __attrs_post_init__(self) -> None:
@@ -177,7 +178,17 @@ class Driver:
     def recover(self) -> None:
         """After a restart from the store: carry out both sides' recovery commands."""
         now = self.clock.now()
-        commands = [*self.requester.recover(now), *self.compute.recover()]
+        kept = frozenset(
+            job_id
+            for job_id, job in self.compute.jobs.items()
+            if job.state.value in ("proposed", "publishing")
+            and self.runner is not None
+            and self.runner.has_results(job_id)
+        )
+        commands = [
+            *self.requester.recover(now),
+            *self.compute.recover(now, results_kept=kept),
+        ]
         if self.store is not None:  # recovery moved executions that died to failed
             for job in self.compute.jobs.values():
                 self.store.save_compute(job)
@@ -204,8 +215,18 @@ class Driver:
                 now = self.clock.now()
                 for command in self._dispatch(event, now):
                     self._execute(command)
+            self._evict_finished()
         finally:
             self._pumping = False
+
+    def _evict_finished(self) -> None:
+        """Finished jobs of a durable node leave memory: the store holds them (saved, and
+        readable before the write commits), and ``describe`` reads them back."""
+        for job_id in self._finished:
+            job = self.requester.jobs.get(job_id)
+            if job is not None and job.state.terminal:
+                del self.requester.jobs[job_id]
+        self._finished.clear()
 
     def _dispatch(self, event: Event, now: float) -> list[c.Command]:
         if isinstance(event, MessageReceived) and isinstance(event.message, NodeAnnounced):
@@ -328,6 +349,8 @@ class Driver:
         event = self._changes.pop(job_id, None)
         if event is not None:
             event.set()
+        if self.store is not None and self.requester.jobs[job_id].state.terminal:
+            self._finished.add(job_id)  # it leaves memory once this pump is done
 
     def _send(self, to: str | None, message: Message) -> None:
         kind = "announce" if isinstance(message, NodeAnnounced) else "job"

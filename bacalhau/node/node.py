@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import random
 import tempfile
+import time
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -61,6 +62,7 @@ from .clock import Clock, SystemClock
 from .driver import Driver, Fault
 from .fraud import FraudDesk
 from .gate import Admitted, InboundGate, Turned
+from .history import JobPage, JobQuery, JobRow, page_in_memory
 from .outbox import EVENT_PROTOCOL, Outbox
 from .plugins import Plugins, default_plugins
 from .services import ProtocolHandler
@@ -157,6 +159,10 @@ class Node(TransportHandler):
         heartbeat: seconds between the node's announcements of itself (it also
             announces when it joins and, at most every ``MIN_GAP``, when what it offers
             changes); requesters forget a node silent for their ``node_ttl``.
+        job_retention: a durable node removes a finished job's record this many seconds
+            after the job ended (None: never); the job then answers "expired on ...".
+        gc_interval / gc_batch: how often retention runs, and the most records it
+            removes per run (so one run never holds the store for long).
     """
 
     def __init__(
@@ -176,6 +182,9 @@ class Node(TransportHandler):
         durable: bool | None = None,
         clock: Clock | None = None,
         heartbeat: float = HEARTBEAT,
+        job_retention: float | None = None,
+        gc_interval: float = 60.0,
+        gc_batch: int = 1000,
     ) -> None:
         if transport.node_id != identity.node_id:
             raise ValidationError("transport and identity belong to different nodes")
@@ -194,6 +203,11 @@ class Node(TransportHandler):
         self.verify_cache = verify_cache or VerifiedCache()
         self.clock: Clock = clock or SystemClock()
         self.max_message_age = max_message_age
+        if job_retention is not None and job_retention <= 0:
+            raise ValidationError("job_retention must be positive (or None: keep forever)")
+        self.job_retention = job_retention
+        self.gc_interval = gc_interval
+        self.gc_batch = gc_batch
         from ..compute.hooks import ExecHook, HttpHook
 
         rconfig = requester or RequesterConfig()
@@ -358,6 +372,8 @@ class Node(TransportHandler):
                 self.started.set()
                 if self.store is not None:
                     self.driver.recover()
+                    if self.job_retention is not None:
+                        tg.start_soon(self._collect_garbage)
                 task_status.started()
                 try:
                     await anyio.sleep_forever()
@@ -432,6 +448,32 @@ class Node(TransportHandler):
             private_files(self.data_dir, "state.db", "state.db-wal", "state.db-shm")
             self._restore(self.store)
 
+    async def _collect_garbage(self) -> None:
+        """Retention: every ``gc_interval``, remove at most ``gc_batch`` expired records."""
+        while True:
+            await self.collect_garbage()
+            await anyio.sleep(self.gc_interval)
+
+    async def collect_garbage(self) -> int:
+        """Run retention once now; return how many job records it removed."""
+        store, retention = self.store, self.job_retention
+        if store is None or retention is None:
+            return 0
+        await store.flush()
+        now = self.clock.now()
+        removed = await anyio.to_thread.run_sync(
+            lambda: store.expire(
+                before=now - retention,
+                keep_tombstones=now - retention,
+                limit=self.gc_batch,
+                now=now,
+            )
+        )
+        if removed:
+            self.stats["jobs_expired"] += removed
+            log.info("%s: retention removed %d finished jobs", self.node_id[-8:], removed)
+        return removed
+
     def _restore(self, store: StateStore) -> None:
         requester_jobs, compute_jobs, reputation = store.load()
         self.requester.jobs = {j.job_id: j for j in requester_jobs}
@@ -505,26 +547,55 @@ class Node(TransportHandler):
         return await self._need_data().cat(cid, max_size=max_size)
 
     def resolve(self, job_id_or_prefix: str) -> str:
-        """The full id of a job this node requested, given its id or a unique prefix."""
-        if job_id_or_prefix in self.requester.jobs:
-            return job_id_or_prefix
-        matches = [j for j in self.requester.jobs if j.startswith(job_id_or_prefix)]
-        if len(matches) == 1 and len(job_id_or_prefix) >= 3:
-            return matches[0]
+        """The full id of a job this node requested, given its id or a unique prefix.
+
+        Raises:
+            JobNotFound: no such job, an ambiguous prefix, or a job whose record
+                expired (the message says when).
+        """
+        wanted = job_id_or_prefix
+        if wanted in self.requester.jobs:
+            return wanted
+        matches = {j for j in self.requester.jobs if j.startswith(wanted)}
+        if self.store is not None and len(wanted) >= 3:
+            matches.update(self.store.find_jobs(wanted, limit=2))
+        if len(matches) == 1 and (len(wanted) >= 3 or wanted in matches):
+            return matches.pop()
         if len(matches) > 1:
-            raise JobNotFound(
-                f"job id prefix {job_id_or_prefix!r} is ambiguous ({len(matches)} jobs match)"
-            )
-        raise JobNotFound(f"no job {job_id_or_prefix!r} on this node")
+            raise JobNotFound(f"job id prefix {wanted!r} is ambiguous ({len(matches)} jobs match)")
+        expired = self.store.expired_at(wanted) if self.store is not None else None
+        if expired is not None:
+            when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(expired))
+            raise JobNotFound(f"job {wanted} expired on {when} (its record passed --job-retention)")
+        raise JobNotFound(f"no job {wanted!r} on this node")
 
     def handle(self, job_id: str) -> JobHandle:
         return JobHandle(self, self.resolve(job_id))
 
     def describe(self, job_id: str) -> JobResult:
-        return self.requester.result(self.resolve(job_id))
+        """The job as it stands: live jobs from memory, finished ones from the store."""
+        job_id = self.resolve(job_id)
+        job = self.requester.jobs.get(job_id)
+        if job is None and self.store is not None:
+            job = self.store.get_job(job_id)
+        if job is None:
+            raise JobNotFound(f"no job {job_id!r} on this node")
+        return self.requester.result_of(job)
 
     def list_jobs(self) -> list[JobResult]:
-        return [self.requester.result(j) for j in self.requester.jobs]
+        """Every job this node holds in memory (its live jobs; on a node without a store,
+        all of them). For history use :meth:`query_jobs`."""
+        return [self.requester.result_of(j) for j in self.requester.jobs.values()]
+
+    async def query_jobs(self, query: JobQuery | None = None) -> JobPage:
+        """A page of this node's job history: filtered, sorted, keyset-paged. On a durable
+        node it is an indexed SQLite query run on a worker thread."""
+        query = query or JobQuery()
+        if self.store is None:
+            rows = (JobRow.of(j) for j in self.requester.jobs.values())
+            return page_in_memory(rows, query)
+        await self.store.flush()
+        return await anyio.to_thread.run_sync(self.store.query, query)
 
     async def cancel(self, job_id: str, reason: str = "cancelled by the user") -> None:
         self.driver.feed(CancelJob(self.resolve(job_id), reason))

@@ -37,12 +37,17 @@ from ..errors import StoreError
 from ..protocol.compute import ComputeJob
 from ..protocol.requester import RequesterJob
 from ..wire import pack, unpack
+from .history import SCHEMA_2, JobPage, JobQuery, JobRow, index_job, query_jobs, unindex_job
 
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "StateStore", "StoreError", "migrate"]
 
 log = logging.getLogger("bacalhau.store")
 
-SCHEMA_VERSION = 1
+_conv = cattrs.Converter()
+_conv.register_unstructure_hook(bytes, lambda b: b)
+_conv.register_structure_hook(bytes, lambda b, _: bytes(b))
+
+SCHEMA_VERSION = 2
 """The version this release writes. Version 0 is a database from before versioning."""
 
 
@@ -60,7 +65,15 @@ def _migrate_to_1(db: sqlite3.Connection) -> None:
     )
 
 
-MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _migrate_to_1}
+def _migrate_to_2(db: sqlite3.Connection) -> None:
+    """Job history as an index (:mod:`bacalhau.node.history`), built from the records."""
+    for statement in SCHEMA_2:
+        db.execute(statement)
+    for (raw,) in db.execute("SELECT record FROM requester_jobs").fetchall():
+        index_job(db, JobRow.of(_conv.structure(unpack(raw, max_size=1 << 30), RequesterJob)))
+
+
+MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _migrate_to_1, 2: _migrate_to_2}
 """``MIGRATIONS[n]`` takes a database from version ``n - 1`` to ``n``."""
 
 
@@ -92,11 +105,6 @@ def migrate(db: sqlite3.Connection, path: Path) -> int:
     return int(found)
 
 
-_conv = cattrs.Converter()
-_conv.register_unstructure_hook(bytes, lambda b: b)
-_conv.register_structure_hook(bytes, lambda b, _: bytes(b))
-
-
 class StateStore:
     """Snapshots of records by key, written in batches on a worker thread."""
 
@@ -114,7 +122,13 @@ class StateStore:
         except (sqlite3.Error, OSError) as exc:
             raise StoreError(f"cannot open the node's state at {path}: {exc}") from None
         self._lock = threading.Lock()
+        self._reader = self._connect_reader()
+        self._reader_lock = threading.Lock()
+        self._querier = self._connect_reader()
+        self._querier_lock = threading.Lock()
         self._pending: dict[tuple[str, str], bytes] = {}
+        self._inflight: dict[tuple[str, str], bytes] = {}
+        self._rows: dict[str, JobRow] = {}
         self._queued = 0
         self._written = 0
         self._wake = anyio.Event()
@@ -122,14 +136,24 @@ class StateStore:
         self.error: StoreError | None = None
         self.writes = 0
 
-    # --- reading (at start) ---------------------------------------------------------------
+    def _connect_reader(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        db.execute("PRAGMA query_only = 1")
+        return db
+
+    # --- reading --------------------------------------------------------------------------
 
     def load(self) -> tuple[list[RequesterJob], list[ComputeJob], dict[str, dict[str, int]]]:
-        """Everything stored: requester jobs, compute jobs, reputation by node."""
+        """What a node holds in memory at start: its *live* requester jobs (finished ones
+        stay in the store, read on demand), compute jobs, reputation by node."""
         rows = {
             table: self._db.execute(f"SELECT record FROM {table}").fetchall()
-            for table in ("requester_jobs", "compute_jobs", "reputation")
+            for table in ("compute_jobs", "reputation")
         }
+        rows["requester_jobs"] = self._db.execute(
+            "SELECT record FROM requester_jobs WHERE job_id IN "
+            "(SELECT job_id FROM jobs WHERE live = 1)"
+        ).fetchall()
         requester = [
             _conv.structure(unpack(r[0], max_size=1 << 30), RequesterJob)
             for r in rows["requester_jobs"]
@@ -144,9 +168,81 @@ class StateStore:
             reputation[data["node_id"]] = data["counts"]
         return requester, compute, reputation
 
+    def get_job(self, job_id: str) -> RequesterJob | None:
+        """A requester job's record (one indexed read; sees writes not yet committed)."""
+        key = ("requester_jobs", job_id)
+        raw = self._pending.get(key) or self._inflight.get(key)
+        if raw is None:
+            with self._reader_lock:
+                found = self._reader.execute(
+                    "SELECT record FROM requester_jobs WHERE job_id = ?", (job_id,)
+                ).fetchone()
+            if found is None:
+                return None
+            raw = found[0]
+        return _conv.structure(unpack(raw, max_size=1 << 30), RequesterJob)
+
+    def find_jobs(self, prefix: str, *, limit: int = 2) -> list[str]:
+        """Ids of stored requester jobs starting with ``prefix`` (an index range read)."""
+        pending = [k for (t, k) in (*self._pending, *self._inflight) if t == "jobs"]
+        with self._reader_lock:
+            found = self._reader.execute(
+                "SELECT job_id FROM jobs WHERE job_id >= ? AND job_id < ? LIMIT ?",
+                (prefix, prefix + "\U0010ffff", limit),
+            ).fetchall()
+        ids = {r[0] for r in found} | {k for k in pending if k.startswith(prefix)}
+        return sorted(ids)[:limit]
+
+    def expired_at(self, job_id: str) -> float | None:
+        """When retention removed ``job_id``'s record (None: it never did)."""
+        with self._reader_lock:
+            found = self._reader.execute(
+                "SELECT expired_at FROM expired_jobs WHERE job_id = ?", (job_id,)
+            ).fetchone()
+        return None if found is None else float(found[0])
+
+    def query(self, query: JobQuery) -> JobPage:
+        """Run a history query (blocking: call it on a worker thread)."""
+        with self._querier_lock:
+            return query_jobs(self._querier, query)
+
+    def expire(self, *, before: float, keep_tombstones: float, limit: int, now: float) -> int:
+        """Delete up to ``limit`` finished jobs last changed before ``before``, leaving a
+        tombstone (so they answer "expired on ..."); drop tombstones older than
+        ``keep_tombstones``. Blocking: call it on a worker thread. Returns how many."""
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                ids = [
+                    r[0]
+                    for r in self._db.execute(
+                        "SELECT job_id FROM jobs WHERE live = 0 AND updated_at < ? LIMIT ?",
+                        (before, limit),
+                    ).fetchall()
+                ]
+                for job_id in ids:
+                    unindex_job(self._db, job_id)
+                self._db.executemany(
+                    "INSERT OR REPLACE INTO expired_jobs VALUES (?, ?)", [(j, now) for j in ids]
+                )
+                self._db.execute(
+                    "DELETE FROM expired_jobs WHERE job_id IN (SELECT job_id FROM expired_jobs "
+                    "WHERE expired_at < ? LIMIT ?)",
+                    (keep_tombstones, limit),
+                )
+                self._db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                with contextlib.suppress(sqlite3.Error):
+                    self._db.execute("ROLLBACK")
+                raise StoreError(f"could not expire jobs in {self.path}: {exc}") from None
+        return len(ids)
+
     # --- writing --------------------------------------------------------------------------
 
     def save_requester(self, job: RequesterJob) -> None:
+        """Queue the job's record and its history row (written in one transaction)."""
+        self._rows[job.job_id] = JobRow.of(job)
+        self._queue("jobs", job.job_id, b"row")
         self._queue("requester_jobs", job.job_id, pack(_conv.unstructure(job)))
 
     def save_compute(self, job: ComputeJob) -> None:
@@ -191,32 +287,40 @@ class StateStore:
         finally:
             with anyio.CancelScope(shield=True):
                 await self._write_pending()
-                await anyio.to_thread.run_sync(self._db.close)
+                await anyio.to_thread.run_sync(self.close)
 
     async def _write_pending(self) -> None:
         if not self._pending:
             return
         batch, self._pending = self._pending, {}
+        rows, self._rows = self._rows, {}
+        self._inflight = batch
         upto = self._queued
         try:
             with anyio.CancelScope(shield=True):  # a taken batch is always written
-                await anyio.to_thread.run_sync(self._commit, batch)
+                await anyio.to_thread.run_sync(self._commit, batch, rows)
         except StoreError as exc:
             self.error = exc
             log.error("%s", exc)
             for key, value in batch.items():  # keep them for the next try
                 self._pending.setdefault(key, value)
+            for job_id, row in rows.items():
+                self._rows.setdefault(job_id, row)
         else:
             self.error = None
             self._written = upto
+        self._inflight = {}
         done, self._done = self._done, anyio.Event()
         done.set()
 
-    def _commit(self, batch: dict[tuple[str, str], bytes]) -> None:
+    def _commit(self, batch: dict[tuple[str, str], bytes], rows: dict[str, JobRow]) -> None:
         with self._lock:
             try:
                 self._db.execute("BEGIN IMMEDIATE")
                 for (table, key), record in batch.items():
+                    if table == "jobs":
+                        index_job(self._db, rows[key])
+                        continue
                     column = "node_id" if table == "reputation" else "job_id"
                     if record:
                         self._db.execute(
@@ -234,6 +338,10 @@ class StateStore:
 
     def close(self) -> None:
         """Close the database now (:meth:`run` closes it when it stops)."""
+        with self._querier_lock:
+            self._querier.close()
+        with self._reader_lock:
+            self._reader.close()
         self._db.close()
 
     def stats(self) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import enum
 from collections import OrderedDict
+from collections.abc import Container
 
 import attrs
 import msgpack
@@ -270,11 +271,31 @@ class ComputeState:
             ]
         return [repeat[job.state]] if job.state in repeat else []
 
-    def recover(self) -> list[Command]:
-        """After a restart: executions in flight died with the node; say so."""
+    def recover(
+        self, now: float = 0.0, *, results_kept: Container[str] = frozenset()
+    ) -> list[Command]:
+        """After a restart: say at once what became of each execution in flight.
+
+        Args:
+            now: the time (ended jobs' tombstones are forgotten ``FORGET_AFTER`` from it).
+            results_kept: jobs whose results folder survived the restart. A proposed
+                job among them proposes again (a requester that accepted it repeats its
+                acceptance), a publishing one publishes; any other execution in flight
+                died with the node and is reported failed, so the requester retries it.
+        """
         out: list[Command] = []
         for job in self.jobs.values():
-            if job.state in (C.RUNNING, C.PROPOSED, C.PUBLISHING):
+            kept = job.job_id in results_kept
+            if job.state is C.PUBLISHING and kept:
+                out.append(PublishResults(job.job_id, job.spec))
+            elif job.state is C.PROPOSED and kept:
+                out.append(
+                    Send(
+                        job.requester_id,
+                        ResultsProposed(job.job_id, job.proposal, job.commitment),
+                    )
+                )
+            elif job.state in (C.RUNNING, C.PROPOSED, C.PUBLISHING):
                 self.move(job, C.FAILED)
                 job.reason = "node restarted"
                 out.append(Send(job.requester_id, ExecutionFailed(job.job_id, job.reason)))
@@ -285,6 +306,8 @@ class ComputeState:
                 # An acceptance may have arrived before the crash without being saved:
                 # bid again; a requester that accepted us repeats its acceptance.
                 out.append(Send(job.requester_id, BidPlaced(job.job_id)))
+            elif job.state is C.ENDED:
+                out.append(SetTimer(TimerKey(job.job_id, ComputeTimer.FORGET), now + FORGET_AFTER))
         return out
 
     def internal_error(self, job_id: str, error: str) -> list[Command]:

@@ -229,7 +229,10 @@ class RequesterState(Scheduling):
 
     def result(self, job_id: str) -> JobResult:
         """The job as it stands (terminal or not)."""
-        job = self.jobs[job_id]
+        return self.result_of(self.jobs[job_id])
+
+    def result_of(self, job: RequesterJob) -> JobResult:
+        """The public view of a job record (held here, or read back from a store)."""
         return JobResult(
             job_id=job.job_id,
             state=job.state,

@@ -1,0 +1,94 @@
+"""Job history: finished jobs leave memory, listing is an indexed query with keyset
+pages, retention expires records and says so, and a compute node that restarts with its
+results on disk publishes them instead of failing."""
+
+from __future__ import annotations
+
+import attrs
+import pytest
+
+from bacalhau import JobSpec, JobState, Network
+from bacalhau.errors import JobNotFound
+from bacalhau.identity import Identity
+from bacalhau.node.clock import VirtualClock
+from bacalhau.node.history import JobQuery
+from bacalhau.protocol import commands as c
+from bacalhau.protocol import messages as m
+from bacalhau.protocol.compute import ComputeJob, ComputeJobState, ComputeState
+from bacalhau.protocol.timers import ComputeTimer, TimerKey
+
+pytestmark = pytest.mark.anyio
+
+REQ = Identity.generate().node_id
+
+
+async def test_finished_jobs_leave_memory_and_page_by_key() -> None:
+    async with Network.in_memory(2, seed=31, durable=True) as net:
+        node = net.nodes[0]
+        ids = []
+        for i in range(7):
+            spec = JobSpec.noop(stdout=f"job {i}", labels=("even",) if i % 2 == 0 else ())
+            ids.append((await node.run_job(spec, timeout=20)).job_id)
+        assert not node.requester.jobs, "finished jobs are in the store only"
+        assert node.describe(ids[0]).state is JobState.COMPLETED
+        assert node.describe(ids[3][:12]).job_id == ids[3]
+
+        seen: list[str] = []
+        after = None
+        for _ in range(10):  # bounded: 7 jobs in pages of 3
+            page = await node.query_jobs(JobQuery(limit=3, after=after))
+            assert page.total == 7
+            seen += [r.job_id for r in page.rows]
+            after = page.next
+            if after is None:
+                break
+        assert seen == ids[::-1], "newest first, every job once"
+
+        oldest = await node.query_jobs(JobQuery(order="oldest", limit=2))
+        assert [r.job_id for r in oldest.rows] == ids[:2]
+        even = await node.query_jobs(JobQuery(label="even", limit=10))
+        assert [r.job_id for r in even.rows] == [ids[6], ids[4], ids[2], ids[0]]
+        done = await node.query_jobs(JobQuery(states=frozenset({JobState.FAILED})))
+        assert done.total == 0 and done.rows == ()
+        worker = net.nodes[1].node_id
+        on_worker = await node.query_jobs(JobQuery(node=worker, limit=10))
+        assert all(worker in r.nodes for r in on_worker.rows)
+
+        before = node.describe(ids[5])
+        reborn = await net.restart_node(node)
+        assert not reborn.requester.jobs, "a restart loads no finished job"
+        assert reborn.describe(ids[5]).events == before.events
+
+
+async def test_retention_expires_records_and_describe_says_when() -> None:
+    clock = VirtualClock()
+    async with Network.in_memory(
+        1, durable=True, clock=clock, job_retention=3600.0, gc_interval=10_000.0
+    ) as net:
+        node = net.nodes[0]
+        old = await node.run_job(JobSpec.noop(stdout="old"), timeout=20)
+        clock.advance(2 * 3600)
+        new = await node.run_job(JobSpec.noop(stdout="new"), timeout=20)
+        assert await node.collect_garbage() == 1
+        with pytest.raises(JobNotFound, match=f"job {old.job_id} expired on 20"):
+            node.describe(old.job_id)
+        assert node.describe(new.job_id).state is JobState.COMPLETED
+        page = await node.query_jobs(JobQuery())
+        assert [r.job_id for r in page.rows] == [new.job_id]
+        assert await node.collect_garbage() == 0
+
+
+def test_recover_keeps_results_that_survived_a_restart() -> None:
+    state = ComputeState(Identity.generate().node_id)
+    spec = JobSpec.noop()
+    for s in (ComputeJobState.PROPOSED, ComputeJobState.PUBLISHING, ComputeJobState.ENDED):
+        job = ComputeJob(f"j-{s.value}", spec, REQ, b"k" * 32, state=s)
+        state.jobs[job.job_id] = attrs.evolve(job, proposal=b"p", commitment=b"c")
+    kept = {"j-proposed", "j-publishing"}
+    out = state.recover(100.0, results_kept=kept)
+    assert out == [
+        c.Send(REQ, m.ResultsProposed("j-proposed", b"p", b"c")),
+        c.PublishResults("j-publishing", spec),
+        c.SetTimer(TimerKey("j-ended", ComputeTimer.FORGET), 100.0 + 600.0),
+    ]
+    assert state.jobs["j-publishing"].state is ComputeJobState.PUBLISHING
