@@ -43,7 +43,7 @@ def test_compute_recover_fails_lost_work_through_the_transition_table() -> None:
     assert c.Send(REQ, m.BidPlaced("j-bid")) in out
     for kept in ("declined", "rejected", "published", "failed", "ended"):
         assert state.jobs[f"j-{kept}"].state is ComputeJobState(kept)
-    assert len(out) == 3 * 2 + 2
+    assert len(out) == 3 * 2 + 2 + 1  # and the ended job's tombstone timer
 
 
 def test_gate_keys_replays_by_sender_and_message_id(monkeypatch: pytest.MonkeyPatch) -> None:
