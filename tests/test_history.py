@@ -4,18 +4,25 @@ results on disk publishes them instead of failing."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import anyio
 import attrs
 import pytest
 
-from bacalhau import JobSpec, JobState, Network
+from bacalhau import ExecutionState, JobSpec, JobState, Network, RequesterConfig
 from bacalhau.errors import JobNotFound
 from bacalhau.identity import Identity
+from bacalhau.models import StorageRef
 from bacalhau.node.clock import VirtualClock
 from bacalhau.node.history import JobQuery
+from bacalhau.node.plugins import Plugins, default_plugins
+from bacalhau.node.services import NodeServices
 from bacalhau.protocol import commands as c
 from bacalhau.protocol import messages as m
 from bacalhau.protocol.compute import ComputeJob, ComputeJobState, ComputeState
 from bacalhau.protocol.timers import ComputeTimer, TimerKey
+from bacalhau.publisher.base import Publisher
 
 pytestmark = pytest.mark.anyio
 
@@ -92,3 +99,50 @@ def test_recover_keeps_results_that_survived_a_restart() -> None:
         c.SetTimer(TimerKey("j-ended", ComputeTimer.FORGET), 100.0 + 600.0),
     ]
     assert state.jobs["j-publishing"].state is ComputeJobState.PUBLISHING
+
+
+class HangOnce(Publisher):
+    """Publishes on the second call; the first hangs until the node is crashed."""
+
+    name = "hang-once"
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def publish(self, job_id: str, execution_id: str, results_dir: Path) -> StorageRef:
+        self.calls += 1
+        if self.calls == 1:
+            await anyio.sleep_forever()
+        return StorageRef("noop")
+
+
+async def test_compute_node_crashed_while_publishing_publishes_after_restart() -> None:
+    publisher = HangOnce()
+
+    def plugins(services: NodeServices) -> Plugins:
+        found = default_plugins(services, entry_points_too=False)
+        found.add(publisher)
+        return found
+
+    config = RequesterConfig(bid_timeout=3, execution_grace=3, publish_timeout=60)
+    async with Network.in_memory(
+        2,
+        seed=41,
+        durable=True,
+        requester=config,
+        per_node_options=[{"compute": None}, {"plugins": plugins}],
+    ) as net:
+        requester, worker = net.nodes
+        handle = await requester.submit(JobSpec.noop(stdout="kept", publisher="hang-once"))
+        with anyio.fail_after(20):
+            while publisher.calls == 0:
+                await anyio.sleep(0.01)
+        assert worker.store is not None
+        await worker.store.flush()  # the crash comes after the node recorded the acceptance
+        await net.restart_node(worker)
+        result = await handle.wait(30)
+        await net.wait_idle()
+    assert result.state is JobState.COMPLETED, result.reason
+    assert publisher.calls == 2, "published from the results kept on disk"
+    assert [e.node_id for e in result.accepted] == [worker.node_id]
+    assert not [e for e in result.executions if e.state is ExecutionState.FAILED]

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
@@ -206,16 +206,22 @@ class ExecutionRunner:
     removing: set[str] = attrs.Factory(set)
     """Execution folders being removed on a worker thread right now."""
 
-    def bind(self, tg: anyio.abc.TaskGroup) -> None:
+    def bind(self, tg: anyio.abc.TaskGroup, *, keep: Iterable[str] = ()) -> None:
         """Start serving in ``tg``; leftovers of a previous run (a crash, a restart)
-        are removed in the background: no execution survives its node."""
+        are removed in the background: no execution survives its node. Folders of the
+        jobs in ``keep`` stay: results proposed or accepted before the restart, which the
+        node still proposes or publishes."""
         self._tg = tg
-        tg.start_soon(self._sweep)
+        tg.start_soon(self._sweep, frozenset(keep))
 
-    async def _sweep(self) -> None:
+    async def _sweep(self, keep: frozenset[str]) -> None:
         def names() -> list[str]:
             try:
-                return [e.name for e in os.scandir(self.root) if e.name not in self._scopes]
+                return [
+                    e.name
+                    for e in os.scandir(self.root)
+                    if e.name not in self._scopes and e.name not in keep
+                ]
             except OSError:
                 return []
 
@@ -534,9 +540,9 @@ class ExecutionRunner:
             ref = await publisher.publish(job_id, f"{job_id}/{self.node_id}", results)
             return PublishDone(job_id, ref)
 
-        try:
-            outcome = await self._guard(job_id, step, lambda reason: PublishErrored(job_id, reason))
-        finally:
-            with anyio.CancelScope(shield=True):
-                await self._remove_async(job_id)
+        # Cancelled (the node stops) the folder stays, as after a crash: the node
+        # publishes it when it starts again.
+        outcome = await self._guard(job_id, step, lambda reason: PublishErrored(job_id, reason))
+        with anyio.CancelScope(shield=True):
+            await self._remove_async(job_id)
         self.feed(outcome)

@@ -178,12 +178,9 @@ class Driver:
     def recover(self) -> None:
         """After a restart from the store: carry out both sides' recovery commands."""
         now = self.clock.now()
+        runner = self.runner
         kept = frozenset(
-            job_id
-            for job_id, job in self.compute.jobs.items()
-            if job.state.value in ("proposed", "publishing")
-            and self.runner is not None
-            and self.runner.has_results(job_id)
+            j for j in self.results_in_flight() if runner is not None and runner.has_results(j)
         )
         commands = [
             *self.requester.recover(now),
@@ -195,6 +192,11 @@ class Driver:
         for command in commands:
             self._execute(command)
         self._pump()
+
+    def results_in_flight(self) -> frozenset[str]:
+        """Compute jobs whose results were proposed or accepted and not yet published."""
+        live = (ComputeJobState.PROPOSED, ComputeJobState.PUBLISHING)
+        return frozenset(j for j, job in self.compute.jobs.items() if job.state in live)
 
     def changed(self, job_id: str) -> anyio.Event:
         """An event set the next time the job's record changes (then replaced)."""

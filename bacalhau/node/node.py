@@ -360,7 +360,7 @@ class Node(TransportHandler):
             async with anyio.create_task_group() as tg:
                 self.driver.bind(tg)
                 self.outbox.bind(tg)
-                self.runner.bind(tg)
+                self.runner.bind(tg, keep=self.driver.results_in_flight())
                 if self.store is not None:
                     await tg.start(self.store.run)
                 await self.plugins.start(self)
