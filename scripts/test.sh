@@ -85,7 +85,13 @@ else
 fi
 
 engine_state=$(mktemp -d /tmp/bacalhau-docker.XXXXXX)
-stop_engine() { scripts/docker-engine.sh stop "$engine_state" >&2 || true; }
+# Each run gets temporary folders of its own: pytest's shared /tmp/pytest-of-USER is
+# pruned by every later run, which would pull folders from under a run still going.
+test_tmp=$(mktemp -d /tmp/bacalhau-pytest.XXXXXX)
+stop_engine() {
+    scripts/docker-engine.sh stop "$engine_state" >&2 || true
+    rm -rf "$test_tmp"
+}
 trap stop_engine EXIT
 if exports=$(scripts/docker-engine.sh start "$engine_state"); then
     eval "$exports"
@@ -95,7 +101,7 @@ else
 fi
 
 set +e
-.venv/bin/python -m pytest -p no:cacheprovider "$@"
+.venv/bin/python -m pytest -p no:cacheprovider --basetemp="$test_tmp/t" "$@"
 status=$?
 set -e
 if [ "$status" = 5 ]; then
