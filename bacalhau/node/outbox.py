@@ -116,3 +116,9 @@ class Outbox:
                         else:
                             self.stats["send_retried"] += 1
                             await anyio.sleep(backoff)
+                if dest != BROADCAST and receive.statistics().current_buffer_used == 0:
+                    # drained: retire the queue (peers' ids cost nothing to make, so a
+                    # queue and a task per id ever answered would grow without bound)
+                    if self._boxes.get(dest) is not None:
+                        self._boxes.pop(dest).close()
+                    return

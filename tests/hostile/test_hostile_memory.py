@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from bacalhau import Deal, JobSpec, StorageSpec
 from bacalhau.identity import Identity
 from bacalhau.models import InputSpec
@@ -67,3 +69,67 @@ def test_bids_on_one_job_are_bounded() -> None:
         sender = Identity.from_seed((1000 + i).to_bytes(32, "big")).node_id
         state.handle(MessageReceived(sender, BidPlaced("j-1")), 0.01)
     assert len(state.jobs["j-1"].executions) <= limit
+
+
+@pytest.mark.anyio
+async def test_outboxes_to_many_peers_are_retired_once_drained() -> None:
+    from collections import Counter
+    from typing import Any
+
+    import anyio
+    import anyio.abc
+
+    from bacalhau.node.clock import SystemClock
+    from bacalhau.node.outbox import Outbox
+    from bacalhau.protocol.messages import BidDeclined
+    from bacalhau.transport.base import Transport, TransportHandler
+    from bacalhau.wire import VerifiedCache
+
+    me = Identity.from_seed(b"\x01" * 32)
+
+    class Sink(Transport):
+        def __init__(self) -> None:
+            self.sent: list[str] = []
+
+        @property
+        def node_id(self) -> str:
+            return me.node_id
+
+        async def run(
+            self,
+            handler: TransportHandler,
+            *,
+            task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+        ) -> None:
+            task_status.started()
+
+        async def broadcast(self, frame: bytes) -> None:
+            pass
+
+        async def request(self, peer_id: str, frame: bytes, *, timeout: float = 10.0) -> bytes:
+            self.sent.append(peer_id)
+            return b""
+
+        def peers(self) -> frozenset[str]:
+            return frozenset()
+
+        def status(self) -> dict[str, Any]:
+            return {}
+
+    sink = Sink()
+    outbox = Outbox(
+        identity=me,
+        transport=sink,
+        clock=SystemClock(),
+        verify_cache=VerifiedCache(),
+        stats=Counter(),
+    )
+    async with anyio.create_task_group() as tg:
+        outbox.bind(tg)
+        for peer in PEERS:
+            outbox.post(peer, BidDeclined("j-1", "no"))
+        with anyio.fail_after(10):
+            while len(sink.sent) < len(PEERS) or outbox._boxes:
+                await anyio.sleep(0.01)
+        tg.cancel_scope.cancel()
+    assert sorted(sink.sent) == sorted(PEERS)
