@@ -146,3 +146,21 @@ async def test_compute_node_crashed_while_publishing_publishes_after_restart() -
     assert publisher.calls == 2, "published from the results kept on disk"
     assert [e.node_id for e in result.accepted] == [worker.node_id]
     assert not [e for e in result.executions if e.state is ExecutionState.FAILED]
+
+
+def test_serve_job_retention_option(tmp_path: Path) -> None:
+    import argparse
+
+    from bacalhau.cli.serve import add_serve_parser, build_node
+    from bacalhau.errors import ValidationError
+
+    def parse(*argv: str) -> argparse.Namespace:
+        parser = argparse.ArgumentParser(prog="bacalhau", exit_on_error=False)
+        add_serve_parser(parser.add_subparsers(dest="command"))
+        return parser.parse_args(["serve", "--data-dir", str(tmp_path), "--port", "0", *argv])
+
+    assert build_node(parse()).job_retention == 30 * 86400, "30 days by default"
+    assert build_node(parse("--job-retention", "0.5")).job_retention == 43200
+    assert build_node(parse("--job-retention", "0")).job_retention is None
+    with pytest.raises(ValidationError, match="--job-retention"):
+        build_node(parse("--job-retention", "-1"))
