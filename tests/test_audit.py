@@ -172,3 +172,20 @@ async def test_on_a_network_a_liar_is_caught_and_its_result_never_reported() -> 
         after = await node.run_job(attrs.evolve(job, deal=Deal(min_bids=2)), timeout=60)
     assert after.ok
     assert liar not in {e.node_id for e in after.executions}
+
+
+def test_the_cli_spells_audits_and_refuses_an_unmarked_docker_job(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from bacalhau.cli import build_parser, main
+    from bacalhau.cli.common import job_kwargs, job_options_from_args
+
+    argv = ["docker", "run", "--verifier", "audit", "--audit", "0.2", "--deterministic"]
+    ns = build_parser().parse_args([*argv, "busybox", "echo", "hi"])
+    job = JobSpec.docker("busybox", ["echo", "hi"], **job_kwargs(**job_options_from_args(ns)))
+    assert job.deterministic
+    assert job.deal.audit == 0.2
+    assert main(["docker", "run", "--verifier", "audit", "busybox", "date"]) != 0
+    err = capsys.readouterr().err
+    assert "verifier: an audit re-runs the job" in err
+    assert "not marked deterministic" in err

@@ -179,6 +179,8 @@ def job_kwargs(
     queue_timeout: float | None = None,
     target: str = "any",
     gpu: int | None = None,
+    audit: float = 0.0,
+    deterministic: bool = False,
 ) -> dict[str, Any]:
     """Keyword arguments for :class:`~bacalhau.models.JobSpec` (and its engine
     constructors) from CLI-style strings: ``-v``, ``-o`` and ``--env`` values, sizes
@@ -206,7 +208,9 @@ def job_kwargs(
         ),
         "selectors": parse_selectors(selectors),
         "target": target,
-        "deal": Deal(concurrency=concurrency, confidence=confidence, min_bids=min_bids),
+        "deal": Deal(
+            concurrency=concurrency, confidence=confidence, min_bids=min_bids, audit=audit
+        ),
         "verifier": verifier,
         "publisher": publisher,
         "labels": tuple(labels),
@@ -217,6 +221,8 @@ def job_kwargs(
         kwargs["retries"] = retries
     if queue_timeout is not None:
         kwargs["queue_timeout"] = queue_timeout
+    if deterministic:
+        kwargs["deterministic"] = True
     return kwargs
 
 
@@ -240,6 +246,8 @@ _OPTION_NAMES = (
     "queue_timeout",
     "target",
     "gpu",
+    "audit",
+    "deterministic",
 )
 
 
@@ -312,7 +320,19 @@ def add_job_options(run: argparse.ArgumentParser) -> None:
         default=None,
         help="replacements for failed or silent nodes (default 2)",
     )
-    run.add_argument("--verifier", default="noop", help="noop or deterministic")
+    run.add_argument("--verifier", default="noop", help="noop, deterministic or audit")
+    run.add_argument(
+        "--audit",
+        type=float,
+        default=0.0,
+        metavar="P",
+        help="with --verifier audit: the probability (0 to 1) that another node re-runs the job",
+    )
+    run.add_argument(
+        "--deterministic",
+        action="store_true",
+        help="promise that the job's results depend only on its inputs (so it can be audited)",
+    )
     run.add_argument("-p", "--publisher", default="ipfs", help="ipfs, local or noop")
     run.add_argument("-l", "--label", dest="labels", action="append", default=[])
     run.add_argument(
