@@ -141,6 +141,10 @@ async def run_all(jobs: list[tuple[ServeProcess, JobSpec]], limit: float) -> lis
     for node, spec in jobs:
         async with node.client() as c:
             ids.append((node, await c.submit(spec)))
+    return await wait_all(ids, limit)
+
+
+async def wait_all(ids: list[tuple[ServeProcess, str]], limit: float) -> list[JobResult]:
     results: list[JobResult] = [None] * len(ids)  # type: ignore[list-item]
 
     async def wait(i: int, node: ServeProcess, job_id: str) -> None:
@@ -151,6 +155,16 @@ async def run_all(jobs: list[tuple[ServeProcess, JobSpec]], limit: float) -> lis
         for i, (node, job_id) in enumerate(ids):
             tg.start_soon(wait, i, node, job_id)
     return results
+
+
+async def running_on(ids: list[tuple[ServeProcess, str]], nodes: set[str]) -> bool:
+    """Whether one of the jobs has an execution accepted and still running on ``nodes``."""
+    for requester, job_id in ids:
+        async with requester.client() as c:
+            job = await c.describe(job_id)
+        if any(e.node_id in nodes and e.state is ExecutionState.ACCEPTED for e in job.executions):
+            return True
+    return False
 
 
 async def test_eight_serve_processes_by_mdns_alone_with_churn(
@@ -193,19 +207,22 @@ async def test_eight_serve_processes_by_mdns_alone_with_churn(
         (survivors[i % 6], JobSpec.noop(stdout=f"churn-{i}", delay=3.0, timeout=6))
         for i in range(40)
     ]
-    async with anyio.create_task_group() as tg:
-        churn: list[JobResult] = []
-
-        async def run_churn() -> None:
-            churn.extend(await run_all(jobs, 180))
-
-        tg.start_soon(run_churn)
-        await anyio.sleep(1.5)  # jobs are running on every node by now
-        procs[6].kill()
-        procs[7].kill()
-        newcomer = ServeProcess(tmp / "n8", secret)
-        procs.append(newcomer)
-        await newcomer.wait_ready()
+    ids: list[tuple[ServeProcess, str]] = []
+    for node, spec in jobs:
+        async with node.client() as c:
+            ids.append((node, await c.submit(spec)))
+    # Kill once work is running on the victims (seen in the requesters' records), not
+    # after a guessed delay: under load the jobs may not have been placed yet.
+    victims = {procs[6].node_id, procs[7].node_id}
+    with anyio.fail_after(90):
+        while not await running_on(ids, victims):
+            await anyio.sleep(0.1)
+    procs[6].kill()
+    procs[7].kill()
+    newcomer = ServeProcess(tmp / "n8", secret)
+    procs.append(newcomer)
+    await newcomer.wait_ready()
+    churn = await wait_all(ids, 180)
     assert all(r.state.terminal for r in churn)
     assert [r.state for r in churn] == [JobState.COMPLETED] * 40, [r.reason for r in churn]
     killed = {procs[6].node_id, procs[7].node_id}
