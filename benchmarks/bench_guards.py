@@ -33,7 +33,7 @@ import anyio
 from _common import table, write
 
 from bacalhau.compute.capacity import ComputeConfig
-from bacalhau.compute.limits import JobLimits
+from bacalhau.limits import JobLimits
 from bacalhau.models import JobSpec, JobState
 from bacalhau.network import Network
 from bacalhau.testing.docker import DockerEngine, probe_docker_engine

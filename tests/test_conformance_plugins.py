@@ -14,8 +14,8 @@ import anyio.to_thread
 import httpx
 import pytest
 
-from bacalhau.compute.limits import JobLimits
 from bacalhau.identity import Identity
+from bacalhau.limits import JobLimits
 from bacalhau.models import StorageRef, StorageSpec
 from bacalhau.publisher.base import Publisher
 from bacalhau.publisher.ipfs import IpfsPublisher

@@ -13,8 +13,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from bacalhau.compute.limits import JobLimits
 from bacalhau.errors import StorageError
+from bacalhau.limits import JobLimits
 from bacalhau.models import StorageSpec
 from bacalhau.storage.url import UrlStorage
 

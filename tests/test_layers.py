@@ -7,8 +7,6 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
-import pytest
-
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -39,12 +37,6 @@ def test_the_protocol_core_imports_only_values_and_errors() -> None:
         assert gen.CORE not in arrows[part], f"{part} imports the core it serves"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a package cycle remains (docs/architecture.md names it; it was {compute, executor, "
-    "node, publisher, storage}, the node split is breaking it): when this passes, delete this "
-    "marker so no cycle can come back",
-)
 def test_no_cycle_between_parts() -> None:
     assert gen.cycles(ARROWS) == []
 

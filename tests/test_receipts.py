@@ -12,7 +12,7 @@ import pytest
 from bacalhau import Deal, JobSpec, Network, RequesterConfig
 from bacalhau.cli import main
 from bacalhau.identity import Identity
-from bacalhau.verifier.receipt import Receipt, receipt_of
+from bacalhau.node.receipt import Receipt, receipt_of
 
 HELLO_WAT = """
 (module

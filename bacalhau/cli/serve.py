@@ -351,9 +351,8 @@ def limits_from_args(args: argparse.Namespace) -> Any:
     Raises:
         ValidationError: naming the option at fault.
     """
-    from ..compute.limits import JobLimits
+    from ..limits import DagLimits, JobLimits
     from ..models import parse_size
-    from ..storage.ipfs.limits import DagLimits
 
     def size(flag: str, value: str | None) -> int | None:
         if value is None:

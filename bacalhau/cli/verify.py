@@ -33,7 +33,7 @@ async def verify_command(ns: argparse.Namespace) -> int:
     import anyio.to_thread
 
     from ..errors import BacalhauError
-    from ..verifier.receipt import Receipt, verify_receipt
+    from ..node.receipt import Receipt, verify_receipt
 
     try:
         if ns.receipt == "-":

@@ -8,9 +8,9 @@ from collections import deque
 import anyio
 import attrs
 
+from ..limits import DEFAULT_JOB_LIMITS, JobLimits
 from ..models import GpuInfo, Resources
 from ..selectors import check_labels
-from .limits import DEFAULT_JOB_LIMITS, JobLimits
 
 __all__ = ["Capacity", "ComputeConfig", "detect_gpus", "machine_resources"]
 
@@ -70,7 +70,7 @@ class ComputeConfig:
         gpus: the GPUs offered, announced with vendor and model (``capacity.gpu`` is
             how many jobs may use).
         limits: the host-side limits on every job (URL policy, DAG, WASM, Docker,
-            disk): :class:`~bacalhau.compute.limits.JobLimits`.
+            disk): :class:`~bacalhau.limits.JobLimits`.
     """
 
     capacity: Resources = attrs.Factory(machine_resources)

@@ -30,6 +30,7 @@ import attrs
 from ..commitment import Commitment
 from ..errors import BacalhauError, ExecutorError, StorageError
 from ..executor.base import ExecutionContext, PreparedVolume, RunResult, make_layout
+from ..limits import DEFAULT_JOB_LIMITS, JobLimits
 from ..live.logs import LogHub
 from ..models import InputSpec, JobSpec
 from ..paths import remove_tree, safe_join
@@ -43,7 +44,6 @@ from ..protocol.events import (
 from ..storage.ipfs._util import unwrap_group
 from ..verifier.commitment import seal_commitment
 from .capacity import Capacity
-from .limits import DEFAULT_JOB_LIMITS, JobLimits
 
 if TYPE_CHECKING:
     from ..executor.base import Executor

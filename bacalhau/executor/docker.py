@@ -49,8 +49,8 @@ import anyio.abc
 import anyio.to_thread
 import attrs
 
-from ..compute.limits import DEFAULT_JOB_LIMITS, JobLimits
 from ..errors import ExecutorError, ExecutorUnavailable, ValidationError
+from ..limits import DEFAULT_JOB_LIMITS, JobLimits
 from ..models import JobSpec, check_abs_path
 from ..paths import is_within
 from .base import MAX_LOG_BYTES, ExecutionContext, Executor, RunResult, write_capped

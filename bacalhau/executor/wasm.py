@@ -56,8 +56,8 @@ import anyio.to_thread
 import attrs
 import wasmtime
 
-from ..compute.limits import DEFAULT_JOB_LIMITS, JobLimits
 from ..errors import BacalhauError, ExecutorError, ValidationError
+from ..limits import DEFAULT_JOB_LIMITS, JobLimits
 from ..models import JobSpec, StorageSpec, from_data
 from ..paths import is_within
 from .base import (

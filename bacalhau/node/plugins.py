@@ -131,7 +131,7 @@ def _optional(plugins: Plugins, what: str, make: Any) -> Any:
 
 
 def _limits(services: NodeServices) -> Any:
-    from ..compute.limits import DEFAULT_JOB_LIMITS
+    from ..limits import DEFAULT_JOB_LIMITS
 
     compute = getattr(services, "compute_config", None)
     return getattr(compute, "limits", None) or DEFAULT_JOB_LIMITS

@@ -27,8 +27,8 @@ import anyio
 import anyio.to_thread
 import httpx
 
-from ..compute.limits import DEFAULT_JOB_LIMITS, JobLimits
 from ..errors import StorageError
+from ..limits import DEFAULT_JOB_LIMITS, JobLimits
 from ..models import StorageSpec
 from .base import StorageProvider
 

@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 
 from bacalhau.errors import StorageError, ValidationError
+from bacalhau.limits import DagLimits
 from bacalhau.models import StorageSpec
 from bacalhau.storage.ipfs.blockstore import BlockStore
 from bacalhau.storage.ipfs.car import import_car, write_car
 from bacalhau.storage.ipfs.exporter import export_to_path, ls, open_reader, read_all, resolve
-from bacalhau.storage.ipfs.limits import DagLimits
 from bacalhau.storage.ipfs.provider import IpfsStorage
 from bacalhau.testing import hostile
 

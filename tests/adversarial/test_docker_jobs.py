@@ -15,10 +15,10 @@ import attrs
 import pytest
 
 from bacalhau.compute.capacity import ComputeConfig
-from bacalhau.compute.limits import JobLimits
 from bacalhau.errors import ExecutorError
 from bacalhau.executor.base import PreparedVolume
 from bacalhau.executor.docker import DockerExecutor
+from bacalhau.limits import JobLimits
 from bacalhau.models import InputSpec, JobSpec, JobState, OutputSpec, Resources, StorageSpec
 from bacalhau.network import Network
 from bacalhau.node.node import Node

@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 
 from bacalhau.compute.capacity import ComputeConfig
-from bacalhau.compute.limits import JobLimits
 from bacalhau.errors import ValidationError
+from bacalhau.limits import JobLimits
 from bacalhau.models import InputSpec, JobSpec, JobState, StorageSpec
 from bacalhau.network import Network
 from bacalhau.node.plugins import Plugins, default_plugins

@@ -19,15 +19,14 @@ import pytest
 
 from bacalhau.api.server import serve_api
 from bacalhau.compute.capacity import ComputeConfig
-from bacalhau.compute.limits import JobLimits
 from bacalhau.errors import StorageError
+from bacalhau.limits import DagLimits, JobLimits
 from bacalhau.models import InputSpec, JobSpec, JobState, OutputSpec, Resources, StorageSpec
 from bacalhau.network import Network
 from bacalhau.node.node import Node
 from bacalhau.paths import remove_tree
 from bacalhau.protocol.requester import RequesterConfig
 from bacalhau.storage.ipfs.blockstore import BlockStore
-from bacalhau.storage.ipfs.limits import DagLimits
 from bacalhau.testing import hostile
 
 from .conftest import assert_refused, why

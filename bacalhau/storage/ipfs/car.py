@@ -292,7 +292,7 @@ async def import_car(
     """Import every block of a CAR file (hash-checked) and pin its roots; return the roots.
 
     Importing stores blocks only; expanding them later (``get``, ``ls``, job inputs)
-    is bounded by :class:`~bacalhau.storage.ipfs.limits.DagLimits`.
+    is bounded by :class:`~bacalhau.limits.DagLimits`.
 
     Raises:
         StorageError: more than ``max_blocks`` blocks (those before stay stored, unpinned).

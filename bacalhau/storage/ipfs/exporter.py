@@ -26,11 +26,11 @@ import attrs
 
 from ...cid import DAG_PB, RAW, AnyCid, cid_str, split_cid, to_cid
 from ...errors import DecodeError, StorageError
+from ...limits import DEFAULT_DAG_LIMITS, DagBudget, DagLimits
 from ..base import Reader
 from ._util import unwrap_group
 from .blockstore import BlockStore
 from .dagpb import decode_node
-from .limits import DEFAULT_DAG_LIMITS, DagBudget, DagLimits
 from .unixfs import DataType, decode_unixfs
 
 __all__ = [

@@ -15,11 +15,11 @@ from typing import Any
 import anyio.to_thread
 
 from ...errors import BlockNotFound, StorageError
+from ...limits import DEFAULT_DAG_LIMITS, DagLimits
 from ...models import StorageSpec
 from ..base import Reader, StorageProvider
 from .blockstore import BlockStore
 from .exporter import LocalBlocks, as_source, decode_block, export_to_path, open_reader, resolve
-from .limits import DEFAULT_DAG_LIMITS, DagLimits
 from .unixfs import DataType
 
 __all__ = ["IpfsStorage"]

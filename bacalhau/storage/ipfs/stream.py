@@ -23,9 +23,9 @@ import attrs
 
 from ...cid import AnyCid, to_cid
 from ...errors import BlockNotFound, CorruptBlock
+from ...limits import DEFAULT_DAG_LIMITS, DagLimits
 from ._util import unwrap_group
 from .exporter import SymlinkPolicy, export_to_path
-from .limits import DEFAULT_DAG_LIMITS, DagLimits
 
 if TYPE_CHECKING:
     from .exchange import BlockService

@@ -28,10 +28,10 @@ from ..commitment import spec_cid
 from ..errors import BacalhauError, ValidationError, VerificationError
 from ..identity import verify_signature
 from ..models import JobSpec, JobState, from_json_data, to_json_data
-from .fraud import SignedCommitment
+from ..verifier.fraud import SignedCommitment
 
 if TYPE_CHECKING:
-    from ..node.node import Node
+    from .node import Node
 
 __all__ = ["Receipt", "receipt_of", "rerun_offline", "verify_receipt"]
 
@@ -139,8 +139,8 @@ async def rerun_offline(job_id: str, spec: JobSpec, root: Path) -> bytes:
     from ..compute.runner import ExecutionRunner
     from ..executor.noop import NoopExecutor
     from ..executor.wasm import WasmExecutor
-    from ..node.fraud import rerun_digest
     from ..storage.inline import InlineStorage
+    from .fraud import rerun_digest
 
     if not spec.rerunnable:
         raise BacalhauError(f"a {spec.engine.type} job not marked deterministic cannot be re-run")
