@@ -139,7 +139,7 @@ _STATEMENT = b"bacalhau/commitment/v1\n"
 def spec_digest(spec: JobSpec) -> bytes:
     """sha256 of the spec's canonical JSON (sorted keys, no spaces): the same on every
     node whatever order its fields travelled in."""
-    from .models import to_json_data
+    from .convert import to_json_data
 
     text = json.dumps(to_json_data(spec), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).digest()

@@ -38,7 +38,8 @@ from _common import summary, table, write
 
 from bacalhau.api.server import serve_api
 from bacalhau.compat import spec_to_v1
-from bacalhau.models import JobSpec, to_json_data
+from bacalhau.models import JobSpec
+from bacalhau.convert import to_json_data
 from bacalhau.network import Network
 
 GOAL = 1.2

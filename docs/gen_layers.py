@@ -30,7 +30,9 @@ END = "<!-- layers:end -->"
 
 CORE = "protocol"
 """The sans-IO core: it may import only the parts in :data:`CORE_MAY_IMPORT`."""
-CORE_MAY_IMPORT = frozenset({"models", "errors", "ids", "cid", "paths", "commitment"})
+CORE_MAY_IMPORT = frozenset(
+    {"models", "convert", "selectors", "errors", "ids", "cid", "paths", "commitment"}
+)
 
 
 def part_of(module: str) -> str | None:

@@ -9,8 +9,9 @@ import pytest
 
 from bacalhau import Network
 from bacalhau.api.server import create_app
+from bacalhau.convert import from_json_data
 from bacalhau.errors import ValidationError
-from bacalhau.models import JobSpec, from_json_data
+from bacalhau.models import JobSpec
 
 pytestmark = pytest.mark.anyio
 

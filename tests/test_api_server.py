@@ -15,6 +15,7 @@ from starlette.routing import Route
 from bacalhau.api.client import Client, api_url
 from bacalhau.api.schemas import ErrorBody
 from bacalhau.api.server import ApiAddress, ApiLimits, create_app, is_loopback, serve_api
+from bacalhau.convert import from_json_data, to_json_data
 from bacalhau.errors import (
     ApiError,
     BacalhauError,
@@ -23,7 +24,7 @@ from bacalhau.errors import (
     NodeUnreachable,
     ValidationError,
 )
-from bacalhau.models import JobSpec, JobState, from_json_data, to_json_data
+from bacalhau.models import JobSpec, JobState
 from bacalhau.network import Network
 from bacalhau.node.node import Node
 from bacalhau.storage.ipfs.blockstore import BlockStore

@@ -16,7 +16,8 @@ import yaml
 
 from bacalhau import cli
 from bacalhau.api.server import ApiAddress, serve_api
-from bacalhau.models import JobSpec, OutputSpec, to_json_data
+from bacalhau.convert import to_json_data
+from bacalhau.models import JobSpec, OutputSpec
 from bacalhau.network import Network
 
 HELLO_CID = "QmT78zSuBmuS4z925WZfrqQ1qHaJ56DQaTfyMUF7F8ff5o"  # "hello world\n"

@@ -28,17 +28,9 @@ from bacalhau.compat import (
     translate,
 )
 from bacalhau.compat.render import execution_id
+from bacalhau.convert import to_json_data
 from bacalhau.errors import ValidationError
-from bacalhau.models import (
-    Deal,
-    EngineSpec,
-    InputSpec,
-    JobSpec,
-    OutputSpec,
-    Resources,
-    StorageSpec,
-    to_json_data,
-)
+from bacalhau.models import Deal, EngineSpec, InputSpec, JobSpec, OutputSpec, Resources, StorageSpec
 from bacalhau.network import Network
 
 CID = "QmWATWQ7fVPP2EFGu71UkfnqhYXDYH566qy47CnJDgvs8u"

@@ -14,9 +14,10 @@ import msgpack
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from bacalhau.convert import from_data, from_json_data, to_data, to_json_data
 from bacalhau.errors import BacalhauError, ValidationError, WireError
 from bacalhau.identity import Identity
-from bacalhau.models import JobSpec, from_data, from_json_data, to_data, to_json_data
+from bacalhau.models import JobSpec
 from bacalhau.protocol.messages import KINDS, JobCreated, decode_message, encode_message
 from bacalhau.wire import decode_envelope, encode_envelope
 

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from bacalhau.convert import to_json_data
 from bacalhau.identity import Identity
-from bacalhau.models import JobSpec, to_json_data
+from bacalhau.models import JobSpec
 from bacalhau.protocol.messages import JobCreated, encode_message
 from bacalhau.wire import encode_envelope
 

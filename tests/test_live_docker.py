@@ -14,8 +14,9 @@ import httpx
 import pytest
 
 from bacalhau.api.server import serve_api
+from bacalhau.convert import from_json_data
 from bacalhau.live import LogChunkLive
-from bacalhau.models import JobSpec, JobState, OutputSpec, from_json_data
+from bacalhau.models import JobSpec, JobState, OutputSpec
 from bacalhau.network import Network
 from bacalhau.testing.docker import DockerEngine, require_docker_engine
 

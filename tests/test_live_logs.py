@@ -23,8 +23,9 @@ import pytest
 
 from bacalhau.api.client import Client
 from bacalhau.api.server import ApiAddress, serve_api
+from bacalhau.convert import from_json_data
 from bacalhau.live import LogChunkLive, LogRecord
-from bacalhau.models import JobSpec, JobState, OutputSpec, from_json_data
+from bacalhau.models import JobSpec, JobState, OutputSpec
 from bacalhau.network import Network
 from bacalhau.node.node import Node
 

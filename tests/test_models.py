@@ -4,20 +4,9 @@ from typing import Any
 
 import pytest
 
+from bacalhau.convert import from_data, from_json_data, to_data, to_json_data
 from bacalhau.errors import ValidationError
-from bacalhau.models import (
-    Deal,
-    InputSpec,
-    JobSpec,
-    OutputSpec,
-    Resources,
-    StorageSpec,
-    from_data,
-    from_json_data,
-    parse_size,
-    to_data,
-    to_json_data,
-)
+from bacalhau.models import Deal, InputSpec, JobSpec, OutputSpec, Resources, StorageSpec, parse_size
 
 GOOD = {"engine": {"type": "noop", "params": {}}}
 EMPTY_CID = "QmbFMke1KXqnYyBBWxB74N4c5SBnJMVAiMNRcGu6x1AwQH"

@@ -105,7 +105,7 @@ def test_labels_parse_and_refuse() -> None:
 
 
 def test_spec_files_take_selectors_as_text_or_mappings() -> None:
-    from bacalhau.models import from_json_data, to_json_data
+    from bacalhau.convert import from_json_data, to_json_data
 
     data = to_json_data(JobSpec.noop(selectors=parse_selectors("region=eu")))
     assert data["selectors"] == [{"key": "region", "operator": "=", "values": ["eu"]}]

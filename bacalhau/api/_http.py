@@ -13,6 +13,7 @@ import attrs
 from starlette.requests import Request
 from starlette.responses import Response
 
+from ..convert import to_json_data
 from ..errors import (
     ApiError,
     BacalhauError,
@@ -24,7 +25,6 @@ from ..errors import (
     StorageError,
     ValidationError,
 )
-from ..models import to_json_data
 from .schemas import ErrorBody, ErrorDetail
 
 __all__ = [

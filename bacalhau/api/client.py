@@ -36,6 +36,7 @@ import anyio.from_thread
 import anyio.to_thread
 import httpx
 
+from ..convert import from_json_data, to_json_data
 from ..errors import (
     ApiError,
     BacalhauError,
@@ -48,7 +49,7 @@ from ..errors import (
 )
 from ..live.events import NodeEvent
 from ..live.node import LogChunkLive, LogRecord
-from ..models import JobResult, JobSpec, JobState, NodeInfo, from_json_data, to_json_data
+from ..models import JobResult, JobSpec, JobState, NodeInfo
 from .schemas import (
     API_PREFIX,
     CancelRequest,

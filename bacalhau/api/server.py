@@ -49,8 +49,9 @@ from starlette.responses import FileResponse, Response, StreamingResponse
 from starlette.routing import Mount, Route
 from starlette.types import Receive, Scope, Send
 
+from ..convert import from_json_data
 from ..errors import ApiError, BacalhauError, ValidationError
-from ..models import ExecutionResult, ExecutionState, JobSpec, JobState, from_json_data
+from ..models import ExecutionResult, ExecutionState, JobSpec, JobState
 from ..node.history import JobQuery
 from . import bacalhau_v1
 from ._guard import ConnectionGuard, guarded_protocol

@@ -29,8 +29,9 @@ import attrs
 from ..api.client import Client
 from ..api.schemas import EventLine
 from ..compat.v1 import Translated
+from ..convert import to_json_data
 from ..errors import ValidationError
-from ..models import JobResult, JobSpec, JobState, to_json_data
+from ..models import JobResult, JobSpec, JobState
 from ..paths import remove_tree
 
 __all__ = [

@@ -13,9 +13,9 @@ import time
 from typing import IO, Any
 
 from ..api.client import Client
+from ..convert import to_json_data
 from ..live.events import NodeEvent
 from ..live.node import LogRecord
-from ..models import to_json_data
 
 __all__ = ["add_watch_parsers", "cmd_events", "follow_logs", "print_record"]
 

@@ -20,8 +20,9 @@ from typing import Any
 
 import attrs
 
+from ..convert import from_json_data
 from ..errors import ValidationError
-from ..models import JobSpec, from_json_data
+from ..models import JobSpec
 from .legacy import spec_from_v03
 from .v1 import Translated, job_from_v1
 

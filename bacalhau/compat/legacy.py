@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..convert import to_data
 from ..errors import ValidationError
-from ..models import Deal, EngineSpec, InputSpec, JobSpec, OutputSpec, StorageSpec, to_data
+from ..models import Deal, EngineSpec, InputSpec, JobSpec, OutputSpec, StorageSpec
 from ._read import Doc, fail, message_of
 from .sources import parse_data_url
 from .units import parse_bytes, parse_cpu, parse_duration

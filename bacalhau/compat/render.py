@@ -25,6 +25,7 @@ import datetime
 import uuid
 from typing import Any
 
+from ..convert import from_data
 from ..errors import ValidationError
 from ..models import (
     ExecutionResult,
@@ -35,7 +36,6 @@ from ..models import (
     JobState,
     NodeInfo,
     StorageSpec,
-    from_data,
 )
 from .sources import input_to_v1, source_to_v1
 from .units import format_bytes, format_cpu

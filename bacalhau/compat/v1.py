@@ -20,8 +20,9 @@ from typing import Any
 
 import attrs
 
+from ..convert import to_data
 from ..errors import ValidationError
-from ..models import Deal, EngineSpec, InputSpec, JobSpec, OutputSpec, Resources, to_data
+from ..models import Deal, EngineSpec, InputSpec, JobSpec, OutputSpec, Resources
 from ._read import Doc, fail, message_of
 from .sources import input_from_v1, source_from_v1
 from .units import parse_bytes, parse_cpu

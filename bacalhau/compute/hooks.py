@@ -17,7 +17,7 @@ import anyio
 import attrs
 import httpx
 
-from ..models import to_json_data
+from ..convert import to_json_data
 from .bidding import BidRequest, BidResponse, BidStrategy
 from .capacity import ComputeConfig
 

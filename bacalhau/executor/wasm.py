@@ -56,9 +56,10 @@ import anyio.to_thread
 import attrs
 import wasmtime
 
+from ..convert import from_data
 from ..errors import BacalhauError, ExecutorError, ValidationError
 from ..limits import DEFAULT_JOB_LIMITS, JobLimits
-from ..models import JobSpec, StorageSpec, from_data
+from ..models import JobSpec, StorageSpec
 from ..paths import is_within
 from .base import (
     MAX_LOG_BYTES,

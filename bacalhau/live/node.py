@@ -17,8 +17,8 @@ import anyio
 import anyio.abc
 import attrs
 
+from ..convert import from_json_data, to_json_data
 from ..errors import BacalhauError, DecodeError, TransportError, ValidationError
-from ..models import from_json_data, to_json_data
 from ..wire import pack, unpack
 from .events import EventHub
 from .logs import LogBatch, LogBuffer, LogHub, LogLine

@@ -25,9 +25,10 @@ import attrs
 
 from .. import __version__
 from ..commitment import spec_cid
+from ..convert import from_json_data, to_json_data
 from ..errors import BacalhauError, ValidationError, VerificationError
 from ..identity import verify_signature
-from ..models import JobSpec, JobState, from_json_data, to_json_data
+from ..models import JobSpec, JobState
 from ..verifier.fraud import SignedCommitment
 
 if TYPE_CHECKING:

@@ -16,8 +16,9 @@ from collections.abc import Container
 import attrs
 import msgpack
 
+from ..convert import to_data
 from ..errors import IllegalTransition
-from ..models import JobSpec, StorageRef, to_data
+from ..models import JobSpec, StorageRef
 from .commands import (
     CancelExecution,
     CancelTimers,

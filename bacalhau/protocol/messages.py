@@ -14,8 +14,9 @@ from typing import Any, ClassVar
 import attrs
 
 from .. import ids
+from ..convert import from_data, to_data
 from ..errors import ValidationError
-from ..models import JobSpec, NodeInfo, StorageRef, from_data, to_data
+from ..models import JobSpec, NodeInfo, StorageRef
 
 __all__ = [
     "KINDS",

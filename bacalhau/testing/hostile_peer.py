@@ -23,8 +23,9 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import anyio.abc
 
+from ..convert import to_data
 from ..identity import Identity
-from ..models import JobSpec, StorageRef, to_data
+from ..models import JobSpec, StorageRef
 from ..publisher.base import Publisher
 from ..transport.base import Transport, TransportHandler
 from ..wire import pack

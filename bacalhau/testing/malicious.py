@@ -46,9 +46,10 @@ import anyio.to_thread
 import attrs
 
 from ..cid import cid_str, make_cid
+from ..convert import to_data
 from ..errors import BacalhauError, TransportError, VerificationError
 from ..identity import node_id_from_public_key, public_key_from_node_id
-from ..models import Deal, ExecutionState, JobSpec, JobState, StorageRef, to_data
+from ..models import Deal, ExecutionState, JobSpec, JobState, StorageRef
 from ..node.plugins import Plugins, default_plugins
 from ..protocol.messages import ResultsAccepted, ResultsPublished
 from ..publisher.base import Publisher

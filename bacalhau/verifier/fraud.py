@@ -28,9 +28,10 @@ import attrs
 import msgpack
 
 from ..commitment import Commitment, spec_digest, statement
+from ..convert import from_data, to_data
 from ..errors import ValidationError, VerificationError
 from ..identity import verify_signature
-from ..models import JobSpec, from_data, to_data
+from ..models import JobSpec
 
 __all__ = ["MAX_PROOF", "FraudProof", "SignedCommitment", "check_signatures", "judge"]
 

@@ -15,8 +15,9 @@ import sys
 import atheris
 
 with atheris.instrument_imports():
+    from bacalhau.convert import from_json_data
     from bacalhau.errors import BacalhauError
-    from bacalhau.models import JobSpec, from_json_data
+    from bacalhau.models import JobSpec
     from bacalhau.protocol.messages import decode_message
     from bacalhau.storage.ipfs.car import iter_car
     from bacalhau.storage.ipfs.dagpb import decode_node

@@ -11,9 +11,10 @@ import pytest
 
 from bacalhau import ids
 from bacalhau.cid import block_digest_ok, cid_str, make_cid, to_cid
+from bacalhau.convert import from_data, to_data
 from bacalhau.errors import DecodeError, ValidationError
 from bacalhau.identity import Identity
-from bacalhau.models import JobSpec, StorageRef, from_data, to_data
+from bacalhau.models import JobSpec, StorageRef
 from bacalhau.protocol.messages import (
     BidAccepted,
     JobCreated,
