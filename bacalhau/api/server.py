@@ -30,7 +30,6 @@ import ipaddress
 import json
 import logging
 import os
-import socket
 import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -66,6 +65,7 @@ from ._http import (
     parse_json,
     require_type,
 )
+from ._listen import QuietServer, bind_listener
 from .live import live_routes, token_of
 from .openapi import openapi_document
 from .schemas import (
@@ -709,39 +709,6 @@ def create_app(node: Any, *, token: str | None = None, limits: ApiLimits = ApiLi
 # --- serving -----------------------------------------------------------------------------
 
 
-class _Server(uvicorn.Server):
-    """uvicorn without its signal handlers: the caller's cancellation stops it."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-
-def _bind(host: str, port: int) -> socket.socket:
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-    except socket.gaierror as exc:
-        raise ValidationError(f"cannot listen on {host!r}: {exc.strerror}", field="host") from None
-    family, kind, proto, _, address = infos[0]
-    sock = socket.socket(family, kind, proto)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(address)
-        sock.listen(1024)
-        sock.setblocking(False)
-    except OSError as exc:
-        sock.close()
-        raise BacalhauError(
-            f"cannot listen on {host}:{port}: {exc.strerror or exc}"
-            + (
-                " (another node or program uses it; pick another port)"
-                if exc.errno in (98, 48)
-                else ""
-            )
-        ) from None
-    return sock
-
-
 async def serve_api(
     node: Any,
     *,
@@ -773,7 +740,7 @@ async def serve_api(
     if token is not None and not token.strip():
         raise ValidationError("the API token must not be empty", field="token")
     app = create_app(node, token=token, limits=limits)
-    sock = _bind(host, port)
+    sock = bind_listener(host, port)
     address = ApiAddress(host, sock.getsockname()[1])
     config = uvicorn.Config(
         app,
@@ -794,7 +761,7 @@ async def serve_api(
         ),
         timeout_keep_alive=max(1, int(limits.keep_alive)),
     )
-    server = _Server(config)
+    server = QuietServer(config)
     stopped = anyio.Event()
     failure: list[BaseException] = []
 
