@@ -12,6 +12,7 @@ built on bacalhau would have.
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import anyio
@@ -101,11 +102,13 @@ async def test_a_crashed_node_is_replaced() -> None:
     fast = RequesterConfig(bid_window=0.05, execution_grace=0.5)
     async with open_network(3, requester=fast, per_node_options=[{"compute": None}, {}, {}]) as net:
         handle = await net.nodes[0].submit(JobSpec.noop(stdout="done", delay=0.5, timeout=1))
-        async for event in handle.events():
-            if event.kind == "bid_accepted":
-                victim = next(n for n in net.nodes if n.node_id == event.node_id)
-                await net.stop_node(victim)
-                break
+        # aclosing: leaving the loop early closes the event stream at once (trio insists)
+        async with contextlib.aclosing(handle.events()) as events:
+            async for event in events:
+                if event.kind == "bid_accepted":
+                    victim = next(n for n in net.nodes if n.node_id == event.node_id)
+                    await net.stop_node(victim)
+                    break
         result = await handle.wait(timeout=30)
         assert result.state is JobState.COMPLETED
         kinds = [e.kind for e in result.events]

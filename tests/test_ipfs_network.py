@@ -126,12 +126,15 @@ async def test_data_locality_nearby_bids_where_a_provider_is_known() -> None:
             inputs=(InputSpec(StorageSpec.ipfs(other), "/in"),),
             deal=Deal(concurrency=1),
             timeout=30,
+            queue_timeout=3,  # nobody will bid: the job waits queued, then fails
         )
         result = await net.nodes[0].run_job(spec, timeout=30)
         assert not result.ok  # nobody holds it or knows a provider: nobody bids
         assert any("data not nearby" in e.detail for e in result.events if e.kind == "declined")
         assert await blocks_of(holder).announce(cid) == 2  # now every node has a record
-        spec = attrs.evolve(spec, inputs=(InputSpec(StorageSpec.ipfs(cid), "/in"),))
+        spec = attrs.evolve(
+            spec, inputs=(InputSpec(StorageSpec.ipfs(cid), "/in"),), queue_timeout=20
+        )
         result = await net.nodes[0].run_job(spec, timeout=30)
         assert result.ok, result.reason
         await net.wait_idle()

@@ -211,7 +211,7 @@ async def test_nodes_without_the_network_secret_are_refused(nats_server: NatsSer
         assert all(r.ok for r in results)
         assert {e.node_id for r in results for e in r.accepted} <= {n.node_id for n in members}
         own = await outsider.run_job(
-            JobSpec.noop(stdout="alone", deal=Deal(min_bids=2)), timeout=30
+            JobSpec.noop(stdout="alone", deal=Deal(min_bids=2), queue_timeout=3), timeout=30
         )
         assert own.state is JobState.FAILED
         assert status_count(members[0].transport, "refused") > 0
