@@ -76,6 +76,17 @@ def _order(request: Request, items: list[dict[str, Any]], keys: dict[str, str]) 
     )
 
 
+_TIME_AND_ID_KEYS = {
+    "": "CreateTime",
+    "createtime": "CreateTime",
+    "createdat": "CreateTime",
+    "modifytime": "ModifyTime",
+    "modifiedat": "ModifyTime",
+    "id": "ID",
+}
+"""``order_by`` values (lower-cased, ``_`` dropped) every listing sorts by."""
+
+
 @attrs.define(eq=False)
 class _Compat:
     api: Any
@@ -123,12 +134,7 @@ class _Compat:
             request,
             jobs,
             {
-                "": "CreateTime",
-                "createtime": "CreateTime",
-                "createdat": "CreateTime",
-                "modifytime": "ModifyTime",
-                "modifiedat": "ModifyTime",
-                "id": "ID",
+                **_TIME_AND_ID_KEYS,
                 "name": "Name",
             },
         )
@@ -181,12 +187,7 @@ class _Compat:
             request,
             items,
             {
-                "": "CreateTime",
-                "createtime": "CreateTime",
-                "createdat": "CreateTime",
-                "modifytime": "ModifyTime",
-                "modifiedat": "ModifyTime",
-                "id": "ID",
+                **_TIME_AND_ID_KEYS,
                 "nodeid": "NodeID",
             },
         )

@@ -303,6 +303,43 @@ def add_data_parser(subparsers: Any) -> argparse.ArgumentParser:
     return data  # type: ignore[no-any-return]
 
 
+def dispatch_local(ns: argparse.Namespace) -> int:
+    """Run a parsed ``data`` command on the local data dir (errors propagate)."""
+    command = ns.data_command
+    dd = ns.data_dir
+    if command == "add":
+        return cmd_add(
+            ns.paths,
+            recursive=ns.recursive,
+            cid_version=ns.cid_version,
+            raw_leaves=ns.raw_leaves,
+            wrap_with_directory=ns.wrap_with_directory,
+            hidden=ns.hidden,
+            only_hash=ns.only_hash,
+            quiet=ns.quiet,
+            chunk_size=ns.chunk_size,
+            pin=ns.pin,
+            data_dir=dd,
+        )
+    if command == "get":
+        return cmd_get(ns.cid, output=ns.output, data_dir=dd)
+    if command == "cat":
+        return cmd_cat(ns.cid, data_dir=dd)
+    if command == "ls":
+        return cmd_ls(ns.cid, data_dir=dd)
+    if command == "export":
+        return cmd_export(ns.cid, car=ns.car, data_dir=dd)
+    if command == "import":
+        return cmd_import(ns.paths, pin=ns.pin, data_dir=dd)
+    if command == "pin":
+        return cmd_pin(ns.cids, direct=ns.direct, data_dir=dd)
+    if command == "unpin":
+        return cmd_unpin(ns.cids, data_dir=dd)
+    if command == "gc":
+        return cmd_gc(data_dir=dd)
+    raise ValidationError(f"unknown data command {command!r}")
+
+
 def run_data_command(ns: argparse.Namespace) -> int:
     """Run a namespace parsed by :func:`add_data_parser`; print errors; return the exit code."""
     try:
@@ -311,39 +348,7 @@ def run_data_command(ns: argparse.Namespace) -> int:
                 "the node API does not serve data commands yet; omit --api to use the local"
                 " data dir (--data-dir)"
             )
-        command = ns.data_command
-        dd = ns.data_dir
-        if command == "add":
-            return cmd_add(
-                ns.paths,
-                recursive=ns.recursive,
-                cid_version=ns.cid_version,
-                raw_leaves=ns.raw_leaves,
-                wrap_with_directory=ns.wrap_with_directory,
-                hidden=ns.hidden,
-                only_hash=ns.only_hash,
-                quiet=ns.quiet,
-                chunk_size=ns.chunk_size,
-                pin=ns.pin,
-                data_dir=dd,
-            )
-        if command == "get":
-            return cmd_get(ns.cid, output=ns.output, data_dir=dd)
-        if command == "cat":
-            return cmd_cat(ns.cid, data_dir=dd)
-        if command == "ls":
-            return cmd_ls(ns.cid, data_dir=dd)
-        if command == "export":
-            return cmd_export(ns.cid, car=ns.car, data_dir=dd)
-        if command == "import":
-            return cmd_import(ns.paths, pin=ns.pin, data_dir=dd)
-        if command == "pin":
-            return cmd_pin(ns.cids, direct=ns.direct, data_dir=dd)
-        if command == "unpin":
-            return cmd_unpin(ns.cids, data_dir=dd)
-        if command == "gc":
-            return cmd_gc(data_dir=dd)
-        raise ValidationError(f"unknown data command {command!r}")
+        return dispatch_local(ns)
     except BacalhauError as exc:
         print(f"Error: {exc}", file=sys.stderr)
         return 1

@@ -40,38 +40,7 @@ def run_data_local(ns: argparse.Namespace) -> int:
     """The local-directory commands of :mod:`bacalhau.cli.data` (errors propagate)."""
     from . import data as d
 
-    c, dd = ns.data_command, ns.data_dir
-    if c == "add":
-        return d.cmd_add(
-            ns.paths,
-            recursive=ns.recursive,
-            cid_version=ns.cid_version,
-            raw_leaves=ns.raw_leaves,
-            wrap_with_directory=ns.wrap_with_directory,
-            hidden=ns.hidden,
-            only_hash=ns.only_hash,
-            quiet=ns.quiet,
-            chunk_size=ns.chunk_size,
-            pin=ns.pin,
-            data_dir=dd,
-        )
-    if c == "get":
-        return d.cmd_get(ns.cid, output=ns.output, data_dir=dd)
-    if c == "cat":
-        return d.cmd_cat(ns.cid, data_dir=dd)
-    if c == "ls":
-        return d.cmd_ls(ns.cid, data_dir=dd)
-    if c == "export":
-        return d.cmd_export(ns.cid, car=ns.car, data_dir=dd)
-    if c == "import":
-        return d.cmd_import(ns.paths, pin=ns.pin, data_dir=dd)
-    if c == "pin":
-        return d.cmd_pin(ns.cids, direct=ns.direct, data_dir=dd)
-    if c == "unpin":
-        return d.cmd_unpin(ns.cids, data_dir=dd)
-    if c == "gc":
-        return d.cmd_gc(data_dir=dd)
-    raise ValidationError(f"unknown data command {c!r}")
+    return d.dispatch_local(ns)
 
 
 def run_data(ns: argparse.Namespace) -> int:
