@@ -99,12 +99,14 @@ class VerifiedCache:
         return True
 
 
-def unpack(data: bytes, *, max_size: int = MAX_EVENT_FRAME) -> Any:
-    """msgpack-decode untrusted ``data`` with size limits; DecodeError on anything wrong."""
+def unpack(data: bytes, *, max_size: int = MAX_EVENT_FRAME, use_list: bool = True) -> Any:
+    """msgpack-decode untrusted ``data`` with size limits; DecodeError on anything wrong.
+    With ``use_list=False`` arrays become tuples (cheaper to keep: the garbage collector
+    stops tracking tuples of plain values)."""
     if len(data) > max_size:
         raise DecodeError(f"frame of {len(data)} bytes exceeds the {max_size}-byte limit")
     try:
-        return msgpack.unpackb(data, raw=False, strict_map_key=True)
+        return msgpack.unpackb(data, raw=False, strict_map_key=True, use_list=use_list)
     except (ValueError, TypeError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as e:
         raise DecodeError(f"malformed msgpack: {e}") from None
     except Exception as e:  # msgpack raises a few undocumented types on hostile input

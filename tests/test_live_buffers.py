@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import json
+import math
+import struct
 import threading
+from typing import Any
 
 import anyio
 import pytest
 
+from bacalhau.errors import DecodeError
 from bacalhau.live import EventHub, LogBuffer, LogHub
+from bacalhau.live.codec import decode_reply, encode_batch, encode_reply
 from bacalhau.models import JobEvent
+from bacalhau.wire import pack, unpack
 
 pytestmark = pytest.mark.anyio
 
@@ -158,3 +165,87 @@ async def test_event_followers_wake_on_publish() -> None:
                 await anyio.lowlevel.checkpoint()
                 hub.publish(kind)
     assert seen == ["a", "b", "c"]
+
+
+async def test_a_read_is_also_bounded_in_bytes() -> None:
+    buf = LogBuffer()
+    for _ in range(8):
+        buf.write("stdout", b"x" * 1000 + b"\n")
+    batch = buf.read(0, limit=100, max_bytes=2500)
+    assert len(batch.lines) == 2  # halved until within the bound
+    assert batch.next == 2
+    assert not batch.closed
+    buf.close()
+    rest = buf.read(2)
+    assert len(rest.lines) == 6
+    assert rest.closed
+
+
+async def test_a_read_relayed_from_a_peer_keeps_every_line_and_field() -> None:
+    buf = LogBuffer(execution_id="j/n")
+    buf.write("stdout", "héllo\n".encode())
+    buf.write("stderr", b"oops\n")
+    buf.write("stdout", b"no newline")
+    buf.close()
+    batch = buf.read(0)
+    relayed = decode_reply(encode_reply(batch))
+    assert relayed is not None
+    assert [tuple(line) for line in relayed.lines] == [tuple(line) for line in batch.lines]
+    assert (relayed.next, relayed.skipped, relayed.closed) == (3, 0, True)
+    # What the API writes is the same JSON, from a local read or a relayed one.
+    local, remote = encode_batch("n1", batch), encode_batch("n1", relayed)
+    assert local == remote
+    assert local.endswith(b"\n")
+    data = json.loads(local)
+    assert data["lines"] == [list(line) for line in batch.lines]
+    assert (data["node_id"], data["end"], data["skipped"]) == ("n1", True, 0)
+    assert data["lines"][0][2] == "héllo"
+    assert data["lines"][2][4] is True  # the unterminated last line is partial
+
+
+def _good_reply() -> dict[str, Any]:
+    buf = LogBuffer()
+    buf.write("stdout", b"a\nb\n")
+    buf.write("stderr", b"c\n")
+    data: dict[str, Any] = unpack(encode_reply(buf.read(0)))
+    return data
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "why"),
+    [
+        ("texts", ["a", b"b", "c"], "texts must be an array of strings"),
+        ("texts", "abc", "texts must be an array of strings"),
+        ("times", struct.pack("<3d", 1.0, math.nan, 2.0), "times must be finite"),
+        ("times", struct.pack("<3d", 1.0, math.inf, 2.0), "times must be finite"),
+        ("times", struct.pack("<2d", 1.0, 2.0), "one 8-byte float per line"),
+        ("streams", b"\x00\x02\x01", "streams must be one byte"),
+        ("streams", b"\x00\x01", "streams must be one byte"),
+        ("partial", [False, False, True], "partial must be one byte"),
+        ("next", 7, "next must be first \\+ the number of lines"),
+        ("first", -1, "first must be a non-negative integer"),
+        ("skipped", "0", "skipped must be a non-negative integer"),
+        ("closed", 1, "closed must be a boolean"),
+        ("texts", None, "texts must be an array"),
+    ],
+)
+async def test_a_malformed_reply_from_a_peer_is_refused(field: str, value: Any, why: str) -> None:
+    data = _good_reply()
+    assert decode_reply(pack(data)) is not None  # the untouched reply is fine
+    data[field] = value
+    with pytest.raises(DecodeError, match=why):
+        decode_reply(pack(data))
+    del data[field]
+    with pytest.raises(DecodeError, match=f"{field} is missing"):
+        decode_reply(pack(data))
+
+
+async def test_a_reply_that_is_not_a_batch_is_refused_or_means_not_found() -> None:
+    with pytest.raises(DecodeError, match="must be a map"):
+        decode_reply(pack([1, 2]))
+    assert decode_reply(pack({"found": False, "reason": "no output yet"})) is None
+    empty = LogBuffer()
+    empty.close()
+    batch = decode_reply(encode_reply(empty.read(0)))
+    assert batch is not None
+    assert (batch.lines, batch.next, batch.closed) == ((), 0, True)

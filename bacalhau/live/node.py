@@ -7,11 +7,10 @@ job's requester over the transport), its event stream, and its info for network 
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from collections.abc import Awaitable, Callable
-from typing import Any, cast
+from typing import Any
 
 import anyio
 import anyio.abc
@@ -20,8 +19,9 @@ import attrs
 from ..convert import from_json_data, to_json_data
 from ..errors import BacalhauError, DecodeError, TransportError, ValidationError
 from ..wire import pack, unpack
+from .codec import decode_reply, encode_batch, encode_reply, note
 from .events import EventHub
-from .logs import LogBatch, LogBuffer, LogHub, LogLine
+from .logs import LogBuffer, LogHub
 
 __all__ = [
     "INFO_PROTOCOL",
@@ -29,13 +29,11 @@ __all__ = [
     "LogChunkLive",
     "LogRecord",
     "NodeWatch",
-    "encode_batch",
-    "note",
 ]
 
 log = logging.getLogger("bacalhau.live")
 
-LOGS_PROTOCOL = "logs/1"
+LOGS_PROTOCOL = "logs/2"
 INFO_PROTOCOL = "info/1"
 LINGER = 0.2
 """After new output wakes a follower, it waits this long so lines come in batches (a
@@ -96,70 +94,6 @@ class LogChunkLive:
         if self.end:
             out.append(LogRecord(self.node_id, end=True, detail=self.detail))
         return out
-
-
-_dumps = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
-
-
-def encode_batch(node_id: str, batch: LogBatch) -> bytes:
-    """One NDJSON line (a :class:`LogChunkLive`) for one read. Encoded in one call of the
-    C JSON encoder: a job may print a million lines, and this runs on the event loop the
-    job's output thread also needs."""
-    return (
-        _dumps(
-            {
-                "node_id": node_id,
-                "lines": batch.lines,
-                "skipped": batch.skipped,
-                "end": batch.closed,
-                "detail": "",
-            }
-        )
-        + "\n"
-    ).encode()
-
-
-def note(node_id: str, *, end: bool = True, detail: str = "") -> str:
-    """An NDJSON line with no output: the end of an execution's, and why."""
-    return (
-        _dumps({"node_id": node_id, "lines": [], "skipped": 0, "end": end, "detail": detail}) + "\n"
-    )
-
-
-def _encode_batch(batch: LogBatch) -> bytes:
-    lines = list(batch.lines)  # named tuples: msgpack arrays as they are
-    return pack(
-        {
-            "found": True,
-            "lines": lines,
-            "next": batch.next,
-            "skipped": batch.skipped,
-            "closed": batch.closed,
-        }
-    )
-
-
-def _decode_batch(raw: bytes) -> LogBatch | None:
-    data = unpack(raw)
-    if not isinstance(data, dict):
-        raise DecodeError("log reply must be a map")
-    if not data.get("found"):
-        return None
-    try:
-        rows = data["lines"]
-        # Rows must be [seq, stream, text, time, partial]; they are relayed to the API's
-        # clients (who check every field) after one C-level JSON check (encode_batch):
-        # a per-field check here would cost the event loop a Python loop per line.
-        if not isinstance(rows, list) or not all(type(r) is list and len(r) == 5 for r in rows):
-            raise DecodeError("log reply: lines must be [seq, stream, text, time, partial]")
-        return LogBatch(
-            cast(tuple[LogLine, ...], tuple(rows)),
-            int(data["next"]),
-            max(0, int(data["skipped"])),
-            bool(data["closed"]),
-        )
-    except (KeyError, TypeError, ValueError) as exc:
-        raise DecodeError(f"malformed log reply: {exc!r}") from None
 
 
 async def _linger(buffer: LogBuffer) -> None:
@@ -241,7 +175,7 @@ class NodeWatch:
             with anyio.move_on_after(wait):
                 await buffer.wait(cursor)
                 await _linger(buffer)
-        return _encode_batch(buffer.read(cursor, limit=5000, max_bytes=REPLY_BYTES))
+        return encode_reply(buffer.read(cursor, limit=5000, max_bytes=REPLY_BYTES))
 
     async def _serve_info(self, peer_id: str, payload: bytes) -> bytes:
         return pack(to_json_data(self.node.info()))
@@ -334,7 +268,7 @@ class NodeWatch:
             raw = await self.node.request(
                 node_id, LOGS_PROTOCOL, pack(request), timeout=MAX_WAIT + 10
             )
-            batch = _decode_batch(raw)
+            batch = decode_reply(raw)
             if batch is None:
                 if not follow or self._execution_over(job_id, node_id):
                     await out(note(node_id, end=True, detail="no live output kept").encode())
