@@ -68,6 +68,7 @@ from ._http import (
 from ._listen import QuietServer, bind_listener
 from .live import live_routes, token_of
 from .openapi import openapi_document
+from .receipts import receipt_routes
 from .schemas import (
     API_PREFIX,
     CancelRequest,
@@ -700,6 +701,7 @@ def create_app(node: Any, *, token: str | None = None, limits: ApiLimits = ApiLi
         route(f"{p}/data/{{cid}}/pin", api.pin, "POST"),
         route(f"{p}/data/{{cid}}/pin", api.unpin, "DELETE"),
         *live_routes(api),
+        *receipt_routes(api),
         bacalhau_v1.mount(api),  # Bacalhau's v1 API, after ours (same prefix)
     ]
     inner = Starlette(routes=routes, exception_handlers={HTTPException: _http_error})
