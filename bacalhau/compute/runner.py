@@ -374,7 +374,14 @@ class ExecutionRunner:
             sign=self.sign,
             spec=spec,
         )
-        return ExecutionDone(job_id, proposal, exit_code, stdout, stderr, sealed)
+        return ExecutionDone(
+            job_id=job_id,
+            proposal=proposal,
+            exit_code=exit_code,
+            stdout=stdout,
+            stderr=stderr,
+            commitment=sealed,
+        )
 
     async def produce(self, job_id: str, spec: JobSpec, folder: Path) -> tuple[Path, int, str, str]:
         """Run the job in ``folder``: its checked results folder, exit code, stdout and

@@ -38,7 +38,7 @@ MAX_LOG_BYTES = 1024 * 1024
 dropped and ``RunResult.truncated`` notes it."""
 
 
-@attrs.frozen
+@attrs.frozen(kw_only=True)
 class PreparedVolume:
     """An input volume made ready for an executor.
 
@@ -58,7 +58,7 @@ OutputSink = Callable[[Literal["stdout", "stderr"], bytes], None]
 without blocking: the node's live log buffer (:class:`bacalhau.live.LogBuffer`)."""
 
 
-@attrs.frozen
+@attrs.frozen(kw_only=True)
 class ExecutionContext:
     """Everything one run needs; built by the node's execution runner.
 
@@ -118,7 +118,7 @@ class Executor(abc.ABC):
         """Run the job. Cancellation (anyio) must stop it promptly and clean up."""
 
 
-@attrs.frozen
+@attrs.frozen(kw_only=True)
 class ExecutionLayout:
     """The folders of one execution, under one root folder."""
 

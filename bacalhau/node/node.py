@@ -215,11 +215,19 @@ class Node(TransportHandler):
         label = "bid acceptance probe"
         if rconfig.acceptance_probe_http:
             self.acceptance.append(
-                HttpHook(rconfig.acceptance_probe_http, rconfig.acceptance_probe_timeout, label)
+                HttpHook(
+                    url=rconfig.acceptance_probe_http,
+                    timeout=rconfig.acceptance_probe_timeout,
+                    label=label,
+                )
             )
         if rconfig.acceptance_probe_exec:
             self.acceptance.append(
-                ExecHook(rconfig.acceptance_probe_exec, rconfig.acceptance_probe_timeout, label)
+                ExecHook(
+                    command=rconfig.acceptance_probe_exec,
+                    timeout=rconfig.acceptance_probe_timeout,
+                    label=label,
+                )
             )
         if self.acceptance and not rconfig.bid_review:
             rconfig = attrs.evolve(rconfig, bid_review=True)
@@ -414,10 +422,10 @@ class Node(TransportHandler):
         )
         self.strategies = [
             SupportStrategy(
-                self.plugins.executors,
-                self.plugins.storage,
-                self.plugins.verifiers,
-                self.plugins.publishers,
+                executors=self.plugins.executors,
+                storage=self.plugins.storage,
+                verifiers=self.plugins.verifiers,
+                publishers=self.plugins.publishers,
             ),
             CapacityStrategy(self.capacity),
         ]
@@ -510,7 +518,7 @@ class Node(TransportHandler):
         if self.store is not None and self.store.error is not None:
             raise self.store.error
         job_id = f"j-{uuid.uuid4()}"
-        self.driver.feed(SubmitJob(job_id, spec, peers=len(self.peers())))
+        self.driver.feed(SubmitJob(job_id=job_id, spec=spec, peers=len(self.peers())))
         if self.store is not None:
             try:
                 await self.store.flush()  # the job is on disk before we say it is accepted

@@ -37,7 +37,7 @@ CHAOS_REQUESTER = RequesterConfig(
 )
 
 
-@attrs.define
+@attrs.define(kw_only=True)
 class ChaosReport:
     seed: int
     results: list[JobResult]

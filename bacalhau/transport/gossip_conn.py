@@ -152,7 +152,7 @@ class _Pending:
     error: str | None = None
 
 
-@attrs.define(eq=False)
+@attrs.define(eq=False, kw_only=True)
 class Connection:
     """An authenticated connection to one peer, with bounded outgoing queues.
 
