@@ -348,6 +348,8 @@ class ExecutionRunner:
         """Remove the execution folder; never raises (a failure is logged)."""
         try:
             remove_tree(self.folder(job_id))
+        except FileNotFoundError:  # removed meanwhile (the node's data dir going away)
+            log.debug("the folder of execution %s was already gone", job_id)
         except Exception as exc:
             log.warning("could not remove the folder of execution %s: %r", job_id, exc)
 

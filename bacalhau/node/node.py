@@ -273,6 +273,7 @@ class Node(TransportHandler):
         self.capacity: Capacity
         self.strategies: list[BidStrategy] = []
         self.started = anyio.Event()
+        self._stopped = False  # set for good once the node has begun to stop
         from ..live.node import NodeWatch
 
         self.watch = NodeWatch(self)
@@ -386,9 +387,11 @@ class Node(TransportHandler):
                 try:
                     await anyio.sleep_forever()
                 finally:
+                    self._stopped = True
                     with anyio.CancelScope(shield=True):
                         await self.plugins.close()
         finally:
+            self._stopped = True
             self.driver.bind(None)
             self.outbox.close()
             if self._tmp is not None:
@@ -512,6 +515,8 @@ class Node(TransportHandler):
             raise ValidationError(f"expected a JobSpec, got {type(spec).__name__}")
         if not self.started.is_set():
             raise BacalhauError("node is not running (use 'async with node' or tg.start(node.run))")
+        if self._stopped:
+            raise BacalhauError(f"node {self.node_id} has stopped; submit to a running node")
         executor = self.plugins.executors.get(spec.engine.type)
         if executor is not None:
             executor.validate(spec)  # a bad engine parameter fails here, not on a far node
