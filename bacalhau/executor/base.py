@@ -42,9 +42,12 @@ dropped and ``RunResult.truncated`` notes it."""
 class PreparedVolume:
     """An input volume made ready for an executor.
 
-    ``host_path`` is set for POSIX volumes (a read-only file or directory on the
-    host); ``stream`` is set for library volumes (the executor reads bytes by
-    calling it: ``await stream(offset, size) -> bytes``, ``size`` total length).
+    Attributes:
+        spec: the input as the job asked for it.
+        host_path: set for POSIX volumes: a read-only file or directory on the host.
+        size: the volume's total length in bytes (library volumes).
+        read: set for library volumes: the executor reads bytes by calling it, on a
+            worker thread (it blocks): ``read(offset, length) -> bytes``. Thread-safe.
     """
 
     spec: InputSpec
