@@ -179,7 +179,10 @@ def stored_job(i: int, state: JobState = JobState.COMPLETED) -> RequesterJob:
         spec=JobSpec.noop(stdout=f"{i}", name=f"n{(i * 7) % 50:02d}"),
         created_at=1_000.0 + i,
         state=state,
-        history=[JobEvent(1_000.0 + i, "submitted"), JobEvent(5_000.0 - i, state.value)],
+        history=[
+            JobEvent(time=1_000.0 + i, kind="submitted"),
+            JobEvent(time=5_000.0 - i, kind=state.value),
+        ],
     )
 
 
