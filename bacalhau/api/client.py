@@ -29,7 +29,7 @@ import tempfile
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import anyio
 import anyio.from_thread
@@ -68,9 +68,6 @@ from .schemas import (
     SubmitRequest,
     SubmitResponse,
 )
-
-if TYPE_CHECKING:
-    from ..node.receipt import Receipt
 
 __all__ = ["DEFAULT_API", "Client", "SyncClient", "api_url"]
 
@@ -261,16 +258,9 @@ class Client:
         engine: str | None = None,
         limit: int = 100,
         offset: int = 0,
-        sort: str = "created",
-        order: str = "newest",
-        after: str | None = None,
     ) -> JobList:
-        """A page of the node's jobs, filtered by state, label and engine, sorted by
-        ``sort`` (``created``, ``updated``, ``id``, ``name``) ``newest`` (descending) or
-        ``oldest`` first. Pass the page's ``next`` as ``after`` for the following page."""
-        params: dict[str, Any] = {"limit": limit, "offset": offset, "sort": sort, "order": order}
-        if after is not None:
-            params["after"] = after
+        """A page of the node's jobs, newest first, filtered by state, label and engine."""
+        params: dict[str, Any] = {"limit": limit, "offset": offset}
         if state is not None:
             states = [state] if isinstance(state, str) else list(state)
             params["state"] = ",".join(str(JobState(s).value) for s in states)
@@ -287,12 +277,6 @@ class Client:
     async def results(self, job_id: str) -> ResultsList:
         """Where the job's accepted results were published."""
         return await self._get(f"/jobs/{_quote(job_id)}/results", ResultsList)
-
-    async def receipt(self, job_id: str) -> Receipt:
-        """The completed job's receipt, signed by the node (``bacalhau verify`` checks it)."""
-        from ..node.receipt import Receipt
-
-        return await self._get(f"/jobs/{_quote(job_id)}/receipt", Receipt)
 
     async def cancel(self, job_id: str, reason: str = "cancelled by the user") -> JobState:
         """Cancel a live job; return its state after. ApiError ``job_finished`` if it ended."""
@@ -730,9 +714,6 @@ class SyncClient:
 
     def cancel(self, job_id: str, reason: str = "cancelled by the user") -> JobState:
         return self._call(self._client.cancel, job_id, reason)
-
-    def receipt(self, job_id: str) -> Receipt:
-        return self._call(self._client.receipt, job_id)
 
     def events(self, job_id: str, *, follow: bool = True) -> Iterator[EventLine]:
         return self._iterate(self._client.events(job_id, follow=follow))

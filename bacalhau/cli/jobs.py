@@ -407,9 +407,6 @@ SORT_KEYS = ("created_at", "id", "state", "engine")
 
 
 async def cmd_list(ns: argparse.Namespace) -> int:
-    # created_at and id sort on the node (an indexed query); state and engine sort the page
-    sort = {"created_at": "created", "id": "id"}.get(ns.sort_by, "created")
-    newest = (ns.sort_by == "created_at") != ns.reverse
     async with client_from_args(ns) as client:
         page = await client.list_jobs(
             state=ns.state or None,
@@ -417,21 +414,15 @@ async def cmd_list(ns: argparse.Namespace) -> int:
             engine=ns.engine,
             limit=1000 if ns.all else ns.limit,
             offset=ns.offset,
-            sort=sort,
-            order="newest" if newest else "oldest",
         )
         jobs = list(page.jobs)
-        for _ in range(page.total // 1000 + 1 if ns.all else 0):  # bounded by the total
-            if page.next is None:
-                break
+        while ns.all and page.jobs and page.offset + len(page.jobs) < page.total:
             page = await client.list_jobs(
                 state=ns.state or None,
                 label=ns.label,
                 engine=ns.engine,
                 limit=1000,
-                sort=sort,
-                order="newest" if newest else "oldest",
-                after=page.next,
+                offset=page.offset + len(page.jobs),
             )
             jobs.extend(page.jobs)
     key = {

@@ -38,21 +38,21 @@ def _payload(request: BidRequest) -> dict[str, Any]:
 def parse_hook_reply(raw: bytes, *, default: bool | None = None) -> BidResponse:
     """Read a hook's ``{"shouldBid": bool, "reason": str}``; garbage means no."""
     if len(raw) > MAX_REPLY:
-        return BidResponse(bid=False, reason=f"hook reply too large ({len(raw)} bytes)")
+        return BidResponse(False, f"hook reply too large ({len(raw)} bytes)")
     text = raw.decode("utf-8", "replace").strip()
     if not text and default is not None:
-        return BidResponse(bid=default, reason="")
+        return BidResponse(default, "")
     try:
         data = json.loads(text)
     except ValueError:
-        return BidResponse(bid=False, reason=f"hook answered garbage: {text[:80]!r}")
+        return BidResponse(False, f"hook answered garbage: {text[:80]!r}")
     if not isinstance(data, dict) or not isinstance(data.get("shouldBid"), bool):
-        return BidResponse(bid=False, reason=f"hook reply lacks a boolean shouldBid: {text[:80]!r}")
+        return BidResponse(False, f"hook reply lacks a boolean shouldBid: {text[:80]!r}")
     reason = data.get("reason", "")
-    return BidResponse(bid=data["shouldBid"], reason=str(reason)[:500] if reason else "")
+    return BidResponse(data["shouldBid"], str(reason)[:500] if reason else "")
 
 
-@attrs.frozen(kw_only=True)
+@attrs.frozen
 class HttpHook:
     """POST the job to ``url``; the JSON reply decides."""
 
@@ -65,12 +65,10 @@ class HttpHook:
             async with httpx.AsyncClient(timeout=self.timeout) as client:
                 response = await client.post(self.url, json=_payload(request))
         except httpx.HTTPError as exc:
-            return BidResponse(
-                bid=False, reason=f"{self.label} {self.url} failed: {type(exc).__name__}"
-            )
+            return BidResponse(False, f"{self.label} {self.url} failed: {type(exc).__name__}")
         if response.status_code != 200:
             return BidResponse(
-                bid=False, reason=f"{self.label} {self.url} answered HTTP {response.status_code}"
+                False, f"{self.label} {self.url} answered HTTP {response.status_code}"
             )
         answer = parse_hook_reply(response.content)
         return attrs.evolve(
@@ -78,7 +76,7 @@ class HttpHook:
         )
 
 
-@attrs.frozen(kw_only=True)
+@attrs.frozen
 class ExecHook:
     """Run ``command`` (through the shell) with the job as JSON on stdin."""
 
@@ -93,20 +91,18 @@ class ExecHook:
                 code, stdout = await _run_hook(self.command, data)
         except TimeoutError:
             return BidResponse(
-                bid=False, reason=f"{self.label} {self.command!r} timed out after {self.timeout:g}s"
+                False, f"{self.label} {self.command!r} timed out after {self.timeout:g}s"
             )
         except OSError as exc:
-            return BidResponse(
-                bid=False, reason=f"{self.label} {self.command!r} could not run: {exc}"
-            )
+            return BidResponse(False, f"{self.label} {self.command!r} could not run: {exc}")
         if code != 0:
             exited = f"{self.label} exited with {code}"
             if not stdout.strip():
-                return BidResponse(bid=False, reason=exited)
+                return BidResponse(False, exited)
             answer = parse_hook_reply(stdout, default=False)
             return BidResponse(
-                bid=False,
-                reason=answer.reason
+                False,
+                answer.reason
                 if answer.reason and not answer.bid and "garbage" not in answer.reason
                 else exited,
             )
@@ -136,7 +132,7 @@ async def _run_hook(command: str, data: bytes) -> tuple[int, bytes]:
 def hook_strategies(config: ComputeConfig) -> list[BidStrategy]:
     out: list[BidStrategy] = []
     if config.probe_http:
-        out.append(HttpHook(url=config.probe_http, timeout=config.probe_timeout))
+        out.append(HttpHook(config.probe_http, config.probe_timeout))
     if config.probe_exec:
-        out.append(ExecHook(command=config.probe_exec, timeout=config.probe_timeout))
+        out.append(ExecHook(config.probe_exec, config.probe_timeout))
     return out

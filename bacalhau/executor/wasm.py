@@ -110,7 +110,7 @@ class BlockGetter(Protocol):
     async def get_many(self, cids: Sequence[bytes]) -> list[bytes]: ...
 
 
-@attrs.frozen(kw_only=True)
+@attrs.frozen
 class WasmParams:
     """The validated ``engine.params`` of a wasm job."""
 

@@ -122,9 +122,7 @@ def decode_reply(raw: bytes) -> LogBatch | None:
         map(bool, partial),
         strict=True,
     )
-    return LogBatch(
-        lines=cast(tuple[LogLine, ...], tuple(rows)), next=nxt, skipped=skipped, closed=closed
-    )
+    return LogBatch(cast(tuple[LogLine, ...], tuple(rows)), nxt, skipped, closed)
 
 
 def _int(data: dict[Any, Any], key: str) -> int:

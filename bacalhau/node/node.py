@@ -215,19 +215,11 @@ class Node(TransportHandler):
         label = "bid acceptance probe"
         if rconfig.acceptance_probe_http:
             self.acceptance.append(
-                HttpHook(
-                    url=rconfig.acceptance_probe_http,
-                    timeout=rconfig.acceptance_probe_timeout,
-                    label=label,
-                )
+                HttpHook(rconfig.acceptance_probe_http, rconfig.acceptance_probe_timeout, label)
             )
         if rconfig.acceptance_probe_exec:
             self.acceptance.append(
-                ExecHook(
-                    command=rconfig.acceptance_probe_exec,
-                    timeout=rconfig.acceptance_probe_timeout,
-                    label=label,
-                )
+                ExecHook(rconfig.acceptance_probe_exec, rconfig.acceptance_probe_timeout, label)
             )
         if self.acceptance and not rconfig.bid_review:
             rconfig = attrs.evolve(rconfig, bid_review=True)
@@ -273,7 +265,6 @@ class Node(TransportHandler):
         self.capacity: Capacity
         self.strategies: list[BidStrategy] = []
         self.started = anyio.Event()
-        self._stopped = False  # set for good once the node has begun to stop
         from ..live.node import NodeWatch
 
         self.watch = NodeWatch(self)
@@ -387,11 +378,9 @@ class Node(TransportHandler):
                 try:
                     await anyio.sleep_forever()
                 finally:
-                    self._stopped = True
                     with anyio.CancelScope(shield=True):
                         await self.plugins.close()
         finally:
-            self._stopped = True
             self.driver.bind(None)
             self.outbox.close()
             if self._tmp is not None:
@@ -425,10 +414,10 @@ class Node(TransportHandler):
         )
         self.strategies = [
             SupportStrategy(
-                executors=self.plugins.executors,
-                storage=self.plugins.storage,
-                verifiers=self.plugins.verifiers,
-                publishers=self.plugins.publishers,
+                self.plugins.executors,
+                self.plugins.storage,
+                self.plugins.verifiers,
+                self.plugins.publishers,
             ),
             CapacityStrategy(self.capacity),
         ]
@@ -515,15 +504,13 @@ class Node(TransportHandler):
             raise ValidationError(f"expected a JobSpec, got {type(spec).__name__}")
         if not self.started.is_set():
             raise BacalhauError("node is not running (use 'async with node' or tg.start(node.run))")
-        if self._stopped:
-            raise BacalhauError(f"node {self.node_id} has stopped; submit to a running node")
         executor = self.plugins.executors.get(spec.engine.type)
         if executor is not None:
             executor.validate(spec)  # a bad engine parameter fails here, not on a far node
         if self.store is not None and self.store.error is not None:
             raise self.store.error
         job_id = f"j-{uuid.uuid4()}"
-        self.driver.feed(SubmitJob(job_id=job_id, spec=spec, peers=len(self.peers())))
+        self.driver.feed(SubmitJob(job_id, spec, peers=len(self.peers())))
         if self.store is not None:
             try:
                 await self.store.flush()  # the job is on disk before we say it is accepted
@@ -609,18 +596,6 @@ class Node(TransportHandler):
             return page_in_memory(rows, query)
         await self.store.flush()
         return await anyio.to_thread.run_sync(self.store.query, query)
-
-    async def describe_rows(self, rows: Sequence[JobRow]) -> list[JobResult]:
-        """Whole results for one page of history rows: live jobs from memory, finished
-        ones read from the store on a worker thread (a job expired since the page was
-        read is left out)."""
-        live = {r.job_id: self.requester.jobs.get(r.job_id) for r in rows}
-        missing = [job_id for job_id, job in live.items() if job is None]
-        if missing and self.store is not None:
-            store = self.store
-            found = await anyio.to_thread.run_sync(lambda: [store.get_job(j) for j in missing])
-            live.update(zip(missing, found, strict=True))
-        return [self.requester.result_of(j) for j in live.values() if j is not None]
 
     async def cancel(self, job_id: str, reason: str = "cancelled by the user") -> None:
         self.driver.feed(CancelJob(self.resolve(job_id), reason))

@@ -128,7 +128,7 @@ class Announcer:
         return self._sent_at + self.heartbeat
 
 
-@attrs.define(kw_only=True)
+@attrs.define
 class KnownNode:
     """One node in a requester's table."""
 
@@ -162,7 +162,7 @@ class NodeTable:
         (a reason to offer queued jobs again)."""
         known = self.nodes.get(info.node_id)
         if known is None:
-            self.nodes[info.node_id] = KnownNode(info=info, seen=now)
+            self.nodes[info.node_id] = KnownNode(info, now)
             return True
         if info.seq and info.seq < known.info.seq:
             return False  # reordered: an older announcement
@@ -205,7 +205,7 @@ class NodeTable:
             known.busy_until = float("-inf")
 
 
-@attrs.frozen(kw_only=True)
+@attrs.frozen
 class Ranking:
     """Suitable nodes for a job: ``ready`` (room now, best first), ``full`` (suitable but
     busy), and ``reason`` why there are none, when there are none."""
@@ -300,4 +300,4 @@ def rank(
         reason = (
             f"waiting for capacity: {len(full)} matching node{'s' if len(full) != 1 else ''} busy"
         )
-    return Ranking(ready=tuple(n for _, n in ready), full=tuple(full), reason=reason, known=known)
+    return Ranking(tuple(n for _, n in ready), tuple(full), reason, known)

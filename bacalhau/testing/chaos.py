@@ -23,10 +23,8 @@ import random
 from collections.abc import Sequence
 
 import anyio
-import anyio.lowlevel
 import attrs
 
-from ..errors import BacalhauError
 from ..models import Deal, ExecutionState, JobResult, JobSpec, JobState
 from ..network import Network
 from ..protocol.requester import RequesterConfig
@@ -39,7 +37,7 @@ CHAOS_REQUESTER = RequesterConfig(
 )
 
 
-@attrs.define(kw_only=True)
+@attrs.define
 class ChaosReport:
     seed: int
     results: list[JobResult]
@@ -151,14 +149,8 @@ async def chaos_run(
         async def submit_all() -> None:
             gap = duration / max(jobs, 1)
             for spec in specs:
-                while True:  # as a client would: a node that crashed under us, try another
-                    node = rng.choice(net.nodes)
-                    try:
-                        handle = await node.submit(spec)
-                    except BacalhauError:
-                        await anyio.lowlevel.checkpoint()
-                        continue
-                    break
+                node = rng.choice(net.nodes)
+                handle = await node.submit(spec)
                 handles.append((node.node_id, handle.job_id))
                 await anyio.sleep(gap)
 

@@ -26,24 +26,57 @@ from __future__ import annotations
 
 import logging
 from collections import deque
+from collections.abc import Sequence
 from time import monotonic
-from typing import Any
+from typing import TypeAlias
 
 import anyio
 import anyio.abc
 import attrs
-import msgpack
 
-from ..errors import DecodeError, PeerUnreachable, WireError
+from ..errors import PeerUnreachable
 from .base import MAX_FRAME
-from .errors import ConnectionClosed
+from .gossip_frames import (
+    BYE,
+    ERROR,
+    GRAFT,
+    IDONTWANT,
+    IHAVE,
+    IWANT,
+    MESSAGE_TYPES,
+    PEERS,
+    PING,
+    PRUNE,
+    PUBLISH,
+    REPLY,
+    REQUEST,
+    FrameReader,
+    decode,
+    encode,
+    encode_bin_message,
+)
 
 __all__ = [
+    "BYE",
+    "ERROR",
+    "GRAFT",
+    "IDONTWANT",
+    "IHAVE",
+    "IWANT",
+    "MESSAGE_TYPES",
+    "PEERS",
+    "PING",
+    "PRUNE",
+    "PUBLISH",
+    "REPLY",
+    "REQUEST",
     "WIRE_MAX",
     "Connection",
+    "Frame",
     "FrameReader",
     "decode",
     "encode",
+    "encode_bin_message",
 ]
 
 log = logging.getLogger("bacalhau.transport.gossip")
@@ -52,97 +85,34 @@ HANDSHAKE_MAX = 4096
 WIRE_MAX = MAX_FRAME + 64
 """Largest frame after the handshake: a MAX_FRAME payload plus the message header."""
 
-PUBLISH, IHAVE, IWANT, GRAFT, PRUNE, PING, PEERS, REQUEST, REPLY, ERROR, BYE, IDONTWANT = range(
-    1, 13
-)
-MESSAGE_TYPES = frozenset(range(1, 13))
+Frame: TypeAlias = bytes | tuple[bytes, ...]
+"""A frame to send: its bytes, or pieces sent one after another (see encode_bin_message)."""
 
-_HEADER = 4
-
-
-def encode(message: list[Any]) -> bytes:
-    """Length-prefix the msgpack encoding of ``message``."""
-    body: bytes = msgpack.packb(message, use_bin_type=True)
-    return len(body).to_bytes(_HEADER, "big") + body
+SEND_JOIN_MAX = 64 * 1024
+"""Pieces smaller than this are joined with their neighbours into one send; larger
+ones are sent as they are (a copy of them would cost more than a send)."""
 
 
-def decode(frame: bytes) -> list[Any]:
-    """Decode one post-handshake frame into ``[type, ...]``.
-
-    Raises:
-        DecodeError: not msgpack, not an array, or an unknown message type.
-    """
-    try:
-        msg = msgpack.unpackb(frame, raw=False, strict_map_key=True, use_list=True)
-    except Exception as exc:  # msgpack raises many types on hostile input
-        raise DecodeError(f"malformed msgpack frame ({type(exc).__name__}: {exc})") from None
-    if not (isinstance(msg, list) and msg and type(msg[0]) is int and msg[0] in MESSAGE_TYPES):
-        raise DecodeError("frame is not a [type, ...] array of a known message type")
-    return msg
+def _size(frame: Frame) -> int:
+    return len(frame) if isinstance(frame, bytes) else sum(map(len, frame))
 
 
-@attrs.define(eq=False)
-class FrameReader:
-    """Reads length-prefixed frames from a byte stream, with a size limit.
-
-    Time limits are the caller's: :attr:`partial_since` tells since when a
-    begun frame has been incomplete (None between frames), so a watchdog can
-    cut off a peer that trickles bytes (slow-loris) without a cancel scope per
-    frame on the hot path.
-    """
-
-    stream: anyio.abc.ByteReceiveStream
-    partial_since: float | None = None
-    _buf: bytearray = attrs.Factory(bytearray)
-
-    async def _fill(self, size: int) -> None:
-        buf = self._buf
-        while len(buf) < size:
-            if buf and self.partial_since is None:
-                self.partial_since = monotonic()
-            try:
-                chunk = await self.stream.receive(max(65536, size - len(buf)))
-            except (anyio.EndOfStream, anyio.BrokenResourceError, ConnectionError):
-                if buf:
-                    raise ConnectionClosed(
-                        f"connection closed mid-frame ({len(buf)} of {size} bytes received)"
-                    ) from None
-                raise ConnectionClosed("connection closed by peer") from None
-            buf += chunk
-
-    async def read(self, *, max_size: int) -> bytes:
-        """Read one frame.
-
-        Args:
-            max_size: largest frame accepted; a larger length is refused at once.
-
-        Raises:
-            WireError: oversized frame, or the peer closed the connection.
-        """
-        buf = self._buf
-        if len(buf) < _HEADER:
-            await self._fill(_HEADER)
-        size = int.from_bytes(buf[:_HEADER], "big")
-        if size > max_size:
-            raise WireError(f"frame of {size} bytes exceeds the {max_size}-byte limit")
-        end = _HEADER + size
-        if len(buf) < end:
-            await self._fill(end)
-        with memoryview(buf) as view:
-            frame = bytes(view[_HEADER:end])  # one copy (a bytearray slice would be two)
-        del buf[:end]  # O(1) at the front of a bytearray
-        self.partial_since = monotonic() if buf else None
-        return frame
-
-    def check(self, now: float, frame_timeout: float) -> str | None:
-        """Why the connection must be cut (a frame begun too long ago), or None."""
-        since = self.partial_since
-        if since is not None and now - since > frame_timeout:
-            return (
-                f"frame not complete within {frame_timeout:g}s "
-                f"({len(self._buf)} bytes of it received)"
-            )
-        return None
+def _coalesce(pieces: Sequence[bytes]) -> list[bytes]:
+    """The buffers to send for ``pieces``: runs of small ones joined, large ones as
+    they are (no copy)."""
+    out: list[bytes] = []
+    run: list[bytes] = []
+    for piece in pieces:
+        if len(piece) < SEND_JOIN_MAX:
+            run.append(piece)
+            continue
+        if run:
+            out.append(run[0] if len(run) == 1 else b"".join(run))
+            run = []
+        out.append(piece)
+    if run:
+        out.append(run[0] if len(run) == 1 else b"".join(run))
+    return out
 
 
 @attrs.define(eq=False)
@@ -152,7 +122,7 @@ class _Pending:
     error: str | None = None
 
 
-@attrs.define(eq=False, kw_only=True)
+@attrs.define(eq=False)
 class Connection:
     """An authenticated connection to one peer, with bounded outgoing queues.
 
@@ -187,8 +157,8 @@ class Connection:
     closed: anyio.Event = attrs.Factory(anyio.Event)
     pending: dict[int, _Pending] = attrs.Factory(dict)
     _control: deque[bytes] = attrs.Factory(deque)
-    _direct: deque[bytes] = attrs.Factory(deque)
-    _bulk: deque[bytes] = attrs.Factory(deque)
+    _direct: deque[Frame] = attrs.Factory(deque)
+    _bulk: deque[Frame] = attrs.Factory(deque)
     _direct_bytes: int = 0
     _bulk_bytes: int = 0
     _wake: anyio.Event = attrs.Factory(anyio.Event)
@@ -217,24 +187,24 @@ class Connection:
         self._kick()
         return True
 
-    def send_bulk(self, data: bytes) -> bool:
+    def send_bulk(self, data: Frame) -> bool:
         """Queue a broadcast frame; False (dropped) if the peer is too far behind."""
+        size = _size(data)
         if self.close_reason is not None or (
             self._bulk
-            and (
-                self._bulk_bytes + len(data) > self.max_bytes or len(self._bulk) >= self.max_frames
-            )
+            and (self._bulk_bytes + size > self.max_bytes or len(self._bulk) >= self.max_frames)
         ):
             self.dropped += 1
             return False
         self._bulk.append(data)
-        self._bulk_bytes += len(data)
+        self._bulk_bytes += size
         self._kick()
         return True
 
-    async def send_direct(self, data: bytes) -> None:
+    async def send_direct(self, data: Frame) -> None:
         """Queue a request or reply frame, waiting for room (the caller bounds the wait)."""
-        while self._direct and self._direct_bytes + len(data) > self.max_bytes:
+        size = _size(data)
+        while self._direct and self._direct_bytes + size > self.max_bytes:
             if self.close_reason is not None:
                 break
             if self._room.is_set():
@@ -243,7 +213,7 @@ class Connection:
         if self.close_reason is not None:
             raise PeerUnreachable(f"connection to {self.peer_id} closed: {self.close_reason}")
         self._direct.append(data)
-        self._direct_bytes += len(data)
+        self._direct_bytes += size
         self._kick()
 
     async def request(self, frame: bytes, within: float) -> bytes:
@@ -258,7 +228,7 @@ class Connection:
         pending = self.pending[req_id] = _Pending()
         try:
             with anyio.fail_after(within):
-                await self.send_direct(encode([REQUEST, req_id, frame]))
+                await self.send_direct(encode_bin_message(REQUEST, req_id, frame))
                 await pending.event.wait()
         except TimeoutError:
             raise PeerUnreachable(f"no reply from {self.peer_id} within {within:g}s") from None
@@ -305,21 +275,26 @@ class Connection:
                 self._wake = anyio.Event()
                 await self._wake.wait()
                 continue
-            parts: list[bytes] = []
+            pieces: list[bytes] = []
             size = 0
             for queue in (self._control, self._direct, self._bulk):
                 while queue and size < batch:
                     data = queue.popleft()
-                    parts.append(data)
-                    size += len(data)
+                    n = _size(data)
+                    if isinstance(data, bytes):
+                        pieces.append(data)
+                    else:
+                        pieces.extend(data)
+                    size += n
                     if queue is self._direct:
-                        self._direct_bytes -= len(data)
+                        self._direct_bytes -= n
                     elif queue is self._bulk:
-                        self._bulk_bytes -= len(data)
+                        self._bulk_bytes -= n
             self._room.set()
-            self.write_since = monotonic()
             try:
-                await self.stream.send(parts[0] if len(parts) == 1 else b"".join(parts))
+                for buffer in _coalesce(pieces):
+                    self.write_since = monotonic()
+                    await self.stream.send(buffer)
             except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError) as exc:
                 self.close(f"write failed: {exc!r}")
                 return

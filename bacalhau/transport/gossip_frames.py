@@ -1,0 +1,308 @@
+"""Frames of the gossip transport: length-prefixed msgpack, read and written with
+as few copies as the bytes allow.
+
+Every frame is a 4-byte big-endian length followed by that many bytes of
+msgpack. The bulk of the bytes a node moves are the payloads of three messages,
+``[PUBLISH, frame, first_hop]``, ``[REQUEST, req_id, frame]`` and
+``[REPLY, req_id, frame]``, so those have a path of their own in both directions:
+
+* sending (:func:`encode_bin_message`): the length prefix and msgpack header are
+  written in front of the payload, which is queued and sent as it is; no
+  ``msgpack.packb`` copy and no concatenation. The bytes on the wire are exactly
+  those ``msgpack.packb`` writes (a test holds them equal).
+* receiving (:meth:`FrameReader.read_message`): received chunks are kept as they
+  arrived and a frame is cut from them as views; when its msgpack header shows
+  one of those three messages, the payload is joined out of the views in one copy
+  and the header checked by hand. Anything else, or anything that does not match
+  the expected shape byte for byte, goes through ``msgpack.unpackb`` and its
+  checks, so a peer cannot reach a different result through the fast path.
+
+Size limits are checked on the length prefix before any of the frame is
+buffered, as before.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from time import monotonic
+from typing import Any
+
+import anyio
+import anyio.abc
+import attrs
+import msgpack
+
+from ..errors import DecodeError, WireError
+from .errors import ConnectionClosed
+
+__all__ = [
+    "FrameReader",
+    "decode",
+    "decode_parts",
+    "encode",
+    "encode_bin_message",
+]
+
+PUBLISH, IHAVE, IWANT, GRAFT, PRUNE, PING, PEERS, REQUEST, REPLY, ERROR, BYE, IDONTWANT = range(
+    1, 13
+)
+MESSAGE_TYPES = frozenset(range(1, 13))
+
+HEADER = 4
+"""Bytes of the length prefix."""
+RECEIVE_SIZE = 256 * 1024
+"""Bytes asked of the stream per receive (asyncio reads at most this much at once)."""
+FAST_MIN = 2048
+"""Frames at least this large take the by-hand path (smaller ones: msgpack is faster)."""
+
+_TRUE, _FALSE = b"\xc3", b"\xc2"
+
+
+def encode(message: list[Any]) -> bytes:
+    """Length-prefix the msgpack encoding of ``message``."""
+    body: bytes = msgpack.packb(message, use_bin_type=True)
+    return len(body).to_bytes(HEADER, "big") + body
+
+
+def _uint(value: int) -> bytes:
+    if value < 0x80:
+        return bytes((value,))
+    if value < 0x100:
+        return b"\xcc" + value.to_bytes(1, "big")
+    if value < 0x10000:
+        return b"\xcd" + value.to_bytes(2, "big")
+    if value < 0x100000000:
+        return b"\xce" + value.to_bytes(4, "big")
+    return b"\xcf" + value.to_bytes(8, "big")
+
+
+def _bin_header(n: int) -> bytes:
+    if n < 0x100:
+        return b"\xc4" + n.to_bytes(1, "big")
+    if n < 0x10000:
+        return b"\xc5" + n.to_bytes(2, "big")
+    return b"\xc6" + n.to_bytes(4, "big")
+
+
+def encode_bin_message(kind: int, arg: int | bool, payload: bytes) -> tuple[bytes, ...]:
+    """The frame of ``[kind, arg, payload]`` (REQUEST or REPLY, ``arg`` the request
+    id) or ``[PUBLISH, payload, arg]`` (``arg`` first_hop), as pieces to send one
+    after another: the same bytes as :func:`encode`, without copying ``payload``.
+
+    Raises:
+        ValueError: an unsupported message type, or a negative request id.
+    """
+    if kind == PUBLISH and isinstance(arg, bool):
+        head = b"\x93\x01" + _bin_header(len(payload))
+        tail = _TRUE if arg else _FALSE
+        size = len(head) + len(payload) + 1
+        return (size.to_bytes(HEADER, "big") + head, payload, tail)
+    if kind in (REQUEST, REPLY) and not isinstance(arg, bool) and 0 <= arg < 2**64:
+        head = bytes((0x93, kind)) + _uint(arg) + _bin_header(len(payload))
+        size = len(head) + len(payload)
+        return (size.to_bytes(HEADER, "big") + head, payload)
+    raise ValueError(f"no by-hand encoding for message type {kind} with {arg!r}")
+
+
+def decode(frame: bytes | bytearray | memoryview) -> list[Any]:
+    """Decode one post-handshake frame into ``[type, ...]``.
+
+    Raises:
+        DecodeError: not msgpack, not an array, or an unknown message type.
+    """
+    try:
+        msg = msgpack.unpackb(frame, raw=False, strict_map_key=True, use_list=True)
+    except Exception as exc:  # msgpack raises many types on hostile input
+        raise DecodeError(f"malformed msgpack frame ({type(exc).__name__}: {exc})") from None
+    if not (isinstance(msg, list) and msg and type(msg[0]) is int and msg[0] in MESSAGE_TYPES):
+        raise DecodeError("frame is not a [type, ...] array of a known message type")
+    return msg
+
+
+def _join(parts: list[memoryview], start: int, stop: int) -> bytes:
+    """Bytes ``start:stop`` of the concatenation of ``parts``, copied once."""
+    pieces: list[memoryview] = []
+    offset = 0
+    for part in parts:
+        end = offset + len(part)
+        if end > start and offset < stop:
+            pieces.append(part[max(start - offset, 0) : min(stop, end) - offset])
+        if end >= stop:
+            break
+        offset = end
+    if len(pieces) == 1:
+        return pieces[0].tobytes()
+    return b"".join(pieces)
+
+
+def _layout(head: bytes, size: int) -> tuple[int, int, int, int] | None:
+    """Where the payload of a ``[PUBLISH|REQUEST|REPLY, ...]`` frame of ``size``
+    bytes lies, from its first bytes ``head``: (kind, arg, start, stop) with arg
+    the request id, or for PUBLISH the first_hop flag's offset. None: not of that
+    exact shape (the caller decodes it with msgpack instead)."""
+    if len(head) < 3 or head[0] != 0x93:
+        return None
+    kind = head[1]
+    pos = 2
+    arg = 0
+    if kind in (REQUEST, REPLY):
+        tag = head[2]
+        if tag < 0x80:
+            arg, pos = tag, 3
+        else:
+            width = {0xCC: 1, 0xCD: 2, 0xCE: 4, 0xCF: 8}.get(tag)
+            if width is None or len(head) < 3 + width:
+                return None
+            arg, pos = int.from_bytes(head[3 : 3 + width], "big"), 3 + width
+    elif kind != PUBLISH:
+        return None
+    if len(head) < pos + 1:
+        return None
+    width = {0xC4: 1, 0xC5: 2, 0xC6: 4}.get(head[pos])
+    if width is None or len(head) < pos + 1 + width:
+        return None
+    length = int.from_bytes(head[pos + 1 : pos + 1 + width], "big")
+    start = pos + 1 + width
+    stop = start + length
+    if kind == PUBLISH:
+        if stop + 1 != size:  # exactly one byte, the flag, must follow
+            return None
+        return kind, stop, start, stop
+    if stop != size:
+        return None
+    return kind, arg, start, stop
+
+
+def decode_parts(parts: list[memoryview]) -> list[Any]:
+    """Decode a frame given as consecutive pieces (see :func:`decode`), copying a
+    large PUBLISH/REQUEST/REPLY payload once and nothing else of it.
+
+    Raises:
+        DecodeError: as :func:`decode`.
+    """
+    size = sum(len(p) for p in parts)
+    if size >= FAST_MIN:
+        first = parts[0]
+        head = first[:16].tobytes() if len(first) >= 16 else _join(parts, 0, min(16, size))
+        layout = _layout(head, size)
+        if layout is not None:
+            kind, arg, start, stop = layout
+            payload = _join(parts, start, stop)
+            if kind != PUBLISH:
+                return [kind, arg, payload]
+            flag = _join(parts, arg, arg + 1)
+            if flag in (_TRUE, _FALSE):
+                return [kind, payload, flag == _TRUE]
+    return decode(parts[0] if len(parts) == 1 else _join(parts, 0, size))
+
+
+@attrs.define(eq=False)
+class FrameReader:
+    """Reads length-prefixed frames from a byte stream, with a size limit.
+
+    Received chunks are kept as they arrived (no growing buffer); a frame is cut
+    from them as views and copied once, when it is decoded.
+
+    Time limits are the caller's: :attr:`partial_since` tells since when a
+    begun frame has been incomplete (None between frames), so a watchdog can
+    cut off a peer that trickles bytes (slow-loris) without a cancel scope per
+    frame on the hot path.
+    """
+
+    stream: anyio.abc.ByteReceiveStream
+    partial_since: float | None = None
+    _chunks: deque[memoryview] = attrs.Factory(deque)
+    _have: int = 0
+
+    @property
+    def buffered(self) -> int:
+        """Bytes received and not yet returned as part of a frame."""
+        return self._have
+
+    async def _fill(self, size: int) -> None:
+        while self._have < size:
+            if self._have and self.partial_since is None:
+                self.partial_since = monotonic()
+            try:
+                chunk = await self.stream.receive(max(RECEIVE_SIZE, size - self._have))
+            except (anyio.EndOfStream, anyio.BrokenResourceError, ConnectionError):
+                if self._have:
+                    raise ConnectionClosed(
+                        f"connection closed mid-frame ({self._have} of {size} bytes received)"
+                    ) from None
+                raise ConnectionClosed("connection closed by peer") from None
+            if chunk:
+                self._chunks.append(memoryview(chunk))
+                self._have += len(chunk)
+
+    def _pop(self, n: int) -> list[memoryview]:
+        """Take the first ``n`` buffered bytes off the front, as views (no copy)."""
+        out: list[memoryview] = []
+        chunks = self._chunks
+        self._have -= n
+        while n:
+            first = chunks[0]
+            if len(first) <= n:
+                chunks.popleft()
+                out.append(first)
+                n -= len(first)
+            else:
+                out.append(first[:n])
+                chunks[0] = first[n:]
+                n = 0
+        return out
+
+    def _peek(self, n: int) -> bytes:
+        """The first ``n`` buffered bytes (a small copy; there must be that many)."""
+        first = self._chunks[0]
+        if len(first) >= n:
+            return first[:n].tobytes()
+        out = bytearray()
+        for chunk in self._chunks:
+            out += chunk[: n - len(out)]
+            if len(out) == n:
+                break
+        return bytes(out)
+
+    async def _frame(self, max_size: int) -> list[memoryview]:
+        if self._have < HEADER:
+            await self._fill(HEADER)
+        size = int.from_bytes(self._peek(HEADER), "big")
+        if size > max_size:
+            raise WireError(f"frame of {size} bytes exceeds the {max_size}-byte limit")
+        if self._have < HEADER + size:
+            await self._fill(HEADER + size)
+        self._pop(HEADER)
+        parts = self._pop(size) if size else [memoryview(b"")]
+        self.partial_since = monotonic() if self._have else None
+        return parts
+
+    async def read(self, *, max_size: int) -> bytes:
+        """Read one frame's bytes.
+
+        Args:
+            max_size: largest frame accepted; a larger length is refused at once.
+
+        Raises:
+            WireError: oversized frame, or the peer closed the connection.
+        """
+        parts = await self._frame(max_size)
+        return parts[0].tobytes() if len(parts) == 1 else b"".join(parts)
+
+    async def read_message(self, *, max_size: int) -> list[Any]:
+        """Read and decode one post-handshake frame (see :func:`decode_parts`).
+
+        Raises:
+            WireError: oversized frame, the peer closed the connection, or
+                (:class:`DecodeError`) a malformed frame.
+        """
+        return decode_parts(await self._frame(max_size))
+
+    def check(self, now: float, frame_timeout: float) -> str | None:
+        """Why the connection must be cut (a frame begun too long ago), or None."""
+        since = self.partial_since
+        if since is not None and now - since > frame_timeout:
+            return (
+                f"frame not complete within {frame_timeout:g}s ({self._have} bytes of it received)"
+            )
+        return None
