@@ -634,6 +634,9 @@ class NodeInfo:
     seq: int = 0
     data: tuple[str, ...] = ()
     """Root CIDs this node holds (a bounded sample), for data-locality ranking."""
+    unavailable: tuple[str, ...] = ()
+    """Engines this node has but that do not answer now (a Docker executor with no engine
+    running): not in ``executors``, named so a requester can say why."""
 
     def __attrs_post_init__(self) -> None:
         check_labels(self.labels)

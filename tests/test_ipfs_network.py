@@ -126,7 +126,7 @@ async def test_data_locality_nearby_bids_where_a_provider_is_known() -> None:
             inputs=(InputSpec(StorageSpec.ipfs(other), "/in"),),
             deal=Deal(concurrency=1),
             timeout=30,
-            queue_timeout=3,  # nobody will bid: the job waits queued, then fails
+            queue_timeout=3,  # nobody will bid: every node declines and the job fails
         )
         result = await net.nodes[0].run_job(spec, timeout=30)
         assert not result.ok  # nobody holds it or knows a provider: nobody bids

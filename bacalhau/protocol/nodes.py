@@ -33,6 +33,7 @@ __all__ = [
     "NodeTable",
     "Ranking",
     "check_announced",
+    "incapable",
     "rank",
     "unsuitable",
 ]
@@ -43,11 +44,14 @@ NODE_TTL = 3 * HEARTBEAT
 """Seconds after which a silent node drops out of every requester's table."""
 MIN_GAP = 0.2
 """A node announces a change at most this often."""
+LABELS_DIFFER = "labels do not match"
+"""The one reason of :func:`unsuitable` that is about placement, not capability."""
 BUSY_BACKOFF = 0.5
 """A node that said it is busy gets no offers for this long (or until it says it has room)."""
 
 _LIMITS = {
     "executors": 64,
+    "unavailable": 64,
     "verifiers": 64,
     "publishers": 64,
     "storage": 64,
@@ -220,8 +224,21 @@ def unsuitable(info: NodeInfo, spec: JobSpec) -> str | None:
     """Why the node could never run the job, by its announcement, or None."""
     if not info.compute:
         return "no compute"
+    why = incapable(info, spec)
+    if why is not None:
+        return why
+    if spec.selectors and not matches(spec.selectors, info.labels):
+        return LABELS_DIFFER
+    return None
+
+
+def incapable(info: NodeInfo, spec: JobSpec) -> str | None:
+    """Why the compute node cannot run the job whatever its labels (it lacks the engine,
+    an input's storage, the verifier, the publisher, the size or the GPUs), or None."""
     engine = spec.engine.type
     if engine not in info.executors:
+        if engine in info.unavailable:
+            return f"the {engine} engine is not available on this node"
         return f"no {engine!r} executor"
     for volume in spec.inputs:
         if volume.source.type not in info.storage:
@@ -238,8 +255,6 @@ def unsuitable(info: NodeInfo, spec: JobSpec) -> str | None:
             return f"{total.cpu:g} CPUs, job needs {want.cpu:g}"
         if want.memory > total.memory:
             return "too little memory"
-    if spec.selectors and not matches(spec.selectors, info.labels):
-        return "labels do not match"
     return None
 
 

@@ -182,6 +182,8 @@ class RequesterJob:
     """``target="all"``: the nodes it must run on."""
     waiting: str = ""
     """Why it is queued (shown in its history once per change)."""
+    peers: int = -1
+    """How many other nodes the requester could reach when the job came (-1: unknown)."""
 
     def count(self, *states: ExecutionState) -> int:
         return sum(1 for e in self.executions.values() if e.state in states)
@@ -408,6 +410,7 @@ class RequesterState(Scheduling):
         if event.job_id in self.jobs:
             return [Dropped(f"job {event.job_id} was already submitted")]
         job = RequesterJob(job_id=event.job_id, spec=event.spec, created_at=now)
+        job.peers = event.peers
         self.jobs[job.job_id] = job
         if event.spec.deal.min_bids == 0 and self.config.bid_window > 0 and event.peers != 0:
             job.window_open = True
@@ -462,23 +465,8 @@ class RequesterState(Scheduling):
             else:
                 self._progress(job, now, out)
         elif isinstance(msg, BidDeclined):
-            if ex is not None or job.state not in _LIVE:
-                return
-            if sender in job.asked:
-                self.nodes.answered(sender, bid=False, busy=msg.busy, now=now)
-                job.asked[sender] = True
-                if msg.busy:  # it may be asked again once it has room
-                    del job.asked[sender]
-            if (
-                not msg.busy
-                and sender not in job.declined
-                and len(job.declined) < _max_bids(job.spec)
-            ):
-                job.declined[sender] = msg.reason[:500]
-                self._note(job, now, "declined", sender, msg.reason[:500], out)
-            if not job.broadcast:
-                self._schedule(job, now, out)
-                self._progress(job, now, out)
+            if ex is None and job.state in _LIVE:
+                self._declined(job, sender, msg, _max_bids(job.spec), now, out)
         elif isinstance(msg, ExecutionFailed):
             if ex is None or ex.state not in (X.ACCEPTED, X.PROPOSED, X.RESULTS_ACCEPTED):
                 out.append(

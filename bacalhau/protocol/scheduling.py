@@ -13,18 +13,24 @@ history) and is offered again when a node announces room, when one of this
 requester's executions ends, and every ``retry_interval`` seconds, until its
 ``queue_timeout``. A node that is busy declines with ``busy``: it is skipped for a
 moment and the job asks another node or waits; it never costs the job a retry.
+
+A job no known node can ever run does not wait: when every known compute node has
+declined it (other than ``busy``), it fails at once with their reasons. When their
+announcements alone say so (no engine, storage, verifier, publisher, size or GPUs for
+it), the job is broadcast so each node answers for itself first. Selectors are not such
+a reason: a job only they keep from every node waits for a matching node to join.
 """
 
 from __future__ import annotations
 
 import random
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from typing import TYPE_CHECKING
 
 from ..models import ExecutionState, JobSpec, JobState
 from .commands import Broadcast, CancelTimers, Command, JobChanged, Send, SetTimer
-from .messages import JobCreated, NodeAnnounced, ResultsAccepted
-from .nodes import NodeTable, check_announced, rank
+from .messages import BidDeclined, JobCreated, NodeAnnounced, ResultsAccepted
+from .nodes import NodeTable, check_announced, incapable, rank
 from .timers import JobAction, RequesterTimer, TimerKey
 
 if TYPE_CHECKING:
@@ -149,6 +155,8 @@ class Scheduling:
             return True
         if bids and bids >= deal.min_bids:
             return True
+        if not bids and self._nobody_can(job, now, out):
+            return True
         reason = ranking.reason
         if bids:
             reason = f"waiting for min_bids: {bids} of {deal.min_bids} bids ({reason})"
@@ -209,6 +217,94 @@ class Scheduling:
             key = TimerKey(job.job_id, RequesterTimer.WINDOW)
             out.append(SetTimer(key, now + self.config.bid_window))
         return True
+
+    # --- jobs no node can run ---------------------------------------------------------
+
+    def _cannot_run(self, job: RequesterJob, now: float, *, heard: bool) -> str | None:
+        """Why no node this requester knows can ever run the job, or None while one might.
+
+        A node can never run it when it declined the job other than ``busy``, or (unless
+        ``heard``, which asks for every node's own answer) when its announcement lacks
+        what the job needs: engine, storage, verifier, publisher, size, GPUs. Anything
+        else leaves hope, and the job waits queued: a node that is busy, silent, not
+        asked yet, or passed over only by the job's selectors (a node with those labels
+        may join), no compute node known at all, or a bid in hand. Ops jobs
+        (``target="all"``) keep their own rules.
+        """
+        if job.executions or job.acceptances or job.spec.target == "all":
+            return None
+        why: dict[str, tuple[str, bool]] = {}
+        for known in self.nodes.live(now):
+            info = known.info
+            if not info.compute:
+                continue
+            declined = job.declined.get(info.node_id)
+            reason = declined or (None if heard else incapable(info, job.spec))
+            if reason is None:
+                return None
+            why[info.node_id] = (reason, declined is not None)
+        if not why:
+            return None
+        for node, reason in job.declined.items():  # nodes a broadcast reached
+            why.setdefault(node, (reason, True))
+        counts = Counter(why.values())
+        parts = [
+            f"{reason} ({n} node{'s' if n != 1 else ''}{' declined' if declined else ''})"
+            for (reason, declined), n in counts.most_common(5)
+        ]
+        more = len(counts) - len(parts)
+        return (
+            f"no known node can run this {job.spec.engine.type} job: "
+            + "; ".join(parts)
+            + (f"; and {more} other reasons" if more > 0 else "")
+        )
+
+    def _nobody_can(self, job: RequesterJob, now: float, out: list[Command]) -> bool:
+        """Targeted offers found no node to ask. True if that ended the job, or if the
+        job was broadcast instead: when every known node lacks what it needs by its
+        announcement, each is asked for its own answer (an announcement may be older
+        than an engine that started, or a plugin added since), and the job fails as
+        soon as they all decline (:meth:`_declined`)."""
+        if (why := self._cannot_run(job, now, heard=True)) is not None:
+            self._finish(job, JobAction.FAIL, why, now, out)
+            return True
+        if self._cannot_run(job, now, heard=False) is not None:
+            return self._broadcast(job, now, out)
+        return False
+
+    def _declined(
+        self,
+        job: RequesterJob,
+        sender: str,
+        msg: BidDeclined,
+        most: int,
+        now: float,
+        out: list[Command],
+    ) -> None:
+        """``sender`` will not run the live job (``most``: declines worth recording).
+
+        A busy node may be asked again once it has room. Any other decline counts the
+        node out for this job: a targeted job asks another node (or fails when no known
+        node can run it); a broadcast job fails once every known node declined and every
+        node the requester could reach when the job came has answered (the others, if
+        any, have until the bid timeout).
+        """
+        if sender in job.asked:
+            self.nodes.answered(sender, bid=False, busy=msg.busy, now=now)
+            job.asked[sender] = True
+            if msg.busy:
+                del job.asked[sender]
+        if not msg.busy and sender not in job.declined and len(job.declined) < most:
+            job.declined[sender] = msg.reason[:500]
+            self._note(job, now, "declined", sender, msg.reason[:500], out)
+        if not job.broadcast:
+            self._schedule(job, now, out)
+            self._progress(job, now, out)
+        elif not msg.busy:
+            heard = len(job.declined) - (self.node_id in job.declined)
+            why = self._cannot_run(job, now, heard=True)
+            if 0 <= job.peers <= heard and why is not None:
+                self._finish(job, JobAction.FAIL, why, now, out)
 
     # --- the queue -----------------------------------------------------------------------
 
@@ -299,6 +395,9 @@ class Scheduling:
             self._progress(job, now, out)
             return
         job.bidding_closed = True
+        if (why := self._cannot_run(job, now, heard=False)) is not None:
+            self._finish(job, JobAction.FAIL, why, now, out)
+            return
         if job.state is S.BIDDING or (job.state is S.QUEUED and job.acceptances == 0):
             bids, want = len(job.executions), job.spec.deal.min_bids
             if bids == 0 or bids < want:
