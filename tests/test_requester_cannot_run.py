@@ -60,7 +60,9 @@ def offered(commands: list[c.Command]) -> list[str]:
 def decline(
     state: RequesterState, node: str, reason: str, *, busy: bool = False
 ) -> list[c.Command]:
-    return state.handle(MessageReceived(node, m.BidDeclined(JOB, reason, busy)), T0 + 0.1)
+    return state.handle(
+        MessageReceived(node, m.BidDeclined(job_id=JOB, reason=reason, busy=busy)), T0 + 0.1
+    )
 
 
 def broadcast(commands: list[c.Command]) -> bool:
@@ -75,7 +77,7 @@ def test_no_known_node_offers_the_engine_each_is_asked_then_the_job_fails_saying
     state = requester(
         no_engine, attrs.evolve(no_engine, node_id=NODES[1]), info(NODES[2], executors=("noop",))
     )
-    out = state.handle(SubmitJob(JOB, DOCKER, peers=3), T0)
+    out = state.handle(SubmitJob(job_id=JOB, spec=DOCKER, peers=3), T0)
     assert broadcast(out) and not offered(out)
     decline(state, NODES[0], NO_ENGINE)
     decline(state, NODES[1], NO_ENGINE)
@@ -93,7 +95,7 @@ def test_no_known_node_offers_the_engine_each_is_asked_then_the_job_fails_saying
 def test_a_node_whose_announcement_is_behind_still_gets_the_job() -> None:
     stale = info(NODES[0], executors=("noop",), unavailable=("docker",))
     state = requester(stale, attrs.evolve(stale, node_id=NODES[1]))
-    assert broadcast(state.handle(SubmitJob(JOB, DOCKER, peers=2), T0))
+    assert broadcast(state.handle(SubmitJob(job_id=JOB, spec=DOCKER, peers=2), T0))
     decline(state, NODES[0], NO_ENGINE)
     out = state.handle(MessageReceived(NODES[1], m.BidPlaced(JOB)), T0 + 0.2)  # it has one now
     assert any(isinstance(x, c.Send) and isinstance(x.message, m.BidAccepted) for x in out)
@@ -103,7 +105,7 @@ def test_a_node_whose_announcement_is_behind_still_gets_the_job() -> None:
 def test_announcements_alone_fail_a_job_once_its_bid_timeout_passes() -> None:
     lacking = info(NODES[0], executors=("noop",), unavailable=("docker",))
     state = requester(lacking, attrs.evolve(lacking, node_id=NODES[1]), bid_timeout=10)
-    state.handle(SubmitJob(JOB, DOCKER, peers=-1), T0)  # they never answer
+    state.handle(SubmitJob(job_id=JOB, spec=DOCKER, peers=-1), T0)  # they never answer
     state.handle(TimerFired(TimerKey(JOB, RequesterTimer.BIDS)), T0 + 10)
     result = state.result(JOB)
     assert result.state is JobState.FAILED
@@ -112,7 +114,7 @@ def test_announcements_alone_fail_a_job_once_its_bid_timeout_passes() -> None:
 
 def test_every_asked_node_declining_for_good_fails_the_job_with_the_reasons() -> None:
     state = requester(*(info(n) for n in NODES[:3]))
-    first = offered(state.handle(SubmitJob(JOB, DOCKER, peers=3), T0))
+    first = offered(state.handle(SubmitJob(job_id=JOB, spec=DOCKER, peers=3), T0))
     assert len(first) == 2  # concurrency 1 plus one of headroom
     assert not offered(decline(state, first[0], NO_ENGINE))
     third = offered(decline(state, first[1], NO_ENGINE))
@@ -130,7 +132,7 @@ def test_every_asked_node_declining_for_good_fails_the_job_with_the_reasons() ->
 
 def test_busy_nodes_never_fail_a_job_it_waits_queued() -> None:
     state = requester(*(info(n) for n in NODES[:3]))
-    out = state.handle(SubmitJob(JOB, DOCKER, peers=3), T0)
+    out = state.handle(SubmitJob(job_id=JOB, spec=DOCKER, peers=3), T0)
     for node in offered(out):
         for more in offered(decline(state, node, "busy: execution queue is full", busy=True)):
             decline(state, more, "busy: execution queue is full", busy=True)
@@ -143,7 +145,7 @@ def test_one_suitable_node_that_is_full_keeps_the_job_waiting() -> None:
     full = info(NODES[0], free_slots=0)
     lacking = info(NODES[1], executors=("noop",), unavailable=("docker",))
     state = requester(full, lacking, attrs.evolve(lacking, node_id=NODES[2]))
-    state.handle(SubmitJob(JOB, DOCKER, peers=3), T0)
+    state.handle(SubmitJob(job_id=JOB, spec=DOCKER, peers=3), T0)
     result = state.result(JOB)
     assert result.state is JobState.QUEUED
     assert result.events[-1].detail.startswith("waiting for capacity: 1 matching node busy")
@@ -152,7 +154,7 @@ def test_one_suitable_node_that_is_full_keeps_the_job_waiting() -> None:
 def test_a_job_only_selectors_keep_from_every_node_waits_for_one_to_join() -> None:
     state = requester(*(info(n, labels={"zone": "a"}) for n in NODES[:3]))
     spec = attrs.evolve(DOCKER, selectors=parse_selectors("zone=late"))
-    state.handle(SubmitJob(JOB, spec, peers=3), T0)
+    state.handle(SubmitJob(job_id=JOB, spec=spec, peers=3), T0)
     result = state.result(JOB)
     assert result.state is JobState.QUEUED
     assert result.events[-1].detail.startswith("no node matches zone=late")
@@ -165,7 +167,7 @@ def test_selectors_do_not_hide_that_no_node_has_the_engine() -> None:
     lacking = info(NODES[0], executors=("noop",), labels={"zone": "a"})
     state = requester(lacking, attrs.evolve(lacking, node_id=NODES[1], labels={}))
     spec = attrs.evolve(DOCKER, selectors=parse_selectors("zone=a"))
-    assert broadcast(state.handle(SubmitJob(JOB, spec, peers=2), T0))
+    assert broadcast(state.handle(SubmitJob(job_id=JOB, spec=spec, peers=2), T0))
     decline(state, NODES[0], NO_ENGINE)
     decline(state, NODES[1], NO_ENGINE)
     assert state.result(JOB).state is JobState.FAILED
@@ -173,12 +175,12 @@ def test_selectors_do_not_hide_that_no_node_has_the_engine() -> None:
 
 def test_with_no_compute_node_known_a_job_waits() -> None:
     state = requester(info(REQ, compute=False), info(NODES[0], compute=False))
-    state.handle(SubmitJob(JOB, DOCKER, peers=1), T0)
+    state.handle(SubmitJob(job_id=JOB, spec=DOCKER, peers=1), T0)
     result = state.result(JOB)
     assert result.state is JobState.QUEUED
     assert result.events[-1].detail == "no node matches engine docker (2 known; 2: no compute)"
     alone = requester(info(REQ, compute=False))  # too few known: broadcast, then wait
-    alone.handle(SubmitJob(JOB, DOCKER, peers=0), T0)
+    alone.handle(SubmitJob(job_id=JOB, spec=DOCKER, peers=0), T0)
     assert alone.result(JOB).state is JobState.BIDDING
     alone.handle(TimerFired(TimerKey(JOB, RequesterTimer.BIDS)), T0 + 10)
     assert alone.result(JOB).state is JobState.QUEUED
@@ -186,7 +188,7 @@ def test_with_no_compute_node_known_a_job_waits() -> None:
 
 def test_a_silent_node_is_no_reason_to_fail() -> None:
     state = requester(*(info(n) for n in NODES[:2]))
-    first = offered(state.handle(SubmitJob(JOB, DOCKER, peers=2), T0))
+    first = offered(state.handle(SubmitJob(job_id=JOB, spec=DOCKER, peers=2), T0))
     decline(state, first[0], NO_ENGINE)
     state.handle(TimerFired(TimerKey(JOB, RequesterTimer.BIDS)), T0 + 10)
     assert state.result(JOB).state is JobState.QUEUED
@@ -196,7 +198,7 @@ def test_a_lone_node_that_declines_fails_the_job_at_once() -> None:
     """Too few nodes known for targeted offers: the job is broadcast. With no peers,
     this node's own decline is every answer there will be."""
     state = requester(info(REQ, executors=("noop", "wasm"), unavailable=("docker",)))
-    out = state.handle(SubmitJob(JOB, DOCKER, peers=0), T0)
+    out = state.handle(SubmitJob(job_id=JOB, spec=DOCKER, peers=0), T0)
     assert any(isinstance(x, c.Broadcast) for x in out)
     decline(state, REQ, NO_ENGINE)
     result = state.result(JOB)
@@ -206,7 +208,7 @@ def test_a_lone_node_that_declines_fails_the_job_at_once() -> None:
 
 def test_a_broadcast_job_waits_for_every_reachable_node_to_answer() -> None:
     state = requester(info(REQ), bid_timeout=10)
-    state.handle(SubmitJob(JOB, DOCKER, peers=2), T0)
+    state.handle(SubmitJob(job_id=JOB, spec=DOCKER, peers=2), T0)
     decline(state, REQ, NO_ENGINE)
     decline(state, NODES[0], NO_ENGINE)
     assert state.result(JOB).state is JobState.BIDDING  # one peer has not answered
@@ -223,7 +225,7 @@ def test_a_broadcast_job_ends_at_the_bid_timeout_when_the_known_nodes_declined(
 ) -> None:
     """Peers unknown, or one that never answers: the bid timeout is as long as it waits."""
     state = requester(info(REQ), bid_timeout=10)
-    state.handle(SubmitJob(JOB, DOCKER, peers=peers), T0)
+    state.handle(SubmitJob(job_id=JOB, spec=DOCKER, peers=peers), T0)
     decline(state, REQ, NO_ENGINE)
     assert state.result(JOB).state is JobState.BIDDING
     state.handle(TimerFired(TimerKey(JOB, RequesterTimer.BIDS)), T0 + 10)
@@ -235,7 +237,7 @@ def test_a_broadcast_job_ends_at_the_bid_timeout_when_the_known_nodes_declined(
 def test_a_bid_in_hand_is_never_thrown_away() -> None:
     state = requester(info(REQ), bid_timeout=10)
     spec = attrs.evolve(DOCKER, deal=attrs.evolve(DOCKER.deal, min_bids=2))
-    state.handle(SubmitJob(JOB, spec, peers=1), T0)
+    state.handle(SubmitJob(job_id=JOB, spec=spec, peers=1), T0)
     state.handle(MessageReceived(NODES[0], m.BidPlaced(JOB)), T0 + 0.1)
     decline(state, REQ, NO_ENGINE)
     state.handle(TimerFired(TimerKey(JOB, RequesterTimer.BIDS)), T0 + 10)
