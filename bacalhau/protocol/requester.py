@@ -24,7 +24,7 @@ The lifecycle of one job:
 4. Once no accepted execution is still running, proposals are grouped by digest;
    the largest group wins if it has at least ``max(confidence, 1)`` members and is
    not tied. Winners are told to publish; the rest are rejected.
-5. When every winner has published, the job completes.
+5. When every winner has published, the job completes; if none could, it is retried.
 """
 
 from __future__ import annotations
@@ -116,6 +116,7 @@ JOB_TRANSITIONS: dict[tuple[JobState, JobAction], JobState] = {
     (S.RUNNING, JobAction.VERIFY): S.VERIFYING,
     (S.VERIFYING, JobAction.PUBLISH): S.PUBLISHING,
     (S.PUBLISHING, JobAction.COMPLETE): S.COMPLETED,
+    (S.PUBLISHING, JobAction.RETRY): S.RUNNING,  # no winner published; retries left
     **{(s, JobAction.FAIL): S.FAILED for s in _LIVE},
     **{(s, JobAction.CANCEL): S.CANCELLED for s in _LIVE},
 }
@@ -746,8 +747,9 @@ class RequesterState(Scheduling):
         elif job.count(X.PUBLISHED):
             self._finish(job, JobAction.COMPLETE, "", now, out)
         else:
-            reasons = "; ".join(e.reason for e in job.in_state(X.FAILED) if e.reason)
-            self._finish(job, JobAction.FAIL, f"publishing failed: {reasons}", now, out)
+            why = "publishing failed: " + "; ".join(e.reason for e in job.in_state(X.FAILED))
+            if not self._retry_publish(job, why, now, out):
+                self._finish(job, JobAction.FAIL, why, now, out)
 
     def _finish(
         self, job: RequesterJob, action: JobAction, reason: str, now: float, out: list[Command]

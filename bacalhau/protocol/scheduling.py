@@ -166,6 +166,20 @@ class Scheduling:
         self._wait(job, reason, now, out)
         return False
 
+    def _retry_publish(self, job: RequesterJob, why: str, now: float, out: list[Command]) -> bool:
+        """No accepted result was published (each winner failed to, or the publish
+        deadline passed): run the job again on other nodes (passed-over bidders first)
+        while ``spec.retries`` allows. False: no retry left (or an ops or audit job, whose
+        runs are not interchangeable), so the caller fails the job."""
+        if job.acceptances_left <= 0 or job.spec.target == "all" or job.audit is not None:
+            return False
+        self.move(job, JobAction.RETRY)
+        out.append(CancelTimers(job.job_id, RequesterTimer.PUBLISH))
+        self._note(job, now, "retrying", self.node_id, why, out)
+        self._schedule(job, now, out)
+        self._progress(job, now, out)
+        return True
+
     def _offer(self, job: RequesterJob, node: str, now: float, out: list[Command]) -> None:
         job.asked[node] = False
         job.window_open = False  # targeted offers give no node a head start: no window

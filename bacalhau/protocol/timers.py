@@ -63,5 +63,7 @@ class JobAction(enum.StrEnum):
     VERIFY = "verify"
     PUBLISH = "publish"
     COMPLETE = "complete"
+    RETRY = "retry"
+    """Publishing failed everywhere: run the job again on other nodes (``spec.retries``)."""
     FAIL = "fail"
     CANCEL = "cancel"
