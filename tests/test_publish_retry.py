@@ -45,7 +45,7 @@ class Harness:
         self.state = RequesterState(REQ, bytes(32), config=CONFIG, rng=random.Random(7))
         self.now = 0.0
         spec = JobSpec.noop(stdout="x", retries=retries, deal=Deal(min_bids=3))
-        self.state.handle(SubmitJob("j-1", spec, peers=3), self.now)
+        self.state.handle(SubmitJob(job_id="j-1", spec=spec, peers=3), self.now)
         out: list[Command] = []
         for node in NODES:
             out += self.handle(MessageReceived(node, BidPlaced("j-1")))
@@ -56,13 +56,17 @@ class Harness:
         return self.state.handle(event, self.now)  # type: ignore[arg-type]
 
     def propose(self, node: str) -> list[Command]:
-        out = self.handle(ProposalOpened("j-1", node, None))
+        out = self.handle(ProposalOpened(job_id="j-1", node_id=node, digest=None))
         assert sent(out, ResultsAccepted) == [node]
         assert self.job().state is JobState.PUBLISHING
         return out
 
     def publish(self, node: str) -> list[Command]:
-        return self.handle(MessageReceived(node, ResultsPublished("j-1", StorageRef("noop"), 0)))
+        return self.handle(
+            MessageReceived(
+                node, ResultsPublished(job_id="j-1", ref=StorageRef(type="noop"), exit_code=0)
+            )
+        )
 
     def job(self) -> RequesterJob:
         return self.state.jobs["j-1"]
@@ -73,7 +77,7 @@ def test_a_failed_publish_runs_the_job_again_on_another_node() -> None:
     h.propose(h.worker)
     out = h.handle(MessageReceived(h.worker, ExecutionFailed("j-1", "disk full")))
     assert h.job().state is JobState.RUNNING, h.job().reason
-    assert CancelTimers("j-1", RequesterTimer.PUBLISH) in out, "the old deadline goes"
+    assert CancelTimers(job_id="j-1", name=RequesterTimer.PUBLISH) in out, "the old deadline goes"
     (second,) = sent(out, BidAccepted)
     assert second != h.worker, "a passed-over bidder replaces the failed publisher"
     assert h.job().executions[h.worker].state is X.FAILED
@@ -123,7 +127,7 @@ class FailsOnce(Publisher):
         self.calls += 1
         if self.calls == 1:
             raise OSError("the results folder is gone")
-        return StorageRef("noop")
+        return StorageRef(type="noop")
 
 
 @pytest.mark.anyio

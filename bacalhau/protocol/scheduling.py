@@ -174,7 +174,7 @@ class Scheduling:
         if job.acceptances_left <= 0 or job.spec.target == "all" or job.audit is not None:
             return False
         self.move(job, JobAction.RETRY)
-        out.append(CancelTimers(job.job_id, RequesterTimer.PUBLISH))
+        out.append(CancelTimers(job_id=job.job_id, name=RequesterTimer.PUBLISH))
         self._note(job, now, "retrying", self.node_id, why, out)
         self._schedule(job, now, out)
         self._progress(job, now, out)
