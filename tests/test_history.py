@@ -4,23 +4,28 @@ results on disk publishes them instead of failing."""
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
+from typing import Any
 
 import anyio
 import attrs
+import httpx
 import pytest
 
 from bacalhau import ExecutionState, JobSpec, JobState, Network, RequesterConfig
-from bacalhau.errors import JobNotFound
+from bacalhau.api.server import serve_api
+from bacalhau.errors import JobNotFound, ValidationError
 from bacalhau.identity import Identity
-from bacalhau.models import StorageRef
+from bacalhau.models import JobEvent, JobResult, StorageRef
 from bacalhau.node.clock import VirtualClock
-from bacalhau.node.history import JobQuery
+from bacalhau.node.history import ORDERS, SORTS, JobQuery, JobRow, page_in_memory
 from bacalhau.node.plugins import Plugins, default_plugins
 from bacalhau.node.services import NodeServices
 from bacalhau.protocol import commands as c
 from bacalhau.protocol import messages as m
 from bacalhau.protocol.compute import ComputeJob, ComputeJobState, ComputeState
+from bacalhau.protocol.requester import RequesterJob
 from bacalhau.protocol.timers import ComputeTimer, TimerKey
 from bacalhau.publisher.base import Publisher
 
@@ -152,7 +157,6 @@ def test_serve_job_retention_option(tmp_path: Path) -> None:
     import argparse
 
     from bacalhau.cli.serve import add_serve_parser, build_node
-    from bacalhau.errors import ValidationError
 
     def parse(*argv: str) -> argparse.Namespace:
         parser = argparse.ArgumentParser(prog="bacalhau", exit_on_error=False)
@@ -164,3 +168,112 @@ def test_serve_job_retention_option(tmp_path: Path) -> None:
     assert build_node(parse("--job-retention", "0")).job_retention is None
     with pytest.raises(ValidationError, match="--job-retention"):
         build_node(parse("--job-retention", "-1"))
+
+
+def stored_job(i: int, state: JobState = JobState.COMPLETED) -> RequesterJob:
+    """A finished job's record as the requester leaves it (written straight to the store)."""
+    return RequesterJob(
+        job_id=f"j-{i:05d}-{'ab'[i % 2]}",
+        spec=JobSpec.noop(stdout=f"{i}", name=f"n{(i * 7) % 50:02d}"),
+        created_at=1_000.0 + i,
+        state=state,
+        history=[JobEvent(1_000.0 + i, "submitted"), JobEvent(5_000.0 - i, state.value)],
+    )
+
+
+async def test_v1_listing_pages_many_stored_jobs_by_key_off_the_loop() -> None:
+    """Bacalhau's ``GET /api/v1/orchestrator/jobs`` reads the history index a page at a
+    time: 300 finished jobs in the store only, walked in pages of 40 in every order."""
+    async with Network.in_memory(1, durable=True) as net, anyio.create_task_group() as tg:
+        node = net.nodes[0]
+        assert node.store is not None
+        jobs = [stored_job(i) for i in range(300)]
+        for job in jobs:
+            node.store.save_requester(job)
+        live = await node.submit(JobSpec.noop(delay=30))
+        await node.store.flush()
+        assert len(node.requester.jobs) == 1, "only the live job is in memory"
+
+        def no_full_scan() -> list[JobResult]:
+            raise AssertionError("the listing must not read every job")
+
+        node.list_jobs = no_full_scan  # type: ignore[method-assign]
+        address = await tg.start(functools.partial(serve_api, node, port=0))
+
+        async def walk(http: httpx.AsyncClient, **params: str) -> list[dict[str, Any]]:
+            items: list[dict[str, Any]] = []
+            token = ""
+            for _ in range(20):  # bounded: 301 jobs in pages of 40
+                got = await http.get(
+                    "/api/v1/orchestrator/jobs",
+                    params={"limit": "40", "next_token": token, **params},
+                )
+                assert got.status_code == 200, got.text
+                body = got.json()
+                assert len(body["Items"]) <= 40
+                items += body["Items"]
+                token = body["NextToken"]
+                if not token:
+                    return items
+            raise AssertionError("the pages never ended")
+
+        async with httpx.AsyncClient(base_url=address.url) as http:
+            oldest = await walk(http)
+            ids = [j.job_id for j in jobs] + [live.job_id]
+            assert [i["ID"] for i in oldest] == ids, "every job once, oldest first"
+            assert oldest[0]["State"]["StateType"] == "Completed"
+            assert oldest[-1]["State"]["StateType"] != "Completed"
+            newest = await walk(http, reverse="True")
+            assert [i["ID"] for i in newest] == ids[::-1]
+            by_id = await walk(http, order_by="id")
+            assert [i["ID"] for i in by_id] == sorted(ids)
+            by_name = await walk(http, order_by="name", reverse="true")
+            keys = [(i["Name"], i["ID"]) for i in by_name]
+            assert keys == sorted(keys, reverse=True) and len(keys) == 301
+            modified = await walk(http, order_by="modify_time")
+            assert [i["ID"] for i in modified][:3] == [
+                jobs[299].job_id,
+                jobs[298].job_id,
+                jobs[297].job_id,
+            ]
+            by_offset = await http.get(
+                "/api/v1/orchestrator/jobs", params={"limit": "5", "next_token": "295"}
+            )
+            assert [i["ID"] for i in by_offset.json()["Items"]] == ids[295:300]
+            ours = await http.get("/api/v1/jobs", params={"sort": "id", "limit": "3"})
+            assert [j["job_id"] for j in ours.json()["jobs"]] == sorted(ids, reverse=True)[:3]
+            for field, bad in (("next_token", "x"), ("order_by", "colour")):
+                refused = await http.get("/api/v1/orchestrator/jobs", params={field: bad})
+                assert refused.status_code == 400, refused.text
+                assert field in refused.json()["error"]["message"]
+        await node.cancel(live.job_id)
+        tg.cancel_scope.cancel()
+
+
+async def test_history_sorts_by_change_id_and_name_in_memory_and_in_the_store() -> None:
+    jobs = [stored_job(i) for i in range(30)]
+    rows = [JobRow.of(j) for j in jobs]
+    async with Network.in_memory(1, durable=True) as net:
+        store = net.nodes[0].store
+        assert store is not None
+        for job in jobs:
+            store.save_requester(job)
+        await store.flush()
+        for sort in SORTS:
+            for order in ORDERS:
+                pages: dict[str, list[str]] = {"memory": [], "store": []}
+                for where in pages:
+                    after = None
+                    for _ in range(10):  # bounded: 30 rows in pages of 7
+                        query = JobQuery(sort=sort, order=order, limit=7, after=after)
+                        page = (
+                            page_in_memory(rows, query) if where == "memory" else store.query(query)
+                        )
+                        pages[where] += [r.job_id for r in page.rows]
+                        after = page.next
+                        if after is None:
+                            break
+                expected = sorted(rows, key=lambda r: r.sort_key(sort), reverse=order == "newest")
+                assert pages["memory"] == pages["store"] == [r.job_id for r in expected], sort
+    with pytest.raises(ValidationError, match="sort"):
+        JobQuery(sort="colour")

@@ -84,3 +84,34 @@ def test_a_database_from_a_newer_release_is_refused(tmp_path: Path) -> None:
     db.close()
     with pytest.raises(StoreError, match="newer than this release"):
         StateStore(path)
+
+
+def test_a_version_2_database_gains_the_sort_columns(tmp_path: Path) -> None:
+    """Schema 2 (history without names or a last-change index) migrates to the current one."""
+    path = tmp_path / "state.db"
+
+    async def write() -> None:
+        store = StateStore(path)
+        async with anyio.create_task_group() as tg:
+            await tg.start(store.run)
+            for i, name in enumerate(("b", "", "a")):
+                spec = JobSpec.noop(name=name)
+                store.save_requester(RequesterJob(job_id=f"j-{i}", spec=spec, created_at=i))
+            await store.flush()
+            tg.cancel_scope.cancel()
+
+    anyio.run(write)
+    db = sqlite3.connect(path)
+    for index in ("jobs_by_name", "jobs_by_updated"):
+        db.execute(f"DROP INDEX {index}")
+    db.execute("ALTER TABLE jobs DROP COLUMN name")
+    db.execute("PRAGMA user_version = 2")
+    db.commit()
+    db.close()
+
+    store = StateStore(path)
+    assert store.migrated_from == 2
+    page = store.query(JobQuery(sort="name", order="oldest"))
+    assert [(r.name, r.job_id) for r in page.rows] == [("a", "j-2"), ("b", "j-0"), ("j-1", "j-1")]
+    store.close()
+    assert _version(path) == SCHEMA_VERSION

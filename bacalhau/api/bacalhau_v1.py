@@ -6,7 +6,7 @@ Jobs arrive in Bacalhau's ``Job`` shape and are translated by :mod:`bacalhau.com
 (an untranslatable field is a 422 naming it); answers are rendered in Bacalhau's
 shapes by :mod:`bacalhau.compat.render`. Query booleans are read as Bacalhau's clients
 send them (``True``/``False``, any case). Paging uses ``limit`` and an opaque
-``next_token`` (an offset here).
+``next_token`` (a keyset cursor for the job listing, an offset elsewhere).
 
 Authentication is the node's: with a token every route but ``agent/alive``,
 ``livez`` and ``healthz`` needs ``Authorization: Bearer TOKEN``. The Bacalhau Python
@@ -33,6 +33,7 @@ from ..compat._read import Doc
 from ..compat.v1 import job_from_v1
 from ..errors import ApiError, ValidationError
 from ..models import ExecutionResult, JobResult
+from ..node.history import JobQuery
 from ._http import bool_param, endpoint, int_param, parse_json, require_type
 
 __all__ = ["OPEN_PATHS", "mount"]
@@ -86,6 +87,17 @@ _TIME_AND_ID_KEYS = {
 }
 """``order_by`` values (lower-cased, ``_`` dropped) every listing sorts by."""
 
+_HISTORY_SORTS = {
+    "": "created",
+    "createtime": "created",
+    "createdat": "created",
+    "modifytime": "updated",
+    "modifiedat": "updated",
+    "id": "id",
+    "name": "name",
+}
+"""The same keys for the job listing, as :class:`~bacalhau.node.history.JobQuery` sorts."""
+
 
 @attrs.define(eq=False)
 class _Compat:
@@ -128,18 +140,42 @@ class _Compat:
 
     @endpoint
     async def list_jobs(self, request: Request) -> Response:
+        """A page of the node's job history: an indexed query run off the event loop,
+        paged by key (``next_token`` is the opaque cursor of the next page; a number, as
+        earlier releases gave, is still read as an offset)."""
         self.api._check_started()
-        jobs = [render.job_to_v1(r) for r in self.node.list_jobs()]
-        _order(
-            request,
-            jobs,
-            {
-                **_TIME_AND_ID_KEYS,
-                "name": "Name",
-            },
-        )
-        page, token = _page(request, jobs, 10)
-        return self._json({"Items": page, "NextToken": token})
+        name = request.query_params.get("order_by", "") or ""
+        sort = _HISTORY_SORTS.get(name.lower().replace("_", ""))
+        if sort is None:
+            raise ApiError(
+                f"order_by must be one of {', '.join(k for k in _HISTORY_SORTS if k)}, "
+                f"got {name!r}",
+                status=400,
+                code="bad_parameter",
+            )
+        limit = int_param(request, "limit", 10, 0, MAX_PAGE) or 10
+        token = request.query_params.get("next_token", "") or ""
+        offset = 0
+        if token.isdigit() and len(token) <= 12:
+            offset, token = int(token), ""
+        try:
+            query = JobQuery(
+                sort=sort,
+                order="newest" if bool_param(request, "reverse") else "oldest",
+                limit=limit,
+                after=token or None,
+                offset=offset,
+            )
+            found = await self.node.query_jobs(query)
+        except ValidationError:
+            raise ApiError(
+                f"next_token must be a token from a previous page, got {token[:80]!r}",
+                status=400,
+                code="bad_parameter",
+            ) from None
+        results = await self.node.describe_rows(found.rows)
+        items = [render.job_to_v1(r) for r in results]
+        return self._json({"Items": items, "NextToken": found.next or ""})
 
     @endpoint
     async def get_job(self, request: Request) -> Response:

@@ -258,9 +258,16 @@ class Client:
         engine: str | None = None,
         limit: int = 100,
         offset: int = 0,
+        sort: str = "created",
+        order: str = "newest",
+        after: str | None = None,
     ) -> JobList:
-        """A page of the node's jobs, newest first, filtered by state, label and engine."""
-        params: dict[str, Any] = {"limit": limit, "offset": offset}
+        """A page of the node's jobs, filtered by state, label and engine, sorted by
+        ``sort`` (``created``, ``updated``, ``id``, ``name``) ``newest`` (descending) or
+        ``oldest`` first. Pass the page's ``next`` as ``after`` for the following page."""
+        params: dict[str, Any] = {"limit": limit, "offset": offset, "sort": sort, "order": order}
+        if after is not None:
+            params["after"] = after
         if state is not None:
             states = [state] if isinstance(state, str) else list(state)
             params["state"] = ",".join(str(JobState(s).value) for s in states)

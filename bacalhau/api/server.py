@@ -316,6 +316,7 @@ class _Api:
                 node=params.get("node"),
                 since=float(params["since"]) if "since" in params else None,
                 until=float(params["until"]) if "until" in params else None,
+                sort=params.get("sort", "created"),
                 order=params.get("order", "newest"),
                 limit=limit,
                 after=params.get("after"),

@@ -407,6 +407,9 @@ SORT_KEYS = ("created_at", "id", "state", "engine")
 
 
 async def cmd_list(ns: argparse.Namespace) -> int:
+    # created_at and id sort on the node (an indexed query); state and engine sort the page
+    sort = {"created_at": "created", "id": "id"}.get(ns.sort_by, "created")
+    newest = (ns.sort_by == "created_at") != ns.reverse
     async with client_from_args(ns) as client:
         page = await client.list_jobs(
             state=ns.state or None,
@@ -414,15 +417,21 @@ async def cmd_list(ns: argparse.Namespace) -> int:
             engine=ns.engine,
             limit=1000 if ns.all else ns.limit,
             offset=ns.offset,
+            sort=sort,
+            order="newest" if newest else "oldest",
         )
         jobs = list(page.jobs)
-        while ns.all and page.jobs and page.offset + len(page.jobs) < page.total:
+        for _ in range(page.total // 1000 + 1 if ns.all else 0):  # bounded by the total
+            if page.next is None:
+                break
             page = await client.list_jobs(
                 state=ns.state or None,
                 label=ns.label,
                 engine=ns.engine,
                 limit=1000,
-                offset=page.offset + len(page.jobs),
+                sort=sort,
+                order="newest" if newest else "oldest",
+                after=page.next,
             )
             jobs.extend(page.jobs)
     key = {

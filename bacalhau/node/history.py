@@ -18,9 +18,20 @@ from ..errors import ValidationError
 from ..models import JobState
 from ..protocol.requester import RequesterJob
 
-__all__ = ["JobPage", "JobQuery", "JobRow", "index_job", "query_jobs", "unindex_job"]
+__all__ = [
+    "SORTS",
+    "JobPage",
+    "JobQuery",
+    "JobRow",
+    "index_job",
+    "query_jobs",
+    "unindex_job",
+]
 
 ORDERS = ("newest", "oldest")
+SORTS = ("created", "updated", "id", "name")
+"""What a page can be sorted by (then by job id): creation time, last change, job id,
+name (the job's name, or its id when it has none, as Bacalhau shows it)."""
 
 
 @attrs.frozen(kw_only=True)
@@ -38,6 +49,7 @@ class JobRow:
     executions: int = 0
     reason: str = ""
     cid: str | None = None
+    name: str = ""
 
     @classmethod
     def of(cls, job: RequesterJob) -> JobRow:
@@ -54,7 +66,18 @@ class JobRow:
             executions=len(accepted),
             reason=job.reason,
             cid=cid,
+            name=job.spec.name or job.job_id,
         )
+
+    def sort_key(self, sort: str) -> tuple[float | str, str]:
+        value: float | str
+        if sort == "created":
+            value = self.created_at
+        elif sort == "updated":
+            value = self.updated_at
+        else:
+            value = self.job_id if sort == "id" else self.name
+        return value, self.job_id
 
 
 @attrs.frozen(kw_only=True)
@@ -65,7 +88,9 @@ class JobQuery:
         states: only jobs in one of these states (empty: any).
         label / engine / node: only jobs with this label, engine type, or accepted node.
         since / until: only jobs created at or after / before these unix times.
-        order: ``newest`` first (default) or ``oldest`` first; ties by job id.
+        sort: what to sort by, one of :data:`SORTS` (default ``created``); ties by job id.
+        order: ``newest`` first (default) or ``oldest`` first, i.e. descending or
+            ascending by ``sort``.
         limit: jobs per page.
         after: the ``next`` cursor of the previous page (keyset pagination).
         offset: jobs to skip instead (costs the skipped rows; prefer ``after``).
@@ -77,6 +102,7 @@ class JobQuery:
     node: str | None = None
     since: float | None = None
     until: float | None = None
+    sort: str = attrs.field(default="created")
     order: str = attrs.field(default="newest")
     limit: int = 20
     after: str | None = None
@@ -86,6 +112,17 @@ class JobQuery:
     def _check_order(self, attribute: object, value: str) -> None:
         if value not in ORDERS:
             raise ValidationError(f"must be one of {', '.join(ORDERS)}", field="order")
+
+    @sort.validator
+    def _check_sort(self, attribute: object, value: str) -> None:
+        if value not in SORTS:
+            raise ValidationError(f"must be one of {', '.join(SORTS)}", field="sort")
+
+    def cursor_key(self) -> tuple[float | str, str] | None:
+        """The ``after`` cursor as a sort key (None: no cursor)."""
+        if self.after is None:
+            return None
+        return parse_cursor(self.after, numeric=self.sort in ("created", "updated"))
 
     def matches(self, row: JobRow) -> bool:
         """The filters (not the page) applied to one row, for in-memory histories."""
@@ -108,42 +145,45 @@ class JobPage:
     next: str | None = None
 
 
-def cursor_of(row: JobRow) -> str:
-    return f"{row.created_at!r}~{row.job_id}"
+def cursor_of(row: JobRow, sort: str = "created") -> str:
+    """The cursor of the page after ``row``: its sort value, ``~``, its job id."""
+    value, job_id = row.sort_key(sort)
+    return f"{value!r}~{job_id}" if isinstance(value, float) else f"{value}~{job_id}"
 
 
-def parse_cursor(cursor: str) -> tuple[float, str]:
-    at, sep, job_id = cursor.partition("~")
+def parse_cursor(cursor: str, *, numeric: bool = True) -> tuple[float | str, str]:
+    at, sep, job_id = cursor.rpartition("~")  # job ids hold no "~"; names may
     try:
         if not sep or not job_id:
             raise ValueError(cursor)
-        return float(at), job_id
+        return (float(at) if numeric else at), job_id
     except ValueError:
         raise ValidationError(f"not a page cursor: {cursor[:80]!r}", field="after") from None
 
 
 def page_in_memory(rows: Iterable[JobRow], query: JobQuery) -> JobPage:
     """The same query over rows held in memory (a node without a store)."""
+    newest = query.order == "newest"
     matching = sorted(
         (r for r in rows if query.matches(r)),
-        key=lambda r: (r.created_at, r.job_id),
-        reverse=query.order == "newest",
+        key=lambda r: r.sort_key(query.sort),
+        reverse=newest,
     )
     start = query.offset
-    if query.after is not None:
-        key = parse_cursor(query.after)
-        newest = query.order == "newest"
+    key = query.cursor_key()
+    if key is not None:
         start = next(
             (
                 i
                 for i, r in enumerate(matching)
-                if ((r.created_at, r.job_id) < key if newest else (r.created_at, r.job_id) > key)
+                if (r.sort_key(query.sort) < key if newest else r.sort_key(query.sort) > key)
             ),
             len(matching),
         )
     page = tuple(matching[start : start + query.limit])
     more = start + query.limit < len(matching)
-    return JobPage(rows=page, total=len(matching), next=cursor_of(page[-1]) if more else None)
+    last = cursor_of(page[-1], query.sort) if more else None
+    return JobPage(rows=page, total=len(matching), next=last)
 
 
 # --- SQL ----------------------------------------------------------------------------------
@@ -169,17 +209,30 @@ SCHEMA_2 = (
         job_id TEXT PRIMARY KEY, expired_at REAL NOT NULL)""",
 )
 
+SCHEMA_3 = (
+    "ALTER TABLE jobs ADD COLUMN name TEXT NOT NULL DEFAULT ''",
+    "CREATE INDEX IF NOT EXISTS jobs_by_updated ON jobs (updated_at, job_id)",
+    "CREATE INDEX IF NOT EXISTS jobs_by_name ON jobs (name, job_id)",
+)
+"""Sorting history by last change and by name, as Bacalhau's v1 listing does."""
+
+_SORT_COLUMNS = {"created": "created_at", "updated": "updated_at", "id": "job_id", "name": "name"}
+
 _SEP = "\n"
+
+
+_COLUMNS = (
+    "job_id, state, created_at, updated_at, engine, labels, nodes, executions, reason, cid, name"
+)
 
 
 def index_job(db: sqlite3.Connection, row: JobRow) -> None:
     """Write (or replace) one job's index rows."""
     db.execute(
-        "INSERT OR REPLACE INTO jobs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        f"INSERT OR REPLACE INTO jobs ({_COLUMNS}, live) VALUES ({', '.join('?' * 12)})",
         (
             row.job_id,
             row.state.value,
-            0 if row.state.terminal else 1,
             row.created_at,
             row.updated_at,
             row.engine,
@@ -188,6 +241,8 @@ def index_job(db: sqlite3.Connection, row: JobRow) -> None:
             row.executions,
             row.reason,
             row.cid,
+            row.name,
+            0 if row.state.terminal else 1,
         ),
     )
     db.execute("DELETE FROM job_labels WHERE job_id = ?", (row.job_id,))
@@ -207,11 +262,8 @@ def unindex_job(db: sqlite3.Connection, job_id: str) -> None:
         db.execute(f"DELETE FROM {table} WHERE job_id = ?", (job_id,))
 
 
-_COLUMNS = "job_id, state, created_at, updated_at, engine, labels, nodes, executions, reason, cid"
-
-
 def _row(values: tuple[object, ...]) -> JobRow:
-    job_id, state, created, updated, engine, labels, nodes, executions, reason, cid = values
+    job_id, state, created, updated, engine, labels, nodes, executions, reason, cid, name = values
     return JobRow(
         job_id=str(job_id),
         state=JobState(str(state)),
@@ -223,6 +275,7 @@ def _row(values: tuple[object, ...]) -> JobRow:
         executions=int(executions),  # type: ignore[call-overload]
         reason=str(reason),
         cid=None if cid is None else str(cid),
+        name=str(name),
     )
 
 
@@ -251,16 +304,19 @@ def query_jobs(db: sqlite3.Connection, query: JobQuery) -> JobPage:
     filters = " AND ".join(where) or "1"
     (total,) = db.execute(f"SELECT count(*) FROM jobs WHERE {filters}", args).fetchone()
     newest = query.order == "newest"
+    column = _SORT_COLUMNS[query.sort]
     page_where, page_args = filters, list(args)
-    if query.after is not None:
-        page_where += f" AND (created_at, job_id) {'<' if newest else '>'} (?, ?)"
-        page_args += list(parse_cursor(query.after))
+    key = query.cursor_key()
+    if key is not None:
+        page_where += f" AND ({column}, job_id) {'<' if newest else '>'} (?, ?)"
+        page_args += list(key)
     direction = "DESC" if newest else "ASC"
     rows = db.execute(
         f"SELECT {_COLUMNS} FROM jobs WHERE {page_where} "
-        f"ORDER BY created_at {direction}, job_id {direction} LIMIT ? OFFSET ?",
-        [*page_args, query.limit + 1, query.offset if query.after is None else 0],
+        f"ORDER BY {column} {direction}, job_id {direction} LIMIT ? OFFSET ?",
+        [*page_args, query.limit + 1, query.offset if key is None else 0],
     ).fetchall()
     page = tuple(_row(r) for r in rows[: query.limit])
     more = len(rows) > query.limit
-    return JobPage(rows=page, total=int(total), next=cursor_of(page[-1]) if more else None)
+    last = cursor_of(page[-1], query.sort) if more else None
+    return JobPage(rows=page, total=int(total), next=last)

@@ -597,6 +597,18 @@ class Node(TransportHandler):
         await self.store.flush()
         return await anyio.to_thread.run_sync(self.store.query, query)
 
+    async def describe_rows(self, rows: Sequence[JobRow]) -> list[JobResult]:
+        """Whole results for one page of history rows: live jobs from memory, finished
+        ones read from the store on a worker thread (a job expired since the page was
+        read is left out)."""
+        live = {r.job_id: self.requester.jobs.get(r.job_id) for r in rows}
+        missing = [job_id for job_id, job in live.items() if job is None]
+        if missing and self.store is not None:
+            store = self.store
+            found = await anyio.to_thread.run_sync(lambda: [store.get_job(j) for j in missing])
+            live.update(zip(missing, found, strict=True))
+        return [self.requester.result_of(j) for j in live.values() if j is not None]
+
     async def cancel(self, job_id: str, reason: str = "cancelled by the user") -> None:
         self.driver.feed(CancelJob(self.resolve(job_id), reason))
 

@@ -37,7 +37,16 @@ from ..errors import StoreError
 from ..protocol.compute import ComputeJob
 from ..protocol.requester import RequesterJob
 from ..wire import pack, unpack
-from .history import SCHEMA_2, JobPage, JobQuery, JobRow, index_job, query_jobs, unindex_job
+from .history import (
+    SCHEMA_2,
+    SCHEMA_3,
+    JobPage,
+    JobQuery,
+    JobRow,
+    index_job,
+    query_jobs,
+    unindex_job,
+)
 
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "StateStore", "StoreError", "migrate"]
 
@@ -47,7 +56,7 @@ _conv = cattrs.Converter()
 _conv.register_unstructure_hook(bytes, lambda b: b)
 _conv.register_structure_hook(bytes, lambda b, _: bytes(b))
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """The version this release writes. Version 0 is a database from before versioning."""
 
 
@@ -66,14 +75,24 @@ def _migrate_to_1(db: sqlite3.Connection) -> None:
 
 
 def _migrate_to_2(db: sqlite3.Connection) -> None:
-    """Job history as an index (:mod:`bacalhau.node.history`), built from the records."""
+    """Job history as an index (:mod:`bacalhau.node.history`); version 3 fills it."""
     for statement in SCHEMA_2:
+        db.execute(statement)
+
+
+def _migrate_to_3(db: sqlite3.Connection) -> None:
+    """The index sorts by last change and by name too; (re)built from the records."""
+    for statement in SCHEMA_3:
         db.execute(statement)
     for (raw,) in db.execute("SELECT record FROM requester_jobs").fetchall():
         index_job(db, JobRow.of(_conv.structure(unpack(raw, max_size=1 << 30), RequesterJob)))
 
 
-MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _migrate_to_1, 2: _migrate_to_2}
+MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
+    1: _migrate_to_1,
+    2: _migrate_to_2,
+    3: _migrate_to_3,
+}
 """``MIGRATIONS[n]`` takes a database from version ``n - 1`` to ``n``."""
 
 
