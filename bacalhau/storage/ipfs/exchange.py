@@ -63,10 +63,11 @@ from ...transport.services import PeerServices
 from ._util import unwrap_group
 from .blockstore import BlockStore
 from .dagpb import decode_node
+from .exchange_wire import pack_want_reply, parse_want_reply
 from .flow import FlowWindow
 from .records import DEFAULT_PROVIDER_TTL, ProviderRecords
 
-__all__ = ["PROTOCOL", "BlockService"]
+__all__ = ["PROTOCOL", "BlockService", "pack_want_reply"]
 
 log = logging.getLogger(__name__)
 
@@ -92,31 +93,6 @@ GUESS_SIZE = 256 * 1024
 
 def _pack(value: Any) -> bytes:
     return msgpack.packb(value, use_bin_type=True)  # type: ignore[no-any-return]
-
-
-def _bin_header(n: int) -> bytes:
-    if n < 0x100:
-        return b"\xc4" + n.to_bytes(1, "big")
-    if n < 0x10000:
-        return b"\xc5" + n.to_bytes(2, "big")
-    return b"\xc6" + n.to_bytes(4, "big")
-
-
-def _array_header(n: int) -> bytes:
-    return bytes((0x90 | n,)) if n < 16 else b"\xdc" + n.to_bytes(2, "big")
-
-
-def pack_want_reply(blocks: Sequence[tuple[bytes, bytes]], missing: Sequence[bytes]) -> bytes:
-    """``{"blocks": [[cid, data], ...], "missing": [cid, ...]}`` in msgpack, exactly as
-    ``msgpack.packb`` writes it, but with the block bytes copied once (one join)
-    rather than through a growing buffer."""
-    parts = [b"\x82\xa6blocks", _array_header(len(blocks))]
-    for cid, data in blocks:
-        parts += (b"\x92", _bin_header(len(cid)), cid, _bin_header(len(data)), data)
-    parts += (b"\xa7missing", _array_header(len(missing)))
-    for cid in missing:
-        parts += (_bin_header(len(cid)), cid)
-    return b"".join(parts)
 
 
 def _unpack(data: bytes, limit: int) -> Any:
@@ -461,8 +437,7 @@ class BlockService:
                 async with anyio.create_task_group() as tg:
                     for peer in providers:
                         state.windows.setdefault(peer, FlowWindow(low=WINDOW_LOW, high=WINDOW_HIGH))
-                        for _ in range(WINDOW_HIGH):
-                            tg.start_soon(self._worker, state, peer)
+                        tg.start_soon(self._pump, state, peer)
             excluded |= set(state.failed)
             if state.exceeded:
                 self.stats["blocks_fetched"] += state.received
@@ -499,44 +474,49 @@ class BlockService:
         state.queue.extendleft(reversed(skipped))
         return batch
 
-    async def _worker(self, state: _Fetch, peer: str) -> None:
-        """One of ``WINDOW_HIGH`` request slots for ``peer``; at most the window's
-        ``limit`` of them have a request out at a time."""
+    async def _pump(self, state: _Fetch, peer: str) -> None:
+        """Keep the window's ``limit`` of requests out to ``peer`` (one task per
+        request) until nothing is left to ask for or the peer fails. One pump per
+        provider wakes on each change, not one task per window slot."""
         window = state.windows[peer]
-        while peer not in state.failed:
-            if (
-                state.peer_in_flight[peer] >= window.limit
-                or state.bytes_in_flight >= MAX_INFLIGHT_BYTES
-            ):
+        async with anyio.create_task_group() as tg:
+            while peer not in state.failed:
+                if (
+                    state.peer_in_flight[peer] < window.limit
+                    and state.bytes_in_flight < MAX_INFLIGHT_BYTES
+                ):
+                    batch = self._take(state, peer)
+                    if batch:
+                        expect = sum(state.sizes.get(c, GUESS_SIZE) for c in batch)
+                        state.in_flight += 1
+                        state.peer_in_flight[peer] += 1
+                        state.bytes_in_flight += expect
+                        tg.start_soon(self._request, state, peer, batch, expect)
+                        continue
+                    if state.in_flight == 0:
+                        state.notify()
+                        return
                 await state.changed.wait()
-                continue
-            batch = self._take(state, peer)
-            if not batch:
-                if state.in_flight == 0:
-                    state.notify()
-                    return
-                await state.changed.wait()
-                continue
-            expect = sum(state.sizes.get(c, GUESS_SIZE) for c in batch)
-            state.in_flight += 1
-            state.peer_in_flight[peer] += 1
-            state.bytes_in_flight += expect
-            sent = monotonic()
-            try:
-                nbytes = await self._fetch_batch(state, peer, batch)
-                window.on_reply(sent, monotonic(), nbytes)
-            except (TransportError, TimeoutError, DecodeError, CorruptBlock) as exc:
-                window.on_failure()
-                state.failed[peer] = str(exc) or type(exc).__name__
-                state.queue.extendleft(reversed(batch))
-                self.stats["provider_failures"] += 1
-                log.info("block exchange: dropping provider %s: %s", peer[-8:], exc)
-            finally:
-                state.in_flight -= 1
-                state.peer_in_flight[peer] -= 1
-                state.bytes_in_flight -= expect
-                self.stats["window_max"] = max(self.stats["window_max"], window.limit)
-                state.notify()
+
+    async def _request(self, state: _Fetch, peer: str, batch: list[bytes], expect: int) -> None:
+        """One ``want`` request of the pump for ``peer``."""
+        window = state.windows[peer]
+        sent = monotonic()
+        try:
+            nbytes = await self._fetch_batch(state, peer, batch)
+            window.on_reply(sent, monotonic(), nbytes)
+        except (TransportError, TimeoutError, DecodeError, CorruptBlock) as exc:
+            window.on_failure()
+            state.failed[peer] = str(exc) or type(exc).__name__
+            state.queue.extendleft(reversed(batch))
+            self.stats["provider_failures"] += 1
+            log.info("block exchange: dropping provider %s: %s", peer[-8:], exc)
+        finally:
+            state.in_flight -= 1
+            state.peer_in_flight[peer] -= 1
+            state.bytes_in_flight -= expect
+            self.stats["window_max"] = max(self.stats["window_max"], window.limit)
+            state.notify()
 
     async def _fetch_batch(self, state: _Fetch, peer: str, batch: list[bytes]) -> int:
         """Ask ``peer`` for ``batch``; store what it sent. Returns the reply's size."""
@@ -590,26 +570,41 @@ class BlockService:
         Raises:
             DecodeError / PeerUnreachable: a malformed or refusing reply.
         """
-        reply = _unpack(reply_bytes, MAX_REPLY)
-        if not isinstance(reply, dict) or "error" in reply:
-            why = reply.get("error") if isinstance(reply, dict) else reply
-            raise PeerUnreachable(f"refused our request: {why!r}")
-        pairs = reply.get("blocks")
-        if not isinstance(pairs, list) or len(pairs) > len(batch):
-            raise DecodeError("malformed want reply")
+        if not isinstance(reply_bytes, bytes) or len(reply_bytes) > MAX_REPLY:
+            raise DecodeError(f"want reply of {len(reply_bytes)} bytes exceeds {MAX_REPLY}")
         wanted = set(batch)
-        blocks: list[tuple[bytes, bytes]] = []
-        for pair in pairs:
-            if (
-                not isinstance(pair, list)
-                or len(pair) != 2
-                or not isinstance(pair[1], bytes)
-                or pair[0] not in wanted
-            ):
-                raise DecodeError("want reply holds a block we did not ask for")
-            blocks.append((pair[0], pair[1]))
-        missing = set(_cid_list(reply.get("missing", []), MAX_CIDS)) & wanted
-        good: list[tuple[bytes, Sequence[bytes]]] = []
+        parsed = parse_want_reply(reply_bytes, max_items=MAX_CIDS)
+        blocks: list[tuple[bytes, bytes | memoryview]] = []
+        listed: Any
+        if parsed is not None:  # our own layout: the blocks stay views into the reply
+            pairs, listed = parsed
+            if len(pairs) > len(batch):
+                raise DecodeError("malformed want reply")
+            for cid, view in pairs:
+                if cid not in wanted:
+                    raise DecodeError("want reply holds a block we did not ask for")
+                blocks.append((cid, view))
+        else:
+            reply = _unpack(reply_bytes, MAX_REPLY)
+            if not isinstance(reply, dict) or "error" in reply:
+                why = reply.get("error") if isinstance(reply, dict) else reply
+                raise PeerUnreachable(f"refused our request: {why!r}")
+            pairs_any = reply.get("blocks")
+            if not isinstance(pairs_any, list) or len(pairs_any) > len(batch):
+                raise DecodeError("malformed want reply")
+            for pair in pairs_any:
+                if (
+                    not isinstance(pair, list)
+                    or len(pair) != 2
+                    or not isinstance(pair[0], bytes)
+                    or not isinstance(pair[1], bytes)
+                    or pair[0] not in wanted
+                ):
+                    raise DecodeError("want reply holds a block we did not ask for")
+                blocks.append((pair[0], pair[1]))
+            listed = reply.get("missing", [])
+        missing = set(_cid_list(listed, MAX_CIDS)) & wanted
+        good: list[tuple[bytes, Sequence[bytes | memoryview]]] = []
         bad: set[bytes] = set()
         nbytes = 0
         for cid, data in blocks:
