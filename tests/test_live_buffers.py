@@ -14,8 +14,10 @@ import pytest
 from bacalhau.errors import DecodeError
 from bacalhau.live import EventHub, LogBuffer, LogHub
 from bacalhau.live.codec import decode_reply, encode_batch, encode_reply
+from bacalhau.live.logs import MAX_LINE_BYTES
+from bacalhau.live.node import READ_LINES, REPLY_BYTES
 from bacalhau.models import JobEvent
-from bacalhau.wire import pack, unpack
+from bacalhau.wire import MAX_EVENT_FRAME, pack, unpack
 
 pytestmark = pytest.mark.anyio
 
@@ -249,3 +251,16 @@ async def test_a_reply_that_is_not_a_batch_is_refused_or_means_not_found() -> No
     batch = decode_reply(encode_reply(empty.read(0)))
     assert batch is not None
     assert (batch.lines, batch.next, batch.closed) == ((), 0, True)
+
+
+async def test_the_largest_read_still_fits_a_peers_reply() -> None:
+    buf = LogBuffer()
+    wide = "\U0001f600".encode() * (MAX_LINE_BYTES // 4)  # 4 bytes a character
+    for _ in range(300):
+        buf.write("stdout", wide + b"\n")
+    batch = buf.read(buf.tail_cursor(300), limit=READ_LINES, max_bytes=REPLY_BYTES)
+    assert len(batch.lines) > 50
+    raw = encode_reply(batch)
+    assert len(raw) < MAX_EVENT_FRAME
+    relayed = decode_reply(raw)
+    assert relayed is not None and len(relayed.lines) == len(batch.lines)

@@ -24,8 +24,9 @@ import pytest
 from bacalhau.api.client import Client
 from bacalhau.api.server import ApiAddress, serve_api
 from bacalhau.convert import from_json_data
+from bacalhau.identity import Identity
 from bacalhau.live import LogChunkLive, LogRecord
-from bacalhau.models import JobSpec, JobState, OutputSpec
+from bacalhau.models import JobSpec, JobState, NodeInfo, OutputSpec, Resources
 from bacalhau.network import Network
 from bacalhau.node.node import Node
 
@@ -204,6 +205,70 @@ async def test_the_event_stream_shows_a_job_and_a_node_joining(stack: Stack) -> 
                 stack.requester.node_id,
                 stack.compute.node_id,
             }
+
+
+async def _until_known(node: Node, node_id: str) -> None:
+    """Until ``node``'s table has ``node_id``'s announcement (announcements are sent as
+    nodes start; there is no event to await, so look, boundedly)."""
+    for _ in range(1000):
+        if node_id in {i.node_id for i in node.known_nodes()}:
+            return
+        await anyio.sleep(0.01)
+    raise AssertionError(f"{node_id} never announced itself to {node.node_id}")
+
+
+async def test_the_network_view_is_the_requesters_node_table(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    requester, compute = stack.requester, stack.compute
+    await _until_known(requester, compute.node_id)
+    # A node heard only through its announcement (no transport peer of that id): the
+    # view shows it, with what it announced, because it reads the node table.
+    far = NodeInfo(
+        node_id=Identity.from_seed(b"\x07" * 32).node_id,
+        executors=("wasm",),
+        verifiers=("noop",),
+        publishers=("noop",),
+        storage=("inline",),
+        capacity=Resources(cpu=8, memory=2**34),
+        running=3,
+        queued=2,
+        free_slots=1,
+        max_executions=4,
+        labels={"zone": "far"},
+        seq=1,
+    )
+    assert far.node_id not in requester.peers()
+    requester.requester.nodes.update(far, requester.clock.now())
+
+    asked: list[str] = []
+    real_request = requester.request
+
+    async def counted(peer: str, protocol: str, payload: bytes, *, timeout: float = 10.0) -> bytes:
+        asked.append(protocol)
+        return await real_request(peer, protocol, payload, timeout=timeout)
+
+    monkeypatch.setattr(requester, "request", counted)
+    async with Client(str(stack.address)) as client:
+        network = await client.network()
+    assert asked == []  # no peer was asked anything
+    ids = [i.node_id for i in network]
+    assert ids[0] == requester.node_id  # this node first
+    assert set(ids[1:]) == {compute.node_id, far.node_id}
+    assert ids[1:] == sorted(ids[1:])
+    seen = {i.node_id: i for i in network}
+    assert seen[far.node_id].labels == {"zone": "far"}
+    assert (seen[far.node_id].running, seen[far.node_id].queued) == (3, 2)
+    assert seen[far.node_id].capacity == Resources(cpu=8, memory=2**34)
+    assert seen[compute.node_id].executors == compute.announcement().executors
+    assert seen[compute.node_id].compute
+    me = seen[requester.node_id]
+    assert not me.compute and compute.node_id in me.peers  # its own, with its peers
+
+    # It leaves the view (and the event stream says so) once the table forgets it.
+    requester.requester.nodes.nodes[far.node_id].seen = float("-inf")
+    assert far.node_id not in {i.node_id for i in requester.watch.network()}
+    assert far.node_id not in requester.watch.members()
 
 
 async def test_cli_logs_follow_shows_lines_before_the_job_ends(stack: Stack) -> None:

@@ -5,7 +5,8 @@ web dashboard (mounted by :func:`bacalhau.api.server.create_app`).
   :class:`~bacalhau.live.node.LogChunkLive`: each execution's output as it is written.
 * ``GET /api/v1/events?follow=&tail=N&after=SEQ`` - the node's events as NDJSON of
   :class:`~bacalhau.live.NodeEvent` (``Accept: text/event-stream`` gives SSE).
-* ``GET /api/v1/network`` - this node's info and its peers'.
+* ``GET /api/v1/network`` - this node's info, then the live nodes of its requester's
+  node table (their signed announcements); no peer is asked anything.
 * ``GET /`` and ``/dashboard/*`` - the dashboard (static files shipped in the package).
 
 Streams are written by a response of their own (not a generator), so a client that
@@ -265,5 +266,5 @@ class _Routes:
     @endpoint
     async def network(self, request: Request) -> Response:
         self.api._check_started()
-        infos = await self.node.watch.network()
+        infos = self.node.watch.network()
         return Response(dumps(infos), media_type="application/json")

@@ -35,6 +35,9 @@ from ..storage.ipfs import (
     import_car,
     ls,
 )
+from ..storage.ipfs.exporter import as_source, decode_block
+from ..storage.ipfs.unixfs import DataType
+from .progress import Progress, Tally, transfer_progress, tree_bytes
 
 __all__ = [
     "add_data_parser",
@@ -81,9 +84,12 @@ def cmd_add(
     pin: bool = True,
     data_dir: str | os.PathLike[str] | None = None,
     out: IO[str] | None = None,
+    progress: Progress | None = None,
 ) -> int:
     """Add files (``-`` reads stdin) and print ``added CID NAME`` lines, then the root CID
-    alone on the last line. ``only_hash`` computes CIDs without storing anything."""
+    alone on the last line. ``only_hash`` computes CIDs without storing anything.
+    ``progress(done, total)`` is told the bytes of file data added as they go (the
+    total is None when reading stdin)."""
     write = _out(out)
     store = None if only_hash else _store(data_dir)
     opts: dict[str, Any] = {
@@ -102,11 +108,15 @@ def cmd_add(
             print(f"added {cid} {rel}".rstrip(), file=write)
 
     async def run() -> str:
+        tally = None
+        if progress is not None:
+            total = await anyio.to_thread.run_sync(lambda: tree_bytes(paths, hidden=hidden))
+            tally = Tally(progress, total)
         root = ""
         for path in paths:
             if path == "-":
                 root = await add_bytes(
-                    store, _stdin_chunks(), pin=pin and store is not None, **opts
+                    store, _stdin_chunks(), pin=pin and store is not None, on_bytes=tally, **opts
                 )
                 entry("-", root)
                 continue
@@ -117,8 +127,11 @@ def cmd_add(
                 hidden=hidden,
                 pin=pin and store is not None,
                 on_entry=entry,
+                on_bytes=tally,
                 **opts,
             )
+        if tally is not None:
+            tally.finish()
         return root
 
     root = anyio.run(run)
@@ -138,13 +151,45 @@ def _stdin_chunks() -> Any:
     return gen()
 
 
+async def dag_bytes(blocks: Any, cid: str) -> int | None:
+    """The bytes of file data under ``cid`` by its root block alone: a file's size, or
+    the sum of a directory's links' sizes (which also count the blocks' own bytes, so a
+    little over); None when the root is not local or sizes are missing."""
+    root = to_cid(cid)
+    try:
+        (block,) = await as_source(blocks).get_many([root])
+        node = decode_block(root, block)
+    except StorageError:  # not local, or not UnixFS
+        return None  # the export itself says what is wrong
+    if node.kind in (DataType.FILE, DataType.RAW):
+        return node.size
+    sizes = [size for _, _, size in node.links]
+    return sum(s for s in sizes if s is not None) if None not in sizes else None
+
+
 def cmd_get(
-    cid: str, *, output: str | None = None, data_dir: Any = None, out: IO[str] | None = None
+    cid: str,
+    *,
+    output: str | None = None,
+    data_dir: Any = None,
+    out: IO[str] | None = None,
+    progress: Progress | None = None,
 ) -> int:
-    """Write the file or tree at ``cid`` to ``output`` (default ``./CID``)."""
+    """Write the file or tree at ``cid`` to ``output`` (default ``./CID``).
+    ``progress(done, total)`` is told the bytes of file data written as they go (the
+    total of a tree is estimated from its links' sizes; the last call says done)."""
     store = _store(data_dir)
     dest = Path(output) if output else Path(cid_str(to_cid(cid)))
-    anyio.run(lambda: export_to_path(store, cid, dest))
+
+    async def run() -> None:
+        if progress is None:
+            await export_to_path(store, cid, dest)
+            return
+        tally = Tally(progress, await dag_bytes(store, cid))
+        await export_to_path(store, cid, dest, on_bytes=tally)
+        tally.finish()
+
+    anyio.run(run)
     print(f"Saved {cid} to {dest}", file=_out(out))
     return 0
 
@@ -308,21 +353,25 @@ def dispatch_local(ns: argparse.Namespace) -> int:
     command = ns.data_command
     dd = ns.data_dir
     if command == "add":
-        return cmd_add(
-            ns.paths,
-            recursive=ns.recursive,
-            cid_version=ns.cid_version,
-            raw_leaves=ns.raw_leaves,
-            wrap_with_directory=ns.wrap_with_directory,
-            hidden=ns.hidden,
-            only_hash=ns.only_hash,
-            quiet=ns.quiet,
-            chunk_size=ns.chunk_size,
-            pin=ns.pin,
-            data_dir=dd,
-        )
+        what = Path(ns.paths[0]).name if len(ns.paths) == 1 else f"{len(ns.paths)} paths"
+        with transfer_progress(f"adding {what}") as progress:
+            return cmd_add(
+                ns.paths,
+                recursive=ns.recursive,
+                cid_version=ns.cid_version,
+                raw_leaves=ns.raw_leaves,
+                wrap_with_directory=ns.wrap_with_directory,
+                hidden=ns.hidden,
+                only_hash=ns.only_hash,
+                quiet=ns.quiet,
+                chunk_size=ns.chunk_size,
+                pin=ns.pin,
+                data_dir=dd,
+                progress=progress,
+            )
     if command == "get":
-        return cmd_get(ns.cid, output=ns.output, data_dir=dd)
+        with transfer_progress(f"getting {ns.cid[:12]}") as progress:
+            return cmd_get(ns.cid, output=ns.output, data_dir=dd, progress=progress)
     if command == "cat":
         return cmd_cat(ns.cid, data_dir=dd)
     if command == "ls":

@@ -126,16 +126,16 @@ class EventHub:
         self._seen.pop(job_id, None)
 
     def peers_now(self, peers: Iterable[str]) -> None:
-        """Publish who joined and who left since the last call (the first call only
-        records the peers it is given)."""
+        """Publish which nodes joined and which left since the last call (the first call
+        only records the nodes it is given)."""
         now = frozenset(peers)
         before, self._peers = self._peers, now
         if before is None:
             return
         for node_id in sorted(now - before):
-            self.publish(NODE_JOINED, node_id=node_id, detail="peer joined")
+            self.publish(NODE_JOINED, node_id=node_id, detail="joined")
         for node_id in sorted(before - now):
-            self.publish(NODE_LEFT, node_id=node_id, detail="peer left")
+            self.publish(NODE_LEFT, node_id=node_id, detail="left")
 
     # --- reading --------------------------------------------------------------------------
 

@@ -7,7 +7,6 @@ job's requester over the transport), its event stream, and its info for network 
 
 from __future__ import annotations
 
-import logging
 import math
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -16,35 +15,36 @@ import anyio
 import anyio.abc
 import attrs
 
-from ..convert import from_json_data, to_json_data
-from ..errors import BacalhauError, DecodeError, TransportError, ValidationError
+from ..errors import BacalhauError, DecodeError, TransportError
+from ..models import NodeInfo
 from ..wire import pack, unpack
 from .codec import decode_reply, encode_batch, encode_reply, note
 from .events import EventHub
 from .logs import LogBuffer, LogHub
 
 __all__ = [
-    "INFO_PROTOCOL",
     "LOGS_PROTOCOL",
     "LogChunkLive",
     "LogRecord",
     "NodeWatch",
 ]
 
-log = logging.getLogger("bacalhau.live")
-
 LOGS_PROTOCOL = "logs/2"
-INFO_PROTOCOL = "info/1"
 LINGER = 0.2
 """After new output wakes a follower, it waits this long so lines come in batches (a
 job printing fast costs a follower a few reads a second, not one per line)."""
+BATCH_LINES = 1000
+"""A follower with at least this many lines to read reads them at once (no linger)."""
 MAX_WAIT = 5.0
 """Longest a remote log read waits for new lines before answering."""
-REPLY_BYTES = 256 * 1024
+REPLY_BYTES = 448 * 1024
+"""Most output one read returns, as the buffer counts it (characters + 64 a line): some
+6,000 short lines. A character takes at most 4 bytes in UTF-8, so even the worst reply
+stays under the 2 MiB a peer's reply may have."""
+READ_LINES = 10_000
+"""Most lines one read returns."""
 PEER_POLL = 1.0
-"""Seconds between looks at the peer set (for NodeJoined / NodeLeft)."""
-MAX_INFO_PEERS = 200
-"""At most this many peers are asked for their info per network view."""
+"""Seconds between looks at the peers and the node table (for NodeJoined / NodeLeft)."""
 
 
 @attrs.frozen
@@ -96,8 +96,18 @@ class LogChunkLive:
         return out
 
 
-async def _linger(buffer: LogBuffer) -> None:
-    if not buffer.closed:
+async def _gather(buffer: LogBuffer, cursor: int, wait: float | None) -> None:
+    """Wait (at most ``wait`` seconds; None: as long as it takes) for output after
+    ``cursor``, then let it gather for :data:`LINGER` unless a batch's worth
+    (:data:`BATCH_LINES`) is there already or the output has ended.
+
+    A follower so reads a job printing fast in a few batches a second, however small
+    its own reads would otherwise be; and while it lingers it is not waiting on the
+    buffer, so the job's writes schedule no wake-ups at all.
+    """
+    with anyio.move_on_after(wait):
+        await buffer.wait(cursor)
+    if not buffer.closed and buffer.next_seq - cursor < BATCH_LINES:
         await anyio.sleep(LINGER)
 
 
@@ -107,7 +117,6 @@ class NodeWatch:
 
     node: Any
     events: EventHub = attrs.Factory(EventHub)
-    _info_cache: tuple[float, list[Any]] | None = None
     _registered: bool = False
 
     @property
@@ -118,12 +127,11 @@ class NodeWatch:
     # --- node hooks -----------------------------------------------------------------------
 
     def register(self) -> None:
-        """Serve remote log reads and info requests (before the transport starts)."""
+        """Serve remote log reads (before the transport starts)."""
         if self._registered:
             return
         self._registered = True
         self.node.register_protocol(LOGS_PROTOCOL, self._serve_logs)
-        self.node.register_protocol(INFO_PROTOCOL, self._serve_info)
 
     def job_changed(self, job_id: str) -> None:
         job = self.node.requester.jobs.get(job_id)
@@ -133,12 +141,12 @@ class NodeWatch:
     async def run(
         self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
     ) -> None:
-        """Watch the peer set for joins and leaves, until cancelled."""
-        self.events.peers_now(self.node.peers())
+        """Publish nodes joining and leaving (:meth:`members`), until cancelled."""
+        self.events.peers_now(self.members())
         task_status.started()
         while True:
             await anyio.sleep(PEER_POLL)
-            self.events.peers_now(self.node.peers())
+            self.events.peers_now(self.members())
 
     # --- serving peers --------------------------------------------------------------------
 
@@ -171,42 +179,32 @@ class NodeWatch:
             return pack({"found": False, "reason": "no output yet"})
         if cursor is None:
             cursor = buffer.tail_cursor(tail) if tail is not None else 0
-        if wait and buffer.next_seq <= cursor and not buffer.closed:
-            with anyio.move_on_after(wait):
-                await buffer.wait(cursor)
-                await _linger(buffer)
-        return encode_reply(buffer.read(cursor, limit=5000, max_bytes=REPLY_BYTES))
+        if wait:
+            await _gather(buffer, cursor, wait)
+        return encode_reply(buffer.read(cursor, limit=READ_LINES, max_bytes=REPLY_BYTES))
 
-    async def _serve_info(self, peer_id: str, payload: bytes) -> bytes:
-        return pack(to_json_data(self.node.info()))
+    def network(self) -> list[NodeInfo]:
+        """This node (what it announces, with its transport and peers), then every other
+        node its requester knows from their signed announcements (live ones), by id.
 
-    async def network(self) -> list[Any]:
-        """This node's info and its peers' (those that answer within 2 s), cached 2 s."""
-        from ..models import NodeInfo
+        Nothing is asked of any peer: a view costs no traffic however often it is read,
+        and it shows the nodes the requester would schedule on, with their labels,
+        capacity and load as of their last announcement. A node with no requester role
+        keeps no table and shows only itself (with its peers).
+        """
+        me = self.node.info()
+        own = attrs.evolve(self.node.announcement(), peers=me.peers, transport=me.transport)
+        known = sorted(
+            (i for i in self.node.known_nodes() if i.node_id != own.node_id),
+            key=lambda i: i.node_id,
+        )
+        return [own, *known]
 
-        now = anyio.current_time()
-        if self._info_cache is not None and now - self._info_cache[0] < 2.0:
-            return self._info_cache[1]
-        peers = sorted(self.node.peers())[:MAX_INFO_PEERS]
-        found: dict[str, Any] = {}
-
-        async def ask(peer: str) -> None:
-            try:
-                raw = await self.node.request(peer, INFO_PROTOCOL, b"", timeout=2.0)
-                info = from_json_data(unpack(raw), NodeInfo)
-            except (BacalhauError, TransportError, ValidationError, TimeoutError) as exc:
-                log.debug("no info from %s: %s", peer[-8:], exc)
-                return
-            if info.node_id == peer:
-                found[peer] = info
-
-        with anyio.move_on_after(3.0):
-            async with anyio.create_task_group() as tg:
-                for peer in peers:
-                    tg.start_soon(ask, peer)
-        infos = [self.node.info(), *(found[p] for p in peers if p in found)]
-        self._info_cache = (now, infos)
-        return infos
+    def members(self) -> set[str]:
+        """The other nodes this node sees: its transport's peers and the live nodes of its
+        requester's table (one that leaves both has left)."""
+        known = {i.node_id for i in self.node.known_nodes()}
+        return (set(self.node.peers()) | known) - {self.node.node_id}
 
     # --- following a job's logs -----------------------------------------------------------
 
@@ -312,7 +310,7 @@ class NodeWatch:
             buffer = self.logs.get(job_id)
         cursor = buffer.tail_cursor(tail) if tail is not None else 0
         while True:
-            batch = buffer.read(cursor, limit=5000, max_bytes=REPLY_BYTES)
+            batch = buffer.read(cursor, limit=READ_LINES, max_bytes=REPLY_BYTES)
             if batch.lines or batch.skipped or batch.closed:
                 try:
                     chunk = encode_batch(node_id, batch)
@@ -326,5 +324,4 @@ class NodeWatch:
                 return
             cursor = batch.next
             if follow:
-                await buffer.wait(cursor)
-                await _linger(buffer)
+                await _gather(buffer, cursor, None)

@@ -152,7 +152,8 @@ async function loadNetwork() {
       tags,
       el("div", { class: "meta", text: cap.cpu !== undefined
         ? `${cap.cpu} cpu · ${bytes(cap.memory || 0)}${cap.gpu ? ` · ${cap.gpu} gpu` : ""}` : "capacity unknown" }),
-      el("div", { class: "meta", text: `running ${info.running || 0} · ${info.version || ""}` }),
+      el("div", { class: "meta", text: `running ${info.running || 0}${info.queued ? ` · queued ${info.queued}` : ""}`
+        + `${info.compute === false ? " · no compute" : ""} · ${info.version || ""}` }),
       el("div", { class: "bar", title: `load ${Math.round(load * 100)}%` },
         el("span", { style: `width:${Math.round(load * 100)}%` }))));
   }

@@ -16,7 +16,7 @@ from __future__ import annotations
 import bisect
 import os
 import threading
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
 
@@ -363,6 +363,7 @@ async def export_to_path(
     max_size: int | None = None,
     limits: DagLimits = DEFAULT_DAG_LIMITS,
     symlinks: SymlinkPolicy = "contain",
+    on_bytes: Callable[[int], None] | None = None,
 ) -> Path:
     """Write the file, directory tree or symlink at ``cid`` to ``dest``.
 
@@ -381,6 +382,8 @@ async def export_to_path(
         limits: entries, depth, total size and HAMT fan-out allowed (a shared
             node counts each time it is reached).
         symlinks: ``refuse`` or ``contain`` (see :data:`SymlinkPolicy`).
+        on_bytes: told how many more bytes of file data were written, as they are
+            (for a progress bar).
 
     Raises:
         StorageError: ``dest`` exists, a name is unsafe, the DAG is inconsistent,
@@ -397,6 +400,7 @@ async def export_to_path(
         budget=budget,
         dag=DagBudget(limits),
         symlinks=symlinks,
+        on_bytes=on_bytes,
     )
     await _export(walk, to_cid(cid), root, 0)
     if walk.links:
@@ -415,6 +419,7 @@ class _Walk:
     dag: DagBudget
     symlinks: SymlinkPolicy
     links: list[Path] = attrs.Factory(list)
+    on_bytes: Callable[[int], None] | None = None
 
 
 def _charge(budget: list[int], size: int, where: bytes) -> None:
@@ -492,6 +497,8 @@ async def _export(walk: _Walk, cid: bytes, dest: Path, depth: int) -> None:
                     await _export(walk, child, dest / name, depth + 1)
             if small:  # single-block files: written together in one worker-thread call
                 await anyio.to_thread.run_sync(_write_small_files, small, walk.read_only)
+                if walk.on_bytes is not None:
+                    walk.on_bytes(sum(len(data) for _, data in small))
         if walk.read_only:
             await anyio.to_thread.run_sync(os.chmod, dest, 0o555)
         return
@@ -535,6 +542,8 @@ async def _export(walk: _Walk, cid: bytes, dest: Path, depth: int) -> None:
                 async with receive:
                     async for pieces in receive:
                         await anyio.to_thread.run_sync(_write_all, fd, pieces)
+                        if walk.on_bytes is not None:
+                            walk.on_bytes(sum(map(len, pieces)))
         if walk.read_only:
             os.fchmod(fd, 0o444)
     finally:

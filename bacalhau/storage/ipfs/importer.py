@@ -53,6 +53,8 @@ _WORKERS = max(2, min(4, os.cpu_count() or 2))
 
 EntryCallback = Callable[[str, str], None]
 """``(relative path, cid)``: called for every file and directory added, children first."""
+BytesCallback = Callable[[int], None]
+"""Told how many more bytes of file data were chunked and hashed (a progress bar)."""
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -141,6 +143,7 @@ class _Importer:
     store: BlockStore | None
     opts: ImportOptions
     on_entry: EntryCallback | None = None
+    on_bytes: BytesCallback | None = None
 
     @property
     def _node_version(self) -> int:
@@ -236,6 +239,8 @@ class _Importer:
             for leaf in leaves:
                 count += 1
                 await push(0, leaf)
+            if self.on_bytes is not None:
+                self.on_bytes(sum(leaf.filesize for leaf in leaves))
 
         await _pipeline(batches, work, consume)
         if count == 0:
@@ -371,14 +376,19 @@ class _Importer:
             children = await anyio.to_thread.run_sync(
                 self._small_files, [path / name for name in small]
             )
+            read = 0
             for name, child in zip(small, children, strict=True):
                 sub = f"{rel}/{name}" if rel else name
                 if child is None:
                     child = await self.path(path / name, sub)
-                elif self.on_entry is not None:
-                    self.on_entry(sub, cid_str(child.cid))
+                else:
+                    read += child.filesize
+                    if self.on_entry is not None:
+                        self.on_entry(sub, cid_str(child.cid))
                 entries.append((name, child))
             small.clear()
+            if read and self.on_bytes is not None:
+                self.on_bytes(read)
 
         for name, mode, size in await anyio.to_thread.run_sync(scan):
             if stat.S_ISREG(mode) and size <= self.opts.chunk_size:
@@ -424,6 +434,7 @@ async def add_path(
     pin: bool = False,
     on_entry: EntryCallback | None = None,
     shard_threshold: int = SHARDING_THRESHOLD,
+    on_bytes: BytesCallback | None = None,
 ) -> str:
     """Add a file or directory (recursively) and return its root CID.
 
@@ -442,6 +453,8 @@ async def add_path(
         on_entry: called with (path relative to ``path``'s parent, CID) per entry.
         shard_threshold: directories whose links estimate (name + CID bytes) reaches
             this become HAMT shards (Kubo's ``UnixFSHAMTDirectorySizeThreshold``).
+        on_bytes: told how many more bytes of file data were added, as they are
+            (a batch of chunks at a time; for a progress bar).
 
     Raises:
         StorageError: the path cannot be read, or changed while being added.
@@ -452,7 +465,7 @@ async def add_path(
     )
     source = Path(path)
     name = source.name or (await anyio.Path(source).resolve()).name
-    importer = _Importer(store, opts, on_entry)
+    importer = _Importer(store, opts, on_entry, on_bytes)
 
     async def run() -> str:
         try:
@@ -479,6 +492,7 @@ async def add_bytes(
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     name: str | None = None,
     pin: bool = False,
+    on_bytes: BytesCallback | None = None,
 ) -> str:
     """Add bytes (or a stream of byte pieces) as one file; return its root CID.
 
@@ -486,7 +500,7 @@ async def add_bytes(
     Options are as for :func:`add_path`.
     """
     opts = ImportOptions(cid_version, raw_leaves, chunk_size)
-    importer = _Importer(store, opts)
+    importer = _Importer(store, opts, on_bytes=on_bytes)
     source: AsyncIterable[bytes] | Iterable[bytes] = (data,) if isinstance(data, bytes) else data
 
     async def run() -> str:
