@@ -56,7 +56,7 @@ def _sha(text: str) -> bytes:
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()
 
 
-@attrs.frozen
+@attrs.frozen(kw_only=True)
 class Commitment:
     """A compute node's promise about its publication (see the module docs).
 
@@ -79,7 +79,13 @@ class Commitment:
         cls, *, results_digest: bytes, exit_code: int, stdout: str, stderr: str, cid: str | None
     ) -> Commitment:
         """The commitment to publishing these values."""
-        return cls(results_digest, exit_code, _sha(stdout), _sha(stderr), cid)
+        return cls(
+            results_digest=results_digest,
+            exit_code=exit_code,
+            stdout_sha256=_sha(stdout),
+            stderr_sha256=_sha(stderr),
+            cid=cid,
+        )
 
     def encode(self) -> bytes:
         """The canonical bytes (see the module docs)."""
@@ -118,7 +124,13 @@ class Commitment:
             cid = raw.decode("ascii") or None
         except UnicodeDecodeError:
             raise VerificationError("results commitment: CID is not ASCII") from None
-        return cls(digest, exit_code, out, err, cid)
+        return cls(
+            results_digest=digest,
+            exit_code=exit_code,
+            stdout_sha256=out,
+            stderr_sha256=err,
+            cid=cid,
+        )
 
     def mismatch(self, *, ref: StorageRef, exit_code: int, stdout: str, stderr: str) -> str | None:
         """Why a publication differs from this commitment, or None if it matches."""

@@ -140,7 +140,7 @@ def _selector_hook(value: Any, _: Any) -> Selector:
     key, operator = value.get("key"), value.get("operator", "exists")
     if not isinstance(key, str) or not isinstance(operator, str):
         raise ValidationError("a selector needs a text key and operator")
-    return Selector(key, operator, tuple(values))
+    return Selector(key=key, operator=operator, values=tuple(values))
 
 
 for _conv in (_wire, _json):

@@ -63,7 +63,7 @@ class DagLimits:
 DEFAULT_DAG_LIMITS = DagLimits()
 
 
-@attrs.define
+@attrs.define(kw_only=True)
 class DagBudget:
     """What one expansion has left; :meth:`entry` and :meth:`data` raise when it runs out."""
 

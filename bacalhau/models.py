@@ -102,7 +102,7 @@ def parse_size(text: str | int) -> int:
     return int(number * scale)
 
 
-@attrs.frozen
+@attrs.frozen(kw_only=True)
 class StorageSpec:
     """Where a piece of data comes from.
 
@@ -182,7 +182,7 @@ class OutputSpec:
         check_abs_path("path", self.path)
 
 
-@attrs.frozen
+@attrs.frozen(kw_only=True)
 class Resources:
     """What a job asks for. ``cpu`` in cores, ``memory``/``disk`` in bytes."""
 
@@ -206,7 +206,7 @@ class Resources:
             raise _fail("memory", f"must be at least 1 MiB, got {self.memory} bytes")
 
 
-@attrs.frozen
+@attrs.frozen(kw_only=True)
 class Deal:
     """How many nodes run a job and how many must agree.
 
@@ -301,7 +301,7 @@ def _json_safe(value: Any, depth: int = 0) -> Any:
     raise _fail("params", f"values must be JSON-like, got {type(value).__name__}")
 
 
-@attrs.frozen
+@attrs.frozen(kw_only=True)
 class JobSpec:
     """Everything a node needs to run a job.
 
@@ -517,7 +517,7 @@ class ExecutionState(enum.StrEnum):
         )
 
 
-@attrs.frozen
+@attrs.frozen(kw_only=True)
 class StorageRef:
     """Where published results are: ``ipfs`` with ``cid``, ``local`` with ``path``, ``noop``."""
 
@@ -529,7 +529,7 @@ class StorageRef:
         return self.cid or self.path or self.type
 
 
-@attrs.frozen
+@attrs.frozen(kw_only=True)
 class JobEvent:
     """One line of a job's history: ``kind`` happened at ``time`` (unix seconds)."""
 
@@ -539,7 +539,7 @@ class JobEvent:
     detail: str = ""
 
 
-@attrs.frozen
+@attrs.frozen(kw_only=True)
 class ExecutionResult:
     """One node's execution of a job."""
 
@@ -554,7 +554,7 @@ class ExecutionResult:
     """The publication matched what the node committed to in its accepted proposal."""
 
 
-@attrs.frozen
+@attrs.frozen(kw_only=True)
 class JobResult:
     """What a job came to: its terminal state, executions and whole history."""
 
@@ -592,7 +592,7 @@ class JobResult:
         return self
 
 
-@attrs.frozen
+@attrs.frozen(kw_only=True)
 class GpuInfo:
     """One GPU a node offers (vendor and model where known)."""
 
@@ -601,7 +601,7 @@ class GpuInfo:
     memory: int = 0
 
 
-@attrs.frozen
+@attrs.frozen(kw_only=True)
 class NodeInfo:
     """What a node tells about itself (``GET /node``, ``node describe``, and signed on the
     wire to every requester as its announcement).

@@ -13,7 +13,6 @@ that no node's state machines hit an internal error (a bug) while it ran.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import tempfile
@@ -218,12 +217,14 @@ class Network:
 
     async def stop_node(self, node: Node) -> None:
         """Stop ``node`` abruptly (its executions die with it), as a crash would."""
+        listed = node in self.nodes
+        if listed:  # out of the list first: nobody picks a node that is going down
+            self.nodes.remove(node)
         scope = self._scopes.pop(node.node_id, None)
         if scope is not None:
             scope.cancel()
             await self._stopped.pop(node.node_id).wait()
-        with contextlib.suppress(ValueError):
-            self.nodes.remove(node)
+        if listed:
             self._faults.extend(node.faults)
 
     # --- checks ---------------------------------------------------------------------------

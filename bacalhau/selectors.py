@@ -79,7 +79,7 @@ def _number(text: str) -> float | None:
     return value if math.isfinite(value) else None
 
 
-@attrs.frozen
+@attrs.frozen(kw_only=True)
 class Selector:
     """One requirement on a node's labels.
 
@@ -200,15 +200,15 @@ def _parse_one(part: str) -> Selector:
     m = _SET_RE.match(part)
     if m:
         values = tuple(v.strip() for v in m.group(3).split(",") if v.strip())
-        return Selector(m.group(1), m.group(2), values)
+        return Selector(key=m.group(1), operator=m.group(2), values=values)
     m = _CMP_RE.match(part)
     if m:
         op = "=" if m.group(2) == "==" else m.group(2)
-        return Selector(m.group(1), op, (m.group(3),))
+        return Selector(key=m.group(1), operator=op, values=(m.group(3),))
     if part.startswith("!") and _KEY_RE.match(part[1:].strip()):
-        return Selector(part[1:].strip(), "!exists")
+        return Selector(key=part[1:].strip(), operator="!exists")
     if _KEY_RE.match(part):
-        return Selector(part, "exists")
+        return Selector(key=part, operator="exists")
     raise ValidationError(
         f"selector {part!r} is not one of key=value, key!=value, 'key in (a,b)', "
         "'key notin (a,b)', key, !key, key<number, key>number",

@@ -50,7 +50,7 @@ def _sender_id(public: bytes) -> str:
     return node_id
 
 
-@attrs.frozen
+@attrs.frozen(kw_only=True)
 class Envelope:
     """A decoded, signature-checked frame. ``body`` is plain data (see ``models.from_data``)."""
 

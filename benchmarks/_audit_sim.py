@@ -50,7 +50,7 @@ def run_job(
 ) -> tuple[int, list[str]]:
     """One job through the machine; (executions started, nodes whose results were accepted)."""
     now = 0.0
-    state.handle(SubmitJob(job_id, spec, peers=len(bidders)), now)
+    state.handle(SubmitJob(job_id=job_id, spec=spec, peers=len(bidders)), now)
     queue: list[str] = []
     started = 0
 
@@ -70,7 +70,12 @@ def run_job(
         node = queue.pop(0)
         now += 0.001
         c = answer(node)
-        take(state.handle(ProposalOpened(job_id, node, c.results_digest, commitment=c), now))
+        take(
+            state.handle(
+                ProposalOpened(job_id=job_id, node_id=node, digest=c.results_digest, commitment=c),
+                now,
+            )
+        )
     job = state.jobs.pop(job_id)
     accepted = [
         e.node_id for e in job.executions.values() if e.state is ExecutionState.RESULTS_ACCEPTED

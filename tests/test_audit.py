@@ -47,7 +47,7 @@ class Harness:
         self.now = 0.0
 
     def submit(self, job_id: str, job: JobSpec) -> str:
-        self.state.handle(SubmitJob(job_id, job, peers=4), self.now)
+        self.state.handle(SubmitJob(job_id=job_id, spec=job, peers=4), self.now)
         out: list[Command] = []
         for node in NODES:
             out += self.state.handle(MessageReceived(node, BidPlaced(job_id)), self.tick())
@@ -59,7 +59,9 @@ class Harness:
         return self.now
 
     def propose(self, job_id: str, node: str, commitment: Commitment) -> list[Command]:
-        event = ProposalOpened(job_id, node, commitment.results_digest, commitment=commitment)
+        event = ProposalOpened(
+            job_id=job_id, node_id=node, digest=commitment.results_digest, commitment=commitment
+        )
         return self.state.handle(event, self.tick())
 
 
@@ -76,11 +78,11 @@ def test_a_lying_worker_is_caught_and_its_result_never_accepted() -> None:
     assert job.executions[worker].state is X.RESULTS_REJECTED
     assert "fraud" in job.executions[worker].reason
     assert [e.node_id for e in job.in_state(X.RESULTS_ACCEPTED)] == [auditor]  # one publishes
-    assert FraudFound("j-1", worker, (auditor, breaker)) in out
+    assert FraudFound(job_id="j-1", cheater=worker, witnesses=(auditor, breaker)) in out
     assert h.state.reputation[worker]["fraud"] == 1
     assert job.audit is not None and job.audit.outcome == "fraud"
     # the cheater's next bid is refused outright
-    h.state.handle(SubmitJob("j-2", spec(), peers=4), h.tick())
+    h.state.handle(SubmitJob(job_id="j-2", spec=spec(), peers=4), h.tick())
     out = h.state.handle(MessageReceived(worker, BidPlaced("j-2")), h.tick())
     assert any(
         isinstance(c, Send) and isinstance(c.message, BidRejected) and "fraud" in c.message.reason

@@ -26,7 +26,7 @@ from bacalhau.verifier.noop import NoopVerifier
 
 pytestmark = pytest.mark.anyio
 
-REQ = BidRequest("j-1", JobSpec.noop(), "requester", "node")
+REQ = BidRequest(job_id="j-1", spec=JobSpec.noop(), requester_id="requester", node_id="node")
 
 
 # --- the built-in strategies --------------------------------------------------------------------
@@ -34,10 +34,10 @@ REQ = BidRequest("j-1", JobSpec.noop(), "requester", "node")
 
 async def test_support_strategy_names_what_is_missing() -> None:
     s = SupportStrategy(
-        {"noop": NoopExecutor()},
-        {"inline": InlineStorage()},
-        {"noop": NoopVerifier()},
-        {"noop": NoopPublisher()},
+        executors={"noop": NoopExecutor()},
+        storage={"inline": InlineStorage()},
+        verifiers={"noop": NoopVerifier()},
+        publishers={"noop": NoopPublisher()},
     )
     assert (await s.decide(REQ)).bid
     cases = {
@@ -47,7 +47,7 @@ async def test_support_strategy_names_what_is_missing() -> None:
         "invalid noop job": JobSpec.noop(exit_code=300),
     }
     for words, spec in cases.items():
-        answer = await s.decide(BidRequest("j", spec, "r", "n"))
+        answer = await s.decide(BidRequest(job_id="j", spec=spec, requester_id="r", node_id="n"))
         assert not answer.bid and words in answer.reason, answer
 
 
@@ -55,7 +55,7 @@ async def test_capacity_strategy() -> None:
     cap = Capacity(Resources(cpu=2, memory=2**30), max_executions=1, queue_size=0)
     s = CapacityStrategy(cap)
     big = JobSpec.noop(resources=Resources(cpu=4))
-    answer = await s.decide(BidRequest("j", big, "r", "n"))
+    answer = await s.decide(BidRequest(job_id="j", spec=big, requester_id="r", node_id="n"))
     assert not answer.bid and "needs 4 CPUs, node has 2" in answer.reason
     await cap.acquire(Resources())
     answer = await s.decide(REQ)
@@ -115,9 +115,9 @@ async def test_exec_hook_answers(tmp_path: Path) -> None:
         "import sys, json; job = json.load(sys.stdin)\n"
         "sys.exit(0 if job['spec']['engine']['type'] == 'noop' else 1)\n",
     )
-    assert (await ExecHook(yes).decide(REQ)).bid
+    assert (await ExecHook(command=yes).decide(REQ)).bid
     no = script(tmp_path, 'print(\'{"shouldBid": false, "reason": "policy"}\')\n')
-    answer = await ExecHook(no).decide(REQ)
+    answer = await ExecHook(command=no).decide(REQ)
     assert not answer.bid and answer.reason == "policy"
 
 
@@ -131,12 +131,12 @@ async def test_exec_hook_answers(tmp_path: Path) -> None:
     ],
 )
 async def test_exec_hook_failures_mean_no(tmp_path: Path, body: str, words: str) -> None:
-    answer = await ExecHook(script(tmp_path, body), timeout=1).decide(REQ)
+    answer = await ExecHook(command=script(tmp_path, body), timeout=1).decide(REQ)
     assert not answer.bid and words in answer.reason
 
 
 async def test_exec_hook_missing_program() -> None:
-    answer = await ExecHook("/nonexistent/hook --flag", timeout=2).decide(REQ)
+    answer = await ExecHook(command="/nonexistent/hook --flag", timeout=2).decide(REQ)
     assert not answer.bid
 
 
@@ -184,10 +184,12 @@ async def test_http_hooks_yes_no_garbage_hang_and_crash() -> None:
     )
     async with anyio.create_task_group() as tg:
         base, server = await serve(app, tg)
-        assert (await HttpHook(f"{base}/decide").decide(REQ)).bid
+        assert (await HttpHook(url=f"{base}/decide").decide(REQ)).bid
         assert seen[0]["job_id"] == "j-1" and seen[0]["node_id"] == "node"
-        refused = BidRequest("j", JobSpec.noop(stdout="refuse me"), "r", "n")
-        answer = await HttpHook(f"{base}/decide").decide(refused)
+        refused = BidRequest(
+            job_id="j", spec=JobSpec.noop(stdout="refuse me"), requester_id="r", node_id="n"
+        )
+        answer = await HttpHook(url=f"{base}/decide").decide(refused)
         assert not answer.bid and answer.reason == "refused by policy"
         for path, words in [
             ("garbage", "garbage"),
@@ -195,9 +197,9 @@ async def test_http_hooks_yes_no_garbage_hang_and_crash() -> None:
             ("crash", "HTTP 500"),
             ("missing", "HTTP 404"),
         ]:
-            answer = await HttpHook(f"{base}/{path}", timeout=1).decide(REQ)
+            answer = await HttpHook(url=f"{base}/{path}", timeout=1).decide(REQ)
             assert not answer.bid and words in answer.reason, (path, answer)
-        answer = await HttpHook("http://127.0.0.1:9/none", timeout=1).decide(REQ)
+        answer = await HttpHook(url="http://127.0.0.1:9/none", timeout=1).decide(REQ)
         assert not answer.bid and "ConnectError" in answer.reason
         server.should_exit = True  # type: ignore[attr-defined]
 
@@ -207,13 +209,13 @@ async def test_decide_chain_first_no_wins() -> None:
         async def decide(self, request: BidRequest):  # type: ignore[no-untyped-def]
             from bacalhau.compute.bidding import BidResponse
 
-            return BidResponse(True)
+            return BidResponse(bid=True)
 
     class No(Yes):
         async def decide(self, request: BidRequest):  # type: ignore[no-untyped-def]
             from bacalhau.compute.bidding import BidResponse
 
-            return BidResponse(False, "second says no")
+            return BidResponse(bid=False, reason="second says no")
 
     answer = await decide([Yes(), No(), Yes()], REQ)
     assert not answer.bid and answer.reason == "second says no"

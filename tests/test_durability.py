@@ -7,7 +7,7 @@ import sqlite3
 import anyio
 import pytest
 
-from bacalhau import ExecutionState, JobSpec, JobState, Network, RequesterConfig
+from bacalhau import BacalhauError, ExecutionState, JobSpec, JobState, Network, RequesterConfig
 from bacalhau.node.store import StateStore, StoreError
 
 pytestmark = pytest.mark.anyio
@@ -35,6 +35,29 @@ async def test_requester_restart_mid_job_completes() -> None:
     assert "recovered" in kinds
     assert kinds.index("created") < kinds.index("recovered") < kinds.index("completed")
     assert result.accepted[0].stdout == "survived"
+
+
+async def test_submit_to_a_stopped_node_fails_at_once() -> None:
+    """A crashed node refuses new jobs (it used to queue the record and wait forever for
+    a store writer that had stopped: the chaos run's hang)."""
+    async with Network.in_memory(2, seed=22, durable=True, requester=CFG) as net:
+        victim = net.nodes[0]
+        await net.stop_node(victim)
+        with anyio.fail_after(10), pytest.raises(BacalhauError, match="stopped"):
+            await victim.submit(JobSpec.noop())
+        # The rest of the network is unaffected.
+        result = await net.nodes[0].run_job(JobSpec.noop(stdout="still here"), timeout=30)
+    assert result.state is JobState.COMPLETED, result.reason
+
+
+async def test_store_flush_after_close_raises(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    store = StateStore(tmp_path / "state.db")
+    async with anyio.create_task_group() as tg:
+        await tg.start(store.run)
+        tg.cancel_scope.cancel()
+    store.save_reputation("n", {"ok": 1})
+    with anyio.fail_after(10), pytest.raises(StoreError, match="closed"):
+        await store.flush()
 
 
 async def test_finished_jobs_survive_restart() -> None:

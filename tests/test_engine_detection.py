@@ -31,14 +31,14 @@ async def test_an_engine_started_after_the_node_is_seen() -> None:
     now = [100.0]
     engine = SwitchedEngine()
     support = SupportStrategy(
-        {"noop": engine},
-        {"inline": InlineStorage()},
-        {"noop": NoopVerifier()},
-        {"noop": NoopPublisher()},
+        executors={"noop": engine},
+        storage={"inline": InlineStorage()},
+        verifiers={"noop": NoopVerifier()},
+        publishers={"noop": NoopPublisher()},
         recheck_after=5.0,
         clock=lambda: now[0],
     )
-    request = BidRequest("j", JobSpec.noop(), "requester", "me")
+    request = BidRequest(job_id="j", spec=JobSpec.noop(), requester_id="requester", node_id="me")
     answer = await support.decide(request)
     assert not answer.bid
     assert "engine is not available" in answer.reason

@@ -25,7 +25,9 @@ FUZZ = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCh
 IDENT = Identity.from_seed(b"\x07" * 32)
 SPEC = JobSpec.noop(stdout="x", env={"A": "b"})
 FRAME = encode_envelope(
-    IDENT, *encode_message(JobCreated("j-1", SPEC, b"k" * 32, 1.0)), now=time.time()
+    IDENT,
+    *encode_message(JobCreated(job_id="j-1", spec=SPEC, seal_key=b"k" * 32, created_at=1.0)),
+    now=time.time(),
 )[0]
 
 plain = st.recursive(

@@ -28,7 +28,9 @@ def seeds(target: str) -> list[bytes]:
     if target == "wire":
         frame, _ = encode_envelope(
             Identity.generate(),
-            *encode_message(JobCreated("j-1", spec, b"k" * 32, 1.0)),
+            *encode_message(
+                JobCreated(job_id="j-1", spec=spec, seal_key=b"k" * 32, created_at=1.0)
+            ),
             now=time.time(),
         )
         return [frame]

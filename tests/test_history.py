@@ -94,12 +94,14 @@ def test_recover_keeps_results_that_survived_a_restart() -> None:
     state = ComputeState(Identity.generate().node_id)
     spec = JobSpec.noop()
     for s in (ComputeJobState.PROPOSED, ComputeJobState.PUBLISHING, ComputeJobState.ENDED):
-        job = ComputeJob(f"j-{s.value}", spec, REQ, b"k" * 32, state=s)
+        job = ComputeJob(
+            job_id=f"j-{s.value}", spec=spec, requester_id=REQ, seal_key=b"k" * 32, state=s
+        )
         state.jobs[job.job_id] = attrs.evolve(job, proposal=b"p", commitment=b"c")
     kept = {"j-proposed", "j-publishing"}
     out = state.recover(100.0, results_kept=kept)
     assert out == [
-        c.Send(REQ, m.ResultsProposed("j-proposed", b"p", b"c")),
+        c.Send(REQ, m.ResultsProposed(job_id="j-proposed", proposal=b"p", commitment=b"c")),
         c.PublishResults("j-publishing", spec),
         c.SetTimer(TimerKey("j-ended", ComputeTimer.FORGET), 100.0 + 600.0),
     ]
@@ -118,7 +120,7 @@ class HangOnce(Publisher):
         self.calls += 1
         if self.calls == 1:
             await anyio.sleep_forever()
-        return StorageRef("noop")
+        return StorageRef(type="noop")
 
 
 async def test_compute_node_crashed_while_publishing_publishes_after_restart() -> None:
@@ -177,7 +179,10 @@ def stored_job(i: int, state: JobState = JobState.COMPLETED) -> RequesterJob:
         spec=JobSpec.noop(stdout=f"{i}", name=f"n{(i * 7) % 50:02d}"),
         created_at=1_000.0 + i,
         state=state,
-        history=[JobEvent(1_000.0 + i, "submitted"), JobEvent(5_000.0 - i, state.value)],
+        history=[
+            JobEvent(time=1_000.0 + i, kind="submitted"),
+            JobEvent(time=5_000.0 - i, kind=state.value),
+        ],
     )
 
 

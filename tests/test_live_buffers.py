@@ -131,10 +131,10 @@ async def test_the_hub_keeps_running_buffers_and_the_newest_ended_ones() -> None
 
 async def test_the_event_hub_publishes_history_once_and_peer_changes() -> None:
     hub = EventHub(keep=4, clock=lambda: 1.0)
-    history = [JobEvent(1.0, "created"), JobEvent(2.0, "bid", "n1")]
+    history = [JobEvent(time=1.0, kind="created"), JobEvent(time=2.0, kind="bid", node_id="n1")]
     hub.job_changed("j1", history, "bidding")
     hub.job_changed("j1", history, "bidding")  # nothing new
-    history.append(JobEvent(3.0, "bid_accepted", "n1"))
+    history.append(JobEvent(time=3.0, kind="bid_accepted", node_id="n1"))
     hub.job_changed("j1", history, "running")
     hub.peers_now({"n1"})  # the first look only records
     hub.peers_now({"n1", "n2"})

@@ -26,7 +26,9 @@ ME = Identity.generate().node_id
 
 
 def _job(job_id: str, state: ComputeJobState) -> ComputeJob:
-    return ComputeJob(job_id, JobSpec.noop(), REQ, b"k" * 32, state=state)
+    return ComputeJob(
+        job_id=job_id, spec=JobSpec.noop(), requester_id=REQ, seal_key=b"k" * 32, state=state
+    )
 
 
 def test_compute_recover_fails_lost_work_through_the_transition_table() -> None:
@@ -39,7 +41,10 @@ def test_compute_recover_fails_lost_work_through_the_transition_table() -> None:
         assert job.state is ComputeJobState.FAILED and job.reason == "node restarted"
         assert c.Send(REQ, m.ExecutionFailed(lost, "node restarted")) in out
         assert c.DiscardResults(lost) in out
-    assert c.EvaluateBid("j-evaluating", state.jobs["j-evaluating"].spec, REQ) in out
+    assert (
+        c.EvaluateBid(job_id="j-evaluating", spec=state.jobs["j-evaluating"].spec, requester_id=REQ)
+        in out
+    )
     assert c.Send(REQ, m.BidPlaced("j-bid")) in out
     for kept in ("declined", "rejected", "published", "failed", "ended"):
         assert state.jobs[f"j-{kept}"].state is ComputeJobState(kept)

@@ -92,7 +92,7 @@ class RequesterMachine(RuleBasedStateMachine):
         )
         self.state.reputation[NODES[0]] = __import__("collections").Counter(rejected=3)
         spec = JobSpec.noop(deal=self.deal, timeout=30, retries=retries)
-        self.apply(self.state.handle(SubmitJob(JOB, spec), self.now))
+        self.apply(self.state.handle(SubmitJob(job_id=JOB, spec=spec), self.now))
 
     def apply(self, commands: list[c.Command]) -> None:
         for cmd in commands:
@@ -123,19 +123,21 @@ class RequesterMachine(RuleBasedStateMachine):
 
     @rule(node=st.sampled_from(NODES), ok=st.booleans())
     def review(self, node: str, ok: bool) -> None:
-        self.feed(BidReviewed(JOB, node, ok, "" if ok else "hook said no"))
+        self.feed(BidReviewed(job_id=JOB, node_id=node, ok=ok, reason="" if ok else "hook said no"))
 
     @rule(node=st.sampled_from(NODES))
     def decline(self, node: str) -> None:
-        self.feed(MessageReceived(node, m.BidDeclined(JOB, "busy")))
+        self.feed(MessageReceived(node, m.BidDeclined(job_id=JOB, reason="busy")))
 
     @rule(node=st.sampled_from(NODES), digest=st.sampled_from([b"a", b"b", b"c"]))
     def propose(self, node: str, digest: bytes) -> None:
-        self.feed(ProposalOpened(JOB, node, digest))
+        self.feed(ProposalOpened(job_id=JOB, node_id=node, digest=digest))
 
     @rule(node=st.sampled_from(NODES))
     def bad_proposal(self, node: str) -> None:
-        self.feed(ProposalOpened(JOB, node, None, "sealed for someone else"))
+        self.feed(
+            ProposalOpened(job_id=JOB, node_id=node, digest=None, error="sealed for someone else")
+        )
 
     @rule(node=st.sampled_from(NODES))
     def fail(self, node: str) -> None:
@@ -143,7 +145,11 @@ class RequesterMachine(RuleBasedStateMachine):
 
     @rule(node=st.sampled_from(NODES))
     def publish(self, node: str) -> None:
-        self.feed(MessageReceived(node, m.ResultsPublished(JOB, StorageRef("noop"), 0)))
+        self.feed(
+            MessageReceived(
+                node, m.ResultsPublished(job_id=JOB, ref=StorageRef(type="noop"), exit_code=0)
+            )
+        )
 
     @precondition(lambda self: any(k.name is not RequesterTimer.JOB for k in self.timers))
     @rule(data=st.data())
@@ -232,12 +238,17 @@ class ComputeMachine(RuleBasedStateMachine):
 
     @initialize()
     def hear_job(self) -> None:
-        out = self.feed(MessageReceived(REQ, m.JobCreated(JOB, JobSpec.noop(), b"k" * 32, 0.0)))
+        out = self.feed(
+            MessageReceived(
+                REQ,
+                m.JobCreated(job_id=JOB, spec=JobSpec.noop(), seal_key=b"k" * 32, created_at=0.0),
+            )
+        )
         assert any(isinstance(x, c.EvaluateBid) for x in out)
 
     @rule(bid=st.booleans())
     def decide(self, bid: bool) -> None:
-        self.feed(BidDecided(JOB, bid, "" if bid else "no"))
+        self.feed(BidDecided(job_id=JOB, bid=bid, reason="" if bid else "no"))
 
     @rule(
         sender=st.sampled_from([REQ, NODES[1]]),
@@ -256,9 +267,9 @@ class ComputeMachine(RuleBasedStateMachine):
     def decision(self, sender: str, kind: str) -> None:
         table: dict[str, m.Message] = {
             "BidAccepted": m.BidAccepted(JOB, NODES[0]),
-            "BidRejected": m.BidRejected(JOB, NODES[0], "no"),
+            "BidRejected": m.BidRejected(job_id=JOB, node_id=NODES[0], reason="no"),
             "ResultsAccepted": m.ResultsAccepted(JOB, NODES[0]),
-            "ResultsRejected": m.ResultsRejected(JOB, NODES[0], "no"),
+            "ResultsRejected": m.ResultsRejected(job_id=JOB, node_id=NODES[0], reason="no"),
             "JobCompleted": m.JobCompleted(JOB),
             "JobFailed": m.JobFailure(JOB, "x"),
             "JobCancelled": m.JobCancelled(JOB, "x"),
@@ -279,13 +290,13 @@ class ComputeMachine(RuleBasedStateMachine):
     def finish(self, ok: bool) -> None:
         self.running = False
         if ok:
-            self.feed(ExecutionDone(JOB, b"", 0))
+            self.feed(ExecutionDone(job_id=JOB, proposal=b"", exit_code=0))
         else:
             self.feed(ExecutionErrored(JOB, "trap"))
 
     @rule()
     def published(self) -> None:
-        self.feed(PublishDone(JOB, StorageRef("noop")))
+        self.feed(PublishDone(JOB, StorageRef(type="noop")))
 
     @invariant()
     def publish_only_after_acceptance(self) -> None:
@@ -300,7 +311,7 @@ TestCompute = ComputeMachine.TestCase
 
 def test_illegal_job_transitions_raise_a_named_error() -> None:
     state = RequesterState(REQ, b"k" * 32)
-    state.handle(SubmitJob(JOB, JobSpec.noop()), 0.0)
+    state.handle(SubmitJob(job_id=JOB, spec=JobSpec.noop()), 0.0)
     job = state.jobs[JOB]
     for s, action in [(JobState.BIDDING, JobAction.COMPLETE), (JobState.BIDDING, JobAction.VERIFY)]:
         assert (s, action) not in JOB_TRANSITIONS
@@ -328,6 +339,11 @@ def test_illegal_execution_transitions_raise_a_named_error() -> None:
 
 def test_compute_illegal_transition() -> None:
     state = ComputeState(NODES[0])
-    state.handle(MessageReceived(REQ, m.JobCreated(JOB, JobSpec.noop(), b"k" * 32, 0.0)), 0)
+    state.handle(
+        MessageReceived(
+            REQ, m.JobCreated(job_id=JOB, spec=JobSpec.noop(), seal_key=b"k" * 32, created_at=0.0)
+        ),
+        0,
+    )
     with pytest.raises(IllegalTransition):
         state.move(state.jobs[JOB], ComputeJobState.PUBLISHED)

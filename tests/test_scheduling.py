@@ -111,7 +111,10 @@ def test_spec_files_take_selectors_as_text_or_mappings() -> None:
     assert data["selectors"] == [{"key": "region", "operator": "=", "values": ["eu"]}]
     data["selectors"] = ["region=eu", {"key": "gpu", "operator": "exists"}]
     spec = from_json_data(data, JobSpec)
-    assert spec.selectors == (Selector("region", "=", ("eu",)), Selector("gpu"))
+    assert spec.selectors == (
+        Selector(key="region", operator="=", values=("eu",)),
+        Selector(key="gpu"),
+    )
     data["selectors"] = ["region=eu, gpu"]
     with pytest.raises(ValidationError, match="one selector"):
         from_json_data(data, JobSpec)

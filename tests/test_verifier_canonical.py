@@ -77,7 +77,9 @@ def test_hash_is_sha256_of_the_documented_manifest(tree: Path) -> None:
         "stdout",
     }
     a = next(e for e in entries if e.path == "outputs/a.txt")
-    assert a == TreeEntry("F", "outputs/a.txt", 5, hashlib.sha256(b"alpha").digest())
+    assert a == TreeEntry(
+        kind="F", path="outputs/a.txt", size=5, sha256=hashlib.sha256(b"alpha").digest()
+    )
     assert (
         a.record()
         == b"F"

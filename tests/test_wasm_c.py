@@ -71,7 +71,7 @@ async def test_sandbox_probe_sees_only_its_volumes(
     host.mkdir()
     (host / "b.txt").write_text("bb")
     (host / "a.txt").write_text("a")
-    ctx = make_ctx(tmp_path, spec, (PreparedVolume(spec.inputs[0], host_path=host),))
+    ctx = make_ctx(tmp_path, spec, (PreparedVolume(spec=spec.inputs[0], host_path=host),))
     result = await WasmExecutor().run(ctx)
     assert result.exit_code == 7
     seen = probe_lines(ctx)
@@ -104,7 +104,9 @@ async def test_sandbox_probe_runs_are_byte_identical(
         host.mkdir()
         for fname in order:
             (host / fname).write_text(fname)
-        ctx = make_ctx(tmp_path, spec, (PreparedVolume(spec.inputs[0], host_path=host),), name=name)
+        ctx = make_ctx(
+            tmp_path, spec, (PreparedVolume(spec=spec.inputs[0], host_path=host),), name=name
+        )
         await WasmExecutor().run(ctx)
         folders.append(snapshot(ctx.results_dir))
     assert folders[0] == folders[1]
@@ -125,7 +127,7 @@ async def test_wordcount_reads_a_directory_and_writes_an_output(
     host.mkdir()
     (host / "b.txt").write_text("one two three\nfour\n")
     (host / "a.txt").write_text("hello world\n")
-    ctx = make_ctx(tmp_path, spec, (PreparedVolume(spec.inputs[0], host_path=host),))
+    ctx = make_ctx(tmp_path, spec, (PreparedVolume(spec=spec.inputs[0], host_path=host),))
     assert (await WasmExecutor().run(ctx)).exit_code == 0
     assert (ctx.outputs["counts"] / "counts.txt").read_text() == "a.txt 1 2 12\nb.txt 2 4 19\n"
     assert (ctx.results_dir / "stdout").read_text() == "2 files, 3 lines, 6 words, 31 bytes\n"
@@ -143,7 +145,7 @@ async def test_volume_cat_streams_a_library_volume(
         outputs=[OutputSpec("copy", "/outputs")],
     )
     volume = PreparedVolume(
-        spec.inputs[0], read=lambda off, size: content[off : off + size], size=len(content)
+        spec=spec.inputs[0], read=lambda off, size: content[off : off + size], size=len(content)
     )
     ctx = make_ctx(tmp_path, spec, (volume,))
     assert (await WasmExecutor().run(ctx)).exit_code == 0

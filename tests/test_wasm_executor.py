@@ -201,7 +201,7 @@ async def test_input_volume_is_readable_but_not_writable(
     wat = module(PATH_OPEN, FD_READ, PROC_EXIT, body=body, data={1024: b"a.txt", 1040: b"new.txt"})
     spec = JobSpec.wasm(wat, inputs=[InputSpec(StorageSpec.inline("unused"), "/inputs")])
     host = input_dir(tmp_path, {"a.txt": b"input data"})
-    ctx = make_ctx(tmp_path, spec, volumes=(PreparedVolume(spec.inputs[0], host_path=host),))
+    ctx = make_ctx(tmp_path, spec, volumes=(PreparedVolume(spec=spec.inputs[0], host_path=host),))
     result = await executor.run(ctx)
     assert read(ctx, "stdout") == b"input data"
     assert result.exit_code != 0  # the create failed inside the module (an errno)
@@ -223,7 +223,7 @@ async def test_single_file_input_appears_at_its_target(
     spec = JobSpec.wasm(wat, inputs=[InputSpec(StorageSpec.inline("x"), "/data/input.csv")])
     host = tmp_path / "blob"
     host.write_bytes(b"a,b\n1,2\n")
-    ctx = make_ctx(tmp_path, spec, volumes=(PreparedVolume(spec.inputs[0], host_path=host),))
+    ctx = make_ctx(tmp_path, spec, volumes=(PreparedVolume(spec=spec.inputs[0], host_path=host),))
     await executor.run(ctx)
     assert read(ctx, "stdout") == b"a,b\n1,2\n"
 
@@ -295,7 +295,7 @@ async def test_library_volume_is_streamed_through_the_bacalhau_import(
         volume_reader_module(b"/data/blob"),
         inputs=[InputSpec(StorageSpec.inline("x"), "/data/blob")],
     )
-    volume = PreparedVolume(spec.inputs[0], read=reader, size=len(content))
+    volume = PreparedVolume(spec=spec.inputs[0], read=reader, size=len(content))
     ctx = make_ctx(tmp_path, spec, volumes=(volume,))
     assert (await executor.run(ctx)).exit_code == 0
     out = read(ctx, "stdout")
@@ -314,7 +314,7 @@ async def test_posix_file_volume_is_also_readable_through_the_import(
         volume_reader_module(b"/data/blob"),
         inputs=[InputSpec(StorageSpec.inline("x"), "/data/blob")],
     )
-    ctx = make_ctx(tmp_path, spec, volumes=(PreparedVolume(spec.inputs[0], host_path=host),))
+    ctx = make_ctx(tmp_path, spec, volumes=(PreparedVolume(spec=spec.inputs[0], host_path=host),))
     await executor.run(ctx)
     assert read(ctx, "stdout")[8:] == b"23456789"
 
@@ -338,7 +338,9 @@ async def test_library_read_failure_fails_the_execution(
         volume_reader_module(b"/data/blob"),
         inputs=[InputSpec(StorageSpec.inline("x"), "/data/blob")],
     )
-    ctx = make_ctx(tmp_path, spec, volumes=(PreparedVolume(spec.inputs[0], read=reader, size=100),))
+    ctx = make_ctx(
+        tmp_path, spec, volumes=(PreparedVolume(spec=spec.inputs[0], read=reader, size=100),)
+    )
     with pytest.raises(ExecutorError, match=r"reading input volume /data/blob failed.*QmXYZ"):
         await executor.run(ctx)
 
@@ -631,7 +633,7 @@ async def test_directory_order_inodes_and_times_do_not_depend_on_the_host(
         ctx = make_ctx(
             tmp_path,
             spec,
-            volumes=(PreparedVolume(spec.inputs[0], host_path=host),),
+            volumes=(PreparedVolume(spec=spec.inputs[0], host_path=host),),
             name=f"run-{host.name}",
         )
         await executor.run(ctx)
@@ -651,11 +653,11 @@ async def test_directory_order_inodes_and_times_do_not_depend_on_the_host(
 def test_deterministic_sources_are_pure_functions_of_the_job() -> None:
     from bacalhau.executor.wasm_host import Determinism
 
-    a, b = Determinism("job"), Determinism("job")
+    a, b = Determinism(job_id="job"), Determinism(job_id="job")
     assert a.random(10) + a.random(50) == b.random(60)
     assert a.now(0) == b.now(0)
     assert [a.inode(99), a.inode(5), a.inode(99)] == [1, 2, 1]
-    assert Determinism("other").random(32) != Determinism("job").random(32)
+    assert Determinism(job_id="other").random(32) != Determinism(job_id="job").random(32)
 
 
 @pytest.mark.anyio

@@ -83,10 +83,10 @@ async def test_forged_replayed_and_garbage_events_are_dropped_and_counted() -> N
             frame_of(
                 requester.identity,
                 JobCreated(
-                    job_id,
-                    JobSpec.noop(delay=60, timeout=120),
-                    requester.identity.seal_public_key,
-                    time.time(),
+                    job_id=job_id,
+                    spec=JobSpec.noop(delay=60, timeout=120),
+                    seal_key=requester.identity.seal_public_key,
+                    created_at=time.time(),
                 ),
             )
         )

@@ -115,7 +115,7 @@ def parse_json(raw: bytes) -> Any:
 # --- request helpers ---------------------------------------------------------------------
 
 
-@attrs.define
+@attrs.define(kw_only=True)
 class Body:
     """Reads a request body from the raw ASGI ``receive``, enforcing a size limit."""
 

@@ -29,7 +29,7 @@ import tempfile
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from pathlib import Path
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 import anyio.from_thread
@@ -68,6 +68,9 @@ from .schemas import (
     SubmitRequest,
     SubmitResponse,
 )
+
+if TYPE_CHECKING:
+    from ..node.receipt import Receipt
 
 __all__ = ["DEFAULT_API", "Client", "SyncClient", "api_url"]
 
@@ -284,6 +287,12 @@ class Client:
     async def results(self, job_id: str) -> ResultsList:
         """Where the job's accepted results were published."""
         return await self._get(f"/jobs/{_quote(job_id)}/results", ResultsList)
+
+    async def receipt(self, job_id: str) -> Receipt:
+        """The completed job's receipt, signed by the node (``bacalhau verify`` checks it)."""
+        from ..node.receipt import Receipt
+
+        return await self._get(f"/jobs/{_quote(job_id)}/receipt", Receipt)
 
     async def cancel(self, job_id: str, reason: str = "cancelled by the user") -> JobState:
         """Cancel a live job; return its state after. ApiError ``job_finished`` if it ended."""
@@ -721,6 +730,9 @@ class SyncClient:
 
     def cancel(self, job_id: str, reason: str = "cancelled by the user") -> JobState:
         return self._call(self._client.cancel, job_id, reason)
+
+    def receipt(self, job_id: str) -> Receipt:
+        return self._call(self._client.receipt, job_id)
 
     def events(self, job_id: str, *, follow: bool = True) -> Iterator[EventLine]:
         return self._iterate(self._client.events(job_id, follow=follow))

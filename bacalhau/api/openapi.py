@@ -284,6 +284,18 @@ def _paths() -> dict[str, Any]:
                 op_id="jobResults",
             ),
         },
+        f"{_P}/jobs/{{job_id}}/receipt": {
+            "get": _op(
+                "The completed job's signed receipt (check it with 'bacalhau verify')",
+                {
+                    "200": _json("Receipt", "The receipt, signed by this node."),
+                    "409": _error("The job is not completed, or has no committed results."),
+                    **_COMMON_ERRORS,
+                },
+                params=[_JOB_ID],
+                op_id="jobReceipt",
+            ),
+        },
         f"{_P}/jobs/{{job_id}}/cancel": {
             "post": _op(
                 "Cancel a job",
@@ -491,6 +503,8 @@ def openapi_document(*, version: str, token_required: bool = False) -> dict[str,
         version: the node's version, shown as the API's.
         token_required: whether the bearer token is mandatory (else optional).
     """
+    from ..node.receipt import Receipt
+
     return {
         "openapi": "3.1.0",
         "info": {
@@ -507,7 +521,7 @@ def openapi_document(*, version: str, token_required: bool = False) -> dict[str,
         "security": [{"bearer": []}] if token_required else [{"bearer": []}, {}],
         "paths": _paths(),
         "components": {
-            "schemas": component_schemas(API_MODELS),
+            "schemas": component_schemas([*API_MODELS, Receipt]),
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         },
     }

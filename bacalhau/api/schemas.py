@@ -78,7 +78,7 @@ class CancelRequest:
     reason: str = "cancelled by the user"
 
 
-@attrs.frozen
+@attrs.frozen(kw_only=True)
 class JobSummary:
     """One line of ``GET /api/v1/jobs``."""
 
@@ -101,7 +101,7 @@ class NodeList:
     last_seen: dict[str, float]
 
 
-@attrs.frozen
+@attrs.frozen(kw_only=True)
 class JobList:
     """A page of jobs, newest first. ``total`` counts every job matching the filters."""
 
@@ -122,7 +122,7 @@ class EventLine:
     state: JobState
 
 
-@attrs.frozen
+@attrs.frozen(kw_only=True)
 class LogChunk:
     """One line of the NDJSON log stream: a piece of one execution's ``stdout``/``stderr``.
 
@@ -144,7 +144,7 @@ class PublishedResult:
     ref: StorageRef
 
 
-@attrs.frozen
+@attrs.frozen(kw_only=True)
 class ResultsList:
     """``GET /api/v1/jobs/{job_id}/results``."""
 
@@ -153,7 +153,7 @@ class ResultsList:
     results: tuple[PublishedResult, ...]
 
 
-@attrs.frozen
+@attrs.frozen(kw_only=True)
 class DataAdded:
     """``POST /api/v1/data``: the root CID of what was stored (pinned) and its size.
 
@@ -173,7 +173,7 @@ class CarImported:
     roots: tuple[str, ...]
 
 
-@attrs.frozen
+@attrs.frozen(kw_only=True)
 class DataEntry:
     """One entry of ``GET /api/v1/data/{cid}/ls`` (a file lists itself with name ``""``)."""
 
@@ -197,7 +197,7 @@ class GcResult:
     removed: int
 
 
-@attrs.frozen
+@attrs.frozen(kw_only=True)
 class Health:
     """``GET /api/v1/health``: the node is up."""
 
@@ -206,7 +206,7 @@ class Health:
     version: str
 
 
-@attrs.frozen
+@attrs.frozen(kw_only=True)
 class ErrorDetail:
     """What went wrong: a stable ``code``, a ``message`` for people, the ``field`` to fix."""
 

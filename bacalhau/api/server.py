@@ -68,6 +68,7 @@ from ._http import (
 from ._listen import QuietServer, bind_listener
 from .live import live_routes, token_of
 from .openapi import openapi_document
+from .receipts import receipt_routes
 from .schemas import (
     API_PREFIX,
     CancelRequest,
@@ -119,7 +120,7 @@ OPEN_PATHS = (
 T = TypeVar("T")
 
 
-@attrs.frozen
+@attrs.frozen(kw_only=True)
 class ApiLimits:
     """Request limits.
 
@@ -185,7 +186,7 @@ class _Api:
             raise ApiError("the node is not running yet", status=503, code="not_ready")
 
     def _body(self, request: Request, limit: int) -> Body:
-        body = Body(request, limit)
+        body = Body(request=request, limit=limit)
         request.scope["bacalhau.body"] = body
         return body
 
@@ -241,7 +242,7 @@ class _Api:
     @endpoint
     async def health(self, request: Request) -> Response:
         self._check_started()
-        return self._json(Health("ok", self.node.node_id, _version()))
+        return self._json(Health(status="ok", node_id=self.node.node_id, version=_version()))
 
     @endpoint
     async def node_info(self, request: Request) -> Response:
@@ -338,7 +339,9 @@ class _Api:
             )
             for r in found.rows
         )
-        return self._json(JobList(page, found.total, offset, limit, found.next))
+        return self._json(
+            JobList(jobs=page, total=found.total, offset=offset, limit=limit, next=found.next)
+        )
 
     @endpoint
     async def describe(self, request: Request) -> Response:
@@ -350,7 +353,7 @@ class _Api:
         published = tuple(
             PublishedResult(e.node_id, e.published) for e in result.accepted if e.published
         )
-        return self._json(ResultsList(result.job_id, result.state, published))
+        return self._json(ResultsList(job_id=result.job_id, state=result.state, results=published))
 
     @endpoint
     async def cancel(self, request: Request) -> Response:
@@ -443,13 +446,15 @@ class _Api:
                 with anyio.fail_after(30):
                     cid = await resolve(blocks, ref.cid, stream)
                     data = await read_all(blocks, cid, max_size=MAX_LOG_BYTES)
-                return LogChunk(ex.node_id, stream, data.decode("utf-8", "replace"))
+                return LogChunk(
+                    node_id=ex.node_id, stream=stream, data=data.decode("utf-8", "replace")
+                )
             except (BacalhauError, TimeoutError) as exc:
                 log.info(
                     "full %s of %s not readable from %s: %s", stream, ex.node_id[-8:], ref.cid, exc
                 )
         complete = len(head.encode()) < SUMMARY_BYTES - 4
-        return LogChunk(ex.node_id, stream, head, complete)
+        return LogChunk(node_id=ex.node_id, stream=stream, data=head, complete=complete)
 
     # --- data ------------------------------------------------------------------------------
 
@@ -464,14 +469,14 @@ class _Api:
         body = self._body(request, self.limits.max_upload_bytes)
         cid = await add_bytes(store, body.chunks(), cid_version=version, name=name, pin=True)
         if not name:
-            return self._json(DataAdded(cid, body.size), 201)
+            return self._json(DataAdded(cid=cid, size=body.size), 201)
         # With a name the file is wrapped in a folder under that name (``ipfs add -w``):
         # ``cid`` is the folder, ``file_cid`` the file itself, so neither is a surprise.
         from ..cid import cid_str
         from ..storage.ipfs.exporter import LocalBlocks, resolve
 
         file_cid = cid_str(await resolve(LocalBlocks(store), cid, name))
-        return self._json(DataAdded(cid, body.size, file_cid=file_cid), 201)
+        return self._json(DataAdded(cid=cid, size=body.size, file_cid=file_cid), 201)
 
     @endpoint
     async def import_car(self, request: Request) -> Response:
@@ -531,7 +536,7 @@ class _Api:
             self._data().blocks, cid_param(request), request.query_params.get("path")
         )
         found = await ls(self._data().blocks, cid)
-        entries = [DataEntry(e.name, e.cid, e.type, e.size) for e in found]
+        entries = [DataEntry(name=e.name, cid=e.cid, type=e.type, size=e.size) for e in found]
         return self._json(entries)
 
     @endpoint
@@ -596,7 +601,7 @@ def _version() -> str:
 # --- the application ---------------------------------------------------------------------
 
 
-@attrs.define(eq=False)
+@attrs.define(eq=False, kw_only=True)
 class ApiApp:
     """The ASGI application: authentication and host checks around the routes.
 
@@ -701,6 +706,7 @@ def create_app(node: Any, *, token: str | None = None, limits: ApiLimits = ApiLi
         route(f"{p}/data/{{cid}}/pin", api.pin, "POST"),
         route(f"{p}/data/{{cid}}/pin", api.unpin, "DELETE"),
         *live_routes(api),
+        *receipt_routes(api),
         bacalhau_v1.mount(api),  # Bacalhau's v1 API, after ours (same prefix)
     ]
     inner = Starlette(routes=routes, exception_handlers={HTTPException: _http_error})

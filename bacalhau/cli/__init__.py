@@ -157,12 +157,11 @@ def build_parser() -> argparse.ArgumentParser:
     wire_data_parser(add_data_parser(sub))
     add_secret_parser(sub)
     from .verify import add_verify_parser
-
-    add_verify_parser(sub)
     from .watch import add_watch_parsers
 
     api = argparse.ArgumentParser(add_help=False)
     add_api_options(api)
+    add_verify_parser(sub, api)
     add_watch_parsers(sub, api)
     return parser
 

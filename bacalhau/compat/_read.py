@@ -26,7 +26,7 @@ def message_of(exc: ValidationError) -> str:
     return text.removeprefix(prefix)
 
 
-@attrs.define(eq=False)
+@attrs.define(eq=False, kw_only=True)
 class Doc:
     """A mapping read case-insensitively; :meth:`done` refuses keys nobody read.
 
@@ -42,7 +42,7 @@ class Doc:
     @classmethod
     def of(cls, value: Any, path: str) -> Doc:
         if value is None:
-            return cls({}, path)
+            return cls(data={}, path=path)
         if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
             raise fail(path, f"expected a mapping, got {type(value).__name__}")
         lowered: dict[str, str] = {}
@@ -50,7 +50,7 @@ class Doc:
             if key.lower() in lowered:
                 raise fail(_join(path, key), f"given twice (also as {lowered[key.lower()]!r})")
             lowered[key.lower()] = key
-        return cls(dict(value), path)
+        return cls(data=dict(value), path=path)
 
     def _key(self, name: str) -> str | None:
         low = name.lower()

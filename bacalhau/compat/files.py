@@ -91,4 +91,4 @@ def translate(data: Any) -> Translated:
             f"unknown field(s) beside spec: {', '.join(sorted(k for k in data if k != 'spec'))}",
             field="file",
         )
-    return Translated(from_json_data(data, JobSpec, what="$"), source=kind)
+    return Translated(spec=from_json_data(data, JobSpec, what="$"), source=kind)

@@ -182,4 +182,4 @@ def spec_from_v03(data: Any, *, path: str = "") -> Translated:
         )
     except ValidationError as exc:
         raise fail(f"{spec.path}.{exc.field or ''}".strip("."), message_of(exc)) from None
-    return Translated(out, tuple(warnings))
+    return Translated(spec=out, warnings=tuple(warnings))

@@ -57,7 +57,7 @@ _OPERATORS = {
 """Bacalhau's label selector operators (Kubernetes' names) -> ours."""
 
 
-@attrs.frozen
+@attrs.frozen(kw_only=True)
 class Translated:
     """A job translated from Bacalhau's format, with what could not be kept.
 
@@ -86,7 +86,7 @@ def parse_constraint(doc: Doc) -> Any:
     if ours is None:
         raise fail(doc.at("Operator"), f"{op!r} is not one of {', '.join(sorted(_OPERATORS))}")
     try:
-        return Selector(key, ours, tuple(values))
+        return Selector(key=key, operator=ours, values=tuple(values))
     except ValidationError as exc:
         raise fail(doc.path, message_of(exc)) from None
 
@@ -295,7 +295,7 @@ def job_from_v1(data: Any, *, path: str = "") -> Translated:
         )
     except ValidationError as exc:
         raise fail(_v1_field(exc.field, path), message_of(exc)) from None
-    return Translated(spec, tuple(warnings))
+    return Translated(spec=spec, warnings=tuple(warnings))
 
 
 def _setting_int(settings: dict[str, Any], name: str, path: str) -> int:

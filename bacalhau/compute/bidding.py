@@ -35,7 +35,7 @@ __all__ = [
 ]
 
 
-@attrs.frozen
+@attrs.frozen(kw_only=True)
 class BidRequest:
     job_id: str
     spec: JobSpec
@@ -43,7 +43,7 @@ class BidRequest:
     node_id: str
 
 
-@attrs.frozen
+@attrs.frozen(kw_only=True)
 class BidResponse:
     bid: bool
     reason: str = ""
@@ -55,14 +55,14 @@ class BidStrategy(Protocol):
     async def decide(self, request: BidRequest) -> BidResponse: ...
 
 
-YES = BidResponse(True)
+YES = BidResponse(bid=True)
 
 
 ENGINE_RECHECK_SECONDS = 5.0
 """How long an engine's ``is_installed`` answer is trusted before a job asks again."""
 
 
-@attrs.define
+@attrs.define(kw_only=True)
 class SupportStrategy:
     """Bid only on jobs whose engine, storage, verifier and publisher this node has.
 
@@ -93,23 +93,27 @@ class SupportStrategy:
         engine = spec.engine.type
         executor = self.executors.get(engine)
         if executor is None:
-            return BidResponse(False, f"no {engine!r} executor on this node")
+            return BidResponse(bid=False, reason=f"no {engine!r} executor on this node")
         if not await self.engine_installed(engine, executor):
-            return BidResponse(False, f"the {engine} engine is not available on this node")
+            return BidResponse(
+                bid=False, reason=f"the {engine} engine is not available on this node"
+            )
         try:
             executor.validate(spec)
             why = await executor.unsupported_reason(spec)
         except BacalhauError as exc:
-            return BidResponse(False, f"invalid {engine} job: {exc}")
+            return BidResponse(bid=False, reason=f"invalid {engine} job: {exc}")
         if why:
-            return BidResponse(False, why)
+            return BidResponse(bid=False, reason=why)
         for volume in spec.inputs:
             if volume.source.type not in self.storage:
-                return BidResponse(False, f"no {volume.source.type!r} storage on this node")
+                return BidResponse(
+                    bid=False, reason=f"no {volume.source.type!r} storage on this node"
+                )
         if spec.verifier not in self.verifiers:
-            return BidResponse(False, f"no {spec.verifier!r} verifier on this node")
+            return BidResponse(bid=False, reason=f"no {spec.verifier!r} verifier on this node")
         if spec.publisher not in self.publishers:
-            return BidResponse(False, f"no {spec.publisher!r} publisher on this node")
+            return BidResponse(bid=False, reason=f"no {spec.publisher!r} publisher on this node")
         return YES
 
 
@@ -122,9 +126,9 @@ class CapacityStrategy:
     async def decide(self, request: BidRequest) -> BidResponse:
         why = self.capacity.fits_ever(request.spec.resources)
         if why:
-            return BidResponse(False, f"too big for this node: {why}")
+            return BidResponse(bid=False, reason=f"too big for this node: {why}")
         if self.capacity.queue_full():
-            return BidResponse(False, "busy: execution queue is full", busy=True)
+            return BidResponse(bid=False, reason="busy: execution queue is full", busy=True)
         return YES
 
 
@@ -147,7 +151,7 @@ class DataLocalityStrategy:
                 here = await provider.has_locally(volume.source)
             if not here:
                 what = volume.source.cid or volume.source.url or volume.source.type
-                return BidResponse(False, f"data not {self.mode}: {what}")
+                return BidResponse(bid=False, reason=f"data not {self.mode}: {what}")
         return YES
 
 
@@ -157,7 +161,7 @@ async def decide(strategies: Sequence[BidStrategy], request: BidRequest) -> BidR
         try:
             answer = await strategy.decide(request)
         except BacalhauError as exc:
-            return BidResponse(False, f"{type(strategy).__name__} failed: {exc}")
+            return BidResponse(bid=False, reason=f"{type(strategy).__name__} failed: {exc}")
         if not answer.bid:
             return answer
     return YES

@@ -50,7 +50,7 @@ def detect_gpus(timeout: float = 5.0) -> tuple[GpuInfo, ...]:
     return tuple(gpus)
 
 
-@attrs.frozen
+@attrs.frozen(kw_only=True)
 class ComputeConfig:
     """The compute side's limits and bidding policy.
 

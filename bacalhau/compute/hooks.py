@@ -38,21 +38,21 @@ def _payload(request: BidRequest) -> dict[str, Any]:
 def parse_hook_reply(raw: bytes, *, default: bool | None = None) -> BidResponse:
     """Read a hook's ``{"shouldBid": bool, "reason": str}``; garbage means no."""
     if len(raw) > MAX_REPLY:
-        return BidResponse(False, f"hook reply too large ({len(raw)} bytes)")
+        return BidResponse(bid=False, reason=f"hook reply too large ({len(raw)} bytes)")
     text = raw.decode("utf-8", "replace").strip()
     if not text and default is not None:
-        return BidResponse(default, "")
+        return BidResponse(bid=default, reason="")
     try:
         data = json.loads(text)
     except ValueError:
-        return BidResponse(False, f"hook answered garbage: {text[:80]!r}")
+        return BidResponse(bid=False, reason=f"hook answered garbage: {text[:80]!r}")
     if not isinstance(data, dict) or not isinstance(data.get("shouldBid"), bool):
-        return BidResponse(False, f"hook reply lacks a boolean shouldBid: {text[:80]!r}")
+        return BidResponse(bid=False, reason=f"hook reply lacks a boolean shouldBid: {text[:80]!r}")
     reason = data.get("reason", "")
-    return BidResponse(data["shouldBid"], str(reason)[:500] if reason else "")
+    return BidResponse(bid=data["shouldBid"], reason=str(reason)[:500] if reason else "")
 
 
-@attrs.frozen
+@attrs.frozen(kw_only=True)
 class HttpHook:
     """POST the job to ``url``; the JSON reply decides."""
 
@@ -65,10 +65,12 @@ class HttpHook:
             async with httpx.AsyncClient(timeout=self.timeout) as client:
                 response = await client.post(self.url, json=_payload(request))
         except httpx.HTTPError as exc:
-            return BidResponse(False, f"{self.label} {self.url} failed: {type(exc).__name__}")
+            return BidResponse(
+                bid=False, reason=f"{self.label} {self.url} failed: {type(exc).__name__}"
+            )
         if response.status_code != 200:
             return BidResponse(
-                False, f"{self.label} {self.url} answered HTTP {response.status_code}"
+                bid=False, reason=f"{self.label} {self.url} answered HTTP {response.status_code}"
             )
         answer = parse_hook_reply(response.content)
         return attrs.evolve(
@@ -76,7 +78,7 @@ class HttpHook:
         )
 
 
-@attrs.frozen
+@attrs.frozen(kw_only=True)
 class ExecHook:
     """Run ``command`` (through the shell) with the job as JSON on stdin."""
 
@@ -91,18 +93,20 @@ class ExecHook:
                 code, stdout = await _run_hook(self.command, data)
         except TimeoutError:
             return BidResponse(
-                False, f"{self.label} {self.command!r} timed out after {self.timeout:g}s"
+                bid=False, reason=f"{self.label} {self.command!r} timed out after {self.timeout:g}s"
             )
         except OSError as exc:
-            return BidResponse(False, f"{self.label} {self.command!r} could not run: {exc}")
+            return BidResponse(
+                bid=False, reason=f"{self.label} {self.command!r} could not run: {exc}"
+            )
         if code != 0:
             exited = f"{self.label} exited with {code}"
             if not stdout.strip():
-                return BidResponse(False, exited)
+                return BidResponse(bid=False, reason=exited)
             answer = parse_hook_reply(stdout, default=False)
             return BidResponse(
-                False,
-                answer.reason
+                bid=False,
+                reason=answer.reason
                 if answer.reason and not answer.bid and "garbage" not in answer.reason
                 else exited,
             )
@@ -132,7 +136,7 @@ async def _run_hook(command: str, data: bytes) -> tuple[int, bytes]:
 def hook_strategies(config: ComputeConfig) -> list[BidStrategy]:
     out: list[BidStrategy] = []
     if config.probe_http:
-        out.append(HttpHook(config.probe_http, config.probe_timeout))
+        out.append(HttpHook(url=config.probe_http, timeout=config.probe_timeout))
     if config.probe_exec:
-        out.append(ExecHook(config.probe_exec, config.probe_timeout))
+        out.append(ExecHook(command=config.probe_exec, timeout=config.probe_timeout))
     return out

@@ -348,6 +348,8 @@ class ExecutionRunner:
         """Remove the execution folder; never raises (a failure is logged)."""
         try:
             remove_tree(self.folder(job_id))
+        except FileNotFoundError:  # removed meanwhile (the node's data dir going away)
+            log.debug("the folder of execution %s was already gone", job_id)
         except Exception as exc:
             log.warning("could not remove the folder of execution %s: %r", job_id, exc)
 
@@ -374,7 +376,14 @@ class ExecutionRunner:
             sign=self.sign,
             spec=spec,
         )
-        return ExecutionDone(job_id, proposal, exit_code, stdout, stderr, sealed)
+        return ExecutionDone(
+            job_id=job_id,
+            proposal=proposal,
+            exit_code=exit_code,
+            stdout=stdout,
+            stderr=stderr,
+            commitment=sealed,
+        )
 
     async def produce(self, job_id: str, spec: JobSpec, folder: Path) -> tuple[Path, int, str, str]:
         """Run the job in ``folder``: its checked results folder, exit code, stdout and

@@ -38,13 +38,16 @@ MAX_LOG_BYTES = 1024 * 1024
 dropped and ``RunResult.truncated`` notes it."""
 
 
-@attrs.frozen
+@attrs.frozen(kw_only=True)
 class PreparedVolume:
     """An input volume made ready for an executor.
 
-    ``host_path`` is set for POSIX volumes (a read-only file or directory on the
-    host); ``stream`` is set for library volumes (the executor reads bytes by
-    calling it: ``await stream(offset, size) -> bytes``, ``size`` total length).
+    Attributes:
+        spec: the input as the job asked for it.
+        host_path: set for POSIX volumes: a read-only file or directory on the host.
+        size: the volume's total length in bytes (library volumes).
+        read: set for library volumes: the executor reads bytes by calling it, on a
+            worker thread (it blocks): ``read(offset, length) -> bytes``. Thread-safe.
     """
 
     spec: InputSpec
@@ -58,7 +61,7 @@ OutputSink = Callable[[Literal["stdout", "stderr"], bytes], None]
 without blocking: the node's live log buffer (:class:`bacalhau.live.LogBuffer`)."""
 
 
-@attrs.frozen
+@attrs.frozen(kw_only=True)
 class ExecutionContext:
     """Everything one run needs; built by the node's execution runner.
 
@@ -118,7 +121,7 @@ class Executor(abc.ABC):
         """Run the job. Cancellation (anyio) must stop it promptly and clean up."""
 
 
-@attrs.frozen
+@attrs.frozen(kw_only=True)
 class ExecutionLayout:
     """The folders of one execution, under one root folder."""
 

@@ -97,7 +97,7 @@ def _str_list(params: dict[str, Any], name: str) -> tuple[str, ...] | None:
     return tuple(value)
 
 
-@attrs.frozen
+@attrs.frozen(kw_only=True)
 class DockerParams:
     """The docker engine's params of a job, checked.
 

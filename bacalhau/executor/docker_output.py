@@ -62,7 +62,7 @@ def follow_stream(
         _close(stream)
 
 
-@attrs.define(eq=False)
+@attrs.define(eq=False, kw_only=True)
 class Following:
     """The live-output threads of one container, in a task group of the caller's."""
 
@@ -106,7 +106,7 @@ def follow_output(
 ) -> Following:
     """Start streaming the container's stdout and stderr into ``sink`` (nothing when
     ``sink`` is None); call :meth:`Following.stop` once the container has stopped."""
-    following = Following(tg)
+    following = Following(tg=tg)
     if sink is not None:
         for name in STREAMS:
             tg.start_soon(following.run, client, container, name, sink)

@@ -110,7 +110,7 @@ class BlockGetter(Protocol):
     async def get_many(self, cids: Sequence[bytes]) -> list[bytes]: ...
 
 
-@attrs.frozen
+@attrs.frozen(kw_only=True)
 class WasmParams:
     """The validated ``engine.params`` of a wasm job."""
 

@@ -100,7 +100,7 @@ class _Fault(Exception):
     """A guest pointer is outside the module's memory (becomes EFAULT)."""
 
 
-@attrs.define
+@attrs.define(kw_only=True)
 class Determinism:
     """The job-derived sources a module sees instead of the host's clock and entropy.
 
@@ -215,7 +215,7 @@ def install_epoch_callback(store: wasmtime.Store, interrupt: Interrupt) -> Calla
     return c_callback
 
 
-@attrs.define
+@attrs.define(kw_only=True)
 class HostVolume:
     """One input volume as the ``bacalhau`` import module serves it.
 

@@ -122,7 +122,9 @@ def decode_reply(raw: bytes) -> LogBatch | None:
         map(bool, partial),
         strict=True,
     )
-    return LogBatch(cast(tuple[LogLine, ...], tuple(rows)), nxt, skipped, closed)
+    return LogBatch(
+        lines=cast(tuple[LogLine, ...], tuple(rows)), next=nxt, skipped=skipped, closed=closed
+    )
 
 
 def _int(data: dict[Any, Any], key: str) -> int:

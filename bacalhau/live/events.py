@@ -24,7 +24,7 @@ NODE_JOINED = "NodeJoined"
 NODE_LEFT = "NodeLeft"
 
 
-@attrs.frozen
+@attrs.frozen(kw_only=True)
 class NodeEvent:
     """One line of a node's event stream.
 
@@ -48,7 +48,7 @@ class NodeEvent:
     state: str | None = None
 
 
-@attrs.frozen
+@attrs.frozen(kw_only=True)
 class EventBatch:
     events: tuple[NodeEvent, ...]
     next: int
@@ -89,13 +89,13 @@ class EventHub:
         time: float | None = None,
     ) -> NodeEvent:
         event = NodeEvent(
-            self._next,
-            self.clock() if time is None else time,
-            kind,
-            job_id,
-            node_id,
-            detail,
-            state,
+            seq=self._next,
+            time=self.clock() if time is None else time,
+            kind=kind,
+            job_id=job_id,
+            node_id=node_id,
+            detail=detail,
+            state=state,
         )
         self._next += 1
         self._events.append(event)
@@ -151,7 +151,7 @@ class EventHub:
         cursor = min(cursor, self._next)
         start = cursor - first
         out = tuple(self._events[i] for i in range(start, min(len(self._events), start + limit)))
-        return EventBatch(out, cursor + len(out), skipped)
+        return EventBatch(events=out, next=cursor + len(out), skipped=skipped)
 
     async def wait(self, cursor: int) -> None:
         """Return once an event at or after ``cursor`` exists."""

@@ -69,7 +69,7 @@ class LogLine(NamedTuple):
     partial: bool = False
 
 
-@attrs.frozen
+@attrs.frozen(kw_only=True)
 class LogBatch:
     """What one read returned.
 
@@ -259,7 +259,7 @@ class LogBuffer:
         if sizes and sizes[-1] > max_bytes:
             out = out[: max(1, bisect.bisect_right(sizes, max_bytes))]
         nxt = cursor + len(out)
-        return LogBatch(out, nxt, skipped, closed and nxt >= last)
+        return LogBatch(lines=out, next=nxt, skipped=skipped, closed=closed and nxt >= last)
 
     async def wait(self, cursor: int) -> None:
         """Return once a line at or after ``cursor`` exists or the buffer is closed."""

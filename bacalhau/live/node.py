@@ -47,7 +47,7 @@ PEER_POLL = 1.0
 """Seconds between looks at the peers and the node table (for NodeJoined / NodeLeft)."""
 
 
-@attrs.frozen
+@attrs.frozen(kw_only=True)
 class LogRecord:
     """One line of a job's live output, or a note (what :meth:`Client.log_stream
     <bacalhau.api.client.Client.log_stream>` yields).
@@ -68,7 +68,7 @@ class LogRecord:
     detail: str = ""
 
 
-@attrs.frozen
+@attrs.frozen(kw_only=True)
 class LogChunkLive:
     """One NDJSON line of ``GET /api/v1/jobs/{id}/logs/stream``: what one read of one
     execution's output gave.
@@ -89,10 +89,15 @@ class LogChunkLive:
 
     def records(self) -> list[LogRecord]:
         """The chunk as :class:`LogRecord` values (a ``skipped`` note, lines, ``end``)."""
-        out = [LogRecord(self.node_id, skipped=self.skipped)] if self.skipped else []
-        out.extend(LogRecord(self.node_id, *line) for line in self.lines)
+        out = [LogRecord(node_id=self.node_id, skipped=self.skipped)] if self.skipped else []
+        out.extend(
+            LogRecord(
+                node_id=self.node_id, seq=seq, stream=stream, text=text, time=t, partial=partial
+            )
+            for seq, stream, text, t, partial in self.lines
+        )
         if self.end:
-            out.append(LogRecord(self.node_id, end=True, detail=self.detail))
+            out.append(LogRecord(node_id=self.node_id, end=True, detail=self.detail))
         return out
 
 

@@ -374,17 +374,29 @@ class Driver:
     async def _evaluate_bid(self, cmd: c.EvaluateBid) -> None:
         if not self.serve_compute:
             return
-        request = BidRequest(cmd.job_id, cmd.spec, cmd.requester_id, self.node_id)
+        request = BidRequest(
+            job_id=cmd.job_id, spec=cmd.spec, requester_id=cmd.requester_id, node_id=self.node_id
+        )
         answer = await decide(self.strategies, request)
         if answer.bid and self.capacity is not None and not self.capacity.reserve(cmd.job_id):
-            self.feed(BidDecided(cmd.job_id, False, "busy: execution queue is full", busy=True))
+            self.feed(
+                BidDecided(
+                    job_id=cmd.job_id, bid=False, reason="busy: execution queue is full", busy=True
+                )
+            )
             return
-        self.feed(BidDecided(cmd.job_id, answer.bid, answer.reason, busy=answer.busy))
+        self.feed(
+            BidDecided(job_id=cmd.job_id, bid=answer.bid, reason=answer.reason, busy=answer.busy)
+        )
 
     async def _review_bid(self, cmd: c.ReviewBid) -> None:
-        request = BidRequest(cmd.job_id, cmd.spec, self.node_id, cmd.node_id)
+        request = BidRequest(
+            job_id=cmd.job_id, spec=cmd.spec, requester_id=self.node_id, node_id=cmd.node_id
+        )
         answer = await decide(self.acceptance, request)
-        self.feed(BidReviewed(cmd.job_id, cmd.node_id, answer.bid, answer.reason))
+        self.feed(
+            BidReviewed(job_id=cmd.job_id, node_id=cmd.node_id, ok=answer.bid, reason=answer.reason)
+        )
 
     # --- proposals ------------------------------------------------------------------------
 
@@ -396,10 +408,17 @@ class Driver:
     def _open_proposal(self, sender: str, msg: ResultsProposed) -> ProposalOpened:
         job = self.requester.jobs.get(msg.job_id)
         if job is None:
-            return ProposalOpened(msg.job_id, sender, None, "unknown job")
+            return ProposalOpened(
+                job_id=msg.job_id, node_id=sender, digest=None, error="unknown job"
+            )
         verifier = self.verifiers.get(job.spec.verifier)
         if verifier is None:
-            return ProposalOpened(msg.job_id, sender, None, f"no {job.spec.verifier} verifier")
+            return ProposalOpened(
+                job_id=msg.job_id,
+                node_id=sender,
+                digest=None,
+                error=f"no {job.spec.verifier} verifier",
+            )
         try:
             digest = verifier.open(job_id=msg.job_id, node_id=sender, proposal=msg.proposal)
             commitment, signature = unseal_signed(
@@ -407,7 +426,9 @@ class Driver:
             )
         except VerificationError as exc:
             self.stats["proposals_refused"] += 1
-            return ProposalOpened(msg.job_id, sender, None, str(exc))
+            return ProposalOpened(job_id=msg.job_id, node_id=sender, digest=None, error=str(exc))
         if signature is not None and self.fraud is not None:
             self.fraud.remember(msg.job_id, sender, commitment.encode(), signature)
-        return ProposalOpened(msg.job_id, sender, digest, commitment=commitment)
+        return ProposalOpened(
+            job_id=msg.job_id, node_id=sender, digest=digest, commitment=commitment
+        )

@@ -215,11 +215,19 @@ class Node(TransportHandler):
         label = "bid acceptance probe"
         if rconfig.acceptance_probe_http:
             self.acceptance.append(
-                HttpHook(rconfig.acceptance_probe_http, rconfig.acceptance_probe_timeout, label)
+                HttpHook(
+                    url=rconfig.acceptance_probe_http,
+                    timeout=rconfig.acceptance_probe_timeout,
+                    label=label,
+                )
             )
         if rconfig.acceptance_probe_exec:
             self.acceptance.append(
-                ExecHook(rconfig.acceptance_probe_exec, rconfig.acceptance_probe_timeout, label)
+                ExecHook(
+                    command=rconfig.acceptance_probe_exec,
+                    timeout=rconfig.acceptance_probe_timeout,
+                    label=label,
+                )
             )
         if self.acceptance and not rconfig.bid_review:
             rconfig = attrs.evolve(rconfig, bid_review=True)
@@ -265,6 +273,7 @@ class Node(TransportHandler):
         self.capacity: Capacity
         self.strategies: list[BidStrategy] = []
         self.started = anyio.Event()
+        self._stopped = False  # set for good once the node has begun to stop
         from ..live.node import NodeWatch
 
         self.watch = NodeWatch(self)
@@ -378,9 +387,11 @@ class Node(TransportHandler):
                 try:
                     await anyio.sleep_forever()
                 finally:
+                    self._stopped = True
                     with anyio.CancelScope(shield=True):
                         await self.plugins.close()
         finally:
+            self._stopped = True
             self.driver.bind(None)
             self.outbox.close()
             if self._tmp is not None:
@@ -414,10 +425,10 @@ class Node(TransportHandler):
         )
         self.strategies = [
             SupportStrategy(
-                self.plugins.executors,
-                self.plugins.storage,
-                self.plugins.verifiers,
-                self.plugins.publishers,
+                executors=self.plugins.executors,
+                storage=self.plugins.storage,
+                verifiers=self.plugins.verifiers,
+                publishers=self.plugins.publishers,
             ),
             CapacityStrategy(self.capacity),
         ]
@@ -504,13 +515,15 @@ class Node(TransportHandler):
             raise ValidationError(f"expected a JobSpec, got {type(spec).__name__}")
         if not self.started.is_set():
             raise BacalhauError("node is not running (use 'async with node' or tg.start(node.run))")
+        if self._stopped:
+            raise BacalhauError(f"node {self.node_id} has stopped; submit to a running node")
         executor = self.plugins.executors.get(spec.engine.type)
         if executor is not None:
             executor.validate(spec)  # a bad engine parameter fails here, not on a far node
         if self.store is not None and self.store.error is not None:
             raise self.store.error
         job_id = f"j-{uuid.uuid4()}"
-        self.driver.feed(SubmitJob(job_id, spec, peers=len(self.peers())))
+        self.driver.feed(SubmitJob(job_id=job_id, spec=spec, peers=len(self.peers())))
         if self.store is not None:
             try:
                 await self.store.flush()  # the job is on disk before we say it is accepted

@@ -43,7 +43,7 @@ ENTRY_POINT_GROUPS = {
 }
 
 
-@attrs.define
+@attrs.define(kw_only=True)
 class Plugins:
     """What a node can do, by name. Mutate before the node starts to add your own."""
 

@@ -26,7 +26,7 @@ import attrs
 from .. import __version__
 from ..commitment import spec_cid
 from ..convert import from_json_data, to_json_data
-from ..errors import BacalhauError, ValidationError, VerificationError
+from ..errors import BacalhauError, JobNotFound, ValidationError, VerificationError
 from ..identity import verify_signature
 from ..models import JobSpec, JobState
 from ..verifier.fraud import SignedCommitment
@@ -78,13 +78,22 @@ class Receipt:
 def receipt_of(node: Node, job_id: str) -> Receipt:
     """The signed receipt of a completed job this node requested.
 
+    Live jobs are read from memory, finished ones of a node with a store from the store
+    (so receipts outlive restarts; the worker's signed commitment is kept in memory only,
+    and a receipt made after a restart carries none).
+
     Raises:
-        BacalhauError: the job is unknown, not completed, or its results carry no
-            commitment (an unverified ``noop`` verifier job).
+        JobNotFound: this node did not request the job.
+        BacalhauError: the job is not completed, or its results carry no commitment (an
+            unverified ``noop`` verifier job).
     """
     job = node.requester.jobs.get(job_id)
-    if job is None or job.state is not JobState.COMPLETED:
-        raise BacalhauError(f"job {job_id} is not a completed job of this node")
+    if job is None and node.store is not None:
+        job = node.store.get_job(job_id)
+    if job is None:
+        raise JobNotFound(f"no job {job_id!r} on this node")
+    if job.state is not JobState.COMPLETED:
+        raise BacalhauError(f"job {job_id} is {job.state.value}: only completed jobs have receipts")
     published = [e for e in job.executions.values() if e.published and e.commitment]
     if not published:
         raise BacalhauError(f"job {job_id} has no committed results to vouch for")

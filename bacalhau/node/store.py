@@ -152,6 +152,7 @@ class StateStore:
         self._written = 0
         self._wake = anyio.Event()
         self._done = anyio.Event()
+        self._closed = False
         self.error: StoreError | None = None
         self.writes = 0
 
@@ -288,6 +289,8 @@ class StateStore:
         while self._written < target:
             if self.error is not None:
                 raise self.error
+            if self._closed:
+                raise StoreError(f"{self.path} is closed (its node stopped): nothing more is saved")
             done = self._done
             await done.wait()
         if self.error is not None:
@@ -307,6 +310,9 @@ class StateStore:
             with anyio.CancelScope(shield=True):
                 await self._write_pending()
                 await anyio.to_thread.run_sync(self.close)
+            self._closed = True
+            done, self._done = self._done, anyio.Event()
+            done.set()  # wake flushes still waiting: they raise, nothing more is written
 
     async def _write_pending(self) -> None:
         if not self._pending:

@@ -48,7 +48,7 @@ AUDIT = "audit"
 """The verifier name that asks for audits."""
 
 
-@attrs.define
+@attrs.define(kw_only=True)
 class AuditRecord:
     """What the requester decided about one audited job."""
 
@@ -182,7 +182,7 @@ def decide(req: RequesterState, job: RequesterJob, now: float, out: list[Command
         req._reject_results(job, ex, why, now, out)
         req._note(job, now, "fraud", ex.node_id, why, out)
         witnesses = [w.node_id for w in (*winners, *released)]
-        out.append(FraudFound(job.job_id, ex.node_id, tuple(witnesses)))
+        out.append(FraudFound(job_id=job.job_id, cheater=ex.node_id, witnesses=tuple(witnesses)))
     _conclude(req, job, winners=winners, released=released, now=now, out=out)
 
 
@@ -213,7 +213,11 @@ def _conclude(
     for ex in released:
         req.move_execution(ex, X.RESULTS_REJECTED)
         ex.reason = "audit: matched; other results stand"
-        out.append(Send(ex.node_id, ResultsRejected(job.job_id, ex.node_id, ex.reason)))
+        out.append(
+            Send(
+                ex.node_id, ResultsRejected(job_id=job.job_id, node_id=ex.node_id, reason=ex.reason)
+            )
+        )
         req._note(job, now, "audit_released", ex.node_id, ex.reason, out)
     req.move(job, JobAction.PUBLISH)
     out.append(

@@ -52,7 +52,7 @@ class SetTimer:
     at: float
 
 
-@attrs.frozen
+@attrs.frozen(kw_only=True)
 class CancelTimers:
     """Forget every timer of ``job_id`` (or only ``name`` / ``node`` ones when given)."""
 
@@ -61,7 +61,7 @@ class CancelTimers:
     node: str | None = None
 
 
-@attrs.frozen
+@attrs.frozen(kw_only=True)
 class EvaluateBid:
     """Compute: run the bid strategy chain on the job; answer with ``BidDecided``."""
 
@@ -70,7 +70,7 @@ class EvaluateBid:
     requester_id: str
 
 
-@attrs.frozen
+@attrs.frozen(kw_only=True)
 class ReviewBid:
     """Requester: run the bid acceptance hooks on a bid; answer with ``BidReviewed``."""
 
@@ -79,7 +79,7 @@ class ReviewBid:
     spec: JobSpec
 
 
-@attrs.frozen
+@attrs.frozen(kw_only=True)
 class RunExecution:
     """Compute: run the job; answer with ``ExecutionDone`` or ``ExecutionErrored``."""
 
@@ -119,7 +119,7 @@ class JobChanged:
     terminal: bool = False
 
 
-@attrs.frozen
+@attrs.frozen(kw_only=True)
 class Dropped:
     """An input was refused (forged role, duplicate, unknown job, ...): log and count it."""
 
@@ -128,7 +128,7 @@ class Dropped:
     forged: bool = False
 
 
-@attrs.frozen
+@attrs.frozen(kw_only=True)
 class FraudFound:
     """Requester: an audit caught ``cheater`` (``witnesses`` re-ran the job and agreed on
     other results). The node builds, signs and gossips a fraud proof

@@ -110,7 +110,7 @@ def spec_weight(spec: JobSpec) -> int:
     return 512 + len(msgpack.packb(to_data(spec), use_bin_type=True))
 
 
-@attrs.define
+@attrs.define(kw_only=True)
 class ComputeJob:
     job_id: str
     spec: JobSpec
@@ -166,13 +166,15 @@ class ComputeState:
             self._forget_heard(old_id)
             self.jobs.pop(old_id, None)
             self.evicted += 1
-            out.append(CancelTimers(old_id))
-            out.append(Dropped(f"forgot job {old_id}, only heard of: too many heard jobs"))
-        self.jobs[msg.job_id] = ComputeJob(msg.job_id, msg.spec, sender, msg.seal_key)
+            out.append(CancelTimers(job_id=old_id))
+            out.append(Dropped(reason=f"forgot job {old_id}, only heard of: too many heard jobs"))
+        self.jobs[msg.job_id] = ComputeJob(
+            job_id=msg.job_id, spec=msg.spec, requester_id=sender, seal_key=msg.seal_key
+        )
         self.heard[msg.job_id] = weight
         self.heard_bytes += weight
         out.append(SetTimer(TimerKey(msg.job_id, ComputeTimer.FORGET), now + self.heard_ttl))
-        out.append(EvaluateBid(msg.job_id, msg.spec, sender))
+        out.append(EvaluateBid(job_id=msg.job_id, spec=msg.spec, requester_id=sender))
         return out
 
     def move(self, job: ComputeJob, to: ComputeJobState) -> None:
@@ -215,7 +217,10 @@ class ComputeState:
                 self.move(job, C.DECLINED)
                 job.reason = event.reason
                 out.append(
-                    Send(job.requester_id, BidDeclined(job.job_id, event.reason, event.busy))
+                    Send(
+                        job.requester_id,
+                        BidDeclined(job_id=job.job_id, reason=event.reason, busy=event.busy),
+                    )
                 )
                 if event.busy:  # forget it: a busy node may be asked again, and take it then
                     del self.jobs[job.job_id]
@@ -228,7 +233,9 @@ class ComputeState:
                 out.append(
                     Send(
                         job.requester_id,
-                        ResultsProposed(job.job_id, event.proposal, event.commitment),
+                        ResultsProposed(
+                            job_id=job.job_id, proposal=event.proposal, commitment=event.commitment
+                        ),
                     )
                 )
             else:
@@ -243,7 +250,13 @@ class ComputeState:
             out.append(
                 Send(
                     job.requester_id,
-                    ResultsPublished(job.job_id, event.ref, job.exit_code, job.stdout, job.stderr),
+                    ResultsPublished(
+                        job_id=job.job_id,
+                        ref=event.ref,
+                        exit_code=job.exit_code,
+                        stdout=job.stdout,
+                        stderr=job.stderr,
+                    ),
                 )
             )
         elif isinstance(event, PublishErrored) and job.state is C.PUBLISHING:
@@ -262,13 +275,24 @@ class ComputeState:
         to, job_id = job.requester_id, job.job_id
         repeat: dict[ComputeJobState, Command] = {
             C.BID: Send(to, BidPlaced(job_id)),
-            C.DECLINED: Send(to, BidDeclined(job_id, job.reason)),
-            C.PROPOSED: Send(to, ResultsProposed(job_id, job.proposal, job.commitment)),
+            C.DECLINED: Send(to, BidDeclined(job_id=job_id, reason=job.reason)),
+            C.PROPOSED: Send(
+                to, ResultsProposed(job_id=job_id, proposal=job.proposal, commitment=job.commitment)
+            ),
             C.FAILED: Send(to, ExecutionFailed(job_id, job.reason)),
         }
         if job.state is C.PUBLISHED and job.ref is not None:
             return [
-                Send(to, ResultsPublished(job_id, job.ref, job.exit_code, job.stdout, job.stderr))
+                Send(
+                    to,
+                    ResultsPublished(
+                        job_id=job_id,
+                        ref=job.ref,
+                        exit_code=job.exit_code,
+                        stdout=job.stdout,
+                        stderr=job.stderr,
+                    ),
+                )
             ]
         return [repeat[job.state]] if job.state in repeat else []
 
@@ -293,7 +317,9 @@ class ComputeState:
                 out.append(
                     Send(
                         job.requester_id,
-                        ResultsProposed(job.job_id, job.proposal, job.commitment),
+                        ResultsProposed(
+                            job_id=job.job_id, proposal=job.proposal, commitment=job.commitment
+                        ),
                     )
                 )
             elif job.state in (C.RUNNING, C.PROPOSED, C.PUBLISHING):
@@ -302,7 +328,9 @@ class ComputeState:
                 out.append(Send(job.requester_id, ExecutionFailed(job.job_id, job.reason)))
                 out.append(DiscardResults(job.job_id))
             elif job.state is C.EVALUATING:
-                out.append(EvaluateBid(job.job_id, job.spec, job.requester_id))
+                out.append(
+                    EvaluateBid(job_id=job.job_id, spec=job.spec, requester_id=job.requester_id)
+                )
             elif job.state is C.BID:
                 # An acceptance may have arrived before the crash without being saved:
                 # bid again; a requester that accepted us repeats its acceptance.
@@ -335,10 +363,15 @@ class ComputeState:
             known = self.jobs.get(msg.job_id)
             if known is not None:
                 if sender == known.requester_id:
-                    return [*self._repeat(known), Dropped(f"JobCreated again for {msg.job_id}")]
+                    return [
+                        *self._repeat(known),
+                        Dropped(reason=f"JobCreated again for {msg.job_id}"),
+                    ]
                 return [
                     Dropped(
-                        f"JobCreated for {msg.job_id} from another node", sender=sender, forged=True
+                        reason=f"JobCreated for {msg.job_id} from another node",
+                        sender=sender,
+                        forged=True,
                     )
                 ]
             return self._hear(msg, sender, now)
@@ -353,7 +386,9 @@ class ComputeState:
         if sender != job.requester_id:
             return [
                 Dropped(
-                    f"forged {kind} for {job_id}: signed by {sender}, not the job's requester",
+                    reason=(
+                        f"forged {kind} for {job_id}: signed by {sender}, not the job's requester"
+                    ),
                     sender=sender,
                     forged=True,
                 )
@@ -363,9 +398,18 @@ class ComputeState:
         if isinstance(msg, BidAccepted):
             if state in (C.BID, C.REJECTED):
                 self.move(job, C.RUNNING)
-                out.append(RunExecution(job.job_id, job.spec, job.requester_id, job.seal_key))
+                out.append(
+                    RunExecution(
+                        job_id=job.job_id,
+                        spec=job.spec,
+                        requester_id=job.requester_id,
+                        seal_key=job.seal_key,
+                    )
+                )
             else:
-                out.append(Dropped(f"BidAccepted for {job_id} in state {state}", sender=sender))
+                out.append(
+                    Dropped(reason=f"BidAccepted for {job_id} in state {state}", sender=sender)
+                )
         elif isinstance(msg, BidRejected | ResultsRejected):
             if state in (C.BID, C.RUNNING, C.PROPOSED):
                 self.move(job, C.REJECTED)
@@ -378,7 +422,9 @@ class ComputeState:
                 self.move(job, C.PUBLISHING)
                 out.append(PublishResults(job_id, job.spec))
             else:
-                out.append(Dropped(f"ResultsAccepted for {job_id} in state {state}", sender=sender))
+                out.append(
+                    Dropped(reason=f"ResultsAccepted for {job_id} in state {state}", sender=sender)
+                )
         else:  # JobCompleted / JobFailure / JobCancelled
             if state is C.ENDED:
                 return []
@@ -388,6 +434,6 @@ class ComputeState:
                 out.append(DiscardResults(job_id))
             if state is not C.PUBLISHING:  # let a publish in flight finish and report
                 self.move(job, C.ENDED)
-                out.append(CancelTimers(job_id))
+                out.append(CancelTimers(job_id=job_id))
                 out.append(SetTimer(TimerKey(job_id, ComputeTimer.FORGET), now + FORGET_AFTER))
         return out

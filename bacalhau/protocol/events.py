@@ -25,7 +25,7 @@ __all__ = [
 ]
 
 
-@attrs.frozen
+@attrs.frozen(kw_only=True)
 class SubmitJob:
     """A client submitted a job to this node (it becomes the job's requester)."""
 
@@ -49,7 +49,7 @@ class MessageReceived:
     message: Message
 
 
-@attrs.frozen
+@attrs.frozen(kw_only=True)
 class ProposalOpened:
     """The driver opened ``node_id``'s proposal: ``digest`` (None for verifiers that do not
     compare) or ``error`` when it was not valid (copied, replayed, wrongly sealed)."""
@@ -69,7 +69,7 @@ class TimerFired:
     key: TimerKey
 
 
-@attrs.frozen
+@attrs.frozen(kw_only=True)
 class BidDecided:
     """The bid strategy chain decided for ``job_id``."""
 
@@ -80,7 +80,7 @@ class BidDecided:
     """No for now only: the node has no room (the requester queues the job)."""
 
 
-@attrs.frozen
+@attrs.frozen(kw_only=True)
 class BidReviewed:
     """Requester: the bid acceptance hooks reviewed ``node_id``'s bid."""
 
@@ -90,7 +90,7 @@ class BidReviewed:
     reason: str = ""
 
 
-@attrs.frozen
+@attrs.frozen(kw_only=True)
 class ExecutionDone:
     """The job ran; its results folder waits on this node. ``proposal`` is for the requester."""
 

@@ -62,7 +62,7 @@ def message_id(frame: bytes) -> bytes:
     return hashlib.blake2b(frame, digest_size=ID_SIZE).digest()
 
 
-@attrs.frozen
+@attrs.frozen(kw_only=True)
 class GossipConfig:
     """Mesh and cache parameters (the GossipSub defaults, scaled for one topic).
 

@@ -106,7 +106,7 @@ def _finite(_: object, attribute: attrs.Attribute[float], value: float) -> None:
     ids.check_finite(value, field=attribute.name)
 
 
-@attrs.frozen
+@attrs.frozen(kw_only=True)
 class JobCreated:
     """Requester -> everyone: a new job. ``seal_key`` is the requester's X25519 key."""
 
@@ -123,7 +123,7 @@ class BidPlaced:
     job_id: str = attrs.field(validator=_job_id)
 
 
-@attrs.frozen
+@attrs.frozen(kw_only=True)
 class BidDeclined:
     """Compute -> requester: I will not run it, and why. ``busy``: only for now (no room);
     the job waits for capacity instead of counting this node out."""
@@ -141,7 +141,7 @@ class BidAccepted:
     node_id: str = attrs.field(validator=_node_id)
 
 
-@attrs.frozen
+@attrs.frozen(kw_only=True)
 class BidRejected:
     """Requester -> compute ``node_id``: do not run it (or stop running it)."""
 
@@ -150,7 +150,7 @@ class BidRejected:
     reason: str = attrs.field(validator=_REASON)
 
 
-@attrs.frozen
+@attrs.frozen(kw_only=True)
 class ResultsProposed:
     """Compute -> requester: my verification proposal and my commitment to what I will
     publish (both sealed for the requester: opaque to everyone else)."""
@@ -177,7 +177,7 @@ class ResultsAccepted:
     node_id: str = attrs.field(validator=_node_id)
 
 
-@attrs.frozen
+@attrs.frozen(kw_only=True)
 class ResultsRejected:
     """Requester -> compute ``node_id``: your results are rejected; delete them."""
 
@@ -186,7 +186,7 @@ class ResultsRejected:
     reason: str = attrs.field(validator=_REASON)
 
 
-@attrs.frozen
+@attrs.frozen(kw_only=True)
 class ResultsPublished:
     """Compute -> requester: the accepted results are published at ``ref``."""
 

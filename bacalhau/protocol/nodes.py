@@ -132,7 +132,7 @@ class Announcer:
         return self._sent_at + self.heartbeat
 
 
-@attrs.define
+@attrs.define(kw_only=True)
 class KnownNode:
     """One node in a requester's table."""
 
@@ -166,7 +166,7 @@ class NodeTable:
         (a reason to offer queued jobs again)."""
         known = self.nodes.get(info.node_id)
         if known is None:
-            self.nodes[info.node_id] = KnownNode(info, now)
+            self.nodes[info.node_id] = KnownNode(info=info, seen=now)
             return True
         if info.seq and info.seq < known.info.seq:
             return False  # reordered: an older announcement
@@ -209,7 +209,7 @@ class NodeTable:
             known.busy_until = float("-inf")
 
 
-@attrs.frozen
+@attrs.frozen(kw_only=True)
 class Ranking:
     """Suitable nodes for a job: ``ready`` (room now, best first), ``full`` (suitable but
     busy), and ``reason`` why there are none, when there are none."""
@@ -315,4 +315,4 @@ def rank(
         reason = (
             f"waiting for capacity: {len(full)} matching node{'s' if len(full) != 1 else ''} busy"
         )
-    return Ranking(tuple(n for _, n in ready), tuple(full), reason, known)
+    return Ranking(ready=tuple(n for _, n in ready), full=tuple(full), reason=reason, known=known)

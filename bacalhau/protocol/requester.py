@@ -144,7 +144,7 @@ EXECUTION_TRANSITIONS: frozenset[tuple[ExecutionState, ExecutionState]] = frozen
 """Allowed (from, to) moves of one node's execution, as the requester records it."""
 
 
-@attrs.define
+@attrs.define(kw_only=True)
 class Execution:
     node_id: str
     state: ExecutionState = X.BID
@@ -160,7 +160,7 @@ class Execution:
     verified: bool = False
 
 
-@attrs.define
+@attrs.define(kw_only=True)
 class RequesterJob:
     """One job's record. ``history`` is what ``describe`` shows."""
 
@@ -270,7 +270,7 @@ class RequesterState(Scheduling):
             try:
                 self._announced(event.sender, event.message, now, out)
             except ValidationError as exc:
-                out.append(Dropped(f"bad announcement: {exc}", sender=event.sender))
+                out.append(Dropped(reason=f"bad announcement: {exc}", sender=event.sender))
             return out
         if isinstance(event, TimerFired) and event.key.job_id == "":
             if event.key.name is RequesterTimer.REQUEUE:
@@ -288,7 +288,7 @@ class RequesterState(Scheduling):
             ):
                 return [
                     Dropped(
-                        f"{type(event.message).__name__} for unknown job {job_id}",
+                        reason=f"{type(event.message).__name__} for unknown job {job_id}",
                         sender=event.sender,
                     )
                 ]
@@ -307,7 +307,12 @@ class RequesterState(Scheduling):
                 if not event.ok:
                     self.move_execution(ex, X.BID_REJECTED)
                     ex.reason = f"bid refused: {event.reason}"
-                    out.append(Send(ex.node_id, BidRejected(job.job_id, ex.node_id, ex.reason)))
+                    out.append(
+                        Send(
+                            ex.node_id,
+                            BidRejected(job_id=job.job_id, node_id=ex.node_id, reason=ex.reason),
+                        )
+                    )
                     self._note(job, now, "bid_rejected", ex.node_id, ex.reason, out)
                 self._progress(job, now, out)
         elif isinstance(event, MessageReceived):
@@ -333,7 +338,16 @@ class RequesterState(Scheduling):
                 self._arm(now, out)
                 continue
             job.broadcast = True
-            out.append(Broadcast(JobCreated(job_id, job.spec, self.seal_key, job.created_at)))
+            out.append(
+                Broadcast(
+                    JobCreated(
+                        job_id=job_id,
+                        spec=job.spec,
+                        seal_key=self.seal_key,
+                        created_at=job.created_at,
+                    )
+                )
+            )
             if job.state in (S.QUEUED, S.BIDDING, S.RUNNING):
                 job.bidding_closed = False
                 out.append(
@@ -374,7 +388,7 @@ class RequesterState(Scheduling):
             self._finish(job, JobAction.FAIL, reason, now, out)
         except IllegalTransition:  # the record itself is inconsistent: end it plainly
             job.state, job.reason = S.FAILED, reason
-            out = [CancelTimers(job_id), Broadcast(JobFailure(job_id, reason))]
+            out = [CancelTimers(job_id=job_id), Broadcast(JobFailure(job_id, reason))]
             self._note(job, now, job.state.value, self.node_id, reason, out)
         return out
 
@@ -409,7 +423,7 @@ class RequesterState(Scheduling):
 
     def _submit(self, event: SubmitJob, now: float) -> list[Command]:
         if event.job_id in self.jobs:
-            return [Dropped(f"job {event.job_id} was already submitted")]
+            return [Dropped(reason=f"job {event.job_id} was already submitted")]
         job = RequesterJob(job_id=event.job_id, spec=event.spec, created_at=now)
         job.peers = event.peers
         self.jobs[job.job_id] = job
@@ -442,19 +456,33 @@ class RequesterState(Scheduling):
             if ex is not None:
                 if ex.state is X.ACCEPTED:  # it may have missed our answer: repeat it
                     out.append(Send(sender, BidAccepted(job.job_id, sender)))
-                out.append(Dropped(f"duplicate bid on {job.job_id}", sender=sender))
+                out.append(Dropped(reason=f"duplicate bid on {job.job_id}", sender=sender))
                 return
             if job.state not in _LIVE:  # too late: not part of the job's history
-                out.append(Send(sender, BidRejected(job.job_id, sender, f"job {job.state}")))
+                out.append(
+                    Send(
+                        sender,
+                        BidRejected(job_id=job.job_id, node_id=sender, reason=f"job {job.state}"),
+                    )
+                )
                 return
             if audit.is_cheater(self, sender):  # caught by an audit or a fraud proof
-                out.append(Send(sender, BidRejected(job.job_id, sender, "fraud on record")))
+                out.append(
+                    Send(
+                        sender,
+                        BidRejected(job_id=job.job_id, node_id=sender, reason="fraud on record"),
+                    )
+                )
                 return
             if len(job.executions) >= _max_bids(job.spec):  # node ids cost nothing to make
-                out.append(Dropped(f"bid on {job.job_id} past the bid limit", sender=sender))
+                out.append(Dropped(reason=f"bid on {job.job_id} past the bid limit", sender=sender))
                 return
             if not job.broadcast and sender not in job.asked:
-                out.append(Send(sender, BidRejected(job.job_id, sender, "not offered")))
+                out.append(
+                    Send(
+                        sender, BidRejected(job_id=job.job_id, node_id=sender, reason="not offered")
+                    )
+                )
                 return
             if sender in job.asked:
                 job.asked[sender] = True
@@ -462,7 +490,7 @@ class RequesterState(Scheduling):
             job.executions[sender] = Execution(node_id=sender, reviewed=not self.config.bid_review)
             self._note(job, now, "bid", sender, "", out)
             if self.config.bid_review:
-                out.append(ReviewBid(job.job_id, sender, job.spec))
+                out.append(ReviewBid(job_id=job.job_id, node_id=sender, spec=job.spec))
             else:
                 self._progress(job, now, out)
         elif isinstance(msg, BidDeclined):
@@ -471,14 +499,17 @@ class RequesterState(Scheduling):
         elif isinstance(msg, ExecutionFailed):
             if ex is None or ex.state not in (X.ACCEPTED, X.PROPOSED, X.RESULTS_ACCEPTED):
                 out.append(
-                    Dropped(f"ExecutionFailed from a node not running {job.job_id}", sender=sender)
+                    Dropped(
+                        reason=f"ExecutionFailed from a node not running {job.job_id}",
+                        sender=sender,
+                    )
                 )
                 return
             publishing = ex.state is X.RESULTS_ACCEPTED
             self.move_execution(ex, X.FAILED)
             self._count(sender, "failed")
             ex.reason = msg.reason[:1000]
-            out.append(CancelTimers(job.job_id, RequesterTimer.EXECUTION, sender))
+            out.append(CancelTimers(job_id=job.job_id, name=RequesterTimer.EXECUTION, node=sender))
             self._note(job, now, "execution_failed", sender, ex.reason, out)
             if publishing:
                 self._check_published(job, now, out)
@@ -490,7 +521,8 @@ class RequesterState(Scheduling):
             if ex is None or ex.state is not X.RESULTS_ACCEPTED:
                 out.append(
                     Dropped(
-                        f"ResultsPublished from a node not accepted on {job.job_id}", sender=sender
+                        reason=f"ResultsPublished from a node not accepted on {job.job_id}",
+                        sender=sender,
                     )
                 )
                 return
@@ -505,8 +537,14 @@ class RequesterState(Scheduling):
                 self.move_execution(ex, X.FAILED)
                 self._count(sender, "rejected")
                 ex.reason = f"publication refused: differs from its commitment ({differs})"
-                out.append(CancelTimers(job.job_id, RequesterTimer.EXECUTION, sender))
-                out.append(Send(sender, ResultsRejected(job.job_id, sender, ex.reason)))
+                out.append(
+                    CancelTimers(job_id=job.job_id, name=RequesterTimer.EXECUTION, node=sender)
+                )
+                out.append(
+                    Send(
+                        sender, ResultsRejected(job_id=job.job_id, node_id=sender, reason=ex.reason)
+                    )
+                )
                 self._note(job, now, "publication_refused", sender, ex.reason, out)
                 self._check_published(job, now, out)
                 self._freed(sender, now, out)
@@ -531,7 +569,7 @@ class RequesterState(Scheduling):
         ):
             if ex.state is X.RESULTS_ACCEPTED:  # it may have missed our answer: repeat it
                 out.append(Send(ex.node_id, ResultsAccepted(job.job_id, ex.node_id)))
-            out.append(Dropped(f"duplicate proposal for {job.job_id}", sender=event.node_id))
+            out.append(Dropped(reason=f"duplicate proposal for {job.job_id}", sender=event.node_id))
             return
         if ex is None or ex.state is not X.ACCEPTED or job.state is not S.RUNNING:
             state = ex.state if ex else "not accepted"
@@ -539,20 +577,29 @@ class RequesterState(Scheduling):
                 Send(
                     event.node_id,
                     ResultsRejected(
-                        job.job_id,
-                        event.node_id,
-                        f"proposal not expected (execution {state}, job {job.state})",
+                        job_id=job.job_id,
+                        node_id=event.node_id,
+                        reason=f"proposal not expected (execution {state}, job {job.state})",
                     ),
                 )
             )
-            out.append(Dropped(f"unexpected proposal for {job.job_id}", sender=event.node_id))
+            out.append(
+                Dropped(reason=f"unexpected proposal for {job.job_id}", sender=event.node_id)
+            )
             return
-        out.append(CancelTimers(job.job_id, RequesterTimer.EXECUTION, event.node_id))
+        out.append(
+            CancelTimers(job_id=job.job_id, name=RequesterTimer.EXECUTION, node=event.node_id)
+        )
         if event.error is not None:
             self.move_execution(ex, X.RESULTS_REJECTED)
             self._count(ex.node_id, "rejected")
             ex.reason = f"invalid proposal: {event.error}"
-            out.append(Send(ex.node_id, ResultsRejected(job.job_id, ex.node_id, ex.reason)))
+            out.append(
+                Send(
+                    ex.node_id,
+                    ResultsRejected(job_id=job.job_id, node_id=ex.node_id, reason=ex.reason),
+                )
+            )
             self._note(job, now, "results_rejected", ex.node_id, ex.reason, out)
         else:
             self.move_execution(ex, X.PROPOSED)
@@ -588,7 +635,9 @@ class RequesterState(Scheduling):
                     f"no result within {job.spec.timeout + self.config.execution_grace:g}s"
                     "; replaced"
                 )
-                out.append(Send(node, BidRejected(job.job_id, node, ex.reason)))
+                out.append(
+                    Send(node, BidRejected(job_id=job.job_id, node_id=node, reason=ex.reason))
+                )
                 self._note(job, now, "execution_lost", node, ex.reason, out)
                 self._schedule(job, now, out)
                 self._progress(job, now, out)
@@ -633,7 +682,12 @@ class RequesterState(Scheduling):
             for ex in job.in_state(X.BID):
                 self.move_execution(ex, X.BID_REJECTED)
                 ex.reason = "not selected"
-                out.append(Send(ex.node_id, BidRejected(job.job_id, ex.node_id, ex.reason)))
+                out.append(
+                    Send(
+                        ex.node_id,
+                        BidRejected(job_id=job.job_id, node_id=ex.node_id, reason=ex.reason),
+                    )
+                )
                 self._note(job, now, "bid_rejected", ex.node_id, ex.reason, out)
                 self.nodes.released(ex.node_id)
         if job.count(X.ACCEPTED):
@@ -731,7 +785,9 @@ class RequesterState(Scheduling):
         if blame:
             self._count(ex.node_id, "rejected")
         ex.reason = why
-        out.append(Send(ex.node_id, ResultsRejected(job.job_id, ex.node_id, why)))
+        out.append(
+            Send(ex.node_id, ResultsRejected(job_id=job.job_id, node_id=ex.node_id, reason=why))
+        )
         self._note(job, now, "results_rejected", ex.node_id, why, out)
 
     def _check_published(self, job: RequesterJob, now: float, out: list[Command]) -> None:
@@ -762,7 +818,7 @@ class RequesterState(Scheduling):
                 self.move_execution(ex, X.BID_REJECTED if ex.state is X.BID else X.CANCELLED)
                 self.nodes.released(ex.node_id)
                 ex.reason = ex.reason or f"job {job.state}"
-        out.append(CancelTimers(job.job_id))
+        out.append(CancelTimers(job_id=job.job_id))
         message: JobCompleted | JobFailure | JobCancelled
         if job.state is S.COMPLETED:
             message = JobCompleted(job.job_id)

@@ -11,7 +11,7 @@ from .nodes import NODE_TTL
 __all__ = ["RequesterConfig"]
 
 
-@attrs.frozen
+@attrs.frozen(kw_only=True)
 class RequesterConfig:
     """Deadlines of the requester, in seconds.
 

@@ -193,7 +193,17 @@ class Scheduling:
                 SetTimer(TimerKey(job.job_id, RequesterTimer.BIDS), now + self.config.bid_timeout)
             )
         job.bidding_closed = False
-        out.append(Send(node, JobCreated(job.job_id, job.spec, self.seal_key, job.created_at)))
+        out.append(
+            Send(
+                node,
+                JobCreated(
+                    job_id=job.job_id,
+                    spec=job.spec,
+                    seal_key=self.seal_key,
+                    created_at=job.created_at,
+                ),
+            )
+        )
 
     def _offer_all(self, job: RequesterJob, now: float, out: list[Command]) -> bool:
         """Ops job: every matching node, each once (busy ones again when they have room)."""
@@ -223,7 +233,16 @@ class Scheduling:
         if job.state is S.QUEUED:
             self.move(job, JobAction.OFFER)
         job.bidding_closed = False
-        out.append(Broadcast(JobCreated(job.job_id, job.spec, self.seal_key, job.created_at)))
+        out.append(
+            Broadcast(
+                JobCreated(
+                    job_id=job.job_id,
+                    spec=job.spec,
+                    seal_key=self.seal_key,
+                    created_at=job.created_at,
+                )
+            )
+        )
         out.append(
             SetTimer(TimerKey(job.job_id, RequesterTimer.BIDS), now + self.config.bid_timeout)
         )
@@ -375,7 +394,7 @@ class Scheduling:
         self.queue.pop(job.job_id, None)
         if not self.queue and self._requeue_at is not None:
             self._requeue_at = None
-            out.append(CancelTimers("", RequesterTimer.REQUEUE))
+            out.append(CancelTimers(job_id="", name=RequesterTimer.REQUEUE))
         for node, answered in job.asked.items():
             if not answered:
                 self.nodes.answered(node, bid=False, busy=False, now=now)

@@ -23,8 +23,10 @@ import random
 from collections.abc import Sequence
 
 import anyio
+import anyio.lowlevel
 import attrs
 
+from ..errors import BacalhauError
 from ..models import Deal, ExecutionState, JobResult, JobSpec, JobState
 from ..network import Network
 from ..protocol.requester import RequesterConfig
@@ -37,7 +39,7 @@ CHAOS_REQUESTER = RequesterConfig(
 )
 
 
-@attrs.define
+@attrs.define(kw_only=True)
 class ChaosReport:
     seed: int
     results: list[JobResult]
@@ -149,8 +151,14 @@ async def chaos_run(
         async def submit_all() -> None:
             gap = duration / max(jobs, 1)
             for spec in specs:
-                node = rng.choice(net.nodes)
-                handle = await node.submit(spec)
+                while True:  # as a client would: a node that crashed under us, try another
+                    node = rng.choice(net.nodes)
+                    try:
+                        handle = await node.submit(spec)
+                    except BacalhauError:
+                        await anyio.lowlevel.checkpoint()
+                        continue
+                    break
                 handles.append((node.node_id, handle.job_id))
                 await anyio.sleep(gap)
 

@@ -38,7 +38,7 @@ IMAGE_ENV = "BACALHAU_TEST_IMAGE"
 _HINT = 'start a private engine as root with: eval "$(scripts/docker-engine.sh start)"'
 
 
-@attrs.frozen
+@attrs.frozen(kw_only=True)
 class DockerEngine:
     """An engine that answered, with the test image present on it."""
 

@@ -85,7 +85,7 @@ _EVENT = "event"  # the node's protocol name for lifecycle frames
 # --- the eavesdropper -------------------------------------------------------------------------
 
 
-@attrs.frozen
+@attrs.frozen(kw_only=True)
 class OverheardProposal:
     job_id: str
     sender: str
@@ -93,7 +93,7 @@ class OverheardProposal:
     proposal: bytes
 
 
-@attrs.define(eq=False)
+@attrs.define(eq=False, kw_only=True)
 class Wiretap:
     """A :class:`~bacalhau.transport.memory.Faults` filter that records what crosses the hub.
 
@@ -129,7 +129,10 @@ class Wiretap:
         if msg_kind == "ResultsProposed":
             self.proposals.append(
                 OverheardProposal(
-                    body["job_id"], node_id_from_public_key(public), dst, body["proposal"]
+                    job_id=body["job_id"],
+                    sender=node_id_from_public_key(public),
+                    requester=dst,
+                    proposal=body["proposal"],
                 )
             )
         elif msg_kind == "JobCreated":
@@ -278,7 +281,9 @@ class ForgingVerifier(_Cheat):
                 await self._send(other, _claiming(requester, identity.sign, body, now))
         if requester:
             fake = StorageRef(type="ipfs", cid=cid_str(make_cid(b"forged results")))
-            claim = to_data(ResultsPublished(job_id, fake, 0, "all good", ""))
+            claim = to_data(
+                ResultsPublished(job_id=job_id, ref=fake, exit_code=0, stdout="all good", stderr="")
+            )
             frame, _ = encode_envelope(identity, "ResultsPublished", claim, now=now)
             await self._send(requester, frame)
         self.cheated += 1
@@ -305,7 +310,7 @@ def _claiming(sender: str, sign: Callable[[bytes], bytes], body: Any, now: float
 # --- the referee ------------------------------------------------------------------------------
 
 
-@attrs.frozen
+@attrs.frozen(kw_only=True)
 class Publication:
     job_id: str
     node_id: str
@@ -314,7 +319,7 @@ class Publication:
     """Whether the job's requester had accepted this node's results when it published."""
 
 
-@attrs.define(eq=False)
+@attrs.define(eq=False, kw_only=True)
 class Ledger:
     """What each node really held (at proposal time) and published, seen from outside.
 
@@ -354,7 +359,9 @@ class _AuditedPublisher(Publisher):
     async def publish(self, job_id: str, execution_id: str, results_dir: Path) -> StorageRef:
         digest = await anyio.to_thread.run_sync(hash_tree, results_dir)
         accepted = self.ledger.is_accepted(job_id, self.node_id)
-        self.ledger.published.append(Publication(job_id, self.node_id, digest, accepted))
+        self.ledger.published.append(
+            Publication(job_id=job_id, node_id=self.node_id, digest=digest, accepted=accepted)
+        )
         return await self.inner.publish(job_id, execution_id, results_dir)
 
 
@@ -438,7 +445,7 @@ def cheat_of(plugins: Plugins) -> _Cheat | None:
 # --- trials -----------------------------------------------------------------------------------
 
 
-@attrs.frozen
+@attrs.frozen(kw_only=True)
 class TrialReport:
     """The outcome of :func:`run_trial`, judged from the :class:`Ledger`.
 

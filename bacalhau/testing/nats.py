@@ -88,7 +88,7 @@ def _conf(value: Any) -> str:
     return json.dumps(str(value))
 
 
-@attrs.define(eq=False)
+@attrs.define(eq=False, kw_only=True)
 class NatsServer:
     """One ``nats-server`` process bound to 127.0.0.1.
 

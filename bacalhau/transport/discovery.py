@@ -73,7 +73,7 @@ def parse_peer_address(text: str) -> tuple[str, int]:
     return host, port
 
 
-@attrs.frozen
+@attrs.frozen(kw_only=True)
 class DiscoveredPeer:
     """A node announced on mDNS: its id and where its gossip port listens."""
 
@@ -114,7 +114,7 @@ def interface_addresses(interfaces: Sequence[str] | None) -> list[str]:
     return found or ["127.0.0.1"]
 
 
-@attrs.define(eq=False)
+@attrs.define(eq=False, kw_only=True)
 class MdnsDiscovery:
     """Announce this node on mDNS and report the nodes of the same network.
 

@@ -68,10 +68,9 @@ from .gossip_conn import (
     REQUEST,
     WIRE_MAX,
     Connection,
-    Frame,
     FrameReader,
+    decode,
     encode,
-    encode_bin_message,
 )
 from .gossip_handshake import SelfConnection, handshake
 from .gossip_limits import HandshakeSlots, LogBudget, should_cut
@@ -259,7 +258,7 @@ class GossipTransport(Transport):
             raise TransportError("transport is not running")
         _, targets = self.state.publish(frame, monotonic())
         # "first hop": every peer of the origin has it (flood publish), see _deliver_loop
-        data = encode_bin_message(PUBLISH, self.options.gossip.flood_publish, frame)
+        data = encode([PUBLISH, frame, self.options.gossip.flood_publish])
         backlogged = False
         for peer in targets:
             conn = self._conns.get(peer)
@@ -523,9 +522,9 @@ class GossipTransport(Transport):
         reason: str
         try:
             while True:
-                msg = await conn.reader.read_message(max_size=WIRE_MAX)
+                frame = await conn.reader.read(max_size=WIRE_MAX)
                 conn.last_recv = monotonic()
-                self._dispatch(conn, msg, tg)
+                self._dispatch(conn, decode(frame), tg)
         except WireError as exc:
             reason = str(exc)
         except (OSError, anyio.BrokenResourceError, anyio.ClosedResourceError) as exc:
@@ -569,7 +568,7 @@ class GossipTransport(Transport):
                     self._run_command(cmd)
             else:
                 for frame in self.state.on_iwant(peer, ids):
-                    conn.send_bulk(encode_bin_message(PUBLISH, False, frame))
+                    conn.send_bulk(encode([PUBLISH, frame, False]))
         elif kind == GRAFT:
             for cmd in self.state.on_graft(peer):
                 self._run_command(cmd)
@@ -645,7 +644,7 @@ class GossipTransport(Transport):
             reply = await handler.handle_request(conn.peer_id, frame)
             if not isinstance(reply, bytes) or len(reply) > MAX_FRAME:
                 raise TransportError("reply is not bytes of at most MAX_FRAME")
-            data: Frame = encode_bin_message(REPLY, req_id, reply)
+            data = encode([REPLY, req_id, reply])
         except Exception as exc:
             log.debug("gossip: request from %s failed: %r", conn.peer_id, exc)
             data = encode([ERROR, req_id, f"{type(exc).__name__}: {exc}"[:1000]])
@@ -701,7 +700,7 @@ class GossipTransport(Transport):
                 skip = origin.peer_peers
                 targets = [p for p in targets if p not in skip]
             if targets:
-                data = encode_bin_message(PUBLISH, False, frame)
+                data = encode([PUBLISH, frame, False])
                 for peer in targets:
                     conn = self._conns.get(peer)
                     if conn is not None:

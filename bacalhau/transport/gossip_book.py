@@ -23,7 +23,7 @@ from ..identity import public_key_from_node_id
 __all__ = ["AddressBook", "Known", "parse_peer_entry"]
 
 
-@attrs.define
+@attrs.define(kw_only=True)
 class Known:
     """An address where a peer (id known) listens, and how dialing it went."""
 
@@ -55,7 +55,7 @@ def parse_peer_entry(item: Any) -> tuple[str, str, int] | None:
     return item[0], item[1], item[2]
 
 
-@attrs.define
+@attrs.define(kw_only=True)
 class AddressBook:
     """Bounded map of node id -> :class:`Known` address.
 
@@ -86,7 +86,9 @@ class AddressBook:
             return
         known = self._entries.get(node_id)
         if known is None:
-            known = self._entries[node_id] = Known(node_id, host, port, source)
+            known = self._entries[node_id] = Known(
+                node_id=node_id, host=host, port=port, source=source
+            )
         elif reset or known.source != "peer":
             known.host, known.port, known.source = host, port, source
         if reset:

@@ -73,7 +73,7 @@ _PAKE_ID = b"bacalhau-gossip/2 spake2"
 _PAKE_SIZE = 33
 
 
-@attrs.frozen
+@attrs.frozen(kw_only=True)
 class Hello:
     """What the handshake proved about the peer."""
 

@@ -21,7 +21,7 @@ import attrs
 __all__ = ["HandshakeSlots", "LogBudget", "Slot", "should_cut"]
 
 
-@attrs.define(eq=False)
+@attrs.define(eq=False, kw_only=True)
 class Slot:
     """One pending handshake; cancelling ``scope`` ends it."""
 
@@ -30,7 +30,7 @@ class Slot:
     evicted: bool = False
 
 
-@attrs.define(eq=False)
+@attrs.define(eq=False, kw_only=True)
 class HandshakeSlots:
     """Pending incoming handshakes, oldest first, bounded in all and per address."""
 
@@ -44,7 +44,7 @@ class HandshakeSlots:
 
     def open(self, address: str) -> Slot:
         """A slot for a new connection from ``address``, evicting older ones if needed."""
-        slot = Slot(address)
+        slot = Slot(address=address)
         same = [s for s in self._slots if s.address == address]
         while len(same) >= self.max_per_address:
             self._evict(same.pop(0))
@@ -69,7 +69,7 @@ def should_cut(*, invalid: int, valid: int, max_invalid: int) -> bool:
     return invalid > max_invalid and invalid > valid
 
 
-@attrs.define(eq=False)
+@attrs.define(eq=False, kw_only=True)
 class LogBudget:
     """At most ``burst`` log lines per ``period`` seconds; the rest are counted."""
 

@@ -33,7 +33,7 @@ FrameFilter = Callable[[str, str, Kind, bytes], bool]
 """(source, destination, kind, frame) -> deliver? A custom drop rule."""
 
 
-@attrs.define
+@attrs.define(kw_only=True)
 class Faults:
     """How a hub misbehaves. Rates are probabilities per delivery (0 to 1).
 
@@ -50,7 +50,7 @@ class Faults:
         return bool(self.drop or self.duplicate or self.delay[1] or self.filter)
 
 
-@attrs.define(eq=False)
+@attrs.define(eq=False, kw_only=True)
 class MemoryHub:
     """Connects :class:`MemoryTransport` s in one process.
 
@@ -135,7 +135,7 @@ class MemoryHub:
                 raise PeerUnreachable(f"peer {dst} failed to answer: {exc!r}") from exc
 
 
-@attrs.define(eq=False)
+@attrs.define(eq=False, kw_only=True)
 class MemoryTransport(Transport):
     """One node's end of a :class:`MemoryHub`."""
 

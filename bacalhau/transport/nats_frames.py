@@ -73,7 +73,7 @@ class Kind(IntEnum):
     BYE = 7
 
 
-@attrs.frozen
+@attrs.frozen(kw_only=True)
 class Packet:
     """One decoded packet (one NATS message)."""
 
@@ -227,7 +227,7 @@ PartKey = tuple[str, bytes, bytes]
 """(path, sender key, message id): one frame being reassembled."""
 
 
-@attrs.define
+@attrs.define(kw_only=True)
 class Reassembler:
     """Puts chunked frames back together.
 

@@ -62,7 +62,7 @@ _HEX64 = re.compile(r"[0-9a-fA-F]{64}")
 _SWARM_KEY = re.compile(r"/key/swarm/psk/1\.0\.0/\s*/base16/\s*([0-9a-fA-F]{64})\s*")
 
 
-@attrs.frozen
+@attrs.frozen(kw_only=True)
 class NetworkSecret:
     """The 32-byte network key a secret stands for.
 

@@ -68,7 +68,7 @@ _OPEN_FLAGS = (
 )
 
 
-@attrs.frozen
+@attrs.frozen(kw_only=True)
 class TreeEntry:
     """One record of the manifest.
 
@@ -166,12 +166,12 @@ def manifest(root: Path) -> tuple[TreeEntry, ...]:
                     f"cannot read results entry {rel!r}: {exc.strerror or exc}"
                 ) from None
             if stat.S_ISDIR(mode):
-                entries.append(TreeEntry("D", rel))
+                entries.append(TreeEntry(kind="D", path=rel))
                 stack.append((Path(child.path), rel + "/"))
             elif stat.S_ISREG(mode):
                 size, digest = _hash_file(child.path, rel)
                 kind = "X" if mode & 0o111 else "F"
-                entries.append(TreeEntry(kind, rel, size, digest))
+                entries.append(TreeEntry(kind=kind, path=rel, size=size, sha256=digest))
             elif stat.S_ISLNK(mode):
                 raise VerificationError(
                     f"results contain a symlink at {rel!r}: symlinks are refused because they "

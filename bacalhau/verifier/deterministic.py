@@ -76,7 +76,7 @@ _MAX_ID = 1024
 _TAG = 16
 
 
-@attrs.frozen
+@attrs.frozen(kw_only=True)
 class ProposalHeader:
     """The clear part of a sealed proposal: who sealed it, for whom, for which job.
 
@@ -175,7 +175,13 @@ def read_header(proposal: bytes, *, magic: bytes = MAGIC) -> ProposalHeader:
     requester_key, ephemeral_key = proposal[at : at + 32], proposal[at + 32 : at + 64]
     job_id, at = _read_lp(proposal, at + 64, "job id")
     node_id, at = _read_lp(proposal, at, "node id")
-    return ProposalHeader(requester_key, ephemeral_key, job_id, node_id, at)
+    return ProposalHeader(
+        requester_key=requester_key,
+        ephemeral_key=ephemeral_key,
+        job_id=job_id,
+        node_id=node_id,
+        size=at,
+    )
 
 
 def open_proposal(identity: Identity, proposal: bytes, *, job_id: str, node_id: str) -> bytes:

@@ -133,7 +133,7 @@ async def test_binds_only_paths_inside_the_execution_folder(image: str, tmp_path
     link.symlink_to(secret)
     try:
         for host, said in ((link, "symbolic link"), (secret, "outside the execution folder")):
-            bad = attrs.evolve(ctx, volumes=(PreparedVolume(spec.inputs[0], host),))
+            bad = attrs.evolve(ctx, volumes=(PreparedVolume(spec=spec.inputs[0], host_path=host),))
             with pytest.raises(ExecutorError, match=said):
                 await executor.run(bad)
     finally:

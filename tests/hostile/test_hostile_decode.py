@@ -117,7 +117,7 @@ def test_valid_messages_still_decode() -> None:
         "j-1", NODE
     )
     ref = StorageRef(type="ipfs", cid=cid_str(make_cid(b"x")))
-    published = ResultsPublished("j-1", ref, 0, "out", "")
+    published = ResultsPublished(job_id="j-1", ref=ref, exit_code=0, stdout="out", stderr="")
     assert from_data(to_data(published), ResultsPublished) == published
 
 

@@ -27,7 +27,7 @@ def test_jobs_merely_heard_are_bounded_in_count_and_bytes_and_expire() -> None:
     state = ComputeState(ME, max_heard=10, max_heard_bytes=300 * 1024, heard_ttl=60.0)
     spec = big_spec(50)
     for i in range(30):
-        created = JobCreated(f"j-{i}", spec, bytes(32), 0.0)
+        created = JobCreated(job_id=f"j-{i}", spec=spec, seal_key=bytes(32), created_at=0.0)
         out = state.handle(MessageReceived(PEERS[i % len(PEERS)], created), float(i))
         assert any(isinstance(c, EvaluateBid) for c in out)
         assert any(
@@ -41,7 +41,7 @@ def test_jobs_merely_heard_are_bounded_in_count_and_bytes_and_expire() -> None:
     # a heard job is not stored across restarts, and expires
     last = "j-29"
     assert not state.keeps(state.jobs[last])
-    state.handle(BidDecided(last, False, "no"), 30.0)
+    state.handle(BidDecided(job_id=last, bid=False, reason="no"), 30.0)
     assert state.jobs[last].state is ComputeJobState.DECLINED
     state.handle(TimerFired(TimerKey(last, ComputeTimer.FORGET)), 90.0)
     assert last not in state.jobs and last not in state.heard
@@ -49,10 +49,18 @@ def test_jobs_merely_heard_are_bounded_in_count_and_bytes_and_expire() -> None:
 
 def test_a_job_bid_on_keeps_full_state() -> None:
     state = ComputeState(ME, max_heard=2)
-    state.handle(MessageReceived(PEERS[0], JobCreated("j-keep", JobSpec.noop(), bytes(32), 0)), 0)
-    state.handle(BidDecided("j-keep", True), 0.1)
+    state.handle(
+        MessageReceived(
+            PEERS[0],
+            JobCreated(job_id="j-keep", spec=JobSpec.noop(), seal_key=bytes(32), created_at=0),
+        ),
+        0,
+    )
+    state.handle(BidDecided(job_id="j-keep", bid=True), 0.1)
     for i in range(10):
-        created = JobCreated(f"j-{i}", JobSpec.noop(), bytes(32), 0.0)
+        created = JobCreated(
+            job_id=f"j-{i}", spec=JobSpec.noop(), seal_key=bytes(32), created_at=0.0
+        )
         state.handle(MessageReceived(PEERS[1], created), 1.0 + i)
     assert state.jobs["j-keep"].state is ComputeJobState.BID
     assert state.keeps(state.jobs["j-keep"])
@@ -63,7 +71,7 @@ def test_a_job_bid_on_keeps_full_state() -> None:
 def test_bids_on_one_job_are_bounded() -> None:
     spec = JobSpec.noop(deal=Deal(concurrency=1, min_bids=2))
     state = RequesterState(ME, bytes(32))
-    state.handle(SubmitJob("j-1", spec, peers=5), 0.0)
+    state.handle(SubmitJob(job_id="j-1", spec=spec, peers=5), 0.0)
     limit = MAX_BIDS + 2 * (2 + 1 + spec.retries)
     for i in range(limit + 50):
         sender = Identity.from_seed((1000 + i).to_bytes(32, "big")).node_id
@@ -127,7 +135,7 @@ async def test_outboxes_to_many_peers_are_retired_once_drained() -> None:
     async with anyio.create_task_group() as tg:
         outbox.bind(tg)
         for peer in PEERS:
-            outbox.post(peer, BidDeclined("j-1", "no"))
+            outbox.post(peer, BidDeclined(job_id="j-1", reason="no"))
         with anyio.fail_after(10):
             while len(sink.sent) < len(PEERS) or outbox._boxes:
                 await anyio.sleep(0.01)

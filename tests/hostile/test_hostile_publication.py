@@ -69,9 +69,11 @@ CID = cid_str(make_cid(b"results"))
 
 def published_after(commitment: Commitment, message: ResultsPublished) -> RequesterState:
     state = RequesterState(REQ, bytes(32), config=FAST)
-    state.handle(SubmitJob("j-1", spec(1, 1), peers=1), 0.0)
+    state.handle(SubmitJob(job_id="j-1", spec=spec(1, 1), peers=1), 0.0)
     state.handle(MessageReceived(NODE, BidPlaced("j-1")), 0.1)
-    state.handle(ProposalOpened("j-1", NODE, b"d" * 32, commitment=commitment), 0.2)
+    state.handle(
+        ProposalOpened(job_id="j-1", node_id=NODE, digest=b"d" * 32, commitment=commitment), 0.2
+    )
     state.handle(MessageReceived(NODE, message), 0.3)
     return state
 
@@ -79,12 +81,44 @@ def published_after(commitment: Commitment, message: ResultsPublished) -> Reques
 @pytest.mark.parametrize(
     ("field", "message"),
     [
-        ("exit code", ResultsPublished("j-1", StorageRef(type="ipfs", cid=CID), 1, "out", "")),
-        ("stdout", ResultsPublished("j-1", StorageRef(type="ipfs", cid=CID), 0, "0ut", "")),
-        ("stderr", ResultsPublished("j-1", StorageRef(type="ipfs", cid=CID), 0, "out", "!")),
+        (
+            "exit code",
+            ResultsPublished(
+                job_id="j-1",
+                ref=StorageRef(type="ipfs", cid=CID),
+                exit_code=1,
+                stdout="out",
+                stderr="",
+            ),
+        ),
+        (
+            "stdout",
+            ResultsPublished(
+                job_id="j-1",
+                ref=StorageRef(type="ipfs", cid=CID),
+                exit_code=0,
+                stdout="0ut",
+                stderr="",
+            ),
+        ),
+        (
+            "stderr",
+            ResultsPublished(
+                job_id="j-1",
+                ref=StorageRef(type="ipfs", cid=CID),
+                exit_code=0,
+                stdout="out",
+                stderr="!",
+            ),
+        ),
         (
             "published at",
-            ResultsPublished("j-1", StorageRef(type="ipfs", cid=cid_str(make_cid(b"x"))), 0, "out"),
+            ResultsPublished(
+                job_id="j-1",
+                ref=StorageRef(type="ipfs", cid=cid_str(make_cid(b"x"))),
+                exit_code=0,
+                stdout="out",
+            ),
         ),
     ],
 )
@@ -97,7 +131,9 @@ def test_each_committed_value_is_checked(field: str, message: ResultsPublished) 
     assert job.state is JobState.FAILED
     assert field in job.executions[NODE].reason
     assert state.reputation[NODE]["rejected"] == 1
-    matching = ResultsPublished("j-1", StorageRef(type="ipfs", cid=CID), 0, "out", "")
+    matching = ResultsPublished(
+        job_id="j-1", ref=StorageRef(type="ipfs", cid=CID), exit_code=0, stdout="out", stderr=""
+    )
     ok = published_after(commitment, matching)
     assert ok.jobs["j-1"].state is JobState.COMPLETED
     assert ok.result("j-1").executions[0].verified
@@ -106,10 +142,14 @@ def test_each_committed_value_is_checked(field: str, message: ResultsPublished) 
 def test_the_refused_node_is_told_why() -> None:
     commitment = Commitment.of(results_digest=b"d" * 32, exit_code=0, stdout="", stderr="", cid=CID)
     state = RequesterState(REQ, bytes(32), config=FAST)
-    state.handle(SubmitJob("j-1", spec(1, 1), peers=1), 0.0)
+    state.handle(SubmitJob(job_id="j-1", spec=spec(1, 1), peers=1), 0.0)
     state.handle(MessageReceived(NODE, BidPlaced("j-1")), 0.1)
-    state.handle(ProposalOpened("j-1", NODE, b"d" * 32, commitment=commitment), 0.2)
-    bad = ResultsPublished("j-1", StorageRef(type="ipfs", cid=cid_str(make_cid(b"y"))), 0)
+    state.handle(
+        ProposalOpened(job_id="j-1", node_id=NODE, digest=b"d" * 32, commitment=commitment), 0.2
+    )
+    bad = ResultsPublished(
+        job_id="j-1", ref=StorageRef(type="ipfs", cid=cid_str(make_cid(b"y"))), exit_code=0
+    )
     out = state.handle(MessageReceived(NODE, bad), 0.3)
     told = [c.message for c in out if isinstance(c, Send)]
     assert any(isinstance(m, ResultsRejected) and "publication refused" in m.reason for m in told)

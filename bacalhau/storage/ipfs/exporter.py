@@ -83,7 +83,7 @@ def as_source(blocks: Any) -> BlockSource:
     raise TypeError(f"not a block source: {blocks!r}")
 
 
-@attrs.frozen
+@attrs.frozen(kw_only=True)
 class Node:
     """One decoded UnixFS node."""
 
@@ -96,7 +96,7 @@ class Node:
     fanout: int | None = None
 
 
-@attrs.frozen
+@attrs.frozen(kw_only=True)
 class Entry:
     """A directory entry as :func:`ls` lists it."""
 
@@ -114,7 +114,9 @@ def decode_block(cid: bytes, block: bytes) -> Node:
     """
     codec = split_cid(cid)[1]
     if codec == RAW:
-        return Node(cid, DataType.RAW, block, (), (), len(block))
+        return Node(
+            cid=cid, kind=DataType.RAW, data=block, links=(), blocksizes=(), size=len(block)
+        )
     if codec != DAG_PB:
         raise StorageError(f"{cid_str(cid)} is not UnixFS (codec 0x{codec:x})")
     try:
@@ -134,11 +136,15 @@ def decode_block(cid: bytes, block: bytes) -> Node:
         size = len(data) + sum(fs.blocksizes)
         if fs.filesize is not None and fs.filesize != size:
             raise StorageError(f"{cid_str(cid)}: filesize {fs.filesize} but parts add to {size}")
-        return Node(cid, DataType.FILE, data, links, fs.blocksizes, size)
+        return Node(
+            cid=cid, kind=DataType.FILE, data=data, links=links, blocksizes=fs.blocksizes, size=size
+        )
     if fs.type == DataType.SYMLINK:
-        return Node(cid, fs.type, data, (), (), len(data))
+        return Node(cid=cid, kind=fs.type, data=data, links=(), blocksizes=(), size=len(data))
     if fs.type in (DataType.DIRECTORY, DataType.HAMT_SHARD):
-        return Node(cid, fs.type, b"", links, (), 0, fanout=fs.fanout)
+        return Node(
+            cid=cid, kind=fs.type, data=b"", links=links, blocksizes=(), size=0, fanout=fs.fanout
+        )
     raise StorageError(f"{cid_str(cid)}: UnixFS {fs.type.name} nodes are not supported")
 
 
@@ -223,7 +229,7 @@ async def resolve(
     if not path:
         return current
     src = as_source(blocks)
-    budget = DagBudget(limits)
+    budget = DagBudget(limits=limits)
     parts = [p for p in path.split("/") if p]
     budget.depth(len(parts), repr(path))
     for part in parts:
@@ -246,16 +252,16 @@ async def ls(blocks: Any, cid: AnyCid, *, limits: DagLimits = DEFAULT_DAG_LIMITS
     src = as_source(blocks)
     node = await _node(src, to_cid(cid))
     if node.kind not in (DataType.DIRECTORY, DataType.HAMT_SHARD):
-        return [Entry("", cid_str(node.cid), _type_name(node.kind), node.size)]
+        return [Entry(name="", cid=cid_str(node.cid), type=_type_name(node.kind), size=node.size)]
     out = []
-    entries = await _entries(src, node, DagBudget(limits))
+    entries = await _entries(src, node, DagBudget(limits=limits))
     for i in range(0, len(entries), 256):
         batch = entries[i : i + 256]
         blocks = await src.get_many([cid for _, cid in batch])
         for (name, child), block in zip(batch, blocks, strict=True):
             sub = decode_block(child, block)
             size = sub.size if sub.kind in (DataType.FILE, DataType.RAW) else None
-            out.append(Entry(name, cid_str(child), _type_name(sub.kind), size))
+            out.append(Entry(name=name, cid=cid_str(child), type=_type_name(sub.kind), size=size))
     return out
 
 
@@ -398,7 +404,7 @@ async def export_to_path(
         root=root,
         read_only=read_only,
         budget=budget,
-        dag=DagBudget(limits),
+        dag=DagBudget(limits=limits),
         symlinks=symlinks,
         on_bytes=on_bytes,
     )
@@ -622,7 +628,7 @@ def _index_file(
     starts: list[int] = []
     segments: list[tuple[int, bytes, bool]] = []
     pos = 0
-    budget = DagBudget(attrs.evolve(limits, max_entries=8 * limits.max_entries))
+    budget = DagBudget(limits=attrs.evolve(limits, max_entries=8 * limits.max_entries))
     where = cid_str(cid)
 
     def visit(node: Node, expect: int | None, depth: int) -> None:

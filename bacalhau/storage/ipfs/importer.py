@@ -60,7 +60,7 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 
-@attrs.frozen
+@attrs.frozen(kw_only=True)
 class ImportOptions:
     """How to chunk and name data. Defaults match ``ipfs add``."""
 
@@ -461,7 +461,11 @@ async def add_path(
         ValidationError: a bad option.
     """
     opts = ImportOptions(
-        cid_version, raw_leaves, chunk_size, hidden=hidden, shard_threshold=shard_threshold
+        cid_version=cid_version,
+        raw_leaves=raw_leaves,
+        chunk_size=chunk_size,
+        hidden=hidden,
+        shard_threshold=shard_threshold,
     )
     source = Path(path)
     name = source.name or (await anyio.Path(source).resolve()).name
@@ -499,7 +503,7 @@ async def add_bytes(
     With ``name``, the file is wrapped in a directory under that name.
     Options are as for :func:`add_path`.
     """
-    opts = ImportOptions(cid_version, raw_leaves, chunk_size)
+    opts = ImportOptions(cid_version=cid_version, raw_leaves=raw_leaves, chunk_size=chunk_size)
     importer = _Importer(store, opts, on_bytes=on_bytes)
     source: AsyncIterable[bytes] | Iterable[bytes] = (data,) if isinstance(data, bytes) else data
 

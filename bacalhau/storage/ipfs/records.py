@@ -28,7 +28,7 @@ DEFAULT_PROVIDER_TTL = 3600.0
 """Seconds a provider record lives after its last announcement."""
 
 
-@attrs.define
+@attrs.define(kw_only=True)
 class ProviderRecords:
     """Who provides what, keyed by multihash (a CIDv0 and a CIDv1 share records).
 

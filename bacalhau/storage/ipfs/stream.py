@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 __all__ = ["ArrivingBlocks", "export_streaming"]
 
 
-@attrs.define
+@attrs.define(kw_only=True)
 class ArrivingBlocks:
     """A block source over a :class:`BlockService` whose DAG fetch is running.
 
@@ -94,7 +94,7 @@ async def export_streaming(
         BlockNotFound: a block could not be had.
     """
     raw = to_cid(cid)
-    source = ArrivingBlocks(service)
+    source = ArrivingBlocks(service=service)
     # the fetch runs ahead of the exporter, so it gets its own bound: the data the
     # export may write plus room for the DAG's own nodes (about 0.1% of it)
     cap = limits.max_size if max_size is None else min(max_size, limits.max_size)
