@@ -265,6 +265,32 @@ def add_serve_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="finished jobs' records are removed this many days after they ended; asking "
         "for one then answers 'expired on ...' (default 30; 0 keeps them forever)",
     )
+    disk = p.add_argument_group("disk", "how much disk the node keeps, and for how long")
+    disk.add_argument(
+        "--disk-budget",
+        default="10GiB",
+        metavar="SIZE",
+        help="the block store's size (e.g. 10GiB, 500MB); above it, blocks no pin holds "
+        "(cached inputs and fetched data, results whose pin expired) are removed least "
+        "recently used first (default 10GiB; 0 for no budget)",
+    )
+    disk.add_argument(
+        "--pin-retention",
+        type=float,
+        default=30.0,
+        metavar="DAYS",
+        help="results this node publishes stay pinned this many days, then count as cached "
+        "blocks (default 30; 0 pins them until 'data unpin')",
+    )
+    disk.add_argument(
+        "--execution-retention",
+        type=float,
+        default=1.0,
+        metavar="HOURS",
+        help="execution folders that no execution uses any more (left by a failed clean-up "
+        "or a lost execution) are removed this many hours after their last change "
+        "(default 1); folders normally go as soon as their job ends",
+    )
     p.add_argument(
         "--bid-timeout",
         type=float,
@@ -478,6 +504,7 @@ def build_node(args: argparse.Namespace) -> Any:
         requester = RequesterConfig(**r_options)
     if args.job_retention < 0:
         raise ValidationError("--job-retention must be 0 (keep forever) or a number of days")
+    disk = disk_retention_from_args(args)
     return Node(
         transport=build_transport(args, identity),
         identity=identity,
@@ -485,6 +512,27 @@ def build_node(args: argparse.Namespace) -> Any:
         requester=requester,
         compute=compute,
         job_retention=args.job_retention * 86400 if args.job_retention else None,
+        disk=disk,
+    )
+
+
+def disk_retention_from_args(args: argparse.Namespace) -> Any:
+    """The DiskRetention the ``disk`` options describe."""
+    from ..models import parse_size
+    from ..node.retention import DiskRetention
+
+    try:
+        budget = parse_size(args.disk_budget)
+    except ValidationError as exc:
+        raise ValidationError(f"--disk-budget: {exc}", field="--disk-budget") from None
+    if args.pin_retention < 0:
+        raise ValidationError("--pin-retention must be 0 (pin forever) or a number of days")
+    if args.execution_retention < 0:
+        raise ValidationError("--execution-retention must be a number of hours, 0 or more")
+    return DiskRetention(
+        block_budget=budget or None,
+        pin_retention=args.pin_retention * 86400 if args.pin_retention else None,
+        execution_retention=args.execution_retention * 3600,
     )
 
 

@@ -16,6 +16,7 @@ folders count as entries of the results.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -229,6 +230,34 @@ class ExecutionRunner:
             busy = name in self._scopes or name in self._stopping or name in self.removing
             if not busy:
                 await self._remove_async(name)
+
+    async def sweep_stale(self, *, older_than: float, keep: Iterable[str] = ()) -> int:
+        """Remove execution folders no execution uses (not running, not being stopped or
+        removed, not in ``keep``: results still to propose or publish) whose last change
+        is before ``older_than`` (a unix time): leftovers of a removal that failed or of
+        an execution the node lost track of. Returns how many it removed."""
+        kept = frozenset(keep)
+
+        def stale() -> list[str]:
+            found: list[str] = []
+            try:
+                for entry in os.scandir(self.root):
+                    if entry.name in kept or entry.name in self._scopes:
+                        continue
+                    with contextlib.suppress(OSError):
+                        if entry.stat(follow_symlinks=False).st_mtime < older_than:
+                            found.append(entry.name)
+            except OSError:
+                return []
+            return found
+
+        removed = 0
+        for name in await anyio.to_thread.run_sync(stale):
+            busy = name in self._scopes or name in self._stopping or name in self.removing
+            if not busy and name not in kept:
+                await self._remove_async(name)
+                removed += 1
+        return removed
 
     @property
     def active(self) -> int:

@@ -65,6 +65,7 @@ from .gate import Admitted, InboundGate, Turned
 from .history import JobPage, JobQuery, JobRow, page_in_memory
 from .outbox import EVENT_PROTOCOL, Outbox
 from .plugins import Plugins, default_plugins
+from .retention import DiskRetention, configure_publishers, run_disk_retention
 from .services import ProtocolHandler
 
 if TYPE_CHECKING:
@@ -163,6 +164,8 @@ class Node(TransportHandler):
             after the job ended (None: never); the job then answers "expired on ...".
         gc_interval / gc_batch: how often retention runs, and the most records it
             removes per run (so one run never holds the store for long).
+        disk: the block store's budget, the results pin retention and the execution
+            folders' (:class:`~bacalhau.node.retention.DiskRetention`; None: keep all).
     """
 
     def __init__(
@@ -185,6 +188,7 @@ class Node(TransportHandler):
         job_retention: float | None = None,
         gc_interval: float = 60.0,
         gc_batch: int = 1000,
+        disk: DiskRetention | None = None,
     ) -> None:
         if transport.node_id != identity.node_id:
             raise ValidationError("transport and identity belong to different nodes")
@@ -208,6 +212,7 @@ class Node(TransportHandler):
         self.job_retention = job_retention
         self.gc_interval = gc_interval
         self.gc_batch = gc_batch
+        self.disk = disk
         from ..compute.hooks import ExecHook, HttpHook
 
         rconfig = requester or RequesterConfig()
@@ -373,6 +378,9 @@ class Node(TransportHandler):
                 if self.store is not None:
                     await tg.start(self.store.run)
                 await self.plugins.start(self)
+                if self.disk is not None:
+                    configure_publishers(self, self.disk)
+                    tg.start_soon(run_disk_retention, self, self.disk)
                 tg.start_soon(self.driver.timers.run)
                 self.watch.register()
                 await tg.start(self.transport.run, self)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,14 +26,22 @@ class IpfsPublisher(Publisher):
     Args:
         blocks: the node's BlockService (announces to peers) or a BlockStore.
         cid_version: 0 (``Qm...``, Kubo's default) or 1.
+        pin_retention: published results are pinned this many seconds, then left to
+            the block store's eviction (None: pinned until unpinned).
     """
 
     name = "ipfs"
 
-    def __init__(self, blocks: Any, *, cid_version: int = 0) -> None:
+    def __init__(
+        self, blocks: Any, *, cid_version: int = 0, pin_retention: float | None = None
+    ) -> None:
         self.blocks = blocks
         self.store: BlockStore = blocks if isinstance(blocks, BlockStore) else blocks.store
         self.cid_version = cid_version
+        self.pin_retention = pin_retention
+        """Seconds published results stay pinned (None: until unpinned by hand); the
+        node sets it from ``serve --pin-retention``."""
+        self.clock: Callable[[], float] = time.time
 
     async def predict(self, results_dir: Path) -> str | None:
         """The CID :meth:`publish` will return for ``results_dir`` (computed, not stored)."""
@@ -48,8 +58,14 @@ class IpfsPublisher(Publisher):
             PublishError: the folder could not be read or stored.
         """
         try:
+            retention = self.pin_retention
             cid = await add_path(
-                self.store, results_dir, cid_version=self.cid_version, hidden=True, pin=True
+                self.store,
+                results_dir,
+                cid_version=self.cid_version,
+                hidden=True,
+                pin=True,
+                pin_expires=None if retention is None else self.clock() + retention,
             )
         except (StorageError, OSError) as exc:
             raise PublishError(f"could not add results of {execution_id} to IPFS: {exc}") from exc

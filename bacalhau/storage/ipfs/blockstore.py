@@ -4,7 +4,8 @@ Layout under the store's directory (Kubo's flatfs sharding, ``next-to-last/2``):
 
     blocks/<XY>/<KEY>.data   KEY = base32 (upper, unpadded) of the block's multihash,
                              XY = the two characters before KEY's last one
-    pins/<CID>               a pin: the file holds ``recursive`` or ``direct``
+    pins/<CID>               a pin: the file holds ``recursive`` or ``direct``, and on a
+                             second line ``expires <unix time>`` for a pin that ends
     tmp/                     blocks being written (renamed into place when complete)
     gc.lock                  flock: shared while importing/pinning, exclusive during gc
 
@@ -15,6 +16,12 @@ harmless (both write the same bytes). Garbage collection keeps every block
 reachable from a pin and removes the rest; it takes the exclusive lock, so it
 never runs between an import's writes and its pin (importers hold the shared
 lock through :meth:`BlockStore.guard`).
+
+Disk bounded by what is live: pins may expire (:meth:`BlockStore.expire_pins`), and
+:meth:`BlockStore.evict` keeps the store under a byte budget by removing unpinned blocks
+least recently used first. It never removes a block reachable from a pin, nor one read
+within a grace period, and it takes the exclusive gc lock, so it never runs while an
+import, a pin or an input being prepared for a job holds the shared one.
 
 All methods are synchronous and thread-safe; async callers run them through
 ``anyio.to_thread.run_sync``.
@@ -30,6 +37,7 @@ import fcntl
 import os
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -52,6 +60,9 @@ from .dagpb import decode_node
 __all__ = ["BlockStore", "blockstore_path", "links_of"]
 
 _STALE_TMP_SECONDS = 3600.0
+MAX_TRACKED = 100_000
+"""Most blocks whose last read is remembered in memory (beyond it, the oldest are
+forgotten and fall back to their file's time, as after a restart)."""
 
 
 def _load_syncfs() -> Callable[[int], int] | None:
@@ -107,6 +118,9 @@ class BlockStore:
     path: Path = attrs.field(converter=Path)
     fsync: bool = attrs.field(default=False, kw_only=True)
     _shards: set[str] = attrs.field(factory=set, init=False, repr=False)
+    _used: dict[str, float] = attrs.field(factory=dict, init=False, repr=False)
+    """Block file name -> when it was last read, least recent first."""
+    _used_lock: threading.Lock = attrs.field(factory=threading.Lock, init=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
         for sub in ("blocks", "pins", "tmp"):
@@ -137,6 +151,28 @@ class BlockStore:
             BlockNotFound: not in this store.
         """
         raw = to_cid(cid)
+        inline = identity_data(raw)
+        if inline is not None:
+            return inline
+        path = self._file(raw)[0]
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise BlockNotFound(f"block {cid_str(raw)} is not in the local store") from None
+        self._touch(path.name)
+        return data
+
+    def _touch(self, name: str) -> None:
+        """Remember that block file ``name`` was just read (for least-recently-used)."""
+        with self._used_lock:
+            self._used.pop(name, None)
+            self._used[name] = time.time()
+            if len(self._used) > MAX_TRACKED:
+                for old in list(self._used)[: MAX_TRACKED // 10]:
+                    del self._used[old]
+
+    def _peek(self, raw: bytes) -> bytes:
+        """A block's bytes without counting as a use (walks over pins, locality checks)."""
         inline = identity_data(raw)
         if inline is not None:
             return inline
@@ -296,7 +332,7 @@ class BlockStore:
                 continue
             seen.add(mh)
             try:
-                block = self.get(current)
+                block = self._peek(current)
             except BlockNotFound:
                 if skip_missing:
                     continue
@@ -318,7 +354,7 @@ class BlockStore:
                 continue
             seen.add(current)
             try:
-                block = self.get(current)
+                block = self._peek(current)
             except BlockNotFound:
                 out.append(current)
                 continue
@@ -335,11 +371,13 @@ class BlockStore:
     def _pin_file(self, cid: bytes) -> Path:
         return self.path / "pins" / cid_str(cid)
 
-    def pin(self, cid: AnyCid, recursive: bool = True) -> None:
-        """Protect ``cid`` (and with ``recursive`` its whole DAG) from :meth:`gc`.
+    def pin(self, cid: AnyCid, recursive: bool = True, *, expires: float | None = None) -> None:
+        """Protect ``cid`` (and with ``recursive`` its whole DAG) from :meth:`gc` and
+        :meth:`evict`, until ``expires`` (a unix time; None: until unpinned).
 
         Only the root must be stored; a recursive pin of an incomplete DAG keeps
-        whichever of its blocks are here.
+        whichever of its blocks are here. Pinning a pinned CID again keeps the stronger
+        of the two: recursive over direct, the later expiry, and no expiry over any.
 
         Raises:
             BlockNotFound: the root block is not stored.
@@ -349,12 +387,37 @@ class BlockStore:
             raise BlockNotFound(f"cannot pin {cid_str(raw)}: its root block is not stored")
         kind = "recursive" if recursive else "direct"
         path = self._pin_file(raw)
-        if recursive is False and path.exists() and path.read_text().strip() == "recursive":
-            return
+        old = _read_pin(path)
+        if old is not None:
+            old_kind, old_expires = old
+            if old_kind == "recursive":
+                kind = "recursive"
+            lasting = old_expires is None or expires is None
+            expires = None if lasting else max(expires or 0.0, old_expires or 0.0)
+            if (old_kind, old_expires) == (kind, expires):
+                return
         fd, tmp = tempfile.mkstemp(dir=self.path / "tmp", prefix="pin-")
         with os.fdopen(fd, "w") as fh:
-            fh.write(kind)
+            fh.write(kind if expires is None else f"{kind}\nexpires {expires!r}")
         os.replace(tmp, path)
+
+    def pin_expires(self, cid: AnyCid) -> float | None:
+        """When the pin of ``cid`` ends (None: it does not, or there is no pin)."""
+        found = _read_pin(self._pin_file(to_cid(cid)))
+        return None if found is None else found[1]
+
+    def expire_pins(self, now: float, *, limit: int = 10_000) -> int:
+        """Remove up to ``limit`` pins whose time has come; return how many."""
+        removed = 0
+        for entry in os.scandir(self.path / "pins"):
+            if removed >= limit:
+                break
+            found = _read_pin(Path(entry.path))
+            if found is not None and found[1] is not None and found[1] <= now:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(entry.path)
+                    removed += 1
+        return removed
 
     def unpin(self, cid: AnyCid) -> bool:
         """Remove a pin; True if there was one."""
@@ -368,8 +431,9 @@ class BlockStore:
         """``{cid string: "recursive" | "direct"}`` of every pin."""
         out: dict[str, str] = {}
         for entry in os.scandir(self.path / "pins"):
-            with contextlib.suppress(FileNotFoundError):
-                out[entry.name] = Path(entry.path).read_text().strip()
+            found = _read_pin(Path(entry.path))
+            if found is not None:
+                out[entry.name] = found[0]
         return out
 
     def is_pinned(self, cid: AnyCid) -> bool:
@@ -400,7 +464,8 @@ class BlockStore:
             finally:
                 fcntl.flock(fh, fcntl.LOCK_UN)
 
-    def _gc_locked(self) -> int:
+    def _pinned(self) -> set[bytes]:
+        """Multihashes of every stored block reachable from a pin."""
         keep: set[bytes] = set()
         for name, kind in self.pins().items():
             try:
@@ -412,6 +477,64 @@ class BlockStore:
                     keep.add(split_cid(cid)[2])
             else:
                 keep.add(split_cid(root)[2])
+        return keep
+
+    def evict(
+        self, budget: int, *, grace: float = 600.0, limit: int = 10_000, now: float | None = None
+    ) -> tuple[int, int]:
+        """Bring the store under ``budget`` bytes by removing unpinned blocks, least
+        recently used (read, or else written) first; return ``(blocks, bytes)`` removed.
+
+        Never removes a block reachable from a pin, nor one used within ``grace``
+        seconds of ``now``; removes at most ``limit`` blocks per call (so one call never
+        holds the store for long). Waits for running imports and input preparation
+        (:meth:`guard`) and blocks new ones meanwhile, as :meth:`gc` does.
+        """
+        now = time.time() if now is None else now
+        with open(self.path / "gc.lock", "rb") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                return self._evict_locked(budget, grace, limit, now)
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    def _evict_locked(self, budget: int, grace: float, limit: int, now: float) -> tuple[int, int]:
+        files: list[tuple[str, str, int, float]] = []  # (path, name, size, mtime)
+        total = 0
+        for shard in os.scandir(self.path / "blocks"):
+            if not shard.is_dir():
+                continue
+            for item in os.scandir(shard.path):
+                if item.name.endswith(".data"):
+                    with contextlib.suppress(FileNotFoundError):
+                        st = item.stat()
+                        files.append((item.path, item.name, st.st_size, st.st_mtime))
+                        total += st.st_size
+        if total <= budget:
+            return 0, 0
+        keep = {base64.b32encode(mh).decode("ascii").rstrip("=") + ".data" for mh in self._pinned()}
+        with self._used_lock:
+            used = dict(self._used)
+        candidates = sorted(
+            (max(mtime, used.get(name, 0.0)), path, name, size)
+            for path, name, size, mtime in files
+            if name not in keep
+        )
+        removed = freed = 0
+        for last, path, name, size in candidates:
+            if total <= budget or removed >= limit or last > now - grace:
+                break
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+                removed += 1
+                freed += size
+                total -= size
+            with self._used_lock:
+                self._used.pop(name, None)
+        return removed, freed
+
+    def _gc_locked(self) -> int:
+        keep = self._pinned()
         removed = 0
         for key in list(self.all_cids()):
             mh = split_cid(key)[2]
@@ -423,3 +546,21 @@ class BlockStore:
                 if now - entry.stat().st_mtime > _STALE_TMP_SECONDS:
                     os.unlink(entry.path)
         return removed
+
+
+def _read_pin(path: Path) -> tuple[str, float | None] | None:
+    """A pin file's kind and expiry (None: no such pin, or not a pin file)."""
+    try:
+        lines = path.read_text().split("\n")
+    except (FileNotFoundError, IsADirectoryError, UnicodeDecodeError):
+        return None
+    kind = lines[0].strip()
+    if kind not in ("recursive", "direct"):
+        return None
+    expires = None
+    for line in lines[1:]:
+        key, _, value = line.partition(" ")
+        if key == "expires":
+            with contextlib.suppress(ValueError):
+                expires = float(value)
+    return kind, expires

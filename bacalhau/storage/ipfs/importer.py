@@ -432,6 +432,7 @@ async def add_path(
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     hidden: bool = False,
     pin: bool = False,
+    pin_expires: float | None = None,
     on_entry: EntryCallback | None = None,
     shard_threshold: int = SHARDING_THRESHOLD,
     on_bytes: BytesCallback | None = None,
@@ -450,6 +451,7 @@ async def add_path(
         chunk_size: bytes per leaf (at most 1 MiB).
         hidden: include names starting with ``.`` (Kubo's ``--hidden``).
         pin: pin the root recursively (needs ``store``).
+        pin_expires: the pin ends at this unix time (None: it lasts until unpinned).
         on_entry: called with (path relative to ``path``'s parent, CID) per entry.
         shard_threshold: directories whose links estimate (name + CID bytes) reaches
             this become HAMT shards (Kubo's ``UnixFSHAMTDirectorySizeThreshold``).
@@ -481,7 +483,8 @@ async def add_path(
             if on_entry is not None:
                 on_entry("", cid_str(child.cid))
         if pin and store is not None:
-            await anyio.to_thread.run_sync(store.pin, child.cid)
+            cid = child.cid
+            await anyio.to_thread.run_sync(lambda: store.pin(cid, expires=pin_expires))
         return cid_str(child.cid)
 
     return await _guarded(store, run)
