@@ -30,6 +30,9 @@ log = logging.getLogger("bacalhau.identity")
 _KEY_PREFIX = b"\x08\x01\x12\x20"
 _MH_PREFIX = b"\x00\x24"
 _KEY_CACHE: dict[str, Ed25519PublicKey] = {}
+_RAW_KEYS: dict[str, bytes] = {}
+"""Node ids known to decode, with their keys (every message names a few node ids, and
+base58 decoding costs about 50 us; a bounded memo, cleared when full)."""
 
 
 def node_id_from_public_key(public: bytes) -> str:
@@ -41,6 +44,17 @@ def node_id_from_public_key(public: bytes) -> str:
 
 def public_key_from_node_id(node_id: str) -> bytes:
     """The raw Ed25519 public key inside a peer id; ValidationError if it is not one."""
+    raw = _RAW_KEYS.get(node_id)
+    if raw is not None:
+        return raw
+    raw = _decode_node_id(node_id)
+    if len(_RAW_KEYS) > 65536:
+        _RAW_KEYS.clear()
+    _RAW_KEYS[node_id] = raw
+    return raw
+
+
+def _decode_node_id(node_id: str) -> bytes:
     try:
         raw = multibase.decode("z" + node_id)
     except (ValueError, KeyError) as exc:

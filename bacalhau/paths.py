@@ -129,13 +129,16 @@ def safe_join(
     result = root_path.joinpath(*components)
     if not components:
         return result
-    # On disk: the deepest existing ancestor must resolve under the root.
-    real_root = os.path.realpath(root_path)
-    prefix = real_root.rstrip(os.sep) + os.sep
+    # On disk: the deepest existing ancestor must resolve under the root (the root
+    # itself always does: then there is nothing to resolve).
     ancestor = result.parent
     while ancestor != root_path and not os.path.lexists(ancestor):
         ancestor = ancestor.parent
-    real_ancestor = os.path.realpath(ancestor)
+    real_root = real_ancestor = ""
+    if ancestor != root_path:
+        real_root = os.path.realpath(root_path)
+        real_ancestor = os.path.realpath(ancestor)
+    prefix = real_root.rstrip(os.sep) + os.sep
     if real_ancestor != real_root and not real_ancestor.startswith(prefix):
         raise ValidationError(
             f"{'/'.join(components)!r} leaves {root_path} (through a link to {real_ancestor})",

@@ -64,8 +64,8 @@ def test_gate_keys_replays_by_sender_and_message_id(monkeypatch: pytest.MonkeyPa
     frame_a, id_a = encode_envelope(a, "BidPlaced", {"job_id": "j-1"}, now=100.0)
     frame_b, id_b = encode_envelope(b, "BidPlaced", {"job_id": "j-1"}, now=100.0)
     assert id_a == id_b
-    assert gate.admit(frame_a) == Admitted(a.node_id, m.BidPlaced("j-1"))
-    assert gate.admit(frame_b) == Admitted(b.node_id, m.BidPlaced("j-1"))
+    assert gate.admit(frame_a) == [Admitted(a.node_id, m.BidPlaced("j-1"))]
+    assert gate.admit(frame_b) == [Admitted(b.node_id, m.BidPlaced("j-1"))]
     assert gate.admit(frame_a) is Turned.DUPLICATE
     assert gate.admit(b"not a frame") is Turned.REFUSED
     assert gate.stats["dropped_replayed"] == 1 and gate.stats["dropped_invalid"] == 1

@@ -1,6 +1,8 @@
 """The bid strategy chain: each strategy may say no, with a reason; all must say yes.
 
-A strategy is any object with ``async def decide(self, request) -> BidResponse``.
+A strategy is any object with ``async def decide(self, request) -> BidResponse``; one
+that can often answer without waiting may also have ``decide_now(request)``, returning
+the same answer or None when it must wait (:func:`decide_now` then saves a task).
 Built-in strategies check that the node can run the job at all (engine,
 storage, verifier, publisher), that it ever fits the node's capacity, that the
 queue has room, data locality, and external hooks (``bacalhau.compute.hooks``).
@@ -32,6 +34,7 @@ __all__ = [
     "DataLocalityStrategy",
     "SupportStrategy",
     "decide",
+    "decide_now",
 ]
 
 
@@ -105,6 +108,34 @@ class SupportStrategy:
             return BidResponse(bid=False, reason=f"invalid {engine} job: {exc}")
         if why:
             return BidResponse(bid=False, reason=why)
+        return self._plugins(spec)
+
+    def decide_now(self, request: BidRequest) -> BidResponse | None:
+        """:meth:`decide` when it needs no waiting: the engine's state is known and
+        its executor has no reasons of its own (else None)."""
+        from ..executor.base import Executor
+
+        spec = request.spec
+        engine = spec.engine.type
+        executor = self.executors.get(engine)
+        if executor is None:
+            return BidResponse(bid=False, reason=f"no {engine!r} executor on this node")
+        known = self._installed.get(engine)
+        if known is None or self.clock() - known[1] >= self.recheck_after:
+            return None
+        if type(executor).unsupported_reason is not Executor.unsupported_reason:
+            return None
+        if not known[0]:
+            return BidResponse(
+                bid=False, reason=f"the {engine} engine is not available on this node"
+            )
+        try:
+            executor.validate(spec)
+        except BacalhauError as exc:
+            return BidResponse(bid=False, reason=f"invalid {engine} job: {exc}")
+        return self._plugins(spec)
+
+    def _plugins(self, spec: JobSpec) -> BidResponse:
         for volume in spec.inputs:
             if volume.source.type not in self.storage:
                 return BidResponse(
@@ -124,6 +155,9 @@ class CapacityStrategy:
     capacity: Capacity
 
     async def decide(self, request: BidRequest) -> BidResponse:
+        return self.decide_now(request)
+
+    def decide_now(self, request: BidRequest) -> BidResponse:
         why = self.capacity.fits_ever(request.spec.resources)
         if why:
             return BidResponse(bid=False, reason=f"too big for this node: {why}")
@@ -140,6 +174,10 @@ class DataLocalityStrategy:
     storage: Mapping[str, StorageProvider]
     mode: str = "local"
 
+    def decide_now(self, request: BidRequest) -> BidResponse | None:
+        """Yes at once for a job without inputs; else None (the stores are asked)."""
+        return None if request.spec.inputs else YES
+
     async def decide(self, request: BidRequest) -> BidResponse:
         for volume in request.spec.inputs:
             provider = self.storage.get(volume.source.type)
@@ -153,6 +191,27 @@ class DataLocalityStrategy:
                 what = volume.source.cid or volume.source.url or volume.source.type
                 return BidResponse(bid=False, reason=f"data not {self.mode}: {what}")
         return YES
+
+
+def decide_now(strategies: Sequence[BidStrategy], request: BidRequest) -> BidResponse | None:
+    """The chain's answer if every strategy it needs can give one without waiting (a
+    strategy's optional ``decide_now(request)`` returning a response, not None), else
+    None: then run :func:`decide`. Same answers as :func:`decide`, without a task."""
+    for strategy in strategies:
+        now: Callable[[BidRequest], BidResponse | None] | None = getattr(
+            strategy, "decide_now", None
+        )
+        if now is None:
+            return None
+        try:
+            answer = now(request)
+        except BacalhauError as exc:
+            return BidResponse(bid=False, reason=f"{type(strategy).__name__} failed: {exc}")
+        if answer is None:
+            return None
+        if not answer.bid:
+            return answer
+    return YES
 
 
 async def decide(strategies: Sequence[BidStrategy], request: BidRequest) -> BidResponse:

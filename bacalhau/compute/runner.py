@@ -21,7 +21,7 @@ import logging
 import os
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, NamedTuple
 
 import anyio
 import anyio.abc
@@ -43,6 +43,7 @@ from ..protocol.events import (
     PublishErrored,
 )
 from ..storage.ipfs._util import unwrap_group
+from ..verifier.canonical import hash_tree
 from ..verifier.commitment import seal_commitment
 from .capacity import Capacity
 
@@ -52,7 +53,7 @@ if TYPE_CHECKING:
     from ..storage.base import StorageProvider
     from ..verifier.base import Verifier
 
-__all__ = ["ExecutionRunner", "check_results", "tree_usage"]
+__all__ = ["ExecutionRunner", "Produced", "check_results", "tree_usage"]
 
 log = logging.getLogger("bacalhau.compute")
 
@@ -176,6 +177,16 @@ def _head(path: Path) -> str:
             return f.read(SUMMARY_BYTES).decode("utf-8", "replace")
     except OSError:
         return ""
+
+
+class Produced(NamedTuple):
+    """What running a job left: see :meth:`ExecutionRunner.produce`."""
+
+    results: Path
+    exit_code: int
+    stdout: str
+    stderr: str
+    digest: bytes | None
 
 
 @attrs.define(eq=False)
@@ -392,11 +403,15 @@ class ExecutionRunner:
         verifier = self.verifiers.get(spec.verifier)
         if verifier is None:
             raise ExecutorError(f"no {spec.verifier!r} verifier on this node")
-        results, exit_code, stdout, stderr = await self.produce(job_id, spec, self.folder(job_id))
+        early = verifier.reads_only  # else the digest is taken after proposing
+        produced = await self.produce(job_id, spec, self.folder(job_id), digest=early)
+        results, exit_code, stdout, stderr, digest = produced
         proposal = await verifier.propose(
             job_id=job_id, node_id=self.node_id, results_dir=results, requester_key=seal_key
         )
-        commitment = await self._commit(job_id, spec, results, exit_code, stdout, stderr)
+        if digest is None:
+            digest = await anyio.to_thread.run_sync(hash_tree, results)
+        commitment = await self._commit(spec, results, digest, exit_code, stdout, stderr)
         sealed = seal_commitment(
             commitment,
             job_id=job_id,
@@ -414,9 +429,14 @@ class ExecutionRunner:
             commitment=sealed,
         )
 
-    async def produce(self, job_id: str, spec: JobSpec, folder: Path) -> tuple[Path, int, str, str]:
+    async def produce(
+        self, job_id: str, spec: JobSpec, folder: Path, *, digest: bool = False
+    ) -> Produced:
         """Run the job in ``folder``: its checked results folder, exit code, stdout and
-        stderr heads. Also how a node re-runs a job to check an audit or a fraud proof.
+        stderr heads, and with ``digest`` the results' canonical digest
+        (:func:`~bacalhau.verifier.canonical.hash_tree`, taken on the same worker thread
+        that checks them). Also how a node re-runs a job to check an audit or a fraud
+        proof.
 
         Raises:
             ExecutorError, StorageError: the job could not run.
@@ -424,7 +444,10 @@ class ExecutionRunner:
         executor = self.executors.get(spec.engine.type)
         if executor is None:
             raise ExecutorError(f"no {spec.engine.type!r} executor on this node")
-        layout = await anyio.to_thread.run_sync(make_layout, folder, spec)
+        if spec.inputs:
+            layout = await anyio.to_thread.run_sync(make_layout, folder, spec)
+        else:  # a few empty folders: less than a hop to a worker thread costs
+            layout = make_layout(folder, spec)
         results, work, inputs, outputs = (
             layout.results,
             layout.work,
@@ -463,7 +486,7 @@ class ExecutionRunner:
         )
         try:
             with anyio.move_on_after(spec.timeout + TIMEOUT_GRACE) as deadline:
-                if guards:
+                if guards and not executor.bounded_output:
                     result = await self._run_watched(executor, ctx, folder, disk)
                 else:
                     result = await executor.run(ctx)
@@ -475,7 +498,7 @@ class ExecutionRunner:
             raise ExecutorError(f"job timed out after {spec.timeout:g}s")
         streamed = live.written > 0
 
-        def finish() -> tuple[str, str]:
+        def finish() -> tuple[str, str, bytes | None]:
             try:
                 for name in STREAMS:
                     if not (results / name).exists():
@@ -492,19 +515,23 @@ class ExecutionRunner:
                 max_files=self.limits.max_result_entries if guards else MAX_RESULT_FILES,
                 max_bytes=min(disk, MAX_RESULT_BYTES) if guards else MAX_RESULT_BYTES,
             )
-            return _head(results / "stdout"), _head(results / "stderr")
+            heads = _head(results / "stdout"), _head(results / "stderr")
+            return *heads, (hash_tree(results) if digest else None)
 
-        stdout, stderr = await anyio.to_thread.run_sync(finish)
-        return results, result.exit_code, stdout, stderr
+        stdout, stderr, hashed = await anyio.to_thread.run_sync(finish)
+        return Produced(results, result.exit_code, stdout, stderr, hashed)
 
     async def _commit(
-        self, job_id: str, spec: JobSpec, results: Path, exit_code: int, stdout: str, stderr: str
+        self,
+        spec: JobSpec,
+        results: Path,
+        digest: bytes,
+        exit_code: int,
+        stdout: str,
+        stderr: str,
     ) -> Commitment:
         """What this node will publish, committed before the requester accepts it
         (:mod:`bacalhau.verifier.commitment`)."""
-        from ..verifier.canonical import hash_tree
-
-        digest = await anyio.to_thread.run_sync(hash_tree, results)
         publisher = self.publishers.get(spec.publisher)
         cid = await publisher.predict(results) if publisher is not None else None
         return Commitment.of(
@@ -573,7 +600,7 @@ class ExecutionRunner:
             if publisher is None:
                 raise BacalhauError(f"no {spec.publisher!r} publisher on this node")
             results = self.folder(job_id) / "results"
-            if not await anyio.to_thread.run_sync(results.is_dir):
+            if not results.is_dir():  # one stat: less than a hop to a worker thread
                 raise BacalhauError("results folder is gone (node restarted?)")
             ref = await publisher.publish(job_id, f"{job_id}/{self.node_id}", results)
             return PublishDone(job_id, ref)

@@ -94,6 +94,10 @@ class Executor(abc.ABC):
     name: ClassVar[str]
     storage_mode: ClassVar[Literal["posix", "library", "any"]] = "posix"
     """How inputs must be presented: as host paths, byte streams, or either."""
+    bounded_output: ClassVar[bool] = False
+    """True when all an execution writes comes from its spec (so the wire's size limit
+    bounds it): the runner then does not watch its disk while it runs. Its results are
+    checked against the limits afterwards all the same."""
 
     async def is_installed(self) -> bool:
         """Whether the engine can run here (the node bids only if so)."""

@@ -28,7 +28,7 @@ import anyio
 import anyio.abc
 import attrs
 
-from ..compute.bidding import BidRequest, BidStrategy, decide
+from ..compute.bidding import BidRequest, BidResponse, BidStrategy, decide, decide_now
 from ..errors import VerificationError
 from ..identity import Identity
 from ..protocol import commands as c
@@ -316,7 +316,18 @@ class Driver:
         elif isinstance(cmd, c.JobChanged):
             self._job_changed(cmd.job_id)
         elif isinstance(cmd, c.EvaluateBid):
-            self._spawn(self._evaluate_bid, cmd)
+            if self.serve_compute:
+                request = BidRequest(
+                    job_id=cmd.job_id,
+                    spec=cmd.spec,
+                    requester_id=cmd.requester_id,
+                    node_id=self.node_id,
+                )
+                answer = decide_now(self.strategies, request)
+                if answer is None:
+                    self._spawn(self._evaluate_bid, cmd)
+                else:  # every strategy answered at once: no task needed
+                    self._bid_decided(cmd.job_id, answer)
         elif isinstance(cmd, c.ReviewBid):
             self._spawn(self._review_bid, cmd)
         elif isinstance(cmd, c.RunExecution):
@@ -377,17 +388,18 @@ class Driver:
         request = BidRequest(
             job_id=cmd.job_id, spec=cmd.spec, requester_id=cmd.requester_id, node_id=self.node_id
         )
-        answer = await decide(self.strategies, request)
-        if answer.bid and self.capacity is not None and not self.capacity.reserve(cmd.job_id):
+        self._bid_decided(cmd.job_id, await decide(self.strategies, request))
+
+    def _bid_decided(self, job_id: str, answer: BidResponse) -> None:
+        """A bid holds a slot (no room left: a busy decline instead)."""
+        if answer.bid and self.capacity is not None and not self.capacity.reserve(job_id):
             self.feed(
                 BidDecided(
-                    job_id=cmd.job_id, bid=False, reason="busy: execution queue is full", busy=True
+                    job_id=job_id, bid=False, reason="busy: execution queue is full", busy=True
                 )
             )
             return
-        self.feed(
-            BidDecided(job_id=cmd.job_id, bid=answer.bid, reason=answer.reason, busy=answer.busy)
-        )
+        self.feed(BidDecided(job_id=job_id, bid=answer.bid, reason=answer.reason, busy=answer.busy))
 
     async def _review_bid(self, cmd: c.ReviewBid) -> None:
         request = BidRequest(

@@ -49,14 +49,14 @@ async def rerun_digest(runner: ExecutionRunner, job_id: str, spec: object) -> by
     """Run ``spec`` again under ``job_id`` in a scratch folder; its canonical results digest."""
     from ..models import JobSpec
     from ..paths import remove_tree
-    from ..verifier.canonical import hash_tree
 
     assert isinstance(spec, JobSpec)
     runner.root.mkdir(parents=True, exist_ok=True)
     folder = Path(tempfile.mkdtemp(prefix="recheck-", dir=runner.root))
     try:
-        results, *_ = await runner.produce(job_id, spec, folder)
-        return await anyio.to_thread.run_sync(hash_tree, results)
+        digest = (await runner.produce(job_id, spec, folder, digest=True)).digest
+        assert digest is not None
+        return digest
     finally:
         await anyio.to_thread.run_sync(remove_tree, folder)
 

@@ -24,9 +24,9 @@ import attrs
 
 from ..errors import ValidationError, WireError
 from ..protocol.messages import Message, decode_message
-from ..wire import VerifiedCache, decode_envelope
+from ..wire import VerifiedCache, decode_envelope, unbatch
 
-__all__ = ["Admitted", "InboundGate", "Turned"]
+__all__ = ["Admitted", "InboundGate", "Sealed", "Turned"]
 
 log = logging.getLogger("bacalhau.node")
 
@@ -40,6 +40,18 @@ class Admitted:
 
     sender: str
     message: Message
+
+
+@attrs.frozen(kw_only=True)
+class Sealed:
+    """A frame this process signed, as its signer built it (kept in the shared
+    :class:`~bacalhau.wire.VerifiedCache` so other nodes here need not decode it)."""
+
+    sender: str
+    msg_id: bytes
+    sent_at: float
+    kind: str
+    messages: tuple[Message, ...]
 
 
 class Turned(enum.Enum):
@@ -62,39 +74,60 @@ class InboundGate:
     max_message_age: float = 600.0
     _seen: OrderedDict[tuple[str, bytes], float] = attrs.Factory(OrderedDict)
 
-    def admit(self, frame: bytes) -> Admitted | Turned:
-        """The message in ``frame`` if it is new and valid, else why not."""
-        try:
-            env = decode_envelope(frame, cache=self.verify_cache)
-        except WireError as exc:
-            self.stats["dropped_invalid"] += 1
-            log.info("%s: refused frame: %s", self.node_id[-8:], exc)
-            return Turned.REFUSED
+    def admit(self, frame: bytes) -> list[Admitted] | Turned:
+        """The messages in ``frame`` if it is new and valid, else why not.
+
+        A frame carries one message or a batch of them (:func:`~bacalhau.wire.unbatch`),
+        signed once; a malformed message in a batch is refused and counted, the others
+        pass. A frame signed in this process is taken as its signer built it (the shared
+        cache keeps it decoded), never decoded twice; the replay and age checks still
+        apply.
+        """
+        known: Sealed | None = self.verify_cache.decoded(frame)
+        if known is not None:
+            sender, msg_id, sent_at, kind = known.sender, known.msg_id, known.sent_at, known.kind
+        else:
+            try:
+                env = decode_envelope(frame, cache=self.verify_cache)
+            except WireError as exc:
+                self.stats["dropped_invalid"] += 1
+                log.info("%s: refused frame: %s", self.node_id[-8:], exc)
+                return Turned.REFUSED
+            sender, msg_id, sent_at, kind = env.sender, env.msg_id, env.sent_at, env.kind
         now = self.clock()
-        key = (env.sender, env.msg_id)
+        key = (sender, msg_id)
         if key in self._seen:
             self.stats["dropped_replayed"] += 1
             return Turned.DUPLICATE
-        if abs(now - env.sent_at) > self.max_message_age:
+        if abs(now - sent_at) > self.max_message_age:
             self.stats["dropped_replayed"] += 1
             log.info(
                 "%s: refused %s from %s: sent %.0fs away from now",
                 self.node_id[-8:],
-                env.kind,
-                env.sender[-8:],
-                now - env.sent_at,
+                kind,
+                sender[-8:],
+                now - sent_at,
             )
             return Turned.REFUSED
         self._remember(key, now)
+        if known is not None:
+            return [Admitted(sender, message) for message in known.messages]
         try:
-            message = decode_message(env.kind, env.body)
-        except ValidationError as exc:
+            items = unbatch(env)
+        except WireError as exc:
             self.stats["dropped_invalid"] += 1
-            log.info(
-                "%s: refused %s from %s: %s", self.node_id[-8:], env.kind, env.sender[-8:], exc
-            )
+            log.info("%s: refused batch from %s: %s", self.node_id[-8:], sender[-8:], exc)
             return Turned.REFUSED
-        return Admitted(env.sender, message)
+        admitted: list[Admitted] = []
+        for item_kind, body in items:
+            try:
+                admitted.append(Admitted(sender, decode_message(item_kind, body)))
+            except ValidationError as exc:
+                self.stats["dropped_invalid"] += 1
+                log.info(
+                    "%s: refused %s from %s: %s", self.node_id[-8:], item_kind, sender[-8:], exc
+                )
+        return admitted if admitted else Turned.REFUSED
 
     def _remember(self, key: tuple[str, bytes], now: float) -> None:
         seen = self._seen

@@ -17,6 +17,7 @@ A node is built from small parts with one job each:
 
 from __future__ import annotations
 
+import functools
 import logging
 import random
 import tempfile
@@ -61,7 +62,7 @@ from ..wire import VerifiedCache, pack, unpack
 from .clock import Clock, SystemClock
 from .driver import Driver, Fault
 from .fraud import FraudDesk
-from .gate import Admitted, InboundGate, Turned
+from .gate import InboundGate, Turned
 from .history import JobPage, JobQuery, JobRow, page_in_memory
 from .outbox import EVENT_PROTOCOL, Outbox
 from .plugins import Plugins, default_plugins
@@ -740,13 +741,16 @@ class Node(TransportHandler):
     def _receive(self, frame: bytes) -> bool:
         """Pass one event frame through the gate and feed it. False if it was refused."""
         verdict = self.gate.admit(frame)
-        if isinstance(verdict, Admitted):
-            self.driver.deliver(verdict.sender, verdict.message)
-            return True
-        return verdict is Turned.DUPLICATE
+        if isinstance(verdict, Turned):
+            return verdict is Turned.DUPLICATE
+        for admitted in verdict:
+            self.driver.deliver(admitted.sender, admitted.message)
+        return True
 
 
+@functools.cache
 def _version() -> str:
+    """The installed package's version (read once: each announcement carries it)."""
     from importlib.metadata import PackageNotFoundError, version
 
     try:

@@ -2,26 +2,38 @@
 
 A destination is a peer's node id, or ``"*"`` for a broadcast. Each has a bounded
 queue and one sender task, so a slow or dead peer never holds up the others and
-frames to one peer arrive in the order they were sent. A direct send is retried a
-few times with backoff; past that the frame is dropped and counted (the protocol's
-timers cover loss). A full queue drops new frames, also counted.
+frames to one peer arrive in the order they were sent. The sender takes every
+message waiting for its destination at once and sends them as one frame, signed
+once (a batch, :func:`~bacalhau.wire.encode_batch`): under load a node signs and
+sends far fewer frames than messages, and a lone message leaves as soon as the
+sender runs (nothing waits to fill a batch). A direct send is retried a few times
+with backoff; past that the frame is dropped and counted (the protocol's timers
+cover loss). A full queue drops new messages, also counted.
 """
 
 from __future__ import annotations
 
 import logging
-from collections import Counter
+from collections import Counter, deque
 
 import anyio
 import anyio.abc
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from ..errors import TransportError
 from ..identity import Identity
 from ..protocol.messages import Message, encode_message
 from ..transport.base import Transport
-from ..wire import VerifiedCache, encode_envelope, pack
+from ..wire import (
+    BATCH,
+    MAX_BATCH,
+    MAX_BATCH_BYTES,
+    VerifiedCache,
+    encode_batch,
+    encode_envelope,
+    pack,
+)
 from .clock import Clock
+from .gate import Sealed
 
 __all__ = ["BROADCAST", "EVENT_PROTOCOL", "Outbox"]
 
@@ -35,11 +47,33 @@ SEND_BACKOFF = (0.05, 0.25, 1.0, 0.0)
 """Pauses between the (at most four) attempts of a direct send."""
 SEND_TIMEOUT = 10.0
 OUTBOX_LIMIT = 10_000
-"""Frames queued for one destination before new ones are dropped."""
+"""Messages queued for one destination before new ones are dropped."""
+
+
+class _Box:
+    """One destination's queue: messages waiting, and a way to wake its sender."""
+
+    __slots__ = ("closed", "queue", "wake")
+
+    def __init__(self) -> None:
+        self.queue: deque[Message | _Encoded] = deque()
+        self.wake = anyio.Event()
+        self.closed = False
+
+
+class _Encoded:
+    """A message taken from the queue and encoded, that did not fit in the last batch."""
+
+    __slots__ = ("body", "entry", "kind", "message")
+
+    def __init__(self, message: Message) -> None:
+        self.message = message
+        self.kind, self.body = encode_message(message)
+        self.entry = pack([self.kind, self.body])
 
 
 class Outbox:
-    """Per-destination queues of frames, drained by one task each."""
+    """Per-destination queues of messages, drained (in batches) by one task each."""
 
     def __init__(
         self,
@@ -56,69 +90,105 @@ class Outbox:
         self.clock = clock
         self.verify_cache = verify_cache
         self.stats = stats
-        self._boxes: dict[str, MemoryObjectSendStream[bytes]] = {}
+        self._boxes: dict[str, _Box] = {}
         self._tg: anyio.abc.TaskGroup | None = None
 
     def bind(self, tg: anyio.abc.TaskGroup) -> None:
-        """Run sender tasks in ``tg`` (frames queued before this are dropped)."""
+        """Run sender tasks in ``tg`` (messages posted before this are dropped)."""
         self._tg = tg
 
     def close(self) -> None:
-        """Stop accepting frames; queued ones are abandoned."""
+        """Stop accepting messages; queued ones are abandoned."""
         self._tg = None
         for box in self._boxes.values():
-            box.close()
+            box.closed = True
+            box.queue.clear()
+            box.wake.set()
         self._boxes.clear()
 
     def post(self, to: str | None, message: Message) -> None:
-        """Sign ``message`` and queue it for node ``to`` (``None``: every node)."""
-        kind, body = encode_message(message)
-        frame, _ = encode_envelope(self.identity, kind, body, now=self.clock.now())
-        self.verify_cache.add(frame)  # nodes of this process need not check our signature
-        self.put(BROADCAST if to is None else to, frame)
-
-    def put(self, dest: str, frame: bytes) -> None:
-        """Queue ``frame`` for ``dest`` (a node id or :data:`BROADCAST`); never blocks."""
+        """Queue ``message`` for node ``to`` (``None``: every node); never blocks. It is
+        signed when its sender task takes it (with whatever else waits for ``to``)."""
+        dest = BROADCAST if to is None else to
         box = self._boxes.get(dest)
         if box is None:
             if self._tg is None:
                 return
-            send, receive = anyio.create_memory_object_stream[bytes](OUTBOX_LIMIT)
-            self._boxes[dest] = box = send
-            self._tg.start_soon(self._sender, dest, receive)
-        try:
-            box.send_nowait(frame)
-        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
-            return  # the node is stopping
-        except anyio.WouldBlock:
+            self._boxes[dest] = box = _Box()
+            self._tg.start_soon(self._sender, dest, box)
+        if len(box.queue) >= OUTBOX_LIMIT:
             self.stats["outbox_full"] += 1
             log.warning("%s: outbox to %s full; message dropped", self.node_id[-8:], dest[-8:])
+            return
+        box.queue.append(message)
+        box.wake.set()
 
-    async def _sender(self, dest: str, receive: MemoryObjectReceiveStream[bytes]) -> None:
-        """Deliver one destination's frames in order; retry direct sends a few times."""
-        async with receive:
-            async for frame in receive:
-                for attempt, backoff in enumerate(SEND_BACKOFF):
-                    try:
-                        if dest == BROADCAST:
-                            await self.transport.broadcast(frame)
-                        else:
-                            await self.transport.request(
-                                dest, pack([EVENT_PROTOCOL, frame]), timeout=SEND_TIMEOUT
-                            )
-                        break
-                    except TransportError as exc:
-                        if attempt == len(SEND_BACKOFF) - 1:
-                            self.stats["send_failed"] += 1
-                            log.info(
-                                "%s: giving up sending to %s: %s", self.node_id[-8:], dest[-8:], exc
-                            )
-                        else:
-                            self.stats["send_retried"] += 1
-                            await anyio.sleep(backoff)
-                if dest != BROADCAST and receive.statistics().current_buffer_used == 0:
+    def seal(self, batch: list[_Encoded]) -> bytes:
+        """Sign ``batch`` as one frame (remembered as signed and decoded by the
+        process's shared cache, so the nodes here neither verify nor decode it)."""
+        now = self.clock.now()
+        if len(batch) == 1:
+            one = batch[0]
+            frame, msg_id = encode_envelope(self.identity, one.kind, one.body, now=now)
+            kind = one.kind
+        else:
+            frame, msg_id = encode_batch(self.identity, [e.entry for e in batch], now=now)
+            kind = BATCH
+        messages = tuple(e.message for e in batch)
+        sealed = Sealed(
+            sender=self.node_id, msg_id=msg_id, sent_at=now, kind=kind, messages=messages
+        )
+        self.verify_cache.add(frame, sealed)
+        return frame
+
+    def _take(self, box: _Box) -> list[_Encoded]:
+        """The next batch: the oldest waiting messages, within the batch limits (one
+        that does not fit goes back to the head of the queue, encoded)."""
+        batch: list[_Encoded] = []
+        size = 0
+        queue = box.queue
+        while queue and len(batch) < MAX_BATCH:
+            head = queue.popleft()
+            encoded = head if isinstance(head, _Encoded) else _Encoded(head)
+            if batch and size + len(encoded.entry) > MAX_BATCH_BYTES:
+                queue.appendleft(encoded)
+                break
+            batch.append(encoded)
+            size += len(encoded.entry)
+        return batch
+
+    async def _sender(self, dest: str, box: _Box) -> None:
+        """Deliver one destination's messages in order, in batches; retry direct sends
+        a few times."""
+        while not box.closed:
+            if not box.queue:
+                if dest != BROADCAST:
                     # drained: retire the queue (peers' ids cost nothing to make, so a
                     # queue and a task per id ever answered would grow without bound)
-                    if self._boxes.get(dest) is not None:
-                        self._boxes.pop(dest).close()
+                    if self._boxes.get(dest) is box:
+                        del self._boxes[dest]
                     return
+                box.wake = anyio.Event()
+                await box.wake.wait()
+                continue
+            batch = self._take(box)
+            frame = self.seal(batch)
+            self.stats["frames_sent"] += 1
+            for attempt, backoff in enumerate(SEND_BACKOFF):
+                try:
+                    if dest == BROADCAST:
+                        await self.transport.broadcast(frame)
+                    else:
+                        await self.transport.request(
+                            dest, pack([EVENT_PROTOCOL, frame]), timeout=SEND_TIMEOUT
+                        )
+                    break
+                except TransportError as exc:
+                    if attempt == len(SEND_BACKOFF) - 1:
+                        self.stats["send_failed"] += len(batch)
+                        log.info(
+                            "%s: giving up sending to %s: %s", self.node_id[-8:], dest[-8:], exc
+                        )
+                    else:
+                        self.stats["send_retried"] += 1
+                        await anyio.sleep(backoff)

@@ -18,6 +18,10 @@ __all__ = ["Verifier"]
 
 class Verifier(abc.ABC):
     name: ClassVar[str]
+    reads_only: ClassVar[bool] = False
+    """True when :meth:`propose` never changes the results folder: the runner may then
+    take the results' digest (for its commitment) before proposing, on the same worker
+    thread that checks the results. False (the safe default): after proposing."""
 
     @abc.abstractmethod
     async def propose(

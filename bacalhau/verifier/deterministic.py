@@ -246,6 +246,7 @@ class DeterministicVerifier(Verifier):
     """
 
     name = "deterministic"
+    reads_only = True
 
     def __init__(self, services: object | None = None, *, identity: Identity | None = None) -> None:
         self.identity: Identity | None = identity or getattr(services, "identity", None)

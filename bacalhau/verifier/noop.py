@@ -11,6 +11,7 @@ __all__ = ["NoopVerifier"]
 
 class NoopVerifier(Verifier):
     name = "noop"
+    reads_only = True
 
     async def propose(
         self, *, job_id: str, node_id: str, results_dir: Path, requester_key: bytes
