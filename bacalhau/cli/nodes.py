@@ -82,7 +82,8 @@ async def cmd_node(ns: argparse.Namespace) -> int:
             f"{cap.gpu} GPU; {info.running} running",
             file=out,
         )
-    print(f"Executors {', '.join(info.executors)}", file=out)
+    down = f"  (no engine answers: {', '.join(info.unavailable)})" if info.unavailable else ""
+    print(f"Executors {', '.join(info.executors)}{down}", file=out)
     print(f"Storage   {', '.join(info.storage)}", file=out)
     print(f"Verifiers {', '.join(info.verifiers)}", file=out)
     print(f"Publishers {', '.join(info.publishers)}", file=out)
@@ -136,8 +137,9 @@ async def cmd_devstack(ns: argparse.Namespace) -> int:
         )
         print(f"Devstack: {ns.nodes} node(s) in one process", file=out)
         for i, node in enumerate(net.nodes):
-            executors = ", ".join(node.info().executors)
-            print(f"  node {i}: {node.node_id}  [{executors}]", file=out)
+            info = node.info()
+            down = f"; no engine answers: {', '.join(info.unavailable)}" if info.unavailable else ""
+            print(f"  node {i}: {node.node_id}  [{', '.join(info.executors)}{down}]", file=out)
         print(f"API of node 0 on {address.url}", file=out)
         print(f"  export BACALHAU_API={address}", file=out)
         print("Ctrl-C stops the devstack.", file=out, flush=True)

@@ -10,6 +10,7 @@ queue has room, data locality, and external hooks (``bacalhau.compute.hooks``).
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Protocol
@@ -36,6 +37,8 @@ __all__ = [
     "decide",
     "decide_now",
 ]
+
+log = logging.getLogger("bacalhau.compute")
 
 
 @attrs.frozen(kw_only=True)
@@ -80,6 +83,9 @@ class SupportStrategy:
     publishers: Mapping[str, Publisher]
     recheck_after: float = ENGINE_RECHECK_SECONDS
     clock: Callable[[], float] = time.monotonic
+    on_change: Callable[[], None] | None = None
+    """Called when an engine's answer differs from the one before (the node then
+    announces what it offers now)."""
     _installed: dict[str, tuple[bool, float]] = attrs.Factory(dict)
 
     async def engine_installed(self, engine: str, executor: Executor) -> bool:
@@ -87,9 +93,43 @@ class SupportStrategy:
         now = self.clock()
         known = self._installed.get(engine)
         if known is None or now - known[1] >= self.recheck_after:
-            known = (await executor.is_installed(), now)
-            self._installed[engine] = known
+            known = await self._ask(engine, executor, now)
         return known[0]
+
+    async def _ask(self, engine: str, executor: Executor, now: float) -> tuple[bool, float]:
+        before = self._installed.get(engine)
+        try:
+            answer = await executor.is_installed()
+        except Exception:  # a plugin's check that fails means "not installed"
+            log.exception("asking whether the %s engine is installed failed", engine)
+            answer = False
+        known = (answer, now)
+        self._installed[engine] = known
+        if before is not None and before[0] != known[0] and self.on_change is not None:
+            self.on_change()
+        return known
+
+    async def refresh(self) -> None:
+        """Ask every engine that can be missing (its executor has its own
+        ``is_installed``) whether it answers now."""
+        for engine, executor in list(self.executors.items()):
+            if _may_be_missing(executor):
+                await self._ask(engine, executor, self.clock())
+
+    def offered(self) -> tuple[str, ...]:
+        """The engines this node can run jobs on now, by the last answers: every
+        executor but those whose engine did not answer (or was not asked yet)."""
+        return tuple(sorted(e for e, x in self.executors.items() if self._answers(e, x)))
+
+    def unavailable(self) -> tuple[str, ...]:
+        """The node's executors whose engine does not answer (or was not asked yet)."""
+        return tuple(sorted(e for e, x in self.executors.items() if not self._answers(e, x)))
+
+    def _answers(self, engine: str, executor: Executor) -> bool:
+        if not _may_be_missing(executor):
+            return True
+        known = self._installed.get(engine)
+        return known is not None and known[0]
 
     async def decide(self, request: BidRequest) -> BidResponse:
         spec = request.spec
@@ -146,6 +186,12 @@ class SupportStrategy:
         if spec.publisher not in self.publishers:
             return BidResponse(bid=False, reason=f"no {spec.publisher!r} publisher on this node")
         return YES
+
+
+def _may_be_missing(executor: Executor) -> bool:
+    from ..executor.base import Executor
+
+    return type(executor).is_installed is not Executor.is_installed
 
 
 @attrs.define

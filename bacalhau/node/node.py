@@ -34,6 +34,7 @@ import anyio.abc
 import attrs
 
 from ..compute.bidding import (
+    ENGINE_RECHECK_SECONDS,
     BidStrategy,
     CapacityStrategy,
     DataLocalityStrategy,
@@ -278,6 +279,7 @@ class Node(TransportHandler):
         self.runner: ExecutionRunner
         self.capacity: Capacity
         self.strategies: list[BidStrategy] = []
+        self.support: SupportStrategy
         self.started = anyio.Event()
         self._stopped = False  # set for good once the node has begun to stop
         from ..live.node import NodeWatch
@@ -386,6 +388,7 @@ class Node(TransportHandler):
                 self.watch.register()
                 await tg.start(self.transport.run, self)
                 await tg.start(self.watch.run)
+                await tg.start(self._watch_engines)
                 tg.start_soon(self._announce_loop)
                 self.started.set()
                 if self.store is not None:
@@ -432,15 +435,14 @@ class Node(TransportHandler):
             limits=compute.limits,
             sign=self.identity.sign,
         )
-        self.strategies = [
-            SupportStrategy(
-                executors=self.plugins.executors,
-                storage=self.plugins.storage,
-                verifiers=self.plugins.verifiers,
-                publishers=self.plugins.publishers,
-            ),
-            CapacityStrategy(self.capacity),
-        ]
+        self.support = SupportStrategy(
+            executors=self.plugins.executors,
+            storage=self.plugins.storage,
+            verifiers=self.plugins.verifiers,
+            publishers=self.plugins.publishers,
+            on_change=self._mark_dirty,
+        )
+        self.strategies = [self.support, CapacityStrategy(self.capacity)]
         if compute.data_locality in ("local", "nearby"):
             self.strategies.append(
                 DataLocalityStrategy(self.plugins.storage, mode=compute.data_locality)
@@ -638,7 +640,8 @@ class Node(TransportHandler):
         p = self.plugins
         return NodeInfo(
             node_id=self.node_id,
-            executors=tuple(sorted(p.executors)),
+            executors=self.support.offered(),
+            unavailable=self.support.unavailable(),
             verifiers=tuple(sorted(p.verifiers)),
             publishers=tuple(sorted(p.publishers)),
             storage=tuple(sorted(p.storage)),
@@ -656,7 +659,8 @@ class Node(TransportHandler):
         compute = self.compute_config
         return NodeInfo(
             node_id=self.node_id,
-            executors=tuple(sorted(p.executors)),
+            executors=self.support.offered(),
+            unavailable=self.support.unavailable(),
             verifiers=tuple(sorted(p.verifiers)),
             publishers=tuple(sorted(p.publishers)),
             storage=tuple(sorted(p.storage)),
@@ -698,6 +702,19 @@ class Node(TransportHandler):
 
     def _mark_dirty(self) -> None:
         self._dirty.set()
+
+    async def _watch_engines(
+        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Ask the engines whether they answer before the first announcement, then every
+        ``ENGINE_RECHECK_SECONDS``: the node offers (and lists) an engine only while it
+        answers, and announces as soon as that changes."""
+        await self.support.refresh()
+        task_status.started()
+        while True:
+            with self.clock.wake_at(self.clock.now() + ENGINE_RECHECK_SECONDS):
+                await anyio.sleep_forever()
+            await self.support.refresh()
 
     async def _announce_loop(self) -> None:
         """Announce on start, when what we offer changes (at most every MIN_GAP), and on
