@@ -184,6 +184,20 @@ def check_unix_socket(host: str, *, timeout: float = 5.0) -> None:
         probe.connect(path)
 
 
+def ping_unix_socket(host: str, *, timeout: float = 5.0) -> bool:
+    """Whether the engine at the ``unix://`` ``host`` answers ``GET /_ping`` with 200."""
+    path = host[len("unix://") :]
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+            probe.settimeout(timeout)
+            probe.connect(path)
+            probe.sendall(b"GET /_ping HTTP/1.0\r\nHost: docker\r\n\r\n")
+            status = probe.recv(64)
+    except OSError:
+        return False
+    return status.split(b" ", 2)[1:2] == [b"200"]
+
+
 def _mib(size: int) -> str:
     return f"{size / (1024 * 1024):g} MiB"
 
@@ -539,7 +553,12 @@ class DockerExecutor(Executor):
         return await anyio.to_thread.run_sync(fn, *args)
 
     async def is_installed(self) -> bool:
-        """True when a Docker engine answers a ping (the node offers docker only then)."""
+        """True when a Docker engine answers a ping (the node offers docker only then).
+
+        Before the first job, an engine on a unix socket is pinged without building a
+        Docker client (the node asks every few seconds; a client costs tens of ms)."""
+        if self._engine is None and self.host.startswith("unix://"):
+            return await anyio.to_thread.run_sync(ping_unix_socket, self.host)
         try:
             engine = await self._connect()
             await self._call(engine.ping)
