@@ -19,10 +19,11 @@ import attrs
 import msgpack
 import pytest
 
-from bacalhau.cid import cid_str, split_cid, to_cid
+from bacalhau.cid import RAW, cid_str, make_cid, split_cid, to_cid
 from bacalhau.errors import BlockNotFound, PeerUnreachable, StorageError
 from bacalhau.identity import Identity
 from bacalhau.models import StorageSpec
+from bacalhau.node.clock import VirtualClock
 from bacalhau.publisher.ipfs import IpfsPublisher
 from bacalhau.storage.ipfs import (
     BlockService,
@@ -37,7 +38,7 @@ from bacalhau.storage.ipfs import (
 )
 from bacalhau.storage.ipfs.exchange import pack_want_reply
 from bacalhau.storage.ipfs.flow import FlowWindow
-from bacalhau.storage.ipfs.records import ProviderRecords
+from bacalhau.storage.ipfs.records import ProviderRecords, Reprovider
 
 Handler = Callable[[str, bytes], Awaitable[bytes]]
 
@@ -54,6 +55,8 @@ class Hub:
     wanted: dict[str, list[bytes]] = attrs.Factory(dict)
     # cancel this scope once that many "want" replies have been delivered (a killed fetch)
     kill_after: tuple[int, anyio.CancelScope] | None = None
+    # set (and replaced) whenever a request is made
+    asked: anyio.Event = attrs.Factory(anyio.Event)
 
 
 @attrs.define
@@ -90,6 +93,8 @@ class FakeServices:
             raise PeerUnreachable(f"{peer_id} is unreachable")
         op, cids = msgpack.unpackb(payload)
         hub.requests.append((self.node_id, peer_id, op))
+        hub.asked.set()
+        hub.asked = anyio.Event()
         if op == "want":
             hub.wanted.setdefault(self.node_id, []).extend(cids)
         with anyio.fail_after(timeout):
@@ -521,3 +526,71 @@ async def test_streaming_export_bounds_what_the_fetch_stores(
     # it stopped near the bound, plus what was in flight, not at the whole 12 MiB
     assert 100_000 < b.stats["bytes_fetched"] <= 7 * 1024 * 1024
     assert sum(b.store.size(k) for k in b.store.all_cids()) <= 8 * 1024 * 1024
+
+
+def test_reprovider_hands_out_due_roots_in_bounded_rounds() -> None:
+    roots = [make_cid(b"root %d" % i, codec=RAW, version=1) for i in range(6)]
+    rep = Reprovider(interval=100.0, max_roots=5, batch=2)
+    for i, root in enumerate(roots):
+        rep.provided(root, float(i))
+    assert len(rep) == 5 and roots[0] not in rep  # the one provided longest ago went
+    assert rep.next_at() == 101.0
+    assert rep.due(100.5) == []
+    assert rep.due(103.0) == [roots[1], roots[2]]  # most overdue first, two a round
+    rep.provided(roots[1], 103.0)
+    rep.drop(roots[2])
+    assert rep.due(103.0) == [roots[3]]
+    assert rep.next_at() == 103.0
+    with pytest.raises(ValueError, match="positive"):
+        Reprovider(interval=0)
+
+
+@pytest.mark.anyio
+async def test_provided_roots_are_announced_again_before_records_lapse(tmp_path: Path) -> None:
+    hub, (a, b, c) = make_nodes(tmp_path, 3)
+    clock = VirtualClock(start=1000.0)
+    b.clock = clock
+    records_now = [0.0]
+    c.records.clock = lambda: records_now[0]
+    cid = await add_bytes(a.store, payload_bytes(300_000))
+    await b.fetch_dag(cid)  # b announces it now holds the DAG
+    assert c.records.providers(cid) == ["node-1"]
+
+    def announced_by_b() -> int:
+        return sum(1 for who, _, op in hub.requests if who == "node-1" and op == "announce")
+
+    async def until(predicate: Callable[[], bool]) -> None:
+        with anyio.fail_after(10):
+            while not predicate():
+                await hub.asked.wait()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(b.reprovide)
+        first = announced_by_b()
+        for round_ in range(1, 4):  # three intervals: c's record never lapses
+            records_now[0] += b.reprovide_interval
+            clock.advance(b.reprovide_interval)
+            want = first + 2 * round_  # to a and to c
+            await until(lambda: announced_by_b() >= want)  # noqa: B023
+            for _ in range(1000):  # the round ends without threads: a few checkpoints
+                if b.stats["reprovided"] == round_:
+                    break
+                await anyio.lowlevel.checkpoint()
+            assert b.stats["reprovided"] == round_
+            assert c.records.providers(cid) == ["node-1"]
+        assert b.stats["reprovided"] == 3
+        # b loses the DAG (garbage collected): it stops announcing it
+        b.store.delete(cid)
+        clock.advance(b.reprovide_interval)
+        with anyio.fail_after(10):
+            while b.stats["reprovide_dropped"] < 1:
+                await anyio.sleep(0.01)  # the check runs on a worker thread: nothing to await
+        assert cid not in b.reprovider
+        count = announced_by_b()
+        clock.advance(10 * b.reprovide_interval)
+        for _ in range(100):
+            await anyio.lowlevel.checkpoint()
+        assert announced_by_b() == count
+        tg.cancel_scope.cancel()
+    records_now[0] += c.records.ttl + 1
+    assert c.records.providers(cid) == []  # and c's record of it lapses

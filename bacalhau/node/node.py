@@ -384,6 +384,9 @@ class Node(TransportHandler):
                 if self.disk is not None:
                     configure_publishers(self, self.disk)
                     tg.start_soon(run_disk_retention, self, self.disk)
+                if self.plugins.blocks is not None:
+                    self.plugins.blocks.clock = self.clock
+                    tg.start_soon(self.plugins.blocks.reprovide)
                 tg.start_soon(self.driver.timers.run)
                 self.watch.register()
                 await tg.start(self.transport.run, self)

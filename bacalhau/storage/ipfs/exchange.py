@@ -40,10 +40,11 @@ from __future__ import annotations
 import collections
 import contextlib
 import logging
+import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from time import monotonic
-from typing import Any
+from typing import Any, Protocol
 
 import anyio
 import anyio.to_thread
@@ -65,7 +66,12 @@ from .blockstore import BlockStore
 from .dagpb import decode_node
 from .exchange_wire import pack_want_reply, parse_want_reply
 from .flow import FlowWindow
-from .records import DEFAULT_PROVIDER_TTL, ProviderRecords
+from .records import (
+    DEFAULT_PROVIDER_TTL,
+    DEFAULT_REPROVIDE_INTERVAL,
+    ProviderRecords,
+    Reprovider,
+)
 
 __all__ = ["PROTOCOL", "BlockService", "pack_want_reply"]
 
@@ -89,6 +95,22 @@ ABSORB_THREADS = 2
 GIL, so two keep two cores busy; more only contend)."""
 GUESS_SIZE = 256 * 1024
 """Assumed size of a block whose size no parent told us."""
+ANNOUNCE_BATCH = 16
+"""Most roots in one announcement (a peer records at most this many from one)."""
+
+
+class _Clock(Protocol):
+    def now(self) -> float: ...
+
+    def wake_at(self, at: float) -> anyio.CancelScope: ...
+
+
+class _WallClock:
+    def now(self) -> float:
+        return time.time()
+
+    def wake_at(self, at: float) -> anyio.CancelScope:
+        return anyio.move_on_after(max(0.0, at - time.time()))
 
 
 def _pack(value: Any) -> bytes:
@@ -176,8 +198,12 @@ class BlockService:
     request_timeout: float = attrs.field(default=30.0, kw_only=True)
     discovery_timeout: float = attrs.field(default=5.0, kw_only=True)
     provider_ttl: float = attrs.field(default=DEFAULT_PROVIDER_TTL, kw_only=True)
+    reprovide_interval: float = attrs.field(default=DEFAULT_REPROVIDE_INTERVAL, kw_only=True)
     stats: collections.Counter[str] = attrs.field(factory=collections.Counter, init=False)
     records: ProviderRecords = attrs.field(init=False)
+    reprovider: Reprovider = attrs.field(init=False)
+    clock: _Clock = attrs.field(factory=_WallClock, kw_only=True)
+    """Time for re-announcing (the node passes its own, virtual in tests)."""
     _arrived: anyio.Event = attrs.field(factory=anyio.Event, init=False)
     _absorbing: anyio.CapacityLimiter = attrs.field(
         factory=lambda: anyio.CapacityLimiter(ABSORB_THREADS), init=False
@@ -189,6 +215,9 @@ class BlockService:
 
     def __attrs_post_init__(self) -> None:
         self.records = ProviderRecords(ttl=self.provider_ttl, max_roots=MAX_PROVIDER_ROOTS)
+        self.reprovider = Reprovider(
+            interval=self.reprovide_interval, max_roots=MAX_PROVIDER_ROOTS, batch=ANNOUNCE_BATCH
+        )
 
     def register(self) -> None:
         """Serve this node's blocks to peers (called once when the node starts)."""
@@ -218,7 +247,7 @@ class BlockService:
             self.stats["blocks_served"] += len(blocks)
             return pack_want_reply(blocks, missing)
         if op == "announce":
-            for cid in cids[:16]:
+            for cid in cids[:ANNOUNCE_BATCH]:
                 self.records.add(cid, peer_id)
             return _pack(True)
         self.stats["refused_requests"] += 1
@@ -243,9 +272,13 @@ class BlockService:
     # --- providers ----------------------------------------------------------------------
 
     async def announce(self, cid: AnyCid) -> int:
-        """Tell every peer this node provides ``cid``; return how many heard it."""
-        raw = to_cid(cid)
-        payload = _pack(["announce", [raw]])
+        """Tell every peer this node provides ``cid``; return how many heard it. The
+        root is announced again every ``reprovide_interval`` while it is held here
+        (see :meth:`reprovide`)."""
+        return await self._announce([to_cid(cid)])
+
+    async def _announce(self, roots: list[bytes]) -> int:
+        payload = _pack(["announce", roots])
         heard = 0
 
         async def tell(peer: str) -> None:
@@ -254,11 +287,42 @@ class BlockService:
                 await self.services.request(peer, PROTOCOL, payload, timeout=self.discovery_timeout)
                 heard += 1
 
+        now = self.clock.now()
+        for root in roots:
+            self.reprovider.provided(root, now)
         async with anyio.create_task_group() as tg:
             for peer in sorted(self.services.peers()):
                 tg.start_soon(tell, peer)
-        self.stats["announced"] += 1
+        self.stats["announced"] += len(roots)
         return heard
+
+    async def reprovide(self) -> None:
+        """Announce again, for as long as the node runs, every root this node
+        provides, before the peers' records of it lapse; a root no longer wholly
+        held here is dropped instead. At most ``ANNOUNCE_BATCH`` roots a round, in
+        one message to each peer."""
+        while True:
+            roots = self.reprovider.due(self.clock.now())
+            if roots:
+                held = await anyio.to_thread.run_sync(self._held, roots)
+                for root in set(roots) - set(held):
+                    self.reprovider.drop(root)
+                    self.stats["reprovide_dropped"] += 1
+                if held:
+                    with anyio.move_on_after(self.discovery_timeout + 1):
+                        await self._announce(held)
+                    for root in held:  # even if the round timed out: due again later
+                        self.reprovider.provided(root, self.clock.now())
+                    self.stats["reprovided"] += len(held)
+                continue
+            at = self.reprovider.next_at()
+            with self.clock.wake_at(
+                at if at is not None else self.clock.now() + self.reprovider.interval
+            ):
+                await anyio.sleep_forever()
+
+    def _held(self, roots: list[bytes]) -> list[bytes]:
+        return [root for root in roots if self.store.has_dag(root)]
 
     async def find_providers(
         self,

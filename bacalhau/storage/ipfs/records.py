@@ -10,6 +10,12 @@ lifetime (a peer's word is untrusted), it only refreshes the record.
 
 Pure bookkeeping with an injectable clock (no I/O), so expiry is tested without
 waiting.
+
+The other side is :class:`Reprovider`: the roots this node itself provides and
+when each must be announced again, so that its peers' records of it are
+refreshed before they lapse (every ``interval``, half the default record
+lifetime), bounded in roots and in roots per round. It takes ``now`` as an
+argument and does no I/O; the block service's loop does the announcing.
 """
 
 from __future__ import annotations
@@ -22,10 +28,13 @@ import attrs
 
 from ...cid import AnyCid, split_cid, to_cid
 
-__all__ = ["DEFAULT_PROVIDER_TTL", "ProviderRecords"]
+__all__ = ["DEFAULT_PROVIDER_TTL", "DEFAULT_REPROVIDE_INTERVAL", "ProviderRecords", "Reprovider"]
 
 DEFAULT_PROVIDER_TTL = 3600.0
 """Seconds a provider record lives after its last announcement."""
+DEFAULT_REPROVIDE_INTERVAL = DEFAULT_PROVIDER_TTL / 2
+"""Seconds between two announcements of one root this node provides: half a
+record's default lifetime, so one lost announcement does not let a record lapse."""
 
 
 @attrs.define(kw_only=True)
@@ -104,3 +113,55 @@ class ProviderRecords:
     def __len__(self) -> int:
         """Number of (root, provider) records held, expired ones included until pruned."""
         return sum(len(p) for p in self._records.values())
+
+
+@attrs.define
+class Reprovider:
+    """The roots this node provides, and when each is next due to be announced.
+
+    Args:
+        interval: seconds from one announcement of a root to the next.
+        max_roots: most roots kept; providing one more forgets the one provided
+            longest ago.
+        batch: most roots handed out by one :meth:`due` (one announcement round).
+    """
+
+    interval: float = attrs.field(default=DEFAULT_REPROVIDE_INTERVAL, kw_only=True)
+    max_roots: int = attrs.field(default=4096, kw_only=True)
+    batch: int = attrs.field(default=16, kw_only=True)
+    _due: collections.OrderedDict[bytes, float] = attrs.field(
+        factory=collections.OrderedDict, init=False
+    )
+
+    def __attrs_post_init__(self) -> None:
+        if self.interval <= 0 or self.max_roots < 1 or self.batch < 1:
+            raise ValueError("interval, max_roots and batch must be positive")
+
+    def provided(self, cid: AnyCid, now: float) -> None:
+        """``cid`` was announced at ``now``: due again ``interval`` later."""
+        raw = to_cid(cid)
+        self._due.pop(raw, None)
+        self._due[raw] = now + self.interval
+        while len(self._due) > self.max_roots:
+            self._due.popitem(last=False)
+
+    def drop(self, cid: AnyCid) -> None:
+        """Stop announcing ``cid`` (this node no longer holds it)."""
+        self._due.pop(to_cid(cid), None)
+
+    def due(self, now: float) -> list[bytes]:
+        """Up to ``batch`` roots due at ``now``, the most overdue first. They stay due
+        until :meth:`provided` (announced) or :meth:`drop` is called for them."""
+        ready = [(at, cid) for cid, at in self._due.items() if at <= now]
+        ready.sort()
+        return [cid for _, cid in ready[: self.batch]]
+
+    def next_at(self) -> float | None:
+        """When the next root falls due; None when none is provided."""
+        return min(self._due.values(), default=None)
+
+    def __contains__(self, cid: object) -> bool:
+        return to_cid(cid) in self._due
+
+    def __len__(self) -> int:
+        return len(self._due)
