@@ -75,7 +75,7 @@ def test_no_server_errors_and_answers_match_the_document(api_schema: object, mod
 
         @hypothesis.given(case=strategy)
         @hypothesis.settings(
-            max_examples=40,
+            max_examples=20,
             deadline=None,
             derandomize=True,
             database=None,

@@ -20,7 +20,7 @@ from bacalhau.wire import encode_envelope
 
 pytestmark = pytest.mark.slow
 TARGETS = Path(__file__).parent / "fuzz" / "atheris_targets.py"
-RUNS = 30_000
+RUNS = 10_000
 
 
 def seeds(target: str) -> list[bytes]:
