@@ -1,9 +1,16 @@
 """``bacalhau verify RECEIPT``: check a job's receipt offline by re-running the job here;
 ``bacalhau receipt JOB``: fetch a completed job's receipt from its requester node.
 
-Exit codes: 0 the re-run matches the receipt; 1 mismatch (or a changed receipt);
-2 the receipt cannot be checked here (not a receipt, or a job that cannot re-run
-offline).
+Exit codes of ``verify``: 0 the re-run matches the receipt; 1 mismatch (or a changed
+receipt); 2 the receipt cannot be checked here (not a receipt, or a job that cannot
+re-run here: the reason says what is missing, such as an input's blocks or a Docker
+engine).
+
+Inputs by CID come from ``--car FILE`` (``bacalhau data export CID``) or, with
+``--inputs-from NODE``, from a node's API (every block is checked against its CID, so
+the node need not be trusted). URL inputs are fetched; ``--allow-url-network`` opens a
+private range to them. A Docker job marked deterministic re-runs on the engine at
+``DOCKER_HOST``.
 """
 
 from __future__ import annotations
@@ -32,20 +39,53 @@ def add_verify_parser(subparsers: Any, api: argparse.ArgumentParser) -> argparse
     r.set_defaults(func=receipt_command)
     p: argparse.ArgumentParser = subparsers.add_parser(
         "verify",
-        help="check a job receipt offline by re-running the job (WASM)",
+        help="check a job receipt offline by re-running the job (WASM, noop, deterministic Docker)",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("receipt", help="the receipt file (JSON), or - for standard input")
+    p.add_argument(
+        "--car",
+        dest="cars",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="a CAR file holding inputs the job reads by CID (repeatable)",
+    )
+    p.add_argument(
+        "--inputs-from",
+        default=None,
+        metavar="HOST:PORT",
+        help="fetch inputs by CID missing from the CAR files from this node's API "
+        "(token: --api-token or $BACALHAU_API_TOKEN)",
+    )
+    p.add_argument(
+        "--api-token",
+        default=None,
+        metavar="TOKEN",
+        help="bearer token for --inputs-from (default $BACALHAU_API_TOKEN)",
+    )
+    p.add_argument(
+        "--allow-url-network",
+        dest="allow_url_networks",
+        action="append",
+        default=[],
+        metavar="CIDR",
+        help="let URL inputs reach this non-public network (repeatable)",
+    )
     p.set_defaults(func=verify_command)
     return p
 
 
 async def verify_command(ns: argparse.Namespace) -> int:
+    import contextlib
+
     import anyio.to_thread
 
     from ..errors import BacalhauError
+    from ..limits import JobLimits
     from ..node.receipt import Receipt, verify_receipt
+    from ..node.rerun import Sources
 
     try:
         if ns.receipt == "-":
@@ -53,7 +93,19 @@ async def verify_command(ns: argparse.Namespace) -> int:
         else:
             text = await anyio.to_thread.run_sync(Path(ns.receipt).read_text)
         receipt = Receipt.from_json(text)
-        ok, what = await verify_receipt(receipt)
+        async with contextlib.AsyncExitStack() as stack:
+            fetch = None
+            if ns.inputs_from:
+                from ..api.client import Client
+
+                client = await stack.enter_async_context(Client(ns.inputs_from, token=ns.api_token))
+                fetch = client.export_car
+            sources = Sources(
+                cars=tuple(Path(c) for c in ns.cars),
+                fetch=fetch,
+                limits=JobLimits(url_allow_networks=tuple(ns.allow_url_networks)),
+            )
+            ok, what = await verify_receipt(receipt, sources)
     except (BacalhauError, OSError, UnicodeDecodeError) as exc:
         print(f"cannot check {ns.receipt}: {exc}", file=sys.stderr)
         return EXIT_UNCHECKED

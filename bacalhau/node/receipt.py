@@ -9,16 +9,14 @@ results digests: a match means these are the results the spec gives; a mismatch
 means the receipt (or the results it vouches for) is false.
 
 Only jobs that re-run to the same results can be checked this way (WASM and noop
-jobs, with inline inputs and module offline; a Docker job marked deterministic
-needs an engine).
+jobs, and Docker jobs marked deterministic where an engine answers); inputs by CID
+come from CAR files or a node, URL inputs are fetched (:mod:`bacalhau.node.rerun`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import tempfile
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -30,11 +28,12 @@ from ..errors import BacalhauError, JobNotFound, ValidationError, VerificationEr
 from ..identity import verify_signature
 from ..models import JobSpec, JobState
 from ..verifier.fraud import SignedCommitment
+from .rerun import Sources, rerun_in_scratch
 
 if TYPE_CHECKING:
     from .node import Node
 
-__all__ = ["Receipt", "receipt_of", "rerun_offline", "verify_receipt"]
+__all__ = ["Receipt", "check_signatures", "receipt_of", "verify_receipt"]
 
 _DOMAIN = "bacalhau/receipt/v1"
 
@@ -139,53 +138,27 @@ def check_signatures(receipt: Receipt) -> None:
             raise VerificationError("tampered: the worker committed to other results")
 
 
-async def rerun_offline(job_id: str, spec: JobSpec, root: Path) -> bytes:
-    """Run ``spec`` here, with no network: its canonical results digest.
-
-    Raises:
-        BacalhauError: the job cannot run offline (its executor or an input needs more).
-    """
-    from ..compute.capacity import Capacity, ComputeConfig
-    from ..compute.runner import ExecutionRunner
-    from ..executor.noop import NoopExecutor
-    from ..executor.wasm import WasmExecutor
-    from ..storage.inline import InlineStorage
-    from .fraud import rerun_digest
-
-    if not spec.rerunnable:
-        raise BacalhauError(f"a {spec.engine.type} job not marked deterministic cannot be re-run")
-    compute = ComputeConfig()
-
-    def feed(_: Any) -> None:
-        return None
-
-    runner = ExecutionRunner(
-        node_id="local",
-        root=root,
-        executors={"wasm": WasmExecutor(), "noop": NoopExecutor()},
-        storage={"inline": InlineStorage()},
-        verifiers={},
-        publishers={},
-        capacity=Capacity(compute.capacity, compute.max_executions, compute.queue_size),
-        feed=feed,
-    )
-    return await rerun_digest(runner, job_id, spec)
-
-
-async def verify_receipt(receipt: Receipt) -> tuple[bool, str]:
+async def verify_receipt(receipt: Receipt, sources: Sources | None = None) -> tuple[bool, str]:
     """(match, what was found): signatures, then a local re-run compared by digest.
 
+    Args:
+        receipt: the receipt to check.
+        sources: where the re-run may take the job's inputs (:mod:`bacalhau.node.rerun`).
+
     Raises:
-        BacalhauError: the job cannot be re-run here (neither match nor mismatch).
+        BacalhauError: the job cannot be re-run here (neither match nor mismatch);
+            :class:`~bacalhau.node.rerun.CannotRerun` says what is missing.
     """
     try:
         check_signatures(receipt)
     except VerificationError as exc:
         return False, str(exc)
-    with tempfile.TemporaryDirectory(prefix="bacalhau-verify-") as tmp:
-        digest = await rerun_offline(receipt.job_id, receipt.spec, Path(tmp))
+    digest = await rerun_in_scratch(receipt.job_id, receipt.spec, sources)
     if digest.hex() != receipt.results_digest:
-        return False, f"mismatch: re-running gives {digest.hex()}, the receipt says " + (
-            receipt.results_digest
+        what = (
+            f"mismatch: re-running gives {digest.hex()}, the receipt says {receipt.results_digest}"
         )
+        if any(i.source.type == "url" and not i.source.checksum for i in receipt.spec.inputs):
+            what += " (the job reads URLs without a checksum: their content may have changed)"
+        return False, what
     return True, f"match: re-running gives the receipt's results ({digest.hex()[:16]}...)"
