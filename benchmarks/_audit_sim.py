@@ -12,7 +12,13 @@ Three measurements (``run(quick)``):
 * jobs until a node lying on 10% of its jobs is caught (p = 0.1), over many seeds;
 * 9 nodes, 3 colluders agreeing on one wrong answer, p = 0.1: wrong results accepted,
   how many of them after the colluder that produced them was caught (0 by design:
-  its bids are refused), colluders caught, honest nodes wrongly branded.
+  its bids are refused), colluders caught, honest nodes wrongly branded; once with a
+  requester that settles disagreements by re-running the job itself (the default,
+  ``RequesterConfig.audit_recheck``) and once with one that cannot (a third node
+  breaks ties: the residual risk of framing).
+
+A requester's own re-run (``RecheckJob``) is answered with the true digest and
+counted as one execution.
 """
 
 from __future__ import annotations
@@ -25,8 +31,8 @@ from typing import Any
 from bacalhau.commitment import Commitment
 from bacalhau.identity import Identity
 from bacalhau.models import Deal, ExecutionState, JobSpec, JobState
-from bacalhau.protocol.commands import Command, Send
-from bacalhau.protocol.events import MessageReceived, ProposalOpened, SubmitJob
+from bacalhau.protocol.commands import Command, RecheckJob, Send
+from bacalhau.protocol.events import MessageReceived, ProposalOpened, RecheckDone, SubmitJob
 from bacalhau.protocol.messages import BidAccepted, BidPlaced
 from bacalhau.protocol.requester import RequesterConfig, RequesterState
 
@@ -35,6 +41,7 @@ LIE = Commitment.of(results_digest=b"l" * 32, exit_code=0, stdout="41", stderr="
 NODES = [Identity.from_seed(bytes([i + 2]) * 32).node_id for i in range(9)]
 REQ = Identity.from_seed(b"\x01" * 32).node_id
 CONFIG = RequesterConfig(bid_timeout=2.0, bid_window=0.0)
+NO_RECHECK = RequesterConfig(bid_timeout=2.0, bid_window=0.0, audit_recheck=False)
 
 
 def audit_spec(p: float, min_bids: int) -> JobSpec:
@@ -60,6 +67,9 @@ def run_job(
             if isinstance(c, Send) and isinstance(c.message, BidAccepted):
                 queue.append(c.message.node_id)
                 started += 1
+            elif isinstance(c, RecheckJob):  # the requester's own run: the truth
+                queue.append("")
+                started += 1
 
     for node in bidders:
         now += 0.001
@@ -69,6 +79,9 @@ def run_job(
     while queue:
         node = queue.pop(0)
         now += 0.001
+        if not node:
+            take(state.handle(RecheckDone(job_id, TRUE.results_digest), now))
+            continue
         c = answer(node)
         take(
             state.handle(
@@ -142,23 +155,25 @@ def detection(seeds: int, p: float, f: float, cap: int) -> dict[str, Any]:
     }
 
 
-def colluders(jobs: int, seeds: int, p: float) -> dict[str, Any]:
+def colluders(jobs: int, seeds: int, p: float, config: RequesterConfig = CONFIG) -> dict[str, Any]:
     """9 nodes, 3 colluders always agreeing on one wrong answer, random choice."""
     spec = audit_spec(p, 0)  # the first bidder works; later bids wait as auditors
     bad = set(NODES[:3])
     totals = {"wrong_accepted": 0, "wrong_accepted_after_caught": 0, "colluders_caught": 0}
-    totals |= {"honest_branded": 0, "failed": 0, "jobs": jobs * seeds}
+    totals |= {"honest_branded": 0, "failed": 0, "jobs": jobs * seeds, "executions": 0}
+    totals["requester_reruns"] = config.audit_recheck
     for seed in range(seeds):
-        state = RequesterState(REQ, bytes(32), config=CONFIG, rng=random.Random(seed))
+        state = RequesterState(REQ, bytes(32), config=config, rng=random.Random(seed))
         order = random.Random(seed + 1)
         caught: set[str] = set()
         for i in range(jobs):
             bidders = NODES[:]
             order.shuffle(bidders)
             before = {n for n in bad if state.reputation.get(n, {}).get("fraud")}
-            _, accepted = run_job(
+            started, accepted = run_job(
                 state, f"j-{i}", spec, bidders, lambda n: LIE if n in bad else TRUE
             )
+            totals["executions"] += started
             if not accepted:
                 totals["failed"] += 1
             for n in accepted:
@@ -181,9 +196,11 @@ def run(quick: bool) -> dict[str, Any]:
     cost = compute_cost(200 if quick else 2000, seed=1)
     det = detection(100 if quick else 1000, 0.1, 0.1, 600)
     col = colluders(100 if quick else 200, 5 if quick else 20, 0.1)
+    col_tie = colluders(100 if quick else 200, 5 if quick else 20, 0.1, NO_RECHECK)
     return {
         "cost": cost,
         "detection": det,
         "colluders": col,
+        "colluders_tie_breaker": col_tie,
         "seconds": time.perf_counter() - start,
     }

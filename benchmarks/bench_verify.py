@@ -236,20 +236,33 @@ def print_audit(audit: dict[str, Any]) -> None:
         )
     )
     print()
+    rows = []
+    for c in (col, audit["colluders_tie_breaker"]):
+        rows.append(
+            (
+                "re-runs it itself" if c["requester_reruns"] else "a third node decides",
+                str(c["wrong_accepted"]),
+                str(c["wrong_accepted_after_caught"]),
+                f"{c['colluders_caught']}/{c['colluders']}",
+                str(c["honest_branded"]),
+                str(c["failed"]),
+                f"{c['executions'] / c['jobs']:.3f}x",
+            )
+        )
     print(
         table(
             f"9 nodes, 3 colluders, audits at p={col['p']}, "
             f"{col['jobs']} jobs over {col['seeds']} seeds",
-            [
-                (
-                    str(col["wrong_accepted"]),
-                    str(col["wrong_accepted_after_caught"]),
-                    f"{col['colluders_caught']}/{col['colluders']}",
-                    str(col["honest_branded"]),
-                    str(col["failed"]),
-                )
-            ],
-            ("wrong accepted", "after caught", "colluders caught", "honest branded", "failed"),
+            rows,
+            (
+                "on a disagreement the requester",
+                "wrong accepted",
+                "after caught",
+                "colluders caught",
+                "honest branded",
+                "failed",
+                "compute",
+            ),
         )
     )
     print()

@@ -14,9 +14,22 @@ from bacalhau.commitment import Commitment
 from bacalhau.errors import ValidationError
 from bacalhau.identity import Identity
 from bacalhau.models import ExecutionState
-from bacalhau.protocol.audit import wants_audit
-from bacalhau.protocol.commands import Command, FraudFound, Send
-from bacalhau.protocol.events import MessageReceived, ProposalOpened, SubmitJob
+from bacalhau.protocol.audit import pending_rechecks, wants_audit
+from bacalhau.protocol.commands import (
+    Command,
+    Dropped,
+    FraudFound,
+    RecheckJob,
+    ReputationChanged,
+    Send,
+)
+from bacalhau.protocol.events import (
+    MessageReceived,
+    ProofJudged,
+    ProposalOpened,
+    RecheckDone,
+    SubmitJob,
+)
 from bacalhau.protocol.messages import BidAccepted, BidPlaced, BidRejected
 from bacalhau.protocol.requester import RequesterState
 from bacalhau.testing.malicious import rigged
@@ -26,7 +39,9 @@ REQ = Identity.from_seed(b"\x01" * 32).node_id
 NODES = [Identity.from_seed(bytes([i + 2]) * 32).node_id for i in range(4)]
 TRUE = Commitment.of(results_digest=b"t" * 32, exit_code=0, stdout="42", stderr="", cid=None)
 LIE = Commitment.of(results_digest=b"l" * 32, exit_code=0, stdout="41", stderr="", cid=None)
-CONFIG = RequesterConfig(bid_timeout=2.0, bid_window=0.0, audit_first=1)
+CONFIG = RequesterConfig(bid_timeout=2.0, bid_window=0.0, audit_first=1, audit_recheck=False)
+"""A requester that cannot re-run jobs itself: a third node breaks ties."""
+SELF_CHECK = attrs.evolve(CONFIG, audit_recheck=True)
 
 
 def spec(p: float = 0.0) -> JobSpec:
@@ -63,6 +78,9 @@ class Harness:
             job_id=job_id, node_id=node, digest=commitment.results_digest, commitment=commitment
         )
         return self.state.handle(event, self.tick())
+
+    def rechecked(self, job_id: str, digest: bytes | None, error: str = "") -> list[Command]:
+        return self.state.handle(RecheckDone(job_id, digest, error), self.tick())
 
 
 def test_a_lying_worker_is_caught_and_its_result_never_accepted() -> None:
@@ -114,6 +132,98 @@ def test_a_lying_auditor_is_the_one_caught() -> None:
     assert h.state.reputation[auditor]["fraud"] == 1
     assert h.state.reputation[worker]["fraud"] == 0
     assert [c.cheater for c in out if isinstance(c, FraudFound)] == [auditor]
+
+
+def test_the_requesters_own_rerun_settles_a_disagreement_without_a_third_node() -> None:
+    h = Harness(seed=1, config=SELF_CHECK)
+    worker = h.submit("j-1", spec())
+    (auditor,) = accepted(h.propose("j-1", worker, LIE))
+    out = h.propose("j-1", auditor, TRUE)
+    assert accepted(out) == []  # no tie-breaker is asked
+    assert RecheckJob("j-1", spec()) in out
+    assert not any(isinstance(c, RecheckJob) for c in h.propose("j-1", auditor, TRUE))  # once
+    out = h.rechecked("j-1", TRUE.results_digest)
+    job = h.state.jobs["j-1"]
+    assert [e.node_id for e in job.in_state(X.RESULTS_ACCEPTED)] == [auditor]
+    assert FraudFound("j-1", worker, (auditor,)) in out
+    assert h.state.reputation[worker]["fraud"] == 1
+    assert job.audit is not None and job.audit.recheck == TRUE.results_digest.hex()
+    assert any(e.kind == "audit_recheck" for e in job.history)
+
+
+def colluders_against_an_honest_auditor(config: RequesterConfig) -> tuple[Harness, str, str]:
+    """The worker and every node it could get as tie-breaker collude (they all say LIE);
+    only the auditor is honest. Returns (harness, worker, auditor)."""
+    h = Harness(seed=3, config=config)
+    worker = h.submit("j-1", spec())
+    (auditor,) = accepted(h.propose("j-1", worker, LIE))
+    for breaker in accepted(h.propose("j-1", auditor, TRUE)):  # the tie-breaker, if asked
+        h.propose("j-1", breaker, LIE)
+    return h, worker, auditor
+
+
+def test_colluders_frame_an_honest_auditor_only_where_the_requester_cannot_rerun() -> None:
+    """Two colluders outvote an honest auditor when a third node breaks the tie (the
+    residual risk); a requester that re-runs the job itself is not fooled."""
+    h, worker, auditor = colluders_against_an_honest_auditor(CONFIG)
+    assert h.state.reputation[auditor]["fraud"] == 1  # framed
+    assert h.state.reputation.get(worker, Counter())["fraud"] == 0
+    h, worker, auditor = colluders_against_an_honest_auditor(SELF_CHECK)
+    out = h.rechecked("j-1", TRUE.results_digest)
+    job = h.state.jobs["j-1"]
+    assert h.state.reputation.get(auditor, Counter())["fraud"] == 0
+    assert h.state.reputation[worker]["fraud"] == 1
+    assert [e.node_id for e in job.in_state(X.RESULTS_ACCEPTED)] == [auditor]
+    assert [c.cheater for c in out if isinstance(c, FraudFound)] == [worker]
+    assert job.count(X.ACCEPTED, X.PROPOSED) == 0  # no tie-breaker ever ran
+
+
+def test_a_requester_that_cannot_rerun_falls_back_to_a_tie_breaker() -> None:
+    for digest, error in ((None, "no wasm executor here"), (b"n" * 32, "")):
+        h = Harness(seed=2, config=SELF_CHECK)
+        worker = h.submit("j-1", spec())
+        (auditor,) = accepted(h.propose("j-1", worker, LIE))
+        h.propose("j-1", auditor, TRUE)
+        (breaker,) = accepted(h.rechecked("j-1", digest, error))  # matches neither / cannot
+        assert breaker not in (worker, auditor)
+        h.propose("j-1", breaker, TRUE)
+        assert h.state.reputation[worker]["fraud"] == 1
+        job = h.state.jobs["j-1"]
+        assert job.audit is not None and job.audit.recheck.startswith("cannot")
+
+
+def test_a_rerun_no_audit_waits_for_is_dropped_and_a_restart_asks_again() -> None:
+    h = Harness(seed=4, config=SELF_CHECK)
+    out = h.rechecked("j-none", TRUE.results_digest)
+    assert len(out) == 1 and isinstance(out[0], Dropped)
+    worker = h.submit("j-1", spec())
+    (auditor,) = accepted(h.propose("j-1", worker, TRUE))
+    h.propose("j-1", auditor, LIE)
+    assert pending_rechecks(h.state) == [RecheckJob("j-1", spec())]
+    h.rechecked("j-1", TRUE.results_digest)
+    assert pending_rechecks(h.state) == []
+    assert h.state.reputation[auditor]["fraud"] == 1
+    assert isinstance(h.rechecked("j-1", TRUE.results_digest)[0], Dropped)  # once only
+
+
+def test_fraud_proof_verdicts_change_reputation_through_the_state_machine() -> None:
+    state = RequesterState(REQ, bytes(32), config=CONFIG, rng=random.Random(0))
+    sender, cheater = NODES[0], NODES[1]
+    out = state.handle(ProofJudged("j-1", sender, cheater, "fraud", "p1"), 0.0)
+    assert out == [ReputationChanged(cheater, "fraud")]
+    assert state.reputation[cheater]["fraud"] == 1
+    out = state.handle(ProofJudged("j-2", sender, cheater, "false", "p2"), 0.0)
+    assert out == [ReputationChanged(sender, "false_proof")]
+    out = state.handle(ProofJudged("j-3", NODES[2], "", "refused"), 0.0)
+    assert out == [ReputationChanged(NODES[2], "forged_proof")]
+    for verdict in ("inconclusive", "unchecked"):
+        assert state.handle(ProofJudged("j-4", sender, NODES[3], verdict), 0.0) == []
+    assert state.handle(ProofJudged("j-5", sender, REQ, "fraud"), 0.0) == []  # never itself
+    assert REQ not in state.reputation
+    # a node judged a cheat by a proof is refused like one caught by an audit
+    state.handle(SubmitJob("j-6", spec(), peers=4), 0.0)
+    out = state.handle(MessageReceived(cheater, BidPlaced("j-6")), 0.1)
+    assert any(isinstance(c, Send) and isinstance(c.message, BidRejected) for c in out)
 
 
 def test_after_the_first_jobs_audits_follow_the_probability() -> None:
@@ -171,6 +281,7 @@ async def test_on_a_network_a_liar_is_caught_and_its_result_never_reported() -> 
                 caught = True
                 break
         assert caught
+        assert node.stats["audit_rechecks"] >= 1  # the requester settled it by its own run
         after = await node.run_job(attrs.evolve(job, deal=Deal(min_bids=2)), timeout=60)
     assert after.ok
     assert liar not in {e.node_id for e in after.executions}

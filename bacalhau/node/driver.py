@@ -31,6 +31,7 @@ import attrs
 from ..compute.bidding import BidRequest, BidResponse, BidStrategy, decide, decide_now
 from ..errors import VerificationError
 from ..identity import Identity
+from ..protocol import audit
 from ..protocol import commands as c
 from ..protocol.compute import ComputeJobState, ComputeState
 from ..protocol.events import (
@@ -41,9 +42,11 @@ from ..protocol.events import (
     ExecutionDone,
     ExecutionErrored,
     MessageReceived,
+    ProofJudged,
     ProposalOpened,
     PublishDone,
     PublishErrored,
+    RecheckDone,
     SubmitJob,
     TimerFired,
 )
@@ -72,7 +75,7 @@ __all__ = ["COMPUTE_EVENTS", "REQUESTER_EVENTS", "Driver", "Fault"]
 
 log = logging.getLogger("bacalhau.node")
 
-REQUESTER_EVENTS = (SubmitJob, CancelJob, ProposalOpened, BidReviewed)
+REQUESTER_EVENTS = (SubmitJob, CancelJob, ProposalOpened, BidReviewed, RecheckDone, ProofJudged)
 """Local events for the requester side."""
 COMPUTE_EVENTS = (BidDecided, ExecutionDone, ExecutionErrored, PublishDone, PublishErrored)
 """Local events for the compute side."""
@@ -184,6 +187,7 @@ class Driver:
         )
         commands = [
             *self.requester.recover(now),
+            *audit.pending_rechecks(self.requester),
             *self.compute.recover(now, results_kept=kept),
         ]
         if self.store is not None:  # recovery moved executions that died to failed
@@ -341,6 +345,14 @@ class Driver:
         elif isinstance(cmd, c.FraudFound):
             if self.fraud is not None:
                 self._spawn(self.fraud.report, cmd)
+        elif isinstance(cmd, c.RecheckJob):
+            if self.fraud is not None:
+                self._spawn(self.fraud.recheck, cmd)
+            else:
+                self.feed(RecheckDone(cmd.job_id, None, "this node has no fraud desk"))
+        elif isinstance(cmd, c.ReputationChanged):
+            if self.store is not None:
+                self.store.save_reputation(cmd.node_id, self.requester.reputation[cmd.node_id])
         elif isinstance(cmd, c.Dropped):
             self.stats["dropped_forged" if cmd.forged else "dropped"] += 1
             level = logging.WARNING if cmd.forged else logging.DEBUG

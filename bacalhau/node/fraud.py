@@ -1,15 +1,18 @@
-"""The node's fraud desk: it sends fraud proofs for audits it caught, and checks others'.
+"""The node's fraud desk: it sends fraud proofs for audits it caught, checks others',
+and re-runs jobs its requester's audits need settled.
 
 - :meth:`FraudDesk.remember` keeps the signed commitments of the proposals this node
   opened as a requester (bounded, oldest forgotten).
 - :meth:`FraudDesk.report` (on the requester's ``FraudFound``) builds the proof from
   them, signs it and broadcasts a ``FraudReport``.
 - :meth:`FraudDesk.receive` checks a proof: signatures first (a forged or empty proof
-  is refused and counted against the node that sent it, ``forged_proof``), then a
-  local re-run of the job, one at a time. A proof that holds records a fraud against
-  the cheater, so this node's requester stops choosing it; a false one (the accused
-  node's results reproduce) is counted against its sender (``false_proof``), which
-  this node then stops choosing too.
+  is ``refused``), then a local re-run of the job, one at a time (``fraud``: the
+  witnesses' results reproduce; ``false``: the accused node's do). It changes no
+  state of the requester: the verdict goes to the requester's state machine as a
+  ``ProofJudged`` event, which records the fraud against the cheater (so this node
+  stops choosing it) or counts a refused or false proof against its sender.
+- :meth:`FraudDesk.recheck` re-runs a job for the requester's own audit
+  (``RecheckJob`` -> ``RecheckDone``).
 """
 
 from __future__ import annotations
@@ -26,15 +29,15 @@ import anyio.to_thread
 import attrs
 
 from ..errors import BacalhauError, VerificationError
+from ..protocol.events import Event, ProofJudged, RecheckDone
 from ..protocol.messages import FraudReport, Message
 from ..verifier.fraud import FraudProof, SignedCommitment, check_signatures, judge, proof_id
 
 if TYPE_CHECKING:
     from ..compute.runner import ExecutionRunner
     from ..identity import Identity
-    from ..protocol.commands import FraudFound
+    from ..protocol.commands import FraudFound, RecheckJob
     from ..protocol.requester import RequesterState
-    from .store import StateStore
 
 __all__ = ["FraudDesk", "rerun_digest"]
 
@@ -53,12 +56,15 @@ async def rerun_digest(runner: ExecutionRunner, job_id: str, spec: object) -> by
     assert isinstance(spec, JobSpec)
     runner.root.mkdir(parents=True, exist_ok=True)
     folder = Path(tempfile.mkdtemp(prefix="recheck-", dir=runner.root))
+    runner.removing.add(folder.name)  # busy: not swept, and waited for when stopping
     try:
         digest = (await runner.produce(job_id, spec, folder, digest=True)).digest
         assert digest is not None
         return digest
     finally:
-        await anyio.to_thread.run_sync(remove_tree, folder)
+        with anyio.CancelScope(shield=True):  # cancelled or not, the folder goes
+            await anyio.to_thread.run_sync(remove_tree, folder)
+        runner.removing.discard(folder.name)
 
 
 @attrs.define
@@ -68,8 +74,9 @@ class FraudDesk:
     requester: RequesterState
     post: Callable[[str | None, Message], None]
     stats: Counter[str]
+    feed: Callable[[Event], None]
+    """Hands the verdicts to the state machines (the driver's ``feed``)."""
     runner: ExecutionRunner | None = None
-    store: StateStore | None = None
     signed: OrderedDict[tuple[str, str], SignedCommitment] = attrs.Factory(OrderedDict)
     verdicts: dict[str, str] = attrs.Factory(dict)
     """Proof id -> verdict (``fraud``, ``false``, ``inconclusive``, ``forged: ...``)."""
@@ -83,11 +90,19 @@ class FraudDesk:
         while len(self.signed) > KEEP:
             self.signed.popitem(last=False)
 
-    def _count(self, node_id: str, outcome: str) -> None:
-        record = self.requester.reputation.setdefault(node_id, Counter())
-        record[outcome] += 1
-        if self.store is not None:
-            self.store.save_reputation(node_id, record)
+    async def recheck(self, cmd: RecheckJob) -> None:
+        """Re-run ``cmd``'s job here for the requester's audit; feed ``RecheckDone``."""
+        if self.runner is None:
+            self.feed(RecheckDone(cmd.job_id, None, "this node cannot run jobs"))
+            return
+        try:
+            digest = await rerun_digest(self.runner, cmd.job_id, cmd.spec)
+        except BacalhauError as exc:
+            self.stats["audit_rechecks_failed"] += 1
+            self.feed(RecheckDone(cmd.job_id, None, f"cannot re-run it here: {exc}"))
+            return
+        self.stats["audit_rechecks"] += 1
+        self.feed(RecheckDone(cmd.job_id, digest))
 
     def build(self, cmd: FraudFound) -> FraudProof | None:
         """The signed proof for ``cmd``, or None when a signed commitment is missing
@@ -117,7 +132,8 @@ class FraudDesk:
         self.post(None, FraudReport(cmd.job_id, proof.encode()))
 
     async def receive(self, sender: str, message: FraudReport) -> str:
-        """Check a proof from ``sender``; returns the verdict (also in :attr:`verdicts`)."""
+        """Check a proof from ``sender``; feed the verdict as ``ProofJudged`` and return it
+        (also kept in :attr:`verdicts`)."""
         try:
             proof = FraudProof.decode(message.proof)
             if proof.job_id != message.job_id:
@@ -128,8 +144,8 @@ class FraudDesk:
             cheated, witnessed = check_signatures(proof, sender=sender)
         except VerificationError as exc:
             self.stats["fraud_proofs_refused"] += 1
-            self._count(sender, "forged_proof")
             log.warning("%s: refused a fraud proof from %s: %s", self.node_id[-8:], sender, exc)
+            self.feed(ProofJudged(message.job_id, sender, "", "refused"))
             return f"refused: {exc}"
         if self.runner is None or self._pending >= MAX_PENDING:
             self.stats["fraud_proofs_unchecked"] += 1
@@ -148,9 +164,6 @@ class FraudDesk:
         verdict = judge(cheated, witnessed, digest)
         self.verdicts[pid] = verdict
         self.stats[f"fraud_proofs_{verdict}"] += 1
-        if verdict == "fraud":
-            self._count(proof.cheater.node_id, "fraud")
-        elif verdict == "false":
-            self._count(sender, "false_proof")
         log.info("%s: fraud proof %s from %s: %s", self.node_id[-8:], pid, sender, verdict)
+        self.feed(ProofJudged(proof.job_id, sender, proof.cheater.node_id, verdict, pid))
         return verdict

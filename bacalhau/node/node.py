@@ -461,6 +461,7 @@ class Node(TransportHandler):
             requester=self.requester,
             post=self.outbox.post,
             stats=self.stats,
+            feed=self.driver.feed,
             runner=self.runner,
         )
         self.driver.capacity = self.capacity
@@ -469,7 +470,6 @@ class Node(TransportHandler):
         if self.durable:
             self.store = StateStore(self.data_dir / "state.db")
             self.driver.store = self.store
-            self.driver.fraud.store = self.store
             private_files(self.data_dir, "state.db", "state.db-wal", "state.db-shm")
             self._restore(self.store)
 

@@ -11,13 +11,22 @@ selected" exactly as they are without an audit.
 
 - The auditor's proposal agrees with the worker's: the worker's results are accepted
   and it alone publishes them; the auditor is released without blame.
-- They disagree: a third node (again drawn at random, neither of the two) re-runs the
-  job. The two that agree win and publish; the odd one out is rejected and recorded
-  as a fraud (``reputation[node]["fraud"]``), and a :class:`FraudFound` command tells
-  the node to build, sign and gossip a fraud proof. A node with a recorded fraud is
-  never chosen again by this requester. Three different results fail the job.
+- They disagree: the requester re-runs the job itself (:class:`RecheckJob`, answered
+  by :class:`RecheckDone`; ``RequesterConfig.audit_recheck``) and believes its own
+  digest: the node whose results it reproduces wins and publishes, the other is
+  rejected and recorded as a fraud (``reputation[node]["fraud"]``), and a
+  :class:`FraudFound` command tells the node to build, sign and gossip a fraud proof.
+  Two colluders cannot outvote an honest node here. Only when the requester cannot
+  re-run the job (or its run matches neither) does a third node (drawn at random,
+  neither of the two) break the tie: the two that agree win, the odd one out is the
+  fraud. A node with a recorded fraud is never chosen again by this requester. Three
+  different results fail the job.
 - No node left to audit: the worker's results stand, unaudited (the history says so).
   No node left to break a tie: the job fails, blaming no one.
+
+Fraud proofs that other nodes send are checked off the machine (the node's fraud
+desk re-runs the job); their verdicts come back as :class:`ProofJudged` events and
+:func:`handle` alone turns them into reputation (:class:`ReputationChanged`).
 
 Auditable jobs are those :attr:`~bacalhau.models.JobSpec.rerunnable` (WASM, noop, or
 marked deterministic by the submitter); the spec refuses an audit of any other job.
@@ -32,7 +41,16 @@ import attrs
 
 from ..models import ExecutionState
 from ..models import JobState as S
-from .commands import Command, FraudFound, Send, SetTimer
+from .commands import (
+    Command,
+    Dropped,
+    FraudFound,
+    RecheckJob,
+    ReputationChanged,
+    Send,
+    SetTimer,
+)
+from .events import ProofJudged, RecheckDone
 from .messages import ResultsAccepted, ResultsRejected
 from .timers import JobAction, RequesterTimer, TimerKey
 
@@ -41,11 +59,24 @@ if TYPE_CHECKING:
 
     from .requester import Execution, RequesterJob, RequesterState
 
-__all__ = ["AUDIT", "AuditRecord", "decide", "is_cheater", "wants_audit"]
+__all__ = [
+    "AUDIT",
+    "EVENTS",
+    "AuditRecord",
+    "decide",
+    "handle",
+    "is_cheater",
+    "pending_rechecks",
+    "wants_audit",
+]
 
 X = ExecutionState
 AUDIT = "audit"
 """The verifier name that asks for audits."""
+ASKED = "asked"
+EVENTS = (RecheckDone, ProofJudged)
+"""The events :func:`handle` takes (the requester routes them here)."""
+_PROOF_OUTCOME = {"fraud": "fraud", "false": "false_proof", "refused": "forged_proof"}
 
 
 @attrs.define(kw_only=True)
@@ -59,6 +90,9 @@ class AuditRecord:
     outcome: str = ""
     """``""`` until decided; then ``unaudited``, ``matched``, ``fraud`` or ``undecided``."""
     cheater: str = ""
+    recheck: str = ""
+    """The requester's own re-run: ``""`` not asked, ``asked``, the hex digest it gave,
+    or ``cannot: <why>``."""
 
 
 def wants_audit(
@@ -157,7 +191,9 @@ def decide(req: RequesterState, job: RequesterJob, now: float, out: list[Command
         req._note(job, now, "audit_passed", record.worker, "", out)
         _conclude(req, job, winners=[worker], released=others, now=now, out=out)
         return
-    if len(others) == 1:  # one against one: a third run decides
+    if len(others) == 1:  # one against one: the requester's own run, else a third node
+        if _settle_here(req, job, record, worker, others[0], now, out):
+            return
         if _recheck(req, job, record, now, out):
             return
         record.outcome = "undecided"
@@ -174,16 +210,99 @@ def decide(req: RequesterState, job: RequesterJob, now: float, out: list[Command
         record.outcome = "undecided"
         _fail(req, job, "audit: three different results, no majority", now, out)
         return
+    why = "audit: results differ from those of the nodes that re-ran the job (fraud recorded)"
+    _convict(req, job, record, cheaters, winners, released, why, now, out)
+
+
+def _convict(
+    req: RequesterState,
+    job: RequesterJob,
+    record: AuditRecord,
+    cheaters: list[Execution],
+    winners: list[Execution],
+    released: Sequence[Execution],
+    why: str,
+    now: float,
+    out: list[Command],
+) -> None:
+    """Reject ``cheaters`` as frauds (each a :class:`FraudFound`), accept ``winners``."""
     record.outcome = "fraud"
     for ex in cheaters:
         record.cheater = record.cheater or ex.node_id
         req._count(ex.node_id, "fraud")
-        why = "audit: results differ from those of the nodes that re-ran the job (fraud recorded)"
         req._reject_results(job, ex, why, now, out)
         req._note(job, now, "fraud", ex.node_id, why, out)
         witnesses = [w.node_id for w in (*winners, *released)]
         out.append(FraudFound(job_id=job.job_id, cheater=ex.node_id, witnesses=tuple(witnesses)))
     _conclude(req, job, winners=winners, released=released, now=now, out=out)
+
+
+def _settle_here(
+    req: RequesterState,
+    job: RequesterJob,
+    record: AuditRecord,
+    worker: Execution,
+    auditor: Execution,
+    now: float,
+    out: list[Command],
+) -> bool:
+    """Settle a disagreement with the requester's own re-run; False: a third node must."""
+    if not req.config.audit_recheck or record.recheck.startswith("cannot"):
+        return False
+    if record.recheck == "":
+        record.recheck = ASKED
+        out.append(RecheckJob(job.job_id, job.spec))
+        what = f"{auditor.node_id} disagrees with {worker.node_id}: the requester re-runs the job"
+        req._note(job, now, "audit_recheck", req.node_id, what, out)
+        return True
+    if record.recheck == ASKED:
+        return True  # its answer is on the way
+    mine = bytes.fromhex(record.recheck)
+    worker_ok, auditor_ok = (
+        e.commitment is not None and e.commitment.results_digest == mine for e in (worker, auditor)
+    )
+    if worker_ok == auditor_ok:  # matches neither (or both, with other commitments)
+        record.recheck = "cannot: the requester's own run matches " + (
+            "both" if worker_ok else "neither"
+        )
+        req._note(job, now, "audit_recheck", req.node_id, record.recheck, out)
+        return False
+    cheat, honest = (auditor, worker) if worker_ok else (worker, auditor)
+    why = "audit: results differ from the requester's own re-run of the job (fraud recorded)"
+    _convict(req, job, record, [cheat], [honest], (), why, now, out)
+    return True
+
+
+def handle(req: RequesterState, event: RecheckDone | ProofJudged, now: float) -> list[Command]:
+    """The requester's own re-run came back, or the fraud desk judged a proof."""
+    out: list[Command] = []
+    if isinstance(event, ProofJudged):
+        outcome = _PROOF_OUTCOME.get(event.verdict)
+        node = event.cheater if event.verdict == "fraud" else event.sender
+        if outcome is not None and node != req.node_id:  # never brands itself
+            req._count(node, outcome)
+            out.append(ReputationChanged(node, outcome))
+        return out
+    job = req.jobs.get(event.job_id)
+    record = job.audit if job is not None else None
+    if job is None or record is None or record.recheck != ASKED or job.state is not S.RUNNING:
+        return [Dropped(f"a re-run of {event.job_id} that no audit waits for")]
+    if event.digest is None:
+        record.recheck = f"cannot: {event.error or 'no reason given'}"[:300]
+        req._note(job, now, "audit_recheck", req.node_id, record.recheck, out)
+    else:
+        record.recheck = event.digest.hex()
+    req._progress(job, now, out)  # nothing runs: this decides
+    return out
+
+
+def pending_rechecks(req: RequesterState) -> list[Command]:
+    """After a restart: ask again for the re-runs that audits were waiting for."""
+    return [
+        RecheckJob(job.job_id, job.spec)
+        for job in req.jobs.values()
+        if job.audit is not None and job.audit.recheck == ASKED and job.state is S.RUNNING
+    ]
 
 
 def _fail(req: RequesterState, job: RequesterJob, why: str, now: float, out: list[Command]) -> None:

@@ -20,8 +20,11 @@ __all__ = [
     "DiscardResults",
     "Dropped",
     "EvaluateBid",
+    "FraudFound",
     "JobChanged",
     "PublishResults",
+    "RecheckJob",
+    "ReputationChanged",
     "ReviewBid",
     "RunExecution",
     "Send",
@@ -139,6 +142,24 @@ class FraudFound:
     witnesses: tuple[str, ...]
 
 
+@attrs.frozen
+class RecheckJob:
+    """Requester: re-run ``spec`` here (same job id) to settle an audit in which the
+    worker and the auditor disagree; answer with ``RecheckDone`` (a digest, or why not)."""
+
+    job_id: str
+    spec: JobSpec
+
+
+@attrs.frozen
+class ReputationChanged:
+    """Requester: ``node_id``'s record changed outside any job of this node (a fraud
+    proof was judged): save it."""
+
+    node_id: str
+    outcome: str
+
+
 Command = (
     Broadcast
     | Send
@@ -153,4 +174,6 @@ Command = (
     | JobChanged
     | Dropped
     | FraudFound
+    | RecheckJob
+    | ReputationChanged
 )

@@ -17,9 +17,11 @@ __all__ = [
     "ExecutionDone",
     "ExecutionErrored",
     "MessageReceived",
+    "ProofJudged",
     "ProposalOpened",
     "PublishDone",
     "PublishErrored",
+    "RecheckDone",
     "SubmitJob",
     "TimerFired",
 ]
@@ -121,6 +123,35 @@ class PublishErrored:
     reason: str
 
 
+@attrs.frozen
+class RecheckDone:
+    """Requester: this node re-ran ``job_id`` for its audit (``RecheckJob``): the canonical
+    results ``digest``, or None and ``error`` saying why it could not."""
+
+    job_id: str
+    digest: bytes | None
+    error: str = ""
+
+
+PROOF_VERDICTS = ("fraud", "false", "refused", "inconclusive", "unchecked")
+"""What checking a fraud proof can find (:class:`ProofJudged`)."""
+
+
+@attrs.frozen
+class ProofJudged:
+    """The node's fraud desk checked a fraud proof ``sender`` sent about ``cheater`` (the
+    node it accuses) in ``job_id``: ``verdict`` is one of :data:`PROOF_VERDICTS`
+    (``fraud``: the re-run matched the witnesses; ``false``: it matched the accused;
+    ``refused``: forged or proving nothing; ``inconclusive`` / ``unchecked``: no verdict).
+    The requester's machine decides what that does to reputation."""
+
+    job_id: str
+    sender: str
+    cheater: str
+    verdict: str
+    proof_id: str = ""
+
+
 Event = (
     SubmitJob
     | CancelJob
@@ -133,4 +164,6 @@ Event = (
     | ExecutionErrored
     | PublishDone
     | PublishErrored
+    | RecheckDone
+    | ProofJudged
 )

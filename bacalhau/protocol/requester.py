@@ -1,13 +1,12 @@
 """The requester's state machine: custodian of the jobs submitted to this node.
 
-Pure: :meth:`RequesterState.handle` takes an event and the time and returns
-commands. It never awaits, sleeps, reads a clock or touches a socket; all
-randomness comes from the ``rng`` it is given. Transitions are data
-(:data:`JOB_TRANSITIONS`, :data:`EXECUTION_TRANSITIONS`); an illegal move is a
-bug and raises :class:`~bacalhau.errors.IllegalTransition`. Untrusted input
-that does not fit the job's state (a duplicate, a late or forged message) is
-never an illegal move: it becomes a :class:`Dropped` command, or a polite
-rejection.
+Pure: :meth:`RequesterState.handle` takes an event and the time and returns commands.
+It never awaits, sleeps, reads a clock or touches a socket; all randomness comes from
+the ``rng`` it is given. Transitions are data (:data:`JOB_TRANSITIONS`,
+:data:`EXECUTION_TRANSITIONS`); an illegal move is a bug and raises
+:class:`~bacalhau.errors.IllegalTransition`. Untrusted input that does not fit the
+job's state (a duplicate, a late or forged message) is never an illegal move: it
+becomes a :class:`Dropped` command, or a polite rejection.
 
 The lifecycle of one job:
 
@@ -265,6 +264,8 @@ class RequesterState(Scheduling):
         """Feed one event; return what to do. Never raises on untrusted input."""
         if isinstance(event, SubmitJob):
             return self._submit(event, now)
+        if isinstance(event, audit.EVENTS):  # an audit's own re-run; a fraud proof judged
+            return audit.handle(self, event, now)
         out: list[Command] = []
         if isinstance(event, MessageReceived) and isinstance(event.message, NodeAnnounced):
             try:

@@ -43,6 +43,10 @@ class RequesterConfig:
             (same protocol as the compute side's probes, see ``bacalhau.compute.hooks``).
         audit: the least audit probability of ``audit`` jobs (a job may ask for more).
         audit_first: how many of a node's first ``audit`` jobs are always audited.
+        audit_recheck: when a worker and its auditor disagree, this node first re-runs the
+            job itself (``RecheckJob``) and believes its own digest, so colluders cannot
+            outvote an honest node here; only when it cannot (no executor, inputs out of
+            reach, its run matches neither) does a third node break the tie.
     """
 
     bid_timeout: float = 10.0
@@ -61,6 +65,7 @@ class RequesterConfig:
     acceptance_probe_timeout: float = 5.0
     audit: float = 0.0
     audit_first: int = 3
+    audit_recheck: bool = True
 
     @selection.validator
     def _check_selection(self, attribute: object, value: str) -> None:
