@@ -80,7 +80,7 @@ def run_job(
         node = queue.pop(0)
         now += 0.001
         if not node:
-            take(state.handle(RecheckDone(job_id, TRUE.results_digest), now))
+            take(state.handle(RecheckDone(job_id=job_id, digest=TRUE.results_digest), now))
             continue
         c = answer(node)
         take(

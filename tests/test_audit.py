@@ -80,7 +80,9 @@ class Harness:
         return self.state.handle(event, self.tick())
 
     def rechecked(self, job_id: str, digest: bytes | None, error: str = "") -> list[Command]:
-        return self.state.handle(RecheckDone(job_id, digest, error), self.tick())
+        return self.state.handle(
+            RecheckDone(job_id=job_id, digest=digest, error=error), self.tick()
+        )
 
 
 def test_a_lying_worker_is_caught_and_its_result_never_accepted() -> None:
@@ -145,7 +147,7 @@ def test_the_requesters_own_rerun_settles_a_disagreement_without_a_third_node() 
     out = h.rechecked("j-1", TRUE.results_digest)
     job = h.state.jobs["j-1"]
     assert [e.node_id for e in job.in_state(X.RESULTS_ACCEPTED)] == [auditor]
-    assert FraudFound("j-1", worker, (auditor,)) in out
+    assert FraudFound(job_id="j-1", cheater=worker, witnesses=(auditor,)) in out
     assert h.state.reputation[worker]["fraud"] == 1
     assert job.audit is not None and job.audit.recheck == TRUE.results_digest.hex()
     assert any(e.kind == "audit_recheck" for e in job.history)
@@ -209,19 +211,33 @@ def test_a_rerun_no_audit_waits_for_is_dropped_and_a_restart_asks_again() -> Non
 def test_fraud_proof_verdicts_change_reputation_through_the_state_machine() -> None:
     state = RequesterState(REQ, bytes(32), config=CONFIG, rng=random.Random(0))
     sender, cheater = NODES[0], NODES[1]
-    out = state.handle(ProofJudged("j-1", sender, cheater, "fraud", "p1"), 0.0)
+    out = state.handle(
+        ProofJudged(job_id="j-1", sender=sender, cheater=cheater, verdict="fraud"), 0.0
+    )
     assert out == [ReputationChanged(cheater, "fraud")]
     assert state.reputation[cheater]["fraud"] == 1
-    out = state.handle(ProofJudged("j-2", sender, cheater, "false", "p2"), 0.0)
+    out = state.handle(
+        ProofJudged(job_id="j-2", sender=sender, cheater=cheater, verdict="false"), 0.0
+    )
     assert out == [ReputationChanged(sender, "false_proof")]
-    out = state.handle(ProofJudged("j-3", NODES[2], "", "refused"), 0.0)
+    out = state.handle(
+        ProofJudged(job_id="j-3", sender=NODES[2], cheater="", verdict="refused"), 0.0
+    )
     assert out == [ReputationChanged(NODES[2], "forged_proof")]
     for verdict in ("inconclusive", "unchecked"):
-        assert state.handle(ProofJudged("j-4", sender, NODES[3], verdict), 0.0) == []
-    assert state.handle(ProofJudged("j-5", sender, REQ, "fraud"), 0.0) == []  # never itself
+        assert (
+            state.handle(
+                ProofJudged(job_id="j-4", sender=sender, cheater=NODES[3], verdict=verdict), 0.0
+            )
+            == []
+        )
+    assert (
+        state.handle(ProofJudged(job_id="j-5", sender=sender, cheater=REQ, verdict="fraud"), 0.0)
+        == []
+    )  # never itself
     assert REQ not in state.reputation
     # a node judged a cheat by a proof is refused like one caught by an audit
-    state.handle(SubmitJob("j-6", spec(), peers=4), 0.0)
+    state.handle(SubmitJob(job_id="j-6", spec=spec(), peers=4), 0.0)
     out = state.handle(MessageReceived(cheater, BidPlaced("j-6")), 0.1)
     assert any(isinstance(c, Send) and isinstance(c.message, BidRejected) for c in out)
 

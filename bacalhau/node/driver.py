@@ -349,7 +349,9 @@ class Driver:
             if self.fraud is not None:
                 self._spawn(self.fraud.recheck, cmd)
             else:
-                self.feed(RecheckDone(cmd.job_id, None, "this node has no fraud desk"))
+                self.feed(
+                    RecheckDone(job_id=cmd.job_id, digest=None, error="this node has no fraud desk")
+                )
         elif isinstance(cmd, c.ReputationChanged):
             if self.store is not None:
                 self.store.save_reputation(cmd.node_id, self.requester.reputation[cmd.node_id])

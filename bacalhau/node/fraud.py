@@ -93,16 +93,20 @@ class FraudDesk:
     async def recheck(self, cmd: RecheckJob) -> None:
         """Re-run ``cmd``'s job here for the requester's audit; feed ``RecheckDone``."""
         if self.runner is None:
-            self.feed(RecheckDone(cmd.job_id, None, "this node cannot run jobs"))
+            self.feed(
+                RecheckDone(job_id=cmd.job_id, digest=None, error="this node cannot run jobs")
+            )
             return
         try:
             digest = await rerun_digest(self.runner, cmd.job_id, cmd.spec)
         except BacalhauError as exc:
             self.stats["audit_rechecks_failed"] += 1
-            self.feed(RecheckDone(cmd.job_id, None, f"cannot re-run it here: {exc}"))
+            self.feed(
+                RecheckDone(job_id=cmd.job_id, digest=None, error=f"cannot re-run it here: {exc}")
+            )
             return
         self.stats["audit_rechecks"] += 1
-        self.feed(RecheckDone(cmd.job_id, digest))
+        self.feed(RecheckDone(job_id=cmd.job_id, digest=digest))
 
     def build(self, cmd: FraudFound) -> FraudProof | None:
         """The signed proof for ``cmd``, or None when a signed commitment is missing
@@ -145,7 +149,9 @@ class FraudDesk:
         except VerificationError as exc:
             self.stats["fraud_proofs_refused"] += 1
             log.warning("%s: refused a fraud proof from %s: %s", self.node_id[-8:], sender, exc)
-            self.feed(ProofJudged(message.job_id, sender, "", "refused"))
+            self.feed(
+                ProofJudged(job_id=message.job_id, sender=sender, cheater="", verdict="refused")
+            )
             return f"refused: {exc}"
         if self.runner is None or self._pending >= MAX_PENDING:
             self.stats["fraud_proofs_unchecked"] += 1
@@ -165,5 +171,13 @@ class FraudDesk:
         self.verdicts[pid] = verdict
         self.stats[f"fraud_proofs_{verdict}"] += 1
         log.info("%s: fraud proof %s from %s: %s", self.node_id[-8:], pid, sender, verdict)
-        self.feed(ProofJudged(proof.job_id, sender, proof.cheater.node_id, verdict, pid))
+        self.feed(
+            ProofJudged(
+                job_id=proof.job_id,
+                sender=sender,
+                cheater=proof.cheater.node_id,
+                verdict=verdict,
+                proof_id=pid,
+            )
+        )
         return verdict

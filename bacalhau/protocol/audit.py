@@ -286,7 +286,7 @@ def handle(req: RequesterState, event: RecheckDone | ProofJudged, now: float) ->
     job = req.jobs.get(event.job_id)
     record = job.audit if job is not None else None
     if job is None or record is None or record.recheck != ASKED or job.state is not S.RUNNING:
-        return [Dropped(f"a re-run of {event.job_id} that no audit waits for")]
+        return [Dropped(reason=f"a re-run of {event.job_id} that no audit waits for")]
     if event.digest is None:
         record.recheck = f"cannot: {event.error or 'no reason given'}"[:300]
         req._note(job, now, "audit_recheck", req.node_id, record.recheck, out)

@@ -123,7 +123,7 @@ class PublishErrored:
     reason: str
 
 
-@attrs.frozen
+@attrs.frozen(kw_only=True)
 class RecheckDone:
     """Requester: this node re-ran ``job_id`` for its audit (``RecheckJob``): the canonical
     results ``digest``, or None and ``error`` saying why it could not."""
@@ -137,7 +137,7 @@ PROOF_VERDICTS = ("fraud", "false", "refused", "inconclusive", "unchecked")
 """What checking a fraud proof can find (:class:`ProofJudged`)."""
 
 
-@attrs.frozen
+@attrs.frozen(kw_only=True)
 class ProofJudged:
     """The node's fraud desk checked a fraud proof ``sender`` sent about ``cheater`` (the
     node it accuses) in ``job_id``: ``verdict`` is one of :data:`PROOF_VERDICTS`
