@@ -46,7 +46,8 @@ class RequesterConfig:
         audit_recheck: when a worker and its auditor disagree, this node first re-runs the
             job itself (``RecheckJob``) and believes its own digest, so colluders cannot
             outvote an honest node here; only when it cannot (no executor, inputs out of
-            reach, its run matches neither) does a third node break the tie.
+            reach, its run matches neither) does a third node break the tie. A node with
+            its compute side off still re-runs such jobs (False: it never runs a job).
     """
 
     bid_timeout: float = 10.0
@@ -86,4 +87,5 @@ class RequesterConfig:
         if self.job_timeout is not None:
             return self.job_timeout
         per_run = spec.timeout + self.execution_grace
-        return self.bid_timeout + per_run * (spec.retries + 1) + self.publish_timeout
+        runs = spec.retries + (3 if spec.verifier == "audit" else 1)  # worker, auditor, recheck
+        return self.bid_timeout + per_run * runs + self.publish_timeout
