@@ -86,7 +86,8 @@ def forged_by(sender: Identity, victim: str, spec: JobSpec) -> FraudProof:
 
 
 async def test_a_forged_proof_is_refused_and_counted_against_its_sender() -> None:
-    async with Network.in_memory(3, requester=FAST) as net:
+    options: list[dict[str, Any]] = [{}, {}, {"durable": True}]
+    async with Network.in_memory(3, requester=FAST, per_node_options=options) as net:
         forger, victim, judge = net.nodes
         proof = forged_by(forger.identity, victim.node_id, JOB)
         with pytest.raises(VerificationError, match="forged"):
@@ -95,6 +96,11 @@ async def test_a_forged_proof_is_refused_and_counted_against_its_sender() -> Non
         await until(lambda: judge.stats["fraud_proofs_refused"] == 1)
         assert judge.requester.reputation[forger.node_id]["forged_proof"] == 1
         assert not judge.requester.reputation.get(victim.node_id, Counter())["fraud"]
+        # the verdict went through the state machine, which had it saved: a restart keeps it
+        assert judge.store is not None
+        await judge.store.flush()
+        judge = await net.restart_node(judge)
+        assert judge.requester.reputation[forger.node_id]["forged_proof"] == 1
         # the forger is no longer chosen by the judge: a job it requests runs elsewhere
         result = await judge.run_job(attrs.evolve(JOB, deal=Deal(min_bids=2)), timeout=60)
         assert result.ok, result.reason
