@@ -215,6 +215,7 @@ class ExecutionRunner:
     _tg: anyio.abc.TaskGroup | None = None
     _scopes: dict[str, anyio.CancelScope] = attrs.Factory(dict)
     _stopping: dict[str, anyio.CancelScope] = attrs.Factory(dict)
+    _folders: dict[str, Path] = attrs.Factory(dict)
     removing: set[str] = attrs.Factory(set)
     """Execution folders being removed on a worker thread right now."""
 
@@ -293,8 +294,15 @@ class ExecutionRunner:
             return False
 
     def folder(self, job_id: str) -> Path:
-        """The execution folder of ``job_id`` (a job id is never a path: it is checked)."""
-        return safe_join(self.root, job_id, field="job_id")
+        """The execution folder of ``job_id`` (a job id is never a path: it is checked,
+        once per execution while it lives)."""
+        folder = self._folders.get(job_id)
+        if folder is None:
+            folder = safe_join(self.root, job_id, field="job_id")
+            if len(self._folders) >= 4096:
+                self._folders.clear()
+            self._folders[job_id] = folder
+        return folder
 
     # --- commands -------------------------------------------------------------------------
 
@@ -387,7 +395,8 @@ class ExecutionRunner:
     def _remove(self, job_id: str) -> None:
         """Remove the execution folder; never raises (a failure is logged)."""
         try:
-            remove_tree(self.folder(job_id))
+            folder = self._folders.pop(job_id, None)  # one atomic step (any thread)
+            remove_tree(folder or safe_join(self.root, job_id, field="job_id"))
         except FileNotFoundError:  # removed meanwhile (the node's data dir going away)
             log.debug("the folder of execution %s was already gone", job_id)
         except Exception as exc:

@@ -107,9 +107,11 @@ class JobHandle:
         try:
             with anyio.fail_after(timeout):
                 while True:
-                    result = self.result()
-                    if result.state.terminal:
-                        return result
+                    live = self.node.requester.jobs.get(self.job_id)
+                    if live is None or live.state.terminal:  # the whole result only then
+                        result = self.result()
+                        if result.state.terminal:
+                            return result
                     await self.node.changed(self.job_id).wait()
         except TimeoutError:
             state = self.result().state.value

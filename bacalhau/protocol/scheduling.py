@@ -23,6 +23,7 @@ a reason: a job only they keep from every node waits for a matching node to join
 
 from __future__ import annotations
 
+import itertools
 import random
 from collections import Counter, OrderedDict
 from typing import TYPE_CHECKING
@@ -357,10 +358,24 @@ class Scheduling:
             self._requeue_at = at
             out.append(SetTimer(REQUEUE_KEY, at))
 
-    def _drain(self, now: float, out: list[Command]) -> None:
-        """Offer queued jobs again, oldest first, while nodes have room."""
+    def _drain(self, now: float, out: list[Command], *, full: bool = False) -> None:
+        """Offer queued jobs again, oldest first, while nodes have room.
+
+        It stops after ``DRAIN_MISSES`` jobs in a row found no node and, unless ``full``
+        (the periodic retry), after its first job once no known compute node has room
+        left: the jobs after it would only be put back (the periodic retry also refreshes
+        their reasons, and tries those that need no room, such as broadcasts).
+        """
         misses = 0
-        for job_id in list(self.queue):
+        visited: set[str] = set()
+        while misses < DRAIN_MISSES:
+            if visited and not full and not self._room_anywhere(now):
+                break
+            # the jobs before ``misses`` were visited and stay queued; the rest are new
+            job_id = next(itertools.islice(self.queue, misses, None), None)
+            if job_id is None or job_id in visited:
+                break
+            visited.add(job_id)
             job = self.jobs.get(job_id)
             if job is None or job.state not in (S.QUEUED, S.BIDDING, S.RUNNING):
                 self.queue.pop(job_id, None)
@@ -374,9 +389,11 @@ class Scheduling:
                 self._progress(job, now, out)
             else:
                 misses += 1
-                if misses >= DRAIN_MISSES:
-                    break
         self._arm(now, out)
+
+    def _room_anywhere(self, now: float) -> bool:
+        """Whether some known compute node could take another offer of ours now."""
+        return any(k.info.compute and k.room(now) > 0 for k in self.nodes.live(now))
 
     def _freed(self, node: str, now: float, out: list[Command]) -> None:
         """One of our executions (or a bid we did not take) on ``node`` ended."""
@@ -387,7 +404,7 @@ class Scheduling:
     def _requeue_timer(self, now: float, out: list[Command]) -> None:
         self._requeue_at = None
         if self.queue:
-            self._drain(now, out)
+            self._drain(now, out, full=True)
 
     def _unqueue(self, job: RequesterJob, now: float, out: list[Command]) -> None:
         """The job ended: out of the queue; offers nobody answered stop counting."""
