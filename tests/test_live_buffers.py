@@ -6,6 +6,7 @@ import json
 import math
 import struct
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import anyio
@@ -264,3 +265,34 @@ async def test_the_largest_read_still_fits_a_peers_reply() -> None:
     assert len(raw) < MAX_EVENT_FRAME
     relayed = decode_reply(raw)
     assert relayed is not None and len(relayed.lines) == len(batch.lines)
+
+
+async def test_a_reader_waiting_for_a_batch_is_woken_once_it_is_there() -> None:
+    buf = LogBuffer()
+    wakes: list[int] = []
+    schedule = buf._waker.call
+
+    def counted(fn: Callable[[], None]) -> None:
+        wakes.append(buf.next_seq)
+        schedule(fn)
+
+    buf._waker.call = counted  # type: ignore[method-assign]
+    started = anyio.Event()
+    woke_at: list[int] = []
+
+    async def reader() -> None:
+        started.set()
+        await buf.wait(99)  # the 100th line
+        woke_at.append(buf.next_seq)
+
+    def writer() -> None:
+        for i in range(150):
+            buf.write("stdout", f"{i}\n".encode())
+
+    with anyio.fail_after(30):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(reader)
+            await started.wait()
+            await anyio.to_thread.run_sync(writer)
+    assert woke_at and woke_at[0] >= 100
+    assert wakes == [100]  # one wake-up, when the 100th line came; none before

@@ -84,6 +84,8 @@ from .wasm_host import (
     install_epoch_callback,
     install_host_functions,
 )
+from .wasm_output import PipedStdout
+from .wasm_output import available as pipe_available
 
 if TYPE_CHECKING:
     from ..storage.ipfs.blockstore import BlockStore
@@ -169,6 +171,7 @@ class _Plan:
     guards: bool = True
     run_timeout: float | None = None  # what is left of ``timeout`` after compiling
     output: OutputSink | None = None
+    stdout_pipe: PipedStdout | None = None
 
 
 class _Capture:
@@ -363,8 +366,20 @@ def _execute(plan: _Plan) -> RunResult:
     wasi = wasmtime.WasiConfig()
     wasi.argv = list(plan.argv)
     wasi.env = [list(kv) for kv in plan.env]
-    wasi.stdout_custom = stdout
-    wasi.stderr_custom = stderr
+    pipe = plan.stdout_pipe
+    if pipe is not None:
+        pipe.sink = stdout
+        wasi.stdout_file = str(pipe.path)
+        take = pipe.take
+
+        def ordered_stderr(data: bytes) -> None:
+            take()  # what stdout wrote before this goes first
+            stderr(data)
+
+        wasi.stderr_custom = ordered_stderr
+    else:
+        wasi.stdout_custom = stdout
+        wasi.stderr_custom = stderr
     for host, guest, writable in preopens:
         wasi.preopen_dir(str(host), guest, writable)
     store.set_wasi(wasi)
@@ -417,6 +432,8 @@ def _execute(plan: _Plan) -> RunResult:
         except _WASM_ERRORS as exc:
             near = _memory_pages_near_limit(store, instance, plan.memory_limit)
             raise _describe_failure(plan, exc, host_volumes, near, bytes(stderr.data)) from exc
+        if pipe is not None:
+            pipe.take()  # the module has ended: all it wrote is in the pipe
         failure = next((v.failure for v in host_volumes if v.failure), None)
         if failure is not None:
             raise ExecutorError(failure)
@@ -427,6 +444,8 @@ def _execute(plan: _Plan) -> RunResult:
             ),
         )
     finally:
+        if pipe is not None:
+            pipe.take()  # (again, when the module failed)
         plan.results_dir.mkdir(parents=True, exist_ok=True)
         write_capped(plan.results_dir / "stdout", bytes(stdout.data))
         write_capped(plan.results_dir / "stderr", bytes(stderr.data))
@@ -623,21 +642,33 @@ class WasmExecutor(Executor):
             interrupt=Interrupt(),
             guards=self.limits.guards,
             output=ctx.output,
+            stdout_pipe=PipedStdout(ctx.work_dir) if pipe_available() else None,
         )
         if self._limiter is None:
             self._limiter = anyio.CapacityLimiter(self.max_concurrent)
         outcome: RunResult | ExecutorError | None = None
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(self._watchdog, plan.interrupt)
-            try:
-                outcome = await anyio.to_thread.run_sync(
-                    functools.partial(_execute, plan), limiter=self._limiter
-                )
-            except ExecutorError as exc:
-                # Raised outside the task group, so callers get it unwrapped.
-                outcome = exc
-            finally:
-                tg.cancel_scope.cancel()
+        pipe = plan.stdout_pipe
+        if pipe is not None:
+            await anyio.to_thread.run_sync(pipe.open)
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._watchdog, plan.interrupt)
+                if pipe is not None:
+                    tg.start_soon(functools.partial(anyio.to_thread.run_sync, pipe.run))
+                try:
+                    outcome = await anyio.to_thread.run_sync(
+                        functools.partial(_execute, plan), limiter=self._limiter
+                    )
+                except ExecutorError as exc:
+                    # Raised outside the task group, so callers get it unwrapped.
+                    outcome = exc
+                finally:
+                    if pipe is not None:
+                        pipe.stop()  # before the cancel: its thread is not cancellable
+                    tg.cancel_scope.cancel()
+        finally:
+            if pipe is not None:
+                pipe.close()
         if isinstance(outcome, ExecutorError):
             if plan.interrupt.reason == "cancelled":
                 # The module stopped because this task was cancelled: deliver that.

@@ -138,6 +138,8 @@ class LogBuffer:
         self._partial: dict[LogStream, bytes] = {"stdout": b"", "stderr": b""}
         self._closed = False
         self._event: anyio.Event | None = None
+        self._want = 0
+        """(with ``_event``) The lowest line number a waiting reader waits for."""
         self._wake_pending = False
         self._waker = _Waker()
         self.written = 0
@@ -211,8 +213,14 @@ class LogBuffer:
             self.evicted += 1
 
     def _wake(self) -> None:
-        """(lock held) Schedule one wake-up of the waiting readers, if any wait."""
-        if self._event is not None and not self._wake_pending:
+        """(lock held) Schedule one wake-up of the waiting readers, if any wait for a line
+        that now exists (or the buffer closed): a reader waiting for the thousandth line
+        from now costs the writer one comparison a write until then."""
+        if (
+            self._event is not None
+            and not self._wake_pending
+            and (self._next > self._want or self._closed)
+        ):
             self._wake_pending = True
             self._waker.call(self._fire)
 
@@ -269,6 +277,9 @@ class LogBuffer:
                     return
                 if self._event is None:
                     self._event = anyio.Event()
+                    self._want = cursor
+                else:  # several readers: wake for the nearest line any of them wants
+                    self._want = min(self._want, cursor)
                 event = self._event
             await event.wait()
 

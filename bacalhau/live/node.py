@@ -103,17 +103,19 @@ class LogChunkLive:
 
 async def _gather(buffer: LogBuffer, cursor: int, wait: float | None) -> None:
     """Wait (at most ``wait`` seconds; None: as long as it takes) for output after
-    ``cursor``, then let it gather for :data:`LINGER` unless a batch's worth
-    (:data:`BATCH_LINES`) is there already or the output has ended.
+    ``cursor``, then let it gather until a batch's worth (:data:`BATCH_LINES`) is there,
+    the output ends or :data:`LINGER` has passed.
 
-    A follower so reads a job printing fast in a few batches a second, however small
-    its own reads would otherwise be; and while it lingers it is not waiting on the
-    buffer, so the job's writes schedule no wake-ups at all.
+    A follower so reads a job printing a little in a few reads a second, and one
+    printing fast in reads of thousands of lines as soon as they are there (it keeps up
+    with the job instead of letting the buffer drop what it has not read); the writer
+    wakes it once per batch, not once per write.
     """
     with anyio.move_on_after(wait):
         await buffer.wait(cursor)
     if not buffer.closed and buffer.next_seq - cursor < BATCH_LINES:
-        await anyio.sleep(LINGER)
+        with anyio.move_on_after(LINGER):
+            await buffer.wait(cursor + BATCH_LINES - 1)
 
 
 @attrs.define(eq=False)
