@@ -548,7 +548,9 @@ class Client:
         """Fetch the DAG under ``cid`` and write its files to ``dest``, verified.
 
         Every block is hash-checked against its CID and the tree is walked from
-        ``cid`` itself, so what lands on disk is exactly what ``cid`` names.
+        ``cid`` itself, so what lands on disk is exactly what ``cid`` names. Files
+        are written while the archive arrives (no copy of it on disk, and memory
+        holds at most a few MiB of it whatever its size).
         ``dest`` must not exist, or be an empty directory. ``cid`` may carry a path
         (``CID/outputs/file.txt``): that file or folder is fetched.
 
@@ -559,15 +561,23 @@ class Client:
         if path:
             cid = await self._resolve(root, path)
         from ..storage.ipfs.blockstore import BlockStore
-        from ..storage.ipfs.car import import_car
-        from ..storage.ipfs.exporter import export_to_path
+        from ..storage.ipfs.car_stream import export_car_stream
 
         with tempfile.TemporaryDirectory(prefix="bacalhau-get-") as tmp:
-            car = await self.export_car(cid, Path(tmp) / "download.car", progress=progress)
-            store = BlockStore(Path(tmp) / "blocks")
-            await import_car(store, car, pin=False)
-            await anyio.Path(car).unlink()
-            return await export_to_path(store, cid, Path(dest))
+            async with self._stream("GET", f"/data/{_quote(cid)}/car") as response:
+                length = response.headers.get("content-length", "")
+                total = int(length) if length.isdigit() else None
+
+                async def chunks() -> AsyncIterator[bytes]:
+                    done = 0
+                    async for piece in response.aiter_bytes():
+                        done += len(piece)
+                        if progress is not None:
+                            progress(done, total)
+                        yield piece
+
+                scratch = BlockStore(Path(tmp) / "blocks")
+                return await export_car_stream(chunks(), cid, Path(dest), scratch=scratch)
 
     async def _resolve(self, cid: str, path: str) -> str:
         """The CID of the file or folder at ``path`` under ``cid``."""
