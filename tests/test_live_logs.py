@@ -25,7 +25,7 @@ from bacalhau.api.client import Client
 from bacalhau.api.server import ApiAddress, serve_api
 from bacalhau.convert import from_json_data
 from bacalhau.identity import Identity
-from bacalhau.live import LogChunkLive, LogRecord
+from bacalhau.live import EventHub, LogChunkLive, LogRecord
 from bacalhau.models import JobSpec, JobState, NodeInfo, OutputSpec, Resources
 from bacalhau.network import Network
 from bacalhau.node.node import Node
@@ -321,3 +321,20 @@ async def test_the_dashboard_is_behind_the_token_and_the_cookie_only_reads() -> 
             assert submit.status_code == 401  # the cookie reads, never writes
             assert (await http.get("/dashboard/nope.js", headers=jar)).status_code == 404
         tg.cancel_scope.cancel()
+
+
+async def test_a_late_event_reader_is_told_what_the_node_no_longer_keeps(stack: Stack) -> None:
+    hub = stack.requester.watch.events = EventHub(keep=3)  # nothing else publishes here
+    first = hub.next_seq
+    for i in range(8):
+        hub.publish("NodeJoined", node_id=f"n{i}", detail="joined")
+    skipped: list[int] = []
+    async with Client(str(stack.address)) as client:
+        events = [
+            e
+            async for e in client.node_events(
+                follow=False, after=first - 1, on_skipped=skipped.append
+            )
+        ]
+    assert [e.node_id for e in events] == ["n5", "n6", "n7"]
+    assert skipped == [5]

@@ -346,11 +346,18 @@ class Client:
                 yield record
 
     async def node_events(
-        self, *, follow: bool = True, tail: int | None = None, after: int | None = None
+        self,
+        *,
+        follow: bool = True,
+        tail: int | None = None,
+        after: int | None = None,
+        on_skipped: Callable[[int], None] | None = None,
     ) -> AsyncIterator[NodeEvent]:
-        """The node's event stream (every job's events, peers joining and leaving): the
+        """The node's event stream (every job's events, nodes joining and leaving): the
         events it keeps (the last ``tail``, or those after sequence number ``after``),
-        then with ``follow`` new ones as they happen."""
+        then with ``follow`` new ones as they happen. ``on_skipped(n)`` hears of ``n``
+        events this reader asked for that the node no longer keeps (it keeps the last
+        10,000)."""
         params: dict[str, Any] = {"follow": "true" if follow else "false"}
         if tail is not None:
             params["tail"] = tail
@@ -362,6 +369,8 @@ class Client:
                     data = json.loads(line)
                     if "seq" in data:
                         yield from_json_data(data, NodeEvent, what="event")
+                    elif on_skipped is not None and isinstance(data.get("skipped"), int):
+                        on_skipped(data["skipped"])
 
     async def network(self) -> list[NodeInfo]:
         """This node's info and that of each peer that answered."""

@@ -104,8 +104,11 @@ async def cmd_events(ns: argparse.Namespace) -> int:
 
     from .jobs import client_from_args
 
+    def skipped(n: int) -> None:
+        print(f"[{n} earlier event(s) not kept by the node]", file=sys.stderr, flush=True)
+
     async with client_from_args(ns) as client:
-        async for event in client.node_events(follow=ns.follow, tail=ns.tail):
+        async for event in client.node_events(follow=ns.follow, tail=ns.tail, on_skipped=skipped):
             if ns.format == "json":
                 print(json.dumps(to_json_data(event)), flush=True)
             else:

@@ -90,7 +90,10 @@ async function followEvents() {
     try {
       for await (const ev of ndjson(`${API}/events?follow=true&${q}`)) {
         setLive("live");
-        if (ev.seq === undefined) continue;     // a "skipped" note
+        if (ev.seq === undefined) {             // a "skipped" note: events were missed
+          if (ev.skipped) later("jobs", loadJobs, 250);
+          continue;
+        }
         after = ev.seq;
         onEvent(ev);
       }
