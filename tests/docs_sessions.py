@@ -24,15 +24,18 @@ How a page runs:
 * with ``HOME`` in a temporary folder and ``PATH`` the system's: what a page does not
   say to set up is not there.
 
-Checks: every command exits 0, and every expected output line appears in the output
-(``...`` or ``…`` match anything; a line of ``...`` alone is skipped). A background
+Checks: every command exits 0 (or N, where the page shows ``[exit N]`` as its last
+output line), and every expected output line appears in the output (``...`` or ``…``
+match anything; a line of ``...`` alone is skipped). A background
 command (ending in ``&``) is waited for until it says it is ready (``Ready.`` or
 ``export BACALHAU_API=``). Placeholders: ``JOB_ID`` is the last job id printed, and a
 word ending in ``...`` (``QmbHjxTW...``, ``j-37a1a91e``) is the full word printed
 earlier that starts with it.
 
 A session preceded by ``<!-- docs-test: skip REASON -->`` is not run (the reason is
-required, e.g. commands shown for three machines).
+required, e.g. commands shown for three machines). A fence of any language preceded by
+``<!-- docs-test: save NAME -->`` is a file the page tells the reader to save (a Python
+client run next with ``python NAME``, a job file): it is written when the page reaches it.
 """
 
 from __future__ import annotations
@@ -52,9 +55,17 @@ import attrs
 
 ROOT = Path(__file__).resolve().parent.parent
 FENCE = re.compile(
-    r"^(<!-- docs-test: skip (?P<skip>.+?) -->\n)?```console\n(?P<body>.*?)^```", re.M | re.S
+    r"^(?:<!-- docs-test: (?:skip (?P<skip>.+?)|save (?P<save>[\w./-]+)) -->\n)?"
+    r"```(?P<lang>[\w-]*)[^\n]*\n(?P<body>.*?)^```",
+    re.M | re.S,
 )
 SETUP = "python3 -m venv .venv && .venv/bin/pip install -e ."
+INSTALLED = re.compile(r"^pip install -e '?\.(\[[a-z,]+\])?'?(?=\s*(#|$))")
+"""What the copy's ``.venv`` already holds (the test suite's packages: the package and
+every extra), so the command is not run again: the README's first command, and
+``pip install -e '.[test]'`` (``tests/test_docs_sessions.py`` checks that the extras a
+page names exist and hold what their pages use)."""
+EXIT = re.compile(r"^\[exit (\d+)\]$")
 READY = re.compile(r"^Ready\.|export BACALHAU_API=", re.M)
 JOB = re.compile(r"\bj-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b")
 WORD = re.compile(r"[A-Za-z0-9_.:/=+-]+")
@@ -62,6 +73,10 @@ SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 KEPT_ENV = ("DOCKER_", "BACALHAU_NATS_SERVER", "BACALHAU_TEST_IMAGE", "LANG", "LC_", "PIP_")
 """What a page's shell inherits: the engines the suite provisioned, the locale, and how
 pip reaches its packages on this machine. Nothing else (no venv, no BACALHAU_API)."""
+OFFLINE_PIP = {"PIP_RETRIES": "0", "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
+"""The page's namespace has no network: pip takes its packages from this machine's local
+indexes (its config), and retrying an index it cannot reach (with back-off, 30 s and
+more per ``pip install``) or checking for a newer pip would only cost time."""
 
 
 @attrs.frozen
@@ -80,6 +95,9 @@ class Session:
     commands: tuple[Command, ...]
     line: int
     skip: str | None = None
+    save: tuple[str, str] | None = None
+    """A file the reader saves (``<!-- docs-test: save NAME -->`` before any fence): its
+    name and content, written (in the shell's folder) when the page reaches it."""
 
 
 def sessions(page: str) -> list[Session]:
@@ -87,6 +105,11 @@ def sessions(page: str) -> list[Session]:
     found = []
     for match in FENCE.finditer(page):
         first = page.count("\n", 0, match.start("body")) + 1
+        if match.group("save"):
+            found.append(Session((), first, save=(match.group("save"), match.group("body"))))
+            continue
+        if match.group("lang") != "console":
+            continue
         lines = match.group("body").splitlines()
         commands: list[Command] = []
         i = 0
@@ -108,10 +131,18 @@ def sessions(page: str) -> list[Session]:
     return found
 
 
+def expected_status(command: Command) -> int:
+    """The exit status the page shows for ``command``: ``[exit N]`` as its last output
+    line, else 0."""
+    shown = [line.strip() for line in command.expected if line.strip()]
+    found = EXIT.match(shown[-1]) if shown else None
+    return int(found.group(1)) if found else 0
+
+
 def expected_pattern(line: str) -> re.Pattern[str] | None:
     """A regex for one expected output line (None: nothing to check)."""
     stripped = line.strip()
-    if not stripped or stripped in ("...", "…"):
+    if not stripped or stripped in ("...", "…") or EXIT.match(stripped):
         return None
     parts = re.split(r"\.\.\.|…", stripped)
     return re.compile(".*".join(re.escape(p) for p in parts))
@@ -137,14 +168,30 @@ def _overlay_venv(copy: Path) -> None:
         "pip": (
             "import runpy, sys\nsys.argv[0] = 'pip'\nrunpy.run_module('pip', run_name='__main__')\n"
         ),
+        "pytest": "import pytest\nraise SystemExit(pytest.console_main())\n",  # the test extra's
     }.items():
         path = bin_ / name
         path.write_text(f"#!{bin_ / 'python'}\n{body}")
         path.chmod(0o755)
 
 
-def prepare_copy(dest: Path) -> Path:
-    """A copy of the repository's files (tracked and new, not ignored), with ``.venv``."""
+def prepare_copy(dest: Path, *, template: Path | None = None) -> Path:
+    """A copy of the repository's files (tracked and new, not ignored), with ``.venv``.
+
+    ``template``: a copy this function made before (of the repository as it is now), to
+    copy instead, with the paths in its ``.venv`` moved to ``dest``: a page's fresh copy
+    then costs a file copy rather than a walk of git's files and a new venv.
+    """
+    if template is not None:
+        shutil.copytree(template, dest, symlinks=True)
+        venv = dest / ".venv"
+        for path in [venv / "pyvenv.cfg", *(venv / "bin").iterdir()]:
+            if path.is_symlink() or not path.is_file():
+                continue
+            text = path.read_text()
+            if str(template) in text:
+                path.write_text(text.replace(str(template), str(dest)))
+        return dest
     listed = subprocess.run(
         ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
         cwd=ROOT,
@@ -168,14 +215,9 @@ class Shell:
     """One bash in a network namespace of its own, fed command by command."""
 
     def __init__(self, cwd: Path, home: Path) -> None:
-        env = {
-            k: v
-            for k, v in os.environ.items()
-            if k.startswith(
-                ("DOCKER_", "BACALHAU_NATS_SERVER", "BACALHAU_TEST_IMAGE", "LANG", "LC_")
-            )
-        }
+        env = {k: v for k, v in os.environ.items() if k.startswith(KEPT_ENV)}
         env.update({"HOME": str(home), "PATH": SYSTEM_PATH, "TERM": "dumb", "PS1": ""})
+        env.update(OFFLINE_PIP)
         netns = (
             ["unshare", "--net", "--fork"] if os.geteuid() == 0 else ["unshare", "-rn", "--fork"]
         )
@@ -270,13 +312,17 @@ def substitute(command: str, seen: str) -> str:
     return re.sub(r"\b([A-Za-z0-9]{6,})(?:\.\.\.|…)", expand, command)
 
 
-def run_page(page: Path, workdir: Path, *, command_timeout: float = 300) -> list[str]:
+def run_page(
+    page: Path, workdir: Path, *, command_timeout: float = 300, template: Path | None = None
+) -> list[str]:
     """Run every session of ``page`` in a fresh copy of the repository; return a log.
+
+    ``template``: a copy made by :func:`prepare_copy` to start from (it stays as it is).
 
     Raises:
         DocsSessionError: naming the page, line and command that failed and why.
     """
-    copy = prepare_copy(workdir / "repo")
+    copy = prepare_copy(workdir / "repo", template=template)
     home = workdir / "home"
     home.mkdir()
     for rel in (".config/pip/pip.conf", ".pip/pip.conf"):  # how pip reaches its packages here
@@ -292,11 +338,20 @@ def run_page(page: Path, workdir: Path, *, command_timeout: float = 300) -> list
             if session.skip:
                 log.append(f"{page.name}:{session.line}: skipped ({session.skip})")
                 continue
+            if session.save is not None:
+                name, body = session.save
+                status, out = shell.run(f"cat > {name} <<'__DOCS_EOF__'\n{body}__DOCS_EOF__")
+                if status != 0:
+                    raise DocsSessionError(f"{page.name}:{session.line}: saving {name}: {out}")
+                log.append(f"{page.name}:{session.line}: saved {name}")
+                continue
             for cmd in session.commands:
                 where = f"{page.name}:{cmd.line}"
                 if cmd.text.startswith(SETUP):
                     rest = cmd.text[len(SETUP) :].lstrip()
                     text = "true " + rest if rest.startswith("&&") else "true"
+                elif INSTALLED.match(cmd.text):
+                    text = "true"
                 else:
                     text = cmd.text
                 text = substitute(text, seen)
@@ -307,7 +362,7 @@ def run_page(page: Path, workdir: Path, *, command_timeout: float = 300) -> list
                     out = shell.text(start)
                 seen += out
                 log.append(f"{where}: $ {text}\n{out}")
-                if status != 0:
+                if status != expected_status(cmd):
                     raise DocsSessionError(f"{where}: `{cmd.text}` exited {status}:\n{out}")
                 for line in cmd.expected:
                     pattern = expected_pattern(line)

@@ -29,14 +29,21 @@ PAGES = [
     "watching.md",
     "scheduling.md",
 ]
-FENCE = re.compile(r"^```python\n(.*?)^```", re.DOTALL | re.MULTILINE)
+FENCE = re.compile(
+    r"^(?P<saved><!-- docs-test: save [^>]*-->\n)?```python\n(?P<code>.*?)^```",
+    re.DOTALL | re.MULTILINE,
+)
 
 
-def samples() -> list[tuple[str, int, str]]:
+def samples(*, saved: bool = False) -> list[tuple[str, int, str]]:
+    """Each page's Python samples. Those the page saves to a file and runs in its shell
+    session (``<!-- docs-test: save NAME -->``) run there, in ``test_docs_sessions.py``,
+    and only there unless ``saved``."""
     found = []
     for page in PAGES:
-        for i, block in enumerate(FENCE.findall((DOCS / page).read_text())):
-            found.append((page, i, block))
+        for i, match in enumerate(FENCE.finditer((DOCS / page).read_text())):
+            if saved or not match.group("saved"):
+                found.append((page, i, match.group("code")))
     return found
 
 
@@ -44,7 +51,7 @@ SAMPLES = samples()
 
 
 def test_every_guide_page_has_samples() -> None:
-    assert {page for page, _, _ in SAMPLES} == set(PAGES)
+    assert {page for page, _, _ in samples(saved=True)} == set(PAGES)
 
 
 @pytest.mark.parametrize(
