@@ -318,3 +318,32 @@ def test_the_cli_spells_audits_and_refuses_an_unmarked_docker_job(
     err = capsys.readouterr().err
     assert "verifier: an audit re-runs the job" in err
     assert "not marked deterministic" in err
+
+
+@pytest.mark.anyio
+async def test_on_a_network_colluders_cannot_frame_the_honest_node() -> None:
+    """A requester (computing nothing itself, but able to re-run), one honest node and two
+    colluders that agree on one wrong answer. Every job is audited; whenever the honest
+    node and a colluder disagree, the requester's own run decides: the honest node is
+    never branded (with a third node breaking ties instead, the other colluder would
+    outvote it), and the colluder is caught."""
+    options: list[dict[str, Any]] = [
+        {"compute": None},
+        {},
+        {"plugins": rigged("colluder")},
+        {"plugins": rigged("colluder")},
+    ]
+    async with Network.in_memory(4, requester=FAST, per_node_options=options) as net:
+        node, honest = net.nodes[0], net.nodes[1].node_id
+        colluders = {n.node_id for n in net.nodes[2:]}
+        job = JobSpec.noop(stdout="42", verifier="audit", retries=0, deal=Deal(min_bids=3))
+        for _ in range(30):  # each job catches a colluder with probability 2/3
+            result = await node.run_job(job, timeout=60)
+            assert result.state is JobState.COMPLETED, result.reason
+            assert node.requester.reputation.get(honest, Counter())["fraud"] == 0
+            caught = {c for c in colluders if node.requester.reputation.get(c, Counter())["fraud"]}
+            if caught:  # then fewer than min_bids nodes may bid: stop here
+                break
+        assert len(caught) == 1
+        assert node.stats["audit_rechecks"] >= 1
+        assert node.driver.faults == []
