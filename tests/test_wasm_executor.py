@@ -7,6 +7,7 @@ import struct
 from pathlib import Path
 
 import anyio
+import attrs
 import pytest
 
 from bacalhau.errors import ExecutorError, StorageError, ValidationError
@@ -683,3 +684,49 @@ async def test_concurrent_runs_do_not_share_deterministic_state(
     assert alone["job-a"] != alone["job-b"]
     for key, out in together.items():
         assert out == alone[key.split("/")[0]]
+
+
+@pytest.mark.anyio
+async def test_stdout_falls_back_to_the_callback_where_fifos_cannot_be_made(
+    tmp_path: Path, executor: WasmExecutor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    made: list[str] = []
+
+    def refuse(path: object, mode: int = 0o666) -> None:
+        made.append(str(path))
+        raise PermissionError(1, "Operation not permitted", str(path))
+
+    monkeypatch.setattr(os, "mkfifo", refuse)
+    ctx = make_ctx(tmp_path, JobSpec.wasm(HELLO))
+    result = await executor.run(ctx)
+    assert made  # the pipe was tried, refused, and the callback used instead
+    assert result.exit_code == 3
+    assert read(ctx, "stdout") == b"hello\n"
+    assert read(ctx, "stderr") == b"oops\n"
+
+
+@pytest.mark.anyio
+async def test_stdout_and_stderr_keep_their_order_in_the_live_output(
+    tmp_path: Path, executor: WasmExecutor
+) -> None:
+    lines = b"".join(b"out %d\n" % i for i in range(5))
+    body = "".join(
+        f"(call $write (i32.const 1) (i32.const {1024 + 6 * i}) (i32.const 6))"
+        "(call $write (i32.const 2) (i32.const 2048) (i32.const 4))"
+        for i in range(5)
+    )
+    spec = JobSpec.wasm(module(body=body, data={1024: lines, 2048: b"err\n"}))
+    got: list[tuple[str, bytes]] = []
+    ctx = attrs.evolve(make_ctx(tmp_path, spec), output=lambda s, d: got.append((s, d)))
+    result = await executor.run(ctx)
+    assert result.exit_code == 0
+    joined: list[tuple[str, bytes]] = []
+    for stream, data in got:  # stdout comes in pieces as the pipe is read: join runs
+        if joined and joined[-1][0] == stream:
+            joined[-1] = (stream, joined[-1][1] + data)
+        else:
+            joined.append((stream, data))
+    assert joined == [
+        item for i in range(5) for item in (("stdout", b"out %d\n" % i), ("stderr", b"err\n"))
+    ]
+    assert read(ctx, "stdout") == lines

@@ -649,7 +649,11 @@ class WasmExecutor(Executor):
         outcome: RunResult | ExecutorError | None = None
         pipe = plan.stdout_pipe
         if pipe is not None:
-            await anyio.to_thread.run_sync(pipe.open)
+            try:
+                await anyio.to_thread.run_sync(pipe.open)
+            except OSError:  # no FIFOs on this file system: the callback, slower but works
+                pipe.close()
+                plan, pipe = attrs.evolve(plan, stdout_pipe=None), None
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._watchdog, plan.interrupt)
