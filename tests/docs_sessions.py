@@ -279,7 +279,7 @@ class Shell:
                 raise DocsSessionError(f"{what!r} exited before it was ready:\n{self.text(since)}")
             if time.monotonic() > deadline:
                 raise DocsSessionError(f"{what!r} never said it was ready:\n{self.text(since)}")
-            time.sleep(0.2)  # as above
+            time.sleep(0.05)  # as above
 
     def close(self) -> None:
         """Kill the shell and everything it started (one process group), close the pipes."""

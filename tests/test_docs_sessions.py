@@ -22,6 +22,7 @@ PAGES = [
     "README.md",
     "docs/index.md",
     "docs/concepts.md",
+    "docs/docker.md",
     "docs/howto-plugin.md",
     "docs/howto-private-network.md",
     "docs/howto-testing.md",
