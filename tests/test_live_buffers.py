@@ -13,7 +13,7 @@ import anyio
 import pytest
 
 from bacalhau.errors import DecodeError
-from bacalhau.live import EventHub, LogBuffer, LogHub
+from bacalhau.live import EventHub, LogBuffer, LogChunkLive, LogHub
 from bacalhau.live.codec import decode_reply, encode_batch, encode_reply
 from bacalhau.live.logs import MAX_LINE_BYTES
 from bacalhau.live.node import READ_LINES, REPLY_BYTES
@@ -296,3 +296,36 @@ async def test_a_reader_waiting_for_a_batch_is_woken_once_it_is_there() -> None:
             await anyio.to_thread.run_sync(writer)
     assert woke_at and woke_at[0] >= 100
     assert wakes == [100]  # one wake-up, when the 100th line came; none before
+
+
+async def test_a_client_parses_a_chunk_and_refuses_a_malformed_one() -> None:
+    buf = LogBuffer()
+    buf.write("stdout", b"one\ntwo\n")
+    buf.write("stderr", b"three")
+    buf.close()
+    chunk = LogChunkLive.parse(encode_batch("n1", buf.read(0)))
+    assert chunk.node_id == "n1"
+    assert chunk.end
+    assert [(r.stream, r.text, r.partial) for r in chunk.records() if not r.end] == [
+        ("stdout", "one", False),
+        ("stdout", "two", False),
+        ("stderr", "three", True),
+    ]
+    good = {"node_id": "n", "lines": [[0, "stdout", "x", 1.5, False]], "skipped": 0, "end": False}
+    assert LogChunkLive.parse(json.dumps(good)).lines == ((0, "stdout", "x", 1.5, False),)
+    bad: list[tuple[object, str]] = [
+        ("not json", "not JSON"),
+        ([1], "must be an object"),
+        ({**good, "node_id": 7}, "node_id"),
+        ({**good, "skipped": -1}, "skipped"),
+        ({**good, "end": "yes"}, "end must be a boolean"),
+        ({**good, "lines": [[0, "stdin", "x", 1.5, False]]}, "lines must be"),
+        ({**good, "lines": [[0, "stdout", None, 1.5, False]]}, "lines must be"),
+        ({**good, "lines": [[0, "stdout", "x", "1.5", False]]}, "lines must be"),
+        ({**good, "lines": [[0, "stdout", "x", 1.5]]}, "lines must be"),
+        ({**good, "lines": {"0": 1}}, "lines must be"),
+    ]
+    for value, why in bad:
+        text = value if isinstance(value, str) else json.dumps(value)
+        with pytest.raises(DecodeError, match=why):
+            LogChunkLive.parse(text)

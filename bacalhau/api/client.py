@@ -341,9 +341,11 @@ class Client:
         if execution:
             params["execution"] = execution
         path = f"/jobs/{_quote(job_id)}/logs/stream"
-        async for chunk in self._lines(path, LogChunkLive, params):
-            for record in chunk.records():
-                yield record
+        async with self._stream("GET", path, params=params) as response:
+            async for line in response.aiter_lines():
+                if line.strip():
+                    for record in LogChunkLive.parse(line).records():
+                        yield record
 
     async def node_events(
         self,
