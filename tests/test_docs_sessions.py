@@ -23,6 +23,7 @@ PAGES = [
     "docs/index.md",
     "docs/concepts.md",
     "docs/docker.md",
+    "docs/wasm.md",
     "docs/howto-plugin.md",
     "docs/howto-private-network.md",
     "docs/howto-testing.md",
