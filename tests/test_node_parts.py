@@ -139,3 +139,23 @@ async def test_protocol_deadlines_run_on_virtual_time() -> None:
 def test_requester_internal_error_on_an_unknown_or_ended_job_does_nothing() -> None:
     state = RequesterState(REQ, b"k" * 32)
     assert state.internal_error("j-none", "x", 0.0) == []
+
+
+def test_cancelled_timers_do_not_pile_up_in_the_timer_heap() -> None:
+    """A job's deadlines are cancelled when it ends, often many minutes before they are
+    due; the heap drops them once they outnumber the live timers (memory stays bounded
+    by live jobs, not by the jobs of the last hour)."""
+    from bacalhau.node.timers import TimerQueue
+    from bacalhau.protocol.timers import RequesterTimer, TimerKey
+
+    fired: list[TimerKey] = []
+    queue = TimerQueue(fire=fired.append, clock=VirtualClock())
+    keep = TimerKey("j-live", RequesterTimer.JOB)
+    queue.set(keep, 1e9)
+    for i in range(5000):
+        queue.set(TimerKey(f"j-{i}", RequesterTimer.JOB), 1e9)
+        queue.set(TimerKey(f"j-{i}", RequesterTimer.QUEUE), 1e9)
+        queue.cancel(f"j-{i}")
+    assert len(queue) == 1
+    assert len(queue._heap) <= 2 * len(queue) + 1024 + 2
+    assert [key for _, _, key in queue._heap if key == keep] == [keep], "live timers stay"

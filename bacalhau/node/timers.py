@@ -52,6 +52,11 @@ class TimerQueue:
             self._live.pop(key, None)
         if not keys:
             del self._by_job[job_id]
+        if len(self._heap) > 2 * len(self._live) + 1024:
+            # cancelled entries wait in the heap until their due time (a job's deadline
+            # can be many minutes away): drop them once they outnumber the live ones
+            self._heap = [e for e in self._heap if self._live.get(e[2]) == e[1]]
+            heapq.heapify(self._heap)
 
     async def run(self) -> None:
         while True:
