@@ -65,6 +65,7 @@ from .driver import Driver, Fault
 from .fraud import FraudDesk
 from .gate import InboundGate, Turned
 from .history import JobPage, JobQuery, JobRow, page_in_memory
+from .holdings import Holdings
 from .outbox import EVENT_PROTOCOL, Outbox
 from .plugins import Plugins, default_plugins
 from .retention import DiskRetention, configure_publishers, run_disk_retention
@@ -290,6 +291,8 @@ class Node(TransportHandler):
         """Live logs, the event stream and network info (:mod:`bacalhau.live`)."""
         self.driver.on_job_changed = self.watch.job_changed
         self.announcer = Announcer(heartbeat=heartbeat)
+        self.holdings = Holdings()
+        """Root CIDs held here, announced for data locality (:mod:`.holdings`)."""
         self._dirty = anyio.Event()
         self.driver.announcer = self.announcer
         self.driver.on_compute = self._mark_dirty
@@ -469,6 +472,7 @@ class Node(TransportHandler):
         self.driver.capacity = self.capacity
         self.driver.verifiers = self.plugins.verifiers
         self.driver.strategies = self.strategies
+        self.holdings.seed(self.plugins.data)
         if self.durable:
             self.store = StateStore(self.data_dir / "state.db")
             self.driver.store = self.store
@@ -563,7 +567,10 @@ class Node(TransportHandler):
         """Store a file, a directory (recursively) or bytes in this node's block store,
         pinned, and return its CID (the one ``ipfs add`` prints for the same data).
         Other nodes fetch it from here by block exchange."""
-        return await self._need_data().add(data, cid_version=cid_version)
+        cid = await self._need_data().add(data, cid_version=cid_version)
+        self.holdings.add(cid)  # announced: requesters prefer this node for jobs reading it
+        self._mark_dirty()
+        return cid
 
     async def get_data(self, cid: str, dest: Path) -> Path:
         """Write the file or directory at ``cid`` to ``dest`` (fetched from peers when
@@ -681,6 +688,7 @@ class Node(TransportHandler):
             max_executions=cap.max_executions,
             gpus=compute.gpus if compute else (),
             compute=compute is not None,
+            data=self.holdings.announced(p.data),
         )
 
     def known_nodes(self) -> list[NodeInfo]:

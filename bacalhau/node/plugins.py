@@ -10,7 +10,9 @@ and returning the plugin; its ``name`` (or ``type`` for storage) is its key.
 
 from __future__ import annotations
 
+import functools
 import logging
+import sys
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any
 
@@ -110,12 +112,20 @@ def default_plugins(services: NodeServices, *, entry_points_too: bool = True) ->
     _add_builtin_optional(plugins, services)
     if entry_points_too:
         for group in ENTRY_POINT_GROUPS.values():
-            for ep in entry_points(group=group):
+            for ep in _entry_points(group, tuple(sys.path)):
                 try:
                     plugins.add(ep.load()(services))
                 except Exception:
                     log.exception("plugin %s from %s could not be loaded", ep.name, ep.value)
     return plugins
+
+
+@functools.lru_cache(maxsize=32)
+def _entry_points(group: str, path: tuple[str, ...]) -> tuple[Any, ...]:
+    """The installed entry points of ``group``, looked up once per ``sys.path`` (reading
+    every distribution's metadata costs tens of milliseconds: a network of a thousand
+    nodes in one process would spend minutes on it)."""
+    return tuple(entry_points(group=group))
 
 
 def _optional(plugins: Plugins, what: str, make: Any) -> Any:

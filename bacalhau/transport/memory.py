@@ -7,21 +7,20 @@ with a seeded random generator, so a failing run can be replayed.
 
 Each transport delivers broadcasts to its node one at a time, in arrival order,
 from an unbounded inbox (a bounded one could deadlock two nodes broadcasting to
-each other from their handlers). Direct requests run in the caller's task.
+each other from their handlers), drained at each wake-up. Direct requests run in the caller's task.
 """
 
 from __future__ import annotations
 
-import contextlib
-import math
 import random
+from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Literal
 
 import anyio
 import anyio.abc
+import anyio.lowlevel
 import attrs
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from ..errors import PeerUnreachable, TransportError
 from .base import MAX_FRAME, Transport, TransportHandler
@@ -30,6 +29,8 @@ __all__ = ["Faults", "MemoryHub", "MemoryTransport"]
 
 Kind = Literal["broadcast", "request"]
 FrameFilter = Callable[[str, str, Kind, bytes], bool]
+BURST = 64
+"""Broadcasts a node handles in a row before other tasks get a turn."""
 """(source, destination, kind, frame) -> deliver? A custom drop rule."""
 
 
@@ -65,6 +66,8 @@ class MemoryHub:
     rng: random.Random = attrs.field(init=False)
     dropped: int = 0
     delivered: int = 0
+    version: int = 0
+    """Bumped whenever who reaches whom changes (a join, a leave, a partition, a heal)."""
 
     def __attrs_post_init__(self) -> None:
         self.rng = random.Random(self.seed)
@@ -81,10 +84,12 @@ class MemoryHub:
         named = [frozenset(g) for g in groups]
         rest = frozenset(self._transports) - frozenset().union(*named)
         self._groups = [*named, rest] if rest else named
+        self.version += 1
 
     def heal(self) -> None:
         """Undo :meth:`partition`."""
         self._groups = None
+        self.version += 1
 
     def reachable(self, src: str, dst: str) -> bool:
         if self._groups is None:
@@ -142,8 +147,10 @@ class MemoryTransport(Transport):
     hub: MemoryHub
     _node_id: str = attrs.field(alias="node_id")
     _handler: TransportHandler | None = None
-    _send: MemoryObjectSendStream[bytes] | None = None
+    _inbox: deque[bytes] | None = None
+    _wake: anyio.Event = attrs.Factory(anyio.Event)
     _tg: anyio.abc.TaskGroup | None = None
+    _peers: tuple[int, frozenset[str]] = (-1, frozenset())
 
     @property
     def node_id(self) -> str:
@@ -157,26 +164,39 @@ class MemoryTransport(Transport):
     ) -> None:
         if self._node_id in self.hub._transports:
             raise TransportError(f"node {self._node_id} is already on this hub")
-        send, receive = anyio.create_memory_object_stream[bytes](math.inf)
-        self._handler, self._send = handler, send
+        self._handler, self._inbox = handler, deque()
         try:
-            async with anyio.create_task_group() as tg, send, receive:
+            async with anyio.create_task_group() as tg:
                 self._tg = tg
                 self.hub._transports[self._node_id] = self
-                tg.start_soon(self._worker, receive)
+                self.hub.version += 1
+                tg.start_soon(self._worker)
                 task_status.started()
                 await anyio.sleep_forever()
         finally:
-            self.hub._transports.pop(self._node_id, None)
-            self._handler = self._send = self._tg = None
+            if self.hub._transports.pop(self._node_id, None) is not None:
+                self.hub.version += 1
+            self._handler = self._inbox = self._tg = None
 
-    async def _worker(self, receive: MemoryObjectReceiveStream[bytes]) -> None:
-        async for frame in receive:
+    async def _worker(self) -> None:
+        """Hand the node its broadcasts one at a time, in arrival order: all that wait at
+        each wake-up (one wake-up per burst, not per frame), letting other tasks run
+        every ``BURST`` frames."""
+        handled = 0
+        while self._inbox is not None:
+            if not self._inbox:
+                self._wake = anyio.Event()
+                await self._wake.wait()
+                continue
+            frame = self._inbox.popleft()
             if self._handler is not None:
                 await self._handler.handle_broadcast(frame)
+            handled += 1
+            if handled % BURST == 0:
+                await anyio.lowlevel.checkpoint()
 
     def _deliver(self, frame: bytes, delay: float) -> None:
-        if self._send is None or self._tg is None:
+        if self._inbox is None or self._tg is None:
             return
         if delay:
             self._tg.start_soon(self._deliver_later, frame, delay)
@@ -184,9 +204,9 @@ class MemoryTransport(Transport):
             self._put(frame)
 
     def _put(self, frame: bytes) -> None:
-        if self._send is not None:
-            with contextlib.suppress(anyio.ClosedResourceError, anyio.BrokenResourceError):
-                self._send.send_nowait(frame)  # a node stopping drops what arrives late
+        if self._inbox is not None:  # a node stopping drops what arrives late
+            self._inbox.append(frame)
+            self._wake.set()
 
     async def _deliver_later(self, frame: bytes, delay: float) -> None:
         await anyio.sleep(delay)
@@ -195,14 +215,14 @@ class MemoryTransport(Transport):
     async def broadcast(self, frame: bytes) -> None:
         if len(frame) > MAX_FRAME:
             raise TransportError(f"frame of {len(frame)} bytes exceeds {MAX_FRAME}")
-        if self._send is None:
+        if self._inbox is None:
             raise TransportError("transport is not running")
         self.hub._broadcast(self._node_id, frame)
 
     async def request(self, peer_id: str, frame: bytes, *, timeout: float = 10.0) -> bytes:
         if len(frame) > MAX_FRAME:
             raise TransportError(f"frame of {len(frame)} bytes exceeds {MAX_FRAME}")
-        if self._send is None:
+        if self._inbox is None:
             raise TransportError("transport is not running")
         try:
             return await self.hub._request(self._node_id, peer_id, frame, timeout)
@@ -211,7 +231,11 @@ class MemoryTransport(Transport):
 
     def peers(self) -> frozenset[str]:
         hub, me = self.hub, self._node_id
-        return frozenset(n for n in hub._transports if n != me and hub.reachable(me, n))
+        version, peers = self._peers
+        if version != hub.version:  # computed once per change of the hub's membership
+            peers = frozenset(n for n in hub._transports if n != me and hub.reachable(me, n))
+            self._peers = (hub.version, peers)
+        return peers
 
     def status(self) -> dict[str, object]:
         return {"transport": "memory", "peers": len(self.peers())}

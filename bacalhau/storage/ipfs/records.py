@@ -21,6 +21,7 @@ argument and does no I/O; the block service's loop does the announcing.
 from __future__ import annotations
 
 import collections
+import itertools
 import time
 from collections.abc import Callable
 
@@ -144,6 +145,10 @@ class Reprovider:
         self._due[raw] = now + self.interval
         while len(self._due) > self.max_roots:
             self._due.popitem(last=False)
+
+    def roots(self, limit: int) -> list[bytes]:
+        """At most ``limit`` roots this node provides, the most recently provided first."""
+        return list(itertools.islice(reversed(self._due), limit))
 
     def drop(self, cid: AnyCid) -> None:
         """Stop announcing ``cid`` (this node no longer holds it)."""
