@@ -29,6 +29,7 @@ PAGES = [
     "docs/howto-testing.md",
     "docs/cli.md",
     "docs/api.md",
+    "docs/bacalhau-users.md",
 ]
 
 
