@@ -341,7 +341,7 @@ def _paths() -> dict[str, Any]:
         },
         f"{_P}/network": {
             "get": _op(
-                "This node's info and that of each peer that answers within 2 s",
+                "This node's info, then each live node of its requester's node table",
                 {
                     "200": {
                         "description": "One NodeInfo per node, this node first.",
