@@ -8,9 +8,10 @@ Directories are added recursively (``ipfs add -r``) with links sorted by name;
 Hidden files (names starting with ``.``) are skipped unless ``hidden=True``, as
 Kubo does. Symlinks become UnixFS symlink nodes (never followed).
 
-Streaming: chunks are read with ``pread`` and hashed in batches on worker
-threads, a few batches at a time, so memory stays flat whatever the file size
-and hashing uses every core.
+Streaming: chunks are read with ``preadv`` into reused buffers (no allocation
+per chunk; when only hashing, one chunk-sized buffer that stays in the CPU's
+cache) and hashed in batches on worker threads, a few batches at a time, so
+memory stays flat whatever the file size and hashing uses every core.
 """
 
 from __future__ import annotations
@@ -144,6 +145,8 @@ class _Importer:
     opts: ImportOptions
     on_entry: EntryCallback | None = None
     on_bytes: BytesCallback | None = None
+    _buffers: list[bytearray] = attrs.Factory(list)
+    """Read buffers of finished batches, reused (at most one per batch in flight)."""
 
     @property
     def _node_version(self) -> int:
@@ -151,51 +154,77 @@ class _Importer:
 
     # --- leaves (worker threads) --------------------------------------------------------
 
-    def _leaves(self, chunks: Sequence[bytes]) -> list[_Child]:
+    def _leaf(
+        self, chunk: bytes | memoryview
+    ) -> tuple[bytes, tuple[bytes | memoryview, ...], _Child]:
+        """A chunk's leaf: its CID, the pieces of its block, and what its parent needs."""
+        if not chunk and not self.opts.leaves_raw:
+            # Kubo's empty file: UnixFS{File, filesize=0}, no Data field
+            block = encode_node(PBNode((), encode_unixfs(UnixFSData(DataType.FILE, filesize=0))))
+            cid = cid_from_digest(
+                hashlib.sha256(block).digest(), codec=DAG_PB, version=self._node_version
+            )
+            return cid, (block,), _Child(cid, len(block), 0)
+        if self.opts.leaves_raw:
+            cid = cid_from_digest(hashlib.sha256(chunk).digest(), codec=RAW, version=1)
+            return cid, (chunk,), _Child(cid, len(chunk), len(chunk))
+        head, tail = file_leaf_parts(len(chunk))
+        hasher = hashlib.sha256(head)
+        hasher.update(chunk)
+        hasher.update(tail)
+        cid = cid_from_digest(hasher.digest(), codec=DAG_PB, version=self._node_version)
+        return cid, (head, chunk, tail), _Child(cid, len(head) + len(chunk) + len(tail), len(chunk))
+
+    def _leaves(self, chunks: Sequence[bytes | memoryview]) -> list[_Child]:
         out = []
-        store = self.store
-        raw = self.opts.leaves_raw
-        version = self._node_version
-        parts: tuple[bytes, ...]
-        batch: list[tuple[bytes, tuple[bytes, ...]]] = []
+        batch: list[tuple[bytes, tuple[bytes | memoryview, ...]]] = []
         for chunk in chunks:
-            if not chunk and not raw:
-                # Kubo's empty file: UnixFS{File, filesize=0}, no Data field
-                block = encode_node(
-                    PBNode((), encode_unixfs(UnixFSData(DataType.FILE, filesize=0)))
-                )
-                cid = cid_from_digest(hashlib.sha256(block).digest(), codec=DAG_PB, version=version)
-                parts, size = (block,), len(block)
-            elif raw:
-                cid = cid_from_digest(hashlib.sha256(chunk).digest(), codec=RAW, version=1)
-                parts = (chunk,)
-                size = len(chunk)
-            else:
-                head, tail = file_leaf_parts(len(chunk))
-                hasher = hashlib.sha256(head)
-                hasher.update(chunk)
-                hasher.update(tail)
-                cid = cid_from_digest(hasher.digest(), codec=DAG_PB, version=version)
-                parts = (head, chunk, tail)
-                size = len(head) + len(chunk) + len(tail)
+            cid, parts, child = self._leaf(chunk)
             batch.append((cid, parts))
-            out.append(_Child(cid, size, len(chunk)))
-        if store is not None:
-            store.put_many(batch)  # one batch of writes (and of syncs, when durable)
+            out.append(child)
+        if self.store is not None:
+            self.store.put_many(batch)  # one batch of writes (and of syncs, when durable)
         return out
 
     def _read_leaves(self, job: tuple[int, int, int, int]) -> list[_Child]:
+        """Read a batch of chunks into a reused buffer, hashing each one right after
+        reading it (while it is still in the CPU's cache), then store the batch from
+        views of the buffer: no allocation per chunk. The buffer goes back to the
+        pool once the batch is written."""
         fd, offset, count, end = job
         size = self.opts.chunk_size
-        chunks = []
-        for i in range(count):
-            start = offset + i * size
-            want = min(size, end - start)
-            chunk = os.pread(fd, want, start)
-            if len(chunk) != want:
-                raise StorageError("the file shrank while it was being added; add it again")
-            chunks.append(chunk)
-        return self._leaves(chunks)
+        total = min(count * size, end - offset)
+        pool = self._buffers
+        # only hashing: one chunk's room, reused for each (it stays in the CPU's cache)
+        room = _BATCH_BYTES if self.store is not None else size
+        try:
+            buf = pool.pop()
+        except IndexError:
+            buf = bytearray(max(room, size))
+        out: list[_Child] = []
+        batch: list[tuple[bytes, tuple[bytes | memoryview, ...]]] = []
+        try:
+            with memoryview(buf) as whole:
+                for start in range(0, total, size):
+                    at = start if self.store is not None else 0
+                    chunk = whole[at : at + min(size, total - start)]
+                    got = 0
+                    while got < len(chunk):
+                        n = os.preadv(fd, [chunk[got:]], offset + start + got)
+                        if n == 0:
+                            raise StorageError(
+                                "the file shrank while it was being added; add it again"
+                            )
+                        got += n
+                    cid, parts, child = self._leaf(chunk)
+                    batch.append((cid, parts))
+                    out.append(child)
+                if self.store is not None:
+                    self.store.put_many(batch)
+                del batch, parts, chunk  # the views into the buffer end here
+        finally:
+            pool.append(buf)
+        return out
 
     # --- internal nodes -----------------------------------------------------------------
 
