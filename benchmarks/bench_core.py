@@ -9,7 +9,10 @@ Three parts, each measured side by side with Dask in this process:
   (against Dask's one-at-a-time latency) and the messages each job cost: frames the
   nodes sent for it, a broadcast counted once per node that hears it. Announcements
   (node info) are not per job and are counted apart; the scale runs use a long
-  heartbeat so that none falls inside the measured jobs.
+  heartbeat so that none falls inside the measured jobs. Node 0 is the one requester
+  (it also computes); the others are compute-only, as in Bacalhau's own deployments.
+  ``frames_per_job`` counts frames actually sent (several messages to one node share a
+  signed frame).
 
 Prints tables and writes ``benchmarks/results/core.json`` (``ratios`` is the
 1,000-job burst, the headline ``run.py`` reports).
@@ -72,7 +75,12 @@ async def one_at_a_time(nodes: int, jobs: int) -> dict[str, float]:
     spec = bacalhau.JobSpec.noop(publisher="noop")
     started = time.perf_counter()
     quiet = bacalhau.RequesterConfig(node_ttl=7200)  # no heartbeat falls inside the run
-    async with bacalhau.Network.in_memory(nodes, seed=2, heartbeat=3600, requester=quiet) as net:
+    # one requester (node 0, which also computes) and compute-only nodes: Bacalhau's own
+    # shape (few orchestrators, many compute nodes); only a requester keeps a node table
+    compute_only: list[dict[str, Any]] = [{}] + [{"requester": None}] * (nodes - 1)
+    async with bacalhau.Network.in_memory(
+        nodes, seed=2, heartbeat=3600, requester=quiet, per_node_options=compute_only
+    ) as net:
         first = net.nodes[0]
         with anyio.fail_after(600):
             while len(first.known_nodes()) < nodes:  # noqa: ASYNC110 (no event for a table)
@@ -81,24 +89,25 @@ async def one_at_a_time(nodes: int, jobs: int) -> dict[str, float]:
         await first.run_job(spec, timeout=60)  # warm up
         await anyio.sleep(0.3)  # let the warm-up's last frames land before counting
 
-        def counts() -> tuple[int, int, int]:
+        def counts() -> tuple[int, int, int, int]:
             sent = sum(n.stats["job_sent"] for n in net.nodes)
             broadcast = sum(n.stats["job_broadcast"] for n in net.nodes)
             announced = sum(
                 n.stats["announce_sent"] + n.stats["announce_broadcast"] for n in net.nodes
             )
-            return sent, broadcast, announced
+            frames = sum(n.stats["frames_sent"] for n in net.nodes)
+            return sent, broadcast, announced, frames
 
         before = counts()
         latencies = []
-        for i in range(jobs):
+        for _ in range(jobs):
             t0 = time.perf_counter()
-            result = await net.nodes[i % nodes].run_job(spec, timeout=60)
+            result = await first.run_job(spec, timeout=60)
             latencies.append(time.perf_counter() - t0)
             assert result.ok, result.reason
         await anyio.sleep(0.3)  # the last job's completion notices
         after = counts()
-        sent, broadcast, announced = (a - b for a, b in zip(after, before, strict=True))
+        sent, broadcast, announced, frames = (a - b for a, b in zip(after, before, strict=True))
         heard = [sum(1 for n in net.nodes if j in n.compute.jobs) for j in first.requester.jobs]
     return {
         "nodes": nodes,
@@ -107,6 +116,8 @@ async def one_at_a_time(nodes: int, jobs: int) -> dict[str, float]:
         "p95_ms": sorted(latencies)[int(0.95 * (len(latencies) - 1))] * 1000,
         "messages_per_job": (sent + broadcast * (nodes - 1)) / jobs,
         "broadcasts_per_job": broadcast / jobs,
+        "frames_per_job": frames / jobs,
+        "requesters": 1,
         "announcements_during": announced,
         "nodes_hearing_a_job": statistics.median(heard),
         "join_s": join_s,
