@@ -120,6 +120,7 @@ class LogChunkLive:
             type(r) is list
             and len(r) == 5
             and type(r[0]) is int
+            and type(r[1]) is str  # a list or map here is unhashable: no TypeError
             and r[1] in _STREAMS
             and type(r[2]) is str
             and type(r[3]) in (float, int)
