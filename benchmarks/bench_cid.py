@@ -8,6 +8,8 @@
    verified on receipt) against a raw TCP copy of the same bytes between two processes;
    fetch plus writing the file out (streaming) against the raw copy written to a file;
    fetching from 3 provider processes against from 1 (``_fetch_peers.py``).
+   Where its time goes (``_store_rx.py``): the block store's writes against appending
+   the same bytes to one file, and anyio's receive loop against ``recv_into``.
 3. Peak memory (max RSS of a fresh process) of add, and of fetch + write-out between
    two nodes of one process, for a small and a large file: flat as the file grows.
 
@@ -266,6 +268,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         report["fetch"] = peer_fetch(data, root, args.runs)
         data.unlink()
 
+        # 2b. where a fetch's time goes: the block store's writes against one appended
+        #     file, and anyio's receive loop against recv_into
+        sys.path.insert(0, str(HERE))
+        import _store_rx
+
+        report["store"] = _store_rx.store_costs(where, size, args.runs)
+        report["receive"] = _store_rx.receive_costs(size, args.runs)
+
         # 3. peak memory, small vs large file
         base = baseline_rss()
         memory: dict[str, Any] = {"baseline_import_mib": base}
@@ -338,6 +348,17 @@ def print_table(r: dict[str, Any]) -> None:
         f"{'  ... fetch + write vs raw copy to a file':48} {c['fetch_and_write']:9.3f}s "
         f"{c['raw_tcp_copy_to_file']:9.3f}s "
         f"{c['raw_tcp_copy_to_file'] / max(c['fetch_and_write'], 1e-9):6.2f}x"
+    )
+    st, rx = r["store"], r["receive"]
+    print(
+        f"{'  store CPU: put_many (flatfs) vs one appended file':48} "
+        f"{st['cpu_s']['put_many_flatfs']:9.3f}s {st['cpu_s']['append_one_file']:9.3f}s "
+        f"{st['flatfs_vs_one_file']:6.2f}x"
+    )
+    print(
+        f"{'  receive CPU: anyio receive vs recv_into':48} "
+        f"{rx['receiver_cpu_s']['anyio_receive']:9.3f}s {rx['receiver_cpu_s']['recv_into']:9.3f}s "
+        f"{rx['anyio_vs_recv_into']:6.2f}x"
     )
     s, lg = m["small"], m["large"]
     sm, lm = s["bytes"] // MIB, lg["bytes"] // MIB
