@@ -21,7 +21,7 @@ from typing import Any
 
 import attrs
 
-from ..executor.docker import check_unix_socket
+from ..executor.docker_params import check_unix_socket
 
 __all__ = [
     "DEFAULT_TEST_IMAGE",
