@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import socket
 from collections.abc import Iterator
 
+import attrs
 import uvicorn
 
 from ..errors import BacalhauError, ValidationError
 
-__all__ = ["QuietServer", "bind_listener"]
+__all__ = ["ApiAddress", "QuietServer", "bind_listener", "is_loopback"]
 
 
 class QuietServer(uvicorn.Server):
@@ -44,3 +46,30 @@ def bind_listener(host: str, port: int) -> socket.socket:
             )
         ) from None
     return sock
+
+
+@attrs.frozen
+class ApiAddress:
+    """Where the API listens (the port is the real one when 0 was asked for)."""
+
+    host: str
+    port: int
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    def __str__(self) -> str:
+        return self.url.removeprefix("http://")
+
+
+def is_loopback(host: str) -> bool:
+    """True for ``localhost``, ``127.0.0.0/8`` and ``::1`` (with or without brackets)."""
+    host = host.strip("[]").lower()
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -26,7 +26,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import hmac
-import ipaddress
 import json
 import logging
 import os
@@ -65,7 +64,7 @@ from ._http import (
     parse_json,
     require_type,
 )
-from ._listen import QuietServer, bind_listener
+from ._listen import ApiAddress, QuietServer, bind_listener, is_loopback
 from .live import live_routes, token_of
 from .openapi import openapi_document
 from .receipts import receipt_routes
@@ -142,33 +141,6 @@ class ApiLimits:
     header_timeout: float = 10.0
     body_timeout: float = 300.0
     keep_alive: float = 5.0
-
-
-@attrs.frozen
-class ApiAddress:
-    """Where the API listens (the port is the real one when 0 was asked for)."""
-
-    host: str
-    port: int
-
-    @property
-    def url(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
-
-    def __str__(self) -> str:
-        return self.url.removeprefix("http://")
-
-
-def is_loopback(host: str) -> bool:
-    """True for ``localhost``, ``127.0.0.0/8`` and ``::1`` (with or without brackets)."""
-    host = host.strip("[]").lower()
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 # --- the routes --------------------------------------------------------------------------
