@@ -68,6 +68,7 @@ class MemoryHub:
     delivered: int = 0
     version: int = 0
     """Bumped whenever who reaches whom changes (a join, a leave, a partition, a heal)."""
+    _members: tuple[int, frozenset[str]] = (-1, frozenset())
 
     def __attrs_post_init__(self) -> None:
         self.rng = random.Random(self.seed)
@@ -90,6 +91,14 @@ class MemoryHub:
         """Undo :meth:`partition`."""
         self._groups = None
         self.version += 1
+
+    def members(self) -> frozenset[str]:
+        """Every node on the hub now (made once per change of membership)."""
+        version, members = self._members
+        if version != self.version:
+            members = frozenset(self._transports)
+            self._members = (self.version, members)
+        return members
 
     def reachable(self, src: str, dst: str) -> bool:
         if self._groups is None:
@@ -233,7 +242,10 @@ class MemoryTransport(Transport):
         hub, me = self.hub, self._node_id
         version, peers = self._peers
         if version != hub.version:  # computed once per change of the hub's membership
-            peers = frozenset(n for n in hub._transports if n != me and hub.reachable(me, n))
+            if hub._groups is None:  # everyone reaches everyone: one set operation
+                peers = hub.members() - {me}
+            else:
+                peers = frozenset(n for n in hub._transports if n != me and hub.reachable(me, n))
             self._peers = (hub.version, peers)
         return peers
 
