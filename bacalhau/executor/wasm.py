@@ -369,7 +369,7 @@ def _execute(plan: _Plan) -> RunResult:
     pipe = plan.stdout_pipe
     if pipe is not None:
         pipe.sink = stdout
-        wasi.stdout_file = str(pipe.path)
+        wasi.stdout_file = pipe.target  # the FIFO itself, not a name that can be swapped
         take = pipe.take
 
         def ordered_stderr(data: bytes) -> None:

@@ -10,7 +10,11 @@ executor's task group) hands what arrives to the capture in big pieces.
 
 stderr stays a callback; before each stderr write is captured, :meth:`PipedStdout.take`
 takes what stdout wrote so far, so the two streams keep the order the module wrote them
-in. The FIFO lives in the execution's work folder, which the module cannot see.
+in. The FIFO lives in the execution's work folder, which the module cannot see; it is
+opened without following links and checked to be the FIFO made here, and wasmtime is
+given :attr:`PipedStdout.target` (``/proc/self/fd/N`` of our own write end on Linux), so
+swapping the name for a symlink can neither feed a host file into the job's stdout nor
+send the job's stdout onto a host file.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import contextlib
 import fcntl
 import os
 import select
+import stat
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -55,13 +60,28 @@ class PipedStdout:
         with contextlib.suppress(FileNotFoundError):  # left by an earlier run of the job
             self.path.unlink()
         os.mkfifo(self.path, 0o600)
-        self._fd = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        flags = os.O_NONBLOCK | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0)
+        self._fd = os.open(self.path, os.O_RDONLY | flags)
         # Our own write end keeps the FIFO from reading as ended before wasmtime opens
         # it (and after it closes it): the reader stops on stop(), never on an EOF.
-        self._keep = os.open(self.path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        self._keep = os.open(self.path, os.O_WRONLY | flags)
+        read, write = os.fstat(self._fd), os.fstat(self._keep)
+        if not stat.S_ISFIFO(read.st_mode) or (read.st_dev, read.st_ino) != (
+            write.st_dev,
+            write.st_ino,
+        ):
+            raise OSError(f"{self.path.name} was replaced while it was opened")
         with contextlib.suppress(OSError, AttributeError):  # Linux only; best effort
             fcntl.fcntl(self._fd, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
         self._wake = os.pipe()
+
+    @property
+    def target(self) -> str:
+        """What the writer (wasmtime) opens: the FIFO itself through our own write end
+        where ``/proc`` shows it (a later swap of :attr:`path` changes nothing), else
+        :attr:`path`. Call after :meth:`open`."""
+        proc = f"/proc/self/fd/{self._keep}"
+        return proc if self._keep >= 0 and os.path.exists(proc) else str(self.path)
 
     def take(self) -> None:
         """Hand the sink everything written so far (any thread; never waits for more)."""
