@@ -29,7 +29,7 @@ def test_a_fifo_replaced_by_a_symlink_is_refused(
     def swap(path: os.PathLike[str] | str, mode: int = 0o666) -> None:
         os.symlink(secret, path)  # the attacker wins the race: a link where the FIFO was
 
-    monkeypatch.setattr(wasm_output.os, "mkfifo", swap)
+    monkeypatch.setattr(os, "mkfifo", swap)
     pipe = PipedStdout(work)
     got: list[bytes] = []
     pipe.sink = got.append
