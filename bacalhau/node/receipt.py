@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from .. import __version__
+from .. import __version__, ids
 from ..commitment import spec_cid
 from ..convert import from_json_data, to_json_data
 from ..errors import BacalhauError, JobNotFound, ValidationError, VerificationError
@@ -42,7 +42,7 @@ _DOMAIN = "bacalhau/receipt/v1"
 class Receipt:
     """See the module docs. Build with :func:`receipt_of`; read with :meth:`from_json`."""
 
-    job_id: str
+    job_id: str = attrs.field(validator=lambda _, __, v: ids.check("job_id", v, field="job_id"))
     spec: JobSpec
     spec_cid: str
     inputs: tuple[str, ...]
@@ -53,7 +53,9 @@ class Receipt:
     """Hex sha256 of the canonical results folder (``bacalhau.verifier.canonical``)."""
     nodes: tuple[str, ...]
     worker: SignedCommitment | None
-    requester: str
+    requester: str = attrs.field(
+        validator=lambda _, __, v: ids.check("node_id", v, field="requester")
+    )
     signature: bytes = b""
 
     def body(self) -> bytes:
@@ -69,7 +71,7 @@ class Receipt:
         """Raises: ValidationError naming the field that is wrong."""
         try:
             data = json.loads(text)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:  # nested past the decoder's depth
             raise ValidationError(f"not JSON: {exc}", field="receipt") from None
         return from_json_data(data, cls, what="receipt")
 
