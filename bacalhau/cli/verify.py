@@ -85,7 +85,7 @@ async def verify_command(ns: argparse.Namespace) -> int:
     from ..errors import BacalhauError
     from ..limits import JobLimits
     from ..node.receipt import Receipt, verify_receipt
-    from ..node.rerun import Sources
+    from ..node.rerun import Sources, car_fetcher
 
     try:
         if ns.receipt == "-":
@@ -95,16 +95,15 @@ async def verify_command(ns: argparse.Namespace) -> int:
         receipt = Receipt.from_json(text)
         async with contextlib.AsyncExitStack() as stack:
             fetch = None
+            limits = JobLimits(url_allow_networks=tuple(ns.allow_url_networks))
             if ns.inputs_from:
                 from ..api.client import Client
 
                 client = await stack.enter_async_context(Client(ns.inputs_from, token=ns.api_token))
-                fetch = client.export_car
-            sources = Sources(
-                cars=tuple(Path(c) for c in ns.cars),
-                fetch=fetch,
-                limits=JobLimits(url_allow_networks=tuple(ns.allow_url_networks)),
-            )
+                # the node may stream without end: bounded as a download of the DAG is
+                most = limits.dag.max_size + limits.dag.max_size // 64 + (1 << 20)
+                fetch = car_fetcher(client, max_bytes=most)
+            sources = Sources(cars=tuple(Path(c) for c in ns.cars), fetch=fetch, limits=limits)
             ok, what = await verify_receipt(receipt, sources)
     except (BacalhauError, OSError, UnicodeDecodeError) as exc:
         print(f"cannot check {ns.receipt}: {exc}", file=sys.stderr)

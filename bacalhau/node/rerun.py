@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import anyio.to_thread
 import attrs
 
-from ..errors import BacalhauError
+from ..errors import BacalhauError, StorageError
 from ..limits import DEFAULT_JOB_LIMITS, JobLimits
 from ..models import JobSpec, StorageSpec
 
@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from ..storage.base import StorageProvider
     from ..storage.ipfs.blockstore import BlockStore
 
-__all__ = ["CannotRerun", "Sources", "needed_cids", "rerun_offline"]
+__all__ = ["CannotRerun", "Sources", "car_fetcher", "needed_cids", "rerun_offline"]
 
 Fetch = Callable[[str, Path], Awaitable[Any]]
 """``fetch(cid, dest)``: write the DAG under ``cid`` to the CAR file ``dest``."""
@@ -61,6 +61,25 @@ class Sources:
     fetch: Fetch | None = None
     limits: JobLimits = DEFAULT_JOB_LIMITS
     docker: bool = True
+
+
+def car_fetcher(client: Any, *, max_bytes: int) -> Fetch:
+    """``client.export_car`` (a :class:`~bacalhau.api.client.Client`'s) that gives up
+    once the CAR passes ``max_bytes``: the node named by ``--inputs-from`` may stream
+    without end, and the partial file is removed.
+
+    Raises (from the returned callable):
+        StorageError: the CAR passed ``max_bytes``.
+    """
+
+    async def fetch(cid: str, dest: Path) -> Any:
+        def progress(done: int, total: int | None) -> None:
+            if done > max_bytes or (total or 0) > max_bytes:
+                raise StorageError(f"the CAR of {cid} passes {max_bytes} bytes (the input limit)")
+
+        return await client.export_car(cid, dest, progress=progress)
+
+    return fetch
 
 
 def needed_cids(spec: JobSpec) -> list[str]:
