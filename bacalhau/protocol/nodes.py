@@ -60,6 +60,12 @@ _LIMITS = {
 }
 
 
+def _short(value: object) -> bool:
+    """A string an operator may be shown (``bacalhau node list``): at most 128
+    characters, none of them a control character (a terminal escape)."""
+    return isinstance(value, str) and len(value) <= 128 and value.isprintable()
+
+
 def check_announced(info: NodeInfo, sender: str) -> NodeInfo:
     """Refuse an announcement that is not the sender's own or is out of bounds.
 
@@ -72,9 +78,21 @@ def check_announced(info: NodeInfo, sender: str) -> NodeInfo:
         value = getattr(info, name)
         if len(value) > most:
             raise ValidationError(f"at most {most} entries", field=name)
-        if name not in ("gpus",) and not all(isinstance(v, str) and len(v) <= 128 for v in value):
-            raise ValidationError("entries must be short strings", field=name)
-    for name in ("free_slots", "queued", "running", "max_executions", "free_gpu", "seq"):
+        if name not in ("gpus",) and not all(_short(v) for v in value):
+            raise ValidationError("entries must be short printable strings", field=name)
+    if not all(_short(g.vendor) and _short(g.model) for g in info.gpus):
+        raise ValidationError("vendor and model must be short printable strings", field="gpus")
+    if not _short(info.version):
+        raise ValidationError("must be a short printable string", field="version")
+    for name in (
+        "free_slots",
+        "queued",
+        "running",
+        "max_executions",
+        "free_gpu",
+        "free_memory",
+        "seq",
+    ):
         if getattr(info, name) < 0:
             raise ValidationError("must not be negative", field=name)
     if info.peers or info.transport:
