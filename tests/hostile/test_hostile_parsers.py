@@ -358,3 +358,60 @@ def test_any_json_log_line_parses_or_is_a_decode_error(value: Any, row: list[Any
             pass
     with pytest.raises(DecodeError):
         LogChunkLive.parse(b"\xff\xfe not json")
+
+
+# --- names in a streamed DAG (Client.download): '..', '/', links ---
+
+
+def _dir_node(entries: list[tuple[str, bytes]]) -> tuple[bytes, bytes]:
+    from bacalhau.cid import DAG_PB
+    from bacalhau.storage.ipfs.dagpb import PBLink, PBNode, encode_node
+    from bacalhau.storage.ipfs.unixfs import DataType, UnixFSData, encode_unixfs
+
+    links = tuple(PBLink(hash=cid, name=name, tsize=1) for name, cid in sorted(entries))
+    block = encode_node(
+        PBNode(links=links, data=encode_unixfs(UnixFSData(type=DataType.DIRECTORY)))
+    )
+    return make_cid(block, codec=DAG_PB, version=1), block
+
+
+def _symlink_node(target: str) -> tuple[bytes, bytes]:
+    from bacalhau.cid import DAG_PB
+    from bacalhau.storage.ipfs.dagpb import PBNode, encode_node
+    from bacalhau.storage.ipfs.unixfs import DataType, UnixFSData, encode_unixfs
+
+    data = encode_unixfs(UnixFSData(type=DataType.SYMLINK, data=target.encode()))
+    block = encode_node(PBNode(data=data))
+    return make_cid(block, codec=DAG_PB, version=1), block
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("name", ["..", "../escape", "a/../../escape", "/abs", ".", "", "a\x00b"])
+async def test_a_streamed_dag_cannot_name_a_path_outside_dest(tmp_path: Path, name: str) -> None:
+    leaf = b"attacker bytes"
+    leaf_cid = make_cid(leaf, codec=RAW, version=1)
+    root, block = _dir_node([(name, leaf_cid)])
+    car = _header([root]) + _section(root, block) + _section(leaf_cid, leaf)
+    dest = tmp_path / "box" / "out"
+    dest.parent.mkdir()
+    with pytest.raises((StorageError, DecodeError)):
+        await export_car_stream(_chunks(car), root, dest, scratch=BlockStore(tmp_path / "s"))
+    box = tmp_path / "box"  # the scratch store (tmp_path / "s") holds the block itself
+    written = [p for p in box.rglob("*") if p.is_file() and p.read_bytes() == leaf]
+    assert [p for p in written if dest not in p.parents] == []
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("target", ["/etc/passwd", "../../../etc", "../outside"])
+async def test_a_streamed_symlink_cannot_point_outside_dest(tmp_path: Path, target: str) -> None:
+    link_cid, link_block = _symlink_node(target)
+    root, block = _dir_node([("evil", link_cid)])
+    car = _header([root]) + _section(root, block) + _section(link_cid, link_block)
+    dest = tmp_path / "out"
+    try:
+        await export_car_stream(_chunks(car), root, dest, scratch=BlockStore(tmp_path / "s"))
+    except (StorageError, DecodeError):
+        return  # refused: fine
+    evil = dest / "evil"
+    if evil.is_symlink():  # kept: it must not resolve outside dest
+        assert dest.resolve() in (evil.resolve()).parents or evil.resolve() == dest.resolve()
