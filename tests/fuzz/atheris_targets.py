@@ -17,11 +17,16 @@ import atheris
 with atheris.instrument_imports():
     from bacalhau.convert import from_json_data
     from bacalhau.errors import BacalhauError
+    from bacalhau.live.codec import decode_reply
+    from bacalhau.live.node import LogChunkLive
     from bacalhau.models import JobSpec
     from bacalhau.protocol.messages import decode_message
     from bacalhau.storage.ipfs.car import iter_car
+    from bacalhau.storage.ipfs.car_stream import CarParser
     from bacalhau.storage.ipfs.dagpb import decode_node
+    from bacalhau.storage.ipfs.exchange_wire import parse_want_reply
     from bacalhau.storage.ipfs.unixfs import decode_unixfs
+    from bacalhau.transport.gossip_frames import decode_parts
     from bacalhau.wire import decode_envelope
 
 
@@ -31,6 +36,18 @@ def wire(data: bytes) -> None:
         decode_message(env.kind, env.body)
     except BacalhauError:
         pass
+    # the hand-written readers of peer bytes ride along (no extra process start-up)
+    half = len(data) // 2
+    parse_want_reply(data, max_items=256)  # None or a parse; never raises
+    for check in (
+        lambda: decode_parts([memoryview(data[:half]), memoryview(data[half:])]),
+        lambda: decode_reply(data),
+        lambda: LogChunkLive.parse(data),
+    ):
+        try:
+            check()
+        except BacalhauError:
+            pass
 
 
 def spec(data: bytes) -> None:
@@ -57,6 +74,13 @@ def car(data: bytes) -> None:
         _, blocks = iter_car(io.BytesIO(data))
         for _ in blocks:
             pass
+    except BacalhauError:
+        pass
+    try:  # the push parser behind Client.download, fed in two pieces
+        parser = CarParser()
+        parser.feed(data[: len(data) // 2])
+        parser.feed(data[len(data) // 2 :])
+        parser.close()
     except BacalhauError:
         pass
 
