@@ -4,12 +4,16 @@ write and sign with a key of their own, and the receipt route sits behind the to
 from __future__ import annotations
 
 import base64
+import functools
 import json
 from pathlib import Path
 
+import anyio
+import httpx
 import pytest
 
-from bacalhau import JobSpec
+from bacalhau import JobSpec, Network
+from bacalhau.api.server import serve_api
 from bacalhau.cli import main
 from bacalhau.commitment import spec_cid
 from bacalhau.identity import Identity
@@ -97,3 +101,30 @@ def test_a_malformed_receipt_is_a_clear_error(
     out = capsys.readouterr()
     assert code in (1, 2), out  # refused as malformed (2) or as tampered (1)
     assert "Traceback" not in out.out + out.err
+
+
+TOKEN = "hostile-receipt-token"
+
+
+@pytest.mark.anyio
+async def test_the_receipt_route_refuses_strangers_and_odd_ids() -> None:
+    """Another user's receipt without the token (or with a wrong one) is a 401; an id
+    that is no job id is a 4xx naming no server path, never a 500."""
+    async with Network.in_memory(1) as net, anyio.create_task_group() as tg:
+        node = net.nodes[0]
+        result = await node.run_job(JobSpec.noop(stdout="x"), timeout=30)
+        assert result.ok, result.reason
+        address = await tg.start(functools.partial(serve_api, node, port=0, token=TOKEN))
+        async with httpx.AsyncClient(base_url=f"http://{address}", timeout=30) as raw:
+            path = f"/api/v1/jobs/{result.job_id}/receipt"
+            assert (await raw.get(path)).status_code == 401
+            wrong = {"Authorization": "Bearer not-the-token"}
+            assert (await raw.get(path, headers=wrong)).status_code == 401
+            bearer = {"Authorization": f"Bearer {TOKEN}"}
+            assert (await raw.get(path, headers=bearer)).status_code == 200
+            for odd in ("..%2F..%2Fetc", "%2Fetc%2Fpasswd", "j-", "%00", "j-" + "a" * 5000):
+                reply = await raw.get(f"/api/v1/jobs/{odd}/receipt", headers=bearer)
+                assert 400 <= reply.status_code < 500, (odd, reply.status_code)
+                assert str(node.data_dir or "/nonexistent-dir") not in reply.text
+                assert "Traceback" not in reply.text
+        tg.cancel_scope.cancel()
