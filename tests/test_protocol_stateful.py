@@ -324,7 +324,7 @@ def test_illegal_job_transitions_raise_a_named_error() -> None:
 
 
 def test_illegal_execution_transitions_raise_a_named_error() -> None:
-    from bacalhau.protocol.requester import Execution
+    from bacalhau.protocol.requester_jobs import Execution
 
     for a in ExecutionState:
         for b in ExecutionState:

@@ -57,7 +57,8 @@ from .timers import JobAction, RequesterTimer, TimerKey
 if TYPE_CHECKING:
     import random
 
-    from .requester import Execution, RequesterJob, RequesterState
+    from .requester import RequesterState
+    from .requester_jobs import Execution, RequesterJob
 
 __all__ = [
     "AUDIT",

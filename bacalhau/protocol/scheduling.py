@@ -35,7 +35,8 @@ from .nodes import NodeTable, check_announced, incapable, rank
 from .timers import JobAction, RequesterTimer, TimerKey
 
 if TYPE_CHECKING:
-    from .requester import Execution, RequesterConfig, RequesterJob
+    from .requester import RequesterConfig
+    from .requester_jobs import Execution, RequesterJob
 
 __all__ = ["Scheduling"]
 

@@ -11,7 +11,8 @@ from bacalhau.protocol.commands import EvaluateBid, SetTimer
 from bacalhau.protocol.compute import ComputeJobState, ComputeState, spec_weight
 from bacalhau.protocol.events import BidDecided, MessageReceived, SubmitJob, TimerFired
 from bacalhau.protocol.messages import BidPlaced, JobCreated
-from bacalhau.protocol.requester import MAX_BIDS, RequesterState
+from bacalhau.protocol.requester import RequesterState
+from bacalhau.protocol.requester_jobs import MAX_BIDS
 from bacalhau.protocol.timers import ComputeTimer, TimerKey
 
 ME = Identity.from_seed(b"\x01" * 32).node_id
