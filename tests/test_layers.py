@@ -80,3 +80,13 @@ def test_the_generator_finds_arrows_layers_and_cycles(tmp_path: Path) -> None:
     text = gen.section(arrows)
     assert "Cycles: {b, c}." in text
     assert "| 1 | `a` | `b`, `errors` |" in text
+
+
+def test_no_module_over_800_lines() -> None:
+    """A module past 800 lines is doing more than one job: split it (STYLE.md)."""
+    sizes = {
+        str(path.relative_to(ROOT)): len(path.read_text(encoding="utf-8").splitlines())
+        for path in (ROOT / "bacalhau").rglob("*.py")
+    }
+    assert sizes, "no modules found"
+    assert {p: n for p, n in sizes.items() if n > 800} == {}
