@@ -28,6 +28,8 @@ PAGES = [
     "security.md",
     "watching.md",
     "scheduling.md",
+    "gossip.md",
+    "verification.md",
 ]
 FENCE = re.compile(
     r"^(?P<saved><!-- docs-test: save [^>]*-->\n)?```python\n(?P<code>.*?)^```",
