@@ -30,6 +30,7 @@ PAGES = [
     "scheduling.md",
     "gossip.md",
     "verification.md",
+    "content-addressing.md",
 ]
 FENCE = re.compile(
     r"^(?P<saved><!-- docs-test: save [^>]*-->\n)?```python\n(?P<code>.*?)^```",
