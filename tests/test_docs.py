@@ -31,7 +31,11 @@ PAGES = [
     "gossip.md",
     "verification.md",
     "content-addressing.md",
+    "docker.md",
 ]
+DOCKER_PAGES = {"docker.md"}
+"""Pages whose samples run Docker jobs: they run on the engine the suite provisions
+(``DOCKER_HOST``, as ``scripts/test.sh`` exports it), like every docker test."""
 FENCE = re.compile(
     r"^(?P<saved><!-- docs-test: save [^>]*-->\n)?```python\n(?P<code>.*?)^```",
     re.DOTALL | re.MULTILINE,
@@ -51,18 +55,30 @@ def samples(*, saved: bool = False) -> list[tuple[str, int, str]]:
 
 
 SAMPLES = samples()
+PARAMS = [
+    pytest.param(
+        page,
+        index,
+        code,
+        id=f"{page}[{index}]",
+        marks=[pytest.mark.docker] if page in DOCKER_PAGES else [],
+    )
+    for page, index, code in SAMPLES
+]
 
 
 def test_every_guide_page_has_samples() -> None:
     assert {page for page, _, _ in samples(saved=True)} == set(PAGES)
 
 
-@pytest.mark.parametrize(
-    ("page", "index", "code"), SAMPLES, ids=[f"{p}[{i}]" for p, i, _ in SAMPLES]
-)
+@pytest.mark.parametrize(("page", "index", "code"), PARAMS)
 def test_sample_runs(page: str, index: int, code: str, tmp_path: Path) -> None:
     """Run the sample as a reader would, from the repository root: a script with python,
     a test file (it defines ``test_`` functions) with pytest."""
+    if page in DOCKER_PAGES:
+        from bacalhau.testing.docker import require_docker_engine
+
+        require_docker_engine()  # skip visibly, or fail when BACALHAU_REQUIRE_DOCKER=1
     is_test = re.search(r"^(async )?def test_", code, re.MULTILINE) is not None
     script = tmp_path / (f"test_sample_{index}.py" if is_test else f"sample_{index}.py")
     script.write_text(code)
