@@ -101,7 +101,7 @@ else
 fi
 
 set +e
-.venv/bin/python -m pytest -p no:cacheprovider --durations=30 --basetemp="$test_tmp/t" "$@"
+.venv/bin/python -m pytest -p no:cacheprovider -n 2 --durations=30 --basetemp="$test_tmp/t" "$@"
 status=$?
 set -e
 if [ "$status" = 5 ]; then
