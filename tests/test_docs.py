@@ -3,6 +3,7 @@ reference pages come from the code, and the site builds without a warning."""
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import re
@@ -32,10 +33,15 @@ PAGES = [
     "verification.md",
     "content-addressing.md",
     "docker.md",
+    "nats.md",
 ]
 DOCKER_PAGES = {"docker.md"}
 """Pages whose samples run Docker jobs: they run on the engine the suite provisions
 (``DOCKER_HOST``, as ``scripts/test.sh`` exports it), like every docker test."""
+NATS_PAGES = {"nats.md"}
+"""Pages whose samples connect to NATS: the test starts a ``nats-server -js`` on a free
+loopback port and hands it to the sample in ``$BACALHAU_NATS_URL``, where the CLI and the
+page's sample look for it."""
 FENCE = re.compile(
     r"^(?P<saved><!-- docs-test: save [^>]*-->\n)?```python\n(?P<code>.*?)^```",
     re.DOTALL | re.MULTILINE,
@@ -61,7 +67,8 @@ PARAMS = [
         index,
         code,
         id=f"{page}[{index}]",
-        marks=[pytest.mark.docker] if page in DOCKER_PAGES else [],
+        marks=[pytest.mark.docker] * (page in DOCKER_PAGES)
+        + [pytest.mark.nats] * (page in NATS_PAGES),
     )
     for page, index, code in SAMPLES
 ]
@@ -88,9 +95,16 @@ def test_sample_runs(page: str, index: int, code: str, tmp_path: Path) -> None:
         else [sys.executable, str(script)]
     )
     env = {**os.environ, "PYTHONPATH": str(ROOT / "examples" / "plugin_executor")}
-    proc = subprocess.run(
-        command, cwd=ROOT, capture_output=True, text=True, timeout=180, env=env, check=False
-    )
+    with contextlib.ExitStack() as stack:
+        if page in NATS_PAGES:
+            from bacalhau.testing.nats import require_nats_server, running_server
+
+            require_nats_server()  # skip visibly, or fail when BACALHAU_REQUIRE_NATS=1
+            server = stack.enter_context(running_server(tmp_path / "nats", jetstream=True))
+            env["BACALHAU_NATS_URL"] = server.url
+        proc = subprocess.run(
+            command, cwd=ROOT, capture_output=True, text=True, timeout=180, env=env, check=False
+        )
     assert proc.returncode == 0, (
         f"sample {index} of docs/{page} failed:\n{code}\n--- stdout\n{proc.stdout}\n"
         f"--- stderr\n{proc.stderr}"
