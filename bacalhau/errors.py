@@ -175,3 +175,15 @@ def sole_error(group: BaseExceptionGroup[BaseException], body: BaseException | N
         elif exc is not body:
             return False
     return True
+
+
+def lone_error(exc: BaseException) -> BacalhauError | None:
+    """The one library error inside ``exc`` when ``exc`` is a group (of groups) holding only
+    that error, else None. A start-up failure (a transport that cannot connect, a data dir
+    that cannot be used) comes out of a task group wrapped so; the caller raises it alone,
+    the one error a user should see, not an exception group."""
+    if not isinstance(exc, BaseExceptionGroup):
+        return None
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc if isinstance(exc, BacalhauError) else None

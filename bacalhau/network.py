@@ -24,7 +24,7 @@ from typing import Any
 import anyio
 import anyio.abc
 
-from .errors import BacalhauError, NetworkInvariantError, sole_error
+from .errors import BacalhauError, NetworkInvariantError, lone_error, sole_error
 from .identity import Identity
 from .node.driver import Fault
 from .node.node import Node
@@ -134,10 +134,12 @@ class Network:
         try:
             for options in self.per_node_options:
                 await self.add_node(**options)
-        except BaseException:
+        except BaseException as exc:
             self._tg.cancel_scope.cancel()
             await self._tg.__aexit__(None, None, None)
             self._cleanup()
+            if (lone := lone_error(exc)) is not None:
+                raise lone from lone.__cause__  # e.g. TransportError: could not connect ...
             raise
         return self
 

@@ -48,6 +48,7 @@ from ..errors import (
     PeerUnreachable,
     ValidationError,
     WireError,
+    lone_error,
     sole_error,
 )
 from ..identity import Identity
@@ -345,9 +346,11 @@ class Node(TransportHandler):
         await self._ctx_tg.__aenter__()
         try:
             await self._ctx_tg.start(self.run)
-        except BaseException:
+        except BaseException as exc:
             self._ctx_tg.cancel_scope.cancel()
             await self._ctx_tg.__aexit__(None, None, None)
+            if (lone := lone_error(exc)) is not None:
+                raise lone from lone.__cause__  # e.g. TransportError: could not connect ...
             raise
         return self
 
