@@ -4,16 +4,24 @@ reference pages come from the code, and the site builds without a warning."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib.util
 import os
 import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
+import anyio
+import anyio.abc
+import anyio.from_thread
 import pytest
+
+from bacalhau.api.server import ApiAddress, serve_api
+from bacalhau.network import Network
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
@@ -34,6 +42,7 @@ PAGES = [
     "content-addressing.md",
     "docker.md",
     "nats.md",
+    "bacalhau-users.md",
 ]
 DOCKER_PAGES = {"docker.md"}
 """Pages whose samples run Docker jobs: they run on the engine the suite provisions
@@ -42,6 +51,11 @@ NATS_PAGES = {"nats.md"}
 """Pages whose samples connect to NATS: the test starts a ``nats-server -js`` on a free
 loopback port and hands it to the sample in ``$BACALHAU_NATS_URL``, where the CLI and the
 page's sample look for it."""
+SDK_PAGES = {"bacalhau-users.md"}
+"""Pages whose samples use Bacalhau's official Python client: they run with the
+interpreter of its own venv (``tests/bacalhau_sdk_env.py``), against a node served on a
+free loopback port and named in ``$BACALHAU_API_HOST`` and ``$BACALHAU_API_PORT``, where
+the client looks. Their docker job runs on the provisioned engine."""
 FENCE = re.compile(
     r"^(?P<saved><!-- docs-test: save [^>]*-->\n)?```python\n(?P<code>.*?)^```",
     re.DOTALL | re.MULTILINE,
@@ -67,7 +81,7 @@ PARAMS = [
         index,
         code,
         id=f"{page}[{index}]",
-        marks=[pytest.mark.docker] * (page in DOCKER_PAGES)
+        marks=[pytest.mark.docker] * (page in DOCKER_PAGES | SDK_PAGES)
         + [pytest.mark.nats] * (page in NATS_PAGES),
     )
     for page, index, code in SAMPLES
@@ -82,7 +96,7 @@ def test_every_guide_page_has_samples() -> None:
 def test_sample_runs(page: str, index: int, code: str, tmp_path: Path) -> None:
     """Run the sample as a reader would, from the repository root: a script with python,
     a test file (it defines ``test_`` functions) with pytest."""
-    if page in DOCKER_PAGES:
+    if page in DOCKER_PAGES | SDK_PAGES:
         from bacalhau.testing.docker import require_docker_engine
 
         require_docker_engine()  # skip visibly, or fail when BACALHAU_REQUIRE_DOCKER=1
@@ -102,6 +116,17 @@ def test_sample_runs(page: str, index: int, code: str, tmp_path: Path) -> None:
             require_nats_server()  # skip visibly, or fail when BACALHAU_REQUIRE_NATS=1
             server = stack.enter_context(running_server(tmp_path / "nats", jetstream=True))
             env["BACALHAU_NATS_URL"] = server.url
+        if page in SDK_PAGES:
+            from bacalhau_sdk_env import require_sdk_python
+
+            command = [str(require_sdk_python()), *command[1:]]
+            address = stack.enter_context(served_node())
+            env.update(
+                HOME=str(tmp_path),  # the client keeps a key pair under ~/.bacalhau
+                BACALHAU_DIR=str(tmp_path),
+                BACALHAU_API_HOST=address.host,
+                BACALHAU_API_PORT=str(address.port),
+            )
         proc = subprocess.run(
             command, cwd=ROOT, capture_output=True, text=True, timeout=180, env=env, check=False
         )
@@ -109,6 +134,25 @@ def test_sample_runs(page: str, index: int, code: str, tmp_path: Path) -> None:
         f"sample {index} of docs/{page} failed:\n{code}\n--- stdout\n{proc.stdout}\n"
         f"--- stderr\n{proc.stderr}"
     )
+
+
+@contextlib.contextmanager
+def served_node() -> Iterator[ApiAddress]:
+    """A two-node network's API on a free loopback port, served from an event loop in a
+    thread of its own for as long as the ``with`` block runs a sample in a subprocess."""
+
+    async def serve(*, task_status: anyio.abc.TaskStatus[ApiAddress]) -> None:
+        async with Network.in_memory(2) as net, anyio.create_task_group() as tg:
+            address = await tg.start(functools.partial(serve_api, net.nodes[0], port=0))
+            task_status.started(address)
+            await anyio.sleep_forever()
+
+    with anyio.from_thread.start_blocking_portal() as portal:
+        future, address = portal.start_task(serve)
+        try:
+            yield address
+        finally:
+            future.cancel()
 
 
 def load_generator() -> ModuleType:
