@@ -92,6 +92,23 @@ def test_every_guide_page_has_samples() -> None:
     assert {page for page, _, _ in samples(saved=True)} == set(PAGES)
 
 
+def test_every_python_sample_in_the_docs_is_run() -> None:
+    """A page with a Python sample is in ``PAGES`` (its samples run here), and a page
+    that saves one for its shell session is in ``test_docs_sessions.PAGES``."""
+    from test_docs_sessions import PAGES as SESSION_PAGES
+
+    unrun = []
+    for path in [ROOT / "README.md", *sorted(DOCS.rglob("*.md"))]:
+        page = "../README.md" if path.name == "README.md" else str(path.relative_to(DOCS))
+        for match in FENCE.finditer(path.read_text()):
+            if match.group("saved"):
+                if str(path.relative_to(ROOT)) not in SESSION_PAGES:
+                    unrun.append(f"{page} (saved for a session no test runs)")
+            elif page not in PAGES:
+                unrun.append(page)
+    assert not unrun
+
+
 @pytest.mark.parametrize(("page", "index", "code"), PARAMS)
 def test_sample_runs(page: str, index: int, code: str, tmp_path: Path) -> None:
     """Run the sample as a reader would, from the repository root: a script with python,
