@@ -196,3 +196,35 @@ async def test_no_copies_cross_a_full_mesh_beyond_the_first_hop() -> None:
             await h.wait_heard(want)
         await anyio.sleep(0.3)
         assert sum(t.stats["duplicates"] for t in gossip) == before
+
+
+async def test_serve_sockets_accepts_until_cancelled_and_leaves_the_socket_open() -> None:
+    """The race-free accept loop (transport/accept.py): every connection reaches the
+    handler; cancelling it while a client waits in the backlog raises nothing."""
+    import socket
+
+    from bacalhau.transport.accept import serve_sockets
+
+    got: list[bytes] = []
+    done = anyio.Event()
+
+    async def handler(stream: anyio.abc.SocketStream) -> None:
+        async with stream:
+            got.append(await stream.receive())
+            if len(got) == 3:
+                done.set()
+
+    with socket.create_server(("127.0.0.1", 0)) as sock:
+        port = sock.getsockname()[1]
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(serve_sockets, [sock], handler, tg)
+            for i in range(3):
+                async with await anyio.connect_tcp("127.0.0.1", port) as client:
+                    await client.send(b"hello %d" % i)
+            with anyio.fail_after(10):
+                await done.wait()
+            late = await anyio.connect_tcp("127.0.0.1", port)  # still in the backlog
+            tg.cancel_scope.cancel()
+        await late.aclose()
+        assert sorted(got) == [b"hello 0", b"hello 1", b"hello 2"]
+        assert sock.fileno() != -1  # the owner closes it, not the loop

@@ -50,6 +50,7 @@ from ..protocol.gossip import (
     IHave,
     Prune,
 )
+from .accept import serve_sockets
 from .base import MAX_FRAME, Transport, TransportHandler
 from .discovery import DiscoveredPeer, MdnsDiscovery, interface_addresses, parse_peer_address
 from .gossip_book import AddressBook, Known, parse_peer_entry
@@ -216,16 +217,18 @@ class GossipTransport(Transport):
                 anyio.abc.SocketStream
             ] = await anyio.abc.SocketListener.from_socket(self._listen_socket)
             bound = listener.extra(SocketAttribute.local_address)
+            raw_sockets = [listener.extra(SocketAttribute.raw_socket)]
         else:
             multi = await anyio.create_tcp_listener(local_host=self.host, local_port=self.port)
             listener = multi
             bound = multi.listeners[0].extra(SocketAttribute.local_address)
+            raw_sockets = [one.extra(SocketAttribute.raw_socket) for one in multi.listeners]
         self._bound = (str(bound[0]), int(bound[1]))
         self._handler = handler
         try:
             async with listener, anyio.create_task_group() as tg:
                 self._tg = tg
-                tg.start_soon(listener.serve, self._accept, tg)
+                tg.start_soon(serve_sockets, raw_sockets, self._accept, tg)
                 tg.start_soon(self._heartbeat_loop)
                 tg.start_soon(self._deliver_loop)
                 for host, port in self.static_peers:
