@@ -23,6 +23,7 @@ from bacalhau.identity import Identity
 from bacalhau.testing.conformance import CHECKS, RecordingHandler, running, status_count
 from bacalhau.testing.nats import NatsCluster, NatsServer
 from bacalhau.testing.ports import free_port
+from bacalhau.transport.accept import serve_sockets
 from bacalhau.transport.base import Transport
 from bacalhau.transport.nats import NatsOptions, NatsTransport
 from bacalhau.transport.nats_frames import Kind, encode_packets, request_extra
@@ -157,9 +158,11 @@ class CutProxy:
         with anyio.CancelScope() as scope:
             self._scope = scope
             listener = await self._listen()
-            async with listener:
+            async with listener, anyio.create_task_group() as tg:
                 task_status.started()
-                await listener.serve(self._pipe)
+                # not listener.serve: its sock_accept can race a cut (transport/accept.py)
+                raw = [listener.extra(anyio.abc.SocketAttribute.raw_socket)]  # 127.0.0.1 only
+                await serve_sockets(raw, self._pipe, tg)
 
     async def _pipe(self, client: Any) -> None:
         async with client, await anyio.connect_tcp("127.0.0.1", self.target) as server:
