@@ -36,3 +36,52 @@ async def test_chaos_500_jobs_20_nodes() -> None:
     report.raise_for_problems()
     assert len(report.results) == 500
     assert all(r.state.terminal for r in report.results)
+
+
+def test_check_job_counts_only_the_last_round_after_a_publish_retry() -> None:
+    """A winner that failed to publish is failed, and the job runs again ("retrying"):
+    the new winner does not make two acceptances of a concurrency-1 job."""
+    from bacalhau.models import (
+        ExecutionResult,
+        ExecutionState,
+        JobEvent,
+        JobResult,
+        JobSpec,
+        StorageRef,
+    )
+    from bacalhau.testing.chaos import check_job
+
+    spec = JobSpec.noop(stdout="x")
+    a, b = "12D3KooWA", "12D3KooWB"
+
+    def result(*kinds: tuple[str, str | None]) -> JobResult:
+        return JobResult(
+            job_id="j-1",
+            state=JobState.COMPLETED,
+            reason="",
+            spec=spec,
+            requester_id="r",
+            executions=(
+                ExecutionResult(node_id=a, state=ExecutionState.FAILED),
+                ExecutionResult(
+                    node_id=b,
+                    state=ExecutionState.PUBLISHED,
+                    stdout="x",
+                    published=StorageRef(type="noop"),
+                ),
+            ),
+            events=tuple(
+                JobEvent(time=float(i), kind=k, node_id=n) for i, (k, n) in enumerate(kinds)
+            ),
+        )
+
+    retried = result(
+        ("created", None),
+        ("results_accepted", a),
+        ("retrying", None),
+        ("results_accepted", b),
+        ("completed", None),
+    )
+    assert check_job(retried) == []
+    both = result(("created", None), ("results_accepted", a), ("results_accepted", b))
+    assert any("2 accepted > concurrency 1" in p for p in check_job(both))

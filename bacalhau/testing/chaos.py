@@ -72,7 +72,11 @@ def check_job(result: JobResult) -> list[str]:
         problems.append(f"{result.job_id}: not terminal ({result.state.value})")
     # Whose results were accepted, from the history: a node accepted and later unable
     # to publish still counted toward confidence when the requester decided.
-    accepted = {e.node_id for e in result.events if e.kind == "results_accepted"}
+    # A failed publish sends the job round again ("retrying"): only the last round's
+    # acceptances stand (the earlier winners were failed before it).
+    events = list(result.events)
+    last_round = max((i for i, e in enumerate(events) if e.kind == "retrying"), default=-1)
+    accepted = {e.node_id for e in events[last_round + 1 :] if e.kind == "results_accepted"}
     winners = [
         e
         for e in result.executions
