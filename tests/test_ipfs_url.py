@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import socket
@@ -83,12 +84,20 @@ async def test_http_errors_are_named(tmp_path: Path) -> None:
 
 @pytest.fixture
 def server() -> Iterator[str]:
+    with serving(BODY) as url:
+        yield url
+
+
+@contextlib.contextmanager
+def serving(body: bytes) -> Iterator[str]:
+    """A loopback HTTP server answering every GET with ``body``; yields its base URL."""
+
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             self.send_response(200)
-            self.send_header("content-length", str(len(BODY)))
+            self.send_header("content-length", str(len(body)))
             self.end_headers()
-            self.wfile.write(BODY)
+            self.wfile.write(body)
 
         def log_message(self, *args: object) -> None:
             pass

@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import functools
 import json
-import threading
 from collections.abc import Awaitable, Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -15,6 +13,8 @@ import anyio
 import anyio.abc
 import anyio.from_thread
 import pytest
+from test_cli_jobs import COPY_WAT  # the same cat-a-file module
+from test_ipfs_url import serving
 
 from bacalhau import Deal, JobSpec, Network, RequesterConfig
 from bacalhau.api.server import serve_api
@@ -28,36 +28,6 @@ from bacalhau.storage.ipfs.car import export_car
 
 T = TypeVar("T")
 
-COPY_WAT = """
-(module
-  (import "wasi_snapshot_preview1" "path_open"
-    (func $path_open (param i32 i32 i32 i32 i32 i64 i64 i32 i32) (result i32)))
-  (import "wasi_snapshot_preview1" "fd_read" (func $fd_read (param i32 i32 i32 i32) (result i32)))
-  (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
-  (import "wasi_snapshot_preview1" "proc_exit" (func $proc_exit (param i32)))
-  (memory (export "memory") 2)
-  (data (i32.const 1024) "file.txt")
-  ;; cat /file.txt > /out/file.txt : fd 3 is the input's parent, fd 4 the output
-  (func (export "_start") (local $in i32) (local $out i32) (local $n i32) (local $err i32)
-    (local.set $err (call $path_open (i32.const 3) (i32.const 0) (i32.const 1024) (i32.const 8)
-                     (i32.const 0) (i64.const 2) (i64.const 0) (i32.const 0) (i32.const 64)))
-    (if (local.get $err) (then (call $proc_exit (i32.add (i32.const 100) (local.get $err)))))
-    (local.set $in (i32.load (i32.const 64)))
-    (local.set $err (call $path_open (i32.const 4) (i32.const 0) (i32.const 1024) (i32.const 8)
-                     (i32.const 1) (i64.const 64) (i64.const 0) (i32.const 0) (i32.const 64)))
-    (if (local.get $err) (then (call $proc_exit (i32.add (i32.const 200) (local.get $err)))))
-    (local.set $out (i32.load (i32.const 64)))
-    (block $done (loop $copy
-      (i32.store (i32.const 0) (i32.const 4096))
-      (i32.store (i32.const 4) (i32.const 60000))
-      (if (call $fd_read (local.get $in) (i32.const 0) (i32.const 1) (i32.const 8))
-        (then (call $proc_exit (i32.const 3))))
-      (local.set $n (i32.load (i32.const 8)))
-      (br_if $done (i32.eqz (local.get $n)))
-      (i32.store (i32.const 4) (local.get $n))
-      (drop (call $fd_write (local.get $out) (i32.const 0) (i32.const 1) (i32.const 8)))
-      (br $copy)))))
-"""
 CONTENT = b"apples and pears\n"
 FAST = RequesterConfig(bid_timeout=2.0, bid_window=0.0, publish_timeout=30.0)
 LOOPBACK = JobLimits(url_allow_networks=("127.0.0.0/8",))
@@ -167,25 +137,8 @@ def test_inputs_by_cid_from_a_car_file_or_from_a_node(
 
 @pytest.fixture(scope="module")
 def http_server() -> Iterator[str]:
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            self.send_response(200)
-            self.send_header("content-length", str(len(CONTENT)))
-            self.end_headers()
-            self.wfile.write(CONTENT)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join()
+    with serving(CONTENT) as url:
+        yield url
 
 
 def test_url_inputs_are_fetched_where_the_policy_allows(
