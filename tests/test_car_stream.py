@@ -175,3 +175,37 @@ def test_the_parser_holds_one_section_at_most() -> None:
     with pytest.raises(DecodeError, match="ended before its header"):
         CarParser().close()
     assert cid_str(cid).startswith("b")
+
+
+async def test_a_block_stored_as_the_stream_ends_is_found(tmp_path: Path) -> None:
+    """The exporter looked, found the block missing, and only then did the stream store
+    its last batch and end: the next look must find the block, not report it missing
+    (a full CI run once raised ``RuntimeError: coroutine raised StopIteration`` here)."""
+    from bacalhau.storage.ipfs.car_stream import _Arrivals
+
+    block = b"the last block"
+    cid = make_cid(block, codec=RAW, version=1)
+
+    class LateStore(BlockStore):
+        looked = False
+
+        def has(self, c: bytes) -> bool:
+            if not self.looked:  # the first look misses; the stream then stores and ends
+                self.looked = True
+                self.put(c, block)
+                source.streaming = False
+                anyio.from_thread.run_sync(source.signal)  # as the stream's end does
+                return False
+            return super().has(c)
+
+    source = _Arrivals(LateStore(tmp_path / "s"))
+    assert await source.get_many([cid]) == [block]
+
+
+async def test_a_block_still_missing_once_the_stream_ended_is_not_found(tmp_path: Path) -> None:
+    from bacalhau.storage.ipfs.car_stream import _Arrivals
+
+    cid = make_cid(b"never sent", codec=RAW, version=1)
+    source = _Arrivals(BlockStore(tmp_path / "s"), streaming=False)
+    with pytest.raises(BlockNotFound, match=cid_str(cid)):
+        await source.get_many([cid])

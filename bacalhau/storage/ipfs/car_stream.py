@@ -168,15 +168,19 @@ class _Arrivals:
             return [store.get(c) for c in cids]  # checked against their CIDs when stored
 
         while True:
-            arrived = self.arrived
+            # Read the stream's state *before* looking: a batch stored (and the stream
+            # ended) while we looked is then seen on the next round, never reported missing.
+            arrived, streaming, failed = self.arrived, self.streaming, self.failed
             blocks = await anyio.to_thread.run_sync(read)
             if blocks is not None:
                 return blocks
-            if self.failed:
+            if failed:
                 await anyio.sleep_forever()  # the stream's own error cancels us
-            if not self.streaming:
-                lacking = next(c for c in cids if not store.has(c))
-                raise BlockNotFound(f"block {cid_str(lacking)} is not in the archive")
+            if not streaming:
+                lacking = [c for c in cids if not store.has(c)]
+                if lacking:
+                    raise BlockNotFound(f"block {cid_str(lacking[0])} is not in the archive")
+                continue
             await arrived.wait()
 
 
