@@ -178,7 +178,11 @@ async def test_an_unknown_mdns_interface_is_a_clear_error() -> None:
 
 async def test_no_copies_cross_a_full_mesh_beyond_the_first_hop() -> None:
     """Each node tells its peers who all its peers are; a message straight from its
-    origin is then forwarded only to nodes the origin did not reach itself."""
+    origin is then forwarded only to nodes the origin did not reach itself.
+
+    In a full mesh nothing is forwarded. The one other way a second copy can arrive is
+    the lazy repair: under load a heartbeat's IHAVE can overtake the copy itself, and
+    the IWANT it prompts is answered; so duplicates are bounded by IWANTs served."""
     async with running(gossip_transports, 6) as (ts, hs):
         ids = {t.node_id for t in ts}
         gossip = [t for t in ts if isinstance(t, GossipTransport)]
@@ -189,7 +193,11 @@ async def test_no_copies_cross_a_full_mesh_beyond_the_first_hop() -> None:
                 for c in t._conns.values()
             ):
                 await anyio.sleep(0.02)
-        before = sum(t.stats["duplicates"] for t in gossip)
+
+        def total(stat: str) -> int:
+            return sum(t.stats[stat] for t in gossip)
+
+        before = {stat: total(stat) for stat in ("duplicates", "forwarded", "iwant_served")}
         frames = [os.urandom(64) for _ in range(30)]
         for i, frame in enumerate(frames):
             await ts[i % 6].broadcast(frame)
@@ -197,7 +205,9 @@ async def test_no_copies_cross_a_full_mesh_beyond_the_first_hop() -> None:
             want = {f for j, f in enumerate(frames) if j % 6 != i}
             await h.wait_heard(want)
         await anyio.sleep(0.3)
-        assert sum(t.stats["duplicates"] for t in gossip) == before
+        assert total("forwarded") == before["forwarded"]
+        repairs = total("iwant_served") - before["iwant_served"]
+        assert total("duplicates") - before["duplicates"] <= repairs
 
 
 async def test_serve_sockets_accepts_until_cancelled_and_leaves_the_socket_open() -> None:

@@ -168,6 +168,8 @@ class GossipTransport(Transport):
                 "published",
                 "delivered",
                 "duplicates",
+                "forwarded",
+                "iwant_served",
             ),
             0,
         )
@@ -571,6 +573,7 @@ class GossipTransport(Transport):
                     self._run_command(cmd)
             else:
                 for frame in self.state.on_iwant(peer, ids):
+                    self.stats["iwant_served"] += 1
                     conn.send_bulk(encode([PUBLISH, frame, False]))
         elif kind == GRAFT:
             for cmd in self.state.on_graft(peer):
@@ -707,6 +710,7 @@ class GossipTransport(Transport):
                 for peer in targets:
                     conn = self._conns.get(peer)
                     if conn is not None:
+                        self.stats["forwarded"] += 1
                         conn.send_bulk(data)
 
     # --- heartbeat ------------------------------------------------------------------------
