@@ -69,9 +69,10 @@ from .gossip_conn import (
     REQUEST,
     WIRE_MAX,
     Connection,
+    Frame,
     FrameReader,
-    decode,
     encode,
+    encode_bin_message,
 )
 from .gossip_handshake import SelfConnection, handshake
 from .gossip_limits import HandshakeSlots, LogBudget, should_cut
@@ -263,7 +264,7 @@ class GossipTransport(Transport):
             raise TransportError("transport is not running")
         _, targets = self.state.publish(frame, monotonic())
         # "first hop": every peer of the origin has it (flood publish), see _deliver_loop
-        data = encode([PUBLISH, frame, self.options.gossip.flood_publish])
+        data = encode_bin_message(PUBLISH, self.options.gossip.flood_publish, frame)
         backlogged = False
         for peer in targets:
             conn = self._conns.get(peer)
@@ -527,9 +528,9 @@ class GossipTransport(Transport):
         reason: str
         try:
             while True:
-                frame = await conn.reader.read(max_size=WIRE_MAX)
+                msg = await conn.reader.read_message(max_size=WIRE_MAX)
                 conn.last_recv = monotonic()
-                self._dispatch(conn, decode(frame), tg)
+                self._dispatch(conn, msg, tg)
         except WireError as exc:
             reason = str(exc)
         except (OSError, anyio.BrokenResourceError, anyio.ClosedResourceError) as exc:
@@ -574,7 +575,7 @@ class GossipTransport(Transport):
             else:
                 for frame in self.state.on_iwant(peer, ids):
                     self.stats["iwant_served"] += 1
-                    conn.send_bulk(encode([PUBLISH, frame, False]))
+                    conn.send_bulk(encode_bin_message(PUBLISH, False, frame))
         elif kind == GRAFT:
             for cmd in self.state.on_graft(peer):
                 self._run_command(cmd)
@@ -650,7 +651,7 @@ class GossipTransport(Transport):
             reply = await handler.handle_request(conn.peer_id, frame)
             if not isinstance(reply, bytes) or len(reply) > MAX_FRAME:
                 raise TransportError("reply is not bytes of at most MAX_FRAME")
-            data = encode([REPLY, req_id, reply])
+            data: Frame = encode_bin_message(REPLY, req_id, reply)
         except Exception as exc:
             log.debug("gossip: request from %s failed: %r", conn.peer_id, exc)
             data = encode([ERROR, req_id, f"{type(exc).__name__}: {exc}"[:1000]])
@@ -706,7 +707,7 @@ class GossipTransport(Transport):
                 skip = origin.peer_peers
                 targets = [p for p in targets if p not in skip]
             if targets:
-                data = encode([PUBLISH, frame, False])
+                data = encode_bin_message(PUBLISH, False, frame)
                 for peer in targets:
                     conn = self._conns.get(peer)
                     if conn is not None:
