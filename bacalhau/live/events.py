@@ -128,9 +128,9 @@ class EventHub:
     def peers_now(self, peers: Iterable[str]) -> None:
         """Publish which nodes joined and which left since the last call (the first call
         only records the nodes it is given)."""
-        now = frozenset(peers)
+        now = frozenset(peers)  # the same set when given a frozenset
         before, self._peers = self._peers, now
-        if before is None:
+        if before is None or now is before:  # nothing changed (costs nothing to see)
             return
         for node_id in sorted(now - before):
             self.publish(NODE_JOINED, node_id=node_id, detail="joined")

@@ -8,7 +8,7 @@ job's requester over the transport), its event stream, and its info for network 
 from __future__ import annotations
 
 import math
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Set
 from typing import Any, cast
 
 import anyio
@@ -192,15 +192,17 @@ class NodeWatch:
         if job is not None:
             self.events.job_changed(job_id, job.history, job.state.value)
 
-    async def run(
-        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
-    ) -> None:
-        """Publish nodes joining and leaving (:meth:`members`), until cancelled."""
+    period = PEER_POLL
+    """Seconds between calls of :meth:`poll` (the node runs it, on its own or from the
+    ticker its network shares)."""
+
+    def start(self) -> None:
+        """Record the nodes seen now (the next :meth:`poll` publishes what changed)."""
         self.events.peers_now(self.members())
-        task_status.started()
-        while True:
-            await anyio.sleep(PEER_POLL)
-            self.events.peers_now(self.members())
+
+    def poll(self) -> None:
+        """Publish the nodes that joined and left since the last look."""
+        self.events.peers_now(self.members())
 
     # --- serving peers --------------------------------------------------------------------
 
@@ -254,11 +256,15 @@ class NodeWatch:
         )
         return [own, *known]
 
-    def members(self) -> set[str]:
+    def members(self) -> Set[str]:
         """The other nodes this node sees: its transport's peers and the live nodes of its
         requester's table (one that leaves both has left)."""
+        peers = self.node.peers()
         known = {i.node_id for i in self.node.known_nodes()}
-        return (set(self.node.peers()) | known) - {self.node.node_id}
+        me = self.node.node_id
+        if isinstance(peers, frozenset) and me not in peers and known <= peers:
+            return peers  # the transport's own set (a compute-only node knows no table)
+        return (set(peers) | known) - {me}
 
     # --- following a job's logs -----------------------------------------------------------
 

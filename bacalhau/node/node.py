@@ -77,6 +77,7 @@ if TYPE_CHECKING:
     from ..storage.ipfs.blockstore import BlockStore
     from ..storage.ipfs.exchange import BlockService
 from .store import StateStore, StoreError
+from .ticker import Chore, Ticker, run_every
 
 __all__ = ["JobHandle", "Node"]
 
@@ -166,6 +167,8 @@ class Node(TransportHandler):
         heartbeat: seconds between the node's announcements of itself (it also
             announces when it joins and, at most every ``MIN_GAP``, when what it offers
             changes); requesters forget a node silent for their ``node_ttl``.
+        ticker: a :class:`~bacalhau.node.ticker.Ticker` on the node's clock runs its
+            periodic chores instead of its own tasks (``Network`` shares one).
         job_retention: a durable node removes a finished job's record this many seconds
             after the job ended (None: never); the job then answers "expired on ...".
         gc_interval / gc_batch: how often retention runs, and the most records it
@@ -195,6 +198,7 @@ class Node(TransportHandler):
         gc_interval: float = 60.0,
         gc_batch: int = 1000,
         disk: DiskRetention | None = None,
+        ticker: Ticker | None = None,
     ) -> None:
         if transport.node_id != identity.node_id:
             raise ValidationError("transport and identity belong to different nodes")
@@ -212,6 +216,8 @@ class Node(TransportHandler):
         self._extra_strategies = tuple(bid_strategies)
         self.verify_cache = verify_cache or VerifiedCache()
         self.clock: Clock = clock or SystemClock()
+        self.ticker = ticker if ticker is not None and ticker.shared_with(self.clock) else None
+        self._chores: list[int] = []
         self.max_message_age = max_message_age
         if job_retention is not None and job_retention <= 0:
             raise ValidationError("job_retention must be positive (or None: keep forever)")
@@ -398,8 +404,10 @@ class Node(TransportHandler):
                 tg.start_soon(self.driver.timers.run)
                 self.watch.register()
                 await tg.start(self.transport.run, self)
-                await tg.start(self.watch.run)
-                await tg.start(self._watch_engines)
+                self.watch.start()
+                self._every(tg, self.watch.period, self.watch.poll, clock=None)
+                await self.support.refresh()  # before the first announcement, then often
+                self._every(tg, ENGINE_RECHECK_SECONDS, self.support.refresh, clock=self.clock)
                 tg.start_soon(self._announce_loop)
                 self.started.set()
                 if self.store is not None:
@@ -415,6 +423,8 @@ class Node(TransportHandler):
                         await self.plugins.close()
         finally:
             self._stopped = True
+            while self._chores and self.ticker is not None:
+                self.ticker.remove(self._chores.pop())
             self.driver.bind(None)
             self.outbox.close()
             if self._tmp is not None:
@@ -719,18 +729,15 @@ class Node(TransportHandler):
     def _mark_dirty(self) -> None:
         self._dirty.set()
 
-    async def _watch_engines(
-        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    def _every(
+        self, tg: anyio.abc.TaskGroup, period: float, chore: Chore, *, clock: Clock | None
     ) -> None:
-        """Ask the engines whether they answer before the first announcement, then every
-        ``ENGINE_RECHECK_SECONDS``: the node offers (and lists) an engine only while it
-        answers, and announces as soon as that changes."""
-        await self.support.refresh()
-        task_status.started()
-        while True:
-            with self.clock.wake_at(self.clock.now() + ENGINE_RECHECK_SECONDS):
-                await anyio.sleep_forever()
-            await self.support.refresh()
+        """Run ``chore`` every ``period`` seconds: from the shared ticker, else from a
+        task of this node (on ``clock``; None: real time), e.g. the engine checks."""
+        if self.ticker is not None:
+            self._chores.append(self.ticker.add(period, chore))
+        else:
+            tg.start_soon(functools.partial(run_every, period, chore, clock=clock))
 
     async def _announce_loop(self) -> None:
         """Announce on start, when what we offer changes (at most every MIN_GAP), and on
