@@ -16,6 +16,12 @@ The schema carries a version (SQLite's ``user_version``). Opening a database
 written by an older release runs the migrations from its version up to
 :data:`SCHEMA_VERSION`, in one transaction; a database from a newer release is
 refused with a clear error rather than misread.
+
+Disk use follows what is live. The file uses SQLite's incremental auto-vacuum (a new
+database is created with it; a database from an older release is converted once, with
+a ``VACUUM`` when it is opened), so :meth:`StateStore.compact`, run after each
+retention sweep, gives the pages that expired records freed back to the file system a
+bounded number at a time, then checkpoints the write-ahead log and truncates it.
 """
 
 from __future__ import annotations
@@ -48,7 +54,14 @@ from .history import (
     unindex_job,
 )
 
-__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "StateStore", "StoreError", "migrate"]
+__all__ = [
+    "MIGRATIONS",
+    "SCHEMA_VERSION",
+    "StateStore",
+    "StoreError",
+    "migrate",
+    "use_incremental_vacuum",
+]
 
 log = logging.getLogger("bacalhau.store")
 
@@ -57,6 +70,10 @@ _conv.register_unstructure_hook(bytes, lambda b: b)
 _conv.register_structure_hook(bytes, lambda b, _: bytes(b))
 
 SCHEMA_VERSION = 3
+COMPACT_PAGES = 4096
+"""Most free pages one :meth:`StateStore.compact` gives back (16 MiB of 4 KiB pages)."""
+WAL_LIMIT = 4 << 20
+"""Bytes a checkpointed write-ahead log is truncated to (``journal_size_limit``)."""
 """The version this release writes. Version 0 is a database from before versioning."""
 
 
@@ -124,6 +141,27 @@ def migrate(db: sqlite3.Connection, path: Path) -> int:
     return int(found)
 
 
+def use_incremental_vacuum(db: sqlite3.Connection, path: Path) -> bool:
+    """Make the database give freed pages back on ``PRAGMA incremental_vacuum``; return
+    True if an existing database had to be rewritten (a one-time ``VACUUM``).
+
+    Call it on a connection outside a transaction. A new database only needs the
+    setting before its first table; one written before (auto-vacuum off) is rebuilt.
+    """
+    (mode,) = db.execute("PRAGMA auto_vacuum").fetchone()
+    if mode == 2:  # INCREMENTAL
+        return False
+    db.execute("PRAGMA auto_vacuum = INCREMENTAL")
+    (mode,) = db.execute("PRAGMA auto_vacuum").fetchone()
+    if mode == 2:  # a new, empty file takes the setting as is
+        return False
+    (tables,) = db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    db.execute("VACUUM")  # the setting takes effect for an existing file only this way
+    if tables:
+        log.info("%s: converted to incremental auto-vacuum (disk now follows retention)", path)
+    return bool(tables)
+
+
 class StateStore:
     """Snapshots of records by key, written in batches on a worker thread."""
 
@@ -132,8 +170,10 @@ class StateStore:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+            use_incremental_vacuum(self._db, path)  # before WAL mode writes the header
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute(f"PRAGMA journal_size_limit = {WAL_LIMIT:d}")
             self.migrated_from = migrate(self._db, path)
         except StoreError:
             self._db.close()
@@ -256,6 +296,36 @@ class StateStore:
                     self._db.execute("ROLLBACK")
                 raise StoreError(f"could not expire jobs in {self.path}: {exc}") from None
         return len(ids)
+
+    def disk_bytes(self) -> int:
+        """Bytes the store takes on disk: the database file and its write-ahead log."""
+        total = 0
+        for suffix in ("", "-wal"):
+            with contextlib.suppress(FileNotFoundError):
+                total += self.path.with_name(self.path.name + suffix).stat().st_size
+        return total
+
+    def compact(self, *, max_pages: int = COMPACT_PAGES) -> int:
+        """Give up to ``max_pages`` free pages back to the file system, then checkpoint
+        the write-ahead log and truncate it; return how many pages were freed.
+
+        Blocking (call it on a worker thread); bounded work per call, so a large
+        backlog shrinks over several retention runs. The writer waits meanwhile, the
+        event loop never does. A reader in the middle of a query can keep the log from
+        being truncated this time; the next call does it.
+        """
+        if max_pages < 1:
+            return 0
+        with self._lock:
+            try:
+                (free,) = self._db.execute("PRAGMA freelist_count").fetchone()
+                if free:
+                    # executescript steps the pragma to its end (execute frees one page)
+                    self._db.executescript(f"PRAGMA incremental_vacuum({min(free, max_pages):d});")
+                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            except sqlite3.Error as exc:
+                raise StoreError(f"could not compact {self.path}: {exc}") from None
+        return int(min(free, max_pages))
 
     # --- writing --------------------------------------------------------------------------
 
