@@ -7,7 +7,9 @@ folder, then print more: the tests see the first line while the job is still wai
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import io
 import json
 import re
 import socket
@@ -23,9 +25,11 @@ import pytest
 
 from bacalhau.api.client import Client
 from bacalhau.api.server import ApiAddress, serve_api
+from bacalhau.cli.watch import follow_logs
 from bacalhau.convert import from_json_data
 from bacalhau.identity import Identity
 from bacalhau.live import EventHub, LogChunkLive, LogRecord
+from bacalhau.live.logs import LINE_OVERHEAD
 from bacalhau.models import JobSpec, JobState, NodeInfo, OutputSpec, Resources
 from bacalhau.network import Network
 from bacalhau.node.node import Node
@@ -71,6 +75,31 @@ def lines_wat(n: int, width: int = 12) -> str:
     (i32.store (i32.const 0) (i32.const 64))
     (i32.store (i32.const 4) (i32.const {width}))
     (loop $l
+      (drop (call $fd_write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))
+      (local.set $i (i32.add (local.get $i) (i32.const 1)))
+      (br_if $l (i32.lt_u (local.get $i) (i32.const {n}))))))
+"""
+
+
+def numbered_wat(n: int) -> str:
+    """A module printing ``line 0000000`` to ``line n-1`` (one write each)."""
+    return f"""
+(module
+  (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 64) "line 0000000\\n")
+  (func (export "_start") (local $i i32) (local $j i32) (local $v i32)
+    (i32.store (i32.const 0) (i32.const 64))
+    (i32.store (i32.const 4) (i32.const 13))
+    (loop $l
+      (local.set $v (local.get $i))
+      (local.set $j (i32.const 75))
+      (loop $d
+        (i32.store8 (local.get $j)
+          (i32.add (i32.const 48) (i32.rem_u (local.get $v) (i32.const 10))))
+        (local.set $v (i32.div_u (local.get $v) (i32.const 10)))
+        (local.set $j (i32.sub (local.get $j) (i32.const 1)))
+        (br_if $d (i32.ge_u (local.get $j) (i32.const 69))))
       (drop (call $fd_write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))
       (local.set $i (i32.add (local.get $i) (i32.const 1)))
       (br_if $l (i32.lt_u (local.get $i) (i32.const {n}))))))
@@ -291,6 +320,37 @@ async def test_cli_logs_follow_shows_lines_before_the_job_ends(stack: Stack) -> 
             assert await proc.wait() == 0, err
     assert out == b"first line\nsecond line\n"
     assert b"to stderr" in err
+
+
+async def test_a_late_cli_follower_gets_the_kept_tail_in_order_and_what_it_missed(
+    stack: Stack,
+) -> None:
+    stack.compute.runner.logs.max_bytes = 100 * (13 + LINE_OVERHEAD)  # keeps about 100 lines
+    handle = await stack.requester.submit(JobSpec.wasm(numbered_wat(1000), publisher="noop"))
+    assert (await handle.wait(60)).state is JobState.COMPLETED
+    out, err = io.StringIO(), io.StringIO()
+    with anyio.fail_after(60), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        async with Client(str(stack.address)) as client:
+            missing = await follow_logs(client, handle.job_id)
+    assert missing == set()
+    lines = out.getvalue().splitlines(keepends=True)
+    first = 1000 - len(lines)
+    assert 50 < len(lines) < 150
+    assert lines == [f"line {i:07d}\n" for i in range(first, 1000)]
+    short = stack.compute.node_id[-8:]
+    assert err.getvalue() == (
+        f"[{first} line(s) of {short} not kept: written before this reader caught up]\n"
+    )
+    # The same from the frames themselves, and a wrong format is refused naming it.
+    async with Client(str(stack.address)) as client:
+        frames = [f async for f in client.log_frames(handle.job_id, follow=False, tail=3)]
+        assert [x for f in frames for x in f.lines()] == [f"line {i:07d}" for i in (997, 998, 999)]
+        assert frames[-1].end
+    async with httpx.AsyncClient(base_url=stack.address.url) as http:
+        path = f"/api/v1/jobs/{handle.job_id}/logs/stream"
+        response = await http.get(path, params={"format": "columns"})
+        assert response.status_code == 400
+        assert "format must be ndjson or batch" in response.text
 
 
 async def test_the_dashboard_is_behind_the_token_and_the_cookie_only_reads() -> None:

@@ -1,8 +1,10 @@
 """API routes for watching a node: live logs, the event stream, the network and the
 web dashboard (mounted by :func:`bacalhau.api.server.create_app`).
 
-* ``GET /api/v1/jobs/{id}/logs/stream?follow=&tail=N&execution=NODE`` - NDJSON of
-  :class:`~bacalhau.live.node.LogChunkLive`: each execution's output as it is written.
+* ``GET /api/v1/jobs/{id}/logs/stream?follow=&tail=N&execution=NODE&format=`` - NDJSON
+  of :class:`~bacalhau.live.node.LogChunkLive`: each execution's output as it is
+  written; ``format=batch`` gives :class:`~bacalhau.live.frames.LogFrame` frames
+  instead (the lines of each read in columns: no work a line for node or reader).
 * ``GET /api/v1/events?follow=&tail=N&after=SEQ`` - the node's events as NDJSON of
   :class:`~bacalhau.live.NodeEvent` (``Accept: text/event-stream`` gives SSE).
 * ``GET /api/v1/network`` - this node's info, then the live nodes of its requester's
@@ -37,6 +39,9 @@ __all__ = ["TOKEN_COOKIE", "LiveStream", "live_routes", "token_of"]
 TOKEN_COOKIE = "bacalhau_token"
 KEEPALIVE = 15.0
 NDJSON = "application/x-ndjson"
+LOG_FORMATS = ("ndjson", "batch")
+"""``format`` of the live log stream: one LogChunkLive a read (the default), or one
+LogFrame a read (columns; both are one JSON object a line)."""
 SSE = "text/event-stream"
 STATIC = {
     "index.html": "text/html; charset=utf-8",
@@ -247,6 +252,13 @@ class _Routes:
         node_prefix = request.query_params.get("execution", "")
         if len(node_prefix) > 200:
             raise ApiError("execution must be a node id or its prefix", status=400)
+        form = request.query_params.get("format", "ndjson")
+        if form not in LOG_FORMATS:
+            raise ApiError(
+                f"format must be ndjson or batch, got {form[:40]!r}",
+                status=400,
+                code="bad_parameter",
+            )
         watch = self.node.watch
 
         async def produce(write: Callable[[bytes], Awaitable[None]]) -> None:
@@ -259,6 +271,7 @@ class _Routes:
                 node_prefix=node_prefix,
                 tail=tail if tail >= 0 else None,
                 follow=follow,
+                batch=form == "batch",
             )
 
         return LiveStream(produce, media_type=NDJSON, stopping=self.api.stopping)

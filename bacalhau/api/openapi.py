@@ -252,13 +252,15 @@ def _paths() -> dict[str, Any]:
         f"{_P}/jobs/{{job_id}}/logs/stream": {
             "get": _op(
                 "Stream the executions' output live, line by line (NDJSON: one "
-                "LogChunkLive per read of one execution's output)",
+                "LogChunkLive per read of one execution's output; with format=batch one "
+                "LogFrame per read, the lines in columns)",
                 {
                     "200": _stream(
                         _NDJSON,
                         "LogChunkLive",
                         "Lines as they are written, what a reader missed (skipped) and the "
-                        "end of each execution's output; blank lines are keep-alives.",
+                        "end of each execution's output; blank lines are keep-alives. With "
+                        "format=batch each line is a LogFrame instead.",
                     ),
                     "400": _error("A parameter is malformed."),
                     **_COMMON_ERRORS,
@@ -271,6 +273,14 @@ def _paths() -> dict[str, Any]:
                         "execution",
                         {"type": "string", "maxLength": 200},
                         "Only executions on nodes whose id starts with this.",
+                    ),
+                    _query(
+                        "format",
+                        {"type": "string", "enum": ["ndjson", "batch"], "default": "ndjson"},
+                        "ndjson: one LogChunkLive per read (a JSON array per line); batch: one "
+                        "LogFrame per read (the texts joined by newlines in one string, the "
+                        "streams and partial flags one character a line, the times base64 of "
+                        "little-endian float64s).",
                     ),
                 ],
                 op_id="jobLogStream",

@@ -18,6 +18,7 @@ from typing import Any, Union
 import attrs
 
 from ..live.events import NodeEvent
+from ..live.frames import LogFrame
 from ..live.node import LogChunkLive
 from ..models import (
     JobEvent,
@@ -386,5 +387,6 @@ API_MODELS: list[type] = [
     NodeList,
     ErrorBody,
     LogChunkLive,
+    LogFrame,
     NodeEvent,
 ]

@@ -16,6 +16,7 @@ from . import client as _client
 
 if TYPE_CHECKING:
     from ..live.events import NodeEvent
+    from ..live.frames import LogFrame
     from ..live.node import LogRecord
     from ..models import JobResult, JobSpec, JobState, NodeInfo
     from ..node.receipt import Receipt
@@ -122,6 +123,9 @@ class SyncClient:
 
     def log_stream(self, job_id: str, **options: Any) -> Iterator[LogRecord]:
         return self._iterate(self._client.log_stream(job_id, **options))
+
+    def log_frames(self, job_id: str, **options: Any) -> Iterator[LogFrame]:
+        return self._iterate(self._client.log_frames(job_id, **options))
 
     def node_events(self, **options: Any) -> Iterator[NodeEvent]:
         return self._iterate(self._client.node_events(**options))

@@ -12,12 +12,15 @@ import sys
 import time
 from typing import IO, Any
 
+import attrs
+
 from ..api.client import Client
 from ..convert import to_json_data
 from ..live.events import NodeEvent
+from ..live.frames import LogFrame
 from ..live.node import LogRecord
 
-__all__ = ["add_watch_parsers", "cmd_events", "follow_logs", "print_record"]
+__all__ = ["add_watch_parsers", "cmd_events", "follow_logs", "print_frame", "print_record"]
 
 
 def _short(node_id: str) -> str:
@@ -46,6 +49,31 @@ def print_record(
         sink.flush()
 
 
+def print_frame(
+    frame: LogFrame,
+    *,
+    stream: str | None = None,
+    out: IO[str] | None = None,
+    err: IO[str] | None = None,
+) -> None:
+    """Print one frame of live output: its lines to the streams they were written to, one
+    write per run of lines of one stream (only ``stream``'s when given), notes to stderr."""
+    out = out or sys.stdout
+    err = err or sys.stderr
+    if frame.skipped:
+        print_record(LogRecord(node_id=frame.node_id, skipped=frame.skipped), out=out, err=err)
+    written = set()
+    for name, text in frame.pieces(stream):
+        sink = out if name == "stdout" else err
+        sink.write(text)
+        written.add(sink)
+    for sink in written:
+        sink.flush()
+    if frame.end:
+        record = LogRecord(node_id=frame.node_id, end=True, detail=frame.detail)
+        print_record(record, out=out, err=err)
+
+
 async def follow_logs(
     client: Client,
     job_id: str,
@@ -58,13 +86,12 @@ async def follow_logs(
     """Print the job's live output (only ``stream`` when given); return the nodes whose
     live output was not kept (their published logs are the place to look)."""
     missing: set[str] = set()
-    async for record in client.log_stream(job_id, follow=follow, tail=tail, execution=execution):
-        if record.end and record.detail == "no live output kept":
-            missing.add(record.node_id)
-            continue
-        if stream and record.stream and record.stream != stream:
-            continue
-        print_record(record)
+    frames = client.log_frames(job_id, follow=follow, tail=tail, execution=execution)
+    async for frame in frames:
+        if frame.end and frame.detail == "no live output kept":
+            missing.add(frame.node_id)
+            frame = attrs.evolve(frame, end=False, detail="")
+        print_frame(frame, stream=stream)
     return missing
 
 

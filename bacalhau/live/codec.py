@@ -12,20 +12,19 @@ string, every time finite, every stream ``stdout`` or ``stderr``.
 
 from __future__ import annotations
 
+import array
 import json
 import math
-import struct
-from typing import Any, cast
-
-import orjson
+import sys
+from typing import Any
 
 from ..errors import DecodeError
 from ..wire import pack, unpack
-from .logs import STREAMS, LogBatch, LogLine
+from .frames import LogColumns, encode_frame
+from .logs import STREAMS, LogBatch
 
-__all__ = ["decode_reply", "encode_batch", "encode_reply", "note"]
+__all__ = ["decode_columns", "decode_reply", "encode_batch", "encode_reply", "note"]
 
-_STREAM_CODE = {name: i for i, name in enumerate(STREAMS)}
 _FLAGS = bytes(range(len(STREAMS)))
 """The only bytes allowed in the streams and partial columns (0 and 1)."""
 _dumps = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
@@ -37,53 +36,50 @@ def encode_batch(node_id: str, batch: LogBatch) -> bytes:
     Raises:
         TypeError: a line holds something JSON cannot carry.
     """
-    # orjson writes plain tuples as arrays but not named tuples: LogLine -> tuple is a
-    # C-level copy (a plain tuple from a peer's reply is returned as it is).
-    lines = list(map(tuple, batch.lines))
-    chunk = {
-        "node_id": node_id,
-        "lines": lines,
-        "skipped": batch.skipped,
-        "end": batch.closed,
-        "detail": "",
-    }
-    return orjson.dumps(chunk) + b"\n"
+    return LogColumns.from_batch(batch).ndjson(node_id)
 
 
-def note(node_id: str, *, end: bool = True, detail: str = "") -> str:
-    """An NDJSON line with no output: the end of an execution's, and why."""
-    return (
-        _dumps({"node_id": node_id, "lines": [], "skipped": 0, "end": end, "detail": detail}) + "\n"
-    )
+def note(node_id: str, *, end: bool = True, detail: str = "", batch: bool = False) -> bytes:
+    """A line with no output (NDJSON, or a ``format=batch`` frame): the end of an
+    execution's output, and why."""
+    if batch:
+        return encode_frame(node_id=node_id, end=end, detail=detail)
+    line = {"node_id": node_id, "lines": [], "skipped": 0, "end": end, "detail": detail}
+    return (_dumps(line) + "\n").encode()
 
 
 def encode_reply(batch: LogBatch) -> bytes:
     """A compute node's answer to one remote read (``found``: there is output)."""
-    lines = batch.lines
-    count = len(lines)
-    if count:
-        seqs, streams, texts, times, partials = zip(*lines, strict=True)
-        first = seqs[0]
-    else:
-        first, streams, texts, times, partials = batch.next, (), (), (), ()
+    columns = LogColumns.from_batch(batch)
     return pack(
         {
             "found": True,
-            "first": first,
-            "texts": texts,
-            "streams": bytes(map(_STREAM_CODE.__getitem__, streams)),
-            "times": struct.pack(f"<{count}d", *times),
-            "partial": bytes(partials),
-            "next": batch.next,
-            "skipped": batch.skipped,
-            "closed": batch.closed,
+            "first": columns.first,
+            "texts": columns.texts,
+            "streams": columns.streams,
+            "times": columns.times,
+            "partial": columns.partial,
+            "next": columns.next,
+            "skipped": columns.skipped,
+            "closed": columns.closed,
         }
     )
 
 
 def decode_reply(raw: bytes) -> LogBatch | None:
-    """A peer's answer to a remote read, checked field by field; None when the peer has
-    no output of that job for us (yet).
+    """A peer's answer to a remote read as a batch of lines (see :func:`decode_columns`).
+
+    Raises:
+        DecodeError: the reply is malformed (naming the field).
+    """
+    columns = decode_columns(raw)
+    return None if columns is None else columns.batch()
+
+
+def decode_columns(raw: bytes) -> LogColumns | None:
+    """A peer's answer to a remote read, checked field by field in C-level passes over
+    its columns (no Python step a line); None when the peer has no output of that job
+    for us (yet).
 
     Raises:
         DecodeError: the reply is malformed (naming the field).
@@ -104,26 +100,29 @@ def decode_reply(raw: bytes) -> LogBatch | None:
     count = len(texts)
     if nxt != first + count:
         raise DecodeError("log reply: next must be first + the number of lines")
+    if count and "\n".join(texts).count("\n") != count - 1:
+        raise DecodeError("log reply: a text must not hold a newline")
     for name, column in (("streams", streams), ("partial", partial)):
         if type(column) is not bytes or len(column) != count or column.translate(None, _FLAGS):
             raise DecodeError(f"log reply: {name} must be one byte (0 or 1) per line")
     if type(times) is not bytes or len(times) != 8 * count:
         raise DecodeError("log reply: times must be one 8-byte float per line")
-    stamps = struct.unpack(f"<{count}d", times)
+    stamps = array.array("d", times)
+    if sys.byteorder == "big":  # pragma: no cover - the wire is little-endian
+        stamps.byteswap()
     if not all(map(math.isfinite, stamps)):
         raise DecodeError("log reply: times must be finite")
     if type(closed) is not bool:
         raise DecodeError("log reply: closed must be a boolean")
-    rows = zip(
-        range(first, nxt),
-        map(STREAMS.__getitem__, streams),
-        texts,
-        stamps,
-        map(bool, partial),
-        strict=True,
-    )
-    return LogBatch(
-        lines=cast(tuple[LogLine, ...], tuple(rows)), next=nxt, skipped=skipped, closed=closed
+    return LogColumns(
+        first=first,
+        texts=texts,
+        streams=streams,
+        times=times,
+        partial=partial,
+        next=nxt,
+        skipped=skipped,
+        closed=closed,
     )
 
 

@@ -19,8 +19,9 @@ import orjson
 from ..errors import BacalhauError, DecodeError, TransportError
 from ..models import NodeInfo
 from ..wire import pack, unpack
-from .codec import decode_reply, encode_batch, encode_reply, note
+from .codec import decode_columns, encode_reply, note
 from .events import EventHub
+from .frames import LogColumns
 from .logs import STREAMS, LogBuffer, LogHub
 
 __all__ = [
@@ -165,6 +166,13 @@ async def _gather(buffer: LogBuffer, cursor: int, wait: float | None) -> None:
             await buffer.wait(cursor + BATCH_LINES - 1)
 
 
+def _encode(node_id: str, columns: LogColumns, batch: bool) -> bytes:
+    try:
+        return columns.frame(node_id) if batch else columns.ndjson(node_id)
+    except (TypeError, ValueError) as exc:  # not JSON (a peer's reply is checked first)
+        raise DecodeError(f"malformed log reply: {exc}") from None
+
+
 @attrs.define(eq=False)
 class NodeWatch:
     """Live logs, events and info of one node (``node.watch``)."""
@@ -276,11 +284,16 @@ class NodeWatch:
         node_prefix: str = "",
         tail: int | None = None,
         follow: bool = True,
+        batch: bool = False,
     ) -> None:
         """Hand ``emit`` the live output of every execution of ``job_id`` (a job this node
         requested) whose node id starts with ``node_prefix``: what is kept so far (the
         last ``tail`` lines of each when given), then, with ``follow``, new lines as they
         are written, until the job is terminal and every execution's output has ended.
+
+        Each read of one execution's output is one ``emit``: a line of NDJSON (a
+        :class:`LogChunkLive`) or, with ``batch``, a ``format=batch`` frame (a
+        :class:`~bacalhau.live.frames.LogFrame`: columns, no step a line).
 
         A slow ``emit`` delays only this follower: the executions' buffers drop what it
         has not read in time (it then gets a ``skipped`` record), never the job.
@@ -294,9 +307,9 @@ class NodeWatch:
 
         async def one(node_id: str) -> None:
             try:
-                await self._follow_execution(job_id, node_id, tail, follow, send)
+                await self._follow_execution(job_id, node_id, tail, follow, batch, send)
             except (BacalhauError, TransportError) as exc:
-                await send(note(node_id, end=True, detail=f"live output: {exc}").encode())
+                await send(note(node_id, detail=f"live output: {exc}", batch=batch))
 
         async with anyio.create_task_group() as tg:
             while True:
@@ -315,10 +328,11 @@ class NodeWatch:
         node_id: str,
         tail: int | None,
         follow: bool,
+        batch: bool,
         out: Callable[[bytes], Awaitable[None]],
     ) -> None:
         if node_id == self.node.node_id:
-            await self._follow_local(job_id, tail, follow, out)
+            await self._follow_local(job_id, tail, follow, batch, out)
             return
         cursor: int | None = None
         while True:
@@ -326,25 +340,21 @@ class NodeWatch:
             raw = await self.node.request(
                 node_id, LOGS_PROTOCOL, pack(request), timeout=MAX_WAIT + 10
             )
-            batch = decode_reply(raw)
-            if batch is None:
+            columns = decode_columns(raw)
+            if columns is None:
                 if not follow or self._execution_over(job_id, node_id):
-                    await out(note(node_id, end=True, detail="no live output kept").encode())
+                    await out(note(node_id, detail="no live output kept", batch=batch))
                     return
                 with anyio.move_on_after(1.0):  # refused at once: look again on a change
                     await self.node.changed(job_id).wait()
                 continue
-            if batch.lines or batch.skipped or batch.closed:
-                try:
-                    chunk = encode_batch(node_id, batch)
-                except (TypeError, ValueError) as exc:  # bytes, NaN: not JSON
-                    raise DecodeError(f"malformed log reply: {exc}") from None
-                await out(chunk)
-            if batch.closed or (not follow and not batch.lines):
-                if not batch.closed:
-                    await out(note(node_id, end=True, detail="still running").encode())
+            if columns.texts or columns.skipped or columns.closed:
+                await out(_encode(node_id, columns, batch))
+            if columns.closed or (not follow and not columns.texts):
+                if not columns.closed:
+                    await out(note(node_id, detail="still running", batch=batch))
                 return
-            cursor = batch.next
+            cursor = columns.next
 
     def _execution_over(self, job_id: str, node_id: str) -> bool:
         result = self.node.describe(job_id)
@@ -357,31 +367,28 @@ class NodeWatch:
         job_id: str,
         tail: int | None,
         follow: bool,
+        batch: bool,
         out: Callable[[bytes], Awaitable[None]],
     ) -> None:
         node_id = self.node.node_id
         buffer: LogBuffer | None = self.logs.get(job_id)
         while buffer is None:
             if not follow or self._execution_over(job_id, node_id):
-                await out(note(node_id, end=True, detail="no live output kept").encode())
+                await out(note(node_id, detail="no live output kept", batch=batch))
                 return
             with anyio.move_on_after(MAX_WAIT):
                 await self.logs.wait_opened()
             buffer = self.logs.get(job_id)
         cursor = buffer.tail_cursor(tail) if tail is not None else 0
         while True:
-            batch = buffer.read(cursor, limit=READ_LINES, max_bytes=REPLY_BYTES)
-            if batch.lines or batch.skipped or batch.closed:
-                try:
-                    chunk = encode_batch(node_id, batch)
-                except (TypeError, ValueError) as exc:  # bytes, NaN: not JSON
-                    raise DecodeError(f"malformed log reply: {exc}") from None
-                await out(chunk)
-            if batch.closed:
+            read = buffer.read(cursor, limit=READ_LINES, max_bytes=REPLY_BYTES)
+            if read.lines or read.skipped or read.closed:
+                await out(_encode(node_id, LogColumns.from_batch(read), batch))
+            if read.closed:
                 return
-            if not follow and not batch.lines:
-                await out(note(node_id, end=True, detail="still running").encode())
+            if not follow and not read.lines:
+                await out(note(node_id, detail="still running", batch=batch))
                 return
-            cursor = batch.next
+            cursor = read.next
             if follow:
                 await _gather(buffer, cursor, None)

@@ -18,6 +18,7 @@ with atheris.instrument_imports():
     from bacalhau.convert import from_json_data
     from bacalhau.errors import BacalhauError
     from bacalhau.live.codec import decode_reply
+    from bacalhau.live.frames import LogFrame
     from bacalhau.live.node import LogChunkLive
     from bacalhau.models import JobSpec
     from bacalhau.protocol.messages import decode_message
@@ -43,6 +44,7 @@ def wire(data: bytes) -> None:
         lambda: decode_parts([memoryview(data[:half]), memoryview(data[half:])]),
         lambda: decode_reply(data),
         lambda: LogChunkLive.parse(data),
+        lambda: LogFrame.parse(data),
     ):
         try:
             check()
