@@ -123,7 +123,12 @@ class EventHub:
         self._seen[job_id] = len(history)
 
     def forget_job(self, job_id: str) -> None:
+        """Stop counting ``job_id``'s published lines (its record left memory)."""
         self._seen.pop(job_id, None)
+
+    def tracked_jobs(self) -> int:
+        """How many jobs' published-line counts are kept (one per job not forgotten)."""
+        return len(self._seen)
 
     def peers_now(self, peers: Iterable[str]) -> None:
         """Publish which nodes joined and which left since the last call (the first call

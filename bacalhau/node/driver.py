@@ -140,6 +140,9 @@ class Driver:
     bid state other than to run)."""
     announcer: Announcer | None = None
     on_compute: Callable[[], None] | None = None
+    on_job_evicted: Callable[[str], None] | None = None
+    """Called with the job id when a durable node's finished job leaves memory (so what
+    is kept per job elsewhere can go too)."""
     """Called after every compute-side event (what the node offers may have changed)."""
     timers: TimerQueue = attrs.field(init=False)
     _inbox: deque[Event] = attrs.Factory(deque)
@@ -232,6 +235,8 @@ class Driver:
             job = self.requester.jobs.get(job_id)
             if job is not None and job.state.terminal:
                 del self.requester.jobs[job_id]
+                if self.on_job_evicted is not None:
+                    self.on_job_evicted(job_id)
         self._finished.clear()
 
     def _dispatch(self, event: Event, now: float) -> list[c.Command]:

@@ -69,7 +69,13 @@ from .history import JobPage, JobQuery, JobRow, page_in_memory
 from .holdings import Holdings
 from .outbox import EVENT_PROTOCOL, Outbox
 from .plugins import Plugins, default_plugins
-from .retention import DiskRetention, configure_publishers, run_disk_retention
+from .retention import (
+    DiskRetention,
+    collect_records,
+    configure_publishers,
+    run_disk_retention,
+    run_record_retention,
+)
 from .services import ProtocolHandler
 
 if TYPE_CHECKING:
@@ -297,6 +303,7 @@ class Node(TransportHandler):
         self.watch = NodeWatch(self)
         """Live logs, the event stream and network info (:mod:`bacalhau.live`)."""
         self.driver.on_job_changed = self.watch.job_changed
+        self.driver.on_job_evicted = self.watch.events.forget_job
         self.announcer = Announcer(heartbeat=heartbeat)
         self.holdings = Holdings()
         """Root CIDs held here, announced for data locality (:mod:`.holdings`)."""
@@ -413,7 +420,7 @@ class Node(TransportHandler):
                 if self.store is not None:
                     self.driver.recover()
                     if self.job_retention is not None:
-                        tg.start_soon(self._collect_garbage)
+                        tg.start_soon(run_record_retention, self)
                 task_status.started()
                 try:
                     await anyio.sleep_forever()
@@ -492,37 +499,10 @@ class Node(TransportHandler):
             private_files(self.data_dir, "state.db", "state.db-wal", "state.db-shm")
             self._restore(self.store)
 
-    async def _collect_garbage(self) -> None:
-        """Retention: every ``gc_interval``, remove at most ``gc_batch`` expired records."""
-        while True:
-            await self.collect_garbage()
-            await anyio.sleep(self.gc_interval)
-
     async def collect_garbage(self) -> int:
-        """Run retention once now; return how many job records it removed.
-
-        Then the store gives freed pages back to the disk and truncates its write-ahead
-        log (:meth:`~bacalhau.node.store.StateStore.compact`), on a worker thread.
-        """
-        store, retention = self.store, self.job_retention
-        if store is None or retention is None:
-            return 0
-        await store.flush()
-        now = self.clock.now()
-        removed = await anyio.to_thread.run_sync(
-            lambda: store.expire(
-                before=now - retention,
-                keep_tombstones=now - retention,
-                limit=self.gc_batch,
-                now=now,
-            )
-        )
-        if removed:
-            self.stats["jobs_expired"] += removed
-            log.info("%s: retention removed %d finished jobs", self.node_id[-8:], removed)
-        # the file shrinks by what expired (a bounded step per run), the log is truncated
-        self.stats["store_pages_freed"] += await anyio.to_thread.run_sync(store.compact)
-        return removed
+        """Run record retention once now; return how many job records it removed
+        (:func:`~bacalhau.node.retention.collect_records`: it compacts the store too)."""
+        return await collect_records(self)
 
     def _restore(self, store: StateStore) -> None:
         requester_jobs, compute_jobs, reputation = store.load()

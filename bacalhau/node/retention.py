@@ -1,9 +1,11 @@
 """Disk bounded by what is live: the node's block store under a byte budget, published
-results pinned for a retention period, and leftover execution folders removed.
+results pinned for a retention period, and leftover execution folders removed; and the
+job records' retention, which compacts the state store after each run.
 
 One collector runs on a timer beside the job-record retention of
-:meth:`~bacalhau.node.node.Node.collect_garbage`; each run does bounded work (at most
-``batch`` pins, blocks and folders) on worker threads, never on the event loop.
+:func:`collect_records`; each run does bounded work (at most ``batch`` pins, blocks and
+folders; ``gc_batch`` records and :data:`~bacalhau.node.store.COMPACT_PAGES` pages) on
+worker threads, never on the event loop.
 """
 
 from __future__ import annotations
@@ -20,7 +22,14 @@ from ..errors import ValidationError
 if TYPE_CHECKING:
     from .node import Node
 
-__all__ = ["DiskReport", "DiskRetention", "collect_disk"]
+__all__ = [
+    "DiskReport",
+    "DiskRetention",
+    "collect_disk",
+    "collect_records",
+    "run_disk_retention",
+    "run_record_retention",
+]
 
 log = logging.getLogger("bacalhau.retention")
 
@@ -121,3 +130,32 @@ async def run_disk_retention(node: Node, config: DiskRetention) -> None:
         except (OSError, ValueError) as exc:  # a bad file must not stop retention for good
             log.warning("disk retention run failed: %r", exc)
         await anyio.sleep(config.interval)
+
+
+async def collect_records(node: Node) -> int:
+    """Expire at most ``node.gc_batch`` finished jobs' records past ``node.job_retention``
+    (they leave tombstones), then give the pages freed back to the disk and truncate the
+    store's write-ahead log (:meth:`~bacalhau.node.store.StateStore.compact`, a bounded
+    step per run). Returns how many records were removed."""
+    store, retention = node.store, node.job_retention
+    if store is None or retention is None:
+        return 0
+    await store.flush()
+    now = node.clock.now()
+    removed = await anyio.to_thread.run_sync(
+        lambda: store.expire(
+            before=now - retention, keep_tombstones=now - retention, limit=node.gc_batch, now=now
+        )
+    )
+    if removed:
+        node.stats["jobs_expired"] += removed
+        log.info("%s: retention removed %d finished jobs", node.node_id[-8:], removed)
+    node.stats["store_pages_freed"] += await anyio.to_thread.run_sync(store.compact)
+    return removed
+
+
+async def run_record_retention(node: Node) -> None:
+    """Run :func:`collect_records` every ``node.gc_interval`` until cancelled."""
+    while True:
+        await collect_records(node)
+        await anyio.sleep(node.gc_interval)

@@ -33,6 +33,10 @@ class TimerQueue:
     def __len__(self) -> int:
         return len(self._live)
 
+    def pending(self) -> list[TimerKey]:
+        """The timers set and not yet fired or cancelled."""
+        return list(self._live)
+
     def set(self, key: TimerKey, at: float) -> None:
         seq = next(self._seq)
         self._live[key] = seq

@@ -136,10 +136,13 @@ class ComputeState:
         max_heard: int = MAX_HEARD,
         max_heard_bytes: int = MAX_HEARD_BYTES,
         heard_ttl: float = FORGET_AFTER,
+        tombstone_ttl: float = FORGET_AFTER,
     ) -> None:
         self.node_id = node_id
         self.jobs: dict[str, ComputeJob] = {}
         self.max_heard, self.max_heard_bytes, self.heard_ttl = max_heard, max_heard_bytes, heard_ttl
+        self.tombstone_ttl = tombstone_ttl
+        """Seconds an ended job's record is kept (duplicates of its messages are dropped)."""
         self.heard: OrderedDict[str, int] = OrderedDict()
         """Jobs merely heard of (evaluating or declined), oldest first, with their size."""
         self.heard_bytes = 0
@@ -302,7 +305,7 @@ class ComputeState:
         """After a restart: say at once what became of each execution in flight.
 
         Args:
-            now: the time (ended jobs' tombstones are forgotten ``FORGET_AFTER`` from it).
+            now: the time (ended jobs' tombstones are forgotten ``tombstone_ttl`` from it).
             results_kept: jobs whose results folder survived the restart. A proposed
                 job among them proposes again (a requester that accepted it repeats its
                 acceptance), a publishing one publishes; any other execution in flight
@@ -336,7 +339,9 @@ class ComputeState:
                 # bid again; a requester that accepted us repeats its acceptance.
                 out.append(Send(job.requester_id, BidPlaced(job.job_id)))
             elif job.state is C.ENDED:
-                out.append(SetTimer(TimerKey(job.job_id, ComputeTimer.FORGET), now + FORGET_AFTER))
+                out.append(
+                    SetTimer(TimerKey(job.job_id, ComputeTimer.FORGET), now + self.tombstone_ttl)
+                )
         return out
 
     def internal_error(self, job_id: str, error: str) -> list[Command]:
@@ -435,5 +440,7 @@ class ComputeState:
             if state is not C.PUBLISHING:  # let a publish in flight finish and report
                 self.move(job, C.ENDED)
                 out.append(CancelTimers(job_id=job_id))
-                out.append(SetTimer(TimerKey(job_id, ComputeTimer.FORGET), now + FORGET_AFTER))
+                out.append(
+                    SetTimer(TimerKey(job_id, ComputeTimer.FORGET), now + self.tombstone_ttl)
+                )
         return out

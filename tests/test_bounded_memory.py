@@ -1,0 +1,58 @@
+"""What a long-running node keeps per finished job is bounded: counted in entries, not
+timed. A durable node's finished jobs leave memory, and nothing keyed by job id stays
+behind for them, except what is bounded by design (compute tombstones for
+``tombstone_ttl``, the replay window, fixed-size caches)."""
+
+from __future__ import annotations
+
+import anyio
+import pytest
+
+from bacalhau import JobSpec, Network
+from bacalhau.live.events import EventHub
+from bacalhau.models import JobEvent
+from bacalhau.protocol.timers import RequesterTimer
+
+pytestmark = pytest.mark.anyio
+
+JOBS = 24
+
+
+async def test_finished_jobs_leave_nothing_keyed_by_job_behind_on_a_durable_node() -> None:
+    async with Network.in_memory(2, seed=5, durable=True) as net:
+        node = net.nodes[0]
+
+        async def one(i: int) -> None:
+            await node.run_job(JobSpec.noop(stdout=f"job {i}"), timeout=30)
+
+        async with anyio.create_task_group() as tg:
+            for i in range(JOBS):
+                tg.start_soon(one, i)
+        for each in net.nodes:
+            assert not each.requester.jobs, "finished jobs are in the store only"
+            assert each.watch.events.tracked_jobs() == 0, "published-line counts forgotten"
+            requester_timers = [
+                k for k in each.driver.timers.pending() if isinstance(k.name, RequesterTimer)
+            ]
+            assert requester_timers == [], "no requester timer outlives its job"
+            assert each.runner.active == 0, "no execution scope left"
+        # the live event stream still told the whole story of each job
+        events = node.watch.events.read(0, limit=100_000).events
+        published: dict[str, list[str]] = {}
+        for e in events:
+            if e.job_id is not None:
+                published.setdefault(e.job_id, []).append(e.kind)
+        assert len(published) == JOBS
+        for job_id, kinds in published.items():
+            assert kinds == [e.kind for e in node.describe(job_id).events], "each line once"
+
+
+def test_the_event_log_counts_only_jobs_it_was_not_told_to_forget() -> None:
+    log = EventHub(clock=lambda: 0.0)
+    history = [JobEvent(time=0.0, kind="created", node_id="n")]
+    for i in range(100):
+        log.job_changed(f"j-{i}", history, "running")
+        log.job_changed(f"j-{i}", [*history, JobEvent(time=1.0, kind="completed")], "completed")
+        log.forget_job(f"j-{i}")
+    assert log.tracked_jobs() == 0
+    assert len(log.read(0).events) == 200, "every line published once"
