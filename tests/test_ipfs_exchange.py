@@ -40,6 +40,7 @@ from bacalhau.storage.ipfs import (
 from bacalhau.storage.ipfs.exchange import pack_want_reply
 from bacalhau.storage.ipfs.flow import FlowWindow
 from bacalhau.storage.ipfs.records import ProviderRecords, Reprovider
+from bacalhau.transport.base import MAX_FRAME
 
 Handler = Callable[[str, bytes], Awaitable[bytes]]
 
@@ -292,7 +293,8 @@ async def test_want_reply_respects_its_budget_and_reports_missing(tmp_path: Path
     reply = msgpack.unpackb(await hub.nodes["node-0"].handlers["bitswap"]("node-1", payload))
     assert reply["missing"] == [absent]
     assert 1 <= len(reply["blocks"]) < len(leaves)
-    assert sum(len(d) for _, d in reply["blocks"]) <= 2 * 1024 * 1024
+    assert sum(len(d) for _, d in reply["blocks"]) <= exchange.REPLY_BUDGET
+    assert len(await hub.nodes["node-0"].handlers["bitswap"]("node-1", payload)) <= MAX_FRAME
     del cid
 
 

@@ -89,6 +89,24 @@ def test_writes_are_atomic_and_leave_no_partial_files(store: BlockStore) -> None
     assert os.listdir(store.path / "tmp") == []
 
 
+def test_put_many_writes_past_a_leftover_temporary_file(store: BlockStore) -> None:
+    """A crashed process of the same pid may have left the temporary name the next
+    write would take: the write still lands, the leftover is untouched, and a batch
+    stores each of its blocks once."""
+    prefix = f"put-{os.getpid()}-{threading.get_ident()}-"
+    for n in range(4):  # the next few counter values of this store
+        (store.path / "tmp" / f"{prefix}{n}").write_bytes(b"leftover")
+    blocks = [os.urandom(1000 + i) for i in range(3)]
+    cids = [make_cid(b, codec=0x55, version=1) for b in blocks]
+    batch = [(c, (b[:10], b[10:])) for c, b in zip(cids, blocks, strict=True)]
+    assert store.put_many(batch + batch[:1]) == 3
+    assert store.put_many(batch) == 0
+    for cid, data in zip(cids, blocks, strict=True):
+        assert store.get_verified(cid) == data
+    left = sorted(os.listdir(store.path / "tmp"))
+    assert left == sorted(f"{prefix}{n}" for n in range(4))
+
+
 @pytest.mark.anyio
 async def test_gc_keeps_pinned_dags_and_removes_the_rest(store: BlockStore) -> None:
     kept = await add_bytes(store, os.urandom(600_000), pin=True)

@@ -34,6 +34,7 @@ import contextlib
 import ctypes
 import ctypes.util
 import fcntl
+import itertools
 import os
 import sys
 import tempfile
@@ -89,6 +90,11 @@ def _write_parts(fd: int, parts: Sequence[bytes | memoryview]) -> None:
             view = view[os.write(fd, view) :]
 
 
+def _key(cid: bytes) -> str:
+    """The flatfs key of a block: base32 (upper, unpadded) of its multihash."""
+    return base64.b32encode(split_cid(cid)[2]).decode("ascii").rstrip("=")
+
+
 def blockstore_path(data_dir: Path) -> Path:
     """Where a node keeps its block store inside its data dir."""
     return Path(data_dir) / "blocks"
@@ -121,17 +127,22 @@ class BlockStore:
     _used: dict[str, float] = attrs.field(factory=dict, init=False, repr=False)
     """Block file name -> when it was last read, least recent first."""
     _used_lock: threading.Lock = attrs.field(factory=threading.Lock, init=False, repr=False)
+    _names: Iterator[int] = attrs.field(factory=itertools.count, init=False, repr=False)
+    """Numbers for temporary file names (``next`` on a count is atomic under the GIL)."""
+    _blocks_dir: str = attrs.field(default="", init=False, repr=False)
+    _tmp_dir: str = attrs.field(default="", init=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
         for sub in ("blocks", "pins", "tmp"):
             (self.path / sub).mkdir(parents=True, exist_ok=True)
         (self.path / "gc.lock").touch(exist_ok=True)
+        self._blocks_dir = os.fspath(self.path / "blocks")
+        self._tmp_dir = os.fspath(self.path / "tmp")
 
     # --- keys ---------------------------------------------------------------------------
 
     def _file(self, cid: bytes) -> tuple[Path, str]:
-        mh = split_cid(cid)[2]
-        key = base64.b32encode(mh).decode("ascii").rstrip("=")
+        key = _key(cid)
         shard = key[-3:-1]
         return self.path / "blocks" / shard / f"{key}.data", shard
 
@@ -233,18 +244,30 @@ class BlockStore:
         lose the newest blocks (never leave a partial one under its name): they are
         missing, and fetched or added again.
         """
-        staged: list[tuple[str, Path]] = []
+        staged: list[tuple[str, str]] = []
+        seen: set[str] = set()
+        blocks_dir = self._blocks_dir
+        tmp_prefix = f"{self._tmp_dir}/put-{os.getpid()}-{threading.get_ident()}-"
         try:
             for cid, parts in blocks:
                 if identity_data(cid) is not None:
                     continue
-                dest, shard = self._file(cid)
-                if dest.exists():
+                key = _key(cid)
+                shard = key[-3:-1]
+                dest = f"{blocks_dir}/{shard}/{key}.data"
+                if dest in seen or os.path.exists(dest):
                     continue
+                seen.add(dest)
                 if shard not in self._shards:
-                    dest.parent.mkdir(exist_ok=True)
+                    os.makedirs(f"{blocks_dir}/{shard}", exist_ok=True)
                     self._shards.add(shard)
-                fd, tmp = tempfile.mkstemp(dir=self.path / "tmp", prefix="put-")
+                # a name no other live writer uses (pid, thread, counter); a leftover of a
+                # crashed process of the same pid may hold it: then a random one
+                tmp = f"{tmp_prefix}{next(self._names)}"
+                try:
+                    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+                except FileExistsError:
+                    fd, tmp = tempfile.mkstemp(dir=self._tmp_dir, prefix="put-")
                 staged.append((tmp, dest))
                 try:
                     _write_parts(fd, parts)
@@ -255,7 +278,7 @@ class BlockStore:
             for tmp, dest in staged:
                 os.replace(tmp, dest)
             if staged and self.fsync:
-                self._sync([str(dest.parent) for _, dest in staged])
+                self._sync([os.path.dirname(dest) for _, dest in staged])
         except BaseException:
             for tmp, _ in staged:
                 with contextlib.suppress(OSError):

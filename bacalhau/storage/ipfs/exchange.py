@@ -7,7 +7,7 @@ Payloads are msgpack:
 
 * ``["have", [cid, ...]]`` -> ``[bool, ...]``: which of these blocks the peer holds.
 * ``["want", [cid, ...]]`` -> ``{"blocks": [[cid, data], ...], "missing": [cid, ...]}``:
-  the blocks it holds, in request order, until the reply budget (2 MiB) is used;
+  the blocks it holds, in request order, until the reply budget (3.5 MiB) is used;
   those neither sent nor listed missing were cut for size and may be asked again.
 * ``["announce", [cid, ...]]`` -> ``true``: the sender now provides these roots.
 
@@ -80,11 +80,13 @@ log = logging.getLogger(__name__)
 PROTOCOL = "bitswap"
 MAX_REQUEST = 128 * 1024
 MAX_CIDS = 256
-REPLY_BUDGET = 2 * 1024 * 1024
+REPLY_BUDGET = 3 * 1024 * 1024 + 512 * 1024
+"""Block bytes in one ``want`` reply (after its first block): with the framing, the reply
+stays under the transports' 4 MiB frame; fewer, larger replies cost less per byte."""
 MAX_REPLY = 4 * 1024 * 1024
 WINDOW_LOW, WINDOW_HIGH = 2, 16
 """Bounds of the requests in flight to one provider (see FlowWindow)."""
-MAX_INFLIGHT_BYTES = 16 * 1024 * 1024
+MAX_INFLIGHT_BYTES = 32 * 1024 * 1024
 """Bytes asked for and not yet stored, per fetch, over all its providers."""
 MAX_PROVIDER_ROOTS = 4096
 DISCOVERY_ROUNDS = 2
