@@ -193,3 +193,92 @@ async def test_the_client_splits_frames_across_reads_and_bounds_their_size() -> 
     for parts in [(b"0123", b"4567", b"890"), (b"01234567890\nx",), (b"ok\n", b"01234567890")]:
         with pytest.raises(DecodeError, match="longer than 10 bytes"):
             _ = [x async for x in _split_lines(chunks(*parts), 10)]
+
+
+class ReferenceBuffer:
+    """The buffer's rules a line at a time (cut at newlines, over-long lines cut into
+    partial pieces, one trailing \\r dropped, bad UTF-8 replaced, oldest lines evicted
+    beyond max_bytes but at least one kept): what the columnar buffer must equal."""
+
+    def __init__(self, max_bytes: int, max_line: int) -> None:
+        self.max_bytes, self.max_line = max_bytes, max_line
+        self.lines: list[tuple[int, str, str, bool]] = []
+        self.rest = {"stdout": b"", "stderr": b""}
+        self.next = self.size = 0
+
+    def add(self, stream: str, piece: bytes, partial: bool) -> None:
+        if piece.endswith(b"\r"):
+            piece = piece[:-1]
+        text = piece.decode("utf-8", "replace")
+        self.lines.append((self.next, stream, text, partial))
+        self.next += 1
+        self.size += len(text) + 64
+        while self.size > self.max_bytes and len(self.lines) > 1:
+            self.size -= len(self.lines.pop(0)[2]) + 64
+
+    def write(self, stream: str, data: bytes) -> None:
+        pieces = (self.rest[stream] + data).split(b"\n")
+        rest = pieces.pop()
+        for piece in pieces:
+            while len(piece) > self.max_line:
+                self.add(stream, piece[: self.max_line], True)
+                piece = piece[self.max_line :]
+            self.add(stream, piece, False)
+        while len(rest) > self.max_line:
+            self.add(stream, rest[: self.max_line], True)
+            rest = rest[self.max_line :]
+        self.rest[stream] = rest
+
+    def close(self) -> None:
+        for stream in ("stdout", "stderr"):
+            if self.rest[stream]:
+                self.add(stream, self.rest[stream], True)
+
+
+@pytest.mark.parametrize("seed", range(12))
+async def test_the_columnar_buffer_keeps_exactly_the_lines_of_the_line_rules(seed: int) -> None:
+    import random
+
+    rnd = random.Random(seed)
+    max_bytes, max_line = rnd.choice([300, 2000, 50_000]), rnd.choice([5, 40, 1000])
+    buf, ref = (
+        LogBuffer(max_bytes=max_bytes, max_line=max_line),
+        ReferenceBuffer(max_bytes, max_line),
+    )
+    alphabet = [
+        b"a",
+        b"bc",
+        b"\n",
+        b"\n",
+        b"\r",
+        b"\r\n",
+        "é".encode(),
+        b"\xff",
+        b"\xe2\x82",
+        b" " * 30,
+    ]
+    for _ in range(rnd.randint(1, 300)):
+        stream = rnd.choice(["stdout", "stderr"])
+        data = b"".join(rnd.choice(alphabet) for _ in range(rnd.randint(0, 60)))
+        buf.write(stream, data)  # type: ignore[arg-type]
+        ref.write(stream, data)
+        if rnd.random() < 0.1:
+            cursor = rnd.randint(0, ref.next)
+            got = buf.read(cursor, limit=10**6, max_bytes=10**9)
+            want = [x for x in ref.lines if x[0] >= cursor]
+            assert [(x.seq, x.stream, x.text, x.partial) for x in got.lines] == want
+    buf.close()
+    ref.close()
+    got = buf.read(0, limit=10**6, max_bytes=10**9)
+    assert [(x.seq, x.stream, x.text, x.partial) for x in got.lines] == ref.lines
+    assert got.skipped == (ref.lines[0][0] if ref.lines else ref.next)
+    assert buf.evicted == got.skipped and got.closed and buf.next_seq == ref.next
+    # Reads in small pieces, bounded in bytes, give the same lines in order.
+    cursor, pieces = 0, []
+    for _ in range(10_000):
+        part = buf.read(cursor, limit=rnd.randint(1, 50), max_bytes=rnd.randint(1, 3000))
+        pieces.extend((x.seq, x.stream, x.text, x.partial) for x in part.lines)
+        cursor = part.next
+        if part.closed:
+            break
+    assert pieces == ref.lines

@@ -20,8 +20,8 @@ from typing import Any
 
 from ..errors import DecodeError
 from ..wire import pack, unpack
-from .frames import LogColumns, encode_frame
-from .logs import STREAMS, LogBatch
+from .frames import encode_frame
+from .logs import STREAMS, LogBatch, LogColumns
 
 __all__ = ["decode_columns", "decode_reply", "encode_batch", "encode_reply", "note"]
 
@@ -48,9 +48,9 @@ def note(node_id: str, *, end: bool = True, detail: str = "", batch: bool = Fals
     return (_dumps(line) + "\n").encode()
 
 
-def encode_reply(batch: LogBatch) -> bytes:
+def encode_reply(batch: LogBatch | LogColumns) -> bytes:
     """A compute node's answer to one remote read (``found``: there is output)."""
-    columns = LogColumns.from_batch(batch)
+    columns = LogColumns.from_batch(batch) if isinstance(batch, LogBatch) else batch
     return pack(
         {
             "found": True,

@@ -33,16 +33,15 @@ import base64
 import binascii
 import math
 import re
-import struct
 import sys
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import orjson
 
 from ..errors import DecodeError
-from .logs import STREAMS, LogBatch, LogLine
+from .logs import STREAMS, LogColumns
 
 if TYPE_CHECKING:
     from .node import LogRecord
@@ -61,104 +60,9 @@ MAX_FRAME_LINES = 100_000
 """Most lines a reader accepts in one frame (a node sends at most 10,000)."""
 MAX_DETAIL = 4096
 MAX_NODE_ID = 200
-_STREAM_CODE = {name: i for i, name in enumerate(STREAMS)}
-_FLAGS = bytes(range(len(STREAMS)))
-"""The only bytes allowed in the streams and partial columns (0 and 1)."""
 _DIGITS = bytes.maketrans(b"\x00\x01", b"01")
 _RUNS = re.compile(r"0+|1+")
 _KINDS = {str: "a string", int: "an integer", bool: "a boolean"}
-
-
-@attrs.frozen(kw_only=True)
-class LogColumns:
-    """One read of one execution's output, in columns (checked when it came from a peer).
-
-    Attributes:
-        first: the first line's sequence number.
-        texts: the lines' texts (none holds ``\\n``).
-        streams: one byte a line, 0 stdout or 1 stderr.
-        times: one little-endian float64 a line (finite).
-        partial: one byte a line, 1 for a partial line.
-        next: the cursor for the next read (``first + len(texts)``).
-        skipped: lines evicted before the reader read them.
-        closed: the execution ended and ``next`` is past its last line.
-    """
-
-    first: int
-    texts: tuple[str, ...]
-    streams: bytes
-    times: bytes
-    partial: bytes
-    next: int
-    skipped: int = 0
-    closed: bool = False
-
-    @classmethod
-    def from_batch(cls, batch: LogBatch) -> LogColumns:
-        """A buffer's read in columns (C-level passes over its lines)."""
-        lines = batch.lines
-        count = len(lines)
-        if count:
-            seqs, streams, texts, times, partials = zip(*lines, strict=True)
-            first = seqs[0]
-        else:
-            first, streams, texts, times, partials = batch.next, (), (), (), ()
-        return cls(
-            first=first,
-            texts=texts,
-            streams=bytes(map(_STREAM_CODE.__getitem__, streams)),
-            times=struct.pack(f"<{count}d", *times),
-            partial=bytes(partials),
-            next=batch.next,
-            skipped=batch.skipped,
-            closed=batch.closed,
-        )
-
-    def batch(self) -> LogBatch:
-        """The same read as a :class:`~bacalhau.live.logs.LogBatch` of lines."""
-        rows = zip(
-            range(self.first, self.next),
-            map(STREAMS.__getitem__, self.streams),
-            self.texts,
-            struct.unpack(f"<{len(self.texts)}d", self.times),
-            map(bool, self.partial),
-            strict=True,
-        )
-        lines = cast(tuple[LogLine, ...], tuple(rows))  # plain tuples: no step a line
-        return LogBatch(lines=lines, next=self.next, skipped=self.skipped, closed=self.closed)
-
-    def ndjson(self, node_id: str) -> bytes:
-        """One line of the default NDJSON format (a ``LogChunkLive``): a Python step a line."""
-        rows = zip(
-            range(self.first, self.next),
-            map(STREAMS.__getitem__, self.streams),
-            self.texts,
-            struct.unpack(f"<{len(self.texts)}d", self.times),
-            map(bool, self.partial),
-            strict=True,
-        )
-        chunk = {
-            "node_id": node_id,
-            "lines": list(rows),
-            "skipped": self.skipped,
-            "end": self.closed,
-            "detail": "",
-        }
-        return orjson.dumps(chunk) + b"\n"
-
-    def frame(self, node_id: str) -> bytes:
-        """One frame of ``format=batch`` (a :class:`LogFrame` line), in C-level calls."""
-        return encode_frame(
-            node_id=node_id,
-            first=self.first,
-            count=len(self.texts),
-            text="\n".join(self.texts),
-            streams=self.streams.translate(_DIGITS).decode("ascii"),
-            partial=self.partial.translate(_DIGITS).decode("ascii"),
-            times=base64.b64encode(self.times).decode("ascii"),
-            skipped=self.skipped,
-            end=self.closed,
-        )
 
 
 def encode_frame(

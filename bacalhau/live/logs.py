@@ -12,22 +12,34 @@ so output written before anyone followed is not lost unless it was more than the
 Waking readers from a writer thread costs at most one scheduled callback at a time,
 however many lines are written: the writer only schedules a wake-up when a reader waits
 and none is pending.
+
+The lines are kept in columns (a list of texts, a byte a line for the stream and the
+partial flag, an array of times and one of running sizes): a write of many lines is
+decoded, split and appended in a few C-level calls, eviction is a binary search, and a
+read (:meth:`LogBuffer.read_columns`) is slices of the columns, so neither the job's
+output thread nor a follower takes a Python step per line.
 """
 
 from __future__ import annotations
 
+import array
+import base64
 import bisect
 import contextlib
+import functools
 import itertools
 import operator
+import struct
+import sys
 import threading
 import time
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from typing import Any, Literal, NamedTuple
 
 import anyio
 import attrs
+import orjson
 import sniffio
 
 __all__ = [
@@ -35,6 +47,7 @@ __all__ = [
     "MAX_LINE_BYTES",
     "LogBatch",
     "LogBuffer",
+    "LogColumns",
     "LogHub",
     "LogLine",
     "LogStream",
@@ -49,7 +62,7 @@ MAX_BUFFER_BYTES = 1024 * 1024
 """Output kept per execution for late and slow followers (both streams together)."""
 LINE_OVERHEAD = 64
 """Bytes counted per kept line beyond its text (so a flood of empty lines is bounded too)."""
-_TEXT = operator.itemgetter(2)
+_STREAM, _TEXT, _TIME, _PARTIAL = (operator.itemgetter(i) for i in (1, 2, 3, 4))
 _OVERHEADS = itertools.repeat(LINE_OVERHEAD)
 
 
@@ -87,6 +100,112 @@ class LogBatch:
     closed: bool = False
 
 
+@attrs.frozen(kw_only=True)
+class LogColumns:
+    """One read of one execution's output, in columns (checked when it came from a peer).
+
+    Attributes:
+        first: the first line's sequence number.
+        texts: the lines' texts (none holds ``\\n``).
+        streams: one byte a line, 0 stdout or 1 stderr.
+        times: one little-endian float64 a line (finite).
+        partial: one byte a line, 1 for a partial line.
+        next: the cursor for the next read (``first + len(texts)``).
+        skipped: lines evicted before the reader read them.
+        closed: the execution ended and ``next`` is past its last line.
+    """
+
+    first: int
+    texts: tuple[str, ...]
+    streams: bytes
+    times: bytes
+    partial: bytes
+    next: int
+    skipped: int = 0
+    closed: bool = False
+
+    @classmethod
+    def from_batch(cls, batch: LogBatch) -> LogColumns:
+        """A buffer's read in columns (C-level passes over its lines)."""
+        lines = batch.lines
+        count = len(lines)
+        first = lines[0].seq if count else batch.next
+        streams = map(_STREAM_CODE.__getitem__, map(_STREAM, lines))
+        times = tuple(map(_TIME, lines))
+        partials = map(_PARTIAL, lines)
+        texts = tuple(map(_TEXT, lines))
+        return cls(
+            first=first,
+            texts=texts,
+            streams=bytes(streams),
+            times=struct.pack(f"<{count}d", *times),
+            partial=bytes(partials),
+            next=batch.next,
+            skipped=batch.skipped,
+            closed=batch.closed,
+        )
+
+    def batch(self) -> LogBatch:
+        """The same read as a :class:`~bacalhau.live.logs.LogBatch` of lines."""
+        rows = zip(
+            range(self.first, self.next),
+            map(STREAMS.__getitem__, self.streams),
+            self.texts,
+            struct.unpack(f"<{len(self.texts)}d", self.times),
+            map(bool, self.partial),
+            strict=True,
+        )
+        lines = tuple(map(_LINE, rows))  # a C-level call a line
+        return LogBatch(lines=lines, next=self.next, skipped=self.skipped, closed=self.closed)
+
+    def ndjson(self, node_id: str) -> bytes:
+        """One line of the default NDJSON format (a ``LogChunkLive``): a Python step a line."""
+        rows = zip(
+            range(self.first, self.next),
+            map(STREAMS.__getitem__, self.streams),
+            self.texts,
+            struct.unpack(f"<{len(self.texts)}d", self.times),
+            map(bool, self.partial),
+            strict=True,
+        )
+        chunk = {
+            "node_id": node_id,
+            "lines": list(rows),
+            "skipped": self.skipped,
+            "end": self.closed,
+            "detail": "",
+        }
+        return orjson.dumps(chunk) + b"\n"
+
+    def frame(self, node_id: str) -> bytes:
+        """One frame of ``format=batch`` (a :class:`~bacalhau.live.frames.LogFrame`
+        line), in C-level calls."""
+        from .frames import _DIGITS, encode_frame
+
+        return encode_frame(
+            node_id=node_id,
+            first=self.first,
+            count=len(self.texts),
+            text="\n".join(self.texts),
+            streams=self.streams.translate(_DIGITS).decode("ascii"),
+            partial=self.partial.translate(_DIGITS).decode("ascii"),
+            times=base64.b64encode(self.times).decode("ascii"),
+            skipped=self.skipped,
+            end=self.closed,
+        )
+
+
+_LINE = functools.partial(tuple.__new__, LogLine)
+_STREAM_CODE = {name: i for i, name in enumerate(STREAMS)}
+_STREAM_BYTE = {name: bytes((i,)) for i, name in enumerate(STREAMS)}
+_LITTLE = sys.byteorder == "little"
+
+
+def _swapped(times: array.array[float]) -> bytes:  # pragma: no cover - big-endian hosts
+    times.byteswap()
+    return times.tobytes()
+
+
 class _Waker:
     """Runs a callback on the event loop that created it, from any thread, without
     waiting (asyncio's ``call_soon_threadsafe`` or trio's ``run_sync_soon``)."""
@@ -113,6 +232,10 @@ class LogBuffer:
     """The live output of one execution. Create it inside the event loop; write to it
     from anywhere; read and wait on it from the event loop.
 
+    The kept lines are stored in columns (texts, stream codes, times, partial flags and
+    the running size), so a write of many lines and a read of thousands each take a
+    few C-level calls, not a Python step per line.
+
     Args:
         max_bytes: output kept (oldest lines evicted first).
         max_line: longest line kept whole.
@@ -132,9 +255,16 @@ class LogBuffer:
         self.max_line = max_line
         self.clock = clock
         self._lock = threading.Lock()
-        self._lines: deque[LogLine] = deque()
-        self._size = 0
-        self._next = 0
+        # Line ``self._base + i`` is at index ``i`` of each column; lines before
+        # ``self._head`` are evicted (dropped from the columns now and then, in one go).
+        self._texts: list[str] = []
+        self._streams = bytearray()
+        self._times = array.array("d")
+        self._partials = bytearray()
+        self._ends = array.array("q")
+        """Running size (characters + LINE_OVERHEAD a line) through each line."""
+        self._base = 0
+        self._head = 0
         self._partial: dict[LogStream, bytes] = {"stdout": b"", "stderr": b""}
         self._closed = False
         self._event: anyio.Event | None = None
@@ -149,6 +279,10 @@ class LogBuffer:
 
     def __repr__(self) -> str:
         return f"LogBuffer({self.execution_id!r}, lines={self._next}, closed={self._closed})"
+
+    @property
+    def _next(self) -> int:
+        return self._base + len(self._texts)
 
     # --- writing (any thread) -------------------------------------------------------------
 
@@ -165,18 +299,25 @@ class LogBuffer:
                 return
             self.written += len(data)
             partial = self._partial[stream]
-            pieces = (partial + data if partial else data).split(b"\n")
-            rest = pieces.pop()
-            limit = self.max_line
-            for piece in pieces:
-                if len(piece) > limit:
-                    self._add_cut(stream, piece, now, partial=False)
-                else:
-                    self._add(stream, piece, now, False)
+            joined = partial + data if partial else data
+            cut = joined.rfind(b"\n")
+            if cut >= 0:
+                complete, rest = joined[:cut], joined[cut + 1 :]
+                limit = self.max_line
+                pieces = complete.split(b"\n")
+                if b"\r" in complete or (len(complete) > limit and max(map(len, pieces)) > limit):
+                    for piece in pieces:  # rare: a line to cut or a \r to drop
+                        self._add_cut(stream, piece, now, partial=False)
+                else:  # decoded in one call: "\n" is never part of a UTF-8 sequence
+                    texts = complete.decode("utf-8", "replace").split("\n")
+                    self._extend(stream, texts, now, b"\0" * len(texts))
+            else:
+                rest = joined
             while len(rest) > self.max_line:
                 self._add(stream, rest[: self.max_line], now, True)
                 rest = rest[self.max_line :]
             self._partial[stream] = rest
+            self._trim()
             self._wake()
 
     def close(self) -> None:
@@ -189,6 +330,7 @@ class LogBuffer:
                 if self._partial[stream]:
                     self._add(stream, self._partial[stream], now, True)
                     self._partial[stream] = b""
+            self._trim()
             self._closed = True
             self._wake()
 
@@ -201,16 +343,37 @@ class LogBuffer:
     def _add(self, stream: LogStream, piece: bytes, now: float, partial: bool) -> None:
         if piece[-1:] == b"\r":
             piece = piece[:-1]
-        text = piece.decode("utf-8", "replace")
-        self._lines.append(LogLine(self._next, stream, text, now, partial))
-        self._next += 1
-        self._size += len(text) + LINE_OVERHEAD  # characters: close enough to bytes
-        if self._size <= self.max_bytes:
+        self._extend(stream, [piece.decode("utf-8", "replace")], now, b"\1" if partial else b"\0")
+
+    def _extend(self, stream: LogStream, texts: list[str], now: float, partials: bytes) -> None:
+        """(lock held) Append lines of one stream and time, in C-level calls."""
+        count = len(texts)
+        self._texts += texts
+        self._streams += _STREAM_BYTE[stream] * count
+        self._times += array.array("d", (now,)) * count
+        self._partials += partials
+        total = self._ends[-1] if self._ends else 0
+        sizes = map(operator.add, map(len, texts), _OVERHEADS)
+        self._ends += array.array("q", itertools.accumulate(sizes, initial=total))[1:]
+
+    def _trim(self) -> None:
+        """(lock held) Evict the oldest lines beyond ``max_bytes`` (keeping at least one),
+        and now and then drop the evicted ones from the columns."""
+        ends, head = self._ends, self._head
+        if not ends:
             return
-        while self._size > self.max_bytes and len(self._lines) > 1:
-            old = self._lines.popleft()
-            self._size -= len(old.text) + LINE_OVERHEAD
-            self.evicted += 1
+        before = ends[head - 1] if head else 0
+        if ends[-1] - before > self.max_bytes:
+            # The first line to keep: the earliest whose kept size fits.
+            keep = bisect.bisect_left(ends, ends[-1] - self.max_bytes, head, len(ends)) + 1
+            keep = min(keep, len(ends) - 1)
+            self.evicted += keep - head
+            self._head = head = keep
+        if head > 4096 and head * 2 > len(ends):
+            del self._texts[:head], self._streams[:head], self._times[:head]
+            del self._partials[:head], self._ends[:head]
+            self._base += head
+            self._head = 0
 
     def _wake(self) -> None:
         """(lock held) Schedule one wake-up of the waiting readers, if any wait for a line
@@ -245,29 +408,44 @@ class LogBuffer:
     def tail_cursor(self, n: int) -> int:
         """The cursor that reads the last ``n`` lines kept (fewer if fewer are kept)."""
         with self._lock:
-            first = self._lines[0].seq if self._lines else self._next
+            first = self._base + self._head
             return max(first, self._next - max(0, n))
 
-    def read(self, cursor: int, *, limit: int = 1000, max_bytes: int = 256 * 1024) -> LogBatch:
-        """The lines from ``cursor`` on, at most ``limit`` lines and about ``max_bytes``."""
+    def read_columns(
+        self, cursor: int, *, limit: int = 1000, max_bytes: int = 256 * 1024
+    ) -> LogColumns:
+        """The lines from ``cursor`` on, at most ``limit`` lines and about ``max_bytes``
+        (at least one line), in columns: slices of the buffer's own, no step a line."""
         with self._lock:
-            first = self._lines[0].seq if self._lines else self._next
+            base, ends = self._base, self._ends
+            first = base + self._head
             skipped = 0
             if cursor < first:
                 skipped, cursor = first - cursor, first
-            cursor = min(cursor, self._next)
-            start = cursor - first
-            out = tuple(itertools.islice(self._lines, start, start + max(1, limit)))
             last = self._next
-            closed = self._closed
-        # The running size of the lines read, summed in C (no Python step per line: this
-        # runs once per read of thousands of lines, on the event loop); keep the lines
-        # that fit within max_bytes, at least one.
-        sizes = list(itertools.accumulate(map(operator.add, map(len, map(_TEXT, out)), _OVERHEADS)))
-        if sizes and sizes[-1] > max_bytes:
-            out = out[: max(1, bisect.bisect_right(sizes, max_bytes))]
-        nxt = cursor + len(out)
-        return LogBatch(lines=out, next=nxt, skipped=skipped, closed=closed and nxt >= last)
+            cursor = min(cursor, last)
+            start = cursor - base
+            stop = min(last - base, start + max(1, limit))
+            if stop > start + 1:
+                before = ends[start - 1] if start else 0
+                fits = bisect.bisect_right(ends, before + max_bytes, start, stop)
+                stop = max(start + 1, fits)
+            times = self._times[start:stop]
+            return LogColumns(
+                first=cursor,
+                texts=tuple(self._texts[start:stop]),
+                streams=bytes(self._streams[start:stop]),
+                times=times.tobytes() if _LITTLE else _swapped(times),
+                partial=bytes(self._partials[start:stop]),
+                next=base + stop,
+                skipped=skipped,
+                closed=self._closed and base + stop >= last,
+            )
+
+    def read(self, cursor: int, *, limit: int = 1000, max_bytes: int = 256 * 1024) -> LogBatch:
+        """The lines from ``cursor`` on, at most ``limit`` lines and about ``max_bytes``,
+        as :class:`LogLine` values (:meth:`read_columns` takes no step a line)."""
+        return self.read_columns(cursor, limit=limit, max_bytes=max_bytes).batch()
 
     async def wait(self, cursor: int) -> None:
         """Return once a line at or after ``cursor`` exists or the buffer is closed."""

@@ -21,8 +21,7 @@ from ..models import NodeInfo
 from ..wire import pack, unpack
 from .codec import decode_columns, encode_reply, note
 from .events import EventHub
-from .frames import LogColumns
-from .logs import STREAMS, LogBuffer, LogHub
+from .logs import STREAMS, LogBuffer, LogColumns, LogHub
 
 __all__ = [
     "LOGS_PROTOCOL",
@@ -245,7 +244,7 @@ class NodeWatch:
             cursor = buffer.tail_cursor(tail) if tail is not None else 0
         if wait:
             await _gather(buffer, cursor, wait)
-        return encode_reply(buffer.read(cursor, limit=READ_LINES, max_bytes=REPLY_BYTES))
+        return encode_reply(buffer.read_columns(cursor, limit=READ_LINES, max_bytes=REPLY_BYTES))
 
     def network(self) -> list[NodeInfo]:
         """This node (what it announces, with its transport and peers), then every other
@@ -381,12 +380,12 @@ class NodeWatch:
             buffer = self.logs.get(job_id)
         cursor = buffer.tail_cursor(tail) if tail is not None else 0
         while True:
-            read = buffer.read(cursor, limit=READ_LINES, max_bytes=REPLY_BYTES)
-            if read.lines or read.skipped or read.closed:
-                await out(_encode(node_id, LogColumns.from_batch(read), batch))
+            read = buffer.read_columns(cursor, limit=READ_LINES, max_bytes=REPLY_BYTES)
+            if read.texts or read.skipped or read.closed:
+                await out(_encode(node_id, read, batch))
             if read.closed:
                 return
-            if not follow and not read.lines:
+            if not follow and not read.texts:
                 await out(note(node_id, detail="still running", batch=batch))
                 return
             cursor = read.next
