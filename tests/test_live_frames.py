@@ -274,7 +274,7 @@ async def test_the_columnar_buffer_keeps_exactly_the_lines_of_the_line_rules(see
     assert got.skipped == (ref.lines[0][0] if ref.lines else ref.next)
     assert buf.evicted == got.skipped and got.closed and buf.next_seq == ref.next
     # Reads in small pieces, bounded in bytes, give the same lines in order.
-    cursor, pieces = 0, []
+    cursor, pieces = 0, list[tuple[int, str, str, bool]]()
     for _ in range(10_000):
         part = buf.read(cursor, limit=rnd.randint(1, 50), max_bytes=rnd.randint(1, 3000))
         pieces.extend((x.seq, x.stream, x.text, x.partial) for x in part.lines)
