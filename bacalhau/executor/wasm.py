@@ -503,14 +503,18 @@ class WasmExecutor(Executor):
     _engine: wasmtime.Engine = attrs.field(
         init=False, factory=lambda: wasmtime.Engine(engine_config())
     )
-    _adapter: wasmtime.Module = attrs.field(init=False)
+    _adapter: wasmtime.Module | None = attrs.field(init=False, default=None)
     _modules: OrderedDict[str, wasmtime.Module] = attrs.field(init=False, factory=OrderedDict)
     _cid_digests: dict[str, str] = attrs.field(init=False, factory=dict)
     _limiter: anyio.CapacityLimiter | None = attrs.field(init=False, default=None)
 
-    @_adapter.default
-    def _compile_adapter(self) -> wasmtime.Module:
-        return adapter_module(self._engine)
+    @property
+    def adapter(self) -> wasmtime.Module:
+        """The WASI adapter, compiled for this executor's engine at its first job (a
+        network of a thousand nodes that run no WASM never compiles it)."""
+        if self._adapter is None:
+            self._adapter = adapter_module(self._engine)
+        return self._adapter
 
     @property
     def engine(self) -> wasmtime.Engine:
@@ -626,7 +630,7 @@ class WasmExecutor(Executor):
             outputs.append((ctx.outputs[output.name], output.path))
         plan = _Plan(
             engine=self._engine,
-            adapter=self._adapter,
+            adapter=self.adapter,
             module=module,
             job_id=ctx.job_id,
             entry_point=params.entry_point,
