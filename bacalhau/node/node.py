@@ -746,7 +746,7 @@ class Node(TransportHandler):
     # --- incoming (TransportHandler) ------------------------------------------------------
 
     async def handle_broadcast(self, frame: bytes) -> bool:
-        return self._receive(frame)
+        return self.handle_broadcast_now(frame)
 
     async def handle_request(self, peer_id: str, frame: bytes) -> bytes:
         try:
@@ -757,15 +757,15 @@ class Node(TransportHandler):
             self.stats["dropped_malformed"] += 1
             raise PeerUnreachable(f"malformed request: {exc}") from None
         if protocol == EVENT_PROTOCOL:
-            self._receive(payload)
+            self.handle_broadcast_now(payload)
             return b""
         handler = self._protocols.get(protocol)
         if handler is None:
             raise PeerUnreachable(f"unknown protocol {protocol!r}")
         return await handler(peer_id, payload)
 
-    def _receive(self, frame: bytes) -> bool:
-        """Pass one event frame through the gate and feed it. False if it was refused."""
+    def handle_broadcast_now(self, frame: bytes) -> bool:
+        """Pass one event frame through the gate and feed it; False if it was refused."""
         verdict = self.gate.admit(frame)
         if isinstance(verdict, Turned):
             return verdict is Turned.DUPLICATE

@@ -5,17 +5,23 @@ same ``bytes`` objects (nothing is copied), and the hub can misbehave on
 purpose - drop, delay, duplicate and reorder frames, or partition the nodes -
 with a seeded random generator, so a failing run can be replayed.
 
-Each transport delivers broadcasts to its node one at a time, in arrival order,
-from an unbounded inbox (a bounded one could deadlock two nodes broadcasting to
-each other from their handlers), drained at each wake-up. Direct requests run in the caller's task.
+Broadcasts reach the nodes one at a time, in arrival order, from an unbounded
+queue (a bounded one could deadlock two nodes broadcasting to each other from
+their handlers). A handler that can take a frame without waiting
+(:class:`ImmediateHandler`, as a :class:`~bacalhau.node.node.Node` does) gets it
+from one task the hub runs for all of them: a broadcast is queued once with the
+nodes that hear it, not once per node, and no node's task wakes for it. Any other
+handler gets its frames from its transport's own task, as do frames delayed on
+purpose (:class:`Faults`). Direct requests run in the caller's task.
 """
 
 from __future__ import annotations
 
+import logging
 import random
 from collections import deque
 from collections.abc import Callable, Iterable
-from typing import Literal
+from typing import Literal, Protocol, runtime_checkable
 
 import anyio
 import anyio.abc
@@ -25,13 +31,25 @@ import attrs
 from ..errors import PeerUnreachable, TransportError
 from .base import MAX_FRAME, Transport, TransportHandler
 
-__all__ = ["Faults", "MemoryHub", "MemoryTransport"]
+__all__ = ["Faults", "ImmediateHandler", "MemoryHub", "MemoryTransport"]
+
+log = logging.getLogger("bacalhau.transport.memory")
 
 Kind = Literal["broadcast", "request"]
 FrameFilter = Callable[[str, str, Kind, bytes], bool]
 BURST = 64
-"""Broadcasts a node handles in a row before other tasks get a turn."""
+"""Broadcasts handled in a row before other tasks get a turn."""
 """(source, destination, kind, frame) -> deliver? A custom drop rule."""
+
+
+@runtime_checkable
+class ImmediateHandler(Protocol):
+    """A :class:`~bacalhau.transport.base.TransportHandler` that can also take a
+    broadcast frame without awaiting anything (what ``handle_broadcast`` does, at once)."""
+
+    def handle_broadcast_now(self, frame: bytes) -> bool:
+        """As ``handle_broadcast``, synchronously."""
+        ...
 
 
 @attrs.define(kw_only=True)
@@ -49,6 +67,15 @@ class Faults:
     @property
     def active(self) -> bool:
         return bool(self.drop or self.duplicate or self.delay[1] or self.filter)
+
+
+@attrs.define(eq=False)
+class _Pending:
+    """A broadcast on its way to immediate handlers (``done`` of them have it)."""
+
+    frame: bytes
+    dsts: list[MemoryTransport]
+    done: int = 0
 
 
 @attrs.define(eq=False, kw_only=True)
@@ -69,6 +96,10 @@ class MemoryHub:
     version: int = 0
     """Bumped whenever who reaches whom changes (a join, a leave, a partition, a heal)."""
     _members: tuple[int, frozenset[str]] = (-1, frozenset())
+    _queue: deque[_Pending] = attrs.Factory(deque)
+    """Broadcasts for immediate handlers, in order."""
+    _drainer: MemoryTransport | None = None
+    """In whose task group the queue is being delivered."""
 
     def __attrs_post_init__(self) -> None:
         self.rng = random.Random(self.seed)
@@ -125,11 +156,58 @@ class MemoryHub:
     # --- delivery -------------------------------------------------------------------------
 
     def _broadcast(self, src: str, frame: bytes) -> None:
+        now: list[MemoryTransport] = []
         for dst, transport in list(self._transports.items()):
             if dst != src:
                 for delay in self._plan(src, dst, "broadcast", frame):
                     self.delivered += 1
-                    transport._deliver(frame, delay)
+                    if delay or transport._immediate is None:
+                        transport._deliver(frame, delay)
+                    else:
+                        now.append(transport)
+        if now:
+            self._queue.append(_Pending(frame, now))
+            drainer = self._drainer
+            if drainer is None or not drainer._running():
+                self._start_drain()
+
+    def _start_drain(self) -> None:
+        """Hand the queue to one task, in the task group of a transport still running
+        (one whose group is cancelled may never start it: the next broadcast, or the
+        drain ending there, then starts another)."""
+        self._drainer = None
+        for transport in self._transports.values():
+            if transport._running():
+                assert transport._tg is not None
+                self._drainer = transport
+                transport._tg.start_soon(self._drain, transport)
+                return
+
+    async def _drain(self, owner: MemoryTransport) -> None:
+        """Deliver the queued broadcasts, in order, to each of their nodes still on the
+        hub; let other tasks run every ``BURST`` deliveries. A handler's error is raised
+        in its own transport's task group (it stops that node, as it would have done
+        in the node's own task), never in this one."""
+        handled = 0
+        try:
+            queue = self._queue
+            while queue:
+                pending = queue[0]
+                frame, dsts = pending.frame, pending.dsts
+                while pending.done < len(dsts):
+                    transport = dsts[pending.done]
+                    pending.done += 1
+                    transport._take_now(frame)
+                    handled += 1
+                    if handled % BURST == 0:
+                        await anyio.lowlevel.checkpoint()
+                if queue and queue[0] is pending:  # (another drain may have taken it)
+                    queue.popleft()
+        finally:
+            if self._drainer is owner:
+                self._drainer = None
+                if self._queue:  # its task group is going away: carry on elsewhere
+                    self._start_drain()
 
     async def _request(self, src: str, dst: str, frame: bytes, timeout: float) -> bytes:
         transport = self._transports.get(dst)
@@ -160,6 +238,7 @@ class MemoryTransport(Transport):
     _wake: anyio.Event = attrs.Factory(anyio.Event)
     _tg: anyio.abc.TaskGroup | None = None
     _peers: tuple[int, frozenset[str]] = (-1, frozenset())
+    _immediate: ImmediateHandler | None = None
 
     @property
     def node_id(self) -> str:
@@ -174,6 +253,7 @@ class MemoryTransport(Transport):
         if self._node_id in self.hub._transports:
             raise TransportError(f"node {self._node_id} is already on this hub")
         self._handler, self._inbox = handler, deque()
+        self._immediate = handler if isinstance(handler, ImmediateHandler) else None
         try:
             async with anyio.create_task_group() as tg:
                 self._tg = tg
@@ -183,9 +263,12 @@ class MemoryTransport(Transport):
                 task_status.started()
                 await anyio.sleep_forever()
         finally:
-            if self.hub._transports.pop(self._node_id, None) is not None:
-                self.hub.version += 1
-            self._handler = self._inbox = self._tg = None
+            hub = self.hub
+            if hub._transports.pop(self._node_id, None) is not None:
+                hub.version += 1
+            self._handler = self._inbox = self._tg = self._immediate = None
+            if hub._drainer is self and hub._queue:  # its drain may never have started
+                hub._start_drain()
 
     async def _worker(self) -> None:
         """Hand the node its broadcasts one at a time, in arrival order: all that wait at
@@ -198,11 +281,26 @@ class MemoryTransport(Transport):
                 await self._wake.wait()
                 continue
             frame = self._inbox.popleft()
-            if self._handler is not None:
+            if self._immediate is not None:
+                self._immediate.handle_broadcast_now(frame)
+            elif self._handler is not None:
                 await self._handler.handle_broadcast(frame)
             handled += 1
             if handled % BURST == 0:
                 await anyio.lowlevel.checkpoint()
+
+    def _running(self) -> bool:
+        return self._tg is not None and not self._tg.cancel_scope.cancel_called
+
+    def _take_now(self, frame: bytes) -> None:
+        """One queued broadcast, from the hub's task (dropped if the node has stopped)."""
+        handler, tg = self._immediate, self._tg
+        if handler is None or tg is None or self._inbox is None:
+            return
+        try:
+            handler.handle_broadcast_now(frame)
+        except Exception as exc:  # the node's own bug: it stops that node, as before
+            tg.start_soon(_raise, exc)
 
     def _deliver(self, frame: bytes, delay: float) -> None:
         if self._inbox is None or self._tg is None:
@@ -251,3 +349,7 @@ class MemoryTransport(Transport):
 
     def status(self) -> dict[str, object]:
         return {"transport": "memory", "peers": len(self.peers())}
+
+
+async def _raise(exc: Exception) -> None:
+    raise exc
