@@ -58,7 +58,7 @@ def test_eviction_never_removes_pinned_or_recently_used_blocks(tmp_path: Path) -
     root = anyio.run(lambda: add_bytes(store, payload, pin=True))
     dag = list(store.walk(root))
     assert len(dag) == 4
-    old = raw_block(store, "old", age=10_000)
+    old = raw_block(store, "o", age=10_000)
     fresh = raw_block(store, "fresh", age=10_000)
     store.get(fresh)  # in use a moment ago
     removed, _ = store.evict(0, grace=600)
@@ -166,3 +166,49 @@ def test_serve_disk_options(tmp_path: Path) -> None:
         build_node(parse("--pin-retention", "-1"))
     with pytest.raises(ValidationError, match="block_budget"):
         DiskRetention(block_budget=-5)
+
+
+def test_a_streamed_read_keeps_the_blocks_it_has_yet_to_serve(tmp_path: Path) -> None:
+    """A slow reader of a file (``data cat``, a results download) is not cut short by
+    eviction however long it takes: the grace period alone would not protect the blocks
+    it has not reached yet."""
+    import anyio
+
+    from bacalhau.storage.ipfs.exporter import cat
+
+    store = BlockStore(tmp_path / "blocks")
+    payload = os.urandom(1_100_000)  # five leaves (256 KiB chunks) and a root, unpinned
+    old = raw_block(store, "o", age=10_000)
+
+    async def main() -> list[bool]:
+        root = await add_bytes(store, payload, pin=False)
+        dag = list(store.walk(root))
+        for cid in dag:  # all written long ago, none read: first in line for eviction
+            then = time.time() - 5000
+            os.utime(store._file(cid)[0], (then, then))
+        pieces = cat(store, root)
+        got = [await pieces.__anext__()]  # the stream has begun, most blocks unread
+        removed = await anyio.to_thread.run_sync(lambda: store.evict(0, grace=0))
+        assert removed == (1, BLOCK), "only the block no read uses was evicted"
+        assert store.has_dag(root)
+        again = await anyio.to_thread.run_sync(lambda: store.gc())
+        assert again == 0 and store.has_dag(root), "gc keeps what a read serves too"
+        got += [piece async for piece in pieces]
+        assert b"".join(got) == payload
+        # marked as used during the read: recent now, so kept within the grace period
+        assert store.evict(0, grace=600) == (0, 0)
+        assert store.evict(0, grace=0)[0] == len(dag), "once the read ended, evictable"
+        return [store.has(c) for c in dag]
+
+    assert anyio.run(main) == [False] * 6
+    assert not store.has(old)
+
+
+def test_a_read_lease_is_counted_and_released(tmp_path: Path) -> None:
+    store = BlockStore(tmp_path / "blocks")
+    cid = raw_block(store, "x", age=10_000)
+    with store.reading(cid), store.reading(cid):
+        assert store.evict(0, grace=0) == (0, 0)
+    with store.reading(cid):
+        pass
+    assert store.evict(0, grace=0) == (1, BLOCK)

@@ -131,6 +131,7 @@ class BlockStore:
     """Numbers for temporary file names (``next`` on a count is atomic under the GIL)."""
     _blocks_dir: str = attrs.field(default="", init=False, repr=False)
     _tmp_dir: str = attrs.field(default="", init=False, repr=False)
+    _reading: dict[bytes, int] = attrs.field(factory=dict, init=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
         for sub in ("blocks", "pins", "tmp"):
@@ -475,6 +476,44 @@ class BlockStore:
             finally:
                 fcntl.flock(fh, fcntl.LOCK_UN)
 
+    @contextlib.contextmanager
+    def reading(self, cid: AnyCid) -> Iterator[None]:
+        """Mark the DAG under ``cid`` as in use while a streamed read serves it.
+
+        Until the block is left, :meth:`evict` and :meth:`gc` keep every block of that
+        DAG however long the read takes (a slow client, a large file), and each
+        eviction that finds the read still running marks those blocks as used then, so
+        they stay the most recently used when it ends. Unlike :meth:`guard` it holds off
+        neither, so a read that never ends cannot stop the store from being trimmed
+        elsewhere. Cheap to enter and leave (no I/O: safe on an event loop); nestable
+        and thread-safe.
+        """
+        root = to_cid(cid)
+        with self._used_lock:
+            self._reading[root] = self._reading.get(root, 0) + 1
+        try:
+            yield
+        finally:
+            with self._used_lock:
+                left = self._reading[root] - 1
+                if left:
+                    self._reading[root] = left
+                else:
+                    del self._reading[root]
+
+    def _in_use(self) -> set[bytes]:
+        """Multihashes of the stored blocks of every DAG a streamed read is serving."""
+        with self._used_lock:
+            roots = list(self._reading)
+        keep: set[bytes] = set()
+        for root in roots:
+            with contextlib.suppress(StorageError):  # a damaged DAG: keep what was walked
+                for cid in self.walk(root, skip_missing=True):
+                    keep.add(split_cid(cid)[2])
+        for mh in keep:  # used now: still the most recent when the read ends
+            self._touch(base64.b32encode(mh).decode("ascii").rstrip("=") + ".data")
+        return keep
+
     def gc(self) -> int:
         """Remove every block not reachable from a pin; return how many were removed.
 
@@ -535,7 +574,11 @@ class BlockStore:
                         total += st.st_size
         if total <= budget:
             return 0, 0
-        keep = {base64.b32encode(mh).decode("ascii").rstrip("=") + ".data" for mh in self._pinned()}
+        in_use = self._in_use()
+        keep = {
+            base64.b32encode(mh).decode("ascii").rstrip("=") + ".data"
+            for mh in self._pinned() | in_use
+        }
         with self._used_lock:
             used = dict(self._used)
         candidates = sorted(
@@ -557,7 +600,7 @@ class BlockStore:
         return removed, freed
 
     def _gc_locked(self) -> int:
-        keep = self._pinned()
+        keep = self._pinned() | self._in_use()
         removed = 0
         for key in list(self.all_cids()):
             mh = split_cid(key)[2]

@@ -14,6 +14,7 @@ object with ``async get_many(cids) -> list[bytes]`` returning verified blocks.
 from __future__ import annotations
 
 import bisect
+import contextlib
 import os
 import threading
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -320,25 +321,36 @@ async def _file_bytes(
                 yield piece
 
 
+def _reading(blocks: Any, cid: AnyCid) -> contextlib.AbstractContextManager[None]:
+    """The local store's lease on the DAG a streamed read serves (:meth:`BlockStore.reading`)."""
+    store = blocks if isinstance(blocks, BlockStore) else getattr(blocks, "store", None)
+    return store.reading(cid) if isinstance(store, BlockStore) else contextlib.nullcontext()
+
+
 async def cat(
     blocks: Any, cid: AnyCid, *, offset: int = 0, length: int | None = None
 ) -> AsyncIterator[bytes]:
     """Stream the bytes of the file at ``cid`` (a few blocks in memory at a time).
+
+    While the stream runs, the local store keeps the file's blocks and counts them as
+    used (:meth:`BlockStore.reading`), so eviction under a disk budget never removes a
+    block the stream has yet to reach, however slowly it is read.
 
     Raises:
         StorageError: ``cid`` is not a file, or the DAG is inconsistent.
         BlockNotFound: a block could not be had.
     """
     src = as_source(blocks)
-    node = await _node(src, to_cid(cid))
-    if node.kind not in (DataType.FILE, DataType.RAW):
-        raise StorageError(f"{cid_str(node.cid)} is a {_type_name(node.kind)}, not a file")
-    end = node.size if length is None else min(node.size, offset + length)
-    if offset < 0 or offset >= end:
-        return
-    async for piece in _file_bytes(src, node, offset, end):
-        if piece:
-            yield piece
+    with _reading(blocks, cid):
+        node = await _node(src, to_cid(cid))
+        if node.kind not in (DataType.FILE, DataType.RAW):
+            raise StorageError(f"{cid_str(node.cid)} is a {_type_name(node.kind)}, not a file")
+        end = node.size if length is None else min(node.size, offset + length)
+        if offset < 0 or offset >= end:
+            return
+        async for piece in _file_bytes(src, node, offset, end):
+            if piece:
+                yield piece
 
 
 async def read_all(blocks: Any, cid: AnyCid, *, max_size: int = 64 * 1024 * 1024) -> bytes:
@@ -408,7 +420,8 @@ async def export_to_path(
         symlinks=symlinks,
         on_bytes=on_bytes,
     )
-    await _export(walk, to_cid(cid), root, 0)
+    with _reading(blocks, cid):  # a slow export keeps its blocks under a disk budget
+        await _export(walk, to_cid(cid), root, 0)
     if walk.links:
         await anyio.to_thread.run_sync(_check_links, root, walk.links)
     return root
