@@ -502,6 +502,37 @@ async def test_streaming_export_from_two_providers(tmp_path: Path) -> None:
         await c.export(nobody, tmp_path / "nothing")
 
 
+@pytest.mark.anyio
+async def test_streaming_export_hashes_fetched_blocks_once_and_checks_local_ones(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, (a, b) = make_nodes(tmp_path, 2)
+    data = payload_bytes(2 * 1024 * 1024 + 7)
+    cid = await add_bytes(a.store, data, chunk_size=65536)
+    # b already holds part of the DAG, one of those blocks corrupt on its disk
+    leaves = [k for k in a.store.all_cids() if a.store.size(k) > 60_000]
+    for leaf in leaves[:4]:
+        b.store.put(leaf, a.store.get(leaf))
+    victim = b.store._file(leaves[1])[0]
+    victim.write_bytes(b"\0" * victim.stat().st_size)
+    reread: list[bytes] = []
+    verified = BlockStore.get_verified
+
+    def counting(store: BlockStore, key: bytes | str) -> bytes:
+        reread.append(to_cid(key))
+        return verified(store, key)
+
+    monkeypatch.setattr(BlockStore, "get_verified", counting)
+    dest = await b.export(cid, tmp_path / "out.bin")
+    assert dest.read_bytes() == data
+    # blocks this fetch stored were verified on receipt and read back as they are,
+    # whether the exporter read them during the fetch or after it had ended
+    local = {split_cid(k)[2] for k in leaves[:4]}
+    assert {split_cid(k)[2] for k in reread} <= local
+    assert b.stats["blocks_fetched"] >= len(leaves) - 3  # the corrupt one came again
+    assert b.store.get_verified(leaves[1]) == a.store.get(leaves[1])
+
+
 def test_put_many_durable_batch(tmp_path: Path) -> None:
     store = BlockStore(tmp_path / "s", fsync=True)
     blocks = [os.urandom(1000 + i) for i in range(20)]

@@ -157,6 +157,8 @@ class _Fetch:
 
     dag: bool
     max_bytes: int | None = attrs.field(default=None, kw_only=True)
+    stored: set[bytes] | None = attrs.field(default=None, kw_only=True)
+    """Where to record the CIDs this fetch stored (verified on receipt), if anywhere."""
     exceeded: bool = False
     queue: collections.deque[bytes] = attrs.Factory(collections.deque)
     seen: set[bytes] = attrs.Factory(set)
@@ -428,12 +430,16 @@ class BlockService:
             out.append(value)
         return out
 
-    async def fetch_dag(self, cid: AnyCid, *, max_bytes: int | None = None) -> int:
+    async def fetch_dag(
+        self, cid: AnyCid, *, max_bytes: int | None = None, stored: set[bytes] | None = None
+    ) -> int:
         """Make every block of the DAG under ``cid`` local; return how many were fetched.
 
         Args:
             max_bytes: stop with :class:`StorageError` once more block bytes than this
                 have been fetched (a bound on what a hostile DAG can make us store).
+            stored: a set to which the CID of each block is added as this fetch
+                stores it (verified on receipt), while the fetch runs.
 
         Raises:
             BlockNotFound: some blocks could not be had from any reachable peer.
@@ -441,7 +447,11 @@ class BlockService:
         """
         raw = to_cid(cid)
         missing = await anyio.to_thread.run_sync(self.store.missing, raw)
-        fetched = await self._fetch(missing, dag=True, max_bytes=max_bytes) if missing else 0
+        fetched = (
+            await self._fetch(missing, dag=True, max_bytes=max_bytes, stored=stored)
+            if missing
+            else 0
+        )
         if fetched:
             # others may fetch it from here now; best effort, and never holding up the
             # caller for long behind an unresponsive peer
@@ -479,9 +489,14 @@ class BlockService:
             cm.__exit__(None, None, None)
 
     async def _fetch(
-        self, cids: Sequence[bytes], *, dag: bool, max_bytes: int | None = None
+        self,
+        cids: Sequence[bytes],
+        *,
+        dag: bool,
+        max_bytes: int | None = None,
+        stored: set[bytes] | None = None,
     ) -> int:
-        state = _Fetch(dag, max_bytes=max_bytes)
+        state = _Fetch(dag, max_bytes=max_bytes, stored=stored)
         state.add(cids)
         first = cids[0]
         excluded: set[str] = set()
@@ -596,6 +611,8 @@ class BlockService:
         )
         state.received += len(got)
         state.received_bytes += nbytes
+        if state.stored is not None:
+            state.stored.update(got)
         if state.max_bytes is not None and state.received_bytes > state.max_bytes:
             state.exceeded = True  # every worker stops; _fetch reports it
         if state.exceeded:

@@ -5,10 +5,12 @@ the exporter side by side. The exporter reads through :class:`ArrivingBlocks`, a
 block source that takes each block from the local store as soon as the fetch has
 stored it, so the first bytes of a file are on disk while the rest is on the way
 and the total time is about the longer of the two, not their sum. Blocks the fetch
-stored are read back without hashing them again (they were verified on receipt);
-blocks that were already local are verified as they are read. If the fetch fails
-the source falls back to fetching what it needs itself, so the caller sees the
-same errors as a plain fetch (:class:`~bacalhau.errors.BlockNotFound`).
+stored are read back without hashing them again (they were verified on receipt),
+also when the exporter reads them after the fetch has ended; blocks that were
+already local are verified as they are read (a block corrupt on disk is removed and
+fetched again). If the fetch fails the source falls back to fetching what it needs
+itself, so the caller sees the same errors as a plain fetch
+(:class:`~bacalhau.errors.BlockNotFound`).
 """
 
 from __future__ import annotations
@@ -43,6 +45,8 @@ class ArrivingBlocks:
 
     service: BlockService
     fetching: bool = True
+    fetched: set[bytes] = attrs.Factory(set)
+    """CIDs the fetch stored and the exporter has not read yet (verified on receipt)."""
     waited: int = 0
     """How many times a read had to wait for blocks to arrive (for tests and stats)."""
 
@@ -52,26 +56,42 @@ class ArrivingBlocks:
     async def get_many(self, cids: Sequence[bytes]) -> list[bytes]:
         store = self.service.store
 
-        def read() -> list[bytes] | None:
-            # every block was verified when stored (by this fetch, or before it)
-            if not all(store.has(c) for c in cids):
-                return None  # (a cheap check first: no reading what is read again)
-            out: list[bytes] = []
+        fetched = self.fetched
+
+        def read() -> list[bytes | None]:
+            out: list[bytes | None] = []
             for cid in cids:
                 try:
-                    out.append(store.get(cid))
-                except BlockNotFound:
-                    return None
+                    if cid in fetched:  # this fetch verified it as it stored it
+                        out.append(store.get(cid))
+                    else:  # already local: check it (a corrupt one is removed)
+                        out.append(store.get_verified(cid))
+                except (BlockNotFound, CorruptBlock):
+                    out.append(None)
             return out
+
+        def present() -> list[bytes | None] | None:
+            if not all(store.has(c) for c in cids):
+                return None  # (a cheap check first: no reading what is read again)
+            return read()
 
         while self.fetching:
             arrived = self.service.arrival()
-            blocks = await anyio.to_thread.run_sync(read)  # one hop: present, then read
-            if blocks is not None:
-                return blocks
+            got = await anyio.to_thread.run_sync(present)  # one hop: present, then read
+            if got is not None and all(b is not None for b in got):
+                fetched.difference_update(cids)  # (read once, typically: forget them)
+                return [b for b in got if b is not None]
             self.waited += 1
             await arrived.wait()
-        return await self.service.get_many(cids)
+        # the fetch has ended: what is here is read as above, what is missing (or was
+        # corrupt) the service fetches, verifying it on receipt
+        got = await anyio.to_thread.run_sync(read)
+        lacking = [c for c, b in zip(cids, got, strict=True) if b is None]
+        if lacking:
+            more = iter(await self.service.get_many(lacking))
+            got = [next(more) if b is None else b for b in got]
+        fetched.difference_update(cids)
+        return [b for b in got if b is not None]
 
 
 async def export_streaming(
@@ -102,7 +122,7 @@ async def export_streaming(
 
     async def fetch() -> None:
         try:
-            await service.fetch_dag(raw, max_bytes=fetch_bound)
+            await service.fetch_dag(raw, max_bytes=fetch_bound, stored=source.fetched)
         except (BlockNotFound, CorruptBlock):
             pass  # the exporter's own reads report what is missing
         finally:
