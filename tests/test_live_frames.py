@@ -282,3 +282,32 @@ async def test_the_columnar_buffer_keeps_exactly_the_lines_of_the_line_rules(see
         if part.closed:
             break
     assert pieces == ref.lines
+
+
+@pytest.mark.parametrize("seed", range(3))
+async def test_the_buffer_stays_exact_after_dropping_evicted_lines(seed: int) -> None:
+    import random
+
+    rnd = random.Random(seed)
+    buf, ref = LogBuffer(max_bytes=3000), ReferenceBuffer(3000, MAX_LINE_BYTES)
+    written = 0
+    while written < 30_000:  # far more lines than kept: the columns are compacted
+        lines = rnd.choice([1, 1, 2, 7, 300])
+        data = b"".join(b"%d %s\n" % (written + i, b"y" * rnd.randint(0, 20)) for i in range(lines))
+        buf.write("stdout", data)
+        ref.write("stdout", data)
+        written += lines
+        if rnd.random() < 0.05:
+            got = buf.read(buf.tail_cursor(rnd.randint(1, 100)), limit=10**6, max_bytes=10**9)
+            want = ref.lines[-len(got.lines) :]
+            assert [(x.seq, x.stream, x.text, x.partial) for x in got.lines] == want
+            assert len(got.lines) == min(len(ref.lines), len(got.lines))
+    assert buf._base > 0  # evicted lines were dropped from the columns
+    got = buf.read(0, limit=10**6, max_bytes=10**9)
+    assert [(x.seq, x.stream, x.text, x.partial) for x in got.lines] == ref.lines
+    assert got.skipped == ref.lines[0][0] == buf.evicted
+    # A read bounded in bytes right at the first kept line still takes as much as fits.
+    bounded = buf.read_columns(got.skipped, limit=1000, max_bytes=1000)
+    sizes = [len(t) + 64 for _, _, t, _ in ref.lines]
+    fits = max(1, next((i for i in range(len(sizes)) if sum(sizes[: i + 1]) > 1000), len(sizes)))
+    assert len(bounded.texts) == fits > 1

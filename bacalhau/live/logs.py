@@ -265,6 +265,8 @@ class LogBuffer:
         """Running size (characters + LINE_OVERHEAD a line) through each line."""
         self._base = 0
         self._head = 0
+        self._origin = 0
+        """The running size before the first line still in the columns."""
         self._partial: dict[LogStream, bytes] = {"stdout": b"", "stderr": b""}
         self._closed = False
         self._event: anyio.Event | None = None
@@ -304,13 +306,13 @@ class LogBuffer:
             if cut >= 0:
                 complete, rest = joined[:cut], joined[cut + 1 :]
                 limit = self.max_line
-                pieces = complete.split(b"\n")
-                if b"\r" in complete or (len(complete) > limit and max(map(len, pieces)) > limit):
-                    for piece in pieces:  # rare: a line to cut or a \r to drop
+                if b"\r" in complete or (
+                    len(complete) > limit and max(map(len, complete.split(b"\n"))) > limit
+                ):
+                    for piece in complete.split(b"\n"):  # rare: a line to cut or a \r to drop
                         self._add_cut(stream, piece, now, partial=False)
                 else:  # decoded in one call: "\n" is never part of a UTF-8 sequence
-                    texts = complete.decode("utf-8", "replace").split("\n")
-                    self._extend(stream, texts, now, b"\0" * len(texts))
+                    self._extend(stream, complete.decode("utf-8", "replace").split("\n"), now)
             else:
                 rest = joined
             while len(rest) > self.max_line:
@@ -343,18 +345,29 @@ class LogBuffer:
     def _add(self, stream: LogStream, piece: bytes, now: float, partial: bool) -> None:
         if piece[-1:] == b"\r":
             piece = piece[:-1]
-        self._extend(stream, [piece.decode("utf-8", "replace")], now, b"\1" if partial else b"\0")
+        self._extend(stream, [piece.decode("utf-8", "replace")], now, partial=partial)
 
-    def _extend(self, stream: LogStream, texts: list[str], now: float, partials: bytes) -> None:
+    def _extend(
+        self, stream: LogStream, texts: list[str], now: float, *, partial: bool = False
+    ) -> None:
         """(lock held) Append lines of one stream and time, in C-level calls."""
+        ends = self._ends
+        total = ends[-1] if ends else 0
+        if len(texts) == 1:  # a job writing a line at a time: plain appends
+            text = texts[0]
+            self._texts.append(text)
+            self._streams.append(_STREAM_CODE[stream])
+            self._times.append(now)
+            self._partials.append(partial)
+            ends.append(total + len(text) + LINE_OVERHEAD)
+            return
         count = len(texts)
         self._texts += texts
         self._streams += _STREAM_BYTE[stream] * count
         self._times += array.array("d", (now,)) * count
-        self._partials += partials
-        total = self._ends[-1] if self._ends else 0
+        self._partials += (b"\1" if partial else b"\0") * count
         sizes = map(operator.add, map(len, texts), _OVERHEADS)
-        self._ends += array.array("q", itertools.accumulate(sizes, initial=total))[1:]
+        ends += array.array("q", itertools.accumulate(sizes, initial=total))[1:]
 
     def _trim(self) -> None:
         """(lock held) Evict the oldest lines beyond ``max_bytes`` (keeping at least one),
@@ -362,7 +375,7 @@ class LogBuffer:
         ends, head = self._ends, self._head
         if not ends:
             return
-        before = ends[head - 1] if head else 0
+        before = ends[head - 1] if head else self._origin
         if ends[-1] - before > self.max_bytes:
             # The first line to keep: the earliest whose kept size fits.
             keep = bisect.bisect_left(ends, ends[-1] - self.max_bytes, head, len(ends)) + 1
@@ -371,6 +384,7 @@ class LogBuffer:
             self._head = head = keep
         if head > 4096 and head * 2 > len(ends):
             del self._texts[:head], self._streams[:head], self._times[:head]
+            self._origin = ends[head - 1]
             del self._partials[:head], self._ends[:head]
             self._base += head
             self._head = 0
@@ -427,7 +441,7 @@ class LogBuffer:
             start = cursor - base
             stop = min(last - base, start + max(1, limit))
             if stop > start + 1:
-                before = ends[start - 1] if start else 0
+                before = ends[start - 1] if start else self._origin
                 fits = bisect.bisect_right(ends, before + max_bytes, start, stop)
                 stop = max(start + 1, fits)
             times = self._times[start:stop]
