@@ -53,10 +53,11 @@ except ImportError:  # run as a script
 GOAL = 1.1
 
 FOLLOWER = r"""
-import json, os, sys
+import json, os, sys, time
 import anyio
 from bacalhau.api.client import Client
 from bacalhau.cli.watch import print_frame
+ready = time.process_time()
 print("ready", flush=True)
 url, job = sys.argv[1], sys.stdin.readline().strip()
 sink = open(os.devnull, "w")
@@ -73,13 +74,15 @@ async def main():
     return lines, skipped
 
 lines, skipped = anyio.run(main)
-print(json.dumps({"lines": lines, "skipped": skipped}), flush=True)
+cpu = time.process_time() - ready
+print(json.dumps({"lines": lines, "skipped": skipped, "cpu": cpu}), flush=True)
 """
 """The follower ``bacalhau logs -f`` is: the client's ``format=batch`` frames, each
 checked and printed (to /dev/null) a run of lines at a time."""
 
 FOLLOWER_NDJSON = r"""
-import json, sys, httpx
+import json, sys, time, httpx
+ready = time.process_time()
 print("ready", flush=True)
 url, job = sys.argv[1], sys.stdin.readline().strip()
 lines = skipped = 0
@@ -92,7 +95,8 @@ with httpx.stream("GET", f"{url}/api/v1/jobs/{job}/logs/stream",
                 print("attached", flush=True)  # the job's first line came through
             lines += len(chunk["lines"])
             skipped += chunk["skipped"]
-print(json.dumps({"lines": lines, "skipped": skipped}), flush=True)
+cpu = time.process_time() - ready
+print(json.dumps({"lines": lines, "skipped": skipped, "cpu": cpu}), flush=True)
 """
 """A reader of the default NDJSON format (a JSON array a line), parsing only."""
 
@@ -246,6 +250,7 @@ async def run(lines: int, repeat: int) -> dict[str, Any]:
     }
     for mode in MODES[1:]:
         lines_seen = [s["lines"] for s in seen_by[mode]]
+        follower_cpu = [s["cpu"] for s in seen_by[mode]]
         out[mode] = {
             "median_s": med[mode],
             "ratio": med[mode] / med["none"],
@@ -255,6 +260,7 @@ async def run(lines: int, repeat: int) -> dict[str, Any]:
             "cpu_ratio": cpu_med[mode] / cpu_med["none"],
             "cpu_per_line_us": (cpu_med[mode] - cpu_med["none"]) / lines * 1e6,
             "lines_seen_median": statistics.median(lines_seen) if lines_seen else 0,
+            "follower_cpu_median_s": statistics.median(follower_cpu) if follower_cpu else 0,
             "followers": seen_by[mode],
         }
         out["ratios"][f"job with one live follower ({mode})"] = {
@@ -287,7 +293,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             f"{r['ratio']:.3f} (goal <= {GOAL}), median of rounds "
             f"{r['ratio_median_of_rounds']:.3f}; node CPU ratio {r['cpu_ratio']:.3f} "
             f"({r['cpu_per_line_us']:.2f} us a line); lines seen (median) "
-            f"{r['lines_seen_median']:.0f} of {data['lines']}"
+            f"{r['lines_seen_median']:.0f} of {data['lines']}; follower process CPU "
+            f"{r['follower_cpu_median_s']:.3f} s (after its imports)"
         )
     print(f"wrote {path}")
     return data
