@@ -86,7 +86,7 @@ stays under the transports' 4 MiB frame; fewer, larger replies cost less per byt
 MAX_REPLY = 4 * 1024 * 1024
 WINDOW_LOW, WINDOW_HIGH = 2, 16
 """Bounds of the requests in flight to one provider (see FlowWindow)."""
-MAX_INFLIGHT_BYTES = 32 * 1024 * 1024
+MAX_INFLIGHT_BYTES = 16 * 1024 * 1024
 """Bytes asked for and not yet stored, per fetch, over all its providers."""
 MAX_PROVIDER_ROOTS = 4096
 DISCOVERY_ROUNDS = 2

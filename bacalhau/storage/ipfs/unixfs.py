@@ -18,6 +18,7 @@ node ``Type=File, filesize=sum, blocksizes=[...]``; a directory ``Type=Directory
 from __future__ import annotations
 
 import enum
+import functools
 
 import attrs
 
@@ -80,11 +81,13 @@ def encode_unixfs(value: UnixFSData) -> bytes:
     return bytes(out)
 
 
+@functools.lru_cache(maxsize=64)
 def file_leaf_parts(chunk_len: int) -> tuple[bytes, bytes]:
     """``(head, tail)`` such that ``head + chunk + tail`` is the dag-pb leaf block of
     a non-empty chunk (PBNode{Data: UnixFS{File, chunk, filesize}}).
 
-    Lets the importer hash and write a leaf without copying the chunk.
+    Lets the importer hash and write a leaf without copying the chunk. Cached: a
+    file's chunks all have one length but the last.
     """
     size = encode_varint(chunk_len)
     inner_head = b"\x08\x02\x12" + size
