@@ -48,6 +48,12 @@ LABELS_DIFFER = "labels do not match"
 """The one reason of :func:`unsuitable` that is about placement, not capability."""
 BUSY_BACKOFF = 0.5
 """A node that said it is busy gets no offers for this long (or until it says it has room)."""
+DECLINE_WEIGHT = 0.1
+"""How much one answer moves :attr:`NodeTable.declines` (about the last 10-20 count)."""
+SPARE_WHEN = 0.02
+"""A job's first round asks a spare node (``offer_headroom``) only while
+:attr:`NodeTable.declines` is at least this: some 40 bids in a row with no decline
+(nor silence) bring it below, one decline brings it back up for some 20 answers."""
 
 _LIMITS = {
     "executors": 64,
@@ -175,6 +181,9 @@ class NodeTable:
     def __init__(self, *, ttl: float = NODE_TTL) -> None:
         self.ttl = ttl
         self.nodes: dict[str, KnownNode] = {}
+        self.declines = 1.0
+        """How often offers were declined or not answered lately (a moving average; 1.0
+        before any answer: a new requester expects declines)."""
 
     def __len__(self) -> int:
         return len(self.nodes)
@@ -209,7 +218,13 @@ class NodeTable:
         if known is not None:
             known.in_flight += 1
 
-    def answered(self, node_id: str, *, bid: bool, busy: bool, now: float) -> None:
+    def answered(
+        self, node_id: str, *, bid: bool, busy: bool, now: float, counted: bool = True
+    ) -> None:
+        """The node answered an offer (or will not: ``counted=False`` when the job ended
+        first, which says nothing of the node)."""
+        if counted:
+            self.declines += DECLINE_WEIGHT * ((0.0 if bid else 1.0) - self.declines)
         known = self.nodes.get(node_id)
         if known is None:
             return
@@ -218,6 +233,11 @@ class NodeTable:
             known.taken += 1
         if busy:
             known.busy_until = now + BUSY_BACKOFF
+
+    def spare_helps(self) -> bool:
+        """Whether a spare offer is worth its messages and the room its bid holds:
+        only while offers were declined (or went unanswered) lately."""
+        return self.declines >= SPARE_WHEN
 
     def released(self, node_id: str) -> None:
         """One of our executions on the node ended (or its bid was not chosen)."""

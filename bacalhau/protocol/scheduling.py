@@ -3,10 +3,11 @@
 Pure, part of :class:`~bacalhau.protocol.requester.RequesterState` (a mixin, kept
 apart so each file stays small). The requester keeps a :class:`NodeTable` from the
 nodes' signed announcements. For a job it asks only as many nodes as the deal needs
-(``max(min_bids, concurrency + offer_headroom)``, every matching node for
-``target="all"``), best-ranked first (:func:`~bacalhau.protocol.nodes.rank`); nodes not
-chosen hear nothing of the job. It falls back to a broadcast while it knows fewer
-nodes than that, and always broadcasts with ``offers="broadcast"``.
+(``max(min_bids, concurrency + offer_headroom)``, the headroom only while offers are
+being declined; every matching node for ``target="all"``), best-ranked first
+(:func:`~bacalhau.protocol.nodes.rank`); nodes not chosen hear nothing of the job. It
+falls back to a broadcast while it knows fewer nodes than that, and always broadcasts
+with ``offers="broadcast"``.
 
 A job that finds no room waits in the queue (state ``queued``, with the reason in its
 history) and is offered again when a node announces room, when one of this
@@ -146,7 +147,9 @@ class Scheduling:
         target = need_nodes if job.state is S.RUNNING else max(deal.min_bids, need_nodes)
         if job.asked and bids + pending >= target:
             return True  # enough answers are in or on their way
-        headroom = 0 if job.asked else self.config.offer_headroom  # the first round only
+        # a spare node in the first round only, and only while declines are being seen
+        spare = not job.asked and self.nodes.spare_helps()
+        headroom = self.config.offer_headroom if spare else 0
         more = target + headroom - bids - pending
         asked = [*job.asked, *job.executions]
         ranking = rank(live, job.spec, now, self.rng, exclude=asked, score=self.score)
@@ -415,7 +418,7 @@ class Scheduling:
             out.append(CancelTimers(job_id="", name=RequesterTimer.REQUEUE))
         for node, answered in job.asked.items():
             if not answered:
-                self.nodes.answered(node, bid=False, busy=False, now=now)
+                self.nodes.answered(node, bid=False, busy=False, now=now, counted=False)
 
     # --- timers --------------------------------------------------------------------------
 
