@@ -10,6 +10,7 @@ import pytest
 
 from bacalhau import Network
 from bacalhau.live.events import NODE_JOINED, NODE_LEFT
+from bacalhau.network import GC_THRESHOLD
 from bacalhau.node.clock import SystemClock, VirtualClock
 from bacalhau.node.ticker import Ticker
 
@@ -154,10 +155,13 @@ async def test_a_compute_only_node_sees_its_transports_peers_without_copying_the
 
 
 async def test_a_running_network_freezes_the_heap_and_thaws_it_when_it_closes() -> None:
-    frozen_before = gc.get_freeze_count()
+    frozen_before, thresholds = gc.get_freeze_count(), gc.get_threshold()
     async with Network.in_memory(2) as net:
         assert net.freeze_heap
         assert gc.get_freeze_count() > frozen_before
+        assert gc.get_threshold() == GC_THRESHOLD
     assert gc.get_freeze_count() == 0
+    assert gc.get_threshold() == thresholds
     async with Network.in_memory(2, freeze_heap=False):
         assert gc.get_freeze_count() == 0
+        assert gc.get_threshold() == thresholds
