@@ -20,7 +20,7 @@ from bacalhau.live import LogBuffer, LogChunkLive
 from bacalhau.live.codec import decode_columns, encode_reply, note
 from bacalhau.live.frames import MAX_FRAME_BYTES, MAX_FRAME_LINES, LogColumns, LogFrame
 from bacalhau.live.logs import MAX_LINE_BYTES
-from bacalhau.wire import pack
+from bacalhau.wire import pack, unpack
 
 pytestmark = pytest.mark.anyio
 
@@ -311,3 +311,42 @@ async def test_the_buffer_stays_exact_after_dropping_evicted_lines(seed: int) ->
     sizes = [len(t) + 64 for _, _, t, _ in ref.lines]
     fits = max(1, next((i for i in range(len(sizes)) if sum(sizes[: i + 1]) > 1000), len(sizes)))
     assert len(bounded.texts) == fits > 1
+
+
+async def test_a_reply_carries_the_texts_joined_when_asked_and_an_array_otherwise() -> None:
+    columns = mixed_buffer().read_columns(0)
+    joined, listed = encode_reply(columns, joined=True), encode_reply(columns)
+    assert "texts" not in unpack(joined) and unpack(joined)["count"] == 10
+    assert "text" not in unpack(listed) and len(unpack(listed)["texts"]) == 10
+    assert decode_columns(joined) == decode_columns(listed) == columns
+    empty = LogBuffer()
+    empty.close()
+    none = empty.read_columns(0)
+    assert decode_columns(encode_reply(none, joined=True)) == none
+    assert none.count == 0 and none.texts == []
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "why"),
+    [
+        ("text", ["a", "b", "c"], "text must be a string"),
+        ("text", "a\nb", "text must hold count lines"),
+        ("text", "a\nb\nc\nd", "text must hold count lines"),
+        ("count", 2, "text must hold count lines"),
+        ("count", -1, "count must be a non-negative integer"),
+        ("count", "3", "count must be a non-negative integer"),
+    ],
+)
+async def test_a_malformed_joined_reply_is_refused(field: str, value: Any, why: str) -> None:
+    buf = LogBuffer()
+    buf.write("stdout", b"a\nb\n")
+    buf.write("stderr", b"c\n")
+    data = unpack(encode_reply(buf.read_columns(0), joined=True))
+    assert decode_columns(pack(data)) is not None
+    data[field] = value
+    with pytest.raises(DecodeError, match=why):
+        decode_columns(pack(data))
+    if field == "count":
+        del data[field]
+        with pytest.raises(DecodeError, match="count is missing"):
+            decode_columns(pack(data))

@@ -3,11 +3,13 @@ the transport) and the NDJSON chunk an API client reads.
 
 A job may print a million lines and each one is carried by the event loop the job's own
 output thread also needs, so nothing here takes a Python step per line: the reply is
-columnar (the texts as one array, the streams, times and partial flags packed into one
-byte string each, the sequence numbers implied by the first one), a peer's reply is
-checked with C-level passes over those columns, and the JSON is written by orjson in one
-call. What a requester relays to its clients is fully checked first: every text a
-string, every time finite, every stream ``stdout`` or ``stderr``.
+columnar (the texts as one string joined by newlines with their count, when the reader
+asks with ``joined``, else as one array; the streams, times and partial flags packed
+into one byte string each; the sequence numbers implied by the first one), a peer's
+reply is checked with C-level passes over those columns, and the JSON is written by
+orjson in one call. What a requester relays to its clients is fully checked first: the
+texts a string with as many newlines as lines, every time finite, every stream
+``stdout`` or ``stderr``.
 """
 
 from __future__ import annotations
@@ -48,22 +50,26 @@ def note(node_id: str, *, end: bool = True, detail: str = "", batch: bool = Fals
     return (_dumps(line) + "\n").encode()
 
 
-def encode_reply(batch: LogBatch | LogColumns) -> bytes:
-    """A compute node's answer to one remote read (``found``: there is output)."""
+def encode_reply(batch: LogBatch | LogColumns, *, joined: bool = False) -> bytes:
+    """A compute node's answer to one remote read (``found``: there is output): the
+    texts as an array, or with ``joined`` (asked for by the reader) as one string with
+    their ``count`` (no string a line to pack or unpack)."""
     columns = LogColumns.from_batch(batch) if isinstance(batch, LogBatch) else batch
-    return pack(
-        {
-            "found": True,
-            "first": columns.first,
-            "texts": columns.texts,
-            "streams": columns.streams,
-            "times": columns.times,
-            "partial": columns.partial,
-            "next": columns.next,
-            "skipped": columns.skipped,
-            "closed": columns.closed,
-        }
-    )
+    reply: dict[str, Any] = {
+        "found": True,
+        "first": columns.first,
+        "streams": columns.streams,
+        "times": columns.times,
+        "partial": columns.partial,
+        "next": columns.next,
+        "skipped": columns.skipped,
+        "closed": columns.closed,
+    }
+    if joined:
+        reply["text"], reply["count"] = columns.text, columns.count
+    else:
+        reply["texts"] = columns.texts
+    return pack(reply)
 
 
 def decode_reply(raw: bytes) -> LogBatch | None:
@@ -90,18 +96,21 @@ def decode_columns(raw: bytes) -> LogColumns | None:
     if not data.get("found"):
         return None
     try:
-        first, texts = _int(data, "first"), data["texts"]
+        first = _int(data, "first")
         streams, times, partial = data["streams"], data["times"], data["partial"]
         nxt, skipped, closed = _int(data, "next"), _int(data, "skipped"), data["closed"]
+        if "text" in data:  # joined: one string and the number of lines
+            text, count = data["text"], _int(data, "count")
+            if type(text) is not str:
+                raise DecodeError("log reply: text must be a string")
+            if text.count("\n") != max(0, count - 1) or (count == 0 and text):
+                raise DecodeError("log reply: text must hold count lines joined by newlines")
+        else:
+            text, count = _texts(data["texts"])
     except KeyError as exc:
         raise DecodeError(f"log reply: {exc.args[0]} is missing") from None
-    if not isinstance(texts, tuple) or not set(map(type, texts)) <= {str}:
-        raise DecodeError("log reply: texts must be an array of strings")
-    count = len(texts)
     if nxt != first + count:
         raise DecodeError("log reply: next must be first + the number of lines")
-    if count and "\n".join(texts).count("\n") != count - 1:
-        raise DecodeError("log reply: a text must not hold a newline")
     for name, column in (("streams", streams), ("partial", partial)):
         if type(column) is not bytes or len(column) != count or column.translate(None, _FLAGS):
             raise DecodeError(f"log reply: {name} must be one byte (0 or 1) per line")
@@ -116,7 +125,8 @@ def decode_columns(raw: bytes) -> LogColumns | None:
         raise DecodeError("log reply: closed must be a boolean")
     return LogColumns(
         first=first,
-        texts=texts,
+        count=count,
+        text=text,
         streams=streams,
         times=times,
         partial=partial,
@@ -124,6 +134,17 @@ def decode_columns(raw: bytes) -> LogColumns | None:
         skipped=skipped,
         closed=closed,
     )
+
+
+def _texts(texts: Any) -> tuple[str, int]:
+    """An array of texts (no newline in any) as one joined string and its length."""
+    if not isinstance(texts, tuple) or not set(map(type, texts)) <= {str}:
+        raise DecodeError("log reply: texts must be an array of strings")
+    count = len(texts)
+    text = "\n".join(texts)
+    if count and text.count("\n") != count - 1:
+        raise DecodeError("log reply: a text must not hold a newline")
+    return text, count
 
 
 def _int(data: dict[Any, Any], key: str) -> int:

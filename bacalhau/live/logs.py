@@ -106,17 +106,19 @@ class LogColumns:
 
     Attributes:
         first: the first line's sequence number.
-        texts: the lines' texts (none holds ``\\n``).
+        count: the number of lines.
+        text: the lines' texts joined by ``\\n`` (no text holds one; "" for no line).
         streams: one byte a line, 0 stdout or 1 stderr.
         times: one little-endian float64 a line (finite).
         partial: one byte a line, 1 for a partial line.
-        next: the cursor for the next read (``first + len(texts)``).
+        next: the cursor for the next read (``first + count``).
         skipped: lines evicted before the reader read them.
         closed: the execution ended and ``next`` is past its last line.
     """
 
     first: int
-    texts: tuple[str, ...]
+    count: int
+    text: str
     streams: bytes
     times: bytes
     partial: bytes
@@ -133,10 +135,10 @@ class LogColumns:
         streams = map(_STREAM_CODE.__getitem__, map(_STREAM, lines))
         times = tuple(map(_TIME, lines))
         partials = map(_PARTIAL, lines)
-        texts = tuple(map(_TEXT, lines))
         return cls(
             first=first,
-            texts=texts,
+            count=count,
+            text="\n".join(map(_TEXT, lines)),
             streams=bytes(streams),
             times=struct.pack(f"<{count}d", *times),
             partial=bytes(partials),
@@ -145,13 +147,18 @@ class LogColumns:
             closed=batch.closed,
         )
 
+    @property
+    def texts(self) -> list[str]:
+        """The lines' texts."""
+        return self.text.split("\n") if self.count else []
+
     def batch(self) -> LogBatch:
         """The same read as a :class:`~bacalhau.live.logs.LogBatch` of lines."""
         rows = zip(
             range(self.first, self.next),
             map(STREAMS.__getitem__, self.streams),
             self.texts,
-            struct.unpack(f"<{len(self.texts)}d", self.times),
+            struct.unpack(f"<{self.count}d", self.times),
             map(bool, self.partial),
             strict=True,
         )
@@ -164,7 +171,7 @@ class LogColumns:
             range(self.first, self.next),
             map(STREAMS.__getitem__, self.streams),
             self.texts,
-            struct.unpack(f"<{len(self.texts)}d", self.times),
+            struct.unpack(f"<{self.count}d", self.times),
             map(bool, self.partial),
             strict=True,
         )
@@ -185,8 +192,8 @@ class LogColumns:
         return encode_frame(
             node_id=node_id,
             first=self.first,
-            count=len(self.texts),
-            text="\n".join(self.texts),
+            count=self.count,
+            text=self.text,
             streams=self.streams.translate(_DIGITS).decode("ascii"),
             partial=self.partial.translate(_DIGITS).decode("ascii"),
             times=base64.b64encode(self.times).decode("ascii"),
@@ -447,7 +454,8 @@ class LogBuffer:
             times = self._times[start:stop]
             return LogColumns(
                 first=cursor,
-                texts=tuple(self._texts[start:stop]),
+                count=stop - start,
+                text="\n".join(self._texts[start:stop]),
                 streams=bytes(self._streams[start:stop]),
                 times=times.tobytes() if _LITTLE else _swapped(times),
                 partial=bytes(self._partials[start:stop]),

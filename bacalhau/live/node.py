@@ -244,7 +244,8 @@ class NodeWatch:
             cursor = buffer.tail_cursor(tail) if tail is not None else 0
         if wait:
             await _gather(buffer, cursor, wait)
-        return encode_reply(buffer.read_columns(cursor, limit=READ_LINES, max_bytes=REPLY_BYTES))
+        read = buffer.read_columns(cursor, limit=READ_LINES, max_bytes=REPLY_BYTES)
+        return encode_reply(read, joined=req.get("joined") is True)
 
     def network(self) -> list[NodeInfo]:
         """This node (what it announces, with its transport and peers), then every other
@@ -335,7 +336,13 @@ class NodeWatch:
             return
         cursor: int | None = None
         while True:
-            request = {"job": job_id, "cursor": cursor, "tail": tail, "wait": MAX_WAIT * follow}
+            request = {
+                "job": job_id,
+                "cursor": cursor,
+                "tail": tail,
+                "wait": MAX_WAIT * follow,
+                "joined": True,  # the texts as one string (a node that predates it: an array)
+            }
             raw = await self.node.request(
                 node_id, LOGS_PROTOCOL, pack(request), timeout=MAX_WAIT + 10
             )
@@ -347,9 +354,9 @@ class NodeWatch:
                 with anyio.move_on_after(1.0):  # refused at once: look again on a change
                     await self.node.changed(job_id).wait()
                 continue
-            if columns.texts or columns.skipped or columns.closed:
+            if columns.count or columns.skipped or columns.closed:
                 await out(_encode(node_id, columns, batch))
-            if columns.closed or (not follow and not columns.texts):
+            if columns.closed or (not follow and not columns.count):
                 if not columns.closed:
                     await out(note(node_id, detail="still running", batch=batch))
                 return
@@ -381,11 +388,11 @@ class NodeWatch:
         cursor = buffer.tail_cursor(tail) if tail is not None else 0
         while True:
             read = buffer.read_columns(cursor, limit=READ_LINES, max_bytes=REPLY_BYTES)
-            if read.texts or read.skipped or read.closed:
+            if read.count or read.skipped or read.closed:
                 await out(_encode(node_id, read, batch))
             if read.closed:
                 return
-            if not follow and not read.texts:
+            if not follow and not read.count:
                 await out(note(node_id, detail="still running", batch=batch))
                 return
             cursor = read.next
