@@ -97,6 +97,12 @@ HEADLINES: dict[str, list[Headline]] = {
             better="higher",
         ),
         H(
+            "CID of a file (library), alternating with hashlib in one process",
+            "hashlib.file_digest",
+            ("only_hash", "alternating_in_one_process", "ratio_median"),
+            better="higher",
+        ),
+        H(
             "`data add --only-hash` (CLI)",
             "sha256sum",
             ("only_hash", "cli_vs_sha256sum"),
