@@ -19,6 +19,7 @@ from __future__ import annotations
 import random
 from collections import Counter
 from collections.abc import Callable, Iterable
+from operator import itemgetter
 
 import attrs
 
@@ -311,11 +312,15 @@ def rank(
     *,
     exclude: Iterable[str] = (),
     score: Callable[[str], float] | None = None,
+    limit: int | None = None,
 ) -> Ranking:
     """Order ``nodes`` for ``spec`` (see the module's docstring). ``exclude``: nodes
-    already asked. ``score``: a node's reputation (negative counts against it)."""
+    already asked. ``score``: a node's reputation (negative counts against it).
+    ``limit``: ``ready`` holds only the best this many (what a round of offers asks;
+    at random among equals all the same), so a large table costs one pass, not a
+    random draw per node."""
     skip = set(exclude)
-    ready: list[tuple[tuple[float, ...], str]] = []
+    ready: list[tuple[tuple[float, float, float], str]] = []
     full: list[str] = []
     why: Counter[str] = Counter()
     known = 0
@@ -334,9 +339,9 @@ def rank(
             continue
         rep = score(node_id) if score is not None else 0.0
         slots = max(k.info.max_executions, 1)
-        key = (-_locality(k.info, spec), -min(rep, 0.0), -min(room / slots, 1.0), rng.random())
+        key = (-_locality(k.info, spec), -min(rep, 0.0), -min(room / slots, 1.0))
         ready.append((key, node_id))
-    ready.sort()
+    ordered = _best(ready, rng, limit)
     reason = ""
     if not ready and not full:
         what = ", ".join(str(s) for s in spec.selectors) or f"engine {spec.engine.type}"
@@ -353,4 +358,28 @@ def rank(
         reason = (
             f"waiting for capacity: {len(full)} matching node{'s' if len(full) != 1 else ''} busy"
         )
-    return Ranking(ready=tuple(n for _, n in ready), full=tuple(full), reason=reason, known=known)
+    return Ranking(ready=ordered, full=tuple(full), reason=reason, known=known)
+
+
+def _best(
+    ready: list[tuple[tuple[float, float, float], str]], rng: random.Random, limit: int | None
+) -> tuple[str, ...]:
+    """The nodes best key first, in random order among equal keys; the first ``limit``
+    only (None: all). Equal keys are shuffled whole, or sampled when only some fit."""
+    ready.sort(key=itemgetter(0))  # stable: then shuffled within equal keys
+    want = len(ready) if limit is None else max(0, min(limit, len(ready)))
+    out: list[str] = []
+    i = 0
+    while len(out) < want:
+        j = i
+        while j < len(ready) and ready[j][0] == ready[i][0]:
+            j += 1
+        group = [n for _, n in ready[i:j]]
+        room = want - len(out)
+        if len(group) > room:
+            out.extend(rng.sample(group, room))
+        else:
+            rng.shuffle(group)
+            out.extend(group)
+        i = j
+    return tuple(out)

@@ -152,7 +152,9 @@ class Scheduling:
         headroom = self.config.offer_headroom if spare else 0
         more = target + headroom - bids - pending
         asked = [*job.asked, *job.executions]
-        ranking = rank(live, job.spec, now, self.rng, exclude=asked, score=self.score)
+        ranking = rank(
+            live, job.spec, now, self.rng, exclude=asked, score=self.score, limit=max(more, 0)
+        )
         chosen = ranking.ready[:more]
         for node in chosen:
             self._offer(job, node, now, out)
