@@ -456,6 +456,18 @@ async def test_openapi_document_lists_every_route(api: Api) -> None:
     assert doc["components"]["schemas"]["JobState"]["enum"][0] == "bidding"
 
 
+PRINTER_WAT = """
+(module
+  (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 64) "one\\ntwo\\n")
+  (func (export "_start")
+    (i32.store (i32.const 0) (i32.const 64))
+    (i32.store (i32.const 4) (i32.const 8))
+    (drop (call $fd_write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))))
+"""
+
+
 def test_sync_client_from_a_script(tmp_path: Path) -> None:
     from bacalhau.api.client import SyncClient
 
@@ -478,6 +490,11 @@ def test_sync_client_from_a_script(tmp_path: Path) -> None:
                 assert client.cat(client.add_bytes(b"hello world\n").cid) == b"hello world\n"
                 _, out = client.get_results(result.job_id, tmp_path / "res")
                 assert (out / "stdout").read_text() == "sync\n"
+                printed = client.run(JobSpec.wasm(PRINTER_WAT, publisher="noop"), timeout=30)
+                frames = list(client.log_frames(printed.job_id, follow=False))
+                assert [x for f in frames for x in f.lines()] == ["one", "two"]
+                records = list(client.log_stream(printed.job_id, follow=False))
+                assert [r.text for r in records if not r.end] == ["one", "two"]
         finally:
             future.cancel()
 
