@@ -148,3 +148,27 @@ async def test_retention_compacts_the_store_of_a_node() -> None:
         assert node.stats["store_pages_freed"] > 0
         assert node.store is not None
         assert await anyio.to_thread.run_sync(node.store.compact) == 0, "nothing left to free"
+
+
+def test_record_retention_catches_up_when_a_run_removes_a_full_batch() -> None:
+    """A node finishing more than ``gc_batch`` jobs per ``gc_interval`` (the soak: 1,270 a
+    minute against 1,000) must not fall further behind every run."""
+    from bacalhau.node.retention import CATCH_UP, record_pause
+
+    assert record_pause(1000, batch=1000, interval=60.0) == CATCH_UP
+    assert record_pause(999, batch=1000, interval=60.0) == 60.0
+    assert record_pause(0, batch=1000, interval=60.0) == 60.0
+    assert record_pause(5, batch=5, interval=0.5) == 0.5, "never slower than the interval"
+
+
+@pytest.mark.anyio
+async def test_a_node_behind_on_retention_expires_a_full_batch_per_run() -> None:
+    clock = VirtualClock()
+    async with Network.in_memory(
+        1, durable=True, clock=clock, job_retention=60.0, gc_interval=10_000.0, gc_batch=2
+    ) as net:
+        node = net.nodes[0]
+        for i in range(5):
+            await node.run_job(JobSpec.noop(stdout=f"{i}"), timeout=20)
+        clock.advance(120)
+        assert [await node.collect_garbage() for _ in range(4)] == [2, 2, 1, 0]

@@ -27,6 +27,7 @@ __all__ = [
     "DiskRetention",
     "collect_disk",
     "collect_records",
+    "record_pause",
     "run_disk_retention",
     "run_record_retention",
 ]
@@ -154,8 +155,20 @@ async def collect_records(node: Node) -> int:
     return removed
 
 
+CATCH_UP = 1.0
+"""Seconds between record-retention runs while each removes a full batch."""
+
+
+def record_pause(removed: int, *, batch: int, interval: float) -> float:
+    """Seconds until the next record-retention run: ``interval``, or :data:`CATCH_UP`
+    after a run that removed a full ``batch`` (more are due: a node finishing jobs faster
+    than ``batch`` per ``interval`` would otherwise fall further behind every run)."""
+    return min(CATCH_UP, interval) if removed >= batch else interval
+
+
 async def run_record_retention(node: Node) -> None:
-    """Run :func:`collect_records` every ``node.gc_interval`` until cancelled."""
+    """Run :func:`collect_records` every ``node.gc_interval`` (sooner while it is behind,
+    :func:`record_pause`) until cancelled."""
     while True:
-        await collect_records(node)
-        await anyio.sleep(node.gc_interval)
+        removed = await collect_records(node)
+        await anyio.sleep(record_pause(removed, batch=node.gc_batch, interval=node.gc_interval))
