@@ -46,6 +46,32 @@ log = logging.getLogger("bacalhau.network")
 
 TransportFactory = Callable[[Identity], Transport]
 GC_THRESHOLD = (20_000, 20, 100)
+
+
+class _HeapHold:
+    """The garbage collector's settings are the process's: networks that overlap share
+    one hold, in any order of closing. The first to start saves the thresholds; each
+    start freezes what exists then; the last to close thaws and restores."""
+
+    holders = 0
+    saved: tuple[int, int, int] = (700, 10, 10)
+
+    @classmethod
+    def take(cls) -> None:
+        if cls.holders == 0:
+            cls.saved = gc.get_threshold()
+        cls.holders += 1
+        gc.freeze()
+        gc.set_threshold(*GC_THRESHOLD)
+
+    @classmethod
+    def release(cls) -> None:
+        cls.holders -= 1
+        if cls.holders == 0:  # back into the collector's oldest generation
+            gc.unfreeze()
+            gc.set_threshold(*cls.saved)
+
+
 """The collector's thresholds while a network runs (Python's: 700, 10, 10): a thousand
 jobs in flight keep tens of thousands of young objects alive, which the default walks
 again every 700 allocations; this cuts the collector's share of a burst by half."""
@@ -93,7 +119,7 @@ class Network:
         self.check_on_exit = check_on_exit
         self.freeze_heap = freeze_heap
         self.ticker = Ticker()
-        self._frozen: tuple[int, int, int] | None = None
+        self._holds_heap = False
         self._data_dir = data_dir
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         self._tg: anyio.abc.TaskGroup | None = None
@@ -165,9 +191,8 @@ class Network:
         if self.freeze_heap:
             # what the nodes were built from lives as long as the network: out of the
             # collector's generations, so full collections no longer walk all of it
-            gc.freeze()
-            self._frozen = gc.get_threshold()
-            gc.set_threshold(*GC_THRESHOLD)
+            _HeapHold.take()
+            self._holds_heap = True
         return self
 
     async def __aexit__(
@@ -199,10 +224,9 @@ class Network:
         return result
 
     def _cleanup(self) -> None:
-        if self._frozen is not None:  # back into the collector's oldest generation
-            gc.unfreeze()
-            gc.set_threshold(*self._frozen)
-            self._frozen = None
+        if self._holds_heap:
+            self._holds_heap = False
+            _HeapHold.release()
         if self._tmp is not None:
             self._tmp.cleanup()
             self._tmp = None

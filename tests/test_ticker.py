@@ -165,3 +165,30 @@ async def test_a_running_network_freezes_the_heap_and_thaws_it_when_it_closes() 
     async with Network.in_memory(2, freeze_heap=False):
         assert gc.get_freeze_count() == 0
         assert gc.get_threshold() == thresholds
+
+
+async def test_overlapping_networks_restore_the_collector_whatever_order_they_close_in() -> None:
+    thresholds = gc.get_threshold()
+    started = [anyio.Event(), anyio.Event()]
+    close = [anyio.Event(), anyio.Event()]
+    closed = [anyio.Event(), anyio.Event()]
+
+    async def run(i: int) -> None:
+        async with Network.in_memory(1):
+            started[i].set()
+            await close[i].wait()
+        closed[i].set()
+
+    with anyio.fail_after(30):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(run, 0)
+            await started[0].wait()
+            tg.start_soon(run, 1)
+            await started[1].wait()
+            close[0].set()  # the first to start closes first: not in reverse order
+            await closed[0].wait()
+            assert gc.get_threshold() == GC_THRESHOLD  # the second still runs
+            assert gc.get_freeze_count() > 0
+            close[1].set()
+    assert gc.get_freeze_count() == 0
+    assert gc.get_threshold() == thresholds
