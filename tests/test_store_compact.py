@@ -172,3 +172,22 @@ async def test_a_node_behind_on_retention_expires_a_full_batch_per_run() -> None
             await node.run_job(JobSpec.noop(stdout=f"{i}"), timeout=20)
         clock.advance(120)
         assert [await node.collect_garbage() for _ in range(4)] == [2, 2, 1, 0]
+
+
+def test_close_waits_for_a_retention_run_on_another_thread(tmp_path: Path) -> None:
+    """A node stopping while its retention runs on a worker thread: the writer
+    connection is closed only once that run is done (closing a connection another thread
+    is using crashed a `serve` process with SIGSEGV), and a run due after that is a no-op."""
+    import threading
+
+    store = StateStore(tmp_path / "state.db")
+    closed = threading.Event()
+    with store._lock:  # a retention run (expire or compact) is using the connection
+        closer = threading.Thread(target=lambda: (store.close(), closed.set()))
+        closer.start()
+        assert not closed.wait(0.2)  # bounded: close must wait for the run, not close under it
+        assert store._db.execute("SELECT 1").fetchone() == (1,)
+    closer.join(10)
+    assert closed.is_set()
+    assert store.compact() == 0
+    assert store.expire(before=1.0, keep_tombstones=1.0, limit=10, now=1.0) == 0

@@ -193,6 +193,7 @@ class StateStore:
         self._wake = anyio.Event()
         self._done = anyio.Event()
         self._closed = False
+        self._db_closed = False  # under _lock: the writer connection is closed
         self.error: StoreError | None = None
         self.writes = 0
 
@@ -271,6 +272,8 @@ class StateStore:
         tombstone (so they answer "expired on ..."); drop tombstones older than
         ``keep_tombstones``. Blocking: call it on a worker thread. Returns how many."""
         with self._lock:
+            if self._db_closed:  # the node stopped while retention was due: nothing to do
+                return 0
             try:
                 self._db.execute("BEGIN IMMEDIATE")
                 ids = [
@@ -317,6 +320,8 @@ class StateStore:
         if max_pages < 1:
             return 0
         with self._lock:
+            if self._db_closed:
+                return 0
             try:
                 (free,) = self._db.execute("PRAGMA freelist_count").fetchone()
                 if free:
@@ -432,12 +437,18 @@ class StateStore:
                 raise StoreError(f"could not save the node's state in {self.path}: {exc}") from None
 
     def close(self) -> None:
-        """Close the database now (:meth:`run` closes it when it stops)."""
+        """Close the database now (:meth:`run` closes it when it stops).
+
+        Each connection is closed under its own lock: a retention run or a query on a
+        worker thread finishes first (closing a connection another thread is using can
+        crash the process), and what comes after finds the store closed."""
         with self._querier_lock:
             self._querier.close()
         with self._reader_lock:
             self._reader.close()
-        self._db.close()
+        with self._lock:
+            self._db_closed = True
+            self._db.close()
 
     def stats(self) -> dict[str, Any]:
         return {"path": str(self.path), "commits": self.writes, "pending": len(self._pending)}
