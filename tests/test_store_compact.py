@@ -182,8 +182,13 @@ def test_close_waits_for_a_retention_run_on_another_thread(tmp_path: Path) -> No
 
     store = StateStore(tmp_path / "state.db")
     closed = threading.Event()
+
+    def close() -> None:
+        store.close()
+        closed.set()
+
     with store._lock:  # a retention run (expire or compact) is using the connection
-        closer = threading.Thread(target=lambda: (store.close(), closed.set()))
+        closer = threading.Thread(target=close)
         closer.start()
         assert not closed.wait(0.2)  # bounded: close must wait for the run, not close under it
         assert store._db.execute("SELECT 1").fetchone() == (1,)
