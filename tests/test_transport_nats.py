@@ -361,7 +361,9 @@ async def test_hostile_packets_are_dropped(nats_server: NatsServer) -> None:
         assert await ts[1].request(t0.node_id, b"ok") == b"re:ok"
 
 
-async def test_jetstream_catch_up_after_restart(nats_server: NatsServer) -> None:
+async def test_jetstream_catch_up_after_restart(
+    nats_server: NatsServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A node restarted with the same key receives the broadcasts it missed, once each."""
     opts = NatsOptions(
         servers=(nats_server.url,),
@@ -381,11 +383,25 @@ async def test_jetstream_catch_up_after_restart(nats_server: NatsServer) -> None
             await hb.wait_for(lambda: b"seen" in hb.heard)
             await eventually(lambda: bob.status()["duplicates"] == 1)  # the stream's copy
             bob_tg.cancel_scope.cancel()
+        assert alice._nc is not None
+        nc, sent = alice._nc, []
+        publish = nc.publish
+
+        async def recording(subject: str, payload: bytes = b"", **kw: Any) -> None:
+            if subject == opts.subject:
+                sent.append(payload)
+            await publish(subject, payload, **kw)
+
+        monkeypatch.setattr(nc, "publish", recording)
         missed = [f"missed-{i}".encode() for i in range(5)] + [os.urandom(2_500_000)]
         for frame in missed:
             await alice.broadcast(frame)
-        assert alice._nc is not None
-        await alice._nc.flush(timeout=10)  # on the server before the newcomer subscribes
+        # The stream stores what reaches the server on its own time (a flush is not
+        # enough): the newcomer must subscribe only once the last packet is stored.
+        js = nc.jetstream(timeout=5)
+        with anyio.fail_after(30):
+            while (await js.get_last_msg(opts.stream_name, opts.subject)).data != sent[-1]:
+                await anyio.sleep(0.02)
         newcomer = NatsTransport(Identity.generate(), opts)
         hn = RecordingHandler(newcomer.node_id)
         await tg.start(newcomer.run, hn)
