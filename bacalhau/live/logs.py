@@ -34,7 +34,7 @@ import sys
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any, Literal, NamedTuple
 
 import anyio
@@ -152,9 +152,9 @@ class LogColumns:
         """The lines' texts."""
         return self.text.split("\n") if self.count else []
 
-    def batch(self) -> LogBatch:
-        """The same read as a :class:`~bacalhau.live.logs.LogBatch` of lines."""
-        rows = zip(
+    def _rows(self) -> Iterator[tuple[int, str, str, float, bool]]:
+        """``(seq, stream, text, time, partial)`` a line, built by C-level iterators."""
+        return zip(
             range(self.first, self.next),
             map(STREAMS.__getitem__, self.streams),
             self.texts,
@@ -162,19 +162,15 @@ class LogColumns:
             map(bool, self.partial),
             strict=True,
         )
-        lines = tuple(map(_LINE, rows))  # a C-level call a line
+
+    def batch(self) -> LogBatch:
+        """The same read as a :class:`~bacalhau.live.logs.LogBatch` of lines."""
+        lines = tuple(map(_LINE, self._rows()))  # a C-level call a line
         return LogBatch(lines=lines, next=self.next, skipped=self.skipped, closed=self.closed)
 
     def ndjson(self, node_id: str) -> bytes:
         """One line of the default NDJSON format (a ``LogChunkLive``): a Python step a line."""
-        rows = zip(
-            range(self.first, self.next),
-            map(STREAMS.__getitem__, self.streams),
-            self.texts,
-            struct.unpack(f"<{self.count}d", self.times),
-            map(bool, self.partial),
-            strict=True,
-        )
+        rows = self._rows()
         chunk = {
             "node_id": node_id,
             "lines": list(rows),
