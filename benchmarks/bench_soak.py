@@ -28,6 +28,7 @@ import os
 import random
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -131,6 +132,38 @@ def _status(proc: subprocess.Popen[str] | None, key: str) -> float:
     return 0.0
 
 
+def store_tables(path: Path) -> dict[str, Any]:
+    """What takes the room in a node's ``state.db``: KiB per table and index (SQLite's
+    ``dbstat``), rows per table, free pages, and the write-ahead log, read from a
+    read-only connection beside the running node."""
+    out: dict[str, Any] = {}
+    if not path.exists():
+        return out
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
+    except sqlite3.Error:
+        return out
+    try:
+        kib = {
+            name: round(size / 1024)
+            for name, size in db.execute(
+                "SELECT name, SUM(pgsize) FROM dbstat GROUP BY name ORDER BY 2 DESC"
+            )
+        }
+        tables = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+        rows = {t: db.execute(f'SELECT count(*) FROM "{t}"').fetchone()[0] for t in tables}
+        (free,) = db.execute("PRAGMA freelist_count").fetchone()
+        (pages,) = db.execute("PRAGMA page_count").fetchone()
+        out = {"kib": kib, "rows": rows, "free_pages": free, "pages": pages}
+    except sqlite3.Error as exc:
+        out = {"error": str(exc)}
+    finally:
+        db.close()
+    wal = path.with_name(path.name + "-wal")
+    out["wal_kib"] = round(wal.stat().st_size / 1024) if wal.exists() else 0
+    return out
+
+
 def du(path: Path) -> int:
     total = 0
     for root, _dirs, files in os.walk(path):
@@ -166,6 +199,7 @@ class Soak:
         self.lost: list[str] = []
         self.kills: list[dict[str, Any]] = []
         self.failed_reasons: list[str] = []
+        self.workers: list[Serve] = []
 
     def spec(self, i: int) -> JobSpec:
         delay = 0.3 if i % 3 == 0 else 0.0  # some jobs long enough to be caught by a kill
@@ -248,6 +282,10 @@ class Soak:
                 "blocks_mb": du(data / "blocks") / 1e6,
                 "data_dir_mb": du(data) / 1e6,
                 "executions_per_node": per_node,
+                "store": store_tables(data / "state.db"),
+                "worker_store": store_tables(self.workers[0].data_dir / "state.db")
+                if self.workers
+                else {},
             }
         )
 
@@ -271,6 +309,7 @@ class Soak:
             ]
             for w in workers:
                 nodes.append(await w.start())
+            self.workers = workers
             await self.connected(nodes)
             base_rss = first.rss_mb()
             self.t0 = time.monotonic()
@@ -382,6 +421,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ]
     header = ("win", "end s", "jobs", "failed", "p50 ms", "p99 ms", "RSS MB", "fds", "state MB")
     print(table("soak: the submitting node per window", rows, (*header, "blocks MB")))
+    for key, who in (("store", "submitting node"), ("worker_store", "a compute node")):
+        print(f"\nstate.db of the {who} per window: KiB by table/index, rows, free pages, WAL")
+        for x in result["windows"]:
+            st = x.get(key) or {}
+            top = ", ".join(f"{k} {v}" for k, v in list(st.get("kib", {}).items())[:6])
+            rows_ = ", ".join(f"{k} {v}" for k, v in st.get("rows", {}).items())
+            print(
+                f"  {x['window']}: {top}; rows: {rows_}; free {st.get('free_pages')}"
+                f" of {st.get('pages')} pages; WAL {st.get('wal_kib')} KiB"
+            )
     print(
         f"\nsubmitted {result['submitted']}, completed {result['completed']}, "
         f"failed {result['failed']}, lost {result['lost']}, kills {len(result['kills'])}; "

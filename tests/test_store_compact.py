@@ -121,11 +121,17 @@ def test_an_older_database_is_converted_to_incremental_vacuum(tmp_path: Path) ->
 
     store = StateStore(path)
     assert store.migrated_from == 0
+    assert store.needs_conversion and _auto_vacuum(path) == 0, "opening it rewrites nothing"
+    assert store.convert()
+    assert store.conversion.startswith("converted in ")
     found = store.get_job(job.job_id)
     assert found is not None and found.spec == job.spec
+    assert not store.convert(), "once is enough"
     store.close()
     assert _auto_vacuum(path) == 2  # INCREMENTAL
-    StateStore(path).close()  # opening it again rewrites nothing
+    again = StateStore(path)
+    assert not again.needs_conversion and again.conversion == "not needed"
+    again.close()
     assert _auto_vacuum(path) == 2
 
 

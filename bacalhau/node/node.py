@@ -401,6 +401,8 @@ class Node(TransportHandler):
                 self.runner.bind(tg, keep=self.driver.results_in_flight())
                 if self.store is not None:
                     await tg.start(self.store.run)
+                    if self.store.needs_conversion:  # one-time VACUUM, off the event loop
+                        tg.start_soon(self.store.convert_off_loop)
                 await self.plugins.start(self)
                 if self.disk is not None:
                     configure_publishers(self, self.disk)

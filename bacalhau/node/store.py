@@ -18,8 +18,9 @@ written by an older release runs the migrations from its version up to
 refused with a clear error rather than misread.
 
 Disk use follows what is live. The file uses SQLite's incremental auto-vacuum (a new
-database is created with it; a database from an older release is converted once, with
-a ``VACUUM`` when it is opened), so :meth:`StateStore.compact`, run after each
+database is created with it; a database from an older release is converted once, by
+:meth:`StateStore.convert`: a ``VACUUM`` the node runs on a worker thread while it serves,
+and only with enough free disk), so :meth:`StateStore.compact`, run after each
 retention sweep, gives the pages that expired records freed back to the file system a
 bounded number at a time, then checkpoints the write-ahead log and truncates it.
 """
@@ -28,8 +29,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import shutil
 import sqlite3
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -59,6 +62,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "StateStore",
     "StoreError",
+    "free_bytes",
     "migrate",
     "use_incremental_vacuum",
 ]
@@ -141,12 +145,12 @@ def migrate(db: sqlite3.Connection, path: Path) -> int:
     return int(found)
 
 
-def use_incremental_vacuum(db: sqlite3.Connection, path: Path) -> bool:
-    """Make the database give freed pages back on ``PRAGMA incremental_vacuum``; return
-    True if an existing database had to be rewritten (a one-time ``VACUUM``).
+def use_incremental_vacuum(db: sqlite3.Connection) -> bool:
+    """Make a new database give freed pages back on ``PRAGMA incremental_vacuum``;
+    return True if the database already existed without it (it needs
+    :meth:`StateStore.convert`, a one-time ``VACUUM``, which this does not run).
 
-    Call it on a connection outside a transaction. A new database only needs the
-    setting before its first table; one written before (auto-vacuum off) is rebuilt.
+    Call it on a connection outside a transaction, before WAL mode writes the header.
     """
     (mode,) = db.execute("PRAGMA auto_vacuum").fetchone()
     if mode == 2:  # INCREMENTAL
@@ -156,10 +160,15 @@ def use_incremental_vacuum(db: sqlite3.Connection, path: Path) -> bool:
     if mode == 2:  # a new, empty file takes the setting as is
         return False
     (tables,) = db.execute("SELECT count(*) FROM sqlite_master").fetchone()
-    db.execute("VACUUM")  # the setting takes effect for an existing file only this way
-    if tables:
-        log.info("%s: converted to incremental auto-vacuum (disk now follows retention)", path)
-    return bool(tables)
+    if not tables:  # an empty file that had its header written: rewriting it is free
+        db.execute("VACUUM")
+        return False
+    return True
+
+
+def free_bytes(path: Path) -> int:
+    """Bytes free for an unprivileged writer on the file system holding ``path``."""
+    return shutil.disk_usage(path).free
 
 
 class StateStore:
@@ -170,7 +179,7 @@ class StateStore:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-            use_incremental_vacuum(self._db, path)  # before WAL mode writes the header
+            self.needs_conversion = use_incremental_vacuum(self._db)  # before WAL mode
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.execute(f"PRAGMA journal_size_limit = {WAL_LIMIT:d}")
@@ -196,6 +205,9 @@ class StateStore:
         self._db_closed = False  # under _lock: the writer connection is closed
         self.error: StoreError | None = None
         self.writes = 0
+        self.conversion = "converting" if self.needs_conversion else "not needed"
+        """Where the one-time conversion to incremental auto-vacuum stands: "not
+        needed", "converting", "converted in N s" or "skipped: <why>"."""
 
     def _connect_reader(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
@@ -331,6 +343,67 @@ class StateStore:
             except sqlite3.Error as exc:
                 raise StoreError(f"could not compact {self.path}: {exc}") from None
         return int(min(free, max_pages))
+
+    def convert(self, *, free: Callable[[Path], int] | None = None) -> bool:
+        """Convert a store from an older release to incremental auto-vacuum (so that it
+        shrinks as jobs expire); return True if it did. A no-op for any other store.
+
+        Blocking and slow on a large file (a ``VACUUM`` rewrites it): the node runs it
+        on a worker thread once it serves, and writes wait until it is done (reads do
+        not). The rewrite needs room: a copy of the file and a write-ahead log as large
+        as the file. With less free disk than twice the file's size it is skipped, with
+        a warning: the node runs on, its file does not shrink, and the next start tries
+        again.
+        """
+        if not self.needs_conversion:
+            return False
+        size = self.disk_bytes()
+        room = (free or free_bytes)(self.path.parent)
+        if room < 2 * size:
+            self.conversion = f"skipped: {room / 1e6:.1f} MB free, {2 * size / 1e6:.1f} MB needed"
+            log.warning(
+                "%s is not converted to incremental auto-vacuum: the one-time VACUUM needs "
+                "about %.1f MB free (twice the file) and the disk has %.1f MB. The node runs "
+                "on as before, but the file will not shrink when jobs expire; free some disk "
+                "and restart the node to convert it",
+                self.path,
+                2 * size / 1e6,
+                room / 1e6,
+            )
+            return False
+        log.warning(
+            "%s: converting to incremental auto-vacuum, a one-time VACUUM of %.1f MB on a "
+            "worker thread (the node serves meanwhile; saving waits until it is done)",
+            self.path,
+            size / 1e6,
+        )
+        started = time.monotonic()
+        with self._lock:
+            if self._db_closed:
+                return False
+            try:
+                self._db.execute("PRAGMA auto_vacuum = INCREMENTAL")
+                self._db.execute("VACUUM")  # the setting takes effect for an existing file
+                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            except sqlite3.Error as exc:
+                self.conversion = f"skipped: {exc}"
+                log.warning("%s is not converted to incremental auto-vacuum: %s", self.path, exc)
+                return False
+        took = time.monotonic() - started
+        self.needs_conversion = False
+        self.conversion = f"converted in {took:.1f} s"
+        log.warning(
+            "%s: converted to incremental auto-vacuum in %.1f s (%.1f MB now); disk use now "
+            "follows retention",
+            self.path,
+            took,
+            self.disk_bytes() / 1e6,
+        )
+        return True
+
+    async def convert_off_loop(self) -> bool:
+        """:meth:`convert` on a worker thread (a node starts it once it serves)."""
+        return await anyio.to_thread.run_sync(lambda: self.convert())
 
     # --- writing --------------------------------------------------------------------------
 
