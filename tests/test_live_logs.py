@@ -295,7 +295,7 @@ async def test_the_network_view_is_the_requesters_node_table(
     assert not me.compute and compute.node_id in me.peers  # its own, with its peers
 
     # It leaves the view (and the event stream says so) once the table forgets it.
-    requester.requester.nodes.nodes[far.node_id].seen = float("-inf")
+    requester.requester.nodes.forget(far.node_id)
     assert far.node_id not in {i.node_id for i in requester.watch.network()}
     assert far.node_id not in requester.watch.members()
 

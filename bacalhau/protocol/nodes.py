@@ -8,7 +8,11 @@ Pure (no clock, no I/O, randomness from the ``rng`` handed in):
 - :class:`NodeTable` keeps every node's latest signed :class:`~bacalhau.models.NodeInfo`
   with the time it was heard; a node silent for ``ttl`` seconds drops out. On top of the
   node's own numbers the table counts this requester's offers since, so it does not
-  send a node more than it said it would take.
+  send a node more than it said it would take. It expires silent nodes only when one
+  can have expired (the oldest announcement is older than ``ttl``), remembers per job
+  shape (:func:`shape_of`) which nodes could run it (judged again only when a node's
+  announcement changes what it offers), and indexes who holds which CID, so a round
+  of offers (:meth:`NodeTable.rank`) costs the same on 3 nodes as on 1,000.
 - :func:`rank` orders the nodes for one job: only nodes that support it (engine,
   storage, verifier, publisher, size, GPUs) and match its selectors, then those with
   room first, then data locality, then reputation, then free capacity, then at random.
@@ -17,8 +21,8 @@ Pure (no clock, no I/O, randomness from the ``rng`` handed in):
 from __future__ import annotations
 
 import random
-from collections import Counter
-from collections.abc import Callable, Iterable
+from collections import Counter, OrderedDict
+from collections.abc import Callable, Iterable, Mapping
 from operator import itemgetter
 
 import attrs
@@ -36,6 +40,7 @@ __all__ = [
     "check_announced",
     "incapable",
     "rank",
+    "shape_of",
     "unsuitable",
 ]
 
@@ -55,6 +60,14 @@ SPARE_WHEN = 0.02
 """A job's first round asks a spare node (``offer_headroom``) only while
 :attr:`NodeTable.declines` is at least this: some 40 bids in a row with no decline
 (nor silence) bring it below, one decline brings it back up for some 20 answers."""
+
+SAMPLE = 32
+"""On a table with more suitable nodes than this, a round of offers ranks a random
+sample of them (at least four per node it asks), plus every node holding the job's
+data, instead of the whole table (:meth:`NodeTable.rank`)."""
+SHAPES = 64
+"""How many job shapes a table remembers the suitable nodes of (least recently used
+go first)."""
 
 _LIMITS = {
     "executors": 64,
@@ -176,8 +189,76 @@ class KnownNode:
         return self.info.free_slots - self.in_flight - self.taken
 
 
+def shape_of(spec: JobSpec) -> tuple[object, ...]:
+    """What of a job decides which nodes could ever run it (:func:`unsuitable`):
+    engine, input storage, verifier, publisher, size and selectors. Jobs of one shape
+    fit the same nodes."""
+    r = spec.resources
+    return (
+        spec.engine.type,
+        tuple(v.source.type for v in spec.inputs),
+        spec.verifier,
+        spec.publisher,
+        r.gpu,
+        r.cpu,
+        r.memory,
+        spec.selectors,
+    )
+
+
+def _offers(info: NodeInfo) -> tuple[object, ...]:
+    """What of an announcement :func:`unsuitable` looks at (not the free room, which
+    changes with every job)."""
+    return (
+        info.compute,
+        info.executors,
+        info.unavailable,
+        info.storage,
+        info.verifiers,
+        info.publishers,
+        info.capacity,
+        info.labels,
+    )
+
+
+@attrs.define(eq=False)
+class Fit:
+    """Which nodes of a table could run jobs of one shape, and why the others cannot."""
+
+    spec: JobSpec
+    """A job of the shape (what the nodes are judged against)."""
+    ids: list[str] = attrs.Factory(list)
+    """The suitable nodes (in no order: removal swaps the last one in)."""
+    pos: dict[str, int] = attrs.Factory(dict)
+    why: dict[str, str] = attrs.Factory(dict)
+    """Each unsuitable node's reason."""
+
+    def judge(self, info: NodeInfo) -> None:
+        """(Re)judge one node by its announcement."""
+        self.drop(info.node_id)
+        reason = unsuitable(info, self.spec)
+        if reason is None:
+            self.pos[info.node_id] = len(self.ids)
+            self.ids.append(info.node_id)
+        else:
+            self.why[info.node_id] = reason
+
+    def drop(self, node_id: str) -> None:
+        self.why.pop(node_id, None)
+        i = self.pos.pop(node_id, None)
+        if i is not None:
+            last = self.ids.pop()
+            if last != node_id:
+                self.ids[i], self.pos[last] = last, i
+
+
 class NodeTable:
-    """Every node a requester has heard announce itself, with expiry."""
+    """Every node a requester has heard announce itself, with expiry.
+
+    ``nodes`` holds the live nodes, as of the last :meth:`expire` (every method
+    that takes ``now`` expires first). Change it only through the methods: the table
+    keeps indexes over it.
+    """
 
     def __init__(self, *, ttl: float = NODE_TTL) -> None:
         self.ttl = ttl
@@ -185,6 +266,12 @@ class NodeTable:
         self.declines = 1.0
         """How often offers were declined or not answered lately (a moving average; 1.0
         before any answer: a new requester expects declines)."""
+        self._oldest = float("inf")
+        """No node was heard before this (a lower bound): nothing can have expired
+        while ``now - _oldest <= ttl``."""
+        self._fits: OrderedDict[tuple[object, ...], Fit] = OrderedDict()
+        self._holders: dict[str, set[str]] = {}
+        """CID -> the nodes that announce holding it."""
 
     def __len__(self) -> int:
         return len(self.nodes)
@@ -193,23 +280,136 @@ class NodeTable:
         """Take a node's announcement. True when it is new or has more room than before
         (a reason to offer queued jobs again)."""
         known = self.nodes.get(info.node_id)
+        self._oldest = min(self._oldest, now)
         if known is None:
             self.nodes[info.node_id] = KnownNode(info=info, seen=now)
+            self._index(None, info)
             return True
         if info.seq and info.seq < known.info.seq:
             return False  # reordered: an older announcement
         before, stale = known.room(now), now - known.seen > self.ttl
+        old = known.info
         known.info, known.seen, known.taken = info, now, 0
         if info.free_slots > 0:
             known.busy_until = float("-inf")
+        self._index(old, info)
         return known.room(now) > before or stale
+
+    def _index(self, old: NodeInfo | None, info: NodeInfo) -> None:
+        """Keep the shape and CID indexes in step with a node's new announcement."""
+        if old is None or _offers(old) != _offers(info):
+            for fit in self._fits.values():
+                fit.judge(info)
+        if old is None or old.data != info.data:
+            node_id = info.node_id
+            for cid in old.data if old is not None else ():
+                self._unhold(cid, node_id)
+            for cid in info.data:
+                self._holders.setdefault(cid, set()).add(node_id)
+
+    def _unhold(self, cid: str, node_id: str) -> None:
+        holders = self._holders.get(cid)
+        if holders is not None:
+            holders.discard(node_id)
+            if not holders:
+                del self._holders[cid]
+
+    def forget(self, node_id: str) -> None:
+        """Drop a node from the table now (as if it had gone silent)."""
+        known = self.nodes.pop(node_id, None)
+        if known is None:
+            return
+        for fit in self._fits.values():
+            fit.drop(node_id)
+        for cid in known.info.data:
+            self._unhold(cid, node_id)
+
+    def expire(self, now: float) -> None:
+        """Forget the nodes not heard within ``ttl``. A scan of the table only when one
+        can have expired (the oldest announcement is older than ``ttl``)."""
+        if now - self._oldest <= self.ttl:
+            return
+        dead = [n for n, k in self.nodes.items() if now - k.seen > self.ttl]
+        for node_id in dead:
+            self.forget(node_id)
+        self._oldest = min((k.seen for k in self.nodes.values()), default=float("inf"))
 
     def live(self, now: float) -> list[KnownNode]:
         """Nodes heard within ``ttl`` (the others are forgotten)."""
-        dead = [n for n, k in self.nodes.items() if now - k.seen > self.ttl]
-        for node_id in dead:
-            del self.nodes[node_id]
+        self.expire(now)
         return list(self.nodes.values())
+
+    def count(self, now: float) -> int:
+        """How many nodes were heard within ``ttl``."""
+        self.expire(now)
+        return len(self.nodes)
+
+    def fit(self, spec: JobSpec) -> Fit:
+        """The nodes that could run jobs of ``spec``'s shape (remembered for the
+        :data:`SHAPES` shapes used last; each node judged again when its announcement
+        changes what it offers)."""
+        shape = shape_of(spec)
+        fit = self._fits.get(shape)
+        if fit is not None:
+            self._fits.move_to_end(shape)
+            return fit
+        fit = self._fits[shape] = Fit(spec)
+        for known in self.nodes.values():
+            fit.judge(known.info)
+        if len(self._fits) > SHAPES:
+            self._fits.popitem(last=False)
+        return fit
+
+    def rank(
+        self,
+        spec: JobSpec,
+        now: float,
+        rng: random.Random,
+        *,
+        exclude: Iterable[str] = (),
+        score: Callable[[str], float] | None = None,
+        limit: int | None = None,
+    ) -> Ranking:
+        """:func:`rank` over the live nodes, from the shape index. With a ``limit`` and
+        more than :data:`SAMPLE` suitable nodes, it ranks a random sample of them (at
+        least four per node wanted) plus every suitable node holding the job's data:
+        the best of those, unless the sample holds fewer than ``limit`` with room, or
+        a node of ill repute made the cut; then it ranks them all. ``full`` then lists
+        only the busy nodes of the sample."""
+        self.expire(now)
+        fit = self.fit(spec)
+        skip = set(exclude)
+        if limit is not None and limit > 0 and len(fit.ids) > SAMPLE:
+            ranking = self._sampled(fit, spec, now, rng, skip, score, limit)
+            if ranking is not None:
+                return ranking
+        pos = fit.pos
+        suitable = [k for k in self.nodes.values() if k.info.node_id in pos]
+        return _order(suitable, fit.why, len(self.nodes), spec, now, rng, skip, score, limit)
+
+    def _sampled(
+        self,
+        fit: Fit,
+        spec: JobSpec,
+        now: float,
+        rng: random.Random,
+        skip: set[str],
+        score: Callable[[str], float] | None,
+        limit: int,
+    ) -> Ranking | None:
+        size = min(len(fit.ids), max(SAMPLE, 4 * limit) + len(skip))
+        picked = dict.fromkeys(rng.sample(fit.ids, size))
+        for volume in spec.inputs:
+            cid = volume.source.cid
+            if cid:
+                picked.update((n, None) for n in self._holders.get(cid, ()) if n in fit.pos)
+        nodes = [self.nodes[n] for n in picked]
+        ranking = _order(nodes, {}, len(self.nodes), spec, now, rng, skip, score, limit)
+        if len(ranking.ready) < limit:
+            return None
+        if score is not None and any(score(n) < 0 for n in ranking.ready):
+            return None
+        return ranking
 
     def get(self, node_id: str) -> KnownNode | None:
         return self.nodes.get(node_id)
@@ -320,18 +520,39 @@ def rank(
     at random among equals all the same), so a large table costs one pass, not a
     random draw per node."""
     skip = set(exclude)
-    ready: list[tuple[tuple[float, float, float], str]] = []
-    full: list[str] = []
-    why: Counter[str] = Counter()
+    suitable: list[KnownNode] = []
+    why: dict[str, str] = {}
     known = 0
     for k in nodes:
         known += 1
-        node_id = k.info.node_id
-        if node_id in skip:
+        if k.info.node_id in skip:
             continue
         reason = unsuitable(k.info, spec)
-        if reason is not None:
-            why[reason] += 1
+        if reason is None:
+            suitable.append(k)
+        else:
+            why[k.info.node_id] = reason
+    return _order(suitable, why, known, spec, now, rng, skip, score, limit)
+
+
+def _order(
+    suitable: Iterable[KnownNode],
+    unfit: Mapping[str, str],
+    known: int,
+    spec: JobSpec,
+    now: float,
+    rng: random.Random,
+    skip: set[str],
+    score: Callable[[str], float] | None,
+    limit: int | None,
+) -> Ranking:
+    """:func:`rank` of nodes already found suitable (``unfit``: the others' reasons,
+    ``known``: how many nodes there are in all)."""
+    ready: list[tuple[tuple[float, float, float], str]] = []
+    full: list[str] = []
+    for k in suitable:
+        node_id = k.info.node_id
+        if node_id in skip:
             continue
         room = k.room(now)
         if room <= 0:
@@ -344,6 +565,7 @@ def rank(
     ordered = _best(ready, rng, limit)
     reason = ""
     if not ready and not full:
+        why = Counter(r for n, r in unfit.items() if n not in skip)
         what = ", ".join(str(s) for s in spec.selectors) or f"engine {spec.engine.type}"
         if spec.resources.gpu and not spec.selectors:
             what += f" with {spec.resources.gpu} GPU{'s' if spec.resources.gpu > 1 else ''}"

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING
 from ..models import ExecutionState, JobSpec, JobState
 from .commands import Broadcast, CancelTimers, Command, JobChanged, Send, SetTimer
 from .messages import BidDeclined, JobCreated, NodeAnnounced, ResultsAccepted
-from .nodes import NodeTable, check_announced, incapable, rank
+from .nodes import NodeTable, check_announced, incapable
 from .timers import JobAction, RequesterTimer, TimerKey
 
 if TYPE_CHECKING:
@@ -129,10 +129,10 @@ class Scheduling:
             return True
         if job.broadcast:
             return True
-        live = self.nodes.live(now)
+        known = self.nodes.count(now)
         ops = job.spec.target == "all"
         if self.config.offers == "broadcast" or (
-            not job.asked and (not live if ops else len(live) < self.wanted(job))
+            not job.asked and (not known if ops else known < self.wanted(job))
         ):
             return self._broadcast(job, now, out)
         if ops:
@@ -152,8 +152,8 @@ class Scheduling:
         headroom = self.config.offer_headroom if spare else 0
         more = target + headroom - bids - pending
         asked = [*job.asked, *job.executions]
-        ranking = rank(
-            live, job.spec, now, self.rng, exclude=asked, score=self.score, limit=max(more, 0)
+        ranking = self.nodes.rank(
+            job.spec, now, self.rng, exclude=asked, score=self.score, limit=max(more, 0)
         )
         chosen = ranking.ready[:more]
         for node in chosen:
@@ -215,7 +215,7 @@ class Scheduling:
     def _offer_all(self, job: RequesterJob, now: float, out: list[Command]) -> bool:
         """Ops job: every matching node, each once (busy ones again when they have room)."""
         if not job.targets:
-            ranking = rank(self.nodes.live(now), job.spec, now, self.rng)
+            ranking = self.nodes.rank(job.spec, now, self.rng)
             job.targets = sorted([*ranking.ready, *ranking.full])
             if not job.targets:
                 self._wait(job, ranking.reason, now, out)
