@@ -11,6 +11,7 @@ __all__ = [
     "ApiError",
     "BacalhauError",
     "BlockNotFound",
+    "ConnectionRetired",
     "CorruptBlock",
     "DecodeError",
     "ExecutorError",
@@ -81,6 +82,11 @@ class TransportError(BacalhauError):
 
 class PeerUnreachable(TransportError):
     """A direct request to a peer failed: unknown peer, closed or timed out."""
+
+
+class ConnectionRetired(PeerUnreachable):
+    """A request was not sent: its connection was replaced by a newer one to the same
+    peer. Nothing reached the peer, so the transport sends it again on the new one."""
 
 
 class NodeNotFound(BacalhauError, KeyError):

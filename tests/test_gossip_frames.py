@@ -98,7 +98,7 @@ def test_other_shapes_decode_as_msgpack_does(message: list[object]) -> None:
         b"\x93\x09\x01\xc6\x00\x00\x10\x00" + BIG,  # bin header says 4096, 2048 follow
         b"\x93\x09\x01\xc5\x08\x00" + BIG + b"trailing",  # bytes after the last item
         b"\x93\x01\xc5\x08\x00" + BIG + b"\xc3\xc3",  # two flags
-        b"\x93\x0d\x01\xc5\x08\x00" + BIG,  # unknown message type 13
+        b"\x93\x0e\x01\xc5\x08\x00" + BIG,  # unknown message type 14
         b"\x93\x09\xcd\x01",  # cut inside the request id
         b"\x93\x09\x01\xc4" + BIG,  # a bin header of 0x78 bytes, then more
     ],

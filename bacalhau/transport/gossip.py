@@ -39,7 +39,7 @@ import anyio.lowlevel
 import anyio.to_thread
 from anyio.abc import SocketAttribute
 
-from ..errors import PeerUnreachable, TransportError, WireError
+from ..errors import ConnectionRetired, PeerUnreachable, TransportError, WireError
 from ..identity import Identity
 from ..protocol.gossip import (
     ID_SIZE,
@@ -53,7 +53,7 @@ from ..protocol.gossip import (
 from .accept import serve_sockets
 from .base import MAX_FRAME, Transport, TransportHandler
 from .discovery import DiscoveredPeer, MdnsDiscovery, interface_addresses, parse_peer_address
-from .gossip_book import AddressBook, Known, parse_peer_entry
+from .gossip_book import AddressBook, Known, parse_peers_message
 from .gossip_conn import (
     BYE,
     ERROR,
@@ -67,6 +67,7 @@ from .gossip_conn import (
     PUBLISH,
     REPLY,
     REQUEST,
+    RETIRE,
     WIRE_MAX,
     Connection,
     Frame,
@@ -137,6 +138,8 @@ class GossipTransport(Transport):
         self._rng = random.Random(seed)
         self.state = GossipState(config=self.options.gossip, rng=random.Random(seed))
         self._conns: dict[str, Connection] = {}
+        self._retiring: set[Connection] = set()
+        """Connections replaced by a newer one to the same peer, still finishing work."""
         opts = self.options
         self._book = AddressBook(
             own_id=identity.node_id,
@@ -163,6 +166,7 @@ class GossipTransport(Transport):
         self.stats: dict[str, int] = dict.fromkeys(
             (
                 "refused",
+                "retired",
                 "cut_off",
                 "inbox_dropped",
                 "invalid",
@@ -248,9 +252,10 @@ class GossipTransport(Transport):
                 log.info("gossip: node %s listening on %s:%d", self.node_id, *self._bound)
                 task_status.started()
         finally:
-            for conn in list(self._conns.values()):
+            for conn in [*self._conns.values(), *self._retiring]:
                 conn.close("transport stopped")
             self._conns.clear()
+            self._retiring.clear()
             for peer in list(self.state.peers):
                 self.state.remove_peer(peer)
             self._handler = self._tg = None
@@ -287,10 +292,14 @@ class GossipTransport(Transport):
         if self._handler is None:
             raise TransportError("transport is not running")
         deadline = monotonic() + timeout
-        conn = self._conns.get(peer_id)
-        if conn is None:
-            conn = await self._connect_to(peer_id, timeout)
-        return await conn.request(frame, max(0.0, deadline - monotonic()))
+        while True:
+            conn = self._conns.get(peer_id)
+            if conn is None:
+                conn = await self._connect_to(peer_id, max(0.0, deadline - monotonic()))
+            try:
+                return await conn.request(frame, max(0.0, deadline - monotonic()))
+            except ConnectionRetired:  # not sent: the peer has a newer connection
+                continue
 
     # --- connections ----------------------------------------------------------------------
 
@@ -380,10 +389,9 @@ class GossipTransport(Transport):
         )
         async with stream:
             refusal = self._admit(conn)
-            if refusal is not None:
-                if refusal:  # tell it why, and where else to go
-                    with anyio.move_on_after(1), contextlib.suppress(Exception):
-                        await stream.send(self._peers_message(conn) + encode([BYE, refusal]))
+            if refusal is not None:  # tell it why, and where else to go
+                with anyio.move_on_after(1), contextlib.suppress(Exception):
+                    await stream.send(self._peers_message(conn) + encode([BYE, refusal]))
                 return "refused", hello.node_id
             if on_admit is not None:
                 on_admit()
@@ -398,8 +406,12 @@ class GossipTransport(Transport):
         return "closed", hello.node_id
 
     def _admit(self, conn: Connection) -> str | None:
-        """Register an authenticated connection; or refuse it, returning why
-        ("" for a duplicate connection, which needs no explanation)."""
+        """Register an authenticated connection; or refuse it, returning why.
+
+        A second connection to a peer (both dialled at once) is not refused: of the
+        two, both ends keep the one opened by the node with the smaller id and retire
+        the other, which closes once the requests already sent on it are answered.
+        """
         peer = conn.peer_id
         if conn.listen_addr is not None:
             self._book.remember(peer, *conn.listen_addr, source="peer", reset=True)
@@ -416,9 +428,10 @@ class GossipTransport(Transport):
                 return c.outbound == (self.node_id < peer)
 
             if lower_dialed(existing) and not lower_dialed(conn):
-                conn.close("duplicate connection")
-                return ""
-            existing.close("replaced by a newer connection")
+                # the peer may have sent requests on it already: answer them first
+                self._retire(conn, "duplicate connection")
+                return None
+            self._retire(existing, "replaced by a newer connection")
             self.state.remove_peer(peer)
         self._conns[peer] = conn
         for cmd in self.state.add_peer(peer):
@@ -428,9 +441,17 @@ class GossipTransport(Transport):
         log.debug("gossip: connected to %s (%s)", peer, "out" if conn.outbound else "in")
         return None
 
+    def _retire(self, conn: Connection, reason: str) -> None:
+        """Retire ``conn``: it closes once the work in flight on it is done."""
+        conn.retire(reason, within=self.options.retire_timeout)
+        self._retiring.add(conn)
+        self.stats["retired"] += 1
+        log.debug("gossip: retiring a connection to %s: %s", conn.peer_id, reason)
+
     def _drop(self, conn: Connection, reason: str = "closed") -> None:
         """Close ``conn`` (if not yet) and forget it as the peer's connection."""
         conn.close(reason)
+        self._retiring.discard(conn)
         if self._conns.get(conn.peer_id) is conn:
             del self._conns[conn.peer_id]
             self.state.remove_peer(conn.peer_id)
@@ -601,6 +622,10 @@ class GossipTransport(Transport):
             if len(msg) != 3 or type(msg[1]) is not int or not isinstance(msg[2], str):
                 raise WireError("malformed ERROR")
             conn.resolve(msg[1], None, f"peer {peer} failed to answer: {msg[2][:500]}")
+        elif kind == RETIRE:
+            if len(msg) != 1:
+                raise WireError("malformed RETIRE")
+            conn.on_peer_retired()
         elif kind == BYE:
             reason = msg[1] if len(msg) == 2 and isinstance(msg[1], str) else "?"
             if reason == "shutting down":
@@ -624,44 +649,33 @@ class GossipTransport(Transport):
             self._inbox_wake.set()
 
     def _on_peers(self, conn: Connection, msg: list[Any]) -> None:
-        if not (
-            len(msg) == 3
-            and isinstance(msg[1], list)
-            and len(msg[1]) <= self.options.pex_max
-            and isinstance(msg[2], bool)
-        ):
-            raise WireError("malformed PEERS")
-        ids = set()
-        for item in msg[1]:
-            entry = parse_peer_entry(item)
-            if entry is None:
-                continue
-            ids.add(entry[0])
+        entries, complete = parse_peers_message(msg, self.options.pex_max)
+        for entry in entries:
             if entry[0] not in self._conns and entry[0] not in self._book:
                 self._book.remember(*entry, source="pex", reset=False)
         # a complete list tells whom the peer floods its own broadcasts to
-        conn.peer_peers = frozenset(ids) if msg[2] else None
+        conn.peer_peers = frozenset(e[0] for e in entries) if complete else None
         self._maybe_dial()
 
     async def _serve_request(self, conn: Connection, req_id: int, frame: bytes) -> None:
         handler = self._handler
         try:
-            if handler is None:
-                raise TransportError("transport stopped")
-            reply = await handler.handle_request(conn.peer_id, frame)
-            if not isinstance(reply, bytes) or len(reply) > MAX_FRAME:
-                raise TransportError("reply is not bytes of at most MAX_FRAME")
-            data: Frame = encode_bin_message(REPLY, req_id, reply)
-        except Exception as exc:
-            log.debug("gossip: request from %s failed: %r", conn.peer_id, exc)
-            data = encode([ERROR, req_id, f"{type(exc).__name__}: {exc}"[:1000]])
-        finally:
-            conn.inflight -= 1
-        try:
+            try:
+                if handler is None:
+                    raise TransportError("transport stopped")
+                reply = await handler.handle_request(conn.peer_id, frame)
+                if not isinstance(reply, bytes) or len(reply) > MAX_FRAME:
+                    raise TransportError("reply is not bytes of at most MAX_FRAME")
+                data: Frame = encode_bin_message(REPLY, req_id, reply)
+            except Exception as exc:
+                log.debug("gossip: request from %s failed: %r", conn.peer_id, exc)
+                data = encode([ERROR, req_id, f"{type(exc).__name__}: {exc}"[:1000]])
             with anyio.fail_after(self.options.write_timeout):
                 await conn.send_direct(data)
         except (TimeoutError, PeerUnreachable):
             pass
+        finally:
+            conn.served()  # once the reply is queued: a retiring connection waits for it
 
     async def _deliver_loop(self) -> None:
         """Hand received broadcasts to the node one at a time; forward the valid ones."""
@@ -756,7 +770,7 @@ class GossipTransport(Transport):
                 self._run_command(cmd)
             pex = self._pex_dirty or self._beats % opts.pex_every == 0
             self._pex_dirty = False
-            for conn in list(self._conns.values()):
+            for conn in [*self._conns.values(), *self._retiring]:
                 reason = conn.check(
                     now,
                     idle_timeout=opts.idle_timeout,
@@ -772,6 +786,6 @@ class GossipTransport(Transport):
                     continue
                 if now - conn.last_sent >= opts.heartbeat:
                     conn.send_control(ping)
-                if pex:
+                if pex and conn.retiring is None:
                     conn.send_control(self._peers_message(conn))
             self._maybe_dial()

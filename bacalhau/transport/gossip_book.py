@@ -17,10 +17,10 @@ from typing import Any
 
 import attrs
 
-from ..errors import ValidationError
+from ..errors import ValidationError, WireError
 from ..identity import public_key_from_node_id
 
-__all__ = ["AddressBook", "Known", "parse_peer_entry"]
+__all__ = ["AddressBook", "Known", "parse_peer_entry", "parse_peers_message"]
 
 
 @attrs.define(kw_only=True)
@@ -53,6 +53,24 @@ def parse_peer_entry(item: Any) -> tuple[str, str, int] | None:
     except ValidationError:
         return None
     return item[0], item[1], item[2]
+
+
+def parse_peers_message(msg: list[Any], pex_max: int) -> tuple[list[tuple[str, str, int]], bool]:
+    """A ``[PEERS, [entry, ...], complete]`` message: its well-formed entries (the
+    malformed ones are skipped) and whether the list is complete.
+
+    Raises:
+        WireError: the message itself is malformed (or lists over ``pex_max`` entries).
+    """
+    if not (
+        len(msg) == 3
+        and isinstance(msg[1], list)
+        and len(msg[1]) <= pex_max
+        and isinstance(msg[2], bool)
+    ):
+        raise WireError("malformed PEERS")
+    entries = [entry for item in msg[1] if (entry := parse_peer_entry(item)) is not None]
+    return entries, msg[2]
 
 
 @attrs.define(kw_only=True)

@@ -20,6 +20,9 @@ After the handshake every frame is ``[type, ...]``::
                                   peer exchange; complete: these are all my peers
     [REQUEST, req_id, frame] / [REPLY, req_id, frame] / [ERROR, req_id, text]
     [BYE, reason]                 closing, and why
+    [RETIRE]                      this end sends no new requests here (the connection
+                                  was replaced by a newer one to the same peer); it
+                                  closes once the work in flight on it is done
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ import anyio
 import anyio.abc
 import attrs
 
-from ..errors import PeerUnreachable
+from ..errors import ConnectionRetired, PeerUnreachable
 from .base import MAX_FRAME
 from .gossip_frames import (
     BYE,
@@ -50,6 +53,7 @@ from .gossip_frames import (
     PUBLISH,
     REPLY,
     REQUEST,
+    RETIRE,
     FrameReader,
     decode,
     encode,
@@ -70,6 +74,7 @@ __all__ = [
     "PUBLISH",
     "REPLY",
     "REQUEST",
+    "RETIRE",
     "WIRE_MAX",
     "Connection",
     "Frame",
@@ -154,6 +159,11 @@ class Connection:
     """The peer's own peers, from its latest complete PEERS message (else None)."""
     write_since: float | None = None
     scope: anyio.CancelScope | None = None
+    retiring: str | None = None
+    """Why this connection is being retired (None while it is the peer's connection)."""
+    retire_by: float = 0.0
+    peer_retired: bool = False
+    """The peer sent RETIRE: it sends no new requests on this connection."""
     closed: anyio.Event = attrs.Factory(anyio.Event)
     pending: dict[int, _Pending] = attrs.Factory(dict)
     _control: deque[bytes] = attrs.Factory(deque)
@@ -201,17 +211,25 @@ class Connection:
         self._kick()
         return True
 
-    async def send_direct(self, data: Frame) -> None:
-        """Queue a request or reply frame, waiting for room (the caller bounds the wait)."""
+    async def send_direct(self, data: Frame, *, request: bool = False) -> None:
+        """Queue a request or reply frame, waiting for room (the caller bounds the wait).
+
+        Raises:
+            PeerUnreachable: the connection closed.
+            ConnectionRetired: ``request`` is true and the connection was retired (the request
+                was not sent: it may go on the peer's current connection).
+        """
         size = _size(data)
         while self._direct and self._direct_bytes + size > self.max_bytes:
-            if self.close_reason is not None:
+            if self.close_reason is not None or (request and self.retiring is not None):
                 break
             if self._room.is_set():
                 self._room = anyio.Event()
             await self._room.wait()
         if self.close_reason is not None:
             raise PeerUnreachable(f"connection to {self.peer_id} closed: {self.close_reason}")
+        if request and self.retiring is not None:
+            raise ConnectionRetired(f"connection to {self.peer_id} retired: {self.retiring}")
         self._direct.append(data)
         self._direct_bytes += size
         self._kick()
@@ -222,18 +240,21 @@ class Connection:
         Raises:
             PeerUnreachable: no reply within ``within`` seconds, the peer's handler failed,
                 or the connection closed.
+            ConnectionRetired: the connection was retired before the request was sent.
         """
         self._next_request += 1
         req_id = self._next_request
         pending = self.pending[req_id] = _Pending()
         try:
             with anyio.fail_after(within):
-                await self.send_direct(encode_bin_message(REQUEST, req_id, frame))
+                await self.send_direct(encode_bin_message(REQUEST, req_id, frame), request=True)
                 await pending.event.wait()
         except TimeoutError:
             raise PeerUnreachable(f"no reply from {self.peer_id} within {within:g}s") from None
         finally:
             self.pending.pop(req_id, None)
+            if self.retiring is not None:
+                self._kick()
         if pending.error is not None:
             raise PeerUnreachable(pending.error)
         assert pending.reply is not None
@@ -245,6 +266,49 @@ class Connection:
         if pending is not None and not pending.event.is_set():
             pending.reply, pending.error = reply, error
             pending.event.set()
+
+    def retire(self, reason: str, *, within: float) -> None:
+        """Stop using this connection, and close it once the work in flight on it is done.
+
+        Two nodes that dial each other at once end up with two connections, and both
+        keep the same one. The other is retired rather than closed, so nothing in
+        flight on it fails: this end tells the peer (RETIRE) and sends no new requests
+        on it; it still answers the peer's requests and takes the replies to its own.
+        It closes once both ends have retired it, no request of either end is
+        outstanding on it and its queues are written out (TCP keeps the order, so
+        every request the peer sent before its RETIRE has been answered by then),
+        or after ``within`` seconds at most.
+        """
+        if self.close_reason is not None or self.retiring is not None:
+            return
+        self.retiring = reason
+        self.retire_by = monotonic() + within
+        # after every request already queued (the control queue is written first)
+        retire = encode([RETIRE])
+        self._direct.append(retire)
+        self._direct_bytes += len(retire)
+        self._kick()
+
+    def on_peer_retired(self) -> None:
+        """The peer sent RETIRE."""
+        self.peer_retired = True
+        self._kick()
+
+    def served(self) -> None:
+        """A request from the peer was answered (its reply is queued, or it gave up)."""
+        self.inflight -= 1
+        if self.retiring is not None:
+            self._kick()
+
+    @property
+    def drained(self) -> bool:
+        """Retired by both ends, with nothing outstanding and nothing left to write."""
+        return (
+            self.peer_retired
+            and not self.pending
+            and self.inflight == 0
+            and not (self._control or self._direct or self._bulk)
+        )
 
     def close(self, reason: str) -> None:
         """Close the connection: fail its pending requests, cancel its tasks."""
@@ -272,6 +336,9 @@ class Connection:
         """
         while self.close_reason is None:
             if not (self._control or self._direct or self._bulk):
+                if self.retiring is not None and self.drained:
+                    self.close(f"retired: {self.retiring}")
+                    return
                 self._wake = anyio.Event()
                 await self._wake.wait()
                 continue
@@ -305,6 +372,8 @@ class Connection:
         self, now: float, *, idle_timeout: float, frame_timeout: float, write_timeout: float
     ) -> str | None:
         """The watchdog: why this connection must be cut now, or None."""
+        if self.retiring is not None and now >= self.retire_by:
+            return f"retired ({self.retiring}), still busy past its time"
         if now - self.last_recv > idle_timeout:
             return f"peer sent nothing for {now - self.last_recv:.0f}s"
         if self.write_since is not None and now - self.write_since > write_timeout:

@@ -43,10 +43,22 @@ __all__ = [
     "encode_bin_message",
 ]
 
-PUBLISH, IHAVE, IWANT, GRAFT, PRUNE, PING, PEERS, REQUEST, REPLY, ERROR, BYE, IDONTWANT = range(
-    1, 13
-)
-MESSAGE_TYPES = frozenset(range(1, 13))
+(
+    PUBLISH,
+    IHAVE,
+    IWANT,
+    GRAFT,
+    PRUNE,
+    PING,
+    PEERS,
+    REQUEST,
+    REPLY,
+    ERROR,
+    BYE,
+    IDONTWANT,
+    RETIRE,
+) = range(1, 14)
+MESSAGE_TYPES = frozenset(range(1, 14))
 
 HEADER = 4
 """Bytes of the length prefix."""

@@ -27,6 +27,9 @@ class GossipOptions:
         handshake_timeout: seconds a new connection has to finish the handshake.
         frame_timeout: seconds a begun frame has to arrive whole.
         write_timeout: a peer that accepts no bytes for this long is dropped.
+        retire_timeout: a connection replaced by a newer one to the same peer (both
+            dialled at once) stays open this long at most for the requests already
+            in flight on it; it closes as soon as they are answered.
         connect_timeout: seconds to open a TCP connection.
         max_peers: most connections; more are refused (after telling the other
             side this node's peers, so it can go elsewhere).
@@ -56,6 +59,7 @@ class GossipOptions:
     handshake_timeout: float = 10.0
     frame_timeout: float = 30.0
     write_timeout: float = 30.0
+    retire_timeout: float = 30.0
     connect_timeout: float = 5.0
     max_peers: int = 64
     target_peers: int = 32
