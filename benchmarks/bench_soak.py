@@ -164,6 +164,13 @@ def store_tables(path: Path) -> dict[str, Any]:
     return out
 
 
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
 def du(path: Path) -> int:
     total = 0
     for root, _dirs, files in os.walk(path):
@@ -279,6 +286,8 @@ class Soak:
                 "rss_mb": first.rss_mb(),
                 "open_files": first.open_files(),
                 "state_mb": sum(p.stat().st_size for p in data.glob("state.db*")) / 1e6,
+                "db_mb": _size(data / "state.db") / 1e6,
+                "wal_mb": _size(data / "state.db-wal") / 1e6,
                 "blocks_mb": du(data / "blocks") / 1e6,
                 "data_dir_mb": du(data) / 1e6,
                 "executions_per_node": per_node,
@@ -294,7 +303,9 @@ class Soak:
         tmp = Path(tempfile.mkdtemp(prefix="bacalhau-soak-"))
         secret = os.urandom(8).hex()
         nodes: list[Serve] = []
+        window = ["--max-message-age", repr(a.max_message_age)] if a.max_message_age else []
         retention = [
+            *window,
             *("--job-retention", repr(a.job_retention_s / 86400)),
             *("--pin-retention", repr(a.pin_retention_s / 86400)),
             *("--disk-budget", a.disk_budget),
@@ -304,7 +315,9 @@ class Soak:
             first, port = await start_first(tmp / "n0", secret, retention)
             nodes.append(first)
             workers = [
-                Serve(tmp / f"n{i}", secret, ["--port", "0", "--peer", f"127.0.0.1:{port}"])
+                Serve(
+                    tmp / f"n{i}", secret, ["--port", "0", "--peer", f"127.0.0.1:{port}", *window]
+                )
                 for i in range(1, a.nodes)
             ]
             for w in workers:
@@ -374,11 +387,15 @@ class Soak:
                 "rss": ratio("rss_mb", first, last),
                 "p99": ratio("p99_ms", first, last),
                 "data_dir": ratio("data_dir_mb", first, last),
+                "state": ratio("state_mb", first, last),
+                "db": ratio("db_mb", first, last),
             },
             "last_vs_second": {
                 "rss": ratio("rss_mb", second, last),
                 "p99": ratio("p99_ms", second, last),
                 "data_dir": ratio("data_dir_mb", second, last),
+                "state": ratio("state_mb", second, last),
+                "db": ratio("db_mb", second, last),
             },
             "executions_per_node": per_node,
             "windows": self.windows,
@@ -397,6 +414,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--job-retention-s", type=float, default=60.0)
     parser.add_argument("--pin-retention-s", type=float, default=60.0)
     parser.add_argument("--disk-budget", default="20MB")
+    parser.add_argument(
+        "--max-message-age",
+        type=float,
+        default=0.0,
+        help="every node's replay window, which is also how long compute nodes keep ended "
+        "jobs' records (seconds; 0: the node default, 600): shorter, memory and state.db "
+        "reach their level within the soak",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the data dirs and logs")
     args = parser.parse_args(argv)
     if args.quick:
@@ -415,12 +440,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             f"{x['rss_mb']:.1f}",
             str(x["open_files"]),
             f"{x['state_mb']:.2f}",
+            f"{x['db_mb']:.2f}",
+            f"{x['wal_mb']:.2f}",
             f"{x['blocks_mb']:.2f}",
         )
         for x in result["windows"]
     ]
     header = ("win", "end s", "jobs", "failed", "p50 ms", "p99 ms", "RSS MB", "fds", "state MB")
-    print(table("soak: the submitting node per window", rows, (*header, "blocks MB")))
+    header = (*header, "db MB", "WAL MB", "blocks MB")
+    print(table("soak: the submitting node per window", rows, header))
     for key, who in (("store", "submitting node"), ("worker_store", "a compute node")):
         print(f"\nstate.db of the {who} per window: KiB by table/index, rows, free pages, WAL")
         for x in result["windows"]:
@@ -436,7 +464,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         f"failed {result['failed']}, lost {result['lost']}, kills {len(result['kills'])}; "
         f"last/first RSS {result['last_vs_first']['rss']:.2f}, "
         f"last/second RSS {result['last_vs_second']['rss']:.2f}, "
-        f"last/second p99 {result['last_vs_second']['p99']:.2f}; "
+        f"last/second p99 {result['last_vs_second']['p99']:.2f}, "
+        f"last/second state.db {result['last_vs_second']['db']:.2f} "
+        f"(with its WAL {result['last_vs_second']['state']:.2f}); "
         f"executions per node {result['executions_per_node']}"
     )
     result["headline"] = (

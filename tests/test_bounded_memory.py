@@ -11,6 +11,7 @@ import pytest
 from bacalhau import JobSpec, Network
 from bacalhau.live.events import EventHub
 from bacalhau.models import JobEvent
+from bacalhau.protocol.compute import ComputeJobState
 from bacalhau.protocol.timers import RequesterTimer
 
 pytestmark = pytest.mark.anyio
@@ -28,6 +29,7 @@ async def test_finished_jobs_leave_nothing_keyed_by_job_behind_on_a_durable_node
         async with anyio.create_task_group() as tg:
             for i in range(JOBS):
                 tg.start_soon(one, i)
+        tombstones = 0
         for each in net.nodes:
             assert not each.requester.jobs, "finished jobs are in the store only"
             assert each.watch.events.tracked_jobs() == 0, "published-line counts forgotten"
@@ -36,6 +38,11 @@ async def test_finished_jobs_leave_nothing_keyed_by_job_behind_on_a_durable_node
             ]
             assert requester_timers == [], "no requester timer outlives its job"
             assert each.runner.active == 0, "no execution scope left"
+            for cj in each.compute.jobs.values():  # tombstones until tombstone_ttl passes
+                if cj.state is ComputeJobState.ENDED:
+                    tombstones += 1
+                    assert (cj.stdout, cj.stderr, cj.proposal, cj.commitment) == ("", "", b"", b"")
+        assert tombstones >= JOBS, "each run left a tombstone without its outputs"
         # the live event stream still told the whole story of each job
         events = node.watch.events.read(0, limit=100_000).events
         published: dict[str, list[str]] = {}

@@ -168,6 +168,27 @@ def test_serve_disk_options(tmp_path: Path) -> None:
         DiskRetention(block_budget=-5)
 
 
+def test_serve_max_message_age_bounds_the_replay_window_and_compute_tombstones(
+    tmp_path: Path,
+) -> None:
+    from bacalhau.cli.serve import add_serve_parser, build_node
+
+    def parse(*argv: str) -> argparse.Namespace:
+        parser = argparse.ArgumentParser(prog="bacalhau", exit_on_error=False)
+        add_serve_parser(parser.add_subparsers(dest="command"))
+        return parser.parse_args(["serve", "--data-dir", str(tmp_path), "--port", "0", *argv])
+
+    default = build_node(parse())
+    assert default.gate.max_message_age == 600.0
+    assert default.compute.tombstone_ttl == default.compute.heard_ttl == 600.0
+    short = build_node(parse("--max-message-age", "90"))
+    assert short.gate.max_message_age == short.max_message_age == 90.0
+    assert short.compute.tombstone_ttl == short.compute.heard_ttl == 90.0
+    for bad in ("0", "-5", "nan"):
+        with pytest.raises(ValidationError, match="--max-message-age"):
+            build_node(parse("--max-message-age", bad))
+
+
 def test_a_streamed_read_keeps_the_blocks_it_has_yet_to_serve(tmp_path: Path) -> None:
     """A slow reader of a file (``data cat``, a results download) is not cut short by
     eviction however long it takes: the grace period alone would not protect the blocks

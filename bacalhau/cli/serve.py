@@ -291,6 +291,15 @@ def add_serve_parser(subparsers: Any) -> argparse.ArgumentParser:
         "or a lost execution) are removed this many hours after their last change "
         "(default 1); folders normally go as soon as their job ends",
     )
+    net.add_argument(
+        "--max-message-age",
+        type=float,
+        default=600.0,
+        metavar="SECONDS",
+        help="messages sent longer ago than this are refused as replays (node clocks must "
+        "agree within it); message ids and ended jobs' compute records are kept this long, "
+        "so memory and state.db level off after it (default 600)",
+    )
     p.add_argument(
         "--bid-timeout",
         type=float,
@@ -505,6 +514,8 @@ def build_node(args: argparse.Namespace) -> Any:
     if args.job_retention < 0:
         raise ValidationError("--job-retention must be 0 (keep forever) or a number of days")
     disk = disk_retention_from_args(args)
+    if not args.max_message_age > 0:
+        raise ValidationError("--max-message-age must be a positive number of seconds")
     return Node(
         transport=build_transport(args, identity),
         identity=identity,
@@ -513,6 +524,7 @@ def build_node(args: argparse.Namespace) -> Any:
         compute=compute,
         job_retention=args.job_retention * 86400 if args.job_retention else None,
         disk=disk,
+        max_message_age=args.max_message_age,
     )
 
 

@@ -166,6 +166,9 @@ class Node(TransportHandler):
         verify_cache: share one between the nodes of a process.
         seed: seeds the requester's random choice of bids (for reproducible tests).
         max_message_age: envelopes older than this many seconds are refused as replays.
+            It is also how long message ids, ended jobs' compute records and jobs merely
+            heard of are kept (memory and ``state.db`` grow with it for that long, then
+            level off).
         durable: keep jobs, executions and reputation in SQLite in ``data_dir`` and
             recover them on restart; default: on when ``data_dir`` is given.
         clock: the node's time (default: the wall clock); pass a
@@ -260,7 +263,12 @@ class Node(TransportHandler):
             config=rconfig,
             rng=random.Random(seed),
         )
-        self.compute = ComputeState(self.node_id)
+        if max_message_age <= 0:
+            raise ValidationError("max_message_age must be positive", field="max_message_age")
+        # a fresh gate (after a restart) admits any frame younger than max_message_age:
+        # ended and heard jobs' records outlive that window, so a replay finds them
+        window = max_message_age
+        self.compute = ComputeState(self.node_id, heard_ttl=window, tombstone_ttl=window)
         self.stats: Counter[str] = Counter()
         self.gate = InboundGate(
             node_id=self.node_id,

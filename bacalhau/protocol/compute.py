@@ -439,6 +439,10 @@ class ComputeState:
                 out.append(DiscardResults(job_id))
             if state is not C.PUBLISHING:  # let a publish in flight finish and report
                 self.move(job, C.ENDED)
+                # a tombstone repeats nothing: keep no outputs (a node holds one per ended
+                # job for the tombstone_ttl, in memory and in its store)
+                job.stdout = job.stderr = ""
+                job.proposal = job.commitment = b""
                 out.append(CancelTimers(job_id=job_id))
                 out.append(
                     SetTimer(TimerKey(job_id, ComputeTimer.FORGET), now + self.tombstone_ttl)
