@@ -15,7 +15,7 @@ from bacalhau import JobSpec, RequesterConfig
 from bacalhau.identity import Identity
 from bacalhau.models import JobState, NodeInfo, Resources
 from bacalhau.protocol import commands as c
-from bacalhau.protocol import nodes, scheduling
+from bacalhau.protocol import nodes
 from bacalhau.protocol.events import SubmitJob
 from bacalhau.protocol.messages import JobCreated
 from bacalhau.protocol.requester import RequesterState
@@ -55,13 +55,13 @@ def test_a_drain_offers_what_room_allows_then_stops(monkeypatch: pytest.MonkeyPa
         state.handle(SubmitJob(job_id=job_id, spec=JobSpec.noop(), peers=2), 0.0)
     assert [j for j in jobs if state.jobs[j].state is JobState.QUEUED] == jobs[1:]
     looks: list[int] = []
-    real_rank = nodes.rank
+    real_rank = nodes.NodeTable.rank
 
-    def counting(*args: Any, **kwargs: Any) -> Any:
+    def counting(self: nodes.NodeTable, *args: Any, **kwargs: Any) -> Any:
         looks.append(1)
-        return real_rank(*args, **kwargs)
+        return real_rank(self, *args, **kwargs)
 
-    monkeypatch.setattr(scheduling, "rank", counting)
+    monkeypatch.setattr(nodes.NodeTable, "rank", counting)
     state.nodes.update(info(A, 2, 2), 1.0)  # room for one more on A
     out: list[c.Command] = []
     state._drain(1.0, out)

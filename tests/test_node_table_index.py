@@ -147,3 +147,32 @@ def test_cached_shapes_are_bounded() -> None:
     for cpu in range(1, 200):
         table.fit(attrs.evolve(NOOP, resources=Resources(cpu=cpu / 100)))
     assert len(table._fits) <= 64
+
+
+def test_a_busy_node_gets_our_share_not_its_announced_room() -> None:
+    """Three requesters each see a node's announced room; once it says it is busy, a
+    requester offers it one job per job of its own that ends there, and one probe at a
+    time after the backoff, not its stale announced room all over again."""
+    table = NodeTable()
+    table.update(info("a", free_slots=68, max_executions=68), now=0)
+    for _ in range(30):
+        table.offered("a")
+    for _ in range(20):
+        table.answered("a", bid=True, busy=False, now=0)
+    for _ in range(10):  # the others filled it first
+        table.answered("a", bid=False, busy=True, now=0)
+    node = table.nodes["a"]
+    assert node.room(0.1) == 0  # the backoff
+    assert node.room(1) == 1  # then one probe, not the 48 it announced and we lack
+    table.offered("a")
+    assert node.room(1) <= 0  # one at a time
+    table.answered("a", bid=True, busy=False, now=1)  # it had room: our share grows
+    assert node.slots == 21 and node.room(1) == 1
+    table.released("a")
+    table.released("a")  # two of ours ended there: two more
+    assert node.room(1) == 2
+    table.offered("a")
+    table.answered("a", bid=False, busy=True, now=1)  # busy again: nothing in the backoff
+    assert node.room(1.1) <= 0
+    table.update(info("a", free_slots=5, max_executions=68, seq=2), now=2)
+    assert node.slots is None and node.room(2) == 5  # its own numbers again

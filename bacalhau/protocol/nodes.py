@@ -181,12 +181,22 @@ class KnownNode:
     taken: int = 0
     """Slots our bids took since its last announcement (less what finished since)."""
     busy_until: float = float("-inf")
+    slots: int | None = None
+    """Our share of it once it said it was busy (None: its announced free slots).
+    Other requesters fill it too, so its announcement overstates the room left for
+    us: the share is what our bids held when it said so (``taken``), and from then on
+    we offer it one job for each of ours that ends there, and (after
+    :data:`BUSY_BACKOFF`) one probe at a time, each bid on it growing the share,
+    until it announces itself again."""
 
     def room(self, now: float) -> int:
         """How many more offers it could take now, by what we know."""
         if now < self.busy_until:
             return 0
-        return self.info.free_slots - self.in_flight - self.taken
+        if self.slots is None:
+            return self.info.free_slots - self.in_flight - self.taken
+        room = self.slots - self.in_flight - self.taken
+        return 1 if room <= 0 and self.in_flight == 0 else room
 
 
 def shape_of(spec: JobSpec) -> tuple[object, ...]:
@@ -289,7 +299,7 @@ class NodeTable:
             return False  # reordered: an older announcement
         before, stale = known.room(now), now - known.seen > self.ttl
         old = known.info
-        known.info, known.seen, known.taken = info, now, 0
+        known.info, known.seen, known.taken, known.slots = info, now, 0, None
         if info.free_slots > 0:
             known.busy_until = float("-inf")
         self._index(old, info)
@@ -432,8 +442,11 @@ class NodeTable:
         known.in_flight = max(0, known.in_flight - 1)
         if bid:
             known.taken += 1
+            if known.slots is not None:
+                known.slots = max(known.slots, known.taken)
         if busy:
             known.busy_until = now + BUSY_BACKOFF
+            known.slots = known.taken  # full for us: as many as we hold there now
 
     def spare_helps(self) -> bool:
         """Whether a spare offer is worth its messages and the room its bid holds:
