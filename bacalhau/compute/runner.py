@@ -139,7 +139,7 @@ def check_results(
             )
         with os.scandir(folder) as it:
             for entry in it:
-                rel = Path(entry.path).relative_to(results)
+                rel = _Rel(entry.path, results)
                 if entry.is_symlink():
                     raise ExecutorError(
                         f"results refused: {rel} is a symbolic link "
@@ -159,6 +159,18 @@ def check_results(
                     raise ExecutorError(f"results refused: more than {max_bytes} bytes")
 
 
+class _Rel:
+    """A path shown relative to ``results`` (worked out only when shown: an error)."""
+
+    __slots__ = ("path", "results")
+
+    def __init__(self, path: str, results: Path) -> None:
+        self.path, self.results = path, results
+
+    def __str__(self) -> str:
+        return str(Path(self.path).relative_to(self.results))
+
+
 DISK_POLL = 0.5
 """Seconds between two looks at the disk a running job fills."""
 
@@ -166,10 +178,12 @@ DISK_POLL = 0.5
 STREAMS: tuple[Literal["stdout", "stderr"], ...] = ("stdout", "stderr")
 
 
-def _tail(path: Path, size: int) -> bytes:
+def _tail(path: Path, size: int) -> tuple[bytes, bool]:
+    """The last ``size`` bytes of the file, and whether they are the whole file."""
     with path.open("rb") as f:
-        f.seek(max(0, path.stat().st_size - size))
-        return f.read(size)
+        length = os.fstat(f.fileno()).st_size
+        f.seek(max(0, length - size))
+        return f.read(size), length <= size
 
 
 def _head(path: Path) -> str:
@@ -512,12 +526,18 @@ class ExecutionRunner:
         streamed = live.written > 0
 
         def finish() -> tuple[str, str, bytes | None]:
+            heads: dict[str, str] = {}
             try:
                 for name in STREAMS:
-                    if not (results / name).exists():
-                        (results / name).write_bytes(b"")
+                    path = results / name
+                    if not path.exists():
+                        path.write_bytes(b"")
+                        heads[name] = ""
                     elif not streamed:  # an executor without live output: show its files
-                        live.write(name, _tail(results / name, live.max_bytes))
+                        tail, whole = _tail(path, live.max_bytes)
+                        live.write(name, tail)
+                        if whole:  # read once: its head is in hand too
+                            heads[name] = tail[:SUMMARY_BYTES].decode("utf-8", "replace")
             finally:
                 live.close()
             (results / "exitCode").write_text(str(result.exit_code))
@@ -528,8 +548,8 @@ class ExecutionRunner:
                 max_files=self.limits.max_result_entries if guards else MAX_RESULT_FILES,
                 max_bytes=min(disk, MAX_RESULT_BYTES) if guards else MAX_RESULT_BYTES,
             )
-            heads = _head(results / "stdout"), _head(results / "stderr")
-            return *heads, (hash_tree(results) if digest else None)
+            out, err = (heads[name] if name in heads else _head(results / name) for name in STREAMS)
+            return out, err, (hash_tree(results) if digest else None)
 
         if tiny(spec):  # a few small files: less than a hop to a worker thread costs
             stdout, stderr, hashed = finish()
