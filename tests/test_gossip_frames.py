@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections
 import itertools
 import random
+import socket
 from typing import Any
 
 import anyio
@@ -13,8 +14,10 @@ import msgpack
 import pytest
 from hypothesis import given, settings
 
-from bacalhau.errors import DecodeError, WireError
+from bacalhau.errors import DecodeError, TransportError, WireError
+from bacalhau.transport.base import join_reply, reply_pieces
 from bacalhau.transport.errors import ConnectionClosed
+from bacalhau.transport.gossip_conn import IOV_MAX, _write_now
 from bacalhau.transport.gossip_frames import (
     FAST_MIN,
     HEADER,
@@ -27,6 +30,7 @@ from bacalhau.transport.gossip_frames import (
     decode_parts,
     encode,
     encode_bin_message,
+    encode_reply,
 )
 
 IDS = [0, 1, 127, 128, 255, 256, 65535, 65536, 2**32 - 1, 2**32, 2**64 - 1]
@@ -183,3 +187,53 @@ async def test_a_frame_cut_short_says_how_much_arrived() -> None:
         await reader.read_message(max_size=1 << 20)
     assert reader.partial_since is not None
     assert reader.check(reader.partial_since + 10, 5.0) is not None
+
+
+@given(
+    req_id=st.integers(0, 2**64 - 1),
+    pieces=st.lists(st.binary(max_size=300), max_size=8),
+)
+def test_a_reply_in_pieces_encodes_as_msgpack_does(req_id: int, pieces: list[bytes]) -> None:
+    parts, size = reply_pieces(pieces)
+    frame = b"".join(encode_reply(req_id, parts, size))
+    assert frame == encode([REPLY, req_id, b"".join(pieces)])
+    assert decode_parts([memoryview(frame[HEADER:])]) == [REPLY, req_id, b"".join(pieces)]
+
+
+def test_reply_pieces_are_checked() -> None:
+    assert join_reply([b"a", bytearray(b"b"), memoryview(b"c")]) == b"abc"
+    words = memoryview(bytearray(8)).cast("I")
+    assert reply_pieces([words]) == ([memoryview(bytes(8))], 8)
+    for bad in ("text", [b"a", "b"], [memoryview(bytes(8))[::2]], [b"x" * (4 * 1024 * 1024 + 1)]):
+        with pytest.raises(TransportError):
+            reply_pieces(bad)  # type: ignore[arg-type]
+
+
+def test_write_now_writes_what_the_socket_takes_and_returns_the_rest() -> None:
+    rng = random.Random(7)
+    pieces: list[bytes | bytearray | memoryview] = [
+        rng.randbytes(rng.choice((0, 1, 100, 5_000, 70_000))) for _ in range(IOV_MAX + 200)
+    ]
+    want = b"".join(pieces)
+    a, b = socket.socketpair()
+    with a, b:
+        a.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 64 * 1024)
+        a.setblocking(False)
+        got = bytearray()
+        left = list(pieces)
+        partial = 0
+        for _ in range(100_000):  # bounded: each round drains the receiving side
+            left = _write_now(a.fileno(), left)
+            if not left:
+                break
+            partial += 1
+            while True:
+                try:
+                    got += b.recv(1 << 20, socket.MSG_DONTWAIT)
+                except BlockingIOError:
+                    break
+        b.settimeout(5)
+        while len(got) < len(want):
+            got += b.recv(1 << 20)
+    assert bytes(got) == want
+    assert partial > 0, "the socket's buffer must have filled at least once"

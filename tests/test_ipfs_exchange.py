@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -40,9 +40,10 @@ from bacalhau.storage.ipfs import (
 from bacalhau.storage.ipfs.exchange import pack_want_reply
 from bacalhau.storage.ipfs.flow import FlowWindow
 from bacalhau.storage.ipfs.records import ProviderRecords, Reprovider
-from bacalhau.transport.base import MAX_FRAME
+from bacalhau.transport.base import MAX_FRAME, join_reply
+from bacalhau.transport.services import ProtocolHandler
 
-Handler = Callable[[str, bytes], Awaitable[bytes]]
+Handler = ProtocolHandler
 
 
 @attrs.define
@@ -100,7 +101,7 @@ class FakeServices:
         if op == "want":
             hub.wanted.setdefault(self.node_id, []).extend(cids)
         with anyio.fail_after(timeout):
-            reply = await hub.nodes[peer_id].handlers[protocol](self.node_id, payload)
+            reply = join_reply(await hub.nodes[peer_id].handlers[protocol](self.node_id, payload))
         await anyio.lowlevel.checkpoint()
         if op == "want" and peer_id in hub.vanish_after:
             hub.vanish_after[peer_id] -= 1
@@ -277,7 +278,9 @@ async def test_announce_and_find_providers(tmp_path: Path) -> None:
 )
 async def test_untrusted_requests_get_an_error_reply(tmp_path: Path, payload: bytes) -> None:
     hub, (a, _) = make_nodes(tmp_path, 2)
-    reply = msgpack.unpackb(await hub.nodes["node-0"].handlers["bitswap"]("node-1", payload))
+    reply = msgpack.unpackb(
+        join_reply(await hub.nodes["node-0"].handlers["bitswap"]("node-1", payload))
+    )
     assert isinstance(reply, dict)
     assert "error" in reply
     assert a.stats["refused_requests"] == 1
@@ -290,11 +293,14 @@ async def test_want_reply_respects_its_budget_and_reports_missing(tmp_path: Path
     leaves = [k for k in a.store.all_cids() if a.store.size(k) > 1000]
     absent = to_cid(await add_bytes(None, b"absent"))
     payload = msgpack.packb(["want", [absent, *leaves]])
-    reply = msgpack.unpackb(await hub.nodes["node-0"].handlers["bitswap"]("node-1", payload))
+    reply = msgpack.unpackb(
+        join_reply(await hub.nodes["node-0"].handlers["bitswap"]("node-1", payload))
+    )
     assert reply["missing"] == [absent]
     assert 1 <= len(reply["blocks"]) < len(leaves)
     assert sum(len(d) for _, d in reply["blocks"]) <= exchange.REPLY_BUDGET
-    assert len(await hub.nodes["node-0"].handlers["bitswap"]("node-1", payload)) <= MAX_FRAME
+    pieces = await hub.nodes["node-0"].handlers["bitswap"]("node-1", payload)
+    assert len(join_reply(pieces)) <= MAX_FRAME
     del cid
 
 

@@ -59,7 +59,7 @@ from ..protocol.events import CancelJob, SubmitJob
 from ..protocol.messages import NodeAnnounced
 from ..protocol.nodes import HEARTBEAT, MIN_GAP, Announcer
 from ..protocol.requester import RequesterConfig, RequesterState
-from ..transport.base import Transport, TransportHandler
+from ..transport.base import Reply, Transport, TransportHandler
 from ..wire import VerifiedCache, pack, unpack
 from .clock import Clock, SystemClock
 from .driver import Driver, Fault
@@ -758,7 +758,7 @@ class Node(TransportHandler):
     async def handle_broadcast(self, frame: bytes) -> bool:
         return self.handle_broadcast_now(frame)
 
-    async def handle_request(self, peer_id: str, frame: bytes) -> bytes:
+    async def handle_request(self, peer_id: str, frame: bytes) -> Reply:
         try:
             protocol, payload = unpack(frame)
             if not isinstance(protocol, str) or not isinstance(payload, bytes):

@@ -51,7 +51,7 @@ from ..protocol.gossip import (
     Prune,
 )
 from .accept import serve_sockets
-from .base import MAX_FRAME, Transport, TransportHandler
+from .base import MAX_FRAME, Transport, TransportHandler, reply_pieces
 from .discovery import DiscoveredPeer, MdnsDiscovery, interface_addresses, parse_peer_address
 from .gossip_book import AddressBook, Known, parse_peers_message
 from .gossip_conn import (
@@ -74,6 +74,7 @@ from .gossip_conn import (
     FrameReader,
     encode,
     encode_bin_message,
+    encode_reply,
 )
 from .gossip_handshake import SelfConnection, handshake
 from .gossip_limits import HandshakeSlots, LogBudget, should_cut
@@ -663,10 +664,8 @@ class GossipTransport(Transport):
             try:
                 if handler is None:
                     raise TransportError("transport stopped")
-                reply = await handler.handle_request(conn.peer_id, frame)
-                if not isinstance(reply, bytes) or len(reply) > MAX_FRAME:
-                    raise TransportError("reply is not bytes of at most MAX_FRAME")
-                data: Frame = encode_bin_message(REPLY, req_id, reply)
+                pieces, size = reply_pieces(await handler.handle_request(conn.peer_id, frame))
+                data: Frame = encode_reply(req_id, pieces, size)  # sent as they are, not joined
             except Exception as exc:
                 log.debug("gossip: request from %s failed: %r", conn.peer_id, exc)
                 data = encode([ERROR, req_id, f"{type(exc).__name__}: {exc}"[:1000]])

@@ -28,6 +28,7 @@ After the handshake every frame is ``[type, ...]``::
 from __future__ import annotations
 
 import logging
+import os
 from collections import deque
 from collections.abc import Sequence
 from time import monotonic
@@ -36,9 +37,10 @@ from typing import TypeAlias
 import anyio
 import anyio.abc
 import attrs
+from anyio.abc import SocketAttribute
 
 from ..errors import ConnectionRetired, PeerUnreachable
-from .base import MAX_FRAME
+from .base import MAX_FRAME, ReplyPiece
 from .gossip_frames import (
     BYE,
     ERROR,
@@ -58,6 +60,7 @@ from .gossip_frames import (
     decode,
     encode,
     encode_bin_message,
+    encode_reply,
 )
 
 __all__ = [
@@ -82,6 +85,7 @@ __all__ = [
     "decode",
     "encode",
     "encode_bin_message",
+    "encode_reply",
 ]
 
 log = logging.getLogger("bacalhau.transport.gossip")
@@ -90,23 +94,26 @@ HANDSHAKE_MAX = 4096
 WIRE_MAX = MAX_FRAME + 64
 """Largest frame after the handshake: a MAX_FRAME payload plus the message header."""
 
-Frame: TypeAlias = bytes | tuple[bytes, ...]
-"""A frame to send: its bytes, or pieces sent one after another (see encode_bin_message)."""
+Frame: TypeAlias = bytes | tuple[ReplyPiece, ...]
+"""A frame to send: its bytes, or pieces sent one after another (see encode_bin_message
+and encode_reply); memoryviews among them are of unsigned bytes (format ``B``)."""
 
 SEND_JOIN_MAX = 64 * 1024
-"""Pieces smaller than this are joined with their neighbours into one send; larger
-ones are sent as they are (a copy of them would cost more than a send)."""
+"""Pieces smaller than this are joined with their neighbours into one buffer; larger
+ones are sent as they are (a copy of them would cost more than a buffer more)."""
+IOV_MAX = 1024
+"""Most buffers in one vectored write (Linux's IOV_MAX)."""
 
 
 def _size(frame: Frame) -> int:
     return len(frame) if isinstance(frame, bytes) else sum(map(len, frame))
 
 
-def _coalesce(pieces: Sequence[bytes]) -> list[bytes]:
+def _coalesce(pieces: Sequence[ReplyPiece]) -> list[ReplyPiece]:
     """The buffers to send for ``pieces``: runs of small ones joined, large ones as
     they are (no copy)."""
-    out: list[bytes] = []
-    run: list[bytes] = []
+    out: list[ReplyPiece] = []
+    run: list[ReplyPiece] = []
     for piece in pieces:
         if len(piece) < SEND_JOIN_MAX:
             run.append(piece)
@@ -118,6 +125,31 @@ def _coalesce(pieces: Sequence[bytes]) -> list[bytes]:
     if run:
         out.append(run[0] if len(run) == 1 else b"".join(run))
     return out
+
+
+def _write_now(fd: int, buffers: list[ReplyPiece]) -> list[ReplyPiece]:
+    """Write as much of ``buffers`` to the non-blocking socket ``fd`` as it takes now,
+    in vectored writes (no copy, no join); return what is left (empty: all written).
+
+    Raises:
+        OSError: the write failed (connection reset, ...).
+    """
+    while buffers:
+        batch = buffers[:IOV_MAX]
+        try:
+            sent = os.writev(fd, batch)
+        except (BlockingIOError, InterruptedError):
+            return buffers
+        whole = sent == sum(map(len, batch))
+        done = 0
+        while done < len(batch) and sent >= len(batch[done]):
+            sent -= len(batch[done])
+            done += 1
+        buffers = buffers[done:]
+        if not whole:  # the socket's buffer is full: the rest waits
+            buffers[0] = memoryview(buffers[0])[sent:]
+            return buffers
+    return buffers
 
 
 @attrs.define(eq=False)
@@ -334,6 +366,9 @@ class Connection:
         A write that does not complete is the watchdog's business: see
         :attr:`write_since` and :meth:`check`.
         """
+        # this loop is the connection's only writer once it runs (the handshake came
+        # before): so the socket may be written directly while the stream is drained
+        raw = self.stream.extra(SocketAttribute.raw_socket, None)
         while self.close_reason is None:
             if not (self._control or self._direct or self._bulk):
                 if self.retiring is not None and self.drained:
@@ -342,7 +377,7 @@ class Connection:
                 self._wake = anyio.Event()
                 await self._wake.wait()
                 continue
-            pieces: list[bytes] = []
+            pieces: list[ReplyPiece] = []
             size = 0
             for queue in (self._control, self._direct, self._bulk):
                 while queue and size < batch:
@@ -359,9 +394,17 @@ class Connection:
                         self._bulk_bytes -= n
             self._room.set()
             try:
-                for buffer in _coalesce(pieces):
+                self.write_since = monotonic()
+                buffers = _coalesce(pieces)
+                # while the stream holds nothing unsent (every send below returns once
+                # its bytes are written), write straight to the socket, vectored: no
+                # join, and no copy into the stream's buffer of what the socket takes
+                fd = raw.fileno() if raw is not None else -1
+                if fd >= 0:
+                    buffers = _write_now(fd, buffers)
+                for buffer in buffers:
                     self.write_since = monotonic()
-                    await self.stream.send(buffer)
+                    await self.stream.send(buffer)  # type: ignore[arg-type]
             except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError) as exc:
                 self.close(f"write failed: {exc!r}")
                 return

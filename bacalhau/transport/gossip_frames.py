@@ -6,9 +6,10 @@ msgpack. The bulk of the bytes a node moves are the payloads of three messages,
 ``[PUBLISH, frame, first_hop]``, ``[REQUEST, req_id, frame]`` and
 ``[REPLY, req_id, frame]``, so those have a path of their own in both directions:
 
-* sending (:func:`encode_bin_message`): the length prefix and msgpack header are
-  written in front of the payload, which is queued and sent as it is; no
-  ``msgpack.packb`` copy and no concatenation. The bytes on the wire are exactly
+* sending (:func:`encode_bin_message`, :func:`encode_reply` for a reply in
+  pieces): the length prefix and msgpack header are written in front of the
+  payload, which is queued and sent as it is; no ``msgpack.packb`` copy and no
+  concatenation. The bytes on the wire are exactly
   those ``msgpack.packb`` writes (a test holds them equal).
 * receiving (:meth:`FrameReader.read_message`): received chunks are kept as they
   arrived and a frame is cut from them as views; when its msgpack header shows
@@ -24,6 +25,7 @@ buffered, as before.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Sequence
 from time import monotonic
 from typing import Any
 
@@ -33,6 +35,7 @@ import attrs
 import msgpack
 
 from ..errors import DecodeError, WireError
+from .base import ReplyPiece
 from .errors import ConnectionClosed
 
 __all__ = [
@@ -41,6 +44,7 @@ __all__ = [
     "decode_parts",
     "encode",
     "encode_bin_message",
+    "encode_reply",
 ]
 
 (
@@ -114,6 +118,20 @@ def encode_bin_message(kind: int, arg: int | bool, payload: bytes) -> tuple[byte
         size = len(head) + len(payload)
         return (size.to_bytes(HEADER, "big") + head, payload)
     raise ValueError(f"no by-hand encoding for message type {kind} with {arg!r}")
+
+
+def encode_reply(req_id: int, pieces: Sequence[ReplyPiece], size: int) -> tuple[ReplyPiece, ...]:
+    """The frame of ``[REPLY, req_id, payload]`` for a payload given as ``pieces`` of
+    ``size`` bytes in all: the header, then the pieces as they are (not joined). The
+    same bytes as :func:`encode` of the joined payload.
+
+    Raises:
+        ValueError: a negative request id.
+    """
+    if not 0 <= req_id < 2**64:
+        raise ValueError(f"no by-hand encoding for request id {req_id!r}")
+    head = bytes((0x93, REPLY)) + _uint(req_id) + _bin_header(size)
+    return ((len(head) + size).to_bytes(HEADER, "big") + head, *pieces)
 
 
 def decode(frame: bytes | bytearray | memoryview) -> list[Any]:

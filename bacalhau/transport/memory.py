@@ -29,7 +29,7 @@ import anyio.lowlevel
 import attrs
 
 from ..errors import PeerUnreachable, TransportError
-from .base import MAX_FRAME, Transport, TransportHandler
+from .base import MAX_FRAME, Transport, TransportHandler, join_reply
 
 __all__ = ["Faults", "ImmediateHandler", "MemoryHub", "MemoryTransport"]
 
@@ -220,7 +220,7 @@ class MemoryHub:
             if plan[0]:
                 await anyio.sleep(plan[0])
             try:
-                return await transport._handler.handle_request(src, frame)
+                return join_reply(await transport._handler.handle_request(src, frame))
             except TransportError:
                 raise
             except Exception as exc:  # the peer's bug must not become ours

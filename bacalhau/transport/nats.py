@@ -60,7 +60,7 @@ from nats.aio.subscription import Subscription
 
 from ..errors import PeerUnreachable, TransportError, ValidationError, WireError
 from ..identity import Identity, node_id_from_public_key, public_key_from_node_id, verify_signature
-from .base import MAX_FRAME, Transport, TransportHandler
+from .base import MAX_FRAME, Transport, TransportHandler, join_reply
 from .nats_frames import (
     Kind,
     Packet,
@@ -534,9 +534,8 @@ class NatsTransport(Transport):
             try:
                 if handler is None:
                     raise TransportError("the node is shutting down")
-                answer = await handler.handle_request(sender, frame)
-                if len(answer) > MAX_FRAME:
-                    raise TransportError(f"reply of {len(answer)} bytes exceeds {MAX_FRAME}")
+                # packets are sealed one by one: the pieces are joined here
+                answer = join_reply(await handler.handle_request(sender, frame))
             except Exception as exc:  # reported to the requester, not raised here
                 log.debug("node %s failed a request from %s: %r", self.node_id, sender, exc)
                 kind, answer = Kind.ERROR, f"{type(exc).__name__}: {exc}".encode()[:2000]
@@ -722,7 +721,7 @@ class NatsTransport(Transport):
             raise PeerUnreachable("the node is shutting down")
         try:
             with anyio.fail_after(timeout):
-                return await handler.handle_request(self.node_id, frame)
+                return join_reply(await handler.handle_request(self.node_id, frame))
         except TimeoutError:
             raise PeerUnreachable(f"no reply from this node within {timeout:g}s") from None
         except TransportError:

@@ -10,10 +10,13 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
+from .base import Reply
+
 __all__ = ["PeerServices", "ProtocolHandler"]
 
-ProtocolHandler = Callable[[str, bytes], Awaitable[bytes]]
-"""(peer id, request payload) -> reply payload."""
+ProtocolHandler = Callable[[str, bytes], Awaitable[Reply]]
+"""(peer id, request payload) -> reply payload: its bytes, or its pieces (see
+:data:`~bacalhau.transport.base.Reply`; the requester receives them joined)."""
 
 
 class PeerServices(Protocol):

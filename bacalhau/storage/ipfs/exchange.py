@@ -60,11 +60,12 @@ from ...errors import (
     StorageError,
     TransportError,
 )
+from ...transport.base import Reply
 from ...transport.services import PeerServices
 from ._util import unwrap_group
 from .blockstore import BlockStore
 from .dagpb import decode_node
-from .exchange_wire import pack_want_reply, parse_want_reply
+from .exchange_wire import pack_want_reply, parse_want_reply, want_reply_pieces
 from .flow import FlowWindow
 from .records import (
     DEFAULT_PROVIDER_TTL,
@@ -229,7 +230,7 @@ class BlockService:
 
     # --- serving ------------------------------------------------------------------------
 
-    async def _handle(self, peer_id: str, payload: bytes) -> bytes:
+    async def _handle(self, peer_id: str, payload: bytes) -> Reply:
         try:
             message = _unpack(payload, MAX_REQUEST)
             if (
@@ -249,7 +250,8 @@ class BlockService:
             async with self._serving:
                 blocks, missing = await anyio.to_thread.run_sync(self._serve_want, cids)
             self.stats["blocks_served"] += len(blocks)
-            return pack_want_reply(blocks, missing)
+            # in pieces: the transport sends the block bytes as read, without a join
+            return want_reply_pieces(blocks, missing)
         if op == "announce":
             for cid in cids[:ANNOUNCE_BATCH]:
                 self.records.add(cid, peer_id)

@@ -2,8 +2,9 @@
 copying the blocks.
 
 A reply is the msgpack map ``{"blocks": [[cid, data], ...], "missing": [cid, ...]}``.
-:func:`pack_want_reply` writes exactly what ``msgpack.packb`` writes, with each
-block copied once (one join). :func:`parse_want_reply` reads that exact layout
+:func:`want_reply_pieces` writes exactly what ``msgpack.packb`` writes, as
+pieces with each block a piece of its own, not copied (:func:`pack_want_reply`
+joins them). :func:`parse_want_reply` reads that exact layout
 and gives each block as a view into the reply (no copy); anything else, a reply
 laid out another way or a malformed one, is left to the caller's
 ``msgpack.unpackb`` and its checks (it returns None), so a peer reaches the same
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-__all__ = ["pack_want_reply", "parse_want_reply"]
+__all__ = ["pack_want_reply", "parse_want_reply", "want_reply_pieces"]
 
 _BLOCKS = b"\xa6blocks"
 _MISSING = b"\xa7missing"
@@ -33,17 +34,27 @@ def _array_header(n: int) -> bytes:
     return bytes((0x90 | n,)) if n < 16 else b"\xdc" + n.to_bytes(2, "big")
 
 
-def pack_want_reply(blocks: Sequence[tuple[bytes, bytes]], missing: Sequence[bytes]) -> bytes:
+def want_reply_pieces(
+    blocks: Sequence[tuple[bytes, bytes]], missing: Sequence[bytes]
+) -> list[bytes]:
     """``{"blocks": [[cid, data], ...], "missing": [cid, ...]}`` in msgpack, exactly as
-    ``msgpack.packb`` writes it, but with the block bytes copied once (one join)
-    rather than through a growing buffer."""
-    parts = [b"\x82" + _BLOCKS, _array_header(len(blocks))]
+    ``msgpack.packb`` writes it, as pieces to send one after another: each block's
+    bytes are a piece of their own (not copied), the framing between them small
+    pieces."""
+    parts = [b"\x82" + _BLOCKS + _array_header(len(blocks))]
     for cid, data in blocks:
-        parts += (b"\x92", _bin_header(len(cid)), cid, _bin_header(len(data)), data)
-    parts += (_MISSING, _array_header(len(missing)))
+        parts += (b"\x92" + _bin_header(len(cid)) + cid + _bin_header(len(data)), data)
+    tail = [_MISSING, _array_header(len(missing))]
     for cid in missing:
-        parts += (_bin_header(len(cid)), cid)
-    return b"".join(parts)
+        tail += (_bin_header(len(cid)), cid)
+    parts.append(b"".join(tail))
+    return parts
+
+
+def pack_want_reply(blocks: Sequence[tuple[bytes, bytes]], missing: Sequence[bytes]) -> bytes:
+    """:func:`want_reply_pieces` joined: the block bytes copied once (one join) rather
+    than through a growing buffer."""
+    return b"".join(want_reply_pieces(blocks, missing))
 
 
 class _Short(Exception):

@@ -24,16 +24,25 @@ import anyio
 import attrs
 
 from ...errors import TransportError
-from ...transport.base import Transport, TransportHandler
+from ...transport.base import Reply, ReplyPiece, Transport, TransportHandler
 
-__all__ = ["CHECKS", "RecordingHandler", "TransportFactory", "running", "status_count"]
+__all__ = [
+    "CHECKS",
+    "RecordingHandler",
+    "TransportFactory",
+    "reply_in_pieces",
+    "running",
+    "status_count",
+]
 
 TransportFactory = Callable[[int], AbstractAsyncContextManager[list[Transport]]]
 
 
 @attrs.define(eq=False)
 class RecordingHandler(TransportHandler):
-    """Records broadcasts; answers requests with ``b"re:" + frame`` (or raises on ``b"boom"``)."""
+    """Records broadcasts; answers requests with ``b"re:" + frame`` (raises on ``b"boom"``;
+    answers ``b"pieces"`` with :func:`reply_in_pieces`, ``b"bad pieces"`` with a
+    piece that is not bytes)."""
 
     node_id: str
     heard: list[bytes] = attrs.Factory(list)
@@ -46,10 +55,14 @@ class RecordingHandler(TransportHandler):
         self.changed = anyio.Event()
         return not frame.startswith(b"invalid")
 
-    async def handle_request(self, peer_id: str, frame: bytes) -> bytes:
+    async def handle_request(self, peer_id: str, frame: bytes) -> Reply:
         self.requests.append((peer_id, frame))
         if frame == b"boom":
             raise RuntimeError("handler failed on purpose")
+        if frame == b"pieces":
+            return reply_in_pieces()
+        if frame == b"bad pieces":
+            return [b"re:", "not bytes"]  # type: ignore[list-item]
         return b"re:" + frame
 
     async def wait_for(self, predicate: Callable[[], bool], timeout: float = 10.0) -> None:
@@ -62,6 +75,16 @@ class RecordingHandler(TransportHandler):
         """Wait until every frame in ``frames`` has been heard (any order, duplicates allowed)."""
         want = set(frames)
         await self.wait_for(lambda: want <= set(self.heard), timeout)
+
+
+def reply_in_pieces() -> list[ReplyPiece]:
+    """The reply :class:`RecordingHandler` gives to ``b"pieces"``: many small pieces
+    (more than one vectored write takes), large ones, an empty one, a bytearray and
+    memoryviews (one of 4-byte items); the requester must receive them joined."""
+    big = bytes(range(256)) * 4096  # 1 MiB
+    words = memoryview(bytearray(b"abcd" * 1000)).cast("I")
+    small = [b"%d," % i for i in range(2000)]
+    return [b"re:", *small, big, b"", bytearray(b"middle"), memoryview(big)[7:70_007], words]
 
 
 def status_count(transport: Transport, key: str) -> int:
@@ -135,6 +158,33 @@ async def check_large_frames(factory: TransportFactory) -> None:
         assert await ts[0].request(ts[1].node_id, big) == b"re:" + big
         await ts[1].broadcast(big)
         await hs[0].wait_for(lambda: big in hs[0].heard)
+
+
+async def check_reply_in_pieces(factory: TransportFactory) -> None:
+    want = b"".join(reply_in_pieces())
+    async with running(factory, 2) as (ts, _):
+        assert await ts[0].request(ts[1].node_id, b"pieces") == want
+        # pieces interleaved with other replies on the same connection stay whole
+        replies: dict[int, bytes] = {}
+
+        async def ask(i: int) -> None:
+            replies[i] = await ts[0].request(ts[1].node_id, b"pieces" if i % 2 else b"%d" % i)
+
+        async with anyio.create_task_group() as tg:
+            for i in range(6):
+                tg.start_soon(ask, i)
+        assert replies == {i: want if i % 2 else b"re:%d" % i for i in range(6)}
+
+
+async def check_reply_in_bad_pieces(factory: TransportFactory) -> None:
+    async with running(factory, 2) as (ts, _):
+        try:
+            await ts[0].request(ts[1].node_id, b"bad pieces", timeout=5)
+        except TransportError:
+            pass
+        else:
+            raise AssertionError("a reply with a piece that is not bytes must raise TransportError")
+        assert await ts[0].request(ts[1].node_id, b"after") == b"re:after"
 
 
 async def check_unknown_peer(factory: TransportFactory) -> None:
