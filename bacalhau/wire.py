@@ -59,6 +59,14 @@ MAX_BATCH_BYTES = 256 * 1024
 alone)."""
 DECODED_FRAMES = 8192
 """How many frames signed in this process a :class:`VerifiedCache` keeps decoded."""
+LONE_FRAMES = 8192
+"""Digests kept by the cache of a node that shares it with no other node (``bacalhau
+serve``). Such a node checks each frame it receives once (gossip drops the copies
+before), so its cache mostly serves its own frames coming back: 8,192 digests take about
+1.2 MB, where the 65,536 of a shared cache take 10 MB, which a busy node fills over
+minutes (its RSS then keeps rising that long)."""
+LONE_DECODED = 1024
+"""Frames a lone node's cache keeps decoded (its own, until they come back to it)."""
 DECODED_MAX_BYTES = 64 * 1024
 """Larger frames are not kept decoded (the cache holds what they say in memory)."""
 
@@ -99,10 +107,11 @@ class VerifiedCache:
     however large the frames are.
     """
 
-    def __init__(self, maxsize: int = 65536) -> None:
+    def __init__(self, maxsize: int = 65536, *, decoded_max: int = DECODED_FRAMES) -> None:
         self._digests: OrderedDict[bytes, None] = OrderedDict()
         self._decoded: OrderedDict[bytes, Any] = OrderedDict()
         self.maxsize = maxsize
+        self.decoded_max = decoded_max
         self.hits = 0
         self.verifications = 0
 
@@ -117,7 +126,7 @@ class VerifiedCache:
         self._remember(digest)
         if decoded is not None and len(frame) <= DECODED_MAX_BYTES:
             self._decoded[digest] = decoded
-            if len(self._decoded) > DECODED_FRAMES:
+            if len(self._decoded) > self.decoded_max:
                 self._decoded.popitem(last=False)
 
     def decoded(self, frame: bytes) -> Any:

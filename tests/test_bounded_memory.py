@@ -63,3 +63,25 @@ def test_the_event_log_counts_only_jobs_it_was_not_told_to_forget() -> None:
         log.forget_job(f"j-{i}")
     assert log.tracked_jobs() == 0
     assert len(log.read(0).events) == 200, "every line published once"
+
+
+def test_a_lone_node_keeps_a_small_verified_cache_and_a_network_shares_a_large_one() -> None:
+    """A node with a cache of its own (``bacalhau serve``) sees each frame once: 65,536
+    digests (10 MB, filled over minutes by a busy node) would only delay its RSS level."""
+    from bacalhau.identity import Identity
+    from bacalhau.node.node import Node
+    from bacalhau.transport.memory import MemoryHub
+    from bacalhau.wire import LONE_DECODED, LONE_FRAMES, VerifiedCache
+
+    identity = Identity.generate()
+    node = Node(transport=MemoryHub().transport(identity.node_id), identity=identity)
+    assert (node.verify_cache.maxsize, node.verify_cache.decoded_max) == (
+        LONE_FRAMES,
+        LONE_DECODED,
+    )
+    assert Network.in_memory(2).verify_cache.maxsize == VerifiedCache().maxsize > LONE_FRAMES
+    cache = VerifiedCache(4, decoded_max=2)
+    for i in range(10):
+        cache.add(b"frame %d" % i, decoded=i)
+    assert len(cache._digests) == 4 and len(cache._decoded) == 2
+    assert cache.decoded(b"frame 9") == 9 and cache.decoded(b"frame 7") is None

@@ -60,7 +60,7 @@ from ..protocol.messages import NodeAnnounced
 from ..protocol.nodes import HEARTBEAT, MIN_GAP, Announcer
 from ..protocol.requester import RequesterConfig, RequesterState
 from ..transport.base import Reply, Transport, TransportHandler
-from ..wire import VerifiedCache, pack, unpack
+from ..wire import LONE_DECODED, LONE_FRAMES, VerifiedCache, pack, unpack
 from .clock import Clock, SystemClock
 from .driver import Driver, Fault
 from .fraud import FraudDesk
@@ -163,7 +163,8 @@ class Node(TransportHandler):
         bid_acceptance: requester side: strategies every bid must pass before it can be
             chosen (``BidRequest.node_id`` is the bidder); the requester's
             ``acceptance_probe_http`` / ``acceptance_probe_exec`` hooks are added to them.
-        verify_cache: share one between the nodes of a process.
+        verify_cache: share one between the nodes of a process (default: a small one
+            of the node's own, :data:`~bacalhau.wire.LONE_FRAMES`).
         seed: seeds the requester's random choice of bids (for reproducible tests).
         max_message_age: envelopes older than this many seconds are refused as replays.
             It is also how long message ids, ended jobs' compute records and jobs merely
@@ -223,7 +224,7 @@ class Node(TransportHandler):
         self.compute_config = compute
         self._plugins = plugins
         self._extra_strategies = tuple(bid_strategies)
-        self.verify_cache = verify_cache or VerifiedCache()
+        self.verify_cache = verify_cache or VerifiedCache(LONE_FRAMES, decoded_max=LONE_DECODED)
         self.clock: Clock = clock or SystemClock()
         self.ticker = ticker if ticker is not None and ticker.shared_with(self.clock) else None
         self._chores: list[int] = []
