@@ -12,7 +12,9 @@ one task. Once its nodes have started, the network freezes the garbage collector
 view of the heap (``gc.freeze()``): the objects the nodes were built from are not
 walked again by every full collection while jobs run (at a thousand nodes that halves
 the latency of a job), and it raises the collector's thresholds (:data:`GC_THRESHOLD`);
-the heap is unfrozen and the thresholds restored when the network closes. When the network
+the heap is unfrozen and the thresholds restored when the network closes. Each node's
+event stream (``node.watch``) reports the nodes that join or leave once the network
+has started, not the nodes it started with. When the network
 closes it checks that no node left an execution running or a results folder behind, and
 that no node's state machines hit an internal error (a bug) while it ran.
 """
@@ -119,6 +121,7 @@ class Network:
         self.check_on_exit = check_on_exit
         self.freeze_heap = freeze_heap
         self.ticker = Ticker()
+        self._starting = False
         self._holds_heap = False
         self._data_dir = data_dir
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
@@ -179,8 +182,13 @@ class Network:
         await self._tg.__aenter__()
         try:
             await self._tg.start(self.ticker.run)
+            self._starting = True
             for options in self.per_node_options:
                 await self.add_node(**options)
+            self._starting = False
+            for node in self.nodes:  # the nodes it started with did not join: they were
+                node.watch.held = False  # there (a thousand nodes: not half a million
+                node.watch.start()  # events of nodes joining)
         except BaseException as exc:
             self._tg.cancel_scope.cancel()
             await self._tg.__aexit__(None, None, None)
@@ -249,6 +257,7 @@ class Network:
             verify_cache=self.verify_cache,
             **merged,
         )
+        node.watch.held = self._starting
         scope = anyio.CancelScope()
         stopped = anyio.Event()
 

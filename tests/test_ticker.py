@@ -192,3 +192,15 @@ async def test_overlapping_networks_restore_the_collector_whatever_order_they_cl
             close[1].set()
     assert gc.get_freeze_count() == 0
     assert gc.get_threshold() == thresholds
+
+
+async def test_a_network_does_not_report_the_nodes_it_started_with_as_joining() -> None:
+    async with Network.in_memory(4, per_node_options=[{"requester": None}] * 4) as net:
+        for node in net.nodes:
+            node.watch.poll()
+            kinds = {e.kind for e in node.watch.events.read(0).events}
+            assert NODE_JOINED not in kinds  # all four were there from the start
+        late = await net.add_node()
+        net.nodes[0].watch.poll()
+        joined = [e.node_id for e in net.nodes[0].watch.events.read(0).events]
+        assert joined == [late.node_id]  # one that joins after does show

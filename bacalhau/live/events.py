@@ -130,6 +130,11 @@ class EventHub:
         """How many jobs' published-line counts are kept (one per job not forgotten)."""
         return len(self._seen)
 
+    def peers_seen(self, peers: Iterable[str]) -> None:
+        """Record ``peers`` as the nodes there now, publishing nothing (the next
+        :meth:`peers_now` publishes what changed since)."""
+        self._peers = frozenset(peers)
+
     def peers_now(self, peers: Iterable[str]) -> None:
         """Publish which nodes joined and which left since the last call (the first call
         only records the nodes it is given)."""

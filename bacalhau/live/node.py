@@ -18,6 +18,7 @@ import orjson
 
 from ..errors import BacalhauError, DecodeError, TransportError
 from ..models import NodeInfo
+from ..protocol.nodes import NodeTable
 from ..wire import pack, unpack
 from .codec import decode_columns, encode_reply, note
 from .events import EventHub
@@ -178,6 +179,10 @@ class NodeWatch:
 
     node: Any
     events: EventHub = attrs.Factory(EventHub)
+    held: bool = False
+    """While True, :meth:`poll` publishes nothing (a :class:`~bacalhau.network.Network`
+    starting its nodes: they do not join, they are there; it calls :meth:`start` once
+    all have started)."""
     _registered: bool = False
 
     @property
@@ -205,11 +210,12 @@ class NodeWatch:
 
     def start(self) -> None:
         """Record the nodes seen now (the next :meth:`poll` publishes what changed)."""
-        self.events.peers_now(self.members())
+        self.events.peers_seen(self.members())
 
     def poll(self) -> None:
         """Publish the nodes that joined and left since the last look."""
-        self.events.peers_now(self.members())
+        if not self.held:
+            self.events.peers_now(self.members())
 
     # --- serving peers --------------------------------------------------------------------
 
@@ -268,7 +274,9 @@ class NodeWatch:
         """The other nodes this node sees: its transport's peers and the live nodes of its
         requester's table (one that leaves both has left)."""
         peers = self.node.peers()
-        known = {i.node_id for i in self.node.known_nodes()}
+        table: NodeTable = self.node.requester.nodes
+        table.expire(self.node.clock.now())
+        known = table.nodes.keys()  # a view: no copy of a thousand ids every second
         me = self.node.node_id
         if isinstance(peers, frozenset) and me not in peers and known <= peers:
             return peers  # the transport's own set (a compute-only node knows no table)
