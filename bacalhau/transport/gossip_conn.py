@@ -27,8 +27,10 @@ After the handshake every frame is ``[type, ...]``::
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import socket
 from collections import deque
 from collections.abc import Sequence
 from time import monotonic
@@ -101,6 +103,10 @@ and encode_reply); memoryviews among them are of unsigned bytes (format ``B``)."
 SEND_JOIN_MAX = 64 * 1024
 """Pieces smaller than this are joined with their neighbours into one buffer; larger
 ones are sent as they are (a copy of them would cost more than a buffer more)."""
+SEND_BUFFER = 4 * 1024 * 1024
+"""Kernel send buffer asked for each connection (the kernel caps it at
+``net.core.wmem_max``): a whole block-exchange reply fits, so a reply is written
+to the socket at once rather than partly copied into the stream's buffer."""
 IOV_MAX = 1024
 """Most buffers in one vectored write (Linux's IOV_MAX)."""
 
@@ -369,6 +375,10 @@ class Connection:
         # this loop is the connection's only writer once it runs (the handshake came
         # before): so the socket may be written directly while the stream is drained
         raw = self.stream.extra(SocketAttribute.raw_socket, None)
+        if raw is not None:
+            with contextlib.suppress(OSError):
+                if raw.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) < SEND_BUFFER:
+                    raw.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
         while self.close_reason is None:
             if not (self._control or self._direct or self._bulk):
                 if self.retiring is not None and self.drained:
