@@ -34,6 +34,7 @@ import contextlib
 import ctypes
 import ctypes.util
 import fcntl
+import functools
 import itertools
 import os
 import sys
@@ -107,8 +108,10 @@ def _read_file(path: str) -> bytes:
         os.close(fd)
 
 
+@functools.lru_cache(maxsize=8192)
 def _key(cid: bytes) -> str:
-    """The flatfs key of a block: base32 (upper, unpadded) of its multihash."""
+    """The flatfs key of a block: base32 (upper, unpadded) of its multihash (the
+    recent ones remembered: a fetched block's key is wanted again right away)."""
     return base64.b32encode(split_cid(cid)[2]).decode("ascii").rstrip("=")
 
 
