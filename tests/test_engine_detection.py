@@ -222,3 +222,37 @@ def test_node_info_says_which_engine_does_not_answer(
             future.cancel()
     executors = [line for line in capsys.readouterr().out.splitlines() if "Executors" in line]
     assert executors == ["Executors noop, wasm  (no engine answers: docker)"]
+
+
+@pytest.mark.anyio
+async def test_executors_of_one_process_share_an_engines_ping_for_a_moment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A thousand in-process nodes asking every few seconds ping a socket about once a
+    second; an answer older than PING_REUSE is asked again, and so is one the asker
+    got itself (an engine that started is seen at its next check)."""
+    from bacalhau.executor import docker, docker_params
+
+    now = [100.0]
+    pings = docker._SharedPings(lambda: now[0])
+    monkeypatch.setattr(docker, "_PINGS", pings)
+    asked: list[str] = []
+    real = docker_params.ping_unix_socket
+
+    def counting(host: str) -> bool:
+        asked.append(host)
+        return real(host)
+
+    monkeypatch.setattr(docker, "ping_unix_socket", counting)
+    sock = tmp_path / "engine.sock"
+    host = f"unix://{sock}"
+    executors = [docker.DockerExecutor(base_url=host) for _ in range(5)]
+    assert [await e.is_installed() for e in executors] == [False] * 5
+    assert asked == [host]  # one ping for all five
+    with fake_docker_engine(sock):
+        assert not await executors[1].is_installed()  # another's answer of a moment ago
+        assert await executors[0].is_installed()  # its own: asked again, it answers now
+        assert len(asked) == 2
+        now[0] += docker.PING_REUSE
+        assert await executors[1].is_installed()  # too old: asked again
+    assert len(asked) == 3

@@ -38,6 +38,7 @@ import os
 import re
 import secrets
 import stat
+import time
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -75,6 +76,37 @@ MIN_MEMORY = 6 * 1024 * 1024
 KILL_EVENT_SLACK_NS = 250_000_000
 CONNECT_TIMEOUT = 10.0
 """Seconds to wait for an engine to answer at all (node start must not hang on it)."""
+PING_REUSE = 1.0
+"""Seconds a unix-socket engine's ping answer is shared by the other executors of the
+process using that engine (a thousand in-process nodes, each asking every few seconds,
+ping it about once a second, not 200 times, each a hop to a worker thread). An
+executor asking again is never given its own last answer: it pings."""
+
+
+class _SharedPings:
+    """The last ping answer per engine socket, and who asked for it."""
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self.clock = clock
+        self._answers: dict[str, tuple[float, bool, int]] = {}
+
+    async def ping(self, host: str, asker: object) -> bool:
+        known = self._answers.get(host)
+        if (
+            known is not None
+            and known[2] != id(asker)
+            and 0 <= self.clock() - known[0] < PING_REUSE
+        ):
+            return known[1]
+        answer = await anyio.to_thread.run_sync(ping_unix_socket, host)
+        if len(self._answers) >= 64:  # a few engines per process at most
+            self._answers.clear()
+        self._answers[host] = (self.clock(), answer, id(asker))
+        return answer
+
+
+_PINGS = _SharedPings(time.monotonic)
+
 _NAME_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 _RFC3339 = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)$")
 T = TypeVar("T")
@@ -438,7 +470,7 @@ class DockerExecutor(Executor):
         Before the first job, an engine on a unix socket is pinged without building a
         Docker client (the node asks every few seconds; a client costs tens of ms)."""
         if self._engine is None and self.host.startswith("unix://"):
-            return await anyio.to_thread.run_sync(ping_unix_socket, self.host)
+            return await _PINGS.ping(self.host, self)
         try:
             engine = await self._connect()
             await self._call(engine.ping)
