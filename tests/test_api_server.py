@@ -529,3 +529,37 @@ async def test_stopping_the_server_ends_open_streams() -> None:
                     await client.health()
             await net.nodes[0].cancel(job_id)
         await net.wait_idle()
+
+
+@pytest.mark.anyio
+async def test_stopping_the_server_closes_a_connection_whose_request_outlived_the_grace() -> None:
+    """A request still waiting for its body when the server stops is cancelled after the
+    graceful time, and its connection closes: the client is not left waiting (the
+    server also closes, itself, any connection uvicorn leaves open)."""
+    async with Network.in_memory(1) as net, anyio.create_task_group() as tg:
+        scope = anyio.CancelScope()
+
+        async def serve(*, task_status: anyio.abc.TaskStatus[ApiAddress]) -> None:
+            with scope:
+                await serve_api(net.nodes[0], port=0, graceful=1, task_status=task_status)
+
+        address = await tg.start(serve)
+        stream = await anyio.connect_tcp(address.host, address.port)
+        async with stream:
+            # a request whose body never comes: the app waits for it past the grace time
+            await stream.send(
+                b"POST /api/v1/jobs HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n"
+                b"expect: 100-continue\r\ncontent-length: 1000\r\n\r\n"
+            )
+            with anyio.fail_after(30):  # the app asked for the body: the request is in
+                assert b"100 Continue" in await stream.receive()
+            scope.cancel()
+            received = b""
+            with anyio.fail_after(30):  # a hang guard: the connection must close, not wait
+                while True:
+                    try:
+                        chunk = await stream.receive()
+                    except (anyio.EndOfStream, anyio.BrokenResourceError):
+                        break
+                    received += chunk
+        assert b"201" not in received  # the request was not served; the connection ended

@@ -193,6 +193,49 @@ class CutProxy:
             tg.cancel_scope.cancel()
 
 
+async def test_a_reconnect_attempt_that_fails_its_handshake_closes_its_socket(
+    nats_server: NatsServer,
+) -> None:
+    """nats-py reuses its transport object for the next reconnect attempt without closing
+    the socket of one that connected but failed the handshake; the transport closes it.
+    Left open, the socket leaked until the garbage collector found it, and its
+    ``ResourceWarning`` failed an unrelated test in a CI run."""
+    proxy = CutProxy(nats_server.port)
+    accepted: list[anyio.abc.SocketStream] = []
+    closed_by_client: list[int] = []
+
+    async def mute(stream: anyio.abc.SocketStream) -> None:
+        """Accept, never say INFO, and note when the client closes its end."""
+        index = len(accepted)
+        accepted.append(stream)
+        async with stream:
+            with contextlib.suppress(anyio.EndOfStream, anyio.BrokenResourceError):
+                while True:
+                    await stream.receive()
+            closed_by_client.append(index)
+
+    async with proxy.running(), anyio.create_task_group() as tg:
+        opts = NatsOptions(
+            servers=(f"nats://127.0.0.1:{proxy.port}",),
+            subject="bacalhau.mute" + os.urandom(4).hex(),
+            **{**FAST, "connect_timeout": 2.0},
+        )
+        node = NatsTransport(Identity.generate(), opts)
+        await tg.start(node.run, RecordingHandler(node.node_id))
+        proxy.cut()
+        await eventually(lambda: not node.status()["connected"])
+        # the proxy's port now answers with a server that never completes a handshake
+        listener = await proxy._listen()
+        async with listener, anyio.create_task_group() as muted:
+            raw = [listener.extra(anyio.abc.SocketAttribute.raw_socket)]
+            muted.start_soon(serve_sockets, raw, mute, muted)
+            # the first attempt times out and the client moves on to a second one
+            await eventually(lambda: len(accepted) >= 2, limit=30)
+            await eventually(lambda: 0 in closed_by_client, limit=30)
+            muted.cancel_scope.cancel()
+        tg.cancel_scope.cancel()
+
+
 async def test_bounded_buffer_while_disconnected(
     nats_server: NatsServer, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -115,6 +115,13 @@ class ConnectionGuard:
     def closed(self, conn: GuardedH11Protocol) -> None:
         self.open.pop(conn, None)
 
+    def close_all(self) -> None:
+        """Close every connection still open (the server has stopped). uvicorn cancels
+        a request that outlives its graceful shutdown but leaves its connection open:
+        the client would wait on it, and the socket would leak until collected."""
+        for conn in list(self.open):
+            conn.close_quietly()
+
 
 class GuardedH11Protocol(H11Protocol):
     """uvicorn's h11 protocol under a :class:`ConnectionGuard` (see the module docs)."""

@@ -703,7 +703,8 @@ async def serve_api(
     Start it with ``address = await tg.start(partial(serve_api, node, port=0))``:
     ``task_status.started`` reports the :class:`ApiAddress` (the real port when
     ``port`` is 0) once the socket listens. On cancellation, open streams end,
-    in-flight requests get ``graceful`` seconds, and the socket is closed.
+    in-flight requests get ``graceful`` seconds, then every connection still open is
+    closed, and so is the socket.
 
     Raises:
         ValidationError: ``host`` is beyond loopback and no ``token`` is given.
@@ -721,6 +722,11 @@ async def serve_api(
     app = create_app(node, token=token, limits=limits)
     sock = bind_listener(host, port)
     address = ApiAddress(host, sock.getsockname()[1])
+    guard = ConnectionGuard(
+        max_connections=limits.max_connections,
+        header_timeout=limits.header_timeout,
+        body_timeout=limits.body_timeout,
+    )
     config = uvicorn.Config(
         app,
         log_config=None,
@@ -731,13 +737,7 @@ async def serve_api(
         proxy_headers=False,
         timeout_graceful_shutdown=max(1, graceful),
         h11_max_incomplete_event_size=64 * 1024,
-        http=guarded_protocol(
-            ConnectionGuard(
-                max_connections=limits.max_connections,
-                header_timeout=limits.header_timeout,
-                body_timeout=limits.body_timeout,
-            )
-        ),
+        http=guarded_protocol(guard),
         timeout_keep_alive=max(1, int(limits.keep_alive)),
     )
     server = QuietServer(config)
@@ -751,6 +751,7 @@ async def serve_api(
             except BaseException as exc:  # SystemExit from a failed uvicorn startup
                 failure.append(exc)
             finally:
+                guard.close_all()
                 sock.close()
                 stopped.set()
 

@@ -267,13 +267,16 @@ class NatsTransport(Transport):
         async def on_error(exc: Exception) -> None:
             text = str(exc) or type(exc).__name__
             self._last_error = text
-            if not nc.is_connected and self._nc is None:
-                # A failed first connection: nats-py leaves the socket of every other
-                # failed attempt open, so close it here (closing twice is harmless).
+            if not nc.is_connected:
+                # A failed attempt, to connect or to reconnect: nats-py reuses its
+                # transport object for the next attempt without closing this attempt's
+                # socket (a server that accepted but did not finish the handshake), so
+                # close it here (closing twice is harmless). Left open, it leaked until
+                # collected: a ResourceWarning that failed an unrelated test in CI.
                 transport = getattr(nc, "_transport", None)
                 if transport is not None:
                     transport.close()
-                if _is_auth_error(text) or isinstance(exc, ssl.SSLError):
+                if self._nc is None and (_is_auth_error(text) or isinstance(exc, ssl.SSLError)):
                     refused.set()
             log.debug("NATS error for %s: %s", self.node_id, text)
 
