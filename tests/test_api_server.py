@@ -548,7 +548,8 @@ async def test_stopping_the_server_closes_a_connection_whose_request_outlived_th
         async with stream:
             # a request whose body never comes: the app waits for it past the grace time
             await stream.send(
-                b"POST /api/v1/jobs HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n"
+                b"POST /api/v1/jobs HTTP/1.1\r\nhost: 127.0.0.1\r\n"
+                b"content-type: application/json\r\n"
                 b"expect: 100-continue\r\ncontent-length: 1000\r\n\r\n"
             )
             with anyio.fail_after(30):  # the app asked for the body: the request is in
