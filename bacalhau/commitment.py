@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections import OrderedDict
 from typing import TYPE_CHECKING
 
 import attrs
@@ -148,13 +149,27 @@ class Commitment:
 _STATEMENT = b"bacalhau/commitment/v1\n"
 
 
+_DIGESTS: OrderedDict[int, tuple[JobSpec, bytes]] = OrderedDict()
+"""The digests of the last :data:`_DIGESTS_KEPT` spec objects, by identity (each entry
+holds its spec, so an id is never reused while cached): the nodes of one process share
+a job's spec object, and each would work out the same canonical JSON again."""
+_DIGESTS_KEPT = 256
+
+
 def spec_digest(spec: JobSpec) -> bytes:
     """sha256 of the spec's canonical JSON (sorted keys, no spaces): the same on every
     node whatever order its fields travelled in."""
+    known = _DIGESTS.get(id(spec))
+    if known is not None and known[0] is spec:
+        return known[1]
     from .convert import to_json_data
 
     text = json.dumps(to_json_data(spec), sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).digest()
+    digest = hashlib.sha256(text.encode()).digest()
+    _DIGESTS[id(spec)] = (spec, digest)
+    if len(_DIGESTS) > _DIGESTS_KEPT:
+        _DIGESTS.popitem(last=False)
+    return digest
 
 
 def spec_cid(spec: JobSpec) -> str:

@@ -105,6 +105,10 @@ MAX_HEARD_BYTES = 64 * 1024 * 1024
 """Most bytes of job specs kept for jobs merely heard of."""
 
 
+WEIGHTS_KEPT = 64
+"""Spec objects whose :func:`spec_weight` a compute side remembers."""
+
+
 def spec_weight(spec: JobSpec) -> int:
     """About how many bytes a heard job's record holds (its spec, as it travels)."""
     return 512 + len(msgpack.packb(to_data(spec), use_bin_type=True))
@@ -147,6 +151,7 @@ class ComputeState:
         """Jobs merely heard of (evaluating or declined), oldest first, with their size."""
         self.heard_bytes = 0
         self.evicted = 0
+        self._weights: OrderedDict[int, tuple[JobSpec, int]] = OrderedDict()
 
     def keeps(self, job: ComputeJob) -> bool:
         """Whether ``job`` is worth keeping across a restart: jobs this node bid on are;
@@ -158,9 +163,21 @@ class ComputeState:
         if weight is not None:
             self.heard_bytes -= weight
 
+    def _weigh(self, spec: JobSpec) -> int:
+        """:func:`spec_weight`, once per spec object of the last few (the nodes of one
+        process share a job's spec object, and a requester's jobs often share one)."""
+        known = self._weights.get(id(spec))
+        if known is not None and known[0] is spec:
+            return known[1]
+        weight = spec_weight(spec)
+        self._weights[id(spec)] = (spec, weight)  # holds the spec: its id stays its own
+        if len(self._weights) > WEIGHTS_KEPT:
+            self._weights.popitem(last=False)
+        return weight
+
     def _hear(self, msg: JobCreated, sender: str, now: float) -> list[Command]:
         """Keep a heard job within the bounds, evicting the oldest heard ones."""
-        weight = spec_weight(msg.spec)
+        weight = self._weigh(msg.spec)
         out: list[Command] = []
         while self.heard and (
             len(self.heard) >= self.max_heard or self.heard_bytes + weight > self.max_heard_bytes
