@@ -181,7 +181,7 @@ class BlockStore:
         raw = to_cid(cid)
         if identity_data(raw) is not None:
             return True
-        return self._file(raw)[0].exists()
+        return os.path.exists(self._path(raw)[0])
 
     def get(self, cid: AnyCid) -> bytes:
         """The block's bytes, as stored (not re-hashed; see :meth:`get_verified`).

@@ -32,7 +32,7 @@ from ..base import Reader
 from ._util import unwrap_group
 from .blockstore import BlockStore
 from .dagpb import decode_node
-from .unixfs import DataType, decode_unixfs
+from .unixfs import DataType, decode_unixfs, file_leaf_parts
 
 __all__ = [
     "BlockSource",
@@ -283,8 +283,15 @@ async def _file_bytes(
     end: int,
     depth: int = 0,
     max_depth: int = DEFAULT_DAG_LIMITS.max_depth,
+    *,
+    views: bool = False,
 ) -> AsyncIterator[bytes]:
-    """Bytes ``[start, end)`` of a file node (offsets relative to the node)."""
+    """Bytes ``[start, end)`` of a file node (offsets relative to the node).
+
+    With ``views`` the data of a canonical dag-pb leaf (as ``ipfs add`` and the
+    importer write them) comes as a memoryview into its block, not decoded (two
+    copies) first; the caller must accept buffers, not only ``bytes``.
+    """
     if depth > max_depth:
         raise StorageError(
             f"{cid_str(node.cid)}: file DAG nests deeper than {max_depth} levels "
@@ -309,6 +316,12 @@ async def _file_bytes(
         window = wanted[i : i + WINDOW]
         blocks = await src.get_many([c for _, _, c in window])
         for (offset, size, child), block in zip(window, blocks, strict=True):
+            leaf = _leaf_data(child, block, size) if views else None
+            if leaf is not None:
+                lo = max(0, start - offset)
+                if lo < size:
+                    yield leaf[lo : end - offset]  # type: ignore[misc]
+                continue
             sub = decode_block(child, block)
             if sub.kind not in (DataType.FILE, DataType.RAW) or sub.size != size:
                 raise StorageError(
@@ -316,9 +329,26 @@ async def _file_bytes(
                     f" of {_type_name(sub.kind)}, its parent says {size} bytes of file"
                 )
             async for piece in _file_bytes(
-                src, sub, max(0, start - offset), end - offset, depth + 1, max_depth
+                src, sub, max(0, start - offset), end - offset, depth + 1, max_depth, views=views
             ):
                 yield piece
+
+
+def _leaf_data(cid: bytes, block: bytes, size: int) -> memoryview | None:
+    """The data of ``block`` as a view when it is exactly the canonical dag-pb leaf of
+    ``size`` bytes of file data (``head + data + tail``, see
+    :func:`~bacalhau.storage.ipfs.unixfs.file_leaf_parts`): what decoding it would
+    give, without the copies. None for any other block (decode it)."""
+    if size <= 0 or split_cid(cid)[1] != DAG_PB:
+        return None
+    head, tail = file_leaf_parts(size)
+    if (
+        len(block) != len(head) + size + len(tail)
+        or not block.startswith(head)
+        or not block.endswith(tail)
+    ):
+        return None
+    return memoryview(block)[len(head) : len(head) + size]
 
 
 def _reading(blocks: Any, cid: AnyCid) -> contextlib.AbstractContextManager[None]:
@@ -546,7 +576,7 @@ async def _export(walk: _Walk, cid: bytes, dest: Path, depth: int) -> None:
             async with send:
                 pending: list[bytes] = []
                 held = 0
-                async for piece in _file_bytes(src, node, 0, node.size, 0, max_depth):
+                async for piece in _file_bytes(src, node, 0, node.size, 0, max_depth, views=True):
                     pending.append(piece)
                     held += len(piece)
                     if held >= 1 << 20:
