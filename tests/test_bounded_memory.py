@@ -85,3 +85,16 @@ def test_a_lone_node_keeps_a_small_verified_cache_and_a_network_shares_a_large_o
         cache.add(b"frame %d" % i, decoded=i)
     assert len(cache._digests) == 4 and len(cache._decoded) == 2
     assert cache.decoded(b"frame 9") == 9 and cache.decoded(b"frame 7") is None
+
+
+def test_the_replay_cache_keeps_a_small_digest_per_message() -> None:
+    """A busy node remembers 100,000 message ids or more for ``max_message_age``: each is a
+    16-byte digest of (sender, id), which no other pair shares, not a tuple of both."""
+    import sys
+
+    from bacalhau.node.gate import replay_key
+
+    keys = {replay_key(s, m) for s, m in (("ab", b"c"), ("a", b"bc"), ("ab", b"d"), ("b", b"c"))}
+    assert len(keys) == 4, "the sender is length-prefixed: 'ab'+'c' is not 'a'+'bc'"
+    assert replay_key("ab", b"c") == replay_key("ab", b"c")
+    assert all(len(k) == 16 and sys.getsizeof(k) < 64 for k in keys)
