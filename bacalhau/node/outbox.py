@@ -6,7 +6,8 @@ frames to one peer arrive in the order they were sent. The sender takes every
 message waiting for its destination at once and sends them as one frame, signed
 once (a batch, :func:`~bacalhau.wire.encode_batch`): under load a node signs and
 sends far fewer frames than messages, and a lone message leaves as soon as the
-sender runs (nothing waits to fill a batch). A direct send is retried a few times
+sender runs (nothing waits to fill a batch). A drained queue to a peer keeps its task
+for :data:`LINGER` seconds, then ends. A direct send is retried a few times
 with backoff; past that the frame is dropped and counted (the protocol's timers
 cover loss). A full queue drops new messages, also counted.
 """
@@ -46,6 +47,9 @@ EVENT_PROTOCOL = "event"
 SEND_BACKOFF = (0.05, 0.25, 1.0, 0.0)
 """Pauses between the (at most four) attempts of a direct send."""
 SEND_TIMEOUT = 10.0
+LINGER = 0.5
+"""Seconds a drained queue to one peer waits for more before its sender task ends (so
+the messages of one job to one node, a round trip apart, share a task)."""
 OUTBOX_LIMIT = 10_000
 """Messages queued for one destination before new ones are dropped."""
 
@@ -162,15 +166,21 @@ class Outbox:
         a few times."""
         while not box.closed:
             if not box.queue:
-                if dest != BROADCAST:
-                    # drained: retire the queue (peers' ids cost nothing to make, so a
-                    # queue and a task per id ever answered would grow without bound)
-                    if self._boxes.get(dest) is box:
-                        del self._boxes[dest]
-                    return
                 box.wake = anyio.Event()
-                await box.wake.wait()
-                continue
+                if dest == BROADCAST:
+                    await box.wake.wait()
+                    continue
+                # drained: wait a moment for more (a job's next message to this node
+                # comes a round trip later), then retire the queue (peers' ids cost
+                # nothing to make, so a queue and a task per id ever answered would grow
+                # without bound)
+                with anyio.move_on_after(LINGER):
+                    await box.wake.wait()
+                if box.queue or box.closed:
+                    continue
+                if self._boxes.get(dest) is box:
+                    del self._boxes[dest]
+                return
             batch = self._take(box)
             frame = self.seal(batch)
             self.stats["frames_sent"] += 1
