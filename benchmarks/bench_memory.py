@@ -111,9 +111,7 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
             gc_interval=1.0,
             **({"max_message_age": args.windows} if args.windows else {}),
         ) as net:
-            if args.windows:
-                for node in net.nodes:
-                    node.compute.tombstone_ttl = args.windows
+            # max_message_age also sets the compute tombstones' time (Node ties them)
             submitter = net.nodes[0]
             previous = None
             base_rss = rss_mb()
