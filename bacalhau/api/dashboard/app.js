@@ -61,10 +61,12 @@ async function getJSON(path) {
   return r.json();
 }
 
-// Yields each JSON line of a streamed NDJSON response (blank keep-alive lines skipped).
-async function* ndjson(path, signal) {
+// Yields each JSON line of a streamed NDJSON response (blank keep-alive lines skipped);
+// calls opened() once the response has begun (a quiet stream may send no line for long).
+async function* ndjson(path, signal, opened) {
   const r = await fetch(path, { credentials: "same-origin", signal });
   if (!r.ok) throw new Error(`${path}: HTTP ${r.status}`);
+  if (opened) opened();
   const reader = r.body.getReader();
   const dec = new TextDecoder();
   let buf = "";
@@ -88,8 +90,9 @@ async function followEvents() {
   for (;;) {
     const q = after === null ? "tail=5000" : `after=${after}`;
     try {
-      for await (const ev of ndjson(`${API}/events?follow=true&${q}`)) {
-        setLive("live");
+      for await (const ev of ndjson(`${API}/events?follow=true&${q}`, undefined, () =>
+        setLive("live"),
+      )) {
         if (ev.seq === undefined) {             // a "skipped" note: events were missed
           if (ev.skipped) later("jobs", loadJobs, 250);
           continue;
