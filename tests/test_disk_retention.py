@@ -5,6 +5,7 @@ pinned for a retention period, and leftover execution folders are removed."""
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import time
 from pathlib import Path
@@ -14,10 +15,13 @@ import pytest
 from bacalhau import JobSpec, JobState, Network
 from bacalhau.cid import RAW, cid_str, make_cid
 from bacalhau.errors import ValidationError
+from bacalhau.identity import Identity
 from bacalhau.node.clock import VirtualClock
+from bacalhau.node.node import Node
 from bacalhau.node.retention import DiskRetention, collect_disk
 from bacalhau.storage.ipfs.blockstore import BlockStore
 from bacalhau.storage.ipfs.importer import add_bytes
+from bacalhau.transport.memory import MemoryHub
 
 BLOCK = 1000
 
@@ -184,9 +188,22 @@ def test_serve_max_message_age_bounds_the_replay_window_and_compute_tombstones(
     short = build_node(parse("--max-message-age", "90"))
     assert short.gate.max_message_age == short.max_message_age == 90.0
     assert short.compute.tombstone_ttl == short.compute.heard_ttl == 90.0
-    for bad in ("0", "-5", "nan"):
+    for bad in ("0", "-5", "nan", "inf"):
         with pytest.raises(ValidationError, match="--max-message-age"):
             build_node(parse("--max-message-age", bad))
+
+
+@pytest.mark.parametrize("bad", [0.0, -5.0, math.nan, math.inf])
+def test_a_node_refuses_a_replay_window_that_is_not_a_positive_finite_time(bad: float) -> None:
+    """nan would make every age check pass (any replay admitted), inf the same, and both
+    would keep ended jobs' records forever: an embedding program gets a clear error."""
+    with pytest.raises(ValidationError, match="max_message_age must be a positive, finite"):
+        identity = Identity.generate()
+        Node(
+            transport=MemoryHub().transport(identity.node_id),
+            identity=identity,
+            max_message_age=bad,
+        )
 
 
 def test_a_streamed_read_keeps_the_blocks_it_has_yet_to_serve(tmp_path: Path) -> None:

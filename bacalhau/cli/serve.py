@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import functools
 import logging
+import math
 import os
 import signal
 import sys
@@ -514,7 +515,7 @@ def build_node(args: argparse.Namespace) -> Any:
     if args.job_retention < 0:
         raise ValidationError("--job-retention must be 0 (keep forever) or a number of days")
     disk = disk_retention_from_args(args)
-    if not args.max_message_age > 0:
+    if not 0 < args.max_message_age < math.inf:
         raise ValidationError("--max-message-age must be a positive number of seconds")
     return Node(
         transport=build_transport(args, identity),

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 import random
 import tempfile
 import time
@@ -264,8 +265,12 @@ class Node(TransportHandler):
             config=rconfig,
             rng=random.Random(seed),
         )
-        if max_message_age <= 0:
-            raise ValidationError("max_message_age must be positive", field="max_message_age")
+        if not 0 < max_message_age < math.inf:  # nan or inf would let any replay in
+            raise ValidationError(
+                f"max_message_age must be a positive, finite number of seconds, "
+                f"not {max_message_age!r}",
+                field="max_message_age",
+            )
         # a fresh gate (after a restart) admits any frame younger than max_message_age:
         # ended and heard jobs' records outlive that window, so a replay finds them
         window = max_message_age
