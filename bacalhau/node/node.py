@@ -266,11 +266,8 @@ class Node(TransportHandler):
             rng=random.Random(seed),
         )
         if not 0 < max_message_age < math.inf:  # nan or inf would let any replay in
-            raise ValidationError(
-                f"max_message_age must be a positive, finite number of seconds, "
-                f"not {max_message_age!r}",
-                field="max_message_age",
-            )
+            why = "max_message_age must be a positive, finite number of seconds"
+            raise ValidationError(f"{why}, not {max_message_age!r}", field="max_message_age")
         # a fresh gate (after a restart) admits any frame younger than max_message_age:
         # ended and heard jobs' records outlive that window, so a replay finds them
         window = max_message_age
