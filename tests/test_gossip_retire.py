@@ -11,7 +11,6 @@ a request is in the peer's handler when the smaller id dials a second connection
 
 from __future__ import annotations
 
-import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -20,6 +19,7 @@ import pytest
 
 from bacalhau.errors import PeerUnreachable
 from bacalhau.identity import Identity
+from bacalhau.testing.ports import listening_socket
 from bacalhau.transport.base import TransportHandler
 from bacalhau.transport.gossip import GossipOptions, GossipTransport
 
@@ -46,14 +46,6 @@ class HeldHandler(TransportHandler):
         return b"re:" + frame
 
 
-def _listening() -> socket.socket:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(16)
-    return sock
-
-
 @asynccontextmanager
 async def pair(
     options: GossipOptions = FAST,
@@ -62,7 +54,7 @@ async def pair(
     the *bigger* id dialled: the one a second connection from the smaller id replaces."""
     a, b = Identity.generate(), Identity.generate()
     small_id, big_id = sorted([a, b], key=lambda i: i.node_id)
-    socks = [_listening(), _listening()]
+    socks = [listening_socket(), listening_socket()]
     try:
         small = GossipTransport(small_id, listen_socket=socks[0], options=options)
         big = GossipTransport(

@@ -12,6 +12,7 @@ import pytest
 
 from bacalhau.identity import Identity
 from bacalhau.testing.conformance import CHECKS, RecordingHandler, running
+from bacalhau.testing.ports import listening_socket
 from bacalhau.transport.base import Transport
 from bacalhau.transport.gossip import GossipOptions, GossipTransport
 
@@ -20,21 +21,13 @@ pytestmark = pytest.mark.anyio
 FAST = GossipOptions(heartbeat=0.1, backoff_min=0.05, backoff_max=0.5)
 
 
-def bound_socket() -> socket.socket:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(128)
-    return sock
-
-
 @contextlib.asynccontextmanager
 async def gossip_transports(
     n: int, *, options: GossipOptions = FAST, secret: str | None = None
 ) -> AsyncIterator[list[Transport]]:
     """n transports on loopback; each knows only the first one's address (peer
     exchange must introduce the rest)."""
-    socks = [bound_socket() for _ in range(n)]
+    socks = [listening_socket() for _ in range(n)]
     first = socks[0].getsockname()
     try:
         yield [
@@ -139,7 +132,7 @@ async def test_a_network_of_nodes_over_tcp_gossip_runs_jobs() -> None:
 async def test_invalid_frames_are_not_forwarded_and_valid_ones_are_relayed() -> None:
     """A line a - b - c (a and c may hold one peer each): c hears a only through b,
     and b does not relay what its node found invalid."""
-    socks = [bound_socket() for _ in range(3)]
+    socks = [listening_socket() for _ in range(3)]
     hub = socks[1].getsockname()
     edge = GossipOptions(heartbeat=0.1, max_peers=1, target_peers=1, backoff_min=0.05)
     a, b, c = (
@@ -213,7 +206,6 @@ async def test_no_copies_cross_a_full_mesh_beyond_the_first_hop() -> None:
 async def test_serve_sockets_accepts_until_cancelled_and_leaves_the_socket_open() -> None:
     """The race-free accept loop (transport/accept.py): every connection reaches the
     handler; cancelling it while a client waits in the backlog raises nothing."""
-    import socket
 
     from bacalhau.transport.accept import serve_sockets
 

@@ -23,7 +23,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
-__all__ = ["PortClash", "ephemeral_range", "free_port", "is_port_clash", "with_fresh_ports"]
+__all__ = [
+    "PortClash",
+    "ephemeral_range",
+    "free_port",
+    "is_port_clash",
+    "listening_socket",
+    "with_fresh_ports",
+]
 
 T = TypeVar("T")
 
@@ -68,6 +75,21 @@ def _binds(host: str, port: int) -> bool:
                 return False
             raise
     return True
+
+
+def listening_socket(host: str = "127.0.0.1", *, backlog: int = 128) -> socket.socket:
+    """A TCP socket bound to a port of ``host`` the kernel picks, already listening: its
+    address is known before any server runs, and no other process can take it meanwhile
+    (nothing to retry, unlike :func:`free_port`). The caller closes it."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, 0))
+        sock.listen(backlog)
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
 def free_port(host: str = "127.0.0.1", *, rng: random.Random | None = None) -> int:
