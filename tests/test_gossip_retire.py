@@ -11,6 +11,7 @@ a request is in the peer's handler when the smaller id dials a second connection
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -139,3 +140,29 @@ async def test_a_retired_connection_still_busy_is_cut_at_its_time_limit() -> Non
         assert len(failure) == 1 and "within" not in str(failure[0])
         assert not small._retiring and not big._retiring
         assert small.peers() == {big.node_id}
+
+
+async def test_a_peer_that_dials_again_and_again_keeps_one_old_connection_at_most() -> None:
+    """Retiring keeps an old connection open while work is in flight on it; a peer that
+    redials in a loop must not pile them up (each would hold a socket for up to
+    ``retire_timeout``): beyond one per peer, a replaced connection is closed at once."""
+    async with pair() as (small, big, _, big_handler), anyio.create_task_group() as tg:
+        tg.start_soon(functools.partial(small.request, big.node_id, b"held", timeout=30))
+        with anyio.fail_after(10):
+            await big_handler.arrival.wait()
+        await _replace_connection(small, big)
+        for _ in range(3):  # the smaller id dials again, each time replacing the last
+            before = small._conns[big.node_id], big._conns[small.node_id]
+            known = small._book.get(big.node_id)
+            assert known is not None and small._tg is not None
+            small._tg.start_soon(small._dial, known)
+            with anyio.fail_after(10):  # both ends took the new connection
+                while small._conns.get(big.node_id) in (None, before[0]) or big._conns.get(
+                    small.node_id
+                ) in (None, before[1]):
+                    await anyio.sleep(0.01)
+        # the first old connection is still busy: every later one was closed, not retired
+        assert small.stats["retired"] == big.stats["retired"] == 1
+        assert len(small._retiring) == len(big._retiring) == 1
+        assert small.peers() == {big.node_id}
+        big_handler.release.set()

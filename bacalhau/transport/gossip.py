@@ -443,7 +443,12 @@ class GossipTransport(Transport):
         return None
 
     def _retire(self, conn: Connection, reason: str) -> None:
-        """Retire ``conn``: it closes once the work in flight on it is done."""
+        """Retire ``conn``: it closes once the work in flight on it is done. One at a
+        time per peer: a peer that dials again and again cannot keep old connections
+        open for ``retire_timeout`` each; a further one is closed at once."""
+        if any(c.peer_id == conn.peer_id for c in self._retiring):
+            conn.close(reason)
+            return
         conn.retire(reason, within=self.options.retire_timeout)
         self._retiring.add(conn)
         self.stats["retired"] += 1
