@@ -135,6 +135,27 @@ async def test_verifier_proposes_the_canonical_hash(tmp_path: Path) -> None:
         )
 
 
+def test_proposal_from_a_digest_opens_as_the_folder_proposal(tmp_path: Path) -> None:
+    (tmp_path / "stdout").write_text("out")
+    verifier = DeterministicVerifier(identity=REQ)
+    digest = hash_tree(tmp_path)
+    proposal = verifier.propose_digest(
+        digest, job_id=JOB, node_id=A, requester_key=REQ.seal_public_key
+    )
+    assert proposal is not None
+    assert verifier.open(job_id=JOB, node_id=A, proposal=proposal) == digest
+    with pytest.raises(VerificationError, match=r"^replayed"):
+        verifier.open(job_id=JOB2, node_id=A, proposal=proposal)
+
+    class Own(DeterministicVerifier):  # a subclass with its own proposal keeps it
+        async def propose(
+            self, *, job_id: str, node_id: str, results_dir: Path, requester_key: bytes
+        ) -> bytes:
+            return b"own"
+
+    assert Own().propose_digest(digest, job_id=JOB, node_id=A, requester_key=bytes(32)) is None
+
+
 def test_verifier_takes_identity_from_the_node_services() -> None:
     class Services:
         identity = REQ

@@ -433,9 +433,17 @@ class ExecutionRunner:
         early = verifier.reads_only  # else the digest is taken after proposing
         produced = await self.produce(job_id, spec, self.folder(job_id), digest=early)
         results, exit_code, stdout, stderr, digest = produced
-        proposal = await verifier.propose(
-            job_id=job_id, node_id=self.node_id, results_dir=results, requester_key=seal_key
+        proposal = (
+            None
+            if digest is None
+            else verifier.propose_digest(
+                digest, job_id=job_id, node_id=self.node_id, requester_key=seal_key
+            )
         )
+        if proposal is None:
+            proposal = await verifier.propose(
+                job_id=job_id, node_id=self.node_id, results_dir=results, requester_key=seal_key
+            )
         if digest is None:
             digest = await anyio.to_thread.run_sync(hash_tree, results)
         commitment = await self._commit(spec, results, digest, exit_code, stdout, stderr)

@@ -29,6 +29,15 @@ class Verifier(abc.ABC):
     ) -> bytes:
         """Compute side: the proposal for the requester (whose X25519 key is given)."""
 
+    def propose_digest(
+        self, digest: bytes, *, job_id: str, node_id: str, requester_key: bytes
+    ) -> bytes | None:
+        """Compute side, for a :attr:`reads_only` verifier whose proposal depends only on
+        the results' canonical digest (:func:`~bacalhau.verifier.canonical.hash_tree`),
+        which the runner has already taken: the same proposal as :meth:`propose`,
+        without reading the results again. None (the default): call :meth:`propose`."""
+        return None
+
     @abc.abstractmethod
     def open(self, *, job_id: str, node_id: str, proposal: bytes) -> bytes | None:
         """Requester side: the digest inside ``proposal`` from ``node_id``.
