@@ -166,7 +166,7 @@ async def test_blocks_come_from_several_providers_in_parallel(tmp_path: Path) ->
     await services[3].fetch_dag(cid)
     assert await read(services[3].store, cid) == data
     served = [s.stats["blocks_served"] for s in services[:3]]
-    assert sum(1 for n in served if n > 0) >= 2, served
+    assert all(n > 0 for n in served), served  # each provider took its share of the leaves
 
 
 async def import_copy(src: BlockService, dst: BlockService, cid: str, tmp_path: Path) -> None:
@@ -178,10 +178,10 @@ async def import_copy(src: BlockService, dst: BlockService, cid: str, tmp_path: 
 @pytest.mark.anyio
 async def test_fetch_resumes_after_a_provider_vanishes(tmp_path: Path) -> None:
     hub, (a, b, c) = make_nodes(tmp_path, 3)
-    data = payload_bytes(6 * 1024 * 1024)
+    data = payload_bytes(16 * 1024 * 1024)  # 256 leaves: each provider's share needs 2+ asks
     cid = await add_bytes(a.store, data, chunk_size=65536)
     await import_copy(a, b, cid, tmp_path)
-    hub.vanish_after["node-0"] = 2  # serves two replies, then is gone mid-transfer
+    hub.vanish_after["node-0"] = 1  # serves one reply, then is gone mid-transfer
     await c.fetch_dag(cid)
     assert "node-0" in hub.down
     assert a.stats["blocks_served"] > 0, "the vanished provider had served part of the DAG"
@@ -634,3 +634,17 @@ async def test_provided_roots_are_announced_again_before_records_lapse(tmp_path:
         tg.cancel_scope.cancel()
     records_now[0] += c.records.ttl + 1
     assert c.records.providers(cid) == []  # and c's record of it lapses
+
+
+def test_a_fetch_splits_what_is_left_among_its_providers() -> None:
+    state = exchange._Fetch(dag=True)
+    state.add([bytes([1, i]) for i in range(10)])
+    state.pumps.update({"p", "q", "r"})
+    assert state.share("p") == 4  # ceil(10 / 3)
+    for _ in range(4):  # p asks for four
+        state.queue.popleft()
+    state.peer_cids["p"] = 4
+    assert state.share("p") == 0  # holds its share in flight: the others ask next
+    assert state.share("q") == 4
+    state.failed["r"] = "gone"
+    assert state.share("q") == 5  # r's share goes to those still pumping

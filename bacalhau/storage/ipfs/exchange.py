@@ -172,7 +172,19 @@ class _Fetch:
     received_bytes: int = 0
     windows: dict[str, FlowWindow] = attrs.Factory(dict)
     peer_in_flight: collections.Counter[str] = attrs.Factory(collections.Counter)
+    peer_cids: collections.Counter[str] = attrs.Factory(collections.Counter)
+    """CIDs asked of each provider and not yet answered."""
+    pumps: set[str] = attrs.Factory(set)
+    """Providers whose pump is running."""
     bytes_in_flight: int = 0
+
+    def share(self, peer: str) -> int:
+        """How many more CIDs ``peer`` may be asked for now: its fair share of what is
+        queued or in flight, split among the providers still pumping. Without it, the
+        first pump to wake takes the whole queue while the others wait."""
+        active = sum(1 for p in self.pumps if p not in self.failed) or 1
+        pending = len(self.queue) + self.peer_cids.total()
+        return -(-pending // active) - self.peer_cids[peer]
 
     def notify(self) -> None:
         self.changed.set()
@@ -518,6 +530,7 @@ class BlockService:
                 break
             with unwrap_group():
                 async with anyio.create_task_group() as tg:
+                    state.pumps.update(providers)  # all of them, before the first pump takes
                     for peer in providers:
                         state.windows.setdefault(peer, FlowWindow(low=WINDOW_LOW, high=WINDOW_HIGH))
                         tg.start_soon(self._pump, state, peer)
@@ -547,7 +560,8 @@ class BlockService:
         batch: list[bytes] = []
         skipped: list[bytes] = []
         budget = REPLY_BUDGET
-        while state.queue and len(batch) < 64 and budget > 0:
+        most = min(64, state.share(peer))
+        while state.queue and len(batch) < most and budget > 0:
             cid = state.queue.popleft()
             if peer in state.refused.get(cid, ()):
                 skipped.append(cid)
@@ -562,6 +576,13 @@ class BlockService:
         request) until nothing is left to ask for or the peer fails. One pump per
         provider wakes on each change, not one task per window slot."""
         window = state.windows[peer]
+        try:
+            await self._pump_until_done(state, peer, window)
+        finally:
+            state.pumps.discard(peer)
+            state.notify()  # the others' shares grow
+
+    async def _pump_until_done(self, state: _Fetch, peer: str, window: FlowWindow) -> None:
         async with anyio.create_task_group() as tg:
             while peer not in state.failed:
                 if (
@@ -573,6 +594,7 @@ class BlockService:
                         expect = sum(state.sizes.get(c, GUESS_SIZE) for c in batch)
                         state.in_flight += 1
                         state.peer_in_flight[peer] += 1
+                        state.peer_cids[peer] += len(batch)
                         state.bytes_in_flight += expect
                         tg.start_soon(self._request, state, peer, batch, expect)
                         continue
@@ -597,6 +619,7 @@ class BlockService:
         finally:
             state.in_flight -= 1
             state.peer_in_flight[peer] -= 1
+            state.peer_cids[peer] -= len(batch)
             state.bytes_in_flight -= expect
             self.stats["window_max"] = max(self.stats["window_max"], window.limit)
             state.notify()
