@@ -17,6 +17,7 @@ folders count as entries of the results.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
 from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -44,7 +45,7 @@ from ..protocol.events import (
     PublishErrored,
 )
 from ..storage.ipfs._util import unwrap_group
-from ..verifier.canonical import hash_tree
+from ..verifier.canonical import TreeEntry, digest_manifest, hash_tree
 from ..verifier.commitment import seal_commitment
 from .capacity import Capacity
 
@@ -233,6 +234,9 @@ class ExecutionRunner:
     _folders: dict[str, Path] = attrs.Factory(dict)
     removing: set[str] = attrs.Factory(set)
     """Execution folders being removed on a worker thread right now."""
+    _held: dict[str, dict[str, bytes]] = attrs.Factory(dict)
+    """Results kept in memory, never written to disk (:meth:`_hold`): by job id, the
+    files of the results folder."""
 
     def bind(self, tg: anyio.abc.TaskGroup, *, keep: Iterable[str] = ()) -> None:
         """Start serving in ``tg``; leftovers of a previous run (a crash, a restart)
@@ -301,10 +305,29 @@ class ExecutionRunner:
         """Executions cancelled but still cleaning up."""
         return len(self._stopping)
 
-    def has_results(self, job_id: str) -> bool:
-        """Whether ``job_id``'s results folder is on disk (it survives a restart)."""
+    def has_results(self, job_id: str, spec: JobSpec | None = None) -> bool:
+        """Whether ``job_id``'s results are at hand: its results folder is on disk (it
+        survives a restart), or they are held in memory, or (given the job's ``spec``)
+        its publisher never reads them and its executor makes them again from the spec
+        alone (:meth:`~bacalhau.executor.base.Executor.run_in_memory`)."""
+        if job_id in self._held or (spec is not None and self._reproducible(spec)):
+            return True
         try:
             return (self.folder(job_id) / "results").is_dir()
+        except BacalhauError:
+            return False
+
+    def _reproducible(self, spec: JobSpec) -> bool:
+        """Whether ``spec``'s results need no folder: its publisher never reads them and
+        its executor makes them from the spec alone."""
+        publisher = self.publishers.get(spec.publisher)
+        executor = self.executors.get(spec.engine.type)
+        if publisher is None or publisher.reads_results or executor is None:
+            return False
+        if spec.inputs or spec.outputs:
+            return False
+        try:
+            return executor.run_in_memory(spec) is not None
         except BacalhauError:
             return False
 
@@ -338,6 +361,9 @@ class ExecutionRunner:
     def discard(self, job_id: str) -> None:
         """Remove the execution's folder (on a worker thread when the runner is bound)."""
         if job_id in self._scopes or job_id in self._stopping:
+            return
+        if self._held.pop(job_id, None) is not None:  # never on disk
+            self._folders.pop(job_id, None)
             return
         if self._tg is not None:
             self.removing.add(job_id)  # from now, so a waiter sees it before the task starts
@@ -412,6 +438,7 @@ class ExecutionRunner:
 
     def _remove(self, job_id: str) -> None:
         """Remove the execution folder; never raises (a failure is logged)."""
+        self._held.pop(job_id, None)  # one atomic step (any thread)
         try:
             folder = self._folders.pop(job_id, None)  # one atomic step (any thread)
             remove_tree(folder or safe_join(self.root, job_id, field="job_id"))
@@ -431,7 +458,9 @@ class ExecutionRunner:
         if verifier is None:
             raise ExecutorError(f"no {spec.verifier!r} verifier on this node")
         early = verifier.reads_only  # else the digest is taken after proposing
-        produced = await self.produce(job_id, spec, self.folder(job_id), digest=early)
+        produced = self._hold(job_id, spec, executor) if early else None
+        if produced is None:
+            produced = await self.produce(job_id, spec, self.folder(job_id), digest=early)
         results, exit_code, stdout, stderr, digest = produced
         proposal = (
             None
@@ -441,6 +470,7 @@ class ExecutionRunner:
             )
         )
         if proposal is None:
+            await self._materialise(job_id, spec)
             proposal = await verifier.propose(
                 job_id=job_id, node_id=self.node_id, results_dir=results, requester_key=seal_key
             )
@@ -463,6 +493,65 @@ class ExecutionRunner:
             stderr=stderr,
             commitment=sealed,
         )
+
+    def _hold(self, job_id: str, spec: JobSpec, executor: Executor) -> Produced | None:
+        """Run a job whose results are a few small files and whose publisher never reads
+        them, keeping the files in memory (no folder, no disk work): what :meth:`produce`
+        returns for it, with the same digest :func:`hash_tree` takes of the folder
+        :meth:`produce` would have written. None: the job needs a folder."""
+        publisher = self.publishers.get(spec.publisher)
+        if spec.inputs or spec.outputs or publisher is None or publisher.reads_results:
+            return None
+        ran = executor.run_in_memory(spec)
+        if ran is None:
+            return None
+        result, made = ran
+        files = dict.fromkeys(STREAMS, b"") | made
+        files["exitCode"] = str(result.exit_code).encode()
+        guards = self.limits.guards
+        max_files = self.limits.max_result_entries if guards else MAX_RESULT_FILES
+        max_bytes = min(self._disk(spec), MAX_RESULT_BYTES) if guards else MAX_RESULT_BYTES
+        if len(files) > max_files or sum(len(data) for data in files.values()) > max_bytes:
+            return None  # in a folder: check_results refuses it with its reason
+        for name in files:  # top-level file names only (the executor's contract)
+            if not name or "/" in name or name in (".", "..") or "\0" in name:
+                raise ExecutorError(f"{executor.name} executor made a bad file name {name!r}")
+        live = self.logs.open(job_id, f"{job_id}/{self.node_id}")
+        try:
+            for name in STREAMS:
+                live.write(name, files[name][-live.max_bytes :])
+        finally:
+            live.close()
+        entries = sorted(
+            (
+                TreeEntry(kind="F", path=name, size=len(data), sha256=hashlib.sha256(data).digest())
+                for name, data in files.items()
+            ),
+            key=lambda e: os.fsencode(e.path),
+        )
+        self._held[job_id] = files
+        stdout, stderr = (
+            files[name][:SUMMARY_BYTES].decode("utf-8", "replace") for name in STREAMS
+        )
+        results = self.folder(job_id) / "results"  # where they would be written
+        return Produced(results, result.exit_code, stdout, stderr, digest_manifest(entries))
+
+    async def _materialise(self, job_id: str, spec: JobSpec) -> None:
+        """Write results held in memory to the execution's folder (a verifier or a
+        publisher that reads them needs them there)."""
+        files = self._held.get(job_id)
+        if files is None:
+            return
+
+        def write() -> None:
+            layout = make_layout(self.folder(job_id), spec)
+            for name, data in files.items():
+                (layout.results / name).write_bytes(data)
+            remove_tree(layout.work)
+            remove_tree(layout.inputs)
+
+        await anyio.to_thread.run_sync(write)
+        self._held.pop(job_id, None)
 
     async def produce(
         self, job_id: str, spec: JobSpec, folder: Path, *, digest: bool = False
@@ -644,7 +733,10 @@ class ExecutionRunner:
             if publisher is None:
                 raise BacalhauError(f"no {spec.publisher!r} publisher on this node")
             results = self.folder(job_id) / "results"
-            if not results.is_dir():  # one stat: less than a hop to a worker thread
+            if job_id in self._held:
+                if publisher.reads_results:  # not this job's publisher when it ran
+                    await self._materialise(job_id, spec)
+            elif not results.is_dir() and not self._reproducible(spec):
                 raise BacalhauError("results folder is gone (node restarted?)")
             ref = await publisher.publish(job_id, f"{job_id}/{self.node_id}", results)
             return PublishDone(job_id, ref)
@@ -653,7 +745,10 @@ class ExecutionRunner:
         # publishes it when it starts again.
         outcome = await self._guard(job_id, step, lambda reason: PublishErrored(job_id, reason))
         with anyio.CancelScope(shield=True):
-            await self._remove_async(job_id, spec)
+            if self._held.pop(job_id, None) is None:
+                await self._remove_async(job_id, spec)
+            else:
+                self._folders.pop(job_id, None)
         self.feed(outcome)
 
 

@@ -124,6 +124,18 @@ class Executor(abc.ABC):
     async def run(self, ctx: ExecutionContext) -> RunResult:
         """Run the job. Cancellation (anyio) must stop it promptly and clean up."""
 
+    def run_in_memory(self, spec: JobSpec) -> tuple[RunResult, dict[str, bytes]] | None:
+        """Run at once a job whose whole output is a few small files at the top of its
+        results folder, holding them in memory: the result and ``{file name: bytes}``
+        (``stdout`` and ``stderr`` at least), exactly the files :meth:`run` would have
+        left. None (the default, and for every job that needs a folder, waits or fails):
+        the runner gives the job a folder and calls :meth:`run`.
+
+        Raises:
+            ValidationError: the job's parameters are wrong (as :meth:`run` would).
+        """
+        return None
+
 
 @attrs.frozen(kw_only=True)
 class ExecutionLayout:

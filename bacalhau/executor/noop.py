@@ -14,7 +14,7 @@ import anyio.to_thread
 
 from ..errors import ExecutorError, ValidationError
 from ..models import JobSpec
-from .base import ExecutionContext, Executor, RunResult, write_capped
+from .base import MAX_LOG_BYTES, ExecutionContext, Executor, RunResult, write_capped
 
 __all__ = ["NoopExecutor"]
 
@@ -60,6 +60,20 @@ class NoopExecutor(Executor):
                 raise ValidationError(
                     f"content of {key!r} must be text", field="engine.params.files"
                 )
+
+    def run_in_memory(self, spec: JobSpec) -> tuple[RunResult, dict[str, bytes]] | None:
+        """A job with no files, no delay, no error and small stdout/stderr: its results
+        (``stdout``, ``stderr``, as :meth:`run` writes them) in memory."""
+        p = spec.engine.params
+        if p.get("files") or p.get("delay") or p.get("error") or spec.outputs:
+            return None
+        self.validate(spec)
+        out = {name: str(p.get(name, "")).encode() for name in ("stdout", "stderr")}
+        if sum(len(data) for data in out.values()) > INLINE_BYTES:
+            return None
+        truncated = tuple(name for name, data in out.items() if len(data) > MAX_LOG_BYTES)
+        files = {name: data[:MAX_LOG_BYTES] for name, data in out.items()}
+        return RunResult(exit_code=int(p.get("exit_code", 0)), truncated=truncated), files
 
     async def run(self, ctx: ExecutionContext) -> RunResult:
         p = ctx.spec.engine.params

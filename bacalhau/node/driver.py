@@ -186,7 +186,9 @@ class Driver:
         now = self.clock.now()
         runner = self.runner
         kept = frozenset(
-            j for j in self.results_in_flight() if runner is not None and runner.has_results(j)
+            j
+            for j in self.results_in_flight()
+            if runner is not None and runner.has_results(j, self.compute.jobs[j].spec)
         )
         commands = [
             *self.requester.recover(now),

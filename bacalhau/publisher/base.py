@@ -13,6 +13,10 @@ __all__ = ["Publisher"]
 
 class Publisher(abc.ABC):
     name: ClassVar[str]
+    reads_results: ClassVar[bool] = True
+    """False for a publisher that never reads the results folder (:meth:`predict` and
+    :meth:`publish` ignore it): the runner may then keep a small job's results in memory
+    and never write them to disk."""
 
     @abc.abstractmethod
     async def publish(self, job_id: str, execution_id: str, results_dir: Path) -> StorageRef:

@@ -12,6 +12,7 @@ __all__ = ["NoopPublisher"]
 
 class NoopPublisher(Publisher):
     name = "noop"
+    reads_results = False
 
     async def publish(self, job_id: str, execution_id: str, results_dir: Path) -> StorageRef:
         return StorageRef(type="noop")
