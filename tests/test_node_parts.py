@@ -159,3 +159,21 @@ def test_cancelled_timers_do_not_pile_up_in_the_timer_heap() -> None:
     assert len(queue) == 1
     assert len(queue._heap) <= 2 * len(queue) + 1024 + 2
     assert [key for _, _, key in queue._heap if key == keep] == [keep], "live timers stay"
+
+
+@pytest.mark.anyio
+async def test_the_end_event_is_set_once_when_the_job_ends_not_at_each_step() -> None:
+    async with Network.in_memory(2, seed=4) as net:
+        node = net.nodes[0]
+        handle = await node.submit(JobSpec.noop(delay=0.2))
+        ended = node.driver.ended(handle.job_id)
+        steps = 0
+        with anyio.fail_after(30):
+            while node.requester.jobs[handle.job_id].state is not JobState.COMPLETED:
+                assert not ended.is_set()  # steps on the way leave it unset
+                await node.changed(handle.job_id).wait()
+                steps += 1
+        assert ended.is_set()
+        assert steps > 1
+        assert (await handle.wait(30)).ok
+        assert node.driver.ended(handle.job_id) is not ended  # replaced for a later end

@@ -458,10 +458,13 @@ class ExecutionRunner:
         if verifier is None:
             raise ExecutorError(f"no {spec.verifier!r} verifier on this node")
         early = verifier.reads_only  # else the digest is taken after proposing
-        produced = self._hold(job_id, spec, executor) if early else None
-        if produced is None:
+        held = self._hold(job_id, spec, executor) if early else None
+        results: Path | None = None  # held: no folder unless something reads one
+        if held is None:
             produced = await self.produce(job_id, spec, self.folder(job_id), digest=early)
-        results, exit_code, stdout, stderr, digest = produced
+            results, exit_code, stdout, stderr, digest = produced
+        else:
+            exit_code, stdout, stderr, digest = held
         proposal = (
             None
             if digest is None
@@ -470,12 +473,16 @@ class ExecutionRunner:
             )
         )
         if proposal is None:
-            await self._materialise(job_id, spec)
+            results = results or await self._materialise(job_id, spec)
             proposal = await verifier.propose(
                 job_id=job_id, node_id=self.node_id, results_dir=results, requester_key=seal_key
             )
         if digest is None:
+            assert results is not None  # held results have their digest
             digest = await anyio.to_thread.run_sync(hash_tree, results)
+        publisher = self.publishers.get(spec.publisher)
+        if results is None and publisher is not None and publisher.reads_results:
+            results = await self._materialise(job_id, spec)
         commitment = await self._commit(spec, results, digest, exit_code, stdout, stderr)
         sealed = seal_commitment(
             commitment,
@@ -494,11 +501,14 @@ class ExecutionRunner:
             commitment=sealed,
         )
 
-    def _hold(self, job_id: str, spec: JobSpec, executor: Executor) -> Produced | None:
+    def _hold(
+        self, job_id: str, spec: JobSpec, executor: Executor
+    ) -> tuple[int, str, str, bytes] | None:
         """Run a job whose results are a few small files and whose publisher never reads
         them, keeping the files in memory (no folder, no disk work): what :meth:`produce`
         returns for it, with the same digest :func:`hash_tree` takes of the folder
-        :meth:`produce` would have written. None: the job needs a folder."""
+        :meth:`produce` would have written (exit code, stdout and stderr heads, digest).
+        None: the job needs a folder."""
         publisher = self.publishers.get(spec.publisher)
         if spec.inputs or spec.outputs or publisher is None or publisher.reads_results:
             return None
@@ -533,15 +543,14 @@ class ExecutionRunner:
         stdout, stderr = (
             files[name][:SUMMARY_BYTES].decode("utf-8", "replace") for name in STREAMS
         )
-        results = self.folder(job_id) / "results"  # where they would be written
-        return Produced(results, result.exit_code, stdout, stderr, digest_manifest(entries))
+        return result.exit_code, stdout, stderr, digest_manifest(entries)
 
-    async def _materialise(self, job_id: str, spec: JobSpec) -> None:
+    async def _materialise(self, job_id: str, spec: JobSpec) -> Path:
         """Write results held in memory to the execution's folder (a verifier or a
-        publisher that reads them needs them there)."""
+        publisher that reads them needs them there); the results folder."""
         files = self._held.get(job_id)
         if files is None:
-            return
+            return self.folder(job_id) / "results"
 
         def write() -> None:
             layout = make_layout(self.folder(job_id), spec)
@@ -552,6 +561,7 @@ class ExecutionRunner:
 
         await anyio.to_thread.run_sync(write)
         self._held.pop(job_id, None)
+        return self.folder(job_id) / "results"
 
     async def produce(
         self, job_id: str, spec: JobSpec, folder: Path, *, digest: bool = False
@@ -657,16 +667,17 @@ class ExecutionRunner:
     async def _commit(
         self,
         spec: JobSpec,
-        results: Path,
+        results: Path | None,
         digest: bytes,
         exit_code: int,
         stdout: str,
         stderr: str,
     ) -> Commitment:
         """What this node will publish, committed before the requester accepts it
-        (:mod:`bacalhau.verifier.commitment`)."""
+        (:mod:`bacalhau.verifier.commitment`). No ``results`` folder (held in memory, for
+        a publisher that never reads them): no CID to commit to."""
         publisher = self.publishers.get(spec.publisher)
-        cid = await publisher.predict(results) if publisher is not None else None
+        cid = await publisher.predict(results) if publisher and results else None
         return Commitment.of(
             results_digest=digest, exit_code=exit_code, stdout=stdout, stderr=stderr, cid=cid
         )
@@ -732,12 +743,14 @@ class ExecutionRunner:
             publisher = self.publishers.get(spec.publisher)
             if publisher is None:
                 raise BacalhauError(f"no {spec.publisher!r} publisher on this node")
-            results = self.folder(job_id) / "results"
-            if job_id in self._held:
-                if publisher.reads_results:  # not this job's publisher when it ran
-                    await self._materialise(job_id, spec)
-            elif not results.is_dir() and not self._reproducible(spec):
-                raise BacalhauError("results folder is gone (node restarted?)")
+            if job_id in self._held and not publisher.reads_results:
+                results = self.root / job_id / "results"  # never read (nor made)
+            elif job_id in self._held:  # not this job's publisher when it ran
+                results = await self._materialise(job_id, spec)
+            else:
+                results = self.folder(job_id) / "results"
+                if not results.is_dir() and not self._reproducible(spec):
+                    raise BacalhauError("results folder is gone (node restarted?)")
             ref = await publisher.publish(job_id, f"{job_id}/{self.node_id}", results)
             return PublishDone(job_id, ref)
 

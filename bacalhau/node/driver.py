@@ -148,6 +148,7 @@ class Driver:
     _inbox: deque[Event] = attrs.Factory(deque)
     _pumping: bool = False
     _changes: dict[str, anyio.Event] = attrs.Factory(dict)
+    _ends: dict[str, anyio.Event] = attrs.Factory(dict)
     _finished: set[str] = attrs.Factory(set)
     _tg: anyio.abc.TaskGroup | None = None
 
@@ -212,6 +213,14 @@ class Driver:
         event = self._changes.get(job_id)
         if event is None:
             event = self._changes[job_id] = anyio.Event()
+        return event
+
+    def ended(self, job_id: str) -> anyio.Event:
+        """An event set the next time the job's record changes to a terminal state (then
+        replaced): a waiter for the end wakes once, not at every step of the job."""
+        event = self._ends.get(job_id)
+        if event is None:
+            event = self._ends[job_id] = anyio.Event()
         return event
 
     # --- the pump -------------------------------------------------------------------------
@@ -383,8 +392,12 @@ class Driver:
         event = self._changes.pop(job_id, None)
         if event is not None:
             event.set()
-        if self.store is not None and self.requester.jobs[job_id].state.terminal:
-            self._finished.add(job_id)  # it leaves memory once this pump is done
+        if self.requester.jobs[job_id].state.terminal:
+            event = self._ends.pop(job_id, None)
+            if event is not None:
+                event.set()
+            if self.store is not None:
+                self._finished.add(job_id)  # it leaves memory once this pump is done
 
     def _send(self, to: str | None, message: Message) -> None:
         kind = "announce" if isinstance(message, NodeAnnounced) else "job"

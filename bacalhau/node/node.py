@@ -122,7 +122,7 @@ class JobHandle:
                         result = self.result()
                         if result.state.terminal:
                             return result
-                    await self.node.changed(self.job_id).wait()
+                    await self.node.driver.ended(self.job_id).wait()
         except TimeoutError:
             state = self.result().state.value
             raise TimeoutError(f"job {self.job_id} still {state} after {timeout:g}s") from None

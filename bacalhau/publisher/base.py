@@ -16,7 +16,8 @@ class Publisher(abc.ABC):
     reads_results: ClassVar[bool] = True
     """False for a publisher that never reads the results folder (:meth:`predict` and
     :meth:`publish` ignore it): the runner may then keep a small job's results in memory
-    and never write them to disk."""
+    and never write them to disk (it then does not ask :meth:`predict` for a CID, and
+    gives :meth:`publish` the path the folder would have had)."""
 
     @abc.abstractmethod
     async def publish(self, job_id: str, execution_id: str, results_dir: Path) -> StorageRef:
