@@ -115,24 +115,28 @@ async def test_exec_hook_answers(tmp_path: Path) -> None:
         "import sys, json; job = json.load(sys.stdin)\n"
         "sys.exit(0 if job['spec']['engine']['type'] == 'noop' else 1)\n",
     )
-    assert (await ExecHook(command=yes).decide(REQ)).bid
+    assert (await ExecHook(command=yes, timeout=60).decide(REQ)).bid
     no = script(tmp_path, 'print(\'{"shouldBid": false, "reason": "policy"}\')\n')
-    answer = await ExecHook(command=no).decide(REQ)
+    answer = await ExecHook(command=no, timeout=60).decide(REQ)
     assert not answer.bid and answer.reason == "policy"
 
 
 @pytest.mark.parametrize(
-    ("body", "words"),
+    ("body", "timeout", "words"),
     [
-        ("import sys; sys.exit(3)", "exited with 3"),
-        ("print('not json at all')", "garbage"),
-        ("import time; time.sleep(30)", "timed out after 1s"),
-        ("raise SystemExit('crashed')", "exited with 1"),
+        # A generous timeout where the hook must finish: a Python start on a loaded
+        # machine can take more than a second, and then the answer would be "timed out".
+        ("import sys; sys.exit(3)", 60, "exited with 3"),
+        ("print('not json at all')", 60, "garbage"),
+        ("import time; time.sleep(30)", 1, "timed out after 1s"),
+        ("raise SystemExit('crashed')", 60, "exited with 1"),
     ],
 )
-async def test_exec_hook_failures_mean_no(tmp_path: Path, body: str, words: str) -> None:
-    answer = await ExecHook(command=script(tmp_path, body), timeout=1).decide(REQ)
-    assert not answer.bid and words in answer.reason
+async def test_exec_hook_failures_mean_no(
+    tmp_path: Path, body: str, timeout: float, words: str
+) -> None:
+    answer = await ExecHook(command=script(tmp_path, body), timeout=timeout).decide(REQ)
+    assert not answer.bid and words in answer.reason, answer
 
 
 async def test_exec_hook_missing_program() -> None:
@@ -167,8 +171,10 @@ async def test_http_hooks_yes_no_garbage_hang_and_crash() -> None:
     async def garbage(request: Request) -> PlainTextResponse:
         return PlainTextResponse("<html>oops</html>")
 
+    released = anyio.Event()
+
     async def hang(request: Request) -> PlainTextResponse:
-        await anyio.sleep(2.5)
+        await released.wait()  # answers only after the test is done with it
         return PlainTextResponse("late")
 
     async def crash(request: Request) -> PlainTextResponse:
@@ -184,23 +190,26 @@ async def test_http_hooks_yes_no_garbage_hang_and_crash() -> None:
     )
     async with anyio.create_task_group() as tg:
         base, server = await serve(app, tg)
-        assert (await HttpHook(url=f"{base}/decide").decide(REQ)).bid
+        # Generous timeouts where an answer must come (a loaded machine can stall this
+        # process for seconds); the hanging route never answers while it is asked.
+        assert (await HttpHook(url=f"{base}/decide", timeout=60).decide(REQ)).bid
         assert seen[0]["job_id"] == "j-1" and seen[0]["node_id"] == "node"
         refused = BidRequest(
             job_id="j", spec=JobSpec.noop(stdout="refuse me"), requester_id="r", node_id="n"
         )
-        answer = await HttpHook(url=f"{base}/decide").decide(refused)
+        answer = await HttpHook(url=f"{base}/decide", timeout=60).decide(refused)
         assert not answer.bid and answer.reason == "refused by policy"
-        for path, words in [
-            ("garbage", "garbage"),
-            ("hang", "ReadTimeout"),
-            ("crash", "HTTP 500"),
-            ("missing", "HTTP 404"),
+        for path, timeout, words in [
+            ("garbage", 60, "garbage"),
+            ("hang", 1, "ReadTimeout"),
+            ("crash", 60, "HTTP 500"),
+            ("missing", 60, "HTTP 404"),
         ]:
-            answer = await HttpHook(url=f"{base}/{path}", timeout=1).decide(REQ)
+            answer = await HttpHook(url=f"{base}/{path}", timeout=timeout).decide(REQ)
             assert not answer.bid and words in answer.reason, (path, answer)
-        answer = await HttpHook(url="http://127.0.0.1:9/none", timeout=1).decide(REQ)
+        answer = await HttpHook(url="http://127.0.0.1:9/none", timeout=60).decide(REQ)
         assert not answer.bid and "ConnectError" in answer.reason
+        released.set()
         server.should_exit = True  # type: ignore[attr-defined]
 
 
@@ -224,15 +233,17 @@ async def test_decide_chain_first_no_wins() -> None:
 # --- on a network ------------------------------------------------------------------------------
 
 
-async def test_hook_decisions_show_in_the_job_history(tmp_path: Path) -> None:
-    refuse = script(
-        tmp_path, 'print(\'{"shouldBid": false, "reason": "night shift"}\')\nraise SystemExit(1)\n'
-    )
+async def test_hook_decisions_show_in_the_job_history() -> None:
+    # A shell one-liner, not a Python script: the decline must reach the requester
+    # before the job (1.5 s) completes, and a Python start on a loaded machine can
+    # take that long.
+    refuse = """echo '{"shouldBid": false, "reason": "night shift"}'; exit 1"""
+    refuser_config = ComputeConfig(probe_exec=refuse, probe_timeout=60)
     async with Network.in_memory(
         3,
         seed=31,
         requester=RequesterConfig(bid_timeout=1),
-        per_node_options=[{}, {"compute": ComputeConfig(probe_exec=refuse)}, {}],
+        per_node_options=[{}, {"compute": refuser_config}, {}],
     ) as net:
         r = await net.nodes[0].run_job(
             JobSpec.noop(delay=1.5, deal=Deal(concurrency=2)), timeout=10
@@ -255,7 +266,8 @@ async def test_requester_acceptance_hook(tmp_path: Path) -> None:
             "print(json.dumps({'shouldBid': not bad, 'reason': reason}))\n",
         )
         requester = await net.add_node(
-            requester=RequesterConfig(acceptance_probe_exec=hook), compute=None
+            requester=RequesterConfig(acceptance_probe_exec=hook, acceptance_probe_timeout=60),
+            compute=None,
         )
         r = await requester.run_job(JobSpec.noop(deal=Deal(concurrency=2, min_bids=3)), timeout=20)
     assert r.state is JobState.COMPLETED, r.reason
@@ -281,16 +293,23 @@ async def test_full_node_queues_the_job_until_it_has_room() -> None:
         1, compute=tiny, requester=RequesterConfig(bid_timeout=0.5)
     ) as net:
         node = net.nodes[0]
-        first = await node.submit(JobSpec.noop(delay=1, timeout=10))
-        while node.capacity.running == 0:
-            await anyio.sleep(0.01)
+        # The first job holds the only slot until the second one is queued, then gives
+        # it up (a first job with a short delay could end before the second one is
+        # offered on a loaded machine, and the second would never queue).
+        first = await node.submit(JobSpec.noop(delay=120, timeout=300))
+        with anyio.fail_after(60):
+            while node.capacity.running == 0:
+                await anyio.sleep(0.01)
         second = await node.submit(JobSpec.noop())
-        async for event in second.events():
-            if event.kind == "queued":
-                break
+        with anyio.fail_after(60):
+            async for event in second.events():
+                if event.kind == "queued":
+                    break
         assert second.result().state is JobState.QUEUED
-        done = await second.wait(20)
-        assert (await first.wait(20)).ok
+        assert not second.result().executions
+        await first.cancel("make room")
+        done = await second.wait(60)
+        assert (await first.wait(60)).state is JobState.CANCELLED
     assert done.ok, done.reason
     kinds = [e.kind for e in done.events]
     assert "queued" in kinds and "execution_failed" not in kinds

@@ -77,6 +77,9 @@ async def test_cancelling_a_running_wasm_job_stops_the_module() -> None:
         async for event in handle.events():
             if event.kind == "bid_accepted":
                 break
+        with anyio.fail_after(60):  # the acceptance reaches the node in its own time
+            while node.runner.active == 0:
+                await anyio.sleep(0.01)
         await anyio.sleep(0.2)  # let the module start looping
         assert node.runner.active == 1
         await handle.cancel()
