@@ -424,13 +424,15 @@ async def test_runner_reports_each_outcome(runner: ModuleType, tmp_path: Path) -
     )
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     outcomes = [await runner.run_one(b, quick=True, timeout=15, env=env) for b in (ok, boom, skip)]
-    outcomes.append(await runner.run_one(hang, quick=True, timeout=3, env=env))
+    # 6 s: the worker (a Python start and the runner) must start its child first, and a
+    # loaded machine can take a few seconds for that
+    outcomes.append(await runner.run_one(hang, quick=True, timeout=6, env=env))
     assert [o.status for o in outcomes] == ["ok", "failed", "skipped", "failed"]
     assert outcomes[0].description == "The ok benchmark"
     assert [(r.metric, r.cost) for r in outcomes[0].ratios] == [("speed", 0.5)]
     assert "RuntimeError: boom" in outcomes[1].reason
     assert outcomes[2].reason == "no engine here"
-    assert outcomes[3].reason == "timed out after 3 s"
+    assert outcomes[3].reason == "timed out after 6 s"
     child = int(pid_file.read_text())
     for _ in range(200):  # the whole session was killed, the bench's own child too
         if _proc_state(child) in ("gone", "Z"):
