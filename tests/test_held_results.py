@@ -151,3 +151,77 @@ async def test_a_network_runs_noop_jobs_without_execution_folders() -> None:
 def test_a_publisher_that_reads_results_says_so() -> None:
     assert Publisher.reads_results
     assert not NoopPublisher.reads_results
+
+
+@pytest.mark.anyio
+async def test_a_held_job_with_room_runs_and_publishes_before_start_returns(
+    tmp_path: Path,
+) -> None:
+    fed: list[Event] = []
+    r = runner(tmp_path, fed=fed)
+    spec = JobSpec.noop(stdout="now")
+    async with anyio.create_task_group() as tg:
+        r.bind(tg)
+        r.capacity.reserve("j-1")  # the bid held its room
+        r.start("j-1", spec, REQ.seal_public_key)
+        assert [type(e).__name__ for e in fed] == ["ExecutionDone"]  # no task, no wait
+        assert r.active == 0
+        assert not r.capacity.reserved
+        assert r.capacity.running == 0
+        assert r.has_results("j-1")
+        r.publish("j-1", spec)
+        assert [type(e).__name__ for e in fed] == ["ExecutionDone", "PublishDone"]
+        assert not r.has_results("j-1")
+        tg.cancel_scope.cancel()
+    assert not (tmp_path / "executions").exists()
+
+
+@pytest.mark.anyio
+async def test_a_held_job_without_room_waits_its_turn(tmp_path: Path) -> None:
+    arrived = anyio.Event()
+    fed: list[Event] = []
+
+    def feed(event: Event) -> None:
+        fed.append(event)
+        arrived.set()
+
+    r = runner(tmp_path)
+    r.feed = feed
+    spec = JobSpec.noop(stdout="later")
+    async with anyio.create_task_group() as tg:
+        r.bind(tg)
+        assert r.capacity.try_acquire(spec.resources)  # another execution holds the slot
+        r.start("j-2", spec, REQ.seal_public_key)
+        assert fed == []
+        assert r.active == 1
+        r.capacity.release(spec.resources)
+        with anyio.fail_after(10):
+            await arrived.wait()
+        assert [type(e).__name__ for e in fed] == ["ExecutionDone"]
+        tg.cancel_scope.cancel()
+
+
+@pytest.mark.anyio
+async def test_a_verifier_that_reads_a_folder_runs_the_job_in_a_task(tmp_path: Path) -> None:
+    arrived = anyio.Event()
+    fed: list[Event] = []
+
+    def feed(event: Event) -> None:
+        fed.append(event)
+        arrived.set()
+
+    verifier = ReadsFolder()
+    r = runner(tmp_path, verifier)
+    r.feed = feed
+    async with anyio.create_task_group() as tg:
+        r.bind(tg)
+        r.start("j-3", JobSpec.noop(stdout="out"), REQ.seal_public_key)
+        assert fed == []  # not at once: the verifier reads the folder
+        assert r.capacity.running == 0  # the room taken for a try was given back
+        with anyio.fail_after(10):
+            await arrived.wait()
+        (done,) = fed
+        assert isinstance(done, ExecutionDone)
+        assert done.proposal == b"read"
+        assert verifier.seen["stdout"] == b"out"
+        tg.cancel_scope.cancel()

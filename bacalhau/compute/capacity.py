@@ -158,6 +158,14 @@ class Capacity:
         self.gpu += want.gpu
         self.peak_running = max(self.peak_running, self.running)
 
+    def try_acquire(self, want: Resources) -> bool:
+        """Hold ``want`` now if it fits and no execution waits before it; else False
+        (nothing held)."""
+        if not self._waiting and self._fits_now(want):
+            self._take(want)
+            return True
+        return False
+
     async def acquire(self, want: Resources) -> None:
         """Wait until ``want`` fits (first come, first served), then hold it."""
         if not self._waiting and self._fits_now(want):

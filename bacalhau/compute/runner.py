@@ -346,6 +346,8 @@ class ExecutionRunner:
 
     def start(self, job_id: str, spec: JobSpec, seal_key: bytes) -> None:
         assert self._tg is not None, "runner not bound to a task group"
+        if self._run_now(job_id, spec, seal_key):
+            return
         scope = anyio.CancelScope()
         self._scopes[job_id] = scope
         self._tg.start_soon(self._run, job_id, spec, seal_key, scope)
@@ -373,7 +375,77 @@ class ExecutionRunner:
 
     def publish(self, job_id: str, spec: JobSpec) -> None:
         assert self._tg is not None, "runner not bound to a task group"
+        publisher = self.publishers.get(spec.publisher)
+        if job_id in self._held and publisher is not None and not publisher.reads_results:
+            ref = publisher.publish_now(job_id, f"{job_id}/{self.node_id}")
+            if ref is not None:  # nothing to wait for: no task
+                self._held.pop(job_id, None)
+                self._folders.pop(job_id, None)
+                self.feed(PublishDone(job_id, ref))
+                return
         self._tg.start_soon(self._publish, job_id, spec)
+
+    def _run_now(self, job_id: str, spec: JobSpec, seal_key: bytes) -> bool:
+        """Run here and now a job whose results are held in memory (:meth:`_hold`) when
+        room is free at once (no execution waits before it) and every step can be taken
+        without waiting: its outcome is fed before this returns, and no task is started.
+        False, having changed nothing: run it as any other job (which also reports any
+        error it meets)."""
+        executor = self.executors.get(spec.engine.type)
+        verifier = self.verifiers.get(spec.verifier)
+        publisher = self.publishers.get(spec.publisher)
+        if executor is None or verifier is None or not verifier.reads_only:
+            return False
+        if publisher is None or publisher.reads_results or spec.inputs or spec.outputs:
+            return False
+        if not self.capacity.try_acquire(spec.resources):
+            return False
+        try:
+            done = self._execute_held(job_id, spec, seal_key, executor, verifier)
+        except Exception:  # the task path meets it again and reports it
+            done = None
+        finally:
+            self.capacity.release(spec.resources)
+        if done is None:
+            self._held.pop(job_id, None)
+            return False
+        self.capacity.unreserve(job_id)
+        self.feed(done)
+        return True
+
+    def _execute_held(
+        self, job_id: str, spec: JobSpec, seal_key: bytes, executor: Executor, verifier: Verifier
+    ) -> ExecutionDone | None:
+        """:meth:`_execute` for results held in memory, without waiting; None when a
+        step would have to wait (a verifier that reads a folder) or the job needs one."""
+        held = self._hold(job_id, spec, executor)
+        if held is None:
+            return None
+        exit_code, stdout, stderr, digest = held
+        proposal = verifier.propose_digest(
+            digest, job_id=job_id, node_id=self.node_id, requester_key=seal_key
+        )
+        if proposal is None:
+            return None
+        commitment = Commitment.of(
+            results_digest=digest, exit_code=exit_code, stdout=stdout, stderr=stderr, cid=None
+        )
+        sealed = seal_commitment(
+            commitment,
+            job_id=job_id,
+            node_id=self.node_id,
+            requester_key=seal_key,
+            sign=self.sign,
+            spec=spec,
+        )
+        return ExecutionDone(
+            job_id=job_id,
+            proposal=proposal,
+            exit_code=exit_code,
+            stdout=stdout,
+            stderr=stderr,
+            commitment=sealed,
+        )
 
     # --- work -----------------------------------------------------------------------------
 

@@ -27,6 +27,12 @@ class Publisher(abc.ABC):
             PublishError: with the reason.
         """
 
+    def publish_now(self, job_id: str, execution_id: str) -> StorageRef | None:
+        """For a publisher that does not read the results (:attr:`reads_results` False)
+        and need not wait for anything: where they live, at once. None (the default):
+        call :meth:`publish`."""
+        return None
+
     async def predict(self, results_dir: Path) -> str | None:
         """The CID ``results_dir`` will be published at, if this publisher can say before
         publishing (the compute node commits to it in its proposal); None otherwise."""

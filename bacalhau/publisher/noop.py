@@ -16,3 +16,8 @@ class NoopPublisher(Publisher):
 
     async def publish(self, job_id: str, execution_id: str, results_dir: Path) -> StorageRef:
         return StorageRef(type="noop")
+
+    def publish_now(self, job_id: str, execution_id: str) -> StorageRef | None:
+        if type(self).publish is not NoopPublisher.publish:  # a subclass's own publish
+            return None
+        return StorageRef(type="noop")
