@@ -1,4 +1,14 @@
 import pytest
+from hypothesis import HealthCheck, settings
+
+# Speed is never what a property test asserts: a loaded machine can stall one example
+# past Hypothesis's default 200 ms deadline (then reported as "Unreliable test timings",
+# a failure) or slow the generation of data past the too_slow health check. Tests that
+# give their own settings inherit these where they do not say otherwise.
+settings.register_profile(
+    "bacalhau-tests", deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.load_profile("bacalhau-tests")
 
 
 @pytest.fixture

@@ -123,10 +123,12 @@ async def test_real_http_server_on_loopback(tmp_path: Path, server: str) -> None
 
 @pytest.mark.anyio
 async def test_connection_refused(tmp_path: Path) -> None:
+    # The port stays bound, never listening, while it is asked: a connection is refused,
+    # and no other process can take the port and answer meanwhile.
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    with pytest.raises(StorageError, match="failed"):
-        await UrlStorage(timeout=5, limits=LOOPBACK).prepare(
-            StorageSpec.from_url(f"http://127.0.0.1:{port}/"), tmp_path / "f"
-        )
+        with pytest.raises(StorageError, match="failed"):
+            await UrlStorage(timeout=30, limits=LOOPBACK).prepare(
+                StorageSpec.from_url(f"http://127.0.0.1:{port}/"), tmp_path / "f"
+            )
