@@ -388,6 +388,7 @@ class GossipTransport(Transport):
             last_recv=monotonic(),
             last_sent=monotonic(),
         )
+        reader.read_directly()  # the read loop is its only reader from here on
         async with stream:
             refusal = self._admit(conn)
             if refusal is not None:  # tell it why, and where else to go

@@ -24,15 +24,19 @@ buffered, as before.
 
 from __future__ import annotations
 
+import os
+import socket
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Sequence, Sized
 from time import monotonic
 from typing import Any
 
 import anyio
 import anyio.abc
+import anyio.lowlevel
 import attrs
 import msgpack
+from anyio.abc import SocketAttribute
 
 from ..errors import DecodeError, WireError
 from .base import ReplyPiece
@@ -68,6 +72,8 @@ HEADER = 4
 """Bytes of the length prefix."""
 RECEIVE_SIZE = 256 * 1024
 """Bytes asked of the stream per receive (asyncio reads at most this much at once)."""
+DIRECT_MAX = 1024 * 1024
+"""Most bytes asked of the socket per direct read (see :meth:`FrameReader.read_directly`)."""
 FAST_MIN = 2048
 """Frames at least this large take the by-hand path (smaller ones: msgpack is faster)."""
 
@@ -237,33 +243,90 @@ class FrameReader:
     begun frame has been incomplete (None between frames), so a watchdog can
     cut off a peer that trickles bytes (slow-loris) without a cancel scope per
     frame on the hot path.
+
+    After :meth:`read_directly`, bytes already waiting in the socket are taken
+    from it straight away, and the stream is only awaited when there are none.
     """
 
     stream: anyio.abc.ByteReceiveStream
     partial_since: float | None = None
     _chunks: deque[memoryview] = attrs.Factory(deque)
     _have: int = 0
+    _sock: Any = None
+    """The stream's socket (asyncio hands out a wrapper: only its ``fileno`` is used)."""
+    _held: Sized = ()
+    """What the stream has received and not handed out yet (read before the socket)."""
+
+    def read_directly(self) -> bool:
+        """Take waiting bytes from the socket itself, not through the stream, from now
+        on; returns whether this is done (else frames are read as before).
+
+        anyio's asyncio socket stream reads a socket in 256 KiB chunks and pauses
+        and resumes the socket's reader around every ``receive``: two ``epoll_ctl``
+        calls, an event and a task switch per chunk. Reading the (non-blocking)
+        socket directly while it has bytes costs one ``recv`` per up to
+        :data:`DIRECT_MAX`; only when it has none is the stream awaited. The byte
+        order is kept: what the stream has received (its queue) always came before
+        what is still in the socket, and the socket is read only when that queue is
+        empty (checked and read with no await between). This looks at the stream's
+        queue, an anyio detail, so it is done only where that queue is found; the
+        caller must be the stream's only reader.
+        """
+        sock = getattr(self.stream, "extra", lambda *_: None)(SocketAttribute.raw_socket, None)
+        held = getattr(getattr(self.stream, "_protocol", None), "read_queue", None)
+        if sock is None or not isinstance(held, deque):
+            return False
+        try:
+            if sock.type != socket.SOCK_STREAM or sock.gettimeout() != 0.0:
+                return False  # only a non-blocking stream socket: a read must never block
+        except (AttributeError, OSError):
+            return False
+        self._sock, self._held = sock, held
+        return True
+
+    def _recv_now(self, size: int) -> bytes | None:
+        """Bytes the socket has right now (at most ``size``), or None: nothing waiting,
+        or the stream must be asked (it holds bytes, or the socket is at EOF or
+        failed: the stream then reports it as it would have)."""
+        if self._sock is None or self._held:
+            return None
+        fd = self._sock.fileno()  # -1 once the stream closed it (asked afresh each time)
+        if fd < 0:
+            return None
+        try:
+            data = os.read(fd, min(size, DIRECT_MAX))
+        except OSError:  # BlockingIOError: nothing waiting; others: the stream says
+            return None
+        return data or None  # b"": EOF, which the stream sees as well
 
     @property
     def buffered(self) -> int:
         """Bytes received and not yet returned as part of a frame."""
         return self._have
 
-    async def _fill(self, size: int) -> None:
+    async def _fill(self, size: int) -> bool:
+        """Receive until ``size`` bytes are buffered; returns whether it awaited
+        nothing (every byte was taken from the socket directly)."""
+        awaited = False
         while self._have < size:
             if self._have and self.partial_since is None:
                 self.partial_since = monotonic()
-            try:
-                chunk = await self.stream.receive(max(RECEIVE_SIZE, size - self._have))
-            except (anyio.EndOfStream, anyio.BrokenResourceError, ConnectionError):
-                if self._have:
-                    raise ConnectionClosed(
-                        f"connection closed mid-frame ({self._have} of {size} bytes received)"
-                    ) from None
-                raise ConnectionClosed("connection closed by peer") from None
+            want = max(RECEIVE_SIZE, size - self._have)
+            chunk = self._recv_now(want)
+            if chunk is None:
+                awaited = True
+                try:
+                    chunk = await self.stream.receive(want)
+                except (anyio.EndOfStream, anyio.BrokenResourceError, ConnectionError):
+                    if self._have:
+                        raise ConnectionClosed(
+                            f"connection closed mid-frame ({self._have} of {size} bytes received)"
+                        ) from None
+                    raise ConnectionClosed("connection closed by peer") from None
             if chunk:
                 self._chunks.append(memoryview(chunk))
                 self._have += len(chunk)
+        return not awaited
 
     def _pop(self, n: int) -> list[memoryview]:
         """Take the first ``n`` buffered bytes off the front, as views (no copy)."""
@@ -295,13 +358,19 @@ class FrameReader:
         return bytes(out)
 
     async def _frame(self, max_size: int) -> list[memoryview]:
+        # whether bytes were read and no await came with them: then one checkpoint, so
+        # a peer that keeps the socket full cannot starve the other tasks
+        direct: bool | None = None
         if self._have < HEADER:
-            await self._fill(HEADER)
+            direct = await self._fill(HEADER)
         size = int.from_bytes(self._peek(HEADER), "big")
         if size > max_size:
             raise WireError(f"frame of {size} bytes exceeds the {max_size}-byte limit")
         if self._have < HEADER + size:
-            await self._fill(HEADER + size)
+            more = await self._fill(HEADER + size)
+            direct = more if direct is None else direct and more
+        if direct:
+            await anyio.lowlevel.checkpoint()
         self._pop(HEADER)
         parts = self._pop(size) if size else [memoryview(b"")]
         self.partial_since = monotonic() if self._have else None
