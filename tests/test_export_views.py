@@ -3,6 +3,7 @@ what decoding them gives, and any other block still goes through the decoder."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import anyio
@@ -11,10 +12,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from bacalhau.cid import DAG_PB, RAW, make_cid
-from bacalhau.storage.ipfs import add_bytes, export_to_path
+from bacalhau.storage.ipfs import add_bytes, export_to_path, exporter
 from bacalhau.storage.ipfs.blockstore import BlockStore
 from bacalhau.storage.ipfs.dagpb import PBNode, encode_node
-from bacalhau.storage.ipfs.exporter import _leaf_data, decode_block
+from bacalhau.storage.ipfs.exporter import IOV_BATCH, _leaf_data, _write_all, decode_block
 from bacalhau.storage.ipfs.unixfs import DataType, UnixFSData, encode_unixfs
 
 
@@ -53,3 +54,37 @@ async def test_export_of_a_many_leaf_file_is_byte_identical(tmp_path: Path) -> N
     cid = await add_bytes(store, payload)
     out = await export_to_path(store, cid, tmp_path / "out")
     assert (await anyio.Path(out).read_bytes()) == payload
+
+
+class _FakeOs:
+    """Stands in for the ``os`` module in the exporter: only ``writev``."""
+
+    def __init__(self, writev: Callable[[int, list[memoryview]], int]) -> None:
+        self.writev = writev
+
+
+@given(
+    pieces=st.lists(st.binary(max_size=700), max_size=IOV_BATCH + 20),
+    most=st.integers(1, 2000),
+)
+def test_write_all_writes_every_piece_in_order_through_short_writes(
+    pieces: list[bytes], most: int
+) -> None:
+    """The pieces go out in vectored writes of at most IOV_BATCH buffers, each of which
+    may take only part of them (``most`` bytes here)."""
+    out = bytearray()
+    calls: list[int] = []
+
+    def writev(fd: int, buffers: list[memoryview]) -> int:
+        assert fd == 7 and 0 < len(buffers) <= IOV_BATCH
+        assert all(len(b) for b in buffers)  # no empty buffer is passed on
+        calls.append(len(buffers))
+        taken = b"".join(buffers)[:most]
+        out.extend(taken)
+        return len(taken)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(exporter, "os", _FakeOs(writev))
+        _write_all(7, pieces)
+    assert bytes(out) == b"".join(pieces)
+    assert not calls or sum(1 for p in pieces if p) <= sum(calls)
