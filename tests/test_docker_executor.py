@@ -290,9 +290,11 @@ async def test_memory_limit_is_enforced(
 async def test_timeout_kills_the_container(
     executor: DockerExecutor, image: str, tmp_path: Path
 ) -> None:
-    spec = JobSpec.docker(image, ["sh", "-c", "echo started; sleep 60"], timeout=1.0)
+    # 3 s: the line printed first must be out before the kill, and a loaded machine can
+    # take a while to start the container's shell
+    spec = JobSpec.docker(image, ["sh", "-c", "echo started; sleep 60"], timeout=3.0)
     ctx = make_ctx(tmp_path, spec)
-    with pytest.raises(ExecutorError, match=r"timed out after 1 s .*container was killed"):
+    with pytest.raises(ExecutorError, match=r"timed out after 3 s .*container was killed"):
         await executor.run(ctx)
     assert (ctx.results_dir / "stdout").read_text() == "started\n"
     assert await executor.leftovers() == []
