@@ -65,13 +65,15 @@ class RecordingHandler(TransportHandler):
             return [b"re:", "not bytes"]  # type: ignore[list-item]
         return b"re:" + frame
 
-    async def wait_for(self, predicate: Callable[[], bool], timeout: float = 10.0) -> None:
+    async def wait_for(self, predicate: Callable[[], bool], timeout: float = 30.0) -> None:
+        """Until ``predicate()`` holds; ``timeout`` only bounds a hang (generous: a loaded
+        machine can stall a process for seconds)."""
         with anyio.fail_after(timeout):
             while not predicate():
                 with anyio.move_on_after(0.05):
                     await self.changed.wait()  # woken by each frame heard
 
-    async def wait_heard(self, frames: Collection[bytes], timeout: float = 10.0) -> None:
+    async def wait_heard(self, frames: Collection[bytes], timeout: float = 30.0) -> None:
         """Wait until every frame in ``frames`` has been heard (any order, duplicates allowed)."""
         want = set(frames)
         await self.wait_for(lambda: want <= set(self.heard), timeout)
