@@ -50,6 +50,10 @@ MAX_CHUNK_SIZE = 1024 * 1024
 """Kubo refuses chunks above 1 MiB (blocks over 2 MiB do not travel over bitswap)."""
 
 _BATCH_BYTES = 4 * 1024 * 1024
+_HASH_BATCH_BYTES = 32 * 1024 * 1024
+"""File bytes per worker-thread call when only hashing: a batch then costs no memory
+(one chunk's buffer, reused), only a thread hand-off, which costs about a
+millisecond of CPU on a loaded small VM; a file still gets two batches per worker."""
 _WORKERS = max(2, min(4, os.cpu_count() or 2))
 
 EntryCallback = Callable[[str, str], None]
@@ -296,6 +300,10 @@ class _Importer:
             size = self.opts.chunk_size
             per_batch = max(1, _BATCH_BYTES // size)
             nchunks = -(-end // size)
+            if self.store is None:
+                per_batch = max(
+                    per_batch, min(_HASH_BATCH_BYTES // size, nchunks // (2 * _WORKERS))
+                )
             jobs = (
                 (fd, i * size, min(per_batch, nchunks - i), end)
                 for i in range(0, nchunks, per_batch)
