@@ -209,7 +209,9 @@ class Network:
         assert self._tg is not None
         problems: list[str] = []
         if et is None and self.check_on_exit:
-            with anyio.move_on_after(10):  # let cancelled executions finish cleaning up
+            # let cancelled executions finish cleaning up (waits only while one does; the
+            # bound is generous: a loaded machine or engine can take seconds to clean up)
+            with anyio.move_on_after(60):
                 while any(  # noqa: ASYNC110
                     node.runner.stopping or node.runner.removing for node in self.nodes
                 ):
