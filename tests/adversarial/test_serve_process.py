@@ -118,7 +118,7 @@ async def test_serve_process_refuses_url_to_itself_and_keeps_serving(serve: Serv
     assert "--secret on the command line is visible" in log
     assert "--token on the command line" not in log
     # Without the token from the file, the API says no.
-    async with Client(serve.api, token="wrong", timeout=10) as anonymous:
+    async with Client(serve.api, token="wrong", timeout=60) as anonymous:
         with pytest.raises(ApiError) as refused:
             await anonymous.submit(JobSpec.wasm(HELLO))
     assert refused.value.status == 401
