@@ -5,10 +5,11 @@ reported as the stream reports them."""
 from __future__ import annotations
 
 import fcntl
+import io
 import random
 import struct
 import termios
-from typing import Any
+from typing import Any, ClassVar
 
 import anyio
 import anyio.abc
@@ -16,8 +17,9 @@ import anyio.lowlevel
 import pytest
 from anyio.abc import SocketAttribute
 
+from bacalhau.transport import gossip_frames
 from bacalhau.transport.errors import ConnectionClosed
-from bacalhau.transport.gossip_frames import PING, PUBLISH, REPLY, FrameReader, encode
+from bacalhau.transport.gossip_frames import PING, PUBLISH, REPLY, REQUEST, FrameReader, encode
 
 pytestmark = pytest.mark.anyio
 
@@ -162,3 +164,72 @@ async def test_not_for_streams_without_a_socket() -> None:
     send, receive = anyio.create_memory_object_stream[bytes](1)
     async with send, receive:
         assert not FrameReader(receive).read_directly()  # type: ignore[arg-type]
+
+
+class RecordingBytesIO(io.BytesIO):
+    """io.BytesIO that remembers every instance and what getvalue gave."""
+
+    made: ClassVar[list[RecordingBytesIO]] = []
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.made.append(self)
+        self.value: bytes | None = None
+
+    def getvalue(self) -> bytes:
+        self.value = super().getvalue()
+        return self.value
+
+
+@pytest.fixture
+def recording(monkeypatch: pytest.MonkeyPatch) -> list[RecordingBytesIO]:
+    made: list[RecordingBytesIO] = []
+    monkeypatch.setattr(RecordingBytesIO, "made", made)
+    monkeypatch.setattr(gossip_frames, "BytesIO", RecordingBytesIO)
+    return made
+
+
+async def test_a_large_reply_is_read_into_its_payload_without_a_copy(
+    recording: list[RecordingBytesIO],
+) -> None:
+    client, server = await _pair()
+    payload = random.Random(5).randbytes(gossip_frames.PAYLOAD_MIN + 70_000)
+    async with server:
+        reader = FrameReader(server)
+        assert reader.read_directly()
+        async with anyio.create_task_group() as tg, client:
+            tg.start_soon(client.send, encode([REPLY, 2**40, payload]) + encode([PING]))
+            message = await reader.read_message(max_size=1 << 20)
+            assert await reader.read_message(max_size=1 << 20) == [PING]
+    assert message == [REPLY, 2**40, payload]
+    assert len(recording) == 1 and message[2] is recording[0].value  # the buffer itself
+
+
+async def test_an_announced_frame_is_not_allocated_before_its_bytes_come(
+    recording: list[RecordingBytesIO],
+) -> None:
+    client, server = await _pair()
+    wire = encode([REPLY, 1, bytes(3 * 1024 * 1024)])
+    async with server:
+        reader = FrameReader(server)
+        assert reader.read_directly()
+        async with client:
+            await client.send(wire[:100_000])  # then nothing more: it closes
+        with pytest.raises(ConnectionClosed, match=r"mid-frame \(100000 of"):
+            await reader.read_message(max_size=4 * 1024 * 1024)
+    assert recording == []  # no 3 MiB buffer for 100 kB sent
+
+
+async def test_a_payload_cut_short_says_how_much_arrived(
+    recording: list[RecordingBytesIO],
+) -> None:
+    client, server = await _pair()
+    wire = encode([REQUEST, 3, bytes(600_000)])
+    async with server:
+        reader = FrameReader(server)
+        assert reader.read_directly()
+        async with client:
+            await client.send(wire[:500_000])
+        with pytest.raises(ConnectionClosed, match=rf"mid-frame \(500000 of {len(wire)} bytes"):
+            await reader.read_message(max_size=1 << 20)
+    assert len(recording) == 1  # read in place, until the peer closed

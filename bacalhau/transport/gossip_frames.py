@@ -16,7 +16,10 @@ msgpack. The bulk of the bytes a node moves are the payloads of three messages,
   one of those three messages, the payload is joined out of the views in one copy
   and the header checked by hand. Anything else, or anything that does not match
   the expected shape byte for byte, goes through ``msgpack.unpackb`` and its
-  checks, so a peer cannot reach a different result through the fast path.
+  checks, so a peer cannot reach a different result through the fast path. On a
+  connection read directly (:meth:`FrameReader.read_directly`, the gossip
+  transport after its handshake) a large request or reply is read straight into
+  its payload instead, which then needs no join.
 
 Size limits are checked on the length prefix before any of the frame is
 buffered, as before.
@@ -24,10 +27,14 @@ buffered, as before.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import socket
+import struct
+import termios
 from collections import deque
 from collections.abc import Sequence, Sized
+from io import BytesIO
 from time import monotonic
 from typing import Any
 
@@ -74,6 +81,12 @@ RECEIVE_SIZE = 256 * 1024
 """Bytes asked of the stream per receive (asyncio reads at most this much at once)."""
 DIRECT_MAX = 1024 * 1024
 """Most bytes asked of the socket per direct read (see :meth:`FrameReader.read_directly`)."""
+PAYLOAD_MIN = 128 * 1024
+"""A request or reply frame at least this large is read straight into its payload
+(see :meth:`FrameReader.read_directly`)..."""
+PAYLOAD_AHEAD = 1024 * 1024
+"""... when at most this much of it has not arrived yet: a peer cannot make us hold
+more memory than it sent plus this, per connection, by announcing a large frame."""
 FAST_MIN = 2048
 """Frames at least this large take the by-hand path (smaller ones: msgpack is faster)."""
 
@@ -167,6 +180,9 @@ def _join(parts: list[memoryview], start: int, stop: int) -> bytes:
             break
         offset = end
     if len(pieces) == 1:
+        whole = pieces[0].obj
+        if type(whole) is bytes and len(whole) == pieces[0].nbytes:
+            return whole  # all of one bytes object (a payload read in place): no copy
         return pieces[0].tobytes()
     return b"".join(pieces)
 
@@ -256,6 +272,9 @@ class FrameReader:
     """The stream's socket (asyncio hands out a wrapper: only its ``fileno`` is used)."""
     _held: Sized = ()
     """What the stream has received and not handed out yet (read before the socket)."""
+    _reads: int = 0
+    """Direct reads so far (with :attr:`_awaits`: whether a frame came without an await)."""
+    _awaits: int = 0
 
     def read_directly(self) -> bool:
         """Take waiting bytes from the socket itself, not through the stream, from now
@@ -271,6 +290,14 @@ class FrameReader:
         empty (checked and read with no await between). This looks at the stream's
         queue, an anyio detail, so it is done only where that queue is found; the
         caller must be the stream's only reader.
+
+        A ``REQUEST`` or ``REPLY`` frame of :data:`PAYLOAD_MIN` bytes or more is
+        then read into its payload's own buffer, the socket writing into it
+        directly: no chunk to allocate and no join (the payload is a ``bytes``
+        made from an :class:`io.BytesIO` without a copy), when no more than
+        :data:`PAYLOAD_AHEAD` of it is still to come. A read cancelled in the
+        middle of such a payload loses the frame: after a cancellation the
+        connection must be dropped (the gossip read loop is cancelled only then).
         """
         sock = getattr(self.stream, "extra", lambda *_: None)(SocketAttribute.raw_socket, None)
         held = getattr(getattr(self.stream, "_protocol", None), "read_queue", None)
@@ -299,22 +326,77 @@ class FrameReader:
             return None
         return data or None  # b"": EOF, which the stream sees as well
 
+    def _readinto_now(self, target: memoryview) -> int:
+        """Like :meth:`_recv_now`, into ``target``: how many bytes came (0: none now,
+        or the stream must be asked)."""
+        if self._sock is None or self._held:
+            return 0
+        fd = self._sock.fileno()
+        if fd < 0:
+            return 0
+        try:
+            return os.readv(fd, [target])
+        except OSError:
+            return 0
+
+    def _queued(self) -> int:
+        """Bytes waiting in the socket (0 when unknown)."""
+        fd = self._sock.fileno() if self._sock is not None else -1
+        if fd < 0:
+            return 0
+        try:
+            got = fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0")
+        except OSError:
+            return 0
+        return int(struct.unpack("i", got)[0])
+
+    async def _payload(self, size: int, begun: int) -> bytes:
+        """The next ``size`` bytes (a frame's payload, of which ``begun`` bytes came
+        before), read in place: first what is buffered, then what the socket has,
+        and only when it has nothing, what the stream receives."""
+        out = BytesIO()
+        out.seek(size - 1)
+        out.write(b"\0")
+        pos = 0
+        with out.getbuffer() as view:
+            while pos < size:
+                if self._have:
+                    for piece in self._pop(min(self._have, size - pos)):
+                        view[pos : pos + len(piece)] = piece
+                        pos += len(piece)
+                    continue
+                got = self._readinto_now(view[pos:])
+                if got:
+                    pos += got
+                    self._reads += 1
+                    continue
+                if self.partial_since is None:
+                    self.partial_since = monotonic()
+                try:
+                    await self._fill(1)
+                except ConnectionClosed:
+                    raise ConnectionClosed(
+                        f"connection closed mid-frame ({begun + pos} of {begun + size}"
+                        " bytes received)"
+                    ) from None
+        return out.getvalue()  # the buffer itself, not a copy (no view of it is left)
+
     @property
     def buffered(self) -> int:
         """Bytes received and not yet returned as part of a frame."""
         return self._have
 
-    async def _fill(self, size: int) -> bool:
-        """Receive until ``size`` bytes are buffered; returns whether it awaited
-        nothing (every byte was taken from the socket directly)."""
-        awaited = False
+    async def _fill(self, size: int) -> None:
+        """Receive until ``size`` bytes are buffered."""
         while self._have < size:
             if self._have and self.partial_since is None:
                 self.partial_since = monotonic()
             want = max(RECEIVE_SIZE, size - self._have)
             chunk = self._recv_now(want)
-            if chunk is None:
-                awaited = True
+            if chunk is not None:
+                self._reads += 1
+            else:
+                self._awaits += 1
                 try:
                     chunk = await self.stream.receive(want)
                 except (anyio.EndOfStream, anyio.BrokenResourceError, ConnectionError):
@@ -326,7 +408,6 @@ class FrameReader:
             if chunk:
                 self._chunks.append(memoryview(chunk))
                 self._have += len(chunk)
-        return not awaited
 
     def _pop(self, n: int) -> list[memoryview]:
         """Take the first ``n`` buffered bytes off the front, as views (no copy)."""
@@ -358,21 +439,31 @@ class FrameReader:
         return bytes(out)
 
     async def _frame(self, max_size: int) -> list[memoryview]:
-        # whether bytes were read and no await came with them: then one checkpoint, so
-        # a peer that keeps the socket full cannot starve the other tasks
-        direct: bool | None = None
+        reads, awaits = self._reads, self._awaits
         if self._have < HEADER:
-            direct = await self._fill(HEADER)
+            await self._fill(HEADER)
         size = int.from_bytes(self._peek(HEADER), "big")
         if size > max_size:
             raise WireError(f"frame of {size} bytes exceeds the {max_size}-byte limit")
-        if self._have < HEADER + size:
-            more = await self._fill(HEADER + size)
-            direct = more if direct is None else direct and more
-        if direct:
+        parts: list[memoryview] | None = None
+        if self._sock is not None and size >= PAYLOAD_MIN and self._have < HEADER + size:
+            await self._fill(HEADER + 16)  # the msgpack head: where the payload starts
+            layout = _layout(self._peek(HEADER + 16)[HEADER:], size)
+            ahead = HEADER + size - self._have - self._queued()
+            if layout is not None and layout[0] in (REQUEST, REPLY) and ahead <= PAYLOAD_AHEAD:
+                start = layout[2]
+                self._pop(HEADER)
+                parts = self._pop(start)
+                parts.append(memoryview(await self._payload(size - start, HEADER + start)))
+        if parts is None:
+            if self._have < HEADER + size:
+                await self._fill(HEADER + size)
+            self._pop(HEADER)
+            parts = self._pop(size) if size else [memoryview(b"")]
+        if self._reads != reads and self._awaits == awaits:
+            # all of it was taken from the socket without an await: one checkpoint, so
+            # a peer that keeps the socket full cannot starve the other tasks
             await anyio.lowlevel.checkpoint()
-        self._pop(HEADER)
-        parts = self._pop(size) if size else [memoryview(b"")]
         self.partial_since = monotonic() if self._have else None
         return parts
 
