@@ -177,3 +177,37 @@ async def test_the_end_event_is_set_once_when_the_job_ends_not_at_each_step() ->
         assert steps > 1
         assert (await handle.wait(30)).ok
         assert node.driver.ended(handle.job_id) is not ended  # replaced for a later end
+
+
+def test_each_side_cancels_only_its_own_timers_of_a_job() -> None:
+    from bacalhau.node.timers import TimerQueue
+    from bacalhau.protocol.timers import ComputeTimer, RequesterTimer, TimerKey
+
+    queue = TimerQueue(fire=lambda key: None, clock=VirtualClock())
+    bids, forget = TimerKey("j-1", RequesterTimer.BIDS), TimerKey("j-1", ComputeTimer.FORGET)
+    queue.set(bids, 10)
+    queue.set(forget, 10)
+    queue.cancel("j-1", side="compute")
+    assert queue.pending() == [bids]
+    queue.set(forget, 10)
+    queue.cancel("j-1", side="requester")
+    assert queue.pending() == [forget]
+    queue.set(bids, 10)
+    queue.cancel("j-1")
+    assert queue.pending() == []
+
+
+def test_a_heard_job_forgotten_by_the_compute_side_keeps_its_requester_timers() -> None:
+    # a node that is also the job's requester must not lose its bid or queue timers when
+    # its compute side forgets a job it only heard of (too many heard jobs)
+    state = ComputeState(ME, max_heard=1)
+    spec = JobSpec.noop()
+
+    def created(job_id: str) -> MessageReceived:
+        offer = m.JobCreated(job_id=job_id, spec=spec, seal_key=b"k" * 32, created_at=0.0)
+        return MessageReceived(ME, offer)
+
+    state.handle(created("j-1"), 0.0)
+    out = state.handle(created("j-2"), 1.0)
+    cancels = [cmd for cmd in out if isinstance(cmd, c.CancelTimers)]
+    assert cancels == [c.CancelTimers(job_id="j-1", side="compute")]

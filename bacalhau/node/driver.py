@@ -332,7 +332,7 @@ class Driver:
         elif isinstance(cmd, c.SetTimer):
             self.timers.set(cmd.key, cmd.at)
         elif isinstance(cmd, c.CancelTimers):
-            self.timers.cancel(cmd.job_id, cmd.name, cmd.node)
+            self.timers.cancel(cmd.job_id, cmd.name, cmd.node, cmd.side)
         elif isinstance(cmd, c.JobChanged):
             self._job_changed(cmd.job_id)
         elif isinstance(cmd, c.EvaluateBid):

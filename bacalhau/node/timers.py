@@ -5,10 +5,11 @@ from __future__ import annotations
 import heapq
 import itertools
 from collections.abc import Callable
+from typing import Literal
 
 import anyio
 
-from ..protocol.timers import TimerKey, TimerName
+from ..protocol.timers import ComputeTimer, RequesterTimer, TimerKey, TimerName
 from .clock import Clock, SystemClock
 
 __all__ = ["TimerQueue"]
@@ -45,12 +46,25 @@ class TimerQueue:
         if self._heap[0][1] == seq:
             self._wake.set()
 
-    def cancel(self, job_id: str, name: TimerName | None = None, node: str | None = None) -> None:
+    def cancel(
+        self,
+        job_id: str,
+        name: TimerName | None = None,
+        node: str | None = None,
+        side: Literal["requester", "compute"] | None = None,
+    ) -> None:
+        """Forget ``job_id``'s timers (only ``name`` / ``node`` / ``side`` ones when
+        given; see :class:`~bacalhau.protocol.commands.CancelTimers`)."""
         keys = self._by_job.get(job_id)
         if not keys:
             return
+        kind = {None: None, "requester": RequesterTimer, "compute": ComputeTimer}[side]
         for key in [
-            k for k in keys if (name is None or k.name == name) and (node is None or k.node == node)
+            k
+            for k in keys
+            if (name is None or k.name == name)
+            and (node is None or k.node == node)
+            and (kind is None or isinstance(k.name, kind))
         ]:
             keys.discard(key)
             self._live.pop(key, None)

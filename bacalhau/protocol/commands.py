@@ -6,6 +6,8 @@ outcome back as an event.
 
 from __future__ import annotations
 
+from typing import Literal
+
 import attrs
 
 from ..models import JobSpec
@@ -57,11 +59,15 @@ class SetTimer:
 
 @attrs.frozen(kw_only=True)
 class CancelTimers:
-    """Forget every timer of ``job_id`` (or only ``name`` / ``node`` ones when given)."""
+    """Forget every timer of ``job_id`` (or only ``name`` / ``node`` ones when given) that
+    belongs to ``side`` (``"requester"``: :class:`RequesterTimer` names, ``"compute"``:
+    :class:`ComputeTimer` ones; None: both). A node is often both the requester and a
+    compute node of one job: each side cancels only its own timers."""
 
     job_id: str
     name: TimerName | None = None
     node: str | None = None
+    side: Literal["requester", "compute"] | None = None
 
 
 @attrs.frozen(kw_only=True)

@@ -186,7 +186,7 @@ class ComputeState:
             self._forget_heard(old_id)
             self.jobs.pop(old_id, None)
             self.evicted += 1
-            out.append(CancelTimers(job_id=old_id))
+            out.append(CancelTimers(job_id=old_id, side="compute"))
             out.append(Dropped(reason=f"forgot job {old_id}, only heard of: too many heard jobs"))
         self.jobs[msg.job_id] = ComputeJob(
             job_id=msg.job_id, spec=msg.spec, requester_id=sender, seal_key=msg.seal_key
@@ -460,7 +460,7 @@ class ComputeState:
                 # job for the tombstone_ttl, in memory and in its store)
                 job.stdout = job.stderr = ""
                 job.proposal = job.commitment = b""
-                out.append(CancelTimers(job_id=job_id))
+                out.append(CancelTimers(job_id=job_id, side="compute"))
                 out.append(
                     SetTimer(TimerKey(job_id, ComputeTimer.FORGET), now + self.tombstone_ttl)
                 )

@@ -289,7 +289,10 @@ class RequesterState(Scheduling):
             self._finish(job, JobAction.FAIL, reason, now, out)
         except IllegalTransition:  # the record itself is inconsistent: end it plainly
             job.state, job.reason = S.FAILED, reason
-            out = [CancelTimers(job_id=job_id), Broadcast(JobFailure(job_id, reason))]
+            out = [
+                CancelTimers(job_id=job_id, side="requester"),
+                Broadcast(JobFailure(job_id, reason)),
+            ]
             self._note(job, now, job.state.value, self.node_id, reason, out)
         return out
 
@@ -719,7 +722,7 @@ class RequesterState(Scheduling):
                 self.move_execution(ex, X.BID_REJECTED if ex.state is X.BID else X.CANCELLED)
                 self.nodes.released(ex.node_id)
                 ex.reason = ex.reason or f"job {job.state}"
-        out.append(CancelTimers(job_id=job.job_id))
+        out.append(CancelTimers(job_id=job.job_id, side="requester"))
         message: JobCompleted | JobFailure | JobCancelled
         if job.state is S.COMPLETED:
             message = JobCompleted(job.job_id)
