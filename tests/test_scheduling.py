@@ -357,3 +357,26 @@ async def test_targeted_offers_ask_only_what_the_deal_needs() -> None:
         heard = [n for n in net.nodes if result.job_id in n.compute.jobs]
     assert result.ok
     assert len(heard) == 3  # concurrency 2 plus one node of headroom; the others heard nothing
+
+
+async def test_a_requester_that_forgets_a_heard_job_keeps_the_jobs_timers() -> None:
+    # Node 0 is the job's requester and, as a compute node, hears the job and declines it
+    # (no match). Its compute side keeps one heard-only job: the second job evicts the
+    # first. The first job (two bids wanted, one node can bid) then depends on its bid
+    # timer, which the eviction must not cancel: it ends instead of bidding forever.
+    config = RequesterConfig(offers="broadcast", bid_timeout=0.2, execution_grace=5)
+    options: list[dict[str, object]] = [{}, {"compute": ComputeConfig(labels={"zone": "b"})}]
+    async with Network.in_memory(2, seed=5, requester=config, per_node_options=options) as net:
+        await known(net.nodes[0], 2)
+        requester = net.nodes[0]
+        requester.compute.max_heard = 1
+        spec = JobSpec.noop(
+            selectors=parse_selectors("zone=b"),
+            queue_timeout=1.0,
+            deal=Deal(concurrency=1, min_bids=2),
+        )
+        first = await requester.submit(spec)
+        await requester.submit(JobSpec.noop(selectors=parse_selectors("zone=b")))
+        result = await first.wait(30)
+        assert requester.compute.evicted >= 1
+    assert result.state.terminal  # not bidding forever
