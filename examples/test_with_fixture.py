@@ -97,11 +97,12 @@ async def test_a_crashed_node_is_replaced() -> None:
 
     Node 0 only requests (``compute=None``), so it never runs the job itself; the
     node that does run it is stopped mid-run, and the requester gives the job to
-    another bidder once the silent node's deadline passes.
+    another bidder once the silent node's deadline passes. (The job runs 2 s, so a
+    stalled test process still stops its node before it ends.)
     """
     fast = RequesterConfig(bid_window=0.05, execution_grace=0.5)
     async with open_network(3, requester=fast, per_node_options=[{"compute": None}, {}, {}]) as net:
-        handle = await net.nodes[0].submit(JobSpec.noop(stdout="done", delay=0.5, timeout=1))
+        handle = await net.nodes[0].submit(JobSpec.noop(stdout="done", delay=2, timeout=3))
         # aclosing: leaving the loop early closes the event stream at once (trio insists)
         async with contextlib.aclosing(handle.events()) as events:
             async for event in events:

@@ -105,10 +105,10 @@ async def test_min_bids_waits_then_chooses_at_random() -> None:
 
 async def test_too_few_bids_fails_with_reason() -> None:
     async with Network.in_memory(2, requester=RequesterConfig(bid_timeout=0.5)) as net:
-        spec = JobSpec.noop(deal=Deal(min_bids=5), queue_timeout=1.5)
+        spec = JobSpec.noop(deal=Deal(min_bids=5), queue_timeout=3.5)  # both bids in by then
         r = await net.nodes[0].run_job(spec, timeout=10)
     assert r.state is JobState.FAILED
-    assert "queue timeout (1.5s)" in r.reason and "only 2 bids for min_bids 5" in r.reason
+    assert "queue timeout (3.5s)" in r.reason and "only 2 bids for min_bids 5" in r.reason
     assert "queued" in {e.kind for e in r.events}
 
 
