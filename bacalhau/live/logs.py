@@ -531,7 +531,14 @@ class LogHub:
         await self._opened.wait()
 
     def _trim(self) -> None:
-        ended = [k for k, b in self._buffers.items() if b.closed]
         excess = len(self._buffers) - self.keep
-        for key in ended[: max(0, excess)]:
+        if excess <= 0:
+            return
+        ended = []
+        for key, buffer in self._buffers.items():  # oldest first; stop once enough ended
+            if buffer.closed:
+                ended.append(key)
+                if len(ended) == excess:
+                    break
+        for key in ended:
             del self._buffers[key]

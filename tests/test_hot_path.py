@@ -1,0 +1,62 @@
+"""The per-job hot path's shortcuts keep their exact meaning."""
+
+from __future__ import annotations
+
+import typing
+
+import pytest
+
+from bacalhau import ids
+from bacalhau.errors import ValidationError
+from bacalhau.identity import Identity
+from bacalhau.live import LogHub
+from bacalhau.node import driver
+from bacalhau.protocol import commands as c
+
+
+def test_the_driver_carries_out_every_kind_of_command() -> None:
+    kinds = set(typing.get_args(c.Command))
+    assert kinds == set(driver._HANDLERS)
+    assert all(callable(h) for h in driver._HANDLERS.values())
+
+
+def test_an_id_that_passed_once_passes_again_and_only_for_its_kind() -> None:
+    job_id = "j-0123456789abcdef"
+    assert ids.check("job_id", job_id) == job_id
+    assert ids.check("job_id", job_id) == job_id  # from the cache
+    with pytest.raises(ValidationError, match="node_id"):
+        ids.check("node_id", job_id)  # passing as a job id says nothing of node ids
+    node_id = Identity.generate().node_id
+    assert ids.check("node_id", node_id) == node_id
+    assert ids.check("node_id", node_id) == node_id
+    for _ in range(2):  # a refusal is never remembered as a pass
+        with pytest.raises(ValidationError, match="field_x"):
+            ids.check("job_id", "not/an id", field="field_x")
+        with pytest.raises(ValidationError):
+            ids.check("job_id", 7)
+
+
+def test_the_id_cache_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ids, "_GOOD_MAX", 3)
+    monkeypatch.setitem(ids._GOOD, "name", set())
+    for i in range(10):
+        ids.check("name", f"name-{i}")
+        assert len(ids._GOOD["name"]) <= 3
+    assert ids.check("name", "name-0") == "name-0"
+
+
+@pytest.mark.anyio
+async def test_the_hub_drops_only_ended_buffers_however_many_run() -> None:
+    hub = LogHub(keep=1)
+    running = hub.open("running")
+    first, second = hub.open("first"), hub.open("second")
+    first.close()
+    second.close()
+    last = hub.open("last")  # four buffers, keep one: both ended ones go, running stay
+    assert hub.get("running") is running
+    assert hub.get("last") is last
+    assert hub.get("first") is None and hub.get("second") is None
+    assert len(hub) == 2
+    last.close()
+    hub.open("next")  # one ended too many: only the oldest ended one goes
+    assert hub.get("last") is None and hub.get("running") is running
