@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
@@ -70,6 +71,11 @@ async def test_requester_killed_mid_job_and_restarted(tmp_path: Path) -> None:
                 while not any(e.kind == "bid_accepted" for e in (await c.describe(job_id)).events):
                     await anyio.sleep(0.1)
             before = (await c.describe(job_id)).events
+        # describe reads memory; the store writes the record on its own thread: kill once
+        # the history described is on disk (a kill sooner may lose what was not written)
+        with anyio.fail_after(30):
+            while len(stored_requester_history(tmp_path / "requester", job_id)) < len(before):
+                await anyio.sleep(0.05)
 
         requester.kill()  # SIGKILL: no clean-up, no goodbye
         reborn = await start_on_fixed_port(tmp_path / "requester", secret, port, retries=5)
@@ -89,19 +95,35 @@ async def test_requester_killed_mid_job_and_restarted(tmp_path: Path) -> None:
     assert "recovered" in kinds and kinds[-1] == "completed"
 
 
-def stored_compute_state(data_dir: Path, job_id: str) -> str | None:
-    """The state a compute node's store holds for ``job_id`` (read-only, from outside)."""
+def stored_record(data_dir: Path, table: str, job_id: str) -> dict[str, Any] | None:
+    """The record a node's store holds for ``job_id`` in ``table`` (read-only, from
+    outside)."""
     try:
         db = sqlite3.connect(f"file:{data_dir / 'state.db'}?mode=ro", uri=True)
     except sqlite3.Error:
         return None
     try:
-        row = db.execute("SELECT record FROM compute_jobs WHERE job_id = ?", (job_id,)).fetchone()
+        row = db.execute(f"SELECT record FROM {table} WHERE job_id = ?", (job_id,)).fetchone()
     except sqlite3.Error:  # not created yet
         return None
     finally:
         db.close()
-    return None if row is None else str(unpack(row[0], max_size=1 << 30)["state"])
+    if row is None:
+        return None
+    record: dict[str, Any] = unpack(row[0], max_size=1 << 30)
+    return record
+
+
+def stored_compute_state(data_dir: Path, job_id: str) -> str | None:
+    """The state a compute node's store holds for ``job_id`` (read-only, from outside)."""
+    record = stored_record(data_dir, "compute_jobs", job_id)
+    return None if record is None else str(record["state"])
+
+
+def stored_requester_history(data_dir: Path, job_id: str) -> list[Any]:
+    """The history a requester's store holds for ``job_id`` (empty if none yet)."""
+    record = stored_record(data_dir, "requester_jobs", job_id)
+    return [] if record is None else list(record["history"])
 
 
 async def test_compute_node_killed_mid_job_and_restarted(tmp_path: Path) -> None:
