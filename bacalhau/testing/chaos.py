@@ -196,6 +196,13 @@ async def chaos_run(
         report.dropped = hub.dropped
         for result in report.results:
             report.problems.extend(check_job(result))
+        # as a network's exit does before its check: folders of ended executions are
+        # removed on worker threads, each node in its own time (a job's end on the
+        # requester does not wait for the other nodes' clean-up); a folder still there
+        # once no node is removing or stopping anything is a real leftover
+        with anyio.move_on_after(60):
+            while any(n.runner.stopping or n.runner.removing for n in net.nodes):  # noqa: ASYNC110
+                await anyio.sleep(0.01)
         report.problems.extend(net.check_invariants())
     return report
 
