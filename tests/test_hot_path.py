@@ -60,3 +60,21 @@ async def test_the_hub_drops_only_ended_buffers_however_many_run() -> None:
     last.close()
     hub.open("next")  # one ended too many: only the oldest ended one goes
     assert hub.get("last") is None and hub.get("running") is running
+
+
+def test_a_batch_carries_out_one_change_per_job_the_last() -> None:
+    from bacalhau.protocol.timers import RequesterTimer, TimerKey
+
+    timer = c.SetTimer(TimerKey("j-a", RequesterTimer.JOB), 5.0)
+    batch: list[c.Command] = [
+        c.JobChanged("j-a"),
+        c.Send("n1", None),  # type: ignore[arg-type]
+        c.JobChanged("j-b"),
+        timer,
+        c.JobChanged("j-a", terminal=True),
+    ]
+    kept = driver.last_changes(batch)
+    assert kept == [batch[1], batch[2], timer, batch[4]]  # order of the rest unchanged
+    single: list[c.Command] = [c.JobChanged("j-a"), c.JobChanged("j-b")]
+    assert driver.last_changes(single) is single  # nothing repeated: the batch as is
+    assert driver.last_changes([]) == []

@@ -233,7 +233,7 @@ class Driver:
             while self._inbox:
                 event = self._inbox.popleft()
                 now = self.clock.now()
-                for command in self._dispatch(event, now):
+                for command in last_changes(self._dispatch(event, now)):
                     self._execute(command)
             self._evict_finished()
         finally:
@@ -496,6 +496,30 @@ class Driver:
         return ProposalOpened(
             job_id=msg.job_id, node_id=sender, digest=digest, commitment=commitment
         )
+
+
+def last_changes(commands: list[c.Command]) -> list[c.Command]:
+    """``commands`` without the :class:`~bacalhau.protocol.commands.JobChanged` of a
+    job that a later one in the same batch repeats. A state machine's answer to one
+    event is carried out after it returned, and nothing in the batch changes a job's
+    record (an event a command causes waits in the inbox), so each ``JobChanged`` of
+    the batch would save, publish and wake for the same record: the last one does it
+    once (a job's answer to one message often notes two or three history lines)."""
+    if len(commands) < 2:
+        return commands
+    last: dict[str, int] = {}
+    changes = 0
+    for i, cmd in enumerate(commands):
+        if type(cmd) is c.JobChanged:
+            last[cmd.job_id] = i
+            changes += 1
+    if changes == len(last):
+        return commands
+    return [
+        cmd
+        for i, cmd in enumerate(commands)
+        if type(cmd) is not c.JobChanged or last[cmd.job_id] == i
+    ]
 
 
 _HANDLERS: dict[type, Callable[[Driver, Any], None]] = {
