@@ -108,7 +108,17 @@ async def test_failover_when_a_server_is_killed(nats_cluster: NatsCluster) -> No
         want = {f"during-{i}".encode() for i in range(10)}
         for h in hs[1:]:
             await h.wait_heard(want, timeout=20)
-        await eventually(lambda: ts[0].status()["connected"], 20)
+        # connected comes first; the client's reconnect callback (which counts it and wakes
+        # the flush of node 0's own buffer) runs after a round trip to the new server, and
+        # the frames above may reach the others before it (sent from the client's buffer)
+        await eventually(
+            lambda: (
+                ts[0].status()["connected"]
+                and ts[0].status()["reconnects"]
+                and not ts[0].status()["buffered"]
+            ),
+            20,
+        )
         status = ts[0].status()
         assert status["server"] in nats_cluster.urls[1:]
         assert status["reconnects"] == 1
