@@ -270,7 +270,13 @@ async def test_bounded_buffer_while_disconnected(
         await sender.broadcast(b"before")  # no wait for peers: a started transport is subscribed
         await hr.wait_for(lambda: b"before" in hr.heard)
         proxy.cut()
-        await eventually(lambda: not sender.status()["connected"])
+        # nats-py marks itself disconnected, then (in another task, after closing the
+        # socket) calls the transport's disconnect callback, which starts the outage
+        await eventually(
+            lambda: (
+                not sender.status()["connected"] and sender.status()["disconnected_for"] is not None
+            )
+        )
         for i in range(8):
             await sender.broadcast(f"held-{i}".encode())
         status = sender.status()
