@@ -7,11 +7,17 @@ import typing
 import pytest
 
 from bacalhau import ids
+from bacalhau.compute.bidding import BidRequest, SupportStrategy
 from bacalhau.errors import ValidationError
+from bacalhau.executor.noop import NoopExecutor
 from bacalhau.identity import Identity
 from bacalhau.live import LogHub
+from bacalhau.models import JobSpec
 from bacalhau.node import driver
 from bacalhau.protocol import commands as c
+from bacalhau.publisher.noop import NoopPublisher
+from bacalhau.storage.inline import InlineStorage
+from bacalhau.verifier.noop import NoopVerifier
 
 
 def test_the_driver_carries_out_every_kind_of_command() -> None:
@@ -78,3 +84,38 @@ def test_a_batch_carries_out_one_change_per_job_the_last() -> None:
     single: list[c.Command] = [c.JobChanged("j-a"), c.JobChanged("j-b")]
     assert driver.last_changes(single) is single  # nothing repeated: the batch as is
     assert driver.last_changes([]) == []
+
+
+class _SwitchedEngine(NoopExecutor):
+    """An engine whose presence is asked (it overrides ``is_installed``)."""
+
+    async def is_installed(self) -> bool:
+        return True
+
+
+def test_an_engine_that_is_always_there_is_answered_at_once_however_late() -> None:
+    """A node asked for the first time, or long after its last bid, answers a job on an
+    engine without its own ``is_installed`` at once (no task); an engine that can go
+    missing still waits for a fresh answer."""
+    now = [0.0]
+
+    def support(executor: NoopExecutor) -> SupportStrategy:
+        return SupportStrategy(
+            executors={"noop": executor},
+            storage={"inline": InlineStorage()},
+            verifiers={"noop": NoopVerifier()},
+            publishers={"noop": NoopPublisher()},
+            recheck_after=5.0,
+            clock=lambda: now[0],
+        )
+
+    request = BidRequest(job_id="j-1", spec=JobSpec.noop(), requester_id="r", node_id="me")
+    plain, switched = support(NoopExecutor()), support(_SwitchedEngine())
+    for _ in range(3):
+        answer = plain.decide_now(request)
+        assert answer is not None and answer.bid
+        assert switched.decide_now(request) is None  # never asked: it must ask first
+        now[0] += 60.0
+    bad = BidRequest(job_id="j-2", spec=JobSpec.noop(exit_code=999), requester_id="r", node_id="me")
+    answer = plain.decide_now(bad)  # the spec is still checked
+    assert answer is not None and not answer.bid and "invalid noop job" in answer.reason

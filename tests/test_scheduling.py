@@ -14,6 +14,7 @@ import anyio
 import pytest
 
 from bacalhau import ComputeConfig, Deal, JobSpec, JobState, Network, RequesterConfig
+from bacalhau.compute.bidding import BidRequest, BidResponse
 from bacalhau.errors import ValidationError
 from bacalhau.models import ExecutionState, NodeInfo, Resources
 from bacalhau.node.node import Node
@@ -361,11 +362,20 @@ async def test_targeted_offers_ask_only_what_the_deal_needs() -> None:
 
 async def test_a_requester_that_forgets_a_heard_job_keeps_the_jobs_timers() -> None:
     # Node 0 is the job's requester and, as a compute node, hears the job and declines it
-    # (no match). Its compute side keeps one heard-only job: the second job evicts the
-    # first. The first job (two bids wanted, one node can bid) then depends on its bid
-    # timer, which the eviction must not cancel: it ends instead of bidding forever.
+    # (a bid strategy of its own says no; offers are broadcast, so it hears the job
+    # though its labels do not match). Its compute side keeps one heard-only job: the
+    # second job evicts the first. The first job (two bids wanted, one node can bid)
+    # then depends on its bid timer, which the eviction must not cancel: it ends
+    # instead of bidding forever.
+    class NotHere:
+        async def decide(self, request: BidRequest) -> BidResponse:
+            return BidResponse(bid=False, reason="not here")
+
     config = RequesterConfig(offers="broadcast", bid_timeout=0.2, execution_grace=5)
-    options: list[dict[str, object]] = [{}, {"compute": ComputeConfig(labels={"zone": "b"})}]
+    options: list[dict[str, object]] = [
+        {"bid_strategies": [NotHere()]},
+        {"compute": ComputeConfig(labels={"zone": "b"})},
+    ]
     async with Network.in_memory(2, seed=5, requester=config, per_node_options=options) as net:
         await known(net.nodes[0], 2)
         requester = net.nodes[0]

@@ -90,6 +90,8 @@ class SupportStrategy:
 
     async def engine_installed(self, engine: str, executor: Executor) -> bool:
         """``executor.is_installed()``, asked again once the last answer is too old."""
+        if not _may_be_missing(executor):
+            return True  # Executor.is_installed: always there
         now = self.clock()
         known = self._installed.get(engine)
         if known is None or now - known[1] >= self.recheck_after:
@@ -160,12 +162,16 @@ class SupportStrategy:
         executor = self.executors.get(engine)
         if executor is None:
             return BidResponse(bid=False, reason=f"no {engine!r} executor on this node")
-        known = self._installed.get(engine)
-        if known is None or self.clock() - known[1] >= self.recheck_after:
-            return None
+        if _may_be_missing(executor):
+            known = self._installed.get(engine)
+            if known is None or self.clock() - known[1] >= self.recheck_after:
+                return None
+            installed = known[0]
+        else:  # its engine is always there: no answer to wait for, however old
+            installed = True
         if type(executor).unsupported_reason is not Executor.unsupported_reason:
             return None
-        if not known[0]:
+        if not installed:
             return BidResponse(
                 bid=False, reason=f"the {engine} engine is not available on this node"
             )
