@@ -4,9 +4,11 @@ Three parts, each measured side by side with Dask in this process:
 
 - **burst**: 1,000 and 5,000 no-op jobs in flight on a 3-node network (every job
   submitted at once, round-robin over the nodes); failures, jobs per second and
-  submit-to-result latency against Dask with the same jobs in flight (each job's
-  from its ``submit`` call, as Dask's; ``median_from_handoff_ms`` counts from when the
-  job was handed to its task, which starts only after the tasks before it submitted).
+  latency against Dask with the same jobs in flight. A job's latency runs from when
+  the submitting loop handed it over (to its task; Dask's: its ``submit`` call, which
+  returns at once) to its result. ``median_from_submit_call_ms`` counts from the task's
+  own ``submit`` call only, leaving out the wait for the tasks before it to submit
+  theirs (a job that finds room runs within its submit call).
 - **scale**: one job at a time on 3, 100 and 1,000 in-memory nodes: median latency
   (against Dask's one-at-a-time latency) and the messages each job cost: frames the
   nodes sent for it, a broadcast counted once per node that hears it. Announcements
@@ -47,7 +49,7 @@ async def burst(jobs: int, nodes: int) -> dict[str, float]:
         failed = 0
         start = time.perf_counter()
 
-        handed_over: list[float] = []
+        from_submit: list[float] = []
 
         async def one(i: int, handed: float) -> None:
             nonlocal failed
@@ -56,8 +58,8 @@ async def burst(jobs: int, nodes: int) -> dict[str, float]:
             result = await handle.wait(600)
             failed += not result.ok
             done = time.perf_counter()
-            latencies.append(done - t0)
-            handed_over.append(done - handed)
+            latencies.append(done - handed)
+            from_submit.append(done - t0)
 
         async with anyio.create_task_group() as tg:
             for i in range(jobs):
@@ -65,9 +67,10 @@ async def burst(jobs: int, nodes: int) -> dict[str, float]:
         wall = time.perf_counter() - start
         stats = summary(latencies, wall)
         stats["failed"] = failed
-        # from when the job was handed to its task (a task starts only once the tasks
-        # before it have submitted theirs): the whole wait a burst's submitter sees
-        stats["median_from_handoff_ms"] = statistics.median(handed_over) * 1000
+        # from the task's submit call only: a task starts once the tasks before it have
+        # submitted theirs (a job that finds room runs within its submit call), so this
+        # leaves out the wait behind them; the headline counts it
+        stats["median_from_submit_call_ms"] = statistics.median(from_submit) * 1000
         stats["queued_events"] = sum(
             1
             for n in net.nodes
@@ -208,8 +211,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "median_latency": ours["median_ms"] / dask["median_ms"],
             "p99_latency": ours["p99_ms"] / dask["p99_ms"],
             "throughput": ours["per_second"] / dask["per_second"],
-            # Dask's submit call is its hand-off (it returns at once)
-            "median_latency_from_handoff": ours["median_from_handoff_ms"] / dask["median_ms"],
+            "median_latency_from_submit_call": ours["median_from_submit_call_ms"]
+            / dask["median_ms"],
         }
         data["burst"][str(jobs)] = {"bacalhau": ours, "dask": dask, "ratios": ratios}
         rows = [
@@ -238,8 +241,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         header = ("system", "failed", "median ms", "p99 ms", "jobs/s")
         print(table(f"no-op jobs, {jobs} in flight", rows, header))
         print(
-            f"median from hand-off to the task: {ours['median_from_handoff_ms']:.0f} ms, "
-            f"{ratios['median_latency_from_handoff']:.2f}x Dask's median"
+            f"median from the task's own submit call: "
+            f"{ours['median_from_submit_call_ms']:.0f} ms "
+            f"({ratios['median_latency_from_submit_call']:.2f}x Dask's median)"
         )
     if bursts:
         first = data["burst"][str(bursts[0])]
