@@ -16,11 +16,18 @@ from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.routing import Route
 
 from bacalhau import ComputeConfig, Deal, JobSpec, JobState, Network, RequesterConfig, Resources
-from bacalhau.compute.bidding import BidRequest, CapacityStrategy, SupportStrategy, decide
+from bacalhau.compute.bidding import (
+    BidRequest,
+    BidResponse,
+    CapacityStrategy,
+    SupportStrategy,
+    decide,
+)
 from bacalhau.compute.capacity import Capacity
 from bacalhau.compute.hooks import ExecHook, HttpHook, parse_hook_reply
 from bacalhau.executor.noop import NoopExecutor
 from bacalhau.publisher.noop import NoopPublisher
+from bacalhau.selectors import parse_selectors
 from bacalhau.storage.inline import InlineStorage
 from bacalhau.verifier.noop import NoopVerifier
 
@@ -60,6 +67,21 @@ async def test_capacity_strategy() -> None:
     await cap.acquire(Resources())
     answer = await s.decide(REQ)
     assert not answer.bid and "queue is full" in answer.reason
+
+
+async def test_capacity_strategy_declines_a_job_its_labels_do_not_match() -> None:
+    cap = Capacity(Resources(cpu=2, memory=2**30), max_executions=1, queue_size=1)
+    s = CapacityStrategy(cap, labels={"zone": "a", "gpu": "no"})
+
+    async def answer(selectors: str) -> BidResponse:
+        spec = JobSpec.noop(selectors=parse_selectors(selectors))
+        return await s.decide(BidRequest(job_id="j", spec=spec, requester_id="r", node_id="n"))
+
+    assert (await answer("zone=a")).bid
+    assert (await answer("zone in (a, b), gpu!=yes")).bid
+    no = await answer("zone=b")
+    assert not no.bid and not no.busy and no.reason == "labels do not match (zone=b)"
+    assert not (await answer("region")).bid  # exists
 
 
 async def test_capacity_is_exact_under_concurrency() -> None:

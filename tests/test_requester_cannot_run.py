@@ -268,3 +268,20 @@ async def test_a_docker_job_where_no_node_has_an_engine_fails_at_once(n: int) ->
     assert result.reason.startswith("no known node can run this docker job: "), result.reason
     assert NO_ENGINE in result.reason
     assert "queued" not in {e.kind for e in result.events}
+
+
+def test_a_broadcast_every_node_declines_for_its_labels_is_not_failed() -> None:
+    """With ``offers="broadcast"`` each node checks the selectors itself; declines for
+    labels alone leave hope (a node with those labels may join): no failure at once."""
+    state = requester(*(info(n, labels={"zone": "a"}) for n in NODES[:2]), offers="broadcast")
+    spec = attrs.evolve(DOCKER, selectors=parse_selectors("zone=z"))
+    assert broadcast(state.handle(SubmitJob(job_id=JOB, spec=spec, peers=2), T0))
+    for node in NODES[:2]:
+        decline(state, node, "labels do not match (zone=z)")
+    assert not state.result(JOB).state.terminal
+    # the same declines for a missing engine fail it at once, naming why
+    state = requester(*(info(n, labels={"zone": "a"}) for n in NODES[:2]), offers="broadcast")
+    state.handle(SubmitJob(job_id=JOB, spec=spec, peers=2), T0)
+    for node in NODES[:2]:
+        decline(state, node, NO_ENGINE)
+    assert state.result(JOB).state is JobState.FAILED

@@ -11,6 +11,7 @@ from collections import Counter
 from collections.abc import Callable
 
 import anyio
+import attrs
 import pytest
 
 from bacalhau import ComputeConfig, Deal, JobSpec, JobState, Network, RequesterConfig
@@ -303,12 +304,14 @@ async def test_labels_and_selectors_place_jobs_on_a_heterogeneous_network() -> N
                 assert asked <= eligible, text
 
 
-async def test_an_ops_job_runs_on_exactly_the_matching_nodes() -> None:
+@pytest.mark.parametrize("offers", ["targeted", "broadcast"])
+async def test_an_ops_job_runs_on_exactly_the_matching_nodes(offers: str) -> None:
     per_node = [
         {"compute": ComputeConfig(labels={"role": "edge" if i % 3 == 0 else "core"})}
         for i in range(10)
     ]
-    async with Network.in_memory(10, seed=6, requester=FAST, per_node_options=per_node) as net:
+    config = FAST if offers == "targeted" else attrs.evolve(FAST, offers="broadcast")
+    async with Network.in_memory(10, seed=6, requester=config, per_node_options=per_node) as net:
         edge = {n.node_id for i, n in enumerate(net.nodes) if i % 3 == 0}
         await known(net.nodes[1], 10)
         spec = JobSpec.noop(stdout="hello", selectors=parse_selectors("role=edge"), target="all")
@@ -349,6 +352,31 @@ async def test_broadcast_selection_keeps_the_original_behaviour() -> None:
         result = await net.nodes[0].run_job(JobSpec.noop(deal=Deal(min_bids=4)), timeout=30)
     assert result.ok
     assert len([e for e in result.events if e.kind == "bid"]) == 4
+
+
+async def test_broadcast_offers_run_jobs_only_where_the_selectors_match() -> None:
+    """A broadcast reaches every node: each compute node checks the job's selectors
+    against its own labels, and one they do not match declines (it did bid before)."""
+    config = RequesterConfig(bid_timeout=1, offers="broadcast")
+    options: list[dict[str, object]] = [
+        {"compute": ComputeConfig(labels={"zone": zone})} for zone in ("a", "b", "b", "c")
+    ]
+    async with Network.in_memory(4, seed=12, requester=config, per_node_options=options) as net:
+        await known(net.nodes[0], 4)
+        b_nodes = {n.node_id for n in net.nodes[1:3]}
+        spec = JobSpec.noop(selectors=parse_selectors("zone=b"), deal=Deal(concurrency=2))
+        results = [await net.nodes[0].run_job(spec, timeout=30) for _ in range(4)]
+        for r in results:
+            assert r.ok, r.reason
+            assert {e.node_id for e in r.accepted} == b_nodes
+            declined = {e.node_id for e in r.events if e.kind == "declined"}
+            assert declined <= {net.nodes[0].node_id, net.nodes[3].node_id}
+        # every node declines for its labels: the job waits (one with them may join)
+        nowhere = JobSpec.noop(selectors=parse_selectors("zone=z"), queue_timeout=3.0)
+        r = await net.nodes[0].run_job(nowhere, timeout=30)
+    assert not r.ok and not r.executions, r.reason
+    assert "queued" in {e.kind for e in r.events}
+    assert "queue timeout" in r.reason and "labels do not match (zone=z)" in r.reason
 
 
 async def test_targeted_offers_ask_only_what_the_deal_needs() -> None:

@@ -19,6 +19,8 @@ import attrs
 
 from ..errors import BacalhauError
 from ..models import JobSpec
+from ..protocol.nodes import LABELS_DIFFER
+from ..selectors import matches
 
 if TYPE_CHECKING:
     from ..executor.base import Executor
@@ -202,14 +204,22 @@ def _may_be_missing(executor: Executor) -> bool:
 
 @attrs.define
 class CapacityStrategy:
-    """No bid on a job that could never fit, nor while the queue is full."""
+    """No bid on a job that could never fit, nor on one whose selectors this node's
+    labels do not match (a broadcast reaches every node; targeted offers go only to
+    nodes whose announced labels match), nor while the queue is full."""
 
     capacity: Capacity
+    labels: Mapping[str, str] = attrs.field(factory=dict, kw_only=True)
+    """This node's labels (``ComputeConfig.labels``)."""
 
     async def decide(self, request: BidRequest) -> BidResponse:
         return self.decide_now(request)
 
     def decide_now(self, request: BidRequest) -> BidResponse:
+        selectors = request.spec.selectors
+        if selectors and not matches(selectors, self.labels):
+            wanted = ", ".join(str(s) for s in selectors)
+            return BidResponse(bid=False, reason=f"{LABELS_DIFFER} ({wanted})")
         why = self.capacity.fits_ever(request.spec.resources)
         if why:
             return BidResponse(bid=False, reason=f"too big for this node: {why}")

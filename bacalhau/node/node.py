@@ -483,7 +483,7 @@ class Node(TransportHandler):
             publishers=self.plugins.publishers,
             on_change=self._mark_dirty,
         )
-        self.strategies = [self.support, CapacityStrategy(self.capacity)]
+        self.strategies = [self.support, CapacityStrategy(self.capacity, labels=compute.labels)]
         if compute.data_locality in ("local", "nearby"):
             self.strategies.append(
                 DataLocalityStrategy(self.plugins.storage, mode=compute.data_locality)

@@ -74,6 +74,7 @@ from .messages import (
     ResultsPublished,
     ResultsRejected,
 )
+from .nodes import LABELS_DIFFER
 from .requester_config import RequesterConfig
 from .requester_jobs import (
     _LIVE,
@@ -698,10 +699,12 @@ class RequesterState(Scheduling):
         if job.state is not S.PUBLISHING or job.count(X.RESULTS_ACCEPTED):
             return
         failed = [e for e in job.executions.values() if e.accepted and e.state is X.FAILED]
-        if job.spec.target == "all" and job.count(X.PUBLISHED) and (failed or job.declined):
+        # an ops job's targets are the nodes its selectors match: the others' no is no miss
+        declined = {n: r for n, r in job.declined.items() if not r.startswith(LABELS_DIFFER)}
+        if job.spec.target == "all" and job.count(X.PUBLISHED) and (failed or declined):
             why = "; ".join(
                 f"{n[-8:]}: {r}"
-                for n, r in [*((e.node_id, e.reason) for e in failed), *job.declined.items()]
+                for n, r in [*((e.node_id, e.reason) for e in failed), *declined.items()]
             )
             self._finish(job, JobAction.FAIL, f"not every target node ran it ({why})", now, out)
         elif job.count(X.PUBLISHED):

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING
 from ..models import ExecutionState, JobSpec, JobState
 from .commands import Broadcast, CancelTimers, Command, JobChanged, Send, SetTimer
 from .messages import BidDeclined, JobCreated, NodeAnnounced, ResultsAccepted
-from .nodes import NodeTable, check_announced, incapable
+from .nodes import LABELS_DIFFER, NodeTable, check_announced, incapable
 from .timers import JobAction, RequesterTimer, TimerKey
 
 if TYPE_CHECKING:
@@ -273,6 +273,8 @@ class Scheduling:
         """
         if job.executions or job.acceptances or job.spec.target == "all":
             return None
+        if any(r.startswith(LABELS_DIFFER) for r in job.declined.values()):
+            return None  # a node its selectors passed over: one with those labels may join
         why: dict[str, tuple[str, bool]] = {}
         for known in self.nodes.live(now):
             info = known.info
@@ -470,15 +472,18 @@ class Scheduling:
     # --- ops jobs (target="all") ---------------------------------------------------------
 
     def _progress_all(self, job: RequesterJob, now: float, out: list[Command]) -> None:
-        """Accept every bid from a target node; decide once each has ended."""
+        """Accept every bid from a target node; decide once each has ended. A broadcast
+        ops job's targets are the nodes that bid (each checked the selectors itself)."""
         for ex in job.in_state(X.BID):
             if ex.reviewed:
+                if job.broadcast and ex.node_id not in job.targets:
+                    job.targets.append(ex.node_id)
                 self._accept(job, ex, now, out)
         if job.count(X.ACCEPTED, X.BID):
             return
         open_targets = [n for n in job.targets if n not in job.executions and n not in job.declined]
-        if (open_targets or not job.targets) and not job.bidding_closed:
-            return
+        if (open_targets or not job.targets or job.broadcast) and not job.bidding_closed:
+            return  # a broadcast hears of all its targets only once bidding closes
         if job.count(X.PROPOSED):
             self._decide(job, now, out)
         else:
