@@ -331,22 +331,7 @@ class ExecutionRunner:
         commitment = Commitment.of(
             results_digest=digest, exit_code=exit_code, stdout=stdout, stderr=stderr, cid=None
         )
-        sealed = seal_commitment(
-            commitment,
-            job_id=job_id,
-            node_id=self.node_id,
-            requester_key=seal_key,
-            sign=self.sign,
-            spec=spec,
-        )
-        return ExecutionDone(
-            job_id=job_id,
-            proposal=proposal,
-            exit_code=exit_code,
-            stdout=stdout,
-            stderr=stderr,
-            commitment=sealed,
-        )
+        return self._done(job_id, spec, seal_key, proposal, commitment, (exit_code, stdout, stderr))
 
     # --- work -----------------------------------------------------------------------------
 
@@ -457,6 +442,20 @@ class ExecutionRunner:
         if results is None and publisher is not None and publisher.reads_results:
             results = await self._materialise(job_id, spec)
         commitment = await self._commit(spec, results, digest, exit_code, stdout, stderr)
+        return self._done(job_id, spec, seal_key, proposal, commitment, (exit_code, stdout, stderr))
+
+    def _done(
+        self,
+        job_id: str,
+        spec: JobSpec,
+        seal_key: bytes,
+        proposal: bytes,
+        commitment: Commitment,
+        ran: tuple[int, str, str],
+    ) -> ExecutionDone:
+        """The execution's outcome: its proposal, what it ``ran`` to (exit code, stdout
+        and stderr heads) and its commitment, sealed to the requester and signed."""
+        exit_code, stdout, stderr = ran
         sealed = seal_commitment(
             commitment,
             job_id=job_id,
