@@ -176,3 +176,53 @@ def test_a_busy_node_gets_our_share_not_its_announced_room() -> None:
     assert node.room(1.1) <= 0
     table.update(info("a", free_slots=5, max_executions=68, seq=2), now=2)
     assert node.slots is None and node.room(2) == 5  # its own numbers again
+
+
+class CountingRandom(random.Random):
+    """Counts its draws (every ``randrange``, ``sample`` and ``shuffle`` makes them)."""
+
+    draws = 0
+
+    def _randbelow(self, n: int) -> int:
+        self.draws += 1
+        return self.getrandbits(n.bit_length() + 8) % n  # (bias of at most 1/256: fine here)
+
+
+def test_a_large_idle_table_costs_a_draw_or_two_and_still_chooses_at_random() -> None:
+    """A job reading no data: the first idle nodes drawn are what ranking a sample holding
+    them would choose; never a busy, partly busy or ill-reputed node while idle ones turn
+    up, and every idle node has its chance."""
+    table = big_table()
+    busy = {f"n{i:03}" for i in range(0, BIG, 4)}
+    partly = {f"n{i:03}" for i in range(1, BIG, 4)}
+    bad = {f"n{i:03}" for i in range(2, BIG, 4)}
+    for name in busy:
+        table.update(info(name, free_slots=0, seq=2), now=0)
+    for name in partly:
+        table.update(info(name, free_slots=2, seq=2), now=0)
+    idle = set(table.nodes) - busy - partly - bad
+    firsts: Counter[str] = Counter()
+    draws = 0
+    for seed in range(1000):
+        rng = CountingRandom(seed)
+        ranking = table.rank(
+            NOOP, 1, rng, score=lambda n: -1.0 if n in bad else 0.0, limit=2, exclude=["n003"]
+        )
+        assert len(set(ranking.ready)) == 2 and set(ranking.ready) <= idle - {"n003"}
+        assert set(ranking.full) <= busy
+        firsts[ranking.ready[0]] += 1
+        draws += rng.draws
+    assert draws / 1000 < 12  # about 8 (a quarter of the nodes are idle), never a whole sample
+    assert set(firsts) == idle - {"n003"}  # every idle node has its chance
+    assert max(firsts.values()) < 70  # and none a standing advantage (about 32 each)
+
+
+def test_too_few_idle_nodes_drawn_ranks_a_sample_as_before() -> None:
+    table = big_table(free_slots=2)  # every node partly busy: none ranks best possible
+    for seed in range(20):
+        ranking = table.rank(NOOP, 1, random.Random(seed), limit=2)
+        assert len(set(ranking.ready)) == 2  # from the sample ranked whole
+    spec = JobSpec.noop(publisher="noop", inputs=(InputSpec(StorageSpec.ipfs(CID), "/a"),))
+    rng = CountingRandom(1)
+    big_table(storage=("inline", "ipfs")).rank(spec, 1, rng, limit=1)
+    assert rng.draws >= SAMPLE  # a job reading a CID ranks a sample (the holders among it)

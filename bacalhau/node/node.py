@@ -48,7 +48,6 @@ from ..errors import (
     JobNotFound,
     PeerUnreachable,
     ValidationError,
-    WireError,
     lone_error,
     sole_error,
 )
@@ -61,14 +60,14 @@ from ..protocol.messages import NodeAnnounced
 from ..protocol.nodes import HEARTBEAT, MIN_GAP, Announcer
 from ..protocol.requester import RequesterConfig, RequesterState
 from ..transport.base import Reply, Transport, TransportHandler
-from ..wire import LONE_DECODED, LONE_FRAMES, VerifiedCache, pack, unpack
+from ..wire import LONE_DECODED, LONE_FRAMES, VerifiedCache, pack
 from .clock import Clock, SystemClock
 from .driver import Driver, Fault
 from .fraud import FraudDesk
 from .gate import InboundGate, Turned
 from .history import JobPage, JobQuery, JobRow, page_in_memory
 from .holdings import Holdings
-from .outbox import EVENT_PROTOCOL, Outbox
+from .outbox import EVENT_PROTOCOL, Outbox, split_request
 from .plugins import Plugins, default_plugins
 from .retention import (
     DiskRetention,
@@ -761,14 +760,17 @@ class Node(TransportHandler):
     async def handle_broadcast(self, frame: bytes) -> bool:
         return self.handle_broadcast_now(frame)
 
+    def handle_request_now(self, peer_id: str, frame: bytes) -> Reply | None:
+        """As :meth:`handle_request` for an event frame (taken at once); None, having
+        done nothing, for the other protocols (their handlers await)."""
+        protocol, payload = split_request(frame, self.stats)
+        if protocol != EVENT_PROTOCOL:
+            return None
+        self.handle_broadcast_now(payload)
+        return b""
+
     async def handle_request(self, peer_id: str, frame: bytes) -> Reply:
-        try:
-            protocol, payload = unpack(frame)
-            if not isinstance(protocol, str) or not isinstance(payload, bytes):
-                raise WireError("request must be [protocol, payload]")
-        except (WireError, ValueError, TypeError) as exc:
-            self.stats["dropped_malformed"] += 1
-            raise PeerUnreachable(f"malformed request: {exc}") from None
+        protocol, payload = split_request(frame, self.stats)
         if protocol == EVENT_PROTOCOL:
             self.handle_broadcast_now(payload)
             return b""

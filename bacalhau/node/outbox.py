@@ -10,6 +10,17 @@ sender runs (nothing waits to fill a batch). A drained queue to a peer keeps its
 for :data:`LINGER` seconds, then ends. A direct send is retried a few times
 with backoff; past that the frame is dropped and counted (the protocol's timers
 cover loss). A full queue drops new messages, also counted.
+
+On a transport that can carry a request at once
+(:class:`~bacalhau.transport.base.ImmediateRequests`: the in-memory one), direct
+messages skip the per-peer tasks: one task of the outbox takes every message waiting
+for each peer (a batch, as above) and hands it over in its own turn, the peer's node
+handling it there. A message then costs no task switch of its own, no timer and no
+task to start for a peer not written to lately, while what waits still leaves
+batched. That task first lets the tasks woken with it run (a client waiting for the
+job that just ended learns of it before the notices about it leave). A peer that
+cannot take a frame at once gets it, and whatever follows for it, from its own
+sender task as above (retries included).
 """
 
 from __future__ import annotations
@@ -19,11 +30,12 @@ from collections import Counter, deque
 
 import anyio
 import anyio.abc
+import anyio.lowlevel
 
-from ..errors import TransportError
+from ..errors import PeerUnreachable, TransportError, WireError
 from ..identity import Identity
 from ..protocol.messages import Message, encode_message
-from ..transport.base import Transport
+from ..transport.base import ImmediateRequests, Transport
 from ..wire import (
     BATCH,
     MAX_BATCH,
@@ -32,11 +44,12 @@ from ..wire import (
     encode_batch,
     encode_envelope,
     pack,
+    unpack,
 )
 from .clock import Clock
 from .gate import Sealed
 
-__all__ = ["BROADCAST", "EVENT_PROTOCOL", "Outbox"]
+__all__ = ["BROADCAST", "EVENT_PROTOCOL", "Outbox", "split_request"]
 
 log = logging.getLogger("bacalhau.node")
 
@@ -54,13 +67,29 @@ OUTBOX_LIMIT = 10_000
 """Messages queued for one destination before new ones are dropped."""
 
 
+def split_request(frame: bytes, stats: Counter[str]) -> tuple[str, bytes]:
+    """A direct request's ``(protocol, payload)``.
+
+    Raises:
+        PeerUnreachable: the request is malformed (counted as ``dropped_malformed``).
+    """
+    try:
+        protocol, payload = unpack(frame)
+        if not isinstance(protocol, str) or not isinstance(payload, bytes):
+            raise WireError("request must be [protocol, payload]")
+    except (WireError, ValueError, TypeError) as exc:
+        stats["dropped_malformed"] += 1
+        raise PeerUnreachable(f"malformed request: {exc}") from None
+    return protocol, payload
+
+
 class _Box:
     """One destination's queue: messages waiting, and a way to wake its sender."""
 
     __slots__ = ("closed", "queue", "wake")
 
     def __init__(self) -> None:
-        self.queue: deque[Message | _Encoded] = deque()
+        self.queue: _Queue = deque()
         self.wake = anyio.Event()
         self.closed = False
 
@@ -74,6 +103,20 @@ class _Encoded:
         self.message = message
         self.kind, self.body = encode_message(message)
         self.entry = pack([self.kind, self.body])
+
+
+class _Frame:
+    """A frame already signed that could not be handed over at once (its sender task
+    sends it as it is, before what follows)."""
+
+    __slots__ = ("count", "frame")
+
+    def __init__(self, frame: bytes, count: int) -> None:
+        self.frame = frame
+        self.count = count
+
+
+_Queue = deque[Message | _Encoded | _Frame]
 
 
 class Outbox:
@@ -96,6 +139,12 @@ class Outbox:
         self.stats = stats
         self._boxes: dict[str, _Box] = {}
         self._tg: anyio.abc.TaskGroup | None = None
+        self._now = transport if isinstance(transport, ImmediateRequests) else None
+        self._soon: dict[str, _Queue] = {}
+        """Direct messages for the handing-over task, per peer (in the order posted)."""
+        self._kick = anyio.Event()
+        self._handing = False
+        """Whether the handing-over task runs."""
 
     def bind(self, tg: anyio.abc.TaskGroup) -> None:
         """Run sender tasks in ``tg`` (messages posted before this are dropped)."""
@@ -109,12 +158,17 @@ class Outbox:
             box.queue.clear()
             box.wake.set()
         self._boxes.clear()
+        self._soon.clear()
+        self._kick.set()
 
     def post(self, to: str | None, message: Message) -> None:
         """Queue ``message`` for node ``to`` (``None``: every node); never blocks. It is
         signed when its sender task takes it (with whatever else waits for ``to``)."""
         dest = BROADCAST if to is None else to
         box = self._boxes.get(dest)
+        if box is None and self._now is not None and to is not None and self._tg is not None:
+            self._hand_over(to, message)
+            return
         if box is None:
             if self._tg is None:
                 return
@@ -145,14 +199,72 @@ class Outbox:
         self.verify_cache.add(frame, sealed)
         return frame
 
-    def _take(self, box: _Box) -> list[_Encoded]:
+    def _hand_over(self, to: str, message: Message) -> None:
+        """Queue a direct message for the handing-over task (started on first use)."""
+        queue = self._soon.get(to)
+        if queue is None:
+            queue = self._soon[to] = deque()
+        if len(queue) >= OUTBOX_LIMIT:
+            self.stats["outbox_full"] += 1
+            log.warning("%s: outbox to %s full; message dropped", self.node_id[-8:], to[-8:])
+            return
+        queue.append(message)
+        if not self._handing and self._tg is not None:
+            self._handing = True
+            self._tg.start_soon(self._hander)
+        self._kick.set()
+
+    async def _hander(self) -> None:
+        """Hand each peer's waiting messages over, in batches, in this task's turn."""
+        try:
+            while self._tg is not None:
+                if not self._soon:
+                    self._kick = anyio.Event()
+                    await self._kick.wait()
+                    # the tasks woken with us first (a client waiting for the job that
+                    # just ended), and whatever they post joins the batches
+                    await anyio.lowlevel.checkpoint()
+                    continue
+                dest = next(iter(self._soon))
+                self._send_now(dest, self._soon.pop(dest))
+        finally:
+            self._handing = False
+
+    def _send_now(self, dest: str, queue: _Queue) -> None:
+        """Hand ``queue`` to ``dest`` at once; what cannot go at once (and all that
+        follows it) goes to the peer's sender task, which retries as usual."""
+        assert self._now is not None
+        while queue:
+            box = self._boxes.get(dest)
+            if box is not None:  # a sender task has this peer's frames: keep the order
+                box.queue.extend(queue)
+                box.wake.set()
+                return
+            batch = self._take(queue)
+            frame = self.seal(batch)
+            self.stats["frames_sent"] += 1
+            try:
+                if self._now.request_now(dest, pack([EVENT_PROTOCOL, frame])) is not None:
+                    continue
+            except TransportError:
+                self.stats["send_retried"] += 1
+            if self._tg is None:
+                return
+            self._boxes[dest] = box = _Box()
+            box.queue.append(_Frame(frame, len(batch)))
+            self._tg.start_soon(self._sender, dest, box)
+
+    def _take(self, queue: _Queue) -> list[_Encoded]:
         """The next batch: the oldest waiting messages, within the batch limits (one
-        that does not fit goes back to the head of the queue, encoded)."""
+        that does not fit goes back to the head of the queue, encoded). A signed frame
+        waiting (:class:`_Frame`) is never part of a batch."""
         batch: list[_Encoded] = []
         size = 0
-        queue = box.queue
         while queue and len(batch) < MAX_BATCH:
             head = queue.popleft()
+            if isinstance(head, _Frame):
+                queue.appendleft(head)
+                break
             encoded = head if isinstance(head, _Encoded) else _Encoded(head)
             if batch and size + len(encoded.entry) > MAX_BATCH_BYTES:
                 queue.appendleft(encoded)
@@ -181,9 +293,14 @@ class Outbox:
                 if self._boxes.get(dest) is box:
                     del self._boxes[dest]
                 return
-            batch = self._take(box)
-            frame = self.seal(batch)
-            self.stats["frames_sent"] += 1
+            head = box.queue[0]
+            if isinstance(head, _Frame):  # signed already (it could not go at once)
+                box.queue.popleft()
+                frame, count = head.frame, head.count
+            else:
+                batch = self._take(box.queue)
+                frame, count = self.seal(batch), len(batch)
+                self.stats["frames_sent"] += 1
             for attempt, backoff in enumerate(SEND_BACKOFF):
                 try:
                     if dest == BROADCAST:
@@ -195,7 +312,7 @@ class Outbox:
                     break
                 except TransportError as exc:
                     if attempt == len(SEND_BACKOFF) - 1:
-                        self.stats["send_failed"] += len(batch)
+                        self.stats["send_failed"] += count
                         log.info(
                             "%s: giving up sending to %s: %s", self.node_id[-8:], dest[-8:], exc
                         )

@@ -385,7 +385,9 @@ class NodeTable:
         least four per node wanted) plus every suitable node holding the job's data:
         the best of those, unless the sample holds fewer than ``limit`` with room, or
         a node of ill repute made the cut; then it ranks them all. ``full`` then lists
-        only the busy nodes of the sample."""
+        only the busy nodes of the sample. A job reading no CID first draws nodes one
+        at a time and takes the first ``limit`` that rank best possible (all room free,
+        no ill repute): the same choice, at random among equals, at a draw or two."""
         self.expire(now)
         fit = self.fit(spec)
         skip = set(exclude)
@@ -408,6 +410,10 @@ class NodeTable:
         limit: int,
     ) -> Ranking | None:
         size = min(len(fit.ids), max(SAMPLE, 4 * limit) + len(skip))
+        if not any(volume.source.cid for volume in spec.inputs):
+            first = self._first_idle(fit.ids, now, rng, skip, score, limit, size)
+            if first is not None:
+                return first
         picked = dict.fromkeys(rng.sample(fit.ids, size))
         for volume in spec.inputs:
             cid = volume.source.cid
@@ -420,6 +426,46 @@ class NodeTable:
         if score is not None and any(score(n) < 0 for n in ranking.ready):
             return None
         return ranking
+
+    def _first_idle(
+        self,
+        ids: list[str],
+        now: float,
+        rng: random.Random,
+        skip: set[str],
+        score: Callable[[str], float] | None,
+        limit: int,
+        size: int,
+    ) -> Ranking | None:
+        """For a job reading no data held anywhere: the first ``limit`` nodes with the
+        best rank a node can have (all its room free, no ill repute), drawn at random
+        from ``ids`` one at a time, without repeats, up to ``size`` draws; None if
+        fewer turned up (then rank a sample). Those ``limit`` are what ranking any
+        sample holding them would choose at random among equals, without ranking the
+        rest of a sample: a job costs a draw or two, however large the table."""
+        ready: list[str] = []
+        full: list[str] = []
+        drawn: set[str] = set()
+        for _ in range(4 * size):  # bounded: repeats are drawn again, not counted
+            if len(drawn) >= size or len(ready) >= limit:
+                break
+            node_id = ids[rng.randrange(len(ids))]
+            if node_id in drawn:
+                continue
+            drawn.add(node_id)
+            if node_id in skip:
+                continue
+            known = self.nodes[node_id]
+            room = known.room(now)
+            if room <= 0:
+                full.append(node_id)
+            elif room >= max(known.info.max_executions, 1) and (
+                score is None or score(node_id) >= 0
+            ):
+                ready.append(node_id)
+        if len(ready) < limit:
+            return None
+        return Ranking(ready=tuple(ready), full=tuple(full), reason="", known=len(self.nodes))
 
     def get(self, node_id: str) -> KnownNode | None:
         return self.nodes.get(node_id)

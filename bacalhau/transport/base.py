@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TypeAlias
+from typing import Protocol, TypeAlias, runtime_checkable
 
 import anyio.abc
 
@@ -26,6 +26,7 @@ from ..errors import TransportError
 __all__ = [
     "MAX_FRAME",
     "BroadcastHandler",
+    "ImmediateRequests",
     "Reply",
     "ReplyPiece",
     "RequestHandler",
@@ -150,3 +151,19 @@ class Transport(abc.ABC):
     def status(self) -> dict[str, object]:
         """Transport-specific status for ``node info`` (connected, buffered, ...)."""
         return {}
+
+
+@runtime_checkable
+class ImmediateRequests(Protocol):
+    """A transport that can also carry a request without awaiting anything, when the
+    peer answers at once (the in-memory one: the peer's handler runs in the caller's
+    task, as :meth:`Transport.request` would run it, minus the task switches)."""
+
+    def request_now(self, peer_id: str, frame: bytes) -> bytes | None:
+        """As :meth:`Transport.request`, at once; ``None`` when it cannot be done at once
+        (then nothing was sent: use :meth:`Transport.request`).
+
+        Raises:
+            PeerUnreachable: unknown peer, lost frame, or the peer failed to answer.
+        """
+        ...

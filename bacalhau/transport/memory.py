@@ -12,7 +12,10 @@ their handlers). A handler that can take a frame without waiting
 from one task the hub runs for all of them: a broadcast is queued once with the
 nodes that hear it, not once per node, and no node's task wakes for it. Any other
 handler gets its frames from its transport's own task, as do frames delayed on
-purpose (:class:`Faults`). Direct requests run in the caller's task.
+purpose (:class:`Faults`). Direct requests run in the caller's task; a handler that
+can answer one without waiting (:class:`ImmediateRequestHandler`) answers it within
+:meth:`MemoryTransport.request_now`, synchronously, while the hub has no faults to
+apply (a sender then hands a node its frames with no task switch and no timer).
 """
 
 from __future__ import annotations
@@ -29,9 +32,15 @@ import anyio.lowlevel
 import attrs
 
 from ..errors import PeerUnreachable, TransportError
-from .base import MAX_FRAME, Transport, TransportHandler, join_reply
+from .base import MAX_FRAME, Reply, Transport, TransportHandler, join_reply
 
-__all__ = ["Faults", "ImmediateHandler", "MemoryHub", "MemoryTransport"]
+__all__ = [
+    "Faults",
+    "ImmediateHandler",
+    "ImmediateRequestHandler",
+    "MemoryHub",
+    "MemoryTransport",
+]
 
 log = logging.getLogger("bacalhau.transport.memory")
 
@@ -49,6 +58,18 @@ class ImmediateHandler(Protocol):
 
     def handle_broadcast_now(self, frame: bytes) -> bool:
         """As ``handle_broadcast``, synchronously."""
+        ...
+
+
+@runtime_checkable
+class ImmediateRequestHandler(Protocol):
+    """A :class:`~bacalhau.transport.base.TransportHandler` that can answer some
+    requests without awaiting anything (a :class:`~bacalhau.node.node.Node`: event
+    frames)."""
+
+    def handle_request_now(self, peer_id: str, frame: bytes) -> Reply | None:
+        """As ``handle_request``, synchronously; ``None`` (having done nothing) for a
+        request it must await to answer."""
         ...
 
 
@@ -209,6 +230,29 @@ class MemoryHub:
                 if self._queue:  # its task group is going away: carry on elsewhere
                     self._start_drain()
 
+    def _request_now(self, src: str, dst: str, frame: bytes) -> bytes | None:
+        """A request answered in the caller's task, or None: the hub has faults to apply
+        (delays and random drops keep to the seeded path), or the peer's handler cannot
+        answer at once."""
+        if self.faults.active:
+            return None
+        transport = self._transports.get(dst)
+        if transport is None or transport._handler is None:
+            raise PeerUnreachable(f"peer {dst} is not connected")
+        handler = transport._now
+        if handler is None:
+            return None
+        if not self.reachable(src, dst):
+            self.dropped += 1
+            raise PeerUnreachable(f"request to {dst} was lost")
+        try:
+            reply = handler.handle_request_now(src, frame)
+        except TransportError:
+            raise
+        except Exception as exc:  # the peer's bug must not become ours
+            raise PeerUnreachable(f"peer {dst} failed to answer: {exc!r}") from exc
+        return None if reply is None else join_reply(reply)
+
     async def _request(self, src: str, dst: str, frame: bytes, timeout: float) -> bytes:
         transport = self._transports.get(dst)
         if transport is None or transport._handler is None:
@@ -239,6 +283,7 @@ class MemoryTransport(Transport):
     _tg: anyio.abc.TaskGroup | None = None
     _peers: tuple[int, frozenset[str]] = (-1, frozenset())
     _immediate: ImmediateHandler | None = None
+    _now: ImmediateRequestHandler | None = None
 
     @property
     def node_id(self) -> str:
@@ -254,6 +299,7 @@ class MemoryTransport(Transport):
             raise TransportError(f"node {self._node_id} is already on this hub")
         self._handler, self._inbox = handler, deque()
         self._immediate = handler if isinstance(handler, ImmediateHandler) else None
+        self._now = handler if isinstance(handler, ImmediateRequestHandler) else None
         try:
             async with anyio.create_task_group() as tg:
                 self._tg = tg
@@ -266,7 +312,7 @@ class MemoryTransport(Transport):
             hub = self.hub
             if hub._transports.pop(self._node_id, None) is not None:
                 hub.version += 1
-            self._handler = self._inbox = self._tg = self._immediate = None
+            self._handler = self._inbox = self._tg = self._immediate = self._now = None
             if hub._drainer is self and hub._queue:  # its drain may never have started
                 hub._start_drain()
 
@@ -335,6 +381,15 @@ class MemoryTransport(Transport):
             return await self.hub._request(self._node_id, peer_id, frame, timeout)
         except TimeoutError:
             raise PeerUnreachable(f"no reply from {peer_id} within {timeout:g}s") from None
+
+    def request_now(self, peer_id: str, frame: bytes) -> bytes | None:
+        """As :meth:`request`, answered at once in this task, or None (nothing sent):
+        the hub has faults to apply, or the peer must await to answer."""
+        if len(frame) > MAX_FRAME:
+            raise TransportError(f"frame of {len(frame)} bytes exceeds {MAX_FRAME}")
+        if self._inbox is None:
+            raise TransportError("transport is not running")
+        return self.hub._request_now(self._node_id, peer_id, frame)
 
     def peers(self) -> frozenset[str]:
         hub, me = self.hub, self._node_id
