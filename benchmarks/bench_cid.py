@@ -7,7 +7,10 @@
 2. Fetching a DAG from a node in another process (gossip TCP on loopback, every block
    verified on receipt) against a raw TCP copy of the same bytes between two processes;
    fetch plus writing the file out (streaming) against the raw copy written to a file;
-   fetching from 3 provider processes against from 1 (``_fetch_peers.py``).
+   fetching from 3 provider processes against from 1 (``_fetch_peers.py``). Beside
+   them, the floor under any verifying fetch: the same raw copy with the receiver
+   hashing each 256 KiB block (and writing it to a file, as a fetch stores what it
+   gets); its ratio to the raw copy is the most a fetch can reach on this machine.
    Where its time goes (``_store_rx.py``): the block store's writes against appending
    the same bytes to one file, and anyio's receive loop against ``recv_into``.
 3. Peak memory (max RSS of a fresh process) of add, and of fetch + write-out between
@@ -172,8 +175,9 @@ def peer_fetch(data: Path, root: Path, runs: int) -> dict[str, Any]:
     import _fetch_peers as fp
 
     size = data.stat().st_size
-    times: dict[str, list[float]] = {k: [] for k in ("raw", "raw_disk", "f1", "g1", "f3")}
-    cpu: dict[str, list[float]] = {k: [] for k in ("raw", "raw_disk", "f1", "g1")}
+    keys = ("raw", "raw_disk", "ver", "ver_disk", "f1", "g1", "f3")
+    times: dict[str, list[float]] = {k: [] for k in keys}
+    cpu: dict[str, list[float]] = {k: [] for k in keys if k != "f3"}
     rss: list[float] = []
     identical = True
     stats: dict[str, Any] = {}
@@ -182,6 +186,10 @@ def peer_fetch(data: Path, root: Path, runs: int) -> dict[str, Any]:
             seconds, used = fp.raw_copy(data, None)
             times["raw"].append(seconds)
             cpu["raw"].append(used)
+            for key, out in (("ver", None), ("ver_disk", root / "verified.bin")):
+                seconds, used = fp.raw_copy(data, out, verify=True)
+                times[key].append(seconds)
+                cpu[key].append(used)
             got = fp.fetch(one, root / f"f1-{i}", "fetch")
             times["f1"].append(got["seconds"])
             cpu["f1"].append(got["cpu_s"])
@@ -216,6 +224,12 @@ def peer_fetch(data: Path, root: Path, runs: int) -> dict[str, Any]:
         "fetch_vs_raw_copy": med["raw"] / med["f1"],
         "fetch_and_write_vs_raw_copy_to_file": med["raw_disk"] / med["g1"],
         "three_vs_one_provider": med["f1"] / med["f3"],
+        "verified_copy_s": med["ver"],
+        "verified_copy_to_file_s": med["ver_disk"],
+        "verified_copy_vs_raw_copy": med["raw"] / med["ver"],
+        "verified_copy_to_file_vs_raw_copy": med["raw"] / med["ver_disk"],
+        "verified_copy_to_file_vs_raw_copy_to_file": med["raw_disk"] / med["ver_disk"],
+        "fetch_vs_verified_copy_to_file": med["ver_disk"] / med["f1"],
         "fetch_mib_per_s": size / MIB / med["f1"],
         "raw_copy_mib_per_s": size / MIB / med["raw"],
         "goal_fetch_vs_raw_copy": 0.5,
@@ -225,6 +239,8 @@ def peer_fetch(data: Path, root: Path, runs: int) -> dict[str, Any]:
             "raw_tcp_copy_to_file": cpu_med["raw_disk"],
             "fetch": cpu_med["f1"],
             "fetch_and_write": cpu_med["g1"],
+            "verified_copy": cpu_med["ver"],
+            "verified_copy_to_file": cpu_med["ver_disk"],
         },
         "fetch_and_write_max_rss_mib": max(rss),
         "identical": identical,
@@ -374,6 +390,21 @@ def print_table(r: dict[str, Any]) -> None:
         f"{'  fetch + write the file vs raw copy to a file':48} "
         f"{f['fetch_and_write_1_provider_s']:9.3f}s {f['raw_tcp_copy_to_file_s']:9.3f}s "
         f"{f['fetch_and_write_vs_raw_copy_to_file']:6.2f}x"
+    )
+    print(
+        f"{'  fetch vs raw copy + sha256 per block, to file':48} "
+        f"{f['fetch_1_provider_s']:9.3f}s {f['verified_copy_to_file_s']:9.3f}s "
+        f"{f['fetch_vs_verified_copy_to_file']:6.2f}x"
+    )
+    print(
+        f"{'  floor: raw copy + sha256 per block vs raw':48} "
+        f"{f['verified_copy_s']:9.3f}s {f['raw_tcp_copy_s']:9.3f}s "
+        f"{f['verified_copy_vs_raw_copy']:6.2f}x"
+    )
+    print(
+        f"{'  ... that floor written to a file, vs raw':48} "
+        f"{f['verified_copy_to_file_s']:9.3f}s {f['raw_tcp_copy_s']:9.3f}s "
+        f"{f['verified_copy_to_file_vs_raw_copy']:6.2f}x"
     )
     print(
         f"{'  fetch from 3 providers vs from 1':48} {f['fetch_3_providers_s']:9.3f}s "

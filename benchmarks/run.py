@@ -127,6 +127,18 @@ HEADLINES: dict[str, list[Headline]] = {
             better="higher",
         ),
         H(
+            "fetch a DAG from a peer process",
+            "raw TCP copy, receiver hashing each block, to a file (the floor)",
+            ("fetch", "fetch_vs_verified_copy_to_file"),
+            better="higher",
+        ),
+        H(
+            "raw TCP copy, receiver hashing each block (the floor)",
+            "raw TCP copy between two processes",
+            ("fetch", "verified_copy_vs_raw_copy"),
+            better="higher",
+        ),
+        H(
             "fetch from 3 provider processes",
             "fetch from 1",
             ("fetch", "three_vs_one_provider"),

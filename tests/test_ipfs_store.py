@@ -130,6 +130,21 @@ async def test_gc_keeps_pinned_dags_and_removes_the_rest(store: BlockStore) -> N
 
 
 @pytest.mark.anyio
+async def test_missing_names_exactly_the_blocks_a_fetch_still_needs(store: BlockStore) -> None:
+    root = await add_bytes(store, os.urandom(1_000_000))
+    blocks = list(store.walk(root))
+    assert len(blocks) == 5  # a root and four 256 KiB leaves
+    assert store.missing(root) == []
+    store.delete(blocks[2])
+    store.delete(blocks[4])
+    assert store.missing(root) == [blocks[2], blocks[4]]  # in DAG order
+    assert store.missing(root, limit=1) == [blocks[2]]
+    assert not store.has_dag(root)
+    store.delete(root)
+    assert store.missing(root) == [to_cid(root)]  # nothing below an absent block is known
+
+
+@pytest.mark.anyio
 async def test_gc_waits_for_an_import_in_progress(store: BlockStore, tmp_path: Path) -> None:
     """An import holds the gc guard from its first block to its pin."""
     path = tmp_path / "f"

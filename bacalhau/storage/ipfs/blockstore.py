@@ -404,11 +404,19 @@ class BlockStore:
             if current in seen:
                 continue
             seen.add(current)
-            try:
-                block = self._peek(current)
-            except BlockNotFound:
-                out.append(current)
+            inline = identity_data(current)
+            if inline is not None:
+                block = inline
+            elif split_cid(current)[1] != DAG_PB:  # no links: only whether it is here
+                if not os.path.exists(self._path(current)[0]):
+                    out.append(current)
                 continue
+            else:  # (not _peek: an absent block is the usual case here, and needs no message)
+                try:
+                    block = _read_file(self._path(current)[0])
+                except FileNotFoundError:
+                    out.append(current)
+                    continue
             with contextlib.suppress(DecodeError):
                 stack.extend(reversed(links_of(current, block)))
         return out
