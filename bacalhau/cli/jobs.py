@@ -20,19 +20,21 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import anyio
 import anyio.to_thread
 import attrs
 
-from ..api.client import Client
-from ..api.schemas import EventLine
-from ..compat.v1 import Translated
 from ..convert import to_json_data
 from ..errors import ValidationError
 from ..models import JobResult, JobSpec, JobState
 from ..paths import remove_tree
+
+if TYPE_CHECKING:  # (imported where used: every CLI command pays for this module's imports)
+    from ..api.client import Client
+    from ..api.schemas import EventLine
+    from ..compat.v1 import Translated
 
 __all__ = [
     "EXIT_BAD_INPUT",
@@ -111,6 +113,8 @@ def api_address(ns: argparse.Namespace) -> str | None:
 def client_from_args(ns: argparse.Namespace) -> Client:
     """The Client for ``--api``/``BACALHAU_API`` (or ``BACALHAU_API_HOST`` and
     ``BACALHAU_API_PORT``) and ``--api-token``/``BACALHAU_API_TOKEN``."""
+    from ..api.client import Client
+
     return Client(api_address(ns), token=getattr(ns, "api_token", None))
 
 

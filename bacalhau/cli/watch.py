@@ -10,15 +10,15 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import attrs
 
-from ..api.client import Client
-from ..convert import to_json_data
-from ..live.events import NodeEvent
-from ..live.frames import LogFrame
-from ..live.node import LogRecord
+if TYPE_CHECKING:  # (imported where used: the CLI builds its parser from this module)
+    from ..api.client import Client
+    from ..live.events import NodeEvent
+    from ..live.frames import LogFrame
+    from ..live.node import LogRecord
 
 __all__ = ["add_watch_parsers", "cmd_events", "follow_logs", "print_frame", "print_record"]
 
@@ -58,6 +58,8 @@ def print_frame(
 ) -> None:
     """Print one frame of live output: its lines to the streams they were written to, one
     write per run of lines of one stream (only ``stream``'s when given), notes to stderr."""
+    from ..live.node import LogRecord
+
     out = out or sys.stdout
     err = err or sys.stderr
     if frame.skipped:
@@ -129,6 +131,7 @@ def event_line(event: NodeEvent) -> str:
 async def cmd_events(ns: argparse.Namespace) -> int:
     import json
 
+    from ..convert import to_json_data
     from .jobs import client_from_args
 
     def skipped(n: int) -> None:
