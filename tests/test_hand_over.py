@@ -234,3 +234,37 @@ async def test_a_remote_job_on_a_memory_network_starts_no_task_per_peer() -> Non
         for node in net.nodes:
             assert node.outbox._boxes.keys() <= {"*"}  # broadcasts only (announcements)
             assert node.stats["send_retried"] == node.stats["send_failed"] == 0
+
+
+async def test_held_messages_leave_only_once_released() -> None:
+    """The driver holds the outbox while it handles an event: the tasks that event woke
+    (a client waiting for the job that just ended) run before the messages it caused
+    leave."""
+    transport = NowOrLater()
+    outbox = Outbox(
+        identity=SENDER,
+        transport=transport,
+        clock=SystemClock(),
+        verify_cache=VerifiedCache(),
+        stats=Counter(),
+    )
+    peer = Identity.generate().node_id
+    woken: list[str] = []
+    ended = anyio.Event()
+
+    async def client() -> None:
+        await ended.wait()
+        woken.append(f"client saw the end with {len(transport.frames)} frames sent")
+
+    async with anyio.create_task_group() as tg:
+        outbox.bind(tg)
+        tg.start_soon(client)
+        await anyio.lowlevel.checkpoint()  # the client waits
+        outbox.hold()
+        outbox.post(peer, m.JobCompleted("j-1"))  # the notice, posted first
+        ended.set()  # then the job's end wakes the client
+        outbox.release()
+        await wait_frames(transport, 1)
+        outbox.close()
+    assert woken == ["client saw the end with 0 frames sent"]
+    assert [msg for _, msg in decoded(transport)] == [m.JobCompleted("j-1")]

@@ -4,6 +4,8 @@ compute recovery, and the protocol on virtual time."""
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
+from typing import Any
 
 import anyio
 import anyio.lowlevel
@@ -211,3 +213,35 @@ def test_a_heard_job_forgotten_by_the_compute_side_keeps_its_requester_timers() 
     out = state.handle(created("j-2"), 1.0)
     cancels = [cmd for cmd in out if isinstance(cmd, c.CancelTimers)]
     assert cancels == [c.CancelTimers(job_id="j-1", side="compute")]
+
+
+@pytest.mark.anyio
+async def test_a_compute_event_wakes_the_announcer_only_when_the_room_flips() -> None:
+    """What a requester's table keeps between announcements is whether a node has room:
+    jobs coming and going on a roomy node do not wake its announcer each time (on a
+    thousand nodes, that woke a node per job), while filling up and freeing up do."""
+    from bacalhau import ComputeConfig
+
+    roomy = ComputeConfig(max_executions=4, queue_size=4)
+    tight = ComputeConfig(max_executions=1, queue_size=0)
+    options: list[dict[str, Any]] = [{"compute": None}, {"requester": None, "compute": roomy}]
+    for config, flips in ((roomy, False), (tight, True)):
+        options[1] = {"requester": None, "compute": config}
+        async with Network.in_memory(2, seed=5, per_node_options=options) as net:
+            worker = net.nodes[1]
+            marked = worker.driver.on_compute
+            assert marked is not None
+            calls: Counter[str] = Counter()
+
+            def count(mark: Callable[[], None] = marked, calls: Counter[str] = calls) -> None:
+                calls["woken"] += 1
+                mark()
+
+            worker.driver.on_compute = count
+            for _ in range(3):
+                result = await net.nodes[0].run_job(JobSpec.noop(publisher="noop"), timeout=30)
+                assert result.ok and result.executions[0].node_id == worker.node_id
+            if flips:  # full at each bid, free again at each end: six flips
+                assert calls["woken"] >= 6
+            else:  # the first event only (the room it had was never taken whole)
+                assert calls["woken"] <= 1

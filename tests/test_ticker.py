@@ -12,7 +12,7 @@ from bacalhau import Network
 from bacalhau.live.events import NODE_JOINED, NODE_LEFT
 from bacalhau.network import GC_THRESHOLD
 from bacalhau.node.clock import SystemClock, VirtualClock
-from bacalhau.node.ticker import Ticker
+from bacalhau.node.ticker import GRID, Ticker
 
 pytestmark = pytest.mark.anyio
 
@@ -73,6 +73,35 @@ async def test_a_failing_chore_is_logged_and_neither_stops_itself_nor_the_others
         tg.cancel_scope.cancel()
     assert sorted(calls) == ["broken", "broken", "fine", "fine"]
     assert "a periodic chore failed" in caplog.text
+
+
+class CountingClock(VirtualClock):
+    """Counts the waits armed on it."""
+
+    waits = 0
+
+    def wake_at(self, at: float) -> anyio.CancelScope:
+        self.waits += 1
+        return super().wake_at(at)
+
+
+async def test_chores_added_at_many_moments_come_due_together() -> None:
+    """A thousand nodes add their chores at a thousand moments: they fall due on a grid,
+    so the ticker wakes once for all those due together, not once for each."""
+    clock = CountingClock(start=1000.0)
+    ticker = Ticker(clock=clock)
+    calls: list[int] = []
+    for i in range(40):
+        ticker.add(1.0, lambda i=i: calls.append(i))  # type: ignore[misc]
+        clock.advance(GRID / 50)  # 40 moments within one grid step
+    async with anyio.create_task_group() as tg:
+        await tg.start(ticker.run)
+        await until(lambda: clock.waits == 1)  # waiting for the first due time
+        clock.advance(1.0)
+        await until(lambda: len(calls) == 40)
+        assert calls == list(range(40))  # in the order they were added
+        assert clock.waits <= 2  # one wake for all forty (and the wait for the next round)
+        tg.cancel_scope.cancel()
 
 
 async def test_a_removed_chore_runs_no_more() -> None:

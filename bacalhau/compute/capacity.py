@@ -114,6 +114,11 @@ class Capacity:
         used = self.running + self.queued + len(self.reserved)
         return max(0, self.max_executions + self.queue_size - used)
 
+    def room(self) -> tuple[bool, bool]:
+        """Whether a slot and a GPU are free: what a requester's table keeps of this
+        node's room between announcements (see :class:`~bacalhau.protocol.nodes.Announcer`)."""
+        return self.free_slots > 0, self.total.gpu > self.gpu
+
     def reserve(self, job_id: str) -> bool:
         """Hold a slot for a bid. False: no room (the node is busy)."""
         if job_id in self.reserved:

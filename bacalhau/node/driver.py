@@ -69,6 +69,7 @@ if TYPE_CHECKING:
     from ..compute.runner import ExecutionRunner
     from ..verifier.base import Verifier
     from .fraud import FraudDesk
+    from .outbox import Outbox
     from .store import StateStore
 
 __all__ = ["COMPUTE_EVENTS", "REQUESTER_EVENTS", "Driver", "Fault"]
@@ -111,7 +112,9 @@ class Driver:
         serve_requester / serve_compute: whether this node plays that role (a
             compute-only node ignores events for the requester, and the reverse).
         clock: the time given to the state machines and the timer queue.
-        post: signs ``message`` and queues it for ``to`` (``None``: every peer).
+        outbox: signs messages and queues them per destination; held while a pump runs
+            (what the pump wakes, a client waiting for a job's end, runs before the
+            messages it caused leave).
         stats: counters shared with the node.
     """
 
@@ -121,7 +124,7 @@ class Driver:
     serve_requester: bool
     serve_compute: bool
     clock: Clock
-    post: Callable[[str | None, Message], None]
+    outbox: Outbox
     identity: Identity
     """The node's keys (to open the results commitments sealed to it)."""
     stats: Counter[str]
@@ -140,10 +143,13 @@ class Driver:
     bid state other than to run)."""
     announcer: Announcer | None = None
     on_compute: Callable[[], None] | None = None
+    """Called after a compute-side event that changed what the node's announcement would
+    tell before its heartbeat (whether a slot, a GPU is free: ``Capacity.room``); after
+    every one on a node without a capacity."""
     on_job_evicted: Callable[[str], None] | None = None
     """Called with the job id when a durable node's finished job leaves memory (so what
     is kept per job elsewhere can go too)."""
-    """Called after every compute-side event (what the node offers may have changed)."""
+    _room: tuple[bool, bool] | None = None
     timers: TimerQueue = attrs.field(init=False)
     _inbox: deque[Event] = attrs.Factory(deque)
     _pumping: bool = False
@@ -229,6 +235,7 @@ class Driver:
         if self._pumping:
             return
         self._pumping = True
+        self.outbox.hold()
         try:
             while self._inbox:
                 event = self._inbox.popleft()
@@ -238,6 +245,7 @@ class Driver:
             self._evict_finished()
         finally:
             self._pumping = False
+            self.outbox.release()
 
     def _evict_finished(self) -> None:
         """Finished jobs of a durable node leave memory: the store holds them (saved, and
@@ -296,7 +304,10 @@ class Driver:
                 if cj is None or cj.state not in (ComputeJobState.BID, ComputeJobState.RUNNING):
                     self.capacity.unreserve(job_id)
         if self.on_compute is not None:
-            self.on_compute()
+            room = self.capacity.room() if self.capacity is not None else None
+            if room is None or room != self._room:  # (not every job's coming and going)
+                self._room = room
+                self.on_compute()
         if self.store is not None:
             job_id = job_of(event)
             job = self.compute.jobs.get(job_id)
@@ -421,14 +432,14 @@ class Driver:
         kind = "announce" if isinstance(message, NodeAnnounced) else "job"
         self.stats[f"{kind}_{'sent' if to else 'broadcast'}"] += 1
         if isinstance(message, FraudReport):
-            self.post(to, message)
+            self.outbox.post(to, message)
             return
         if to == self.node_id:
             self._inbox.append(self._as_event(self.node_id, message))
             return
         if to is None:  # broadcast: hear it ourselves, then tell everyone
             self._inbox.append(self._as_event(self.node_id, message))
-        self.post(to, message)
+        self.outbox.post(to, message)
 
     def _spawn(self, fn: Callable[[Any], Coroutine[Any, Any, None]], cmd: c.Command) -> None:
         if self._tg is not None:

@@ -293,7 +293,7 @@ class Node(TransportHandler):
             serve_requester=requester is not None,
             serve_compute=compute is not None,
             clock=self.clock,
-            post=self.outbox.post,
+            outbox=self.outbox,
             identity=identity,
             stats=self.stats,
             acceptance=self.acceptance,

@@ -17,8 +17,9 @@ messages skip the per-peer tasks: one task of the outbox takes every message wai
 for each peer (a batch, as above) and hands it over in its own turn, the peer's node
 handling it there. A message then costs no task switch of its own, no timer and no
 task to start for a peer not written to lately, while what waits still leaves
-batched. That task first lets the tasks woken with it run (a client waiting for the
-job that just ended learns of it before the notices about it leave). A peer that
+batched. The driver holds them while it handles an event (:meth:`Outbox.hold`), so
+whoever that event woke (a client waiting for the job that just ended) runs before
+the messages it caused leave. A peer that
 cannot take a frame at once gets it, and whatever follows for it, from its own
 sender task as above (retries included).
 """
@@ -30,7 +31,6 @@ from collections import Counter, deque
 
 import anyio
 import anyio.abc
-import anyio.lowlevel
 
 from ..errors import PeerUnreachable, TransportError, WireError
 from ..identity import Identity
@@ -145,10 +145,15 @@ class Outbox:
         self._kick = anyio.Event()
         self._handing = False
         """Whether the handing-over task runs."""
+        self._held = False
 
     def bind(self, tg: anyio.abc.TaskGroup) -> None:
-        """Run sender tasks in ``tg`` (messages posted before this are dropped)."""
+        """Run sender tasks in ``tg`` (messages posted before this are dropped); on a
+        transport that hands frames over at once, start the handing-over task."""
         self._tg = tg
+        if self._now is not None and not self._handing:
+            self._handing = True
+            tg.start_soon(self._hander)
 
     def close(self) -> None:
         """Stop accepting messages; queued ones are abandoned."""
@@ -199,8 +204,20 @@ class Outbox:
         self.verify_cache.add(frame, sealed)
         return frame
 
+    def hold(self) -> None:
+        """Keep the direct messages posted from now on until :meth:`release` (the
+        driver holds them while it handles an event: whoever that wakes, a client
+        waiting for the job that just ended, runs before the notices leave)."""
+        self._held = True
+
+    def release(self) -> None:
+        """Let the held messages go (from the handing-over task's next turn)."""
+        self._held = False
+        if self._soon:
+            self._kick.set()
+
     def _hand_over(self, to: str, message: Message) -> None:
-        """Queue a direct message for the handing-over task (started on first use)."""
+        """Queue a direct message for the handing-over task."""
         queue = self._soon.get(to)
         if queue is None:
             queue = self._soon[to] = deque()
@@ -209,21 +226,16 @@ class Outbox:
             log.warning("%s: outbox to %s full; message dropped", self.node_id[-8:], to[-8:])
             return
         queue.append(message)
-        if not self._handing and self._tg is not None:
-            self._handing = True
-            self._tg.start_soon(self._hander)
-        self._kick.set()
+        if not self._held:
+            self._kick.set()
 
     async def _hander(self) -> None:
         """Hand each peer's waiting messages over, in batches, in this task's turn."""
         try:
             while self._tg is not None:
-                if not self._soon:
+                if not self._soon or self._held:
                     self._kick = anyio.Event()
                     await self._kick.wait()
-                    # the tasks woken with us first (a client waiting for the job that
-                    # just ended), and whatever they post joins the batches
-                    await anyio.lowlevel.checkpoint()
                     continue
                 dest = next(iter(self._soon))
                 self._send_now(dest, self._soon.pop(dest))

@@ -7,7 +7,10 @@ thousand tasks a second, and every few seconds start a thousand checks at once:
 the latency of the jobs running meanwhile grows with the network. A
 :class:`Ticker` shared by the nodes of a :class:`~bacalhau.network.Network` runs the
 chores of all of them from one task instead, one after another, each on its own
-period.
+period. Chores come due on a grid (:data:`GRID`), so the ticker wakes a few times a
+second for all the chores due together, not once per chore (a thousand nodes' chores
+fall due at a thousand different moments a second otherwise), and lets other tasks
+run between chores every :data:`SLICE` seconds of them, not after every one.
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
+import math
+import time
 from collections.abc import Awaitable, Callable
 
 import anyio
@@ -30,6 +35,19 @@ log = logging.getLogger("bacalhau.ticker")
 
 Chore = Callable[[], Awaitable[None] | None]
 """A periodic piece of work: a plain function, or one returning an awaitable."""
+GRID = 0.05
+"""Seconds: a chore whose period spans this comes due on a multiple of it (its due time
+moved back to the grid, so it runs up to this much early, never late)."""
+SLICE = 0.0005
+"""Seconds of chores run in a row before other tasks get a turn."""
+
+
+def _on_grid(at: float, period: float) -> float:
+    """``at``, moved back to the grid when ``period`` spans it (a due time already on
+    the grid, give or take rounding, stays where it is)."""
+    if period < GRID:
+        return at
+    return math.floor(at / GRID + 1e-3) * GRID
 
 
 @attrs.define(eq=False, kw_only=True)
@@ -61,7 +79,7 @@ class Ticker:
             raise ValueError(f"a chore's period must be positive, got {period!r}")
         handle = next(self._seq)
         self._chores[handle] = (period, chore)
-        heapq.heappush(self._heap, (self.clock.now() + period, handle))
+        heapq.heappush(self._heap, (_on_grid(self.clock.now() + period, period), handle))
         if self._heap[0][1] == handle:
             self._wake.set()
         return handle
@@ -77,18 +95,21 @@ class Ticker:
         self.running = True
         task_status.started()
         try:
+            turn = time.perf_counter()
             while True:
                 while self._heap and self._heap[0][1] not in self._chores:
                     heapq.heappop(self._heap)  # removed
                 if not self._heap:
                     await self._wake.wait()
                     self._wake = anyio.Event()
+                    turn = time.perf_counter()
                     continue
                 at, handle = self._heap[0]
                 if self.clock.now() < at:
                     with self.clock.wake_at(at):
                         await self._wake.wait()
                     self._wake = anyio.Event()
+                    turn = time.perf_counter()
                     continue
                 heapq.heappop(self._heap)
                 period, chore = self._chores[handle]
@@ -96,8 +117,11 @@ class Ticker:
                 if handle in self._chores:  # not removed while it ran
                     due = at + period
                     now = self.clock.now()
-                    heapq.heappush(self._heap, (due if due > now else now + period, handle))
-                await anyio.lowlevel.checkpoint()
+                    due = due if due > now else _on_grid(now + period, period)
+                    heapq.heappush(self._heap, (due, handle))
+                if time.perf_counter() - turn >= SLICE:
+                    await anyio.lowlevel.checkpoint()
+                    turn = time.perf_counter()
         finally:
             self.running = False
 
