@@ -268,3 +268,34 @@ async def test_held_messages_leave_only_once_released() -> None:
         outbox.close()
     assert woken == ["client saw the end with 0 frames sent"]
     assert [msg for _, msg in decoded(transport)] == [m.JobCompleted("j-1")]
+
+
+async def test_handing_over_to_many_peers_lets_other_tasks_run() -> None:
+    """An ops job offered to a thousand nodes: the handing-over task lets others run
+    every so many peers, as each peer's own task used to."""
+    from bacalhau.node.outbox import HAND_OVER_BURST
+
+    transport = NowOrLater()
+    outbox = Outbox(
+        identity=SENDER,
+        transport=transport,
+        clock=SystemClock(),
+        verify_cache=VerifiedCache(),
+        stats=Counter(),
+    )
+    peers = [Identity.generate().node_id for _ in range(3 * HAND_OVER_BURST)]
+    seen: list[int] = []
+
+    async def other() -> None:
+        while len(transport.frames) < len(peers):
+            seen.append(len(transport.frames))
+            await anyio.lowlevel.checkpoint()
+
+    async with anyio.create_task_group() as tg:
+        outbox.bind(tg)
+        for peer in peers:
+            outbox.post(peer, m.JobCompleted("j-1"))
+        tg.start_soon(other)
+        await wait_frames(transport, len(peers))
+        outbox.close()
+    assert any(0 < n < len(peers) for n in seen)  # it ran while the peers were handed over
