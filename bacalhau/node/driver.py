@@ -150,6 +150,7 @@ class Driver:
     """Called with the job id when a durable node's finished job leaves memory (so what
     is kept per job elsewhere can go too)."""
     _room: tuple[bool, bool] | None = None
+    """The room as of the last wake of ``on_compute`` (or the start: see :meth:`use_capacity`)."""
     timers: TimerQueue = attrs.field(init=False)
     _inbox: deque[Event] = attrs.Factory(deque)
     _pumping: bool = False
@@ -169,6 +170,14 @@ class Driver:
         self._tg = tg
 
     # --- inputs ---------------------------------------------------------------------------
+
+    def use_capacity(self, capacity: Capacity | None) -> None:
+        """Take the compute side's room; what it has now is what the node announces at
+        start, so only a change from it wakes ``on_compute`` (on a large network each job
+        lands on a node that never ran one: its first job must not cost an announcement
+        check when it leaves the node's room as it was)."""
+        self.capacity = capacity
+        self._room = capacity.room() if capacity is not None else None
 
     def feed(self, event: Event) -> None:
         """Handle ``event`` and everything it causes, now."""

@@ -501,7 +501,7 @@ class Node(TransportHandler):
             feed=self.driver.feed,
             runner=self.runner,
         )
-        self.driver.capacity = self.capacity
+        self.driver.use_capacity(self.capacity)
         self.driver.verifiers = self.plugins.verifiers
         self.driver.strategies = self.strategies
         self.holdings.seed(self.plugins.data)
