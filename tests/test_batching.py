@@ -12,14 +12,14 @@ from collections import Counter
 import anyio
 import anyio.abc
 import pytest
+from fakes import Recorder, outbox_on
 
 from bacalhau.errors import DecodeError
 from bacalhau.identity import Identity
 from bacalhau.node.clock import SystemClock
 from bacalhau.node.gate import Admitted, InboundGate, Turned
-from bacalhau.node.outbox import BROADCAST, EVENT_PROTOCOL, Outbox
+from bacalhau.node.outbox import BROADCAST
 from bacalhau.protocol import messages as m
-from bacalhau.transport.base import Transport, TransportHandler
 from bacalhau.wire import (
     BATCH,
     MAX_BATCH,
@@ -103,41 +103,6 @@ def test_encode_batch_refuses_what_the_gate_would() -> None:
         unpack(b"\xc1")
 
 
-class Recorder(Transport):
-    """A transport that keeps what it is asked to send (one destination)."""
-
-    def __init__(self, node_id: str) -> None:
-        self._node_id = node_id
-        self.frames: list[tuple[str, bytes]] = []
-        self.sent = anyio.Event()
-
-    @property
-    def node_id(self) -> str:
-        return self._node_id
-
-    async def run(
-        self,
-        handler: TransportHandler,
-        *,
-        task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
-    ) -> None:
-        task_status.started()
-
-    async def broadcast(self, frame: bytes) -> None:
-        self.frames.append((BROADCAST, frame))
-        self.sent.set()
-
-    async def request(self, peer_id: str, frame: bytes, *, timeout: float = 10.0) -> bytes:
-        protocol, payload = unpack(frame)
-        assert protocol == EVENT_PROTOCOL
-        self.frames.append((peer_id, payload))
-        self.sent.set()
-        return b""
-
-    def peers(self) -> frozenset[str]:
-        return frozenset()
-
-
 async def drain(transport: Recorder, messages: int, cache: VerifiedCache) -> list[Admitted]:
     """Every message the recorded frames carry, decoded by a gate of another process."""
     received: list[Admitted] = []
@@ -161,13 +126,7 @@ async def test_the_outbox_batches_what_waits_and_keeps_the_order() -> None:
     limits; a receiver in another process (own cache) verifies and decodes them all."""
     transport = Recorder(SENDER.node_id)
     stats: Counter[str] = Counter()
-    outbox = Outbox(
-        identity=SENDER,
-        transport=transport,
-        clock=SystemClock(),
-        verify_cache=VerifiedCache(),
-        stats=stats,
-    )
+    outbox = outbox_on(transport, SENDER, stats)
     peer = Identity.generate().node_id
     big = "x" * 4000
     posted = [
@@ -189,13 +148,7 @@ async def test_the_outbox_batches_what_waits_and_keeps_the_order() -> None:
 
 async def test_a_lone_message_leaves_as_a_plain_envelope() -> None:
     transport = Recorder(SENDER.node_id)
-    outbox = Outbox(
-        identity=SENDER,
-        transport=transport,
-        clock=SystemClock(),
-        verify_cache=VerifiedCache(),
-        stats=Counter(),
-    )
+    outbox = outbox_on(transport, SENDER)
     async with anyio.create_task_group() as tg:
         outbox.bind(tg)
         outbox.post(None, m.JobCompleted("j-1"))
@@ -213,13 +166,7 @@ async def test_nodes_of_one_process_neither_verify_nor_decode_each_others_frames
     age checks still apply to them."""
     cache = VerifiedCache()
     transport = Recorder(SENDER.node_id)
-    outbox = Outbox(
-        identity=SENDER,
-        transport=transport,
-        clock=SystemClock(),
-        verify_cache=cache,
-        stats=Counter(),
-    )
+    outbox = outbox_on(transport, SENDER, verify_cache=cache)
     posted: list[m.Message] = [m.BidPlaced("j-1"), m.JobCompleted("j-2")]
     async with anyio.create_task_group() as tg:
         outbox.bind(tg)

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 import anyio
 import anyio.abc
 import pytest
+from fakes import HandsOver, outbox_on
 
 from bacalhau.errors import PeerUnreachable
 from bacalhau.identity import Identity
@@ -21,11 +22,11 @@ from bacalhau.models import JobSpec
 from bacalhau.network import Network
 from bacalhau.node.clock import SystemClock
 from bacalhau.node.gate import InboundGate
-from bacalhau.node.outbox import EVENT_PROTOCOL, Outbox
+from bacalhau.node.outbox import BROADCAST
 from bacalhau.protocol import messages as m
-from bacalhau.transport.base import ImmediateRequests, Reply, Transport, TransportHandler
+from bacalhau.transport.base import ImmediateRequests, Reply, TransportHandler
 from bacalhau.transport.memory import Faults, ImmediateRequestHandler, MemoryHub
-from bacalhau.wire import VerifiedCache, unpack
+from bacalhau.wire import VerifiedCache
 
 pytestmark = pytest.mark.anyio
 
@@ -94,60 +95,11 @@ async def test_request_now_runs_the_peers_handler_in_the_callers_turn() -> None:
         tg.cancel_scope.cancel()
 
 
-class NowOrLater(Transport):
-    """Takes direct frames at once (recording each), refusing the first ``refuse`` of
-    them at once (``unreachable``: raising, else answering None); the awaited path
-    records too."""
-
-    def __init__(self, *, refuse: int = 0, unreachable: bool = True) -> None:
-        self.frames: list[tuple[str, bytes]] = []
-        self.refuse = refuse
-        self.unreachable = unreachable
-        self.awaited = 0
-        self.sent = anyio.Event()
-
-    @property
-    def node_id(self) -> str:
-        return SENDER.node_id
-
-    async def run(
-        self,
-        handler: TransportHandler,
-        *,
-        task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
-    ) -> None:
-        task_status.started()
-
-    def _take(self, peer_id: str, frame: bytes) -> bytes:
-        protocol, payload = unpack(frame)
-        assert protocol == EVENT_PROTOCOL
-        self.frames.append((peer_id, payload))
-        self.sent.set()
-        return b""
-
-    def request_now(self, peer_id: str, frame: bytes) -> bytes | None:
-        if self.refuse:
-            self.refuse -= 1
-            if self.unreachable:
-                raise PeerUnreachable("not yet")
-            return None
-        return self._take(peer_id, frame)
-
-    async def broadcast(self, frame: bytes) -> None:
-        raise AssertionError("no broadcast here")
-
-    async def request(self, peer_id: str, frame: bytes, *, timeout: float = 10.0) -> bytes:
-        self.awaited += 1
-        return self._take(peer_id, frame)
-
-    def peers(self) -> frozenset[str]:
-        return frozenset()
-
-
-def decoded(transport: NowOrLater) -> list[tuple[str, m.Message]]:
+def decoded(transport: HandsOver) -> list[tuple[str, m.Message]]:
     """Every message the transport got, checked by a gate of another process."""
     got: list[tuple[str, m.Message]] = []
     for dest, frame in transport.frames:
+        assert dest != BROADCAST  # direct messages only here
         gate = InboundGate(
             node_id="x", clock=SystemClock().now, verify_cache=VerifiedCache(), stats=Counter()
         )
@@ -157,34 +109,21 @@ def decoded(transport: NowOrLater) -> list[tuple[str, m.Message]]:
     return got
 
 
-async def wait_frames(transport: NowOrLater, count: int) -> None:
-    with anyio.fail_after(10):
-        while len(transport.frames) < count:
-            transport.sent = anyio.Event()
-            await transport.sent.wait()
-
-
 def per_peer(pairs: Sequence[tuple[str, m.Message]], peer: str) -> list[m.Message]:
     return [msg for dest, msg in pairs if dest == peer]
 
 
 async def test_the_outbox_hands_over_batches_in_order_without_a_task_per_peer() -> None:
-    transport = NowOrLater()
+    transport = HandsOver(SENDER.node_id)
     peers = [Identity.generate().node_id for _ in range(3)]
     posts = [(peers[i % 3], m.BidDeclined(job_id=f"j-{i}", reason="no")) for i in range(30)]
     stats: Counter[str] = Counter()
-    outbox = Outbox(
-        identity=SENDER,
-        transport=transport,
-        clock=SystemClock(),
-        verify_cache=VerifiedCache(),
-        stats=stats,
-    )
+    outbox = outbox_on(transport, SENDER, stats)
     async with anyio.create_task_group() as tg:
         outbox.bind(tg)
         for to, msg in posts:
             outbox.post(to, msg)
-        await wait_frames(transport, 3)
+        await transport.wait_frames(3)
         outbox.close()
     got = decoded(transport)
     for peer in peers:
@@ -197,26 +136,20 @@ async def test_the_outbox_hands_over_batches_in_order_without_a_task_per_peer() 
 async def test_a_frame_that_cannot_go_at_once_goes_first_from_the_peers_task(
     unreachable: bool,
 ) -> None:
-    transport = NowOrLater(refuse=1, unreachable=unreachable)
+    transport = HandsOver(SENDER.node_id, refuse=1, unreachable=unreachable)
     peer = Identity.generate().node_id
     first = [(peer, m.BidDeclined(job_id="j-first", reason="no"))]
     stats: Counter[str] = Counter()
-    outbox = Outbox(
-        identity=SENDER,
-        transport=transport,
-        clock=SystemClock(),
-        verify_cache=VerifiedCache(),
-        stats=stats,
-    )
+    outbox = outbox_on(transport, SENDER, stats)
     async with anyio.create_task_group() as tg:
         outbox.bind(tg)
         outbox.post(*first[0])
-        await wait_frames(transport, 1)  # the refused frame, sent again from a task
+        await transport.wait_frames(1)  # the refused frame, sent again from a task
         assert peer in outbox._boxes  # the peer's frames now go through its sender task
         later = [(peer, m.BidDeclined(job_id=f"j-{i}", reason="no")) for i in range(5)]
         for to, msg in later:
             outbox.post(to, msg)
-        await wait_frames(transport, 2)
+        await transport.wait_frames(2)
         outbox.close()
     assert decoded(transport) == first + later  # in order, none twice
     assert transport.awaited == len(transport.frames) == 2
@@ -240,14 +173,8 @@ async def test_held_messages_leave_only_once_released() -> None:
     """The driver holds the outbox while it handles an event: the tasks that event woke
     (a client waiting for the job that just ended) run before the messages it caused
     leave."""
-    transport = NowOrLater()
-    outbox = Outbox(
-        identity=SENDER,
-        transport=transport,
-        clock=SystemClock(),
-        verify_cache=VerifiedCache(),
-        stats=Counter(),
-    )
+    transport = HandsOver(SENDER.node_id)
+    outbox = outbox_on(transport, SENDER)
     peer = Identity.generate().node_id
     woken: list[str] = []
     ended = anyio.Event()
@@ -264,7 +191,7 @@ async def test_held_messages_leave_only_once_released() -> None:
         outbox.post(peer, m.JobCompleted("j-1"))  # the notice, posted first
         ended.set()  # then the job's end wakes the client
         outbox.release()
-        await wait_frames(transport, 1)
+        await transport.wait_frames(1)
         outbox.close()
     assert woken == ["client saw the end with 0 frames sent"]
     assert [msg for _, msg in decoded(transport)] == [m.JobCompleted("j-1")]
@@ -275,14 +202,8 @@ async def test_handing_over_to_many_peers_lets_other_tasks_run() -> None:
     every so many peers, as each peer's own task used to."""
     from bacalhau.node.outbox import HAND_OVER_BURST
 
-    transport = NowOrLater()
-    outbox = Outbox(
-        identity=SENDER,
-        transport=transport,
-        clock=SystemClock(),
-        verify_cache=VerifiedCache(),
-        stats=Counter(),
-    )
+    transport = HandsOver(SENDER.node_id)
+    outbox = outbox_on(transport, SENDER)
     peers = [Identity.generate().node_id for _ in range(3 * HAND_OVER_BURST)]
     seen: list[int] = []
 
@@ -296,6 +217,6 @@ async def test_handing_over_to_many_peers_lets_other_tasks_run() -> None:
         for peer in peers:
             outbox.post(peer, m.JobCompleted("j-1"))
         tg.start_soon(other)
-        await wait_frames(transport, len(peers))
+        await transport.wait_frames(len(peers))
         outbox.close()
     assert any(0 < n < len(peers) for n in seen)  # it ran while the peers were handed over

@@ -82,63 +82,20 @@ def test_bids_on_one_job_are_bounded() -> None:
 
 @pytest.mark.anyio
 async def test_outboxes_to_many_peers_are_retired_once_drained() -> None:
-    from collections import Counter
-    from typing import Any
-
     import anyio
-    import anyio.abc
+    from fakes import Recorder, outbox_on
 
-    from bacalhau.node.clock import SystemClock
-    from bacalhau.node.outbox import Outbox
     from bacalhau.protocol.messages import BidDeclined
-    from bacalhau.transport.base import Transport, TransportHandler
-    from bacalhau.wire import VerifiedCache
 
     me = Identity.from_seed(b"\x01" * 32)
-
-    class Sink(Transport):
-        def __init__(self) -> None:
-            self.sent: list[str] = []
-
-        @property
-        def node_id(self) -> str:
-            return me.node_id
-
-        async def run(
-            self,
-            handler: TransportHandler,
-            *,
-            task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
-        ) -> None:
-            task_status.started()
-
-        async def broadcast(self, frame: bytes) -> None:
-            pass
-
-        async def request(self, peer_id: str, frame: bytes, *, timeout: float = 10.0) -> bytes:
-            self.sent.append(peer_id)
-            return b""
-
-        def peers(self) -> frozenset[str]:
-            return frozenset()
-
-        def status(self) -> dict[str, Any]:
-            return {}
-
-    sink = Sink()
-    outbox = Outbox(
-        identity=me,
-        transport=sink,
-        clock=SystemClock(),
-        verify_cache=VerifiedCache(),
-        stats=Counter(),
-    )
+    sink = Recorder(me.node_id)
+    outbox = outbox_on(sink, me)
     async with anyio.create_task_group() as tg:
         outbox.bind(tg)
         for peer in PEERS:
             outbox.post(peer, BidDeclined(job_id="j-1", reason="no"))
         with anyio.fail_after(10):
-            while len(sink.sent) < len(PEERS) or outbox._boxes:
+            while len(sink.frames) < len(PEERS) or outbox._boxes:
                 await anyio.sleep(0.01)
         tg.cancel_scope.cancel()
-    assert sorted(sink.sent) == sorted(PEERS)
+    assert sorted(dest for dest, _ in sink.frames) == sorted(PEERS)
