@@ -212,6 +212,17 @@ def dask_one_at_a_time(jobs: int) -> float:
     return statistics.median(latencies) * 1000
 
 
+GOALS = {
+    "median_latency": 0.5,
+    "throughput_cost": 0.5,
+    "latency_growth": 1.5,
+    "messages_growth": 1.0,
+}
+"""Issue #18's goals as cost ratios (lower is better): a burst's median latency at most
+0.5x Dask's, its jobs/s at least 2x Dask's (cost 0.5), the largest network's latency
+within 1.5x the smallest's, and messages per job that do not grow with the network."""
+
+
 def _median_of(points: list[dict[str, Any]]) -> dict[str, Any]:
     """Each figure's median over the rounds (``failed``: the total)."""
     out: dict[str, Any] = {
@@ -250,6 +261,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.quick:
         bursts, sizes, args.sequential, rounds = [200], [3, 30], 10, 1
     data: dict[str, Any] = {"nodes": 3, "rounds": rounds, "burst": {}, "scale": {}}
+    data["goals"] = GOALS
     for jobs in bursts:
         ours_rounds, dask_rounds, ratio_rounds = [], [], []
         for _ in range(rounds):  # ours, then Dask's, then ours again: a drift hits both

@@ -79,9 +79,32 @@ class Headline:
 H = Headline
 HEADLINES: dict[str, list[Headline]] = {
     "core": [
-        H("no-op job latency, median", "Dask LocalCluster", ("ratios", "median_latency")),
+        H(
+            "no-op job latency, median",
+            "Dask LocalCluster",
+            ("ratios", "median_latency"),
+            goal=("goals", "median_latency"),
+        ),
         H("no-op job latency, p99", "Dask LocalCluster", ("ratios", "p99_latency")),
-        H("no-op jobs per second", "Dask LocalCluster", ("ratios", "throughput"), better="higher"),
+        H(
+            "no-op jobs per second",
+            "Dask LocalCluster",
+            ("ratios", "throughput"),
+            better="higher",
+            goal=("goals", "throughput_cost"),
+        ),
+        H(
+            "one no-op job at a time, largest network (1,000 nodes)",
+            "the same, smallest network (3 nodes)",
+            ("scale", "latency_growth"),
+            goal=("goals", "latency_growth"),
+        ),
+        H(
+            "messages per job, largest network (1,000 nodes)",
+            "the same, smallest network (3 nodes)",
+            ("scale", "messages_growth"),
+            goal=("goals", "messages_growth"),
+        ),
     ],
     "cid": [
         H(
