@@ -21,7 +21,7 @@ The value (format version 1), every field fixed-size or length-prefixed::
     cid              u16 length, then ASCII: the CID the publisher will publish the
                      folder at (empty when the publisher cannot say in advance)
 
-Sealed by :mod:`bacalhau.verifier.commitment` (magic ``BCS1``), bound to the job
+Sealed by :mod:`bacalhau.verifier.commitment` (magic ``BCS4``), bound to the job
 id and the proposer's node id exactly as a deterministic proposal is, so a
 commitment cannot be read, copied or replayed by another node. This module is the
 pure value (the sans-IO requester imports it).

@@ -6,14 +6,20 @@ import random
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from bacalhau import Deal, ExecutionState, JobSpec, JobState, Network, RequesterConfig
 from bacalhau.errors import VerificationError
 from bacalhau.identity import Identity
 from bacalhau.models import OutputSpec
+from bacalhau.verifier import deterministic
 from bacalhau.verifier.canonical import hash_tree
 from bacalhau.verifier.deterministic import (
     MAGIC,
+    MAGIC_V1,
     DeterministicVerifier,
     open_proposal,
     read_header,
@@ -118,6 +124,92 @@ def test_garbage_and_bad_arguments() -> None:
     assert read_header(zero).ephemeral_key == bytes(32)
     with pytest.raises(VerificationError, match=r"^tampered"):
         open_proposal(REQ, zero, job_id=JOB, node_id=A)
+
+
+def seal_v1(digest: bytes, job: str, node: str, key: bytes) -> bytes:
+    """A proposal as version 1 sealed it: a fresh ephemeral key, nonce 0 (written out
+    here, from the format in the module's docstring, as an older node would send it)."""
+    ephemeral = X25519PrivateKey.generate()
+    public = ephemeral.public_key().public_bytes(
+        serialization.Encoding.Raw, serialization.PublicFormat.Raw
+    )
+    shared = ephemeral.exchange(X25519PublicKey.from_public_bytes(key))
+    info = b"bacalhau/proposal/v1" + public + key
+    derived = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive(shared)
+    ids = b"".join(len(v).to_bytes(2, "big") + v for v in (job.encode(), node.encode()))
+    header = MAGIC_V1 + key + public + ids
+    return header + ChaCha20Poly1305(derived).encrypt(bytes(12), ids + digest, header)
+
+
+def test_a_version_1_proposal_still_opens_with_its_checks() -> None:
+    old = seal_v1(DIGEST, JOB, A, REQ.seal_public_key)
+    assert open_proposal(REQ, old, job_id=JOB, node_id=A) == DIGEST
+    with pytest.raises(VerificationError, match=r"^copied"):
+        open_proposal(REQ, old, job_id=JOB, node_id=B)
+    with pytest.raises(VerificationError, match=r"^replayed"):
+        open_proposal(REQ, old, job_id=JOB2, node_id=A)
+    with pytest.raises(VerificationError, match="sealed for another requester"):
+        open_proposal(OTHER, old, job_id=JOB, node_id=A)
+    for i in range(len(old)):  # no byte of it can change unnoticed
+        flipped = bytearray(old)
+        flipped[i] ^= 0x01
+        with pytest.raises(VerificationError):
+            open_proposal(REQ, bytes(flipped), job_id=JOB, node_id=A)
+    with pytest.raises(VerificationError, match="no longer written"):
+        deterministic.seal(
+            MAGIC_V1, DIGEST, job_id=JOB, node_id=A, requester_key=REQ.seal_public_key
+        )
+
+
+def test_a_node_keeps_one_sender_key_per_requester_with_a_fresh_nonce_per_seal() -> None:
+    node, other_node = Identity.generate().node_id, Identity.generate().node_id
+    one, two = seal(node=node), seal(node=node)
+    h1, h2 = read_header(one), read_header(two)
+    assert h1.ephemeral_key == h2.ephemeral_key  # one exchange for both
+    assert h1.nonce != h2.nonce and len(h1.nonce) == 12
+    # another node, or another requester: another key
+    assert read_header(seal(node=other_node)).ephemeral_key != h1.ephemeral_key
+    key = OTHER.seal_public_key
+    assert read_header(seal(node=node, key=key)).ephemeral_key != h1.ephemeral_key
+    for proposal in (one, two):
+        assert open_proposal(REQ, proposal, job_id=JOB, node_id=node) == DIGEST
+
+
+def test_a_sender_key_is_replaced_after_its_seals(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(deterministic, "REUSE", 3)
+    node = Identity.generate().node_id
+    keys = [read_header(seal(node=node)).ephemeral_key for _ in range(7)]
+    assert keys[0] == keys[1] == keys[2] != keys[3]
+    assert keys[3] == keys[4] == keys[5] != keys[6]
+
+
+def test_the_requester_exchanges_keys_once_per_sender_key(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    requester = Identity.generate()
+    exchanges: list[bytes] = []
+    real = Identity.seal_exchange
+
+    def counted(self: Identity, peer: bytes) -> bytes:
+        if self is requester:
+            exchanges.append(peer)
+        return real(self, peer)
+
+    monkeypatch.setattr(Identity, "seal_exchange", counted)
+    node = Identity.generate().node_id
+    key = requester.seal_public_key
+    for job in ("j-1", "j-2", "j-3"):
+        proposal = seal(node=node, job=job, key=key)
+        assert open_proposal(requester, proposal, job_id=job, node_id=node) == DIGEST
+    assert len(exchanges) == 1
+    # a forged proposal under a kept key still fails its tag; a version-1 one costs its own
+    forged = bytearray(seal(node=node, key=key))
+    forged[-1] ^= 1
+    with pytest.raises(VerificationError, match=r"^tampered"):
+        open_proposal(requester, bytes(forged), job_id=JOB, node_id=node)
+    old = seal_v1(DIGEST, JOB, node, key)
+    assert open_proposal(requester, old, job_id=JOB, node_id=node) == DIGEST
+    assert len(exchanges) == 2
 
 
 @pytest.mark.anyio

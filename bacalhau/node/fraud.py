@@ -110,7 +110,7 @@ class FraudDesk:
 
     def build(self, cmd: FraudFound) -> FraudProof | None:
         """The signed proof for ``cmd``, or None when a signed commitment is missing
-        (a node that sent the unsigned ``BCS1`` format)."""
+        (a node that sent an unsigned format, ``BCS3`` or ``BCS1``)."""
         job = self.requester.jobs.get(cmd.job_id)
         cheater = self.signed.get((cmd.job_id, cmd.cheater))
         witnesses = [self.signed.get((cmd.job_id, w)) for w in cmd.witnesses]

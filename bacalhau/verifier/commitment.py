@@ -1,8 +1,10 @@
 """Sealing the results commitment (:mod:`bacalhau.commitment`) for the job's requester.
 
-Sealed with :func:`bacalhau.verifier.deterministic.seal` (magic ``BCS1``), bound to
-the job id and the proposer's node id exactly as a deterministic proposal is, so a
-commitment cannot be read, copied or replayed by another node.
+Sealed with :func:`bacalhau.verifier.deterministic.seal` (magic ``BCS4``, or ``BCS3``
+without the node's signature), bound to the job id and the proposer's node id exactly
+as a deterministic proposal is, so a commitment cannot be read, copied or replayed by
+another node. ``BCS2`` and ``BCS1`` are the same with the version-1 seal (a fresh key
+per seal): still opened, no longer written.
 """
 
 from __future__ import annotations
@@ -20,17 +22,21 @@ if TYPE_CHECKING:
 
 __all__ = [
     "SEALED_MAGIC",
+    "SEALED_MAGIC_V1",
     "SIGNED_MAGIC",
+    "SIGNED_MAGIC_V1",
     "Commitment",
     "seal_commitment",
     "unseal_commitment",
     "unseal_signed",
 ]
 
-SEALED_MAGIC = b"BCS1"
-SIGNED_MAGIC = b"BCS2"
+SEALED_MAGIC = b"BCS3"
+SIGNED_MAGIC = b"BCS4"
 """A sealed commitment followed by the node's Ed25519 signature over its
 :func:`~bacalhau.commitment.statement` (64 bytes)."""
+SEALED_MAGIC_V1 = b"BCS1"
+SIGNED_MAGIC_V1 = b"BCS2"
 _SIG = 64
 
 
@@ -60,7 +66,8 @@ def seal_commitment(
 def unseal_signed(
     identity: Identity, sealed: bytes, *, job_id: str, node_id: str
 ) -> tuple[Commitment, bytes | None]:
-    """Open a sealed commitment: the commitment and the node's signature (None: ``BCS1``).
+    """Open a sealed commitment: the commitment and the node's signature (None for the
+    unsigned formats, ``BCS3`` and ``BCS1``).
 
     The signature is not checked here (the requester trusts the seal); whoever shows it
     to a third party checks it against the statement.
@@ -68,8 +75,9 @@ def unseal_signed(
     Raises:
         VerificationError: as :func:`unseal_commitment`.
     """
-    if sealed.startswith(SIGNED_MAGIC):
-        plain = unseal(SIGNED_MAGIC, identity, sealed, job_id=job_id, node_id=node_id)
+    signed = next((m for m in (SIGNED_MAGIC, SIGNED_MAGIC_V1) if sealed.startswith(m)), None)
+    if signed is not None:
+        plain = unseal(signed, identity, sealed, job_id=job_id, node_id=node_id)
         if len(plain) < _SIG:
             raise VerificationError("results commitment: signature missing")
         return Commitment.decode(plain[:-_SIG]), plain[-_SIG:]
@@ -85,4 +93,5 @@ def unseal_commitment(
         VerificationError: copied, replayed, tampered, sealed for another requester,
             or malformed.
     """
-    return Commitment.decode(unseal(SEALED_MAGIC, identity, sealed, job_id=job_id, node_id=node_id))
+    magic = SEALED_MAGIC_V1 if sealed.startswith(SEALED_MAGIC_V1) else SEALED_MAGIC
+    return Commitment.decode(unseal(magic, identity, sealed, job_id=job_id, node_id=node_id))
