@@ -12,11 +12,19 @@ from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from bacalhau import Deal, ExecutionState, JobSpec, JobState, Network, RequesterConfig
+from bacalhau.commitment import Commitment
 from bacalhau.errors import VerificationError
 from bacalhau.identity import Identity
 from bacalhau.models import OutputSpec
 from bacalhau.verifier import deterministic
 from bacalhau.verifier.canonical import hash_tree
+from bacalhau.verifier.commitment import (
+    SEALED_MAGIC_V1,
+    SIGNED_MAGIC,
+    SIGNED_MAGIC_V1,
+    unseal_commitment,
+    unseal_signed,
+)
 from bacalhau.verifier.deterministic import (
     MAGIC,
     MAGIC_V1,
@@ -126,9 +134,10 @@ def test_garbage_and_bad_arguments() -> None:
         open_proposal(REQ, zero, job_id=JOB, node_id=A)
 
 
-def seal_v1(digest: bytes, job: str, node: str, key: bytes) -> bytes:
-    """A proposal as version 1 sealed it: a fresh ephemeral key, nonce 0 (written out
-    here, from the format in the module's docstring, as an older node would send it)."""
+def seal_v1(digest: bytes, job: str, node: str, key: bytes, magic: bytes = MAGIC_V1) -> bytes:
+    """A proposal (or, with its ``magic``, a commitment) as version 1 sealed it: a fresh
+    ephemeral key, nonce 0 (written out here, from the format in the module's
+    docstring, as an older node would send it)."""
     ephemeral = X25519PrivateKey.generate()
     public = ephemeral.public_key().public_bytes(
         serialization.Encoding.Raw, serialization.PublicFormat.Raw
@@ -137,8 +146,41 @@ def seal_v1(digest: bytes, job: str, node: str, key: bytes) -> bytes:
     info = b"bacalhau/proposal/v1" + public + key
     derived = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive(shared)
     ids = b"".join(len(v).to_bytes(2, "big") + v for v in (job.encode(), node.encode()))
-    header = MAGIC_V1 + key + public + ids
+    header = magic + key + public + ids
     return header + ChaCha20Poly1305(derived).encrypt(bytes(12), ids + digest, header)
+
+
+def test_a_version_2_proposal_is_what_the_documented_construction_opens() -> None:
+    """Opened by hand, as the module's docstring gives format version 2."""
+    proposal = seal()
+    header = read_header(proposal)
+    assert proposal[4:36] == REQ.seal_public_key
+    assert (proposal[36:68], proposal[68:80]) == (header.ephemeral_key, header.nonce)
+    shared = REQ.seal_exchange(header.ephemeral_key)
+    info = b"bacalhau/proposal/v2" + header.ephemeral_key + REQ.seal_public_key
+    derived = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive(shared)
+    ids = b"".join(len(v).to_bytes(2, "big") + v for v in (JOB.encode(), A.encode()))
+    assert proposal[80 : header.size] == ids
+    plain = ChaCha20Poly1305(derived).decrypt(
+        header.nonce, proposal[header.size :], proposal[: header.size]
+    )
+    assert plain == ids + DIGEST
+
+
+def test_version_1_commitments_still_open() -> None:
+    commitment = Commitment.of(results_digest=DIGEST, exit_code=0, stdout="o", stderr="", cid=None)
+    key = REQ.seal_public_key
+    unsigned = seal_v1(commitment.encode(), JOB, A, key, magic=SEALED_MAGIC_V1)
+    signed = seal_v1(commitment.encode() + b"s" * 64, JOB, A, key, magic=SIGNED_MAGIC_V1)
+    assert unseal_commitment(REQ, unsigned, job_id=JOB, node_id=A) == commitment
+    assert unseal_signed(REQ, unsigned, job_id=JOB, node_id=A) == (commitment, None)
+    assert unseal_signed(REQ, signed, job_id=JOB, node_id=A) == (commitment, b"s" * 64)
+    with pytest.raises(VerificationError, match=r"^copied"):
+        unseal_signed(REQ, signed, job_id=JOB, node_id=B)
+    # relabelled to the other format (or version), neither opens
+    for blob, magic in ((unsigned, SIGNED_MAGIC_V1), (signed, SIGNED_MAGIC)):
+        with pytest.raises(VerificationError):
+            unseal_signed(REQ, magic + blob[4:], job_id=JOB, node_id=A)
 
 
 def test_a_version_1_proposal_still_opens_with_its_checks() -> None:
@@ -210,6 +252,43 @@ def test_the_requester_exchanges_keys_once_per_sender_key(
     old = seal_v1(DIGEST, JOB, node, key)
     assert open_proposal(requester, old, job_id=JOB, node_id=node) == DIGEST
     assert len(exchanges) == 2
+
+
+def test_junk_never_takes_a_place_among_the_requesters_keys(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A cipher is kept only once it has opened something: proposals with made-up
+    sender keys (no exchange for their sender) push no real sender's key out."""
+    monkeypatch.setattr(deterministic, "_OPENERS", deterministic._Kept(2))
+    requester, node = Identity.generate(), Identity.generate().node_id
+    key = requester.seal_public_key
+    assert open_proposal(requester, seal(node=node, key=key), job_id=JOB, node_id=node)
+    real = read_header(seal(node=node, key=key)).ephemeral_key
+    rng = random.Random(3)
+    for _ in range(20):
+        junk = bytearray(seal(node=node, key=key))
+        junk[36:68] = rng.randbytes(32)  # another sender key, a tag that cannot hold
+        with pytest.raises(VerificationError, match=r"^tampered"):
+            open_proposal(requester, bytes(junk), job_id=JOB, node_id=node)
+    assert deterministic._OPENERS.get((key, real)) is not None
+    assert len(deterministic._OPENERS._items) == 1
+
+
+def test_the_kept_keys_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(deterministic, "_SEALERS", deterministic._Kept(2))
+    monkeypatch.setattr(deterministic, "_OPENERS", deterministic._Kept(2))
+    requester = Identity.generate()
+    key = requester.seal_public_key
+    nodes = [Identity.generate().node_id for _ in range(3)]
+    first = [read_header(seal(node=n, key=key)).ephemeral_key for n in nodes]
+    assert len(set(first)) == 3
+    assert len(deterministic._SEALERS._items) == 2
+    # the least recently used node's key was dropped: it seals under a new one
+    assert read_header(seal(node=nodes[0], key=key)).ephemeral_key != first[0]
+    assert read_header(seal(node=nodes[2], key=key)).ephemeral_key == first[2]
+    for n in nodes:
+        assert open_proposal(requester, seal(node=n, key=key), job_id=JOB, node_id=n) == DIGEST
+    assert len(deterministic._OPENERS._items) == 2
 
 
 @pytest.mark.anyio

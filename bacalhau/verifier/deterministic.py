@@ -107,7 +107,8 @@ SEALERS_KEPT = 1024
 dropped)."""
 OPENERS_KEPT = 4096
 """Derived keys a process keeps for opening (one per requester and sender key, least
-recently used dropped): a peer sending many sender keys only costs itself exchanges."""
+recently used dropped), each kept only once it has opened a proposal: junk cannot push
+a sender's key out, and a node sealing under many keys pays an exchange for each."""
 _DIGEST = 32
 _MAX_ID = 1024
 _TAG = 16
@@ -194,42 +195,47 @@ _SEALERS: _Kept[tuple[str, bytes], _Sender] = _Kept(SEALERS_KEPT)
 _OPENERS: _Kept[tuple[bytes, bytes], ChaCha20Poly1305] = _Kept(OPENERS_KEPT)
 
 
+_SEALING = threading.Lock()
+
+
 def _sealer(node_id: str, requester_key: bytes) -> _Sender:
     """``node_id``'s sender key for this requester (a new one after :data:`REUSE`
     seals)."""
-    sender = _SEALERS.get((node_id, requester_key))
-    if sender is None or sender.uses >= REUSE:
-        private = X25519PrivateKey.generate()
-        public = private.public_key().public_bytes(
-            serialization.Encoding.Raw, serialization.PublicFormat.Raw
-        )
-        try:
-            shared = private.exchange(X25519PublicKey.from_public_bytes(requester_key))
-        except ValueError as exc:
-            raise VerificationError(f"the requester's seal key is unusable: {exc}") from None
-        sender = _Sender(public, ChaCha20Poly1305(_key(shared, public, requester_key)))
-        _SEALERS.put((node_id, requester_key), sender)
-    sender.uses += 1
-    return sender
+    with _SEALING:
+        sender = _SEALERS.get((node_id, requester_key))
+        if sender is None or sender.uses >= REUSE:
+            private = X25519PrivateKey.generate()
+            public = private.public_key().public_bytes(
+                serialization.Encoding.Raw, serialization.PublicFormat.Raw
+            )
+            try:
+                shared = private.exchange(X25519PublicKey.from_public_bytes(requester_key))
+            except ValueError as exc:
+                raise VerificationError(f"the requester's seal key is unusable: {exc}") from None
+            sender = _Sender(public, ChaCha20Poly1305(_key(shared, public, requester_key)))
+            _SEALERS.put((node_id, requester_key), sender)
+        sender.uses += 1
+        return sender
 
 
-def _opener(identity: Identity, header: ProposalHeader, v1: bool) -> ChaCha20Poly1305:
-    """The cipher that opens what ``header``'s sender sealed for ``identity``.
+def _opener(identity: Identity, header: ProposalHeader, v1: bool) -> tuple[ChaCha20Poly1305, bool]:
+    """The cipher that opens what ``header``'s sender sealed for ``identity``, and
+    whether it is worth keeping once it has opened something (derived now, version 2):
+    a cipher is kept only for a sender key proven by a tag, so junk from a peer never
+    pushes a real sender's key out.
 
     Raises:
         ValueError: the sender key is unusable (a low-order point).
         VerificationError: the exchange gives a degenerate secret.
     """
-    if v1:  # a fresh key per proposal: nothing worth keeping
-        shared = identity.seal_exchange(header.ephemeral_key)
-        return ChaCha20Poly1305(_key(shared, header.ephemeral_key, header.requester_key, _INFO_V1))
-    key = (header.requester_key, header.ephemeral_key)
-    cipher = _OPENERS.get(key)
-    if cipher is None:
-        shared = identity.seal_exchange(header.ephemeral_key)
-        cipher = ChaCha20Poly1305(_key(shared, header.ephemeral_key, header.requester_key))
-        _OPENERS.put(key, cipher)
-    return cipher
+    if not v1:
+        cipher = _OPENERS.get((header.requester_key, header.ephemeral_key))
+        if cipher is not None:
+            return cipher, False
+    info = _INFO_V1 if v1 else _INFO  # version 1: a fresh key per proposal, never kept
+    shared = identity.seal_exchange(header.ephemeral_key)
+    derived = _key(shared, header.ephemeral_key, header.requester_key, info)
+    return ChaCha20Poly1305(derived), not v1
 
 
 def seal_proposal(digest: bytes, *, job_id: str, node_id: str, requester_key: bytes) -> bytes:
@@ -271,8 +277,12 @@ def seal(magic: bytes, payload: bytes, *, job_id: str, node_id: str, requester_k
 def read_header(proposal: bytes, *, magic: bytes = MAGIC) -> ProposalHeader:
     """Parse the clear header of a sealed proposal (nothing is authenticated yet).
 
+    Args:
+        proposal: the sealed bytes.
+        magic: the format expected (version 1 for :data:`V1_MAGICS`, else version 2).
+
     Raises:
-        VerificationError: not a version-1 proposal, or truncated.
+        VerificationError: not of the format ``magic`` names, or truncated.
     """
     if not isinstance(proposal, bytes) or not proposal.startswith(magic):
         raise VerificationError("not a deterministic proposal (unknown format or version)")
@@ -321,8 +331,10 @@ def unseal(magic: bytes, identity: Identity, sealed: bytes, *, job_id: str, node
     if header.requester_key != identity.seal_public_key:
         raise VerificationError("sealed for another requester (not this node's seal key)")
     try:
-        cipher = _opener(identity, header, magic in V1_MAGICS)
+        cipher, keep = _opener(identity, header, magic in V1_MAGICS)
         plain = cipher.decrypt(header.nonce, sealed[header.size :], sealed[: header.size])
+        if keep:
+            _OPENERS.put((header.requester_key, header.ephemeral_key), cipher)
     except (InvalidTag, ValueError):
         raise VerificationError(
             f"tampered: the proposal from {node_id} does not open (its clear part was changed, "
