@@ -308,6 +308,18 @@ HEADLINES: dict[str, list[Headline]] = {
             ("sealing", "open_us"),
             ("sealing", "nacl", "open_us"),
         ),
+        H(
+            "seal a node's first proposal for a requester",
+            "libsodium sealed box",
+            ("sealing", "seal_first_us"),
+            ("sealing", "nacl", "seal_us"),
+        ),
+        H(
+            "open a sender's first proposal",
+            "libsodium sealed box",
+            ("sealing", "open_first_us"),
+            ("sealing", "nacl", "open_us"),
+        ),
     ],
 }
 
