@@ -14,25 +14,32 @@ Three parts, each measured side by side with Dask in this process:
   nodes sent for it, a broadcast counted once per node that hears it. Announcements
   (node info) are not per job and are counted apart; the scale runs use a long
   heartbeat so that none falls inside the measured jobs. Node 0 is the one requester
-  (it also computes); the others are compute-only, as in Bacalhau's own deployments.
-  ``frames_per_job`` counts frames actually sent (several messages to one node share a
-  signed frame). 200 jobs a point by default: a fresh requester offers each job to a
-  spare node too until it has seen enough bids without a decline (about 40), and on 3
-  nodes a third or more of the jobs run on the requester itself (about 1.3 ms, against
-  2.5 ms for a job sent to another node), so the median falls where those groups meet
-  and swings from run to run. On 1,000 nodes nearly every job goes to another node:
-  ``remote_median_ms`` and ``remote_latency_growth`` compare the jobs sent to another
-  node alone, the cost of the network's size without the requester's own share.
+  and the others are compute-only, as in Bacalhau's own deployments (few
+  orchestrators, many compute nodes). ``frames_per_job`` counts frames actually sent
+  (several messages to one node share a signed frame). 200 jobs a point by default; a
+  fresh requester offers each job to a spare node too until it has seen enough bids
+  without a decline (about 40).
 
-Every measurement runs ``--rounds`` times (3 by default) in turn: each burst round is
-ours and then Dask's, and each scale round runs the network sizes one after another.
-A burst's figures are the medians of its rounds (its ratios: the median of the rounds'
-ratios, each measured side by side; ``failed``: all rounds together); a scale point's
-latencies are pooled over its rounds, and the growth from the smallest network to the
-largest is the median of the rounds' ratios (``latency_growth_pooled``: the ratio of
-the pooled medians). One round alone swings with the machine (a
-1,000-job burst's median latency was 0.37-0.56x Dask's over six single-round runs of the
-same code; the 1,000-node latency 1.01-1.58x the 3-node one).
+  Each scale round builds a network of every size (seed ``round + 2``) and then runs
+  10 jobs on each in turn, the order rotated block by block, so a drift of the machine
+  weighs on every size alike (run one after another, the sizes' medians moved by up
+  to 2x from round to round). It does so in two shapes. The headline: node 0 only
+  requests, so every job goes to another node at every size. Beside it
+  (``requester_computes``): node 0 computes too, and on 3 nodes it runs a third or
+  more of the jobs itself (about 1.0 ms, against 2.2-2.7 ms for a job sent to another
+  node, with no message at all), so that median falls where the two groups meet and
+  moves with the share each run happens to draw (29-40% in 200 jobs); on 1,000 nodes
+  almost no job is local. ``remote_median_ms`` and ``remote_latency_growth`` compare
+  the jobs sent to another node alone.
+
+Every measurement runs ``--rounds`` times (3 by default): each burst round is ours and
+then Dask's, and each scale round measures the sizes interleaved as above. A burst's
+figures are the medians of its rounds (its ratios: the median of the rounds' ratios,
+each measured side by side; ``failed``: all rounds together); a scale point's latencies
+are pooled over its rounds, and the growth from the smallest network to the largest is
+the median of the rounds' ratios (``latency_growth_pooled``: the ratio of the pooled
+medians). One round alone swings with the machine (a 1,000-job burst's median latency
+was 0.37-0.56x Dask's over six single-round runs of the same code).
 
 Prints tables and writes ``benchmarks/results/core.json`` (``ratios`` is the
 1,000-job burst, the headline ``run.py`` reports).
@@ -41,6 +48,7 @@ Prints tables and writes ``benchmarks/results/core.json`` (``ratios`` is the
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import statistics
 import time
@@ -97,27 +105,50 @@ async def burst(jobs: int, nodes: int) -> dict[str, float]:
     return stats
 
 
-async def one_at_a_time(nodes: int, jobs: int) -> dict[str, Any]:
+BLOCK = 10
+"""Jobs a scale round runs on one network before the next size's turn: short enough
+(about 25 ms) that a drift of the machine hits every size alike, long enough that
+switching networks (cold caches) costs little: a 3-node job interleaved job by job with
+a 1,000-node network's took 4-12% longer than alone, in blocks of 10 within +-8% either
+way."""
+
+
+async def scale_round(
+    sizes: list[int], jobs: int, *, seed: int, requester_computes: bool
+) -> dict[int, dict[str, Any]]:
+    """One job at a time on networks of each size, all built first and then measured
+    interleaved: :data:`BLOCK` jobs on each network in turn (the order rotated each
+    block), so a drift of the machine weighs on every size alike."""
+    import contextlib
+
     import bacalhau
 
     spec = bacalhau.JobSpec.noop(publisher="noop")
-    started = time.perf_counter()
     quiet = bacalhau.RequesterConfig(node_ttl=7200)  # no heartbeat falls inside the run
-    # one requester (node 0, which also computes) and compute-only nodes: Bacalhau's own
-    # shape (few orchestrators, many compute nodes); only a requester keeps a node table
-    compute_only: list[dict[str, Any]] = [{}] + [{"requester": None}] * (nodes - 1)
-    async with bacalhau.Network.in_memory(
-        nodes, seed=2, heartbeat=3600, requester=quiet, per_node_options=compute_only
-    ) as net:
-        first = net.nodes[0]
-        with anyio.fail_after(600):
-            while len(first.known_nodes()) < nodes:  # noqa: ASYNC110 (no event for a table)
-                await anyio.sleep(0.05)
-        join_s = time.perf_counter() - started
-        await first.run_job(spec, timeout=60)  # warm up
-        await anyio.sleep(0.3)  # let the warm-up's last frames land before counting
+    # one requester (node 0) and compute-only nodes: Bacalhau's own shape (few
+    # orchestrators, many compute nodes); only a requester keeps a node table
+    nets: dict[int, Any] = {}
+    joins: dict[int, float] = {}
+    async with contextlib.AsyncExitStack() as stack:
+        for n in sizes:
+            started = time.perf_counter()
+            first_options: dict[str, Any] = {} if requester_computes else {"compute": None}
+            options = [first_options] + [{"requester": None}] * (n - 1)
+            net = await stack.enter_async_context(
+                bacalhau.Network.in_memory(
+                    n, seed=seed, heartbeat=3600, requester=quiet, per_node_options=options
+                )
+            )
+            computing = n if requester_computes else n - 1
+            with anyio.fail_after(600):
+                while len(net.nodes[0].known_nodes()) < computing:  # noqa: ASYNC110
+                    await anyio.sleep(0.05)
+            joins[n] = time.perf_counter() - started
+            await net.nodes[0].run_job(spec, timeout=60)  # warm up
+            nets[n] = net
+        await anyio.sleep(0.3)  # let the warm-ups' last frames land before counting
 
-        def counts() -> tuple[int, int, int, int]:
+        def counts(net: Any) -> tuple[int, int, int, int]:
             sent = sum(n.stats["job_sent"] for n in net.nodes)
             broadcast = sum(n.stats["job_broadcast"] for n in net.nodes)
             announced = sum(
@@ -126,35 +157,44 @@ async def one_at_a_time(nodes: int, jobs: int) -> dict[str, Any]:
             frames = sum(n.stats["frames_sent"] for n in net.nodes)
             return sent, broadcast, announced, frames
 
-        before = counts()
-        latencies: list[float] = []
-        remote: list[float] = []  # the jobs that ran on another node than the requester
-        for _ in range(jobs):
-            t0 = time.perf_counter()
-            result = await first.run_job(spec, timeout=60)
-            latencies.append(time.perf_counter() - t0)
-            assert result.ok, result.reason
-            if all(e.node_id != first.node_id for e in result.executions):
-                remote.append(latencies[-1])
-        await anyio.sleep(0.3)  # the last job's completion notices
-        after = counts()
-        sent, broadcast, announced, frames = (a - b for a, b in zip(after, before, strict=True))
-        heard = [sum(1 for n in net.nodes if j in n.compute.jobs) for j in first.requester.jobs]
-    return {
-        "nodes": nodes,
-        "jobs": jobs,
-        "median_ms": statistics.median(latencies) * 1000,
-        "p95_ms": sorted(latencies)[int(0.95 * (len(latencies) - 1))] * 1000,
-        "messages_per_job": (sent + broadcast * (nodes - 1)) / jobs,
-        "broadcasts_per_job": broadcast / jobs,
-        "frames_per_job": frames / jobs,
-        "requesters": 1,
-        "announcements_during": announced,
-        "nodes_hearing_a_job": statistics.median(heard),
-        "join_s": join_s,
-        "latencies": latencies,
-        "remote": remote,
-    }
+        before = {n: counts(net) for n, net in nets.items()}
+        latencies: dict[int, list[float]] = {n: [] for n in sizes}
+        remote: dict[int, list[float]] = {n: [] for n in sizes}  # run on another node
+        for b, start in enumerate(range(0, jobs, BLOCK)):
+            for n in sizes[b % len(sizes) :] + sizes[: b % len(sizes)]:
+                first = nets[n].nodes[0]
+                for _ in range(min(BLOCK, jobs - start)):
+                    t0 = time.perf_counter()
+                    result = await first.run_job(spec, timeout=60)
+                    latencies[n].append(time.perf_counter() - t0)
+                    assert result.ok, result.reason
+                    if all(e.node_id != first.node_id for e in result.executions):
+                        remote[n].append(latencies[n][-1])
+        await anyio.sleep(0.3)  # the last jobs' completion notices
+        out: dict[int, dict[str, Any]] = {}
+        for n, net in nets.items():
+            after = counts(net)
+            sent, broadcast, announced, frames = (
+                a - b for a, b in zip(after, before[n], strict=True)
+            )
+            first = net.nodes[0]
+            heard = [sum(1 for m in net.nodes if j in m.compute.jobs) for j in first.requester.jobs]
+            out[n] = {
+                "nodes": n,
+                "jobs": jobs,
+                "median_ms": statistics.median(latencies[n]) * 1000,
+                "p95_ms": sorted(latencies[n])[int(0.95 * (jobs - 1))] * 1000,
+                "messages_per_job": (sent + broadcast * (n - 1)) / jobs,
+                "broadcasts_per_job": broadcast / jobs,
+                "frames_per_job": frames / jobs,
+                "requesters": 1,
+                "announcements_during": announced,
+                "nodes_hearing_a_job": statistics.median(heard),
+                "join_s": joins[n],
+                "latencies": latencies[n],
+                "remote": remote[n],
+            }
+    return out
 
 
 def dask_burst(jobs: int) -> dict[str, float]:
@@ -326,15 +366,45 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 def scale(sizes: list[int], jobs: int, rounds: int) -> dict[str, Any]:
-    """One job at a time on each size, the sizes in turn, ``rounds`` times over: each
-    size's latencies pooled over its rounds (the order of the sizes within a round, and
-    any drift of the machine, then weighs on all of them alike)."""
+    """One job at a time on each size, ``rounds`` times over, in two shapes: a
+    requester that only orchestrates (the headline: every job goes to another node, at
+    every size) and one that also computes (on 3 nodes it then runs about a third of
+    the jobs itself). Each round builds fresh networks (seed ``round + 2``) and
+    measures the sizes interleaved; a size's latencies are pooled over its rounds."""
     dask_ms = dask_one_at_a_time(jobs)
-    points: dict[int, list[dict[str, Any]]] = {n: [] for n in sizes}
-    for _ in range(rounds):
-        for n in sizes:
-            points[n].append(anyio.run(one_at_a_time, n, jobs))
-    out: dict[str, Any] = {"dask_median_ms": dask_ms, "rounds": rounds}
+    shapes: dict[str, dict[int, list[dict[str, Any]]]] = {
+        "orchestrator": {n: [] for n in sizes},
+        "requester_computes": {n: [] for n in sizes},
+    }
+    for r in range(rounds):
+        for shape, points in shapes.items():
+            computes = shape == "requester_computes"
+            measure = functools.partial(
+                scale_round, sizes, jobs, seed=r + 2, requester_computes=computes
+            )
+            got = anyio.run(measure)
+            for n in sizes:
+                points[n].append(got[n])
+    out = _scale_shape(shapes["orchestrator"], sizes, dask_ms, rounds, jobs, computes=False)
+    out["requester_computes"] = _scale_shape(
+        shapes["requester_computes"], sizes, dask_ms, rounds, jobs, computes=True
+    )
+    out.update(dask_median_ms=dask_ms, rounds=rounds, interleaved=True)
+    return out
+
+
+def _scale_shape(
+    points: dict[int, list[dict[str, Any]]],
+    sizes: list[int],
+    dask_ms: float,
+    rounds: int,
+    jobs: int,
+    *,
+    computes: bool,
+) -> dict[str, Any]:
+    """One shape's figures: each size's latencies pooled over the rounds, and the
+    growth from the smallest network to the largest (the median of the rounds')."""
+    out: dict[str, Any] = {"shape": "requester_computes" if computes else "orchestrator"}
     rows = []
     for n in sizes:
         pooled = [x for p in points[n] for x in p.pop("latencies")]
@@ -362,9 +432,8 @@ def scale(sizes: list[int], jobs: int, rounds: int) -> dict[str, Any]:
             )
         )
     small, big = out[str(sizes[0])], out[str(sizes[-1])]
-    # each round's ratio is measured side by side (the sizes one after another); their
-    # median is the headline, as a burst's is: one round disturbed by the machine moves
-    # it less than it moves the pooled latencies
+    # each round's ratio is measured side by side (the sizes interleaved in blocks);
+    # their median is the headline, as a burst's is
     out["latency_growth_rounds"] = [
         b / s for b, s in zip(big["rounds_median_ms"], small["rounds_median_ms"], strict=True)
     ]
@@ -373,8 +442,14 @@ def scale(sizes: list[int], jobs: int, rounds: int) -> dict[str, Any]:
     if small["remote_median_ms"] and big["remote_median_ms"]:
         out["remote_latency_growth"] = big["remote_median_ms"] / small["remote_median_ms"]
     out["messages_growth"] = big["messages_per_job"] / small["messages_per_job"]
+    shape = (
+        "node 0 requests and computes" if computes else "node 0 only requests, the others compute"
+    )
     header = ("network", "median ms", "p95 ms", "vs dask", "msgs/job", "heard by", "join s")
-    title = f"one no-op job at a time, {jobs} jobs x {rounds} rounds (dask: {dask_ms:.1f} ms)"
+    title = (
+        f"one no-op job at a time, {shape}: {jobs} jobs x {rounds} rounds, the sizes "
+        f"interleaved (dask: {dask_ms:.1f} ms)"
+    )
     print(table(title, rows, header))
     print(
         f"{sizes[-1]}-node latency / {sizes[0]}-node: {out['latency_growth']:.2f}x, the "
@@ -383,7 +458,7 @@ def scale(sizes: list[int], jobs: int, rounds: int) -> dict[str, Any]:
         + f"; pooled: {out['latency_growth_pooled']:.2f}x); messages per job "
         f"{out['messages_growth']:.2f}x"
     )
-    if "remote_latency_growth" in out:
+    if computes and "remote_latency_growth" in out:
         print(
             f"jobs run on another node than the requester: {sizes[-1]} nodes "
             f"{big['remote_median_ms']:.1f} ms, {sizes[0]} nodes "

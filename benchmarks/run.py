@@ -100,6 +100,12 @@ HEADLINES: dict[str, list[Headline]] = {
             goal=("goals", "latency_growth"),
         ),
         H(
+            "the same with a requester that computes too (1,000 nodes)",
+            "the same, 3 nodes (a third of the jobs local)",
+            ("scale", "requester_computes", "latency_growth"),
+            goal=("goals", "latency_growth"),
+        ),
+        H(
             "messages per job, largest network (1,000 nodes)",
             "the same, smallest network (3 nodes)",
             ("scale", "messages_growth"),
