@@ -41,6 +41,7 @@ __all__ = [
     "check",
     "check_finite",
     "execution_id",
+    "names_node",
 ]
 
 JOB_ID = re.compile(r"j-[0-9a-z][0-9a-z-]{0,62}")
@@ -103,6 +104,14 @@ one always passes); cleared when one set reaches ``_GOOD_MAX``."""
 def execution_id(job_id: str, node_id: str) -> str:
     """The execution id of ``node_id``'s run of ``job_id`` (both checked)."""
     return f"{check('job_id', job_id)}.{check('node_id', node_id)}"
+
+
+def names_node(node_id: str, given: str) -> bool:
+    """Whether what a person typed, ``given``, names ``node_id``: its start, or its end
+    as the CLI shows it (``…76eJkm3N``, the ellipsis optional). Every Ed25519 node id
+    starts with ``12D3KooW``, so the end is what tells nodes apart; ``""`` names any."""
+    given = given.removeprefix("…").removeprefix("...")
+    return node_id.startswith(given) or node_id.endswith(given)
 
 
 def check_finite(value: object, *, field: str) -> float:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -299,3 +300,48 @@ def test_wasm_run_the_architecture_example(bac: Bac, tmp_path: Path) -> None:
     assert bac("get", job_id, "--output-dir", tmp_path / "results")[0] == 0
     copied = tmp_path / "results" / "apples" / "file.txt"
     assert copied.read_text() == "the file's contents\n"
+
+
+# --- nodes by the short id the CLI shows --------------------------------------------------
+
+
+def test_a_node_is_named_by_the_short_id_lists_show(bac: Bac, tmp_path: Path) -> None:
+    """`node list` and a job's output show a node as ``…`` and the end of its id (every
+    node id starts with ``12D3KooW``): `node describe`, `logs --node` and `logs
+    --execution` take that, with or without the ellipsis."""
+    for _ in range(200):  # a bound on a hang only: the 2 nodes announce at start
+        code, out, _ = bac("node", "list")
+        rows = out.splitlines()[1:]
+        if code == 0 and len(rows) == 2:
+            break
+        time.sleep(0.05)
+    shown = [row.split()[0] for row in rows]
+    assert all(s.startswith("…") and len(s) == 9 for s in shown), shown
+    ids = []
+    for short in shown:
+        code, out, err = bac("node", "describe", short, "--output", "json")
+        assert code == 0, err
+        ids.append(json.loads(out)["node_id"])
+        assert ids[-1].endswith(short[1:])
+        assert bac("node", "describe", short[1:], "--output", "json")[1] == out
+        assert bac("node", "describe", ids[-1][:20], "--output", "json")[1] == out
+    assert len(set(ids)) == 2
+    code, _, err = bac("node", "describe", "12D3KooW")
+    assert code == cli.EXIT_BAD_INPUT
+    assert "names 2 nodes" in err
+    code, _, err = bac("node", "describe", "…zzzzzzzz")
+    assert code == cli.EXIT_BAD_INPUT
+    assert "no live node" in err
+
+    spec = write_spec(tmp_path / "j.yaml", JobSpec.noop(stdout="hello\n"))
+    job_id = bac("job", "run", "--id-only", spec)[1].strip()
+    described = json.loads(bac("describe", job_id, "--output", "json")[1])
+    ran = described["executions"][0]["node_id"]
+    other = next(i for i in ids if i != ran)
+    assert bac("logs", job_id, "--node", f"…{ran[-8:]}")[1] == "hello\n"
+    assert bac("logs", job_id, "--node", ran[-8:])[1] == "hello\n"
+    assert bac("logs", job_id, "--node", f"…{other[-8:]}")[1] == ""
+    code, out, err = bac("logs", job_id, "--execution", f"…{ran[-8:]}")
+    assert (code, out) == (0, "hello\n"), err
+    code, out, err = bac("logs", job_id, "--execution", f"…{other[-8:]}")
+    assert (code, out) == (0, ""), err

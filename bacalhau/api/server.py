@@ -49,6 +49,7 @@ from starlette.types import Receive, Scope, Send
 
 from ..convert import from_json_data
 from ..errors import ApiError, BacalhauError, ValidationError
+from ..ids import names_node
 from ..models import ExecutionResult, ExecutionState, JobSpec, JobState
 from ..node.history import JobQuery
 from . import bacalhau_v1
@@ -380,7 +381,7 @@ class _Api:
             while True:
                 result = self.node.describe(job_id)
                 for ex in result.executions:
-                    if ex.node_id in done or not ex.node_id.startswith(node_prefix):
+                    if ex.node_id in done or not names_node(ex.node_id, node_prefix):
                         continue
                     if not (ex.state.terminal or result.state.terminal):
                         continue

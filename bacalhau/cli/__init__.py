@@ -9,7 +9,7 @@ Exit codes, for scripts:
 =====  =====================================================================
 0      success (a waited-for job completed)
 1      a waited-for job failed or was cancelled; ``get`` of a job without results
-2      bad input: arguments, job spec, unknown job id or CID, a wrong token, any
+2      bad input: arguments, job spec, unknown job id, node id or CID, a wrong token, any
        other request the node refused with a 4xx status
 3      no node answered at the API address
 4      any other error
@@ -31,6 +31,7 @@ from ..errors import (
     BlockNotFound,
     JobFailed,
     JobNotFound,
+    NodeNotFound,
     NodeUnreachable,
     ValidationError,
 )
@@ -70,7 +71,7 @@ def exit_code_for(exc: BaseException) -> int:
         return EXIT_UNREACHABLE
     if isinstance(exc, JobFailed):
         return EXIT_JOB_FAILED
-    if isinstance(exc, ValidationError | JobNotFound | BlockNotFound):
+    if isinstance(exc, ValidationError | JobNotFound | NodeNotFound | BlockNotFound):
         return EXIT_BAD_INPUT
     if isinstance(exc, ApiError) and 400 <= exc.status < 500:
         return EXIT_BAD_INPUT

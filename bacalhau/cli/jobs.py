@@ -649,9 +649,13 @@ def add_job_parsers(sub: Any) -> None:
         "--execution",
         default=None,
         metavar="NODE",
-        help="only the execution on the node whose id starts with this",
+        help="only the execution on this node (its id, its start, or its end as shown: …76eJkm3N)",
     )
-    p.add_argument("--node", default=None, help="only executions on nodes starting with this")
+    p.add_argument(
+        "--node",
+        default=None,
+        help="only executions on nodes whose id starts or ends with this",
+    )
     p.add_argument("--stream", choices=("stdout", "stderr"), default=None)
 
     p = command("get", cmd_get, "download a job's published results and verify them")
@@ -747,7 +751,9 @@ def add_job_parsers(sub: Any) -> None:
     )
     q.add_argument("--output", dest="format", choices=FORMATS, default="text")
     q = nodes.add_parser(
-        "describe", help="one known node's announcement (id or unique prefix)", parents=[api]
+        "describe",
+        help="one known node's announcement (id, unique prefix, or the short id 'node list' shows)",
+        parents=[api],
     )
     q.add_argument("node_id", metavar="ID")
     q.add_argument("--output", dest="format", choices=("yaml", "json"), default="yaml")

@@ -17,6 +17,7 @@ import attrs
 import orjson
 
 from ..errors import BacalhauError, DecodeError, TransportError
+from ..ids import names_node
 from ..models import NodeInfo
 from ..protocol.nodes import NodeTable
 from ..wire import pack, unpack
@@ -295,7 +296,8 @@ class NodeWatch:
         batch: bool = False,
     ) -> None:
         """Hand ``emit`` the live output of every execution of ``job_id`` (a job this node
-        requested) whose node id starts with ``node_prefix``: what is kept so far (the
+        requested) on the nodes ``node_prefix`` names (:func:`~bacalhau.ids.names_node`:
+        the id's start or end; "" for every node): what is kept so far (the
         last ``tail`` lines of each when given), then, with ``follow``, new lines as they
         are written, until the job is terminal and every execution's output has ended.
 
@@ -323,7 +325,7 @@ class NodeWatch:
             while True:
                 result = self.node.describe(job_id)
                 for ex in result.executions:
-                    if ex.node_id.startswith(node_prefix) and ex.node_id not in started:
+                    if names_node(ex.node_id, node_prefix) and ex.node_id not in started:
                         started.add(ex.node_id)
                         tg.start_soon(one, ex.node_id)
                 if not follow or result.state.terminal:
