@@ -253,10 +253,16 @@ async def test_a_job_waits_for_a_suitable_node_then_runs() -> None:
             if event.kind == "queued":
                 assert event.detail.startswith("no node matches zone=late"), event.detail
                 break
-        assert handle.result().state is JobState.QUEUED
+        waiting = net.nodes[0].describe(handle.job_id)
+        assert waiting.state is JobState.QUEUED
+        assert waiting.reason.startswith("no node matches zone=late"), waiting.reason
+        (row,) = (await net.nodes[0].query_jobs()).rows
+        assert (row.state, row.reason) == (JobState.QUEUED, waiting.reason)
         late = await net.add_node(compute=ComputeConfig(labels={"zone": "late"}))
         result = await handle.wait(30)
+        (row,) = (await net.nodes[0].query_jobs()).rows
     assert result.ok, result.reason
+    assert result.reason == "" and row.reason == "", "the wait is over: no reason shown"
     assert [e.node_id for e in result.executions] == [late.node_id]
 
 

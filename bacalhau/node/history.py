@@ -64,7 +64,7 @@ class JobRow:
             labels=tuple(job.spec.labels),
             nodes=tuple(e.node_id for e in accepted),
             executions=len(accepted),
-            reason=job.reason,
+            reason=job.shown_reason,
             cid=cid,
             name=job.spec.name or job.job_id,
         )

@@ -139,7 +139,7 @@ class RequesterState(Scheduling):
         return JobResult(
             job_id=job.job_id,
             state=job.state,
-            reason=job.reason,
+            reason=job.shown_reason,
             spec=job.spec,
             requester_id=self.node_id,
             executions=tuple(

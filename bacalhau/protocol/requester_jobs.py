@@ -113,6 +113,12 @@ class RequesterJob:
     peers: int = -1
     """How many other nodes the requester could reach when the job came (-1: unknown)."""
 
+    @property
+    def shown_reason(self) -> str:
+        """The reason a view shows: why the job ended, or while it is queued, why it
+        waits (``no node matches region=eu ...``)."""
+        return self.reason or (self.waiting if self.state is S.QUEUED else "")
+
     def count(self, *states: ExecutionState) -> int:
         return sum(1 for e in self.executions.values() if e.state in states)
 
