@@ -28,8 +28,9 @@ message that would need that proof is refused earlier, at the door, and counted.
 from __future__ import annotations
 
 import re
+from collections.abc import Collection
 
-from .errors import ValidationError
+from .errors import NodeNotFound, ValidationError
 
 __all__ = [
     "EXEC_ID",
@@ -41,6 +42,7 @@ __all__ = [
     "check",
     "check_finite",
     "execution_id",
+    "find_node",
     "names_node",
 ]
 
@@ -112,6 +114,24 @@ def names_node(node_id: str, given: str) -> bool:
     starts with ``12D3KooW``, so the end is what tells nodes apart; ``""`` names any."""
     given = given.removeprefix("…").removeprefix("...")
     return node_id.startswith(given) or node_id.endswith(given)
+
+
+def find_node(node_ids: Collection[str], given: str) -> str:
+    """The one id of ``node_ids`` that ``given`` names: the whole id, or at least 3
+    characters of its start or its end (:func:`names_node`).
+
+    Raises:
+        NodeNotFound: none of them, or several (the message says how many).
+    """
+    if given in node_ids:
+        return given
+    short = given.removeprefix("…").removeprefix("...")
+    matches = [n for n in node_ids if names_node(n, short)]
+    if len(matches) == 1 and len(short) >= 3:
+        return matches[0]
+    if len(matches) > 1:
+        raise NodeNotFound(f"{given!r} names {len(matches)} nodes: give more of the id")
+    raise NodeNotFound(f"no live node {given!r} known to this node")
 
 
 def check_finite(value: object, *, field: str) -> float:

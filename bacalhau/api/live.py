@@ -251,7 +251,10 @@ class _Routes:
         tail = int_param(request, "tail", -1, 0, 1_000_000)
         node_prefix = request.query_params.get("execution", "")
         if len(node_prefix) > 200:
-            raise ApiError("execution must be a node id or its prefix", status=400)
+            raise ApiError(
+                "execution must be a node id, its start or its end (at most 200 characters)",
+                status=400,
+            )
         form = request.query_params.get("format", "ndjson")
         if form not in LOG_FORMATS:
             raise ApiError(

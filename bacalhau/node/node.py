@@ -707,27 +707,15 @@ class Node(TransportHandler):
         return [k.info for k in self.requester.nodes.live(self.clock.now())]
 
     def known_node(self, node_id_or_prefix: str) -> NodeInfo:
-        """A known node's announcement by id, unique prefix, or unique end (3+
-        characters; the short id lists show, ``…76eJkm3N``, works).
+        """A known node's announcement by its id, start or end (:func:`bacalhau.ids.find_node`).
 
         Raises:
-            NodeNotFound: no live node matches, or the prefix or end is ambiguous.
+            NodeNotFound: no live node matches, or several do.
         """
-        from ..errors import NodeNotFound
-        from ..ids import names_node
+        from ..ids import find_node
 
         known = {i.node_id: i for i in self.known_nodes()}
-        if node_id_or_prefix in known:
-            return known[node_id_or_prefix]
-        given = node_id_or_prefix.removeprefix("…").removeprefix("...")
-        matches = [n for n in known if names_node(n, given)]
-        if len(matches) == 1 and len(given) >= 3:
-            return known[matches[0]]
-        if len(matches) > 1:
-            raise NodeNotFound(
-                f"{node_id_or_prefix!r} names {len(matches)} nodes: give more of the id"
-            )
-        raise NodeNotFound(f"no live node {node_id_or_prefix!r} known to this node")
+        return known[find_node(known, node_id_or_prefix)]
 
     def _mark_dirty(self) -> None:
         self._dirty.set()
