@@ -10,8 +10,9 @@ Three parts, each measured side by side with Dask in this process:
   own ``submit`` call only, leaving out the wait for the tasks before it to submit
   theirs (a job that finds room runs within its submit call).
 - **scale**: one job at a time on 3, 100 and 1,000 in-memory nodes: median latency
-  (against Dask's one-at-a-time latency) and the messages each job cost: frames the
-  nodes sent for it, a broadcast counted once per node that hears it. Announcements
+  (against Dask's one-at-a-time latency) and the messages each job cost: the messages
+  the nodes sent for it (a node's messages to itself too), a broadcast counted once per
+  node that hears it. Announcements
   (node info) are not per job and are counted apart; the scale runs use a long
   heartbeat so that none falls inside the measured jobs. Node 0 is the one requester
   and the others are compute-only, as in Bacalhau's own deployments (few
@@ -20,15 +21,17 @@ Three parts, each measured side by side with Dask in this process:
   fresh requester offers each job to a spare node too until it has seen enough bids
   without a decline (about 40).
 
-  Each scale round builds a network of every size (seed ``round + 2``) and then runs
-  10 jobs on each in turn, the order rotated block by block, so a drift of the machine
-  weighs on every size alike (run one after another, the rounds of one run gave 0.81x
-  to 2.46x for 1,000 nodes against 3). It does so in two shapes. The headline: node 0 only
-  requests, so every job goes to another node at every size. Beside it
-  (``requester_computes``): node 0 computes too, and on 3 nodes it runs about a third
-  of the jobs itself (about 1.0 ms, against 1.8-2.7 ms for a job sent to another
-  node, with no message at all), so that median falls where the two groups meet and
-  moves with the share each run happens to draw (29-40% in 200 jobs); on 1,000 nodes
+  Each scale round builds a network of every size (seed ``--seed`` plus the round, a
+  random first seed by default, recorded) and then runs 10 timed jobs on each in turn,
+  each block after one untimed job that brings that network back into the caches, the
+  order rotated block by block, so a drift of the machine weighs on every size alike
+  (run one after another, the rounds of one run gave 0.81x to 2.46x for 1,000 nodes
+  against 3). It does so in two shapes, the first alternating from round to round.
+  The headline: node 0 only requests, so every job goes to another node at every
+  size. Beside it (``requester_computes``): node 0 computes too, and on 3 nodes it
+  runs about a third of the jobs itself (about 1.0 ms, against 1.8-2.7 ms for a job
+  sent to another node), so that median falls where the two groups meet and moves
+  with the share each round draws (``rounds_remote_jobs``); on 1,000 nodes
   almost no job is local. ``remote_median_ms`` and ``remote_latency_growth`` compare
   the jobs sent to another node alone.
 
@@ -50,6 +53,7 @@ from __future__ import annotations
 import argparse
 import functools
 import logging
+import random
 import statistics
 import time
 from typing import Any
@@ -106,11 +110,12 @@ async def burst(jobs: int, nodes: int) -> dict[str, float]:
 
 
 BLOCK = 10
-"""Jobs a scale round runs on one network before the next size's turn: short enough
-(about 25 ms) that a drift of the machine hits every size alike, long enough that
-switching networks (cold caches) costs little: a 3-node job interleaved job by job with
-a 1,000-node network's took 4-12% longer than alone, in blocks of 10 within +-8% either
-way."""
+"""Timed jobs a scale round runs on one network before the next size's turn, after one
+untimed job that brings the network back into the caches: short enough (about 25 ms)
+that a drift of the machine hits every size alike. Switching networks costs the first
+job after the switch: a 3-node job interleaved job by job with a 1,000-node network's
+took 13% longer than alone (8% beside another 3-node network), and that cost falls
+mostly on the small network, whose jobs would otherwise find warm caches."""
 
 
 async def scale_round(
@@ -139,9 +144,8 @@ async def scale_round(
                     n, seed=seed, heartbeat=3600, requester=quiet, per_node_options=options
                 )
             )
-            computing = n if requester_computes else n - 1
-            with anyio.fail_after(600):
-                while len(net.nodes[0].known_nodes()) < computing:  # noqa: ASYNC110
+            with anyio.fail_after(600):  # every node, node 0 too, is in its table
+                while len(net.nodes[0].known_nodes()) < n:  # noqa: ASYNC110
                     await anyio.sleep(0.05)
             joins[n] = time.perf_counter() - started
             await net.nodes[0].run_job(spec, timeout=60)  # warm up
@@ -160,9 +164,13 @@ async def scale_round(
         before = {n: counts(net) for n, net in nets.items()}
         latencies: dict[int, list[float]] = {n: [] for n in sizes}
         remote: dict[int, list[float]] = {n: [] for n in sizes}  # run on another node
+        ran = dict.fromkeys(sizes, 0)  # jobs in the counted window, the untimed ones too
         for b, start in enumerate(range(0, jobs, BLOCK)):
             for n in sizes[b % len(sizes) :] + sizes[: b % len(sizes)]:
                 first = nets[n].nodes[0]
+                switch_in = await first.run_job(spec, timeout=60)  # untimed: see BLOCK
+                assert switch_in.ok, switch_in.reason
+                ran[n] += 1 + min(BLOCK, jobs - start)
                 for _ in range(min(BLOCK, jobs - start)):
                     t0 = time.perf_counter()
                     result = await first.run_job(spec, timeout=60)
@@ -184,13 +192,15 @@ async def scale_round(
                 "jobs": jobs,
                 "median_ms": statistics.median(latencies[n]) * 1000,
                 "p95_ms": sorted(latencies[n])[int(0.95 * (jobs - 1))] * 1000,
-                "messages_per_job": (sent + broadcast * (n - 1)) / jobs,
-                "broadcasts_per_job": broadcast / jobs,
-                "frames_per_job": frames / jobs,
+                "messages_per_job": (sent + broadcast * (n - 1)) / ran[n],
+                "broadcasts_per_job": broadcast / ran[n],
+                "frames_per_job": frames / ran[n],
                 "requesters": 1,
                 "announcements_during": announced,
                 "nodes_hearing_a_job": statistics.median(heard),
                 "join_s": joins[n],
+                "seed": seed,
+                "remote_jobs": len(remote[n]),
                 "latencies": latencies[n],
                 "remote": remote[n],
             }
@@ -298,6 +308,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         help="rounds of each measurement, ours and Dask's (or the network sizes) in turn",
     )
     parser.add_argument("--quick", action="store_true", help="200 jobs, 3 and 30 nodes (CI)")
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        help="the scale rounds' first seed (default: a random one, recorded in the JSON)",
+    )
     args = parser.parse_args(argv)
     bursts, sizes, rounds = args.bursts, args.sizes, max(1, args.rounds)
     if args.quick:
@@ -360,27 +376,31 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         data.update(jobs=bursts[0], bacalhau=first["bacalhau"], dask=first["dask"])
         data["ratios"] = first["ratios"]
     if sizes:
-        data["scale"] = scale(sizes, args.sequential, rounds)
+        seed = args.seed if args.seed is not None else random.randrange(1, 1 << 20)
+        data["scale"] = scale(sizes, args.sequential, rounds, seed)
     write("core", data)
     return data
 
 
-def scale(sizes: list[int], jobs: int, rounds: int) -> dict[str, Any]:
+def scale(sizes: list[int], jobs: int, rounds: int, seed: int) -> dict[str, Any]:
     """One job at a time on each size, ``rounds`` times over, in two shapes: a
     requester that only orchestrates (the headline: every job goes to another node, at
     every size) and one that also computes (on 3 nodes it then runs about a third of
-    the jobs itself). Each round builds fresh networks (seed ``round + 2``) and
-    measures the sizes interleaved; a size's latencies are pooled over its rounds."""
+    the jobs itself). Each round builds fresh networks (seed ``seed + round``, the
+    shapes in turn, the first shape alternating from round to round) and measures the
+    sizes interleaved; a size's latencies are pooled over its rounds."""
     dask_ms = dask_one_at_a_time(jobs)
     shapes: dict[str, dict[int, list[dict[str, Any]]]] = {
         "orchestrator": {n: [] for n in sizes},
         "requester_computes": {n: [] for n in sizes},
     }
     for r in range(rounds):
-        for shape, points in shapes.items():
+        order = list(shapes) if r % 2 == 0 else list(reversed(shapes))
+        for shape in order:
+            points = shapes[shape]
             computes = shape == "requester_computes"
             measure = functools.partial(
-                scale_round, sizes, jobs, seed=r + 2, requester_computes=computes
+                scale_round, sizes, jobs, seed=seed + r, requester_computes=computes
             )
             got = anyio.run(measure)
             for n in sizes:
@@ -389,7 +409,7 @@ def scale(sizes: list[int], jobs: int, rounds: int) -> dict[str, Any]:
     out["requester_computes"] = _scale_shape(
         shapes["requester_computes"], sizes, dask_ms, rounds, jobs, computes=True
     )
-    out.update(dask_median_ms=dask_ms, rounds=rounds, interleaved=True)
+    out.update(dask_median_ms=dask_ms, rounds=rounds, interleaved=True, seed=seed)
     return out
 
 
@@ -410,12 +430,15 @@ def _scale_shape(
         pooled = [x for p in points[n] for x in p.pop("latencies")]
         remote = [x for p in points[n] for x in p.pop("remote")]
         point = _median_of(points[n])
+        point.pop("seed", None)
         point.update(
             nodes=n,
             jobs=len(pooled),
             median_ms=statistics.median(pooled) * 1000,
             p95_ms=sorted(pooled)[int(0.95 * (len(pooled) - 1))] * 1000,
             rounds_median_ms=[p["median_ms"] for p in points[n]],
+            rounds_remote_jobs=[p["remote_jobs"] for p in points[n]],
+            rounds_seed=[p["seed"] for p in points[n]],
             remote_jobs=len(remote),
             remote_median_ms=statistics.median(remote) * 1000 if remote else None,
         )

@@ -94,7 +94,7 @@ HEADLINES: dict[str, list[Headline]] = {
             goal=("goals", "throughput_cost"),
         ),
         H(
-            "one no-op job at a time, largest network (1,000 nodes)",
+            "one no-op job at a time, largest network (1,000 nodes; node 0 only requests)",
             "the same, smallest network (3 nodes)",
             ("scale", "latency_growth"),
             goal=("goals", "latency_growth"),
