@@ -108,11 +108,16 @@ def execution_id(job_id: str, node_id: str) -> str:
     return f"{check('job_id', job_id)}.{check('node_id', node_id)}"
 
 
+def _bare(given: str) -> str:
+    """``given`` without the ellipsis the CLI puts before a short node id."""
+    return given.removeprefix("…").removeprefix("...")
+
+
 def names_node(node_id: str, given: str) -> bool:
     """Whether what a person typed, ``given``, names ``node_id``: its start, or its end
     as the CLI shows it (``…76eJkm3N``, the ellipsis optional). Every Ed25519 node id
     starts with ``12D3KooW``, so the end is what tells nodes apart; ``""`` names any."""
-    given = given.removeprefix("…").removeprefix("...")
+    given = _bare(given)
     return node_id.startswith(given) or node_id.endswith(given)
 
 
@@ -125,8 +130,8 @@ def find_node(node_ids: Collection[str], given: str) -> str:
     """
     if given in node_ids:
         return given
-    short = given.removeprefix("…").removeprefix("...")
-    matches = [n for n in node_ids if names_node(n, short)]
+    short = _bare(given)
+    matches = [n for n in node_ids if names_node(n, given)]
     if len(matches) == 1 and len(short) >= 3:
         return matches[0]
     if len(matches) > 1:

@@ -51,6 +51,7 @@ Prints tables and writes ``benchmarks/results/core.json`` (``ratios`` is the
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import logging
 import random
@@ -124,8 +125,6 @@ async def scale_round(
     """One job at a time on networks of each size, all built first and then measured
     interleaved: :data:`BLOCK` jobs on each network in turn (the order rotated each
     block), so a drift of the machine weighs on every size alike."""
-    import contextlib
-
     import bacalhau
 
     spec = bacalhau.JobSpec.noop(publisher="noop")
